@@ -1,0 +1,55 @@
+// Every operator schema of torch_sparse_conv, in one place.
+//
+// Kernels live elsewhere, one file per dispatch key and operator family:
+//   CPU      csrc/*_cpu.cpp        CUDA  cuda/*.cu
+//   Autograd csrc/*_autograd.cpp   Meta/fake  torch_sparse_conv/_fake.py
+#include <torch/library.h>
+
+#include "torch_sparse_conv.h"
+
+#ifdef TSC_WITH_CUDA
+#include <cuda.h>  // CUDA_VERSION of the toolkit the library was built with
+#endif
+
+namespace torch_sparse_conv {
+
+int64_t cuda_version_compiled() {
+#ifdef TSC_WITH_CUDA
+  return CUDA_VERSION;
+#else
+  return 0;
+#endif
+}
+
+// Referenced from the public header so that a C++ binary linking the library keeps it
+// (and with it these registrations) even under --as-needed.
+int64_t registration_anchor() { return cuda_version_compiled(); }
+
+}  // namespace torch_sparse_conv
+
+TORCH_LIBRARY(torch_sparse_conv, m) {
+  // Dense weight (C_out, C_in/groups, kH, kW) -> CSR over output channels:
+  // row_ptr (C_out + 1), col_idx (nnz) into C_in/groups * kH * kW, values (nnz).
+  // Indices are int64 so no layer size can overflow them.
+  m.def("pack_sparse_filter(Tensor weight) -> (Tensor row_ptr, Tensor col_idx, Tensor values)");
+
+  // F.conv2d(input, W, bias, stride, padding, dilation, groups) where W is the CSR-packed
+  // weight of shape weight_size = (C_out, C_in/groups, kH, kW). method: 'auto' | 'direct' | 'unfold' | 'dense'.
+  m.def(
+      "sparse_filter_conv2d(Tensor input, Tensor row_ptr, Tensor col_idx, Tensor values, "
+      "int[4] weight_size, Tensor? bias, int[2] stride, int[2] padding, int[2] dilation, "
+      "int groups, str method) -> Tensor");
+
+  // Gradients of sparse_filter_conv2d: input, the kept values only, bias.
+  // output_mask says which of the three are wanted; the others come back empty.
+  m.def(
+      "_sparse_filter_conv2d_backward(Tensor grad_output, Tensor input, Tensor row_ptr, "
+      "Tensor col_idx, Tensor values, int[4] weight_size, int[2] stride, int[2] padding, "
+      "int[2] dilation, int groups, bool[3] output_mask) "
+      "-> (Tensor grad_input, Tensor grad_values, Tensor grad_bias)");
+
+  // Build facts, so Python and TorchScript can ask how the library was compiled.
+  // 0 when built without CUDA, else CUDA_VERSION (e.g. 13000).
+  m.def("_cuda_version() -> int", &torch_sparse_conv::cuda_version_compiled);
+}
+

@@ -1,0 +1,181 @@
+// sparse_filter_conv2d forward on CPU: the 'direct', 'unfold' and 'dense' methods and the
+// 'auto' rule that picks among them.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "sparse_filter_conv2d_method.h"
+#include "sparse_filter_geometry.h"
+#include "sparse_filter_simd_cpu.h"
+
+namespace torch_sparse_conv {
+namespace {
+
+// Copies the valid columns of a wide run (see sparse_filter_geometry.h) into a dense plane.
+template <typename scalar_t>
+void wide_to_plane(const scalar_t* wide, const SparseFilterGeometry& g, scalar_t* plane) {
+  for (int64_t oh = 0; oh < g.out_h; ++oh) {
+    std::copy(wide + oh * g.phase_w, wide + oh * g.phase_w + g.out_w, plane + oh * g.out_w);
+  }
+}
+
+// direct: each (sample, output channel) plane is a sum of shifted input runs, one per kept
+// tap, read in place from the polyphase input. Work is proportional to the kept taps.
+template <typename scalar_t>
+void direct_forward(const at::Tensor& polyphase, const at::Tensor& row_ptr,
+                    const at::Tensor& values, const FilterTaps& taps,
+                    const c10::optional<at::Tensor>& bias, const SparseFilterGeometry& g,
+                    at::Tensor& output) {
+  const auto& simd = sparse_filter_simd<scalar_t>();
+  const scalar_t* in = polyphase.data_ptr<scalar_t>();
+  const int64_t* rp = row_ptr.data_ptr<int64_t>();
+  const scalar_t* val = values.data_ptr<scalar_t>();
+  at::Tensor bias_c = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
+  const scalar_t* b = bias_c.defined() ? bias_c.data_ptr<scalar_t>() : nullptr;
+  scalar_t* out = output.data_ptr<scalar_t>();
+  const int64_t sample_block = g.in_channels * g.channel_block();
+  const int64_t plane = g.out_h * g.out_w;
+  const int64_t len = g.wide_len();
+  const bool wide_is_dense = g.phase_w == g.out_w;
+  const int64_t* offsets = taps.input_offset.data();
+  // Around 64k multiply-adds per task keeps scheduling overhead negligible.
+  const int64_t work_per_item = std::max<int64_t>(1, len * (rp[g.out_channels] + 1) /
+                                                         std::max<int64_t>(g.out_channels, 1));
+  const int64_t grain = std::max<int64_t>(1, 65536 / work_per_item);
+
+  at::parallel_for(0, g.batch * g.out_channels, grain, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> wide(wide_is_dense ? 0 : len);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / g.out_channels, oc = item % g.out_channels;
+      scalar_t* dst = out + item * plane;
+      scalar_t* run = wide_is_dense ? dst : wide.data();
+      simd.conv_run(in + n * sample_block, offsets + rp[oc], val + rp[oc], rp[oc + 1] - rp[oc],
+                    b ? b[oc] : scalar_t(0), run, len);
+      if (!wide_is_dense) wide_to_plane(run, g, dst);
+    }
+  });
+}
+
+// unfold: the seed recipe done right. Per group, gather only the input rows of the taps that
+// some output channel keeps (the union), then one dense GEMM with the compacted weight.
+// The batch is processed in chunks so the gathered buffer stays under a fixed budget.
+template <typename scalar_t>
+void unfold_forward(const at::Tensor& polyphase, const at::Tensor& row_ptr,
+                    const at::Tensor& col_idx, const at::Tensor& values,
+                    const c10::optional<at::Tensor>& bias, const SparseFilterGeometry& g,
+                    at::Tensor& output) {
+  constexpr int64_t kWorkspaceElements = int64_t(1) << 23;  // 32 MiB of float32
+  const int64_t* rp = row_ptr.data_ptr<int64_t>();
+  const int64_t* ci = col_idx.data_ptr<int64_t>();
+  const scalar_t* val = values.data_ptr<scalar_t>();
+  const scalar_t* in = polyphase.data_ptr<scalar_t>();
+  const int64_t ocpg = g.out_channels_per_group();
+  const int64_t taps = g.taps_per_filter();
+  const int64_t len = g.wide_len();
+  const int64_t sample_block = g.in_channels * g.channel_block();
+  const int64_t group_block = g.in_channels_per_group() * g.channel_block();
+  const int64_t plane = g.out_h * g.out_w;
+  at::Tensor bias_c = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
+  const scalar_t* b = bias_c.defined() ? bias_c.data_ptr<scalar_t>() : nullptr;
+  scalar_t* out = output.data_ptr<scalar_t>();
+
+  for (int64_t group = 0; group < g.groups; ++group) {
+    // Union of kept taps in this group, and the compacted (ocpg x union) weight.
+    std::vector<int64_t> slot(taps, -1);
+    std::vector<int64_t> kept;
+    for (int64_t k = rp[group * ocpg]; k < rp[(group + 1) * ocpg]; ++k) {
+      if (slot[ci[k]] < 0) {
+        slot[ci[k]] = 0;
+        kept.push_back(ci[k]);
+      }
+    }
+    std::sort(kept.begin(), kept.end());
+    const int64_t width = static_cast<int64_t>(kept.size());
+    for (int64_t u = 0; u < width; ++u) slot[kept[u]] = u;
+    at::Tensor compact = at::zeros({ocpg, width}, values.options());
+    scalar_t* w = compact.data_ptr<scalar_t>();
+    for (int64_t oc = 0; oc < ocpg; ++oc) {
+      const int64_t row = group * ocpg + oc;
+      for (int64_t k = rp[row]; k < rp[row + 1]; ++k) w[oc * width + slot[ci[k]]] += val[k];
+    }
+    std::vector<int64_t> offsets(width);
+    for (int64_t u = 0; u < width; ++u) offsets[u] = group * group_block + g.tap_offset(kept[u]);
+
+    const int64_t chunk = std::max<int64_t>(
+        1, std::min<int64_t>(g.batch, kWorkspaceElements / std::max<int64_t>(1, width * len)));
+    for (int64_t n0 = 0; n0 < g.batch; n0 += chunk) {
+      const int64_t nc = std::min(chunk, g.batch - n0);
+      at::Tensor result;
+      if (width > 0) {
+        at::Tensor columns = at::empty({width, nc * len}, values.options());
+        scalar_t* cols = columns.data_ptr<scalar_t>();
+        at::parallel_for(0, width * nc, 16, [&](int64_t begin, int64_t end) {
+          for (int64_t item = begin; item < end; ++item) {
+            const int64_t u = item / nc, n = item % nc;
+            const scalar_t* src = in + (n0 + n) * sample_block + offsets[u];
+            std::copy(src, src + len, cols + u * nc * len + n * len);
+          }
+        });
+        result = at::mm(compact, columns);  // (ocpg, nc * len), wide layout per sample
+      }
+      const scalar_t* res = width > 0 ? result.data_ptr<scalar_t>() : nullptr;
+      at::parallel_for(0, nc * ocpg, 16, [&](int64_t begin, int64_t end) {
+        for (int64_t item = begin; item < end; ++item) {
+          const int64_t n = item / ocpg, oc = item % ocpg;
+          const int64_t channel = group * ocpg + oc;
+          scalar_t* dst = out + ((n0 + n) * g.out_channels + channel) * plane;
+          const scalar_t init = b ? b[channel] : scalar_t(0);
+          for (int64_t oh = 0; oh < g.out_h; ++oh) {
+            for (int64_t ow = 0; ow < g.out_w; ++ow) {
+              dst[oh * g.out_w + ow] =
+                  init + (res ? res[oc * nc * len + n * len + oh * g.phase_w + ow] : scalar_t(0));
+            }
+          }
+        }
+      });
+    }
+  }
+}
+
+at::Tensor sparse_filter_conv2d_cpu(const at::Tensor& input, const at::Tensor& row_ptr,
+                                    const at::Tensor& col_idx, const at::Tensor& values,
+                                    at::IntArrayRef weight_size,
+                                    const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                    at::IntArrayRef padding, at::IntArrayRef dilation,
+                                    int64_t groups, c10::string_view method_name) {
+  const SparseFilterGeometry g =
+      check_sparse_filter_conv2d_args(input, row_ptr, col_idx, values, weight_size, bias, stride,
+                                      padding, dilation, groups, /*check_csr_contents=*/true);
+  SparseFilterMethod method = parse_sparse_filter_method(method_name);
+  at::Tensor rp = row_ptr.contiguous(), ci = col_idx.contiguous(), val = values.contiguous();
+  if (method == SparseFilterMethod::Auto) method = choose_sparse_filter_method_cpu(rp, ci, g);
+
+  if (method == SparseFilterMethod::Dense) {
+    at::Tensor weight = unpack_sparse_filter_dense(rp, ci, val, weight_size);
+    return at::conv2d(input, weight, bias, stride, padding, dilation, groups)
+        .contiguous(at::MemoryFormat::Contiguous);
+  }
+  at::Tensor output =
+      at::empty({g.batch, g.out_channels, g.out_h, g.out_w}, input.options());
+  if (output.numel() == 0) return output;
+  at::Tensor polyphase = to_polyphase(input, g);
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "sparse_filter_conv2d_cpu", [&] {
+    if (method == SparseFilterMethod::Direct) {
+      direct_forward<scalar_t>(polyphase, rp, val, make_filter_taps(rp, ci, g), bias, g, output);
+    } else {
+      unfold_forward<scalar_t>(polyphase, rp, ci, val, bias, g, output);
+    }
+  });
+  return output;
+}
+
+}  // namespace
+}  // namespace torch_sparse_conv
+
+TORCH_LIBRARY_IMPL(torch_sparse_conv, CPU, m) {
+  m.impl("sparse_filter_conv2d", &torch_sparse_conv::sparse_filter_conv2d_cpu);
+}

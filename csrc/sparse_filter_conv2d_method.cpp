@@ -1,0 +1,59 @@
+#include "sparse_filter_conv2d_method.h"
+
+#include <vector>
+
+namespace torch_sparse_conv {
+
+SparseFilterMethod parse_sparse_filter_method(c10::string_view name) {
+  if (name == "auto") return SparseFilterMethod::Auto;
+  if (name == "direct") return SparseFilterMethod::Direct;
+  if (name == "unfold") return SparseFilterMethod::Unfold;
+  if (name == "dense") return SparseFilterMethod::Dense;
+  if (name == "spmm") return SparseFilterMethod::Spmm;
+  TORCH_CHECK(false, "sparse_filter_conv2d: method must be one of 'auto', 'direct', 'unfold', "
+              "'dense', 'spmm', got '", std::string(name), "'");
+}
+
+SparseFilterMethod choose_sparse_filter_method_cpu(
+    const at::Tensor& row_ptr, const at::Tensor& col_idx, const SparseFilterGeometry& g) {
+  const int64_t nnz = col_idx.size(0);
+  const int64_t taps = g.taps_per_filter();
+  const double density =
+      g.out_channels * taps == 0 ? 0.0 : double(nnz) / double(g.out_channels * taps);
+  if (density >= kAutoDenseDensity) return SparseFilterMethod::Dense;
+  // Union of kept taps over the output channels of each group, as a fraction of all taps.
+  const int64_t* rp = row_ptr.data_ptr<int64_t>();
+  const int64_t* ci = col_idx.data_ptr<int64_t>();
+  const int64_t ocpg = g.out_channels_per_group();
+  int64_t union_size = 0;
+  std::vector<char> seen(taps);
+  for (int64_t group = 0; group < g.groups; ++group) {
+    std::fill(seen.begin(), seen.end(), 0);
+    for (int64_t k = rp[group * ocpg]; k < rp[(group + 1) * ocpg]; ++k) {
+      union_size += seen[ci[k]] ? 0 : 1;
+      seen[ci[k]] = 1;
+    }
+  }
+  const double union_fraction =
+      g.groups * taps == 0 ? 0.0 : double(union_size) / double(g.groups * taps);
+  // The GEMM over the union does union/density times the useful work at a far higher rate.
+  if (density > 0 && union_fraction / density <= kAutoUnfoldWasteRatio) {
+    return SparseFilterMethod::Unfold;
+  }
+  return SparseFilterMethod::Direct;
+}
+
+at::Tensor unpack_sparse_filter_dense(const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                                      const at::Tensor& values, at::IntArrayRef weight_size) {
+  TORCH_CHECK(weight_size.size() == 4, "unpack_sparse_filter: weight_size must have 4 elements");
+  const int64_t rows = weight_size[0];
+  const int64_t cols = weight_size[1] * weight_size[2] * weight_size[3];
+  at::Tensor counts = row_ptr.narrow(0, 1, rows) - row_ptr.narrow(0, 0, rows);
+  at::Tensor row_of = at::repeat_interleave(
+      at::arange(rows, row_ptr.options()), counts, /*dim=*/0, /*output_size=*/col_idx.size(0));
+  at::Tensor dense = at::zeros({rows * cols}, values.options());
+  dense.index_add_(0, row_of * cols + col_idx, values);
+  return dense.view({weight_size[0], weight_size[1], weight_size[2], weight_size[3]});
+}
+
+}  // namespace torch_sparse_conv

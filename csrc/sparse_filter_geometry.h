@@ -1,0 +1,73 @@
+// Argument checks and the shared geometry of the sparse-filter convolution.
+//
+// Every backend reads the input through the same "polyphase" layout: the zero-padded
+// input split into stride_h * stride_w phase planes of size phase_h x phase_w, so that
+// tap (ki, kj) of a strided, dilated convolution becomes a plain shift inside one phase
+// plane. In that layout output pixel (oh, ow) lives at the "wide" position
+// p = oh * phase_w + ow, and input element for tap t at p + tap_offset(t): one
+// contiguous run of length wide_len per tap and output channel, whatever the stride.
+// Wide positions with ow >= out_w are padding columns that kernels compute and drop.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <vector>
+
+namespace torch_sparse_conv {
+
+struct SparseFilterGeometry {
+  int64_t batch = 0, in_channels = 0, in_h = 0, in_w = 0;
+  int64_t out_channels = 0, groups = 1, kernel_h = 0, kernel_w = 0;
+  int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dilation_h = 1, dilation_w = 1;
+  int64_t out_h = 0, out_w = 0;
+  int64_t phase_h = 0, phase_w = 0;  // size of one polyphase plane
+
+  int64_t in_channels_per_group() const { return in_channels / groups; }
+  int64_t out_channels_per_group() const { return out_channels / groups; }
+  int64_t taps_per_filter() const { return in_channels_per_group() * kernel_h * kernel_w; }
+  // Elements of one input channel in the polyphase layout.
+  int64_t channel_block() const { return stride_h * stride_w * phase_h * phase_w; }
+  // Length of the wide output run (last row holds only out_w valid columns).
+  int64_t wide_len() const { return out_h == 0 || out_w == 0 ? 0 : (out_h - 1) * phase_w + out_w; }
+  // Offset, inside the polyphase layout of one group, of filter column `col`
+  // (col = c * kH * kW + ki * kW + kj).
+  int64_t tap_offset(int64_t col) const;
+};
+
+// Validates every argument of sparse_filter_conv2d and returns the geometry.
+// check_csr_contents: also read row_ptr / col_idx to prove every index is in range
+// (done on CPU tensors; CUDA kernels check shapes only, to avoid a device sync).
+SparseFilterGeometry check_sparse_filter_conv2d_args(
+    const at::Tensor& input,
+    const at::Tensor& row_ptr,
+    const at::Tensor& col_idx,
+    const at::Tensor& values,
+    at::IntArrayRef weight_size,
+    const c10::optional<at::Tensor>& bias,
+    at::IntArrayRef stride,
+    at::IntArrayRef padding,
+    at::IntArrayRef dilation,
+    int64_t groups,
+    bool check_csr_contents);
+
+// The input in polyphase layout, contiguous (N, C, stride_h, stride_w, phase_h, phase_w).
+at::Tensor to_polyphase(const at::Tensor& input, const SparseFilterGeometry& g);
+
+// Inverse of to_polyphase for gradients: (N, C, sh, sw, ph, pw) -> (N, C, H, W), dropping
+// the padding.
+at::Tensor from_polyphase(const at::Tensor& polyphase, const SparseFilterGeometry& g);
+
+// A dense (N, C, out_h, out_w) tensor in the wide layout (N, C, out_h * phase_w), with
+// zeros in the padding columns.
+at::Tensor to_wide(const at::Tensor& dense, const SparseFilterGeometry& g);
+
+// Per-nonzero facts every kernel needs: the output channel of each nonzero and the offset of
+// its tap inside the polyphase layout of the whole sample (group and channel included).
+struct FilterTaps {
+  std::vector<int64_t> out_channel;   // nnz
+  std::vector<int64_t> input_offset;  // nnz
+};
+FilterTaps make_filter_taps(
+    const at::Tensor& row_ptr, const at::Tensor& col_idx, const SparseFilterGeometry& g);
+
+}  // namespace torch_sparse_conv

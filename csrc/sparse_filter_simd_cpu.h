@@ -1,0 +1,26 @@
+// The three inner loops of the sparse-filter convolution on CPU, compiled for several
+// instruction sets (AVX-512, AVX2+FMA, baseline) and picked once at run time from what the
+// processor supports, so a source build runs fast without -march=native.
+#pragma once
+
+#include <cstdint>
+
+namespace torch_sparse_conv {
+
+template <typename scalar_t>
+struct SparseFilterSimd {
+  // out[p] = init + sum_k values[k] * sample[offsets[k] + p]   for p < len.
+  // The accumulators of a tile of `out` stay in registers across all nonzeros.
+  void (*conv_run)(const scalar_t* sample, const int64_t* offsets, const scalar_t* values,
+                   int64_t nnz, scalar_t init, scalar_t* out, int64_t len);
+  // sum_p a[p] * b[p]
+  scalar_t (*dot)(const scalar_t* a, const scalar_t* b, int64_t len);
+  // y[p] += alpha * x[p]
+  void (*axpy)(scalar_t alpha, const scalar_t* x, scalar_t* y, int64_t len);
+  const char* isa;  // "avx512", "avx2" or "baseline"
+};
+
+template <typename scalar_t>
+const SparseFilterSimd<scalar_t>& sparse_filter_simd();
+
+}  // namespace torch_sparse_conv

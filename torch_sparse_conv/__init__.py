@@ -1,0 +1,29 @@
+"""torch_sparse_conv: sparse 2-D convolutions for PyTorch as registered ATen operators.
+
+* Sparse-filter conv2d: pruned ``nn.Conv2d`` weights computed at the cost of the kept taps
+  (:func:`sparse_conv2d`, :class:`SparseConv2d`, :func:`sparsify`).
+
+All operators live under ``torch.ops.torch_sparse_conv``.
+"""
+from . import _library
+
+_library.load()
+
+from ._library import cuda_version_compiled, library_path  # noqa: E402
+from .functional import (  # noqa: E402
+    pack_sparse_filter,
+    sparse_conv2d,
+    sparse_conv2d_packed,
+    unpack_sparse_filter,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "cuda_version_compiled",
+    "library_path",
+    "pack_sparse_filter",
+    "sparse_conv2d",
+    "sparse_conv2d_packed",
+    "unpack_sparse_filter",
+]

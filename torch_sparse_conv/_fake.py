@@ -1,0 +1,34 @@
+"""Fake (meta) kernels: output shapes without data, for torch.compile, export and opcheck."""
+import torch
+
+
+def _out_size(size, kernel, stride, padding, dilation):
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+@torch.library.register_fake("torch_sparse_conv::pack_sparse_filter")
+def _pack_sparse_filter_fake(weight):
+    torch._check(weight.dim() == 4, lambda: "pack_sparse_filter: weight must be 4-D")
+    nnz = torch.library.get_ctx().new_dynamic_size()
+    row_ptr = weight.new_empty((weight.shape[0] + 1,), dtype=torch.int64)
+    return row_ptr, weight.new_empty((nnz,), dtype=torch.int64), weight.new_empty((nnz,))
+
+
+@torch.library.register_fake("torch_sparse_conv::sparse_filter_conv2d")
+def _sparse_filter_conv2d_fake(input, row_ptr, col_idx, values, weight_size, bias, stride,
+                               padding, dilation, groups, method):
+    torch._check(input.dim() == 4, lambda: "sparse_filter_conv2d: input must be 4-D")
+    out_h = _out_size(input.shape[2], weight_size[2], stride[0], padding[0], dilation[0])
+    out_w = _out_size(input.shape[3], weight_size[3], stride[1], padding[1], dilation[1])
+    return input.new_empty((input.shape[0], weight_size[0], out_h, out_w))
+
+
+@torch.library.register_fake("torch_sparse_conv::_sparse_filter_conv2d_backward")
+def _sparse_filter_conv2d_backward_fake(grad_output, input, row_ptr, col_idx, values,
+                                        weight_size, stride, padding, dilation, groups,
+                                        output_mask):
+    grad_input = torch.empty_like(input, memory_format=torch.contiguous_format) \
+        if output_mask[0] else None
+    grad_values = torch.empty_like(values) if output_mask[1] else None
+    grad_bias = grad_output.new_empty((weight_size[0],)) if output_mask[2] else None
+    return grad_input, grad_values, grad_bias

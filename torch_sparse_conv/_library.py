@@ -1,0 +1,40 @@
+"""Loads the compiled operator library and registers the fake (meta) kernels.
+
+Fake kernels are registered only after the library is loaded: they attach to schemas that
+the library defines, and registering them first would fail or shadow a missing build.
+"""
+import os
+
+import torch
+
+_LOADED = False
+
+
+def load() -> None:
+    global _LOADED
+    if _LOADED:
+        return
+    try:
+        from . import _C  # noqa: F401  (importing runs the TORCH_LIBRARY registrations)
+    except ImportError as error:
+        raise ImportError(
+            "torch_sparse_conv: the compiled extension torch_sparse_conv._C could not be loaded "
+            f"({error}). Build it first: `pip install --no-build-isolation -e .` from the "
+            "repository (see README.md)."
+        ) from error
+    if not hasattr(torch.ops.torch_sparse_conv, "sparse_filter_conv2d"):
+        raise ImportError("torch_sparse_conv._C loaded but registered no operators")
+    from . import _fake  # noqa: F401
+    _LOADED = True
+
+
+def library_path() -> str:
+    """Path of the compiled shared library (for torch.ops.load_library in other processes)."""
+    from . import _C
+
+    return os.path.abspath(_C.__file__)
+
+
+def cuda_version_compiled() -> int:
+    """CUDA_VERSION the library was built with (e.g. 13000), or 0 for a CPU-only build."""
+    return int(torch.ops.torch_sparse_conv._cuda_version())

@@ -1,0 +1,167 @@
+"""Functional API of the sparse-filter convolution.
+
+``sparse_conv2d`` takes a dense weight whose zeros are pruned taps and returns exactly what
+``torch.nn.functional.conv2d`` returns, computing only the kept taps. ``sparse_conv2d_packed``
+is the same operation on a weight packed once with ``pack_sparse_filter`` (what
+``SparseConv2d`` stores), and is TorchScript-compatible.
+"""
+from typing import List, Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from . import _library
+
+_library.load()
+
+METHODS = ("auto", "direct", "unfold", "dense", "spmm")
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+IntOrPair = Union[int, Tuple[int, int], List[int]]
+
+
+def _pair(value, name: str) -> List[int]:
+    if isinstance(value, bool) or not isinstance(value, (int, tuple, list, torch.Size)):
+        raise TypeError(f"sparse_conv2d: {name} must be an int or a pair of ints, got {value!r}")
+    if isinstance(value, int):
+        return [value, value]
+    if len(value) == 1:
+        return [int(value[0]), int(value[0])]
+    if len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise ValueError(f"sparse_conv2d: {name} must be an int or a pair of ints, got {value!r}")
+    return [int(value[0]), int(value[1])]
+
+
+def resolve_padding(padding, kernel_size: List[int], stride: List[int],
+                    dilation: List[int]) -> Tuple[List[int], List[int]]:
+    """Splits ``padding`` (int, pair, 'same' or 'valid') into a symmetric part and the extra
+    right/bottom padding that 'same' needs for even effective kernels (as F.conv2d does)."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return [0, 0], [0, 0]
+        if padding != "same":
+            raise ValueError(
+                f"sparse_conv2d: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+        if stride != [1, 1]:
+            raise ValueError("sparse_conv2d: padding='same' is not supported for strided "
+                             f"convolutions (stride={stride})")
+        total = [d * (k - 1) for d, k in zip(dilation, kernel_size)]
+        symmetric = [t // 2 for t in total]
+        return symmetric, [t - 2 * s for t, s in zip(total, symmetric)]
+    pad = _pair(padding, "padding")
+    if pad[0] < 0 or pad[1] < 0:
+        raise ValueError(f"sparse_conv2d: padding must be non-negative, got {padding!r}")
+    return pad, [0, 0]
+
+
+def pack_sparse_filter(weight: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Packs the nonzero taps of a dense ``(C_out, C_in/groups, kH, kW)`` weight as CSR over
+    output channels: ``(row_ptr, col_idx, values)`` with int64 indices, columns indexing
+    ``C_in/groups * kH * kW``."""
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"pack_sparse_filter: weight must be a Tensor, got {type(weight).__name__}")
+    if weight.dim() != 4:
+        raise ValueError("pack_sparse_filter: weight must be 4-D (C_out, C_in/groups, kH, kW), "
+                         f"got shape {tuple(weight.shape)}")
+    return torch.ops.torch_sparse_conv.pack_sparse_filter(weight.detach())
+
+
+def unpack_sparse_filter(row_ptr: Tensor, col_idx: Tensor, values: Tensor,
+                         weight_size: List[int]) -> Tensor:
+    """The dense weight a packed filter stands for (differentiable w.r.t. ``values``)."""
+    rows = weight_size[0]
+    taps = weight_size[1] * weight_size[2] * weight_size[3]
+    counts = row_ptr[1:] - row_ptr[:-1]
+    row_of = torch.repeat_interleave(torch.arange(rows, device=row_ptr.device), counts)
+    dense = values.new_zeros(rows * taps).index_add(0, row_of * taps + col_idx, values)
+    return dense.view(weight_size)
+
+
+def sparse_conv2d_packed(input: Tensor, row_ptr: Tensor, col_idx: Tensor, values: Tensor,
+                         weight_size: List[int], bias: Optional[Tensor], stride: List[int],
+                         padding: List[int], extra_padding: List[int], dilation: List[int],
+                         groups: int, method: str = "auto",
+                         padding_mode: str = "zeros") -> Tensor:
+    """Convolution with a packed weight; arguments already normalised (see SparseConv2d).
+
+    ``padding`` is symmetric; ``extra_padding`` is added on the right/bottom only ('same' with
+    an even kernel). ``input`` may be ``(N, C, H, W)`` or unbatched ``(C, H, W)``.
+    """
+    unbatched = input.dim() == 3
+    if unbatched:
+        input = input.unsqueeze(0)
+    if padding_mode != "zeros":
+        pad = [padding[1], padding[1] + extra_padding[1], padding[0], padding[0] + extra_padding[0]]
+        input = torch.nn.functional.pad(input, pad, mode=padding_mode)
+        padding = [0, 0]
+    elif extra_padding[0] != 0 or extra_padding[1] != 0:
+        input = torch.nn.functional.pad(input, [0, extra_padding[1], 0, extra_padding[0]])
+    out = torch.ops.torch_sparse_conv.sparse_filter_conv2d(
+        input, row_ptr, col_idx, values, weight_size, bias, stride, padding, dilation, groups,
+        method)
+    return out.squeeze(0) if unbatched else out
+
+
+def _check_tensors(input, weight, bias):
+    if not isinstance(input, Tensor):
+        raise TypeError(f"sparse_conv2d: input must be a Tensor, got {type(input).__name__}")
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"sparse_conv2d: weight must be a Tensor, got {type(weight).__name__}")
+    if bias is not None and not isinstance(bias, Tensor):
+        raise TypeError(f"sparse_conv2d: bias must be a Tensor or None, got {type(bias).__name__}")
+    if input.dim() not in (3, 4):
+        raise ValueError("sparse_conv2d: input must be 4-D (N, C, H, W) or 3-D (C, H, W), got "
+                         f"shape {tuple(input.shape)}")
+    if weight.dim() != 4:
+        raise ValueError("sparse_conv2d: weight must be 4-D (C_out, C_in/groups, kH, kW), got "
+                         f"shape {tuple(weight.shape)}")
+    if weight.dtype != input.dtype:
+        raise TypeError(f"sparse_conv2d: weight dtype ({weight.dtype}) must match input dtype "
+                        f"({input.dtype})")
+    if weight.device != input.device:
+        raise ValueError(f"sparse_conv2d: weight is on {weight.device} but input is on "
+                         f"{input.device}")
+
+
+def sparse_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+                  stride: IntOrPair = 1, padding: Union[IntOrPair, str] = 0,
+                  dilation: IntOrPair = 1, groups: int = 1, method: str = "auto") -> Tensor:
+    """2-D convolution with a pruned weight, equal to ``F.conv2d`` with the same arguments.
+
+    Args:
+        input: ``(N, C_in, H, W)`` or ``(C_in, H, W)``, float32 or float64, any memory format.
+        weight: dense ``(C_out, C_in/groups, kH, kW)``; its zeros are pruned taps and cost
+            nothing. The gradient w.r.t. ``weight`` is zero at pruned taps (they stay pruned).
+        bias: optional ``(C_out,)``.
+        stride, dilation: int or pair, positive.
+        padding: int, pair, ``'same'`` or ``'valid'``.
+        groups: number of blocked connections, dividing ``C_in`` and ``C_out``.
+        method: ``'auto'`` (default), ``'direct'`` (kept taps read in place, no im2col
+            buffer), ``'unfold'`` (im2col of the union of kept taps and a dense GEMM),
+            ``'dense'`` (``F.conv2d`` on the unpacked weight), ``'spmm'`` (CUDA only).
+
+    The weight is packed on every call; to pack once, use :class:`SparseConv2d` or
+    :func:`pack_sparse_filter` with :func:`sparse_conv2d_packed`.
+    """
+    _check_tensors(input, weight, bias)
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups <= 0:
+        raise ValueError(f"sparse_conv2d: groups must be a positive int, got {groups!r}")
+    if method not in METHODS:
+        raise ValueError(f"sparse_conv2d: method must be one of {METHODS}, got {method!r}")
+    kernel = [int(weight.shape[2]), int(weight.shape[3])]
+    stride_ = _pair(stride, "stride")
+    dilation_ = _pair(dilation, "dilation")
+    if min(stride_) <= 0:
+        raise ValueError(f"sparse_conv2d: stride must be positive, got {stride!r}")
+    if min(dilation_) <= 0:
+        raise ValueError(f"sparse_conv2d: dilation must be positive, got {dilation!r}")
+    padding_, extra = resolve_padding(padding, kernel, stride_, dilation_)
+
+    row_ptr, col_idx, values = torch.ops.torch_sparse_conv.pack_sparse_filter(weight.detach())
+    if weight.requires_grad:
+        # The same positions, gathered differentiably: boolean-mask order is row-major, which
+        # is the CSR order of the packing.
+        values = weight.reshape(weight.shape[0], -1)[weight.detach().reshape(
+            weight.shape[0], -1) != 0]
+    return sparse_conv2d_packed(input, row_ptr, col_idx, values, list(weight.shape), bias,
+                                stride_, padding_, extra, dilation_, groups, method)
