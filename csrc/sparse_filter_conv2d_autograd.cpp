@@ -43,14 +43,12 @@ class SparseFilterConv2dFunction
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
                             const at::Tensor& row_ptr, const at::Tensor& col_idx,
-                            const at::Tensor& values, const at::Tensor& bias,
+                            const at::Tensor& values, const c10::optional<at::Tensor>& bias,
                             std::vector<int64_t> weight_size, std::vector<int64_t> stride,
                             std::vector<int64_t> padding, std::vector<int64_t> dilation,
                             int64_t groups, std::string method) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    const c10::optional<at::Tensor> maybe_bias =
-        bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt;
-    at::Tensor output = call_forward(input, row_ptr, col_idx, values, weight_size, maybe_bias,
+    at::Tensor output = call_forward(input, row_ptr, col_idx, values, weight_size, bias,
                                      stride, padding, dilation, groups, method);
     ctx->save_for_backward({input, row_ptr, col_idx, values});
     ctx->saved_data["weight_size"] = weight_size;
@@ -58,7 +56,7 @@ class SparseFilterConv2dFunction
     ctx->saved_data["padding"] = padding;
     ctx->saved_data["dilation"] = dilation;
     ctx->saved_data["groups"] = groups;
-    ctx->saved_data["has_bias"] = bias.defined();
+    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
     return output;
   }
 
@@ -86,7 +84,7 @@ at::Tensor sparse_filter_conv2d_autograd(
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
     c10::string_view method) {
   return SparseFilterConv2dFunction::apply(
-      input, row_ptr, col_idx, values, bias.has_value() ? *bias : at::Tensor(),
+      input, row_ptr, col_idx, values, bias,
       weight_size.vec(), stride.vec(), padding.vec(), dilation.vec(), groups,
       std::string(method));
 }

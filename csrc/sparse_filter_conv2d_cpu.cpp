@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -15,24 +16,39 @@
 namespace torch_sparse_conv {
 namespace {
 
-// Copies the valid columns of a wide run (see sparse_filter_geometry.h) into a dense plane.
+// Copies wide positions [begin, begin + count) of one output channel (see
+// sparse_filter_geometry.h) into its dense plane, row segment by row segment, dropping the
+// padding columns.
 template <typename scalar_t>
-void wide_to_plane(const scalar_t* wide, const SparseFilterGeometry& g, scalar_t* plane) {
-  for (int64_t oh = 0; oh < g.out_h; ++oh) {
-    std::copy(wide + oh * g.phase_w, wide + oh * g.phase_w + g.out_w, plane + oh * g.out_w);
+void wide_to_plane(const scalar_t* wide, int64_t begin, int64_t count,
+                   const SparseFilterGeometry& g, scalar_t* plane) {
+  const int64_t end = begin + count;
+  for (int64_t q = begin; q < end;) {
+    const int64_t oh = q / g.phase_w, ow = q % g.phase_w;
+    const int64_t row_end = std::min(end, (oh + 1) * g.phase_w);
+    const int64_t valid_end = std::min(row_end, oh * g.phase_w + g.out_w);
+    if (q < valid_end) std::copy(wide + (q - begin), wide + (valid_end - begin), plane + oh * g.out_w + ow);
+    q = row_end;
   }
 }
 
 // direct: each (sample, output channel) plane is a sum of shifted input runs, one per kept
 // tap, read in place from the polyphase input. Work is proportional to the kept taps.
+// Cache blocking: a task computes one block of wide positions for every output channel,
+// visiting the input channels in chunks whose rows fit in L1, and accumulating the
+// chunks' partial sums in a small per-task buffer.
 template <typename scalar_t>
 void direct_forward(const at::Tensor& polyphase, const at::Tensor& row_ptr,
-                    const at::Tensor& values, const FilterTaps& taps,
+                    const at::Tensor& col_idx, const at::Tensor& values,
                     const c10::optional<at::Tensor>& bias, const SparseFilterGeometry& g,
                     at::Tensor& output) {
+  constexpr int64_t kBlock = 512;
+  constexpr int64_t kL1Bytes = 32 * 1024;
+  constexpr int64_t lanes = vector_lanes<scalar_t>();
   const auto& simd = sparse_filter_simd<scalar_t>();
   const scalar_t* in = polyphase.data_ptr<scalar_t>();
   const int64_t* rp = row_ptr.data_ptr<int64_t>();
+  const int64_t* ci = col_idx.data_ptr<int64_t>();
   const scalar_t* val = values.data_ptr<scalar_t>();
   at::Tensor bias_c = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
   const scalar_t* b = bias_c.defined() ? bias_c.data_ptr<scalar_t>() : nullptr;
@@ -40,22 +56,67 @@ void direct_forward(const at::Tensor& polyphase, const at::Tensor& row_ptr,
   const int64_t sample_block = g.in_channels * g.channel_block();
   const int64_t plane = g.out_h * g.out_w;
   const int64_t len = g.wide_len();
-  const bool wide_is_dense = g.phase_w == g.out_w;
-  const int64_t* offsets = taps.input_offset.data();
-  // Around 64k multiply-adds per task keeps scheduling overhead negligible.
-  const int64_t work_per_item = std::max<int64_t>(1, len * (rp[g.out_channels] + 1) /
-                                                         std::max<int64_t>(g.out_channels, 1));
-  const int64_t grain = std::max<int64_t>(1, 65536 / work_per_item);
+  const int64_t block = std::min(len, kBlock);
+  const int64_t blocks = (len + block - 1) / block;
+  const int64_t block_vectors = (block + lanes - 1) / lanes;
 
-  at::parallel_for(0, g.batch * g.out_channels, grain, [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> wide(wide_is_dense ? 0 : len);
+  // Input channels per chunk: the rows a block reads from one channel span the block plus
+  // the kernel's reach, in each of the stride_h * stride_w phase planes.
+  const int64_t reach = ((g.kernel_h - 1) * g.dilation_h / g.stride_h + 1) * g.phase_w;
+  const int64_t channel_bytes =
+      g.stride_h * g.stride_w * std::min(g.phase_h * g.phase_w, block + reach) * sizeof(scalar_t);
+  const int64_t chunk_channels = std::max<int64_t>(1, kL1Bytes / channel_bytes);
+  const int64_t cin_g = g.in_channels_per_group();
+  const int64_t chunks = (cin_g + chunk_channels - 1) / chunk_channels;
+  const int64_t taps_per_channel = g.kernel_h * g.kernel_w;
+
+  // Taps of each output channel sorted by input channel, with the boundaries of each chunk.
+  const int64_t nnz = col_idx.size(0);
+  std::vector<int64_t> order(nnz);
+  std::vector<int64_t> offsets(nnz);
+  std::vector<scalar_t> sorted_values(nnz);
+  std::vector<int64_t> chunk_ptr(g.out_channels * (chunks + 1));
+  const int64_t group_block = cin_g * g.channel_block();
+  for (int64_t oc = 0; oc < g.out_channels; ++oc) {
+    const int64_t group = oc / g.out_channels_per_group();
+    std::iota(order.begin() + rp[oc], order.begin() + rp[oc + 1], rp[oc]);
+    std::stable_sort(order.begin() + rp[oc], order.begin() + rp[oc + 1],
+                     [&](int64_t x, int64_t y) { return ci[x] < ci[y]; });
+    int64_t* bounds = chunk_ptr.data() + oc * (chunks + 1);
+    int64_t k = rp[oc];
+    for (int64_t j = 0; j <= chunks; ++j) {
+      while (k < rp[oc + 1] && ci[order[k]] / taps_per_channel < j * chunk_channels) ++k;
+      bounds[j] = k;
+    }
+    bounds[chunks] = rp[oc + 1];
+    for (int64_t k2 = rp[oc]; k2 < rp[oc + 1]; ++k2) {
+      offsets[k2] = group * group_block + g.tap_offset(ci[order[k2]]);
+      sorted_values[k2] = val[order[k2]];
+    }
+  }
+
+  at::parallel_for(0, g.batch * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> partial(g.out_channels * block_vectors * lanes);
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t n = item / g.out_channels, oc = item % g.out_channels;
-      scalar_t* dst = out + item * plane;
-      scalar_t* run = wide_is_dense ? dst : wide.data();
-      simd.conv_run(in + n * sample_block, offsets + rp[oc], val + rp[oc], rp[oc + 1] - rp[oc],
-                    b ? b[oc] : scalar_t(0), run, len);
-      if (!wide_is_dense) wide_to_plane(run, g, dst);
+      const int64_t n = item / blocks;
+      const int64_t p0 = (item % blocks) * block;
+      const int64_t count = std::min(block, len - p0);
+      const int64_t nvec = (count + lanes - 1) / lanes;
+      const scalar_t* sample = in + n * sample_block + p0;
+      for (int64_t j = 0; j < chunks; ++j) {
+        for (int64_t oc = 0; oc < g.out_channels; ++oc) {
+          const int64_t* bounds = chunk_ptr.data() + oc * (chunks + 1);
+          const int64_t k0 = bounds[j], k1 = bounds[j + 1];
+          if (j > 0 && k0 == k1) continue;
+          simd.conv_block(sample, offsets.data() + k0, sorted_values.data() + k0, k1 - k0,
+                          /*accumulate=*/j > 0, b ? b[oc] : scalar_t(0),
+                          partial.data() + oc * block_vectors * lanes, nvec);
+        }
+      }
+      for (int64_t oc = 0; oc < g.out_channels; ++oc) {
+        wide_to_plane(partial.data() + oc * block_vectors * lanes, p0, count, g,
+                      out + (n * g.out_channels + oc) * plane);
+      }
     }
   });
 }
@@ -162,10 +223,11 @@ at::Tensor sparse_filter_conv2d_cpu(const at::Tensor& input, const at::Tensor& r
   at::Tensor output =
       at::empty({g.batch, g.out_channels, g.out_h, g.out_w}, input.options());
   if (output.numel() == 0) return output;
-  at::Tensor polyphase = to_polyphase(input, g);
+  // Vector loads may overhang the last run by up to one vector: give them slack.
+  at::Tensor polyphase = to_polyphase(input, g, /*slack=*/64);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "sparse_filter_conv2d_cpu", [&] {
     if (method == SparseFilterMethod::Direct) {
-      direct_forward<scalar_t>(polyphase, rp, val, make_filter_taps(rp, ci, g), bias, g, output);
+      direct_forward<scalar_t>(polyphase, rp, ci, val, bias, g, output);
     } else {
       unfold_forward<scalar_t>(polyphase, rp, ci, val, bias, g, output);
     }

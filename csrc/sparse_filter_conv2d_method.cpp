@@ -1,5 +1,6 @@
 #include "sparse_filter_conv2d_method.h"
 
+#include <algorithm>
 #include <vector>
 
 namespace torch_sparse_conv {
@@ -20,7 +21,6 @@ SparseFilterMethod choose_sparse_filter_method_cpu(
   const int64_t taps = g.taps_per_filter();
   const double density =
       g.out_channels * taps == 0 ? 0.0 : double(nnz) / double(g.out_channels * taps);
-  if (density >= kAutoDenseDensity) return SparseFilterMethod::Dense;
   // Union of kept taps over the output channels of each group, as a fraction of all taps.
   const int64_t* rp = row_ptr.data_ptr<int64_t>();
   const int64_t* ci = col_idx.data_ptr<int64_t>();
@@ -36,11 +36,14 @@ SparseFilterMethod choose_sparse_filter_method_cpu(
   }
   const double union_fraction =
       g.groups * taps == 0 ? 0.0 : double(union_size) / double(g.groups * taps);
-  // The GEMM over the union does union/density times the useful work at a far higher rate.
-  if (density > 0 && union_fraction / density <= kAutoUnfoldWasteRatio) {
-    return SparseFilterMethod::Unfold;
-  }
-  return SparseFilterMethod::Direct;
+  const int64_t len = g.wide_len();
+  const double direct_efficiency = len >= 512   ? kDirectEfficiencyLargePlane
+                                   : len >= 128 ? kDirectEfficiencyMediumPlane
+                                                : kDirectEfficiencySmallPlane;
+  const double direct_gain = density > 0 ? direct_efficiency / density : 1e9;
+  const double unfold_gain = union_fraction > 0 ? kUnfoldEfficiency / union_fraction : 1e9;
+  if (std::max(direct_gain, unfold_gain) < kAutoMinGain) return SparseFilterMethod::Dense;
+  return direct_gain >= unfold_gain ? SparseFilterMethod::Direct : SparseFilterMethod::Unfold;
 }
 
 at::Tensor unpack_sparse_filter_dense(const at::Tensor& row_ptr, const at::Tensor& col_idx,

@@ -153,7 +153,8 @@ SparseFilterGeometry check_sparse_filter_conv2d_args(
   return g;
 }
 
-at::Tensor to_polyphase(const at::Tensor& input, const SparseFilterGeometry& g) {
+at::Tensor to_polyphase(const at::Tensor& input, const SparseFilterGeometry& g,
+                        int64_t slack) {
   const int64_t extra_h = g.phase_h * g.stride_h - g.in_h - g.pad_h;
   const int64_t extra_w = g.phase_w * g.stride_w - g.in_w - g.pad_w;
   at::Tensor padded = input;
@@ -161,12 +162,16 @@ at::Tensor to_polyphase(const at::Tensor& input, const SparseFilterGeometry& g) 
     padded = at::constant_pad_nd(input, {g.pad_w, extra_w, g.pad_h, extra_h}, 0);
   }
   padded = padded.contiguous();
-  if (g.stride_h == 1 && g.stride_w == 1) {
-    return padded;
-  }
-  return padded.view({g.batch, g.in_channels, g.phase_h, g.stride_h, g.phase_w, g.stride_w})
-      .permute({0, 1, 3, 5, 2, 4})
-      .contiguous();
+  at::Tensor phases =
+      padded.view({g.batch, g.in_channels, g.phase_h, g.stride_h, g.phase_w, g.stride_w})
+          .permute({0, 1, 3, 5, 2, 4});
+  if (slack == 0) return phases.contiguous();
+  const int64_t total = phases.numel();
+  at::Tensor storage = at::empty({total + slack}, input.options());
+  storage.narrow(0, total, slack).zero_();
+  at::Tensor result = storage.narrow(0, 0, total).view(phases.sizes());
+  result.copy_(phases);
+  return result;
 }
 
 at::Tensor from_polyphase(const at::Tensor& polyphase, const SparseFilterGeometry& g) {

@@ -51,7 +51,10 @@ SparseFilterGeometry check_sparse_filter_conv2d_args(
     bool check_csr_contents);
 
 // The input in polyphase layout, contiguous (N, C, stride_h, stride_w, phase_h, phase_w).
-at::Tensor to_polyphase(const at::Tensor& input, const SparseFilterGeometry& g);
+// With slack > 0 the storage extends `slack` zeroed elements past the end, so vector loads
+// that overhang the last valid run stay inside the allocation.
+at::Tensor to_polyphase(const at::Tensor& input, const SparseFilterGeometry& g,
+                        int64_t slack = 0);
 
 // Inverse of to_polyphase for gradients: (N, C, sh, sw, ph, pw) -> (N, C, H, W), dropping
 // the padding.

@@ -1,5 +1,6 @@
 #include "sparse_filter_simd_cpu.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace torch_sparse_conv {
@@ -26,60 +27,49 @@ struct Vec {
   }
 };
 
-// One tile of UNROLL vectors: accumulators in registers, every nonzero streamed through.
-template <typename scalar_t, int UNROLL>
-TSC_INLINE void conv_tile(const scalar_t* sample, const int64_t* offsets,
-                          const scalar_t* values, int64_t nnz, scalar_t init, scalar_t* out) {
+// U consecutive vectors of out: accumulators in registers, every nonzero streamed through.
+// They start from out's current values (accumulate) or from init.
+template <typename scalar_t, int U>
+TSC_INLINE void conv_vectors(const scalar_t* sample, const int64_t* offsets,
+                             const scalar_t* values, int64_t nnz, bool accumulate, scalar_t init,
+                             scalar_t* out) {
   using V = Vec<scalar_t>;
-  typename V::type acc[UNROLL];
-  for (int u = 0; u < UNROLL; ++u) acc[u] = V::broadcast(init);
+  typename V::type acc[U];
+  for (int u = 0; u < U; ++u) {
+    acc[u] = accumulate ? V::load(out + u * V::lanes) : V::broadcast(init);
+  }
   for (int64_t k = 0; k < nnz; ++k) {
     const scalar_t* src = sample + offsets[k];
     const typename V::type v = V::broadcast(values[k]);
-    for (int u = 0; u < UNROLL; ++u) acc[u] += v * V::load(src + u * V::lanes);
+    for (int u = 0; u < U; ++u) acc[u] += v * V::load(src + u * V::lanes);
   }
-  for (int u = 0; u < UNROLL; ++u) V::store(out + u * V::lanes, acc[u]);
+  for (int u = 0; u < U; ++u) V::store(out + u * V::lanes, acc[u]);
 }
 
-template <typename scalar_t>
-TSC_INLINE void conv_scalar(const scalar_t* sample, const int64_t* offsets,
-                            const scalar_t* values, int64_t nnz, scalar_t init, scalar_t* out,
-                            int64_t len) {
-  for (int64_t p = 0; p < len; ++p) {
-    scalar_t acc = init;
-    for (int64_t k = 0; k < nnz; ++k) acc += values[k] * sample[offsets[k] + p];
-    out[p] = acc;
-  }
-}
-
-// Whole tiles, then one last tile shifted back to end exactly at len (it recomputes a few
-// outputs, which is harmless because tiles store rather than accumulate).
+// nvec vectors, in groups of UNROLL (the last group smaller, each group an independent set
+// of accumulator chains).
 template <typename scalar_t, int UNROLL>
-TSC_INLINE void conv_run_impl(const scalar_t* sample, const int64_t* offsets,
-                              const scalar_t* values, int64_t nnz, scalar_t init, scalar_t* out,
-                              int64_t len) {
-  constexpr int64_t big = UNROLL * Vec<scalar_t>::lanes;
-  constexpr int64_t small = Vec<scalar_t>::lanes;
-  int64_t p = 0;
-  if (len >= big) {
-    for (; p + big <= len; p += big) {
-      conv_tile<scalar_t, UNROLL>(sample + p, offsets, values, nnz, init, out + p);
-    }
-    if (p < len) {
-      conv_tile<scalar_t, UNROLL>(sample + len - big, offsets, values, nnz, init, out + len - big);
-    }
-    return;
+TSC_INLINE void conv_block_impl(const scalar_t* sample, const int64_t* offsets,
+                                const scalar_t* values, int64_t nnz, bool accumulate,
+                                scalar_t init, scalar_t* out, int64_t nvec) {
+  constexpr int64_t lanes = Vec<scalar_t>::lanes;
+  int64_t v = 0;
+  for (; v + UNROLL <= nvec; v += UNROLL) {
+    conv_vectors<scalar_t, UNROLL>(sample + v * lanes, offsets, values, nnz, accumulate, init,
+                                   out + v * lanes);
   }
-  if (len >= small) {
-    for (; p + small <= len; p += small) {
-      conv_tile<scalar_t, 1>(sample + p, offsets, values, nnz, init, out + p);
-    }
-    if (p < len) {
-      conv_tile<scalar_t, 1>(sample + len - small, offsets, values, nnz, init, out + len - small);
-    }
-    return;
+  const scalar_t* s = sample + v * lanes;
+  scalar_t* o = out + v * lanes;
+  switch (nvec - v) {
+    case 0: break;
+    case 1: conv_vectors<scalar_t, 1>(s, offsets, values, nnz, accumulate, init, o); break;
+    case 2: conv_vectors<scalar_t, 2>(s, offsets, values, nnz, accumulate, init, o); break;
+    case 3: conv_vectors<scalar_t, 3>(s, offsets, values, nnz, accumulate, init, o); break;
+    case 4: conv_vectors<scalar_t, 4>(s, offsets, values, nnz, accumulate, init, o); break;
+    case 5: conv_vectors<scalar_t, 5>(s, offsets, values, nnz, accumulate, init, o); break;
+    case 6: conv_vectors<scalar_t, 6>(s, offsets, values, nnz, accumulate, init, o); break;
+    default: conv_vectors<scalar_t, 7>(s, offsets, values, nnz, accumulate, init, o); break;
   }
-  conv_scalar(sample, offsets, values, nnz, init, out, len);
 }
 
 template <typename scalar_t>
@@ -111,9 +101,9 @@ TSC_INLINE void axpy_impl(scalar_t alpha, const scalar_t* x, scalar_t* y, int64_
 // about half the register file (8 zmm, 8 ymm, 8 xmm).
 #define TSC_DEFINE_ISA(NAME, TARGET, UNROLL)                                                   \
   template <typename scalar_t>                                                                 \
-  TARGET void conv_run_##NAME(const scalar_t* s, const int64_t* o, const scalar_t* v,          \
-                              int64_t n, scalar_t i, scalar_t* out, int64_t len) {             \
-    conv_run_impl<scalar_t, UNROLL>(s, o, v, n, i, out, len);                                  \
+  TARGET void conv_block_##NAME(const scalar_t* s, const int64_t* o, const scalar_t* v,        \
+                                int64_t n, bool acc, scalar_t i, scalar_t* out, int64_t nvec) { \
+    conv_block_impl<scalar_t, UNROLL>(s, o, v, n, acc, i, out, nvec);                          \
   }                                                                                            \
   template <typename scalar_t>                                                                 \
   TARGET scalar_t dot_##NAME(const scalar_t* a, const scalar_t* b, int64_t len) {              \
@@ -136,13 +126,13 @@ SparseFilterSimd<scalar_t> pick_simd() {
 #ifdef TSC_X86
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f")) {
-    return {&conv_run_avx512<scalar_t>, &dot_avx512<scalar_t>, &axpy_avx512<scalar_t>, "avx512"};
+    return {&conv_block_avx512<scalar_t>, &dot_avx512<scalar_t>, &axpy_avx512<scalar_t>, "avx512"};
   }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    return {&conv_run_avx2<scalar_t>, &dot_avx2<scalar_t>, &axpy_avx2<scalar_t>, "avx2"};
+    return {&conv_block_avx2<scalar_t>, &dot_avx2<scalar_t>, &axpy_avx2<scalar_t>, "avx2"};
   }
 #endif
-  return {&conv_run_baseline<scalar_t>, &dot_baseline<scalar_t>, &axpy_baseline<scalar_t>,
+  return {&conv_block_baseline<scalar_t>, &dot_baseline<scalar_t>, &axpy_baseline<scalar_t>,
           "baseline"};
 }
 

@@ -9,16 +9,22 @@ namespace torch_sparse_conv {
 
 template <typename scalar_t>
 struct SparseFilterSimd {
-  // out[p] = init + sum_k values[k] * sample[offsets[k] + p]   for p < len.
-  // The accumulators of a tile of `out` stay in registers across all nonzeros.
-  void (*conv_run)(const scalar_t* sample, const int64_t* offsets, const scalar_t* values,
-                   int64_t nnz, scalar_t init, scalar_t* out, int64_t len);
+  // out[p] = (accumulate ? out[p] : init) + sum_k values[k] * sample[offsets[k] + p]
+  // for p < nvec * vector_lanes. The accumulators of a tile of `out` stay in registers
+  // across all nonzeros. Reads up to sample[offsets[k] + nvec * vector_lanes - 1]: callers
+  // leave vector_lanes elements of slack after the last valid input.
+  void (*conv_block)(const scalar_t* sample, const int64_t* offsets, const scalar_t* values,
+                     int64_t nnz, bool accumulate, scalar_t init, scalar_t* out, int64_t nvec);
   // sum_p a[p] * b[p]
   scalar_t (*dot)(const scalar_t* a, const scalar_t* b, int64_t len);
   // y[p] += alpha * x[p]
   void (*axpy)(scalar_t alpha, const scalar_t* x, scalar_t* y, int64_t len);
   const char* isa;  // "avx512", "avx2" or "baseline"
 };
+
+// Elements in one vector of the kernels above (64 bytes).
+template <typename scalar_t>
+constexpr int64_t vector_lanes() { return 64 / sizeof(scalar_t); }
 
 template <typename scalar_t>
 const SparseFilterSimd<scalar_t>& sparse_filter_simd();

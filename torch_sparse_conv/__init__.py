@@ -16,14 +16,19 @@ from .functional import (  # noqa: E402
     sparse_conv2d_packed,
     unpack_sparse_filter,
 )
+from .nn import SparseConv2d, sparsify  # noqa: E402
+from . import compat  # noqa: E402,F401
 
 __version__ = "0.1.0"
 
 __all__ = [
     "cuda_version_compiled",
     "library_path",
+    "SparseConv2d",
+    "compat",
     "pack_sparse_filter",
     "sparse_conv2d",
     "sparse_conv2d_packed",
+    "sparsify",
     "unpack_sparse_filter",
 ]

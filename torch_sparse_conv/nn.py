@@ -1,0 +1,219 @@
+"""nn.Module wrappers: SparseConv2d (a pruned nn.Conv2d) and sparsify (swap a model's layers)."""
+import math
+from typing import List, Optional
+
+import torch
+from torch import Tensor, nn
+
+from .functional import (
+    METHODS,
+    PADDING_MODES,
+    _pair,
+    resolve_padding,
+    sparse_conv2d_packed,
+    unpack_sparse_filter,
+)
+
+# sparsify's default: below this fraction of pruned taps the dense kernel usually wins on
+# CPU (see the 'auto' rule in csrc/sparse_filter_conv2d_method.h and BENCHMARKS.md).
+DEFAULT_MIN_SPARSITY = 0.8
+
+
+class SparseConv2d(nn.Module):
+    """A 2-D convolution whose weight keeps only some taps, computed at their cost.
+
+    Constructed like :class:`torch.nn.Conv2d`, plus the initial pattern:
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+        padding_mode, device, dtype: as in ``nn.Conv2d`` (padding may be 'same'/'valid').
+        density: fraction of taps kept at initialisation (0 < density <= 1).
+        pattern: ``'magnitude'`` keeps the largest initial weights, ``'random'`` a uniformly
+            random subset.
+        method: the kernel used in forward: ``'auto'``, ``'direct'``, ``'unfold'``, ``'dense'``.
+
+    The kept values are the Parameter ``values``; the pattern (``row_ptr``, ``col_idx``) is a
+    buffer, so training never revives a pruned tap. ``from_dense`` converts an existing
+    (possibly ``torch.nn.utils.prune``-pruned) ``nn.Conv2d``; ``to_dense`` converts back.
+    """
+
+    __constants__ = ["in_channels", "out_channels", "groups", "method", "padding_mode"]
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
+                 density: float = 0.1, pattern: str = "magnitude", method: str = "auto",
+                 device=None, dtype=None):
+        super().__init__()
+        if groups <= 0 or in_channels % groups or out_channels % groups:
+            raise ValueError(f"SparseConv2d: groups ({groups}) must be positive and divide "
+                             f"in_channels ({in_channels}) and out_channels ({out_channels})")
+        if method not in METHODS:
+            raise ValueError(f"SparseConv2d: method must be one of {METHODS}, got {method!r}")
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"SparseConv2d: padding_mode must be one of {PADDING_MODES}, "
+                             f"got {padding_mode!r}")
+        if not 0.0 < density <= 1.0:
+            raise ValueError(f"SparseConv2d: density must be in (0, 1], got {density}")
+        if pattern not in ("magnitude", "random"):
+            raise ValueError(f"SparseConv2d: pattern must be 'magnitude' or 'random', got "
+                             f"{pattern!r}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size: List[int] = _pair(kernel_size, "kernel_size")
+        self.stride: List[int] = _pair(stride, "stride")
+        self.dilation: List[int] = _pair(dilation, "dilation")
+        self.groups = groups
+        self.padding_mode = padding_mode
+        self.method = method
+        self.padding = padding  # as given, for repr and to_dense
+        self._padding, self._extra_padding = resolve_padding(
+            padding, self.kernel_size, self.stride, self.dilation)
+        self.weight_size: List[int] = [out_channels, in_channels // groups] + self.kernel_size
+
+        weight = torch.empty(self.weight_size, device=device, dtype=dtype)
+        nn.init.kaiming_uniform_(weight, a=math.sqrt(5))  # nn.Conv2d's initialisation
+        keep = max(1, round(density * weight.numel()))
+        score = weight.abs() if pattern == "magnitude" else torch.rand_like(weight)
+        threshold = score.flatten().kthvalue(weight.numel() - keep + 1).values
+        weight = weight * (score >= threshold)
+        self._set_packed(weight)
+        if bias:
+            fan_in = self.weight_size[1] * self.kernel_size[0] * self.kernel_size[1]
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+            self.bias = nn.Parameter(torch.empty(out_channels, device=device, dtype=dtype)
+                                     .uniform_(-bound, bound))
+        else:
+            self.register_parameter("bias", None)
+
+    def _set_packed(self, weight: Tensor) -> None:
+        row_ptr, col_idx, values = torch.ops.torch_sparse_conv.pack_sparse_filter(
+            weight.detach())
+        self.register_buffer("row_ptr", row_ptr)
+        self.register_buffer("col_idx", col_idx)
+        self.values = nn.Parameter(values)
+
+    @classmethod
+    def from_dense(cls, conv: nn.Conv2d, mask: Optional[Tensor] = None,
+                   method: str = "auto") -> "SparseConv2d":
+        """A SparseConv2d computing exactly what ``conv`` computes, keeping its nonzero taps
+        (times ``mask`` if given). Works on layers pruned with ``torch.nn.utils.prune``."""
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"SparseConv2d.from_dense: conv must be an nn.Conv2d, got "
+                            f"{type(conv).__name__}")
+        weight = conv.weight.detach()
+        if mask is not None:
+            if not isinstance(mask, Tensor) or mask.shape != weight.shape:
+                raise ValueError(f"SparseConv2d.from_dense: mask must be a tensor of shape "
+                                 f"{tuple(weight.shape)}")
+            weight = weight * mask.to(device=weight.device, dtype=weight.dtype)
+        module = cls.__new__(cls)
+        nn.Module.__init__(module)
+        module.in_channels = conv.in_channels
+        module.out_channels = conv.out_channels
+        module.kernel_size = list(conv.kernel_size)
+        module.stride = list(conv.stride)
+        module.dilation = list(conv.dilation)
+        module.groups = conv.groups
+        module.padding_mode = conv.padding_mode
+        if method not in METHODS:
+            raise ValueError(f"SparseConv2d: method must be one of {METHODS}, got {method!r}")
+        module.method = method
+        module.padding = conv.padding
+        module._padding, module._extra_padding = resolve_padding(
+            conv.padding if isinstance(conv.padding, str) else list(conv.padding),
+            module.kernel_size, module.stride, module.dilation)
+        module.weight_size = list(weight.shape)
+        module._set_packed(weight.clone())
+        if conv.bias is not None:
+            module.bias = nn.Parameter(conv.bias.detach().clone())
+        else:
+            module.register_parameter("bias", None)
+        return module
+
+    def dense_weight(self) -> Tensor:
+        """The dense ``(C_out, C_in/groups, kH, kW)`` weight, zeros at pruned taps
+        (differentiable w.r.t. ``values``)."""
+        return unpack_sparse_filter(self.row_ptr, self.col_idx, self.values, self.weight_size)
+
+    def to_dense(self) -> nn.Conv2d:
+        """An equivalent ``nn.Conv2d``."""
+        conv = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
+                         self.padding, self.dilation, self.groups, self.bias is not None,
+                         self.padding_mode, device=self.values.device, dtype=self.values.dtype)
+        with torch.no_grad():
+            conv.weight.copy_(self.dense_weight())
+            if self.bias is not None:
+                conv.bias.copy_(self.bias)
+        return conv
+
+    @property
+    def nnz(self) -> int:
+        return int(self.col_idx.numel())
+
+    @property
+    def density(self) -> float:
+        total = 1
+        for size in self.weight_size:
+            total *= size
+        return self.nnz / total if total else 0.0
+
+    def forward(self, input: Tensor) -> Tensor:
+        return sparse_conv2d_packed(input, self.row_ptr, self.col_idx, self.values,
+                                    self.weight_size, self.bias, self.stride, self._padding,
+                                    self._extra_padding, self.dilation, self.groups,
+                                    self.method, self.padding_mode)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # The pattern's size (nnz) is data: adopt the stored one before the shape check.
+        for name in ("row_ptr", "col_idx"):
+            key = prefix + name
+            if key in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[key], device=self.row_ptr.device))
+        key = prefix + "values"
+        if key in state_dict and state_dict[key].shape != self.values.shape:
+            self.values = nn.Parameter(self.values.new_empty(state_dict[key].shape))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def extra_repr(self) -> str:
+        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={tuple(self.kernel_size)}"
+                f", stride={tuple(self.stride)}")
+        if self.padding != 0 and self.padding != (0, 0):
+            text += f", padding={self.padding}"
+        if self.dilation != [1, 1]:
+            text += f", dilation={tuple(self.dilation)}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        if self.bias is None:
+            text += ", bias=False"
+        if self.padding_mode != "zeros":
+            text += f", padding_mode={self.padding_mode}"
+        return text + f", density={self.density:.3f}, nnz={self.nnz}, method={self.method}"
+
+
+def sparsify(model: nn.Module, min_sparsity: float = DEFAULT_MIN_SPARSITY,
+             method: str = "auto") -> nn.Module:
+    """Replaces, in place, every ``nn.Conv2d`` of ``model`` whose weight has at least
+    ``min_sparsity`` zero taps by an equivalent :class:`SparseConv2d`, and returns ``model``.
+
+    Layers pruned with ``torch.nn.utils.prune`` are converted from their masked weight (the
+    pruning hook and ``weight_orig``/``weight_mask`` are not carried over: the pattern is).
+    Layers below the threshold stay dense, where they are faster.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"sparsify: model must be an nn.Module, got {type(model).__name__}")
+    if not 0.0 <= min_sparsity <= 1.0:
+        raise ValueError(f"sparsify: min_sparsity must be in [0, 1], got {min_sparsity}")
+    if isinstance(model, nn.Conv2d):
+        raise TypeError("sparsify: pass the model that contains the Conv2d (a Conv2d can't "
+                        "replace itself in place); use SparseConv2d.from_dense for one layer")
+    for name, child in list(model.named_children()):
+        if type(child) is nn.Conv2d:
+            weight = child.weight.detach()
+            sparsity = float((weight == 0).sum()) / max(1, weight.numel())
+            if sparsity >= min_sparsity and weight.dtype in (torch.float32, torch.float64):
+                setattr(model, name, SparseConv2d.from_dense(child, method=method))
+        else:
+            sparsify(child, min_sparsity, method)
+    return model
