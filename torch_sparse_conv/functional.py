@@ -115,6 +115,8 @@ def _check_tensors(input, weight, bias):
     if weight.dim() != 4:
         raise ValueError("sparse_conv2d: weight must be 4-D (C_out, C_in/groups, kH, kW), got "
                          f"shape {tuple(weight.shape)}")
+    if input.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"sparse_conv2d: input must be float32 or float64, got {input.dtype}")
     if weight.dtype != input.dtype:
         raise TypeError(f"sparse_conv2d: weight dtype ({weight.dtype}) must match input dtype "
                         f"({input.dtype})")

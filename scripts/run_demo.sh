@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Builds everything and runs the main job: the sparsify demo on a pruned CNN.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh
+.venv/bin/python -m torch_sparse_conv.demo "$@"

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One-time (and idempotent) set-up on a fresh machine: a virtual environment in .venv with
+# the pinned torch and test tools, then the extension built in place. Re-running rebuilds
+# only what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -r requirements-dev.txt
+# 2-core machines: two compile jobs; CUDA sources (when nvcc and a CUDA torch exist) for
+# the named architectures only.
+export MAX_JOBS=${MAX_JOBS:-2}
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-"8.0;9.0"}
+.venv/bin/python -m pip install --quiet --no-build-isolation -e .
+.venv/bin/python -c "import torch, torch_sparse_conv as t; print('torch_sparse_conv built: torch', torch.__version__, '| CUDA kernels compiled for CUDA', t.cuda_version_compiled() or 'none')"
