@@ -34,7 +34,9 @@ def cuda_build_wanted() -> bool:
 def extension():
     with_cuda = cuda_build_wanted()
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
-    cxx_flags = ["-O3", "-std=c++17", "-Wall", "-Wno-psabi",]
+    # -fopenmp: at::parallel_for is an OpenMP region in torch's CPU builds; without the flag
+    # the pragma is ignored and every kernel runs on one thread.
+    cxx_flags = ["-O3", "-std=c++17", "-Wall", "-Wno-psabi", "-fopenmp"]
     macros = []
     if with_cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
@@ -47,6 +49,7 @@ def extension():
             define_macros=macros,
             extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17", "-lineinfo"]},
             libraries=["cusparse"],
+            extra_link_args=["-fopenmp"],
         )
     return CppExtension(
         "torch_sparse_conv._C",
@@ -54,6 +57,7 @@ def extension():
         include_dirs=[os.path.join(ROOT, "csrc")],
         define_macros=macros,
         extra_compile_args={"cxx": cxx_flags},
+        extra_link_args=["-fopenmp"],
     )
 
 

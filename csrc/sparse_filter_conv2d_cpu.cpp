@@ -36,9 +36,11 @@ void wide_to_plane(const scalar_t* wide, int64_t begin, int64_t count,
 // tap, read in place from the polyphase input. Work is proportional to the kept taps.
 // Cache blocking: a task computes one block of wide positions for every output channel,
 // visiting the input channels in chunks whose rows fit in L1, and accumulating the
-// chunks' partial sums in a small per-task buffer.
+// chunks' partial sums in a small per-task buffer. Each thread lays out the sample it works
+// on in a buffer of its own that lives across calls: no allocation, and the sample is
+// still in cache when the block loop reads it.
 template <typename scalar_t>
-void direct_forward(const at::Tensor& polyphase, const at::Tensor& row_ptr,
+void direct_forward(const at::Tensor& input, const at::Tensor& row_ptr,
                     const at::Tensor& col_idx, const at::Tensor& values,
                     const c10::optional<at::Tensor>& bias, const SparseFilterGeometry& g,
                     at::Tensor& output) {
@@ -46,7 +48,8 @@ void direct_forward(const at::Tensor& polyphase, const at::Tensor& row_ptr,
   constexpr int64_t kL1Bytes = 32 * 1024;
   constexpr int64_t lanes = vector_lanes<scalar_t>();
   const auto& simd = sparse_filter_simd<scalar_t>();
-  const scalar_t* in = polyphase.data_ptr<scalar_t>();
+  const at::Tensor input_c = input.contiguous();
+  const scalar_t* in = input_c.data_ptr<scalar_t>();
   const int64_t* rp = row_ptr.data_ptr<int64_t>();
   const int64_t* ci = col_idx.data_ptr<int64_t>();
   const scalar_t* val = values.data_ptr<scalar_t>();
@@ -97,12 +100,20 @@ void direct_forward(const at::Tensor& polyphase, const at::Tensor& row_ptr,
 
   at::parallel_for(0, g.batch * blocks, 1, [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> partial(g.out_channels * block_vectors * lanes);
+    // Vector loads may overhang the last run by up to one vector: slack after the sample.
+    thread_local std::vector<scalar_t> laid_out;
+    laid_out.resize(sample_block + lanes);
+    int64_t laid_out_sample = -1;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t n = item / blocks;
       const int64_t p0 = (item % blocks) * block;
       const int64_t count = std::min(block, len - p0);
       const int64_t nvec = (count + lanes - 1) / lanes;
-      const scalar_t* sample = in + n * sample_block + p0;
+      if (n != laid_out_sample) {
+        fill_polyphase_sample(in + n * g.in_channels * g.in_h * g.in_w, g, laid_out.data());
+        laid_out_sample = n;
+      }
+      const scalar_t* sample = laid_out.data() + p0;
       for (int64_t j = 0; j < chunks; ++j) {
         for (int64_t oc = 0; oc < g.out_channels; ++oc) {
           const int64_t* bounds = chunk_ptr.data() + oc * (chunks + 1);
@@ -223,13 +234,11 @@ at::Tensor sparse_filter_conv2d_cpu(const at::Tensor& input, const at::Tensor& r
   at::Tensor output =
       at::empty({g.batch, g.out_channels, g.out_h, g.out_w}, input.options());
   if (output.numel() == 0) return output;
-  // Vector loads may overhang the last run by up to one vector: give them slack.
-  at::Tensor polyphase = to_polyphase(input, g, /*slack=*/64);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "sparse_filter_conv2d_cpu", [&] {
     if (method == SparseFilterMethod::Direct) {
-      direct_forward<scalar_t>(polyphase, rp, ci, val, bias, g, output);
+      direct_forward<scalar_t>(input, rp, ci, val, bias, g, output);
     } else {
-      unfold_forward<scalar_t>(polyphase, rp, ci, val, bias, g, output);
+      unfold_forward<scalar_t>(to_polyphase(input, g), rp, ci, val, bias, g, output);
     }
   });
   return output;

@@ -11,6 +11,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <vector>
 
 namespace torch_sparse_conv {
@@ -63,6 +64,31 @@ at::Tensor from_polyphase(const at::Tensor& polyphase, const SparseFilterGeometr
 // A dense (N, C, out_h, out_w) tensor in the wide layout (N, C, out_h * phase_w), with
 // zeros in the padding columns.
 at::Tensor to_wide(const at::Tensor& dense, const SparseFilterGeometry& g);
+
+// Writes one sample of a contiguous (C, H, W) input into its polyphase layout at dst
+// (C * channel_block() elements), zeros where the padding is. Row copies, no allocation.
+template <typename scalar_t>
+void fill_polyphase_sample(const scalar_t* sample, const SparseFilterGeometry& g, scalar_t* dst) {
+  for (int64_t c = 0; c < g.in_channels; ++c) {
+    const scalar_t* plane = sample + c * g.in_h * g.in_w;
+    for (int64_t a = 0; a < g.stride_h; ++a) {
+      for (int64_t b = 0; b < g.stride_w; ++b) {
+        for (int64_t i = 0; i < g.phase_h; ++i, dst += g.phase_w) {
+          const int64_t row = i * g.stride_h + a - g.pad_h;
+          if (row < 0 || row >= g.in_h) {
+            std::fill(dst, dst + g.phase_w, scalar_t(0));
+            continue;
+          }
+          const scalar_t* src = plane + row * g.in_w;
+          for (int64_t j = 0; j < g.phase_w; ++j) {
+            const int64_t col = j * g.stride_w + b - g.pad_w;
+            dst[j] = (col >= 0 && col < g.in_w) ? src[col] : scalar_t(0);
+          }
+        }
+      }
+    }
+  }
+}
 
 // Per-nonzero facts every kernel needs: the output channel of each nonzero and the offset of
 // its tap inside the polyphase layout of the whole sample (group and channel included).
