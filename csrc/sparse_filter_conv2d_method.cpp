@@ -37,10 +37,14 @@ SparseFilterMethod choose_sparse_filter_method_cpu(
   const double union_fraction =
       g.groups * taps == 0 ? 0.0 : double(union_size) / double(g.groups * taps);
   const int64_t len = g.wide_len();
-  const double direct_efficiency = len >= 512   ? kDirectEfficiencyLargePlane
-                                   : len >= 128 ? kDirectEfficiencyMediumPlane
-                                                : kDirectEfficiencySmallPlane;
-  const double direct_gain = density > 0 ? direct_efficiency / density : 1e9;
+  DirectCostModel model = kDirectCostModels[0];
+  for (const DirectCostModel& m : kDirectCostModels) {
+    if (len >= m.min_run) {
+      model = m;
+      break;
+    }
+  }
+  const double direct_gain = 1.0 / (density / model.efficiency + model.overhead);
   const double unfold_gain = union_fraction > 0 ? kUnfoldEfficiency / union_fraction : 1e9;
   if (std::max(direct_gain, unfold_gain) < kAutoMinGain) return SparseFilterMethod::Dense;
   return direct_gain >= unfold_gain ? SparseFilterMethod::Direct : SparseFilterMethod::Unfold;

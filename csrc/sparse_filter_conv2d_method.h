@@ -9,16 +9,21 @@ namespace torch_sparse_conv {
 
 enum class SparseFilterMethod { Auto, Direct, Unfold, Dense, Spmm };
 
-// The CPU 'auto' rule predicts each method's speed relative to dense at::conv2d (oneDNN)
-// and takes the fastest. direct does density * dense's multiply-adds at an efficiency that
-// grows with the output plane (short runs pay per-tap overhead); unfold does
-// union_fraction * dense's work in a GEMM. Efficiencies measured on ResNet-50's 3x3 layers,
-// batch 8, 2 threads, AVX-512 (see BENCHMARKS.md).
-constexpr double kDirectEfficiencyLargePlane = 0.13;   // wide run >= 512 positions
-constexpr double kDirectEfficiencyMediumPlane = 0.10;  // 128..511
-constexpr double kDirectEfficiencySmallPlane = 0.035;  // < 128
-constexpr double kUnfoldEfficiency = 0.33;
-constexpr double kAutoMinGain = 1.1;  // leave dense only for a predicted 10% win
+// The CPU 'auto' rule predicts each method's time relative to dense at::conv2d (oneDNN) and
+// takes the fastest. direct: time/dense = density / efficiency + overhead, where the
+// efficiency (multiply-adds per second relative to oneDNN) and the fixed overhead (laying
+// out the input, writing the output) depend on the length of the output run. unfold: a GEMM
+// over the union of kept taps, time/dense = union_fraction / kUnfoldEfficiency. Fitted to
+// ResNet-50's 3x3 layers, batch 8, 2 threads, AVX-512 (BENCHMARKS.md).
+struct DirectCostModel {
+  int64_t min_run;  // applies to wide runs at least this long
+  double efficiency;
+  double overhead;
+};
+constexpr DirectCostModel kDirectCostModels[] = {
+    {2048, 0.22, 0.19}, {512, 0.19, 0.14}, {128, 0.12, 0.07}, {0, 0.07, 0.37}};
+constexpr double kUnfoldEfficiency = 0.30;
+constexpr double kAutoMinGain = 1.05;  // leave dense only for a predicted 5% win
 
 // "auto" | "direct" | "unfold" | "dense" | "spmm" (CUDA only); anything else is an error
 // that names the valid choices.

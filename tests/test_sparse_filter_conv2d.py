@@ -285,3 +285,26 @@ def test_script_save_load_module():
     loaded = torch.jit.load(buffer)
     torch.testing.assert_close(loaded(x), model(x))
     loaded(x).sum().backward()  # gradients flow through the loaded model's C++ autograd
+
+
+def test_dense_method_sees_in_place_updates_of_the_packed_weight():
+    """The 'dense' method remembers the unpacked weight; it must never serve a stale one."""
+    torch.manual_seed(12)
+    x = torch.randn(2, 4, 8, 8)
+    w = random_weight((6, 4, 3, 3), 0.3, torch.float32)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(w)
+
+    def run():
+        return tsc.sparse_conv2d_packed(x, row_ptr, col_idx, values, list(w.shape), None,
+                                        [1, 1], [1, 1], [0, 0], [1, 1], 1, "dense")
+
+    torch.testing.assert_close(run(), F.conv2d(x, w, None, 1, 1))
+    with torch.no_grad():
+        values.mul_(2)
+    torch.testing.assert_close(run(), F.conv2d(x, 2 * w, None, 1, 1))
+    layer = tsc.SparseConv2d(4, 6, 3, padding=1, density=0.3, method="dense")
+    before = layer(x)
+    with torch.no_grad():
+        layer.values.add_(1.0)
+    torch.testing.assert_close(layer(x), F.conv2d(x, layer.dense_weight(), layer.bias, 1, 1))
+    assert not torch.allclose(before, layer(x))

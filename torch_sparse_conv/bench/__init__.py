@@ -1,0 +1,1 @@
+"""Benchmarks: python -m torch_sparse_conv.bench --help."""
