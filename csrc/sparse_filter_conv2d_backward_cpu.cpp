@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "sparse_filter_geometry.h"
+#include "sparse_filter_packed_cache.h"
 #include "sparse_filter_simd_cpu.h"
 
 namespace torch_sparse_conv {
@@ -92,7 +93,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
     std::array<bool, 3> output_mask) {
   const SparseFilterGeometry g =
       check_sparse_filter_conv2d_args(input, row_ptr, col_idx, values, weight_size,
-                                      c10::nullopt, stride, padding, dilation, groups, true);
+                                      c10::nullopt, stride, padding, dilation, groups);
+  packed_filter_facts(row_ptr, col_idx, values, g, weight_size);  // validates the indices
   TORCH_CHECK(grad_output.dim() == 4 && grad_output.size(0) == g.batch &&
                   grad_output.size(1) == g.out_channels && grad_output.size(2) == g.out_h &&
                   grad_output.size(3) == g.out_w,

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "sparse_filter_conv2d_method.h"
-#include "sparse_filter_dense_cache.h"
+#include "sparse_filter_packed_cache.h"
 #include "sparse_filter_direct_cpu.h"
 #include "sparse_filter_geometry.h"
 #include "sparse_filter_simd_cpu.h"
@@ -106,13 +106,14 @@ at::Tensor sparse_filter_conv2d_cpu(const at::Tensor& input, const at::Tensor& r
                                     int64_t groups, c10::string_view method_name) {
   const SparseFilterGeometry g =
       check_sparse_filter_conv2d_args(input, row_ptr, col_idx, values, weight_size, bias, stride,
-                                      padding, dilation, groups, /*check_csr_contents=*/true);
+                                      padding, dilation, groups);
+  const auto facts = packed_filter_facts(row_ptr, col_idx, values, g, weight_size);
   SparseFilterMethod method = parse_sparse_filter_method(method_name);
   at::Tensor rp = row_ptr.contiguous(), ci = col_idx.contiguous(), val = values.contiguous();
-  if (method == SparseFilterMethod::Auto) method = choose_sparse_filter_method_cpu(rp, ci, g);
+  if (method == SparseFilterMethod::Auto) method = choose_sparse_filter_method_cpu(*facts, g);
 
   if (method == SparseFilterMethod::Dense) {
-    at::Tensor weight = cached_dense_weight(row_ptr, col_idx, values, weight_size);
+    at::Tensor weight = facts->dense_weight();
     return at::conv2d(input, weight, bias, stride, padding, dilation, groups)
         .contiguous(at::MemoryFormat::Contiguous);
   }

@@ -1,4 +1,5 @@
 #include "sparse_filter_conv2d_method.h"
+#include "sparse_filter_packed_cache.h"
 
 #include <algorithm>
 #include <vector>
@@ -15,27 +16,12 @@ SparseFilterMethod parse_sparse_filter_method(c10::string_view name) {
               "'dense', 'spmm', got '", std::string(name), "'");
 }
 
-SparseFilterMethod choose_sparse_filter_method_cpu(
-    const at::Tensor& row_ptr, const at::Tensor& col_idx, const SparseFilterGeometry& g) {
-  const int64_t nnz = col_idx.size(0);
+SparseFilterMethod choose_sparse_filter_method_cpu(PackedFilterFacts& facts,
+                                                   const SparseFilterGeometry& g) {
   const int64_t taps = g.taps_per_filter();
+  const int64_t nnz = facts.nnz();
   const double density =
       g.out_channels * taps == 0 ? 0.0 : double(nnz) / double(g.out_channels * taps);
-  // Union of kept taps over the output channels of each group, as a fraction of all taps.
-  const int64_t* rp = row_ptr.data_ptr<int64_t>();
-  const int64_t* ci = col_idx.data_ptr<int64_t>();
-  const int64_t ocpg = g.out_channels_per_group();
-  int64_t union_size = 0;
-  std::vector<char> seen(taps);
-  for (int64_t group = 0; group < g.groups; ++group) {
-    std::fill(seen.begin(), seen.end(), 0);
-    for (int64_t k = rp[group * ocpg]; k < rp[(group + 1) * ocpg]; ++k) {
-      union_size += seen[ci[k]] ? 0 : 1;
-      seen[ci[k]] = 1;
-    }
-  }
-  const double union_fraction =
-      g.groups * taps == 0 ? 0.0 : double(union_size) / double(g.groups * taps);
   const int64_t len = g.wide_len();
   DirectCostModel model = kDirectCostModels[0];
   for (const DirectCostModel& m : kDirectCostModels) {
@@ -45,7 +31,13 @@ SparseFilterMethod choose_sparse_filter_method_cpu(
     }
   }
   const double direct_gain = 1.0 / (density / model.efficiency + model.overhead);
-  const double unfold_gain = union_fraction > 0 ? kUnfoldEfficiency / union_fraction : 1e9;
+  // union_fraction >= density: skip its O(nnz) pass when even that bound can't win.
+  const double best_other = std::max(direct_gain, kAutoMinGain);
+  double unfold_gain = density > 0 ? kUnfoldEfficiency / density : 1e9;
+  if (unfold_gain >= best_other) {
+    const double union_fraction = facts.union_fraction();
+    unfold_gain = union_fraction > 0 ? kUnfoldEfficiency / union_fraction : 1e9;
+  }
   if (std::max(direct_gain, unfold_gain) < kAutoMinGain) return SparseFilterMethod::Dense;
   return direct_gain >= unfold_gain ? SparseFilterMethod::Direct : SparseFilterMethod::Unfold;
 }

@@ -30,8 +30,9 @@ constexpr double kAutoMinGain = 1.05;  // leave dense only for a predicted 5% wi
 SparseFilterMethod parse_sparse_filter_method(c10::string_view name);
 
 // The CPU rule for 'auto' (see the constants above).
-SparseFilterMethod choose_sparse_filter_method_cpu(
-    const at::Tensor& row_ptr, const at::Tensor& col_idx, const SparseFilterGeometry& g);
+class PackedFilterFacts;
+SparseFilterMethod choose_sparse_filter_method_cpu(PackedFilterFacts& facts,
+                                                   const SparseFilterGeometry& g);
 
 // The dense (C_out, C_in/groups, kH, kW) weight of a CSR-packed filter (any device).
 at::Tensor unpack_sparse_filter_dense(const at::Tensor& row_ptr, const at::Tensor& col_idx,

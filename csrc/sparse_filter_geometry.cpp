@@ -15,8 +15,8 @@ void check_pair(at::IntArrayRef value, const char* name, int64_t minimum) {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Reads the CSR arrays (CPU) and proves that every index is in range, so no kernel can read
-// outside the input or the values.
+}  // namespace
+
 void check_csr_contents(const at::Tensor& row_ptr, const at::Tensor& col_idx, int64_t taps) {
   const int64_t rows = row_ptr.size(0) - 1;
   const int64_t nnz = col_idx.size(0);
@@ -36,8 +36,6 @@ void check_csr_contents(const at::Tensor& row_ptr, const at::Tensor& col_idx, in
                 " is out of range [0, ", taps, ") for C_in/groups * kH * kW = ", taps);
   }
 }
-
-}  // namespace
 
 int64_t SparseFilterGeometry::tap_offset(int64_t col) const {
   const int64_t taps_per_channel = kernel_h * kernel_w;
@@ -59,8 +57,7 @@ SparseFilterGeometry check_sparse_filter_conv2d_args(
     at::IntArrayRef stride,
     at::IntArrayRef padding,
     at::IntArrayRef dilation,
-    int64_t groups,
-    bool check_contents) {
+    int64_t groups) {
   TORCH_CHECK(input.defined() && input.dim() == 4,
               "sparse_filter_conv2d: input must be a 4-D (N, C, H, W) tensor, got ",
               input.defined() ? input.dim() : 0, " dimensions");
@@ -147,9 +144,6 @@ SparseFilterGeometry check_sparse_filter_conv2d_args(
   g.phase_h = ceil_div(padded_h, g.stride_h);
   g.phase_w = ceil_div(padded_w, g.stride_w);
 
-  if (check_contents && row_ptr.device().is_cpu()) {
-    check_csr_contents(row_ptr, col_idx, g.taps_per_filter());
-  }
   return g;
 }
 

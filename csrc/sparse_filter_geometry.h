@@ -35,9 +35,8 @@ struct SparseFilterGeometry {
   int64_t tap_offset(int64_t col) const;
 };
 
-// Validates every argument of sparse_filter_conv2d and returns the geometry.
-// check_csr_contents: also read row_ptr / col_idx to prove every index is in range
-// (done on CPU tensors; CUDA kernels check shapes only, to avoid a device sync).
+// Validates every argument of sparse_filter_conv2d (shapes, dtypes, devices; not the CSR
+// contents, see check_csr_contents) and returns the geometry.
 SparseFilterGeometry check_sparse_filter_conv2d_args(
     const at::Tensor& input,
     const at::Tensor& row_ptr,
@@ -48,8 +47,11 @@ SparseFilterGeometry check_sparse_filter_conv2d_args(
     at::IntArrayRef stride,
     at::IntArrayRef padding,
     at::IntArrayRef dilation,
-    int64_t groups,
-    bool check_csr_contents);
+    int64_t groups);
+
+// Reads row_ptr / col_idx (CPU) and proves every index is in range, so no kernel can read
+// outside the input or the values. O(C_out + nnz).
+void check_csr_contents(const at::Tensor& row_ptr, const at::Tensor& col_idx, int64_t taps);
 
 // The input in polyphase layout, contiguous (N, C, stride_h, stride_w, phase_h, phase_w).
 // With slack > 0 the storage extends `slack` zeroed elements past the end, so vector loads

@@ -139,3 +139,16 @@ def test_module_constructor_errors():
         tsc.SparseConv2d.from_dense(torch.nn.Linear(3, 3))
     with pytest.raises(ValueError, match="mask"):
         tsc.SparseConv2d.from_dense(torch.nn.Conv2d(2, 2, 3), mask=torch.ones(3))
+
+
+def test_in_place_corruption_after_a_valid_call_is_still_caught():
+    """Validation is remembered per unchanged tensors: an in-place edit must re-validate."""
+    row_ptr, col_idx, values = packed()
+    OP(*op_args(row_ptr=row_ptr, col_idx=col_idx, values=values))  # valid, remembered
+    col_idx[0] = 10_000
+    with pytest.raises(RuntimeError, match="out of range"):
+        OP(*op_args(row_ptr=row_ptr, col_idx=col_idx, values=values))
+    with pytest.raises(RuntimeError, match="out of range"):
+        torch.ops.torch_sparse_conv._sparse_filter_conv2d_backward(
+            torch.randn(2, 6, 6, 6), X, row_ptr, col_idx, values, list(W.shape), [1, 1],
+            [0, 0], [1, 1], 1, [True, True, True])

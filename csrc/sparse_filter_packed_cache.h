@@ -1,0 +1,52 @@
+// What the CPU kernels learn about a packed filter, remembered between calls on the very
+// same, unchanged tensors: that its CSR indices are valid, the union of its kept taps, and
+// its dense weight (for the 'dense' method). A module calls forward with the same packed
+// weight every step, so these O(nnz) passes run once instead of every call.
+//
+// Entries hold strong references to their tensors, so a new tensor at a recycled address can
+// never match; an in-place update bumps a tensor's version, which misses. Inference tensors
+// (no version counter) and values computed in a graph (new every call) are not remembered.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "sparse_filter_geometry.h"
+
+namespace torch_sparse_conv {
+
+class PackedFilterFacts {
+ public:
+  PackedFilterFacts(at::Tensor row_ptr, at::Tensor col_idx, at::Tensor values,
+                    const SparseFilterGeometry& g, at::IntArrayRef weight_size);
+  int64_t nnz() const { return col_idx_.size(0); }
+  // Fraction of (group, tap) pairs kept by at least one output channel of the group.
+  double union_fraction();
+  // The dense (C_out, C_in/groups, kH, kW) weight.
+  at::Tensor dense_weight();
+
+ private:
+  friend std::shared_ptr<PackedFilterFacts> packed_filter_facts(
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, const SparseFilterGeometry&,
+      at::IntArrayRef);
+  at::Tensor row_ptr_, col_idx_, values_;
+  uint32_t versions_[3];
+  std::vector<int64_t> weight_size_;
+  int64_t groups_;
+  double union_fraction_ = -1;
+  at::Tensor dense_;
+  std::mutex mutex_;
+};
+
+// Validates the CSR contents (row_ptr monotone from 0 to nnz, every col_idx in range)
+// unless these exact tensors were validated before, and returns their facts.
+std::shared_ptr<PackedFilterFacts> packed_filter_facts(const at::Tensor& row_ptr,
+                                                       const at::Tensor& col_idx,
+                                                       const at::Tensor& values,
+                                                       const SparseFilterGeometry& g,
+                                                       at::IntArrayRef weight_size);
+
+}  // namespace torch_sparse_conv
