@@ -1,0 +1,15 @@
+"""The README's quickstart runs as written."""
+import pathlib
+import re
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_quickstart_runs():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert blocks, "README has no python block"
+    namespace = {}
+    exec(compile(blocks[0], "README quickstart", "exec"), namespace)
+    import torch_sparse_conv as tsc
+    assert isinstance(namespace["model"][0], tsc.SparseConv2d)
+    assert "density=0.100" in repr(tsc.SparseConv2d(64, 128, 3, density=0.1))
