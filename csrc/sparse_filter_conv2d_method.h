@@ -21,7 +21,7 @@ struct DirectCostModel {
   double overhead;
 };
 constexpr DirectCostModel kDirectCostModels[] = {
-    {2048, 0.22, 0.19}, {512, 0.19, 0.14}, {128, 0.12, 0.07}, {0, 0.07, 0.37}};
+    {2048, 0.32, 0.15}, {512, 0.32, 0.13}, {128, 0.27, 0.08}, {0, 0.24, 0.19}};
 constexpr double kUnfoldEfficiency = 0.30;
 constexpr double kAutoMinGain = 1.05;  // leave dense only for a predicted 5% win
 

@@ -56,12 +56,20 @@ SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_
   sorted.offsets.resize(nnz);
   sorted.values.resize(nnz);
   sorted.chunk_ptr.resize(g.out_channels * (sorted.chunks + 1));
+  // Offset of every filter column, computed once per column rather than once per nonzero.
+  std::vector<int64_t> column_offset(g.taps_per_filter());
+  for (int64_t col = 0; col < g.taps_per_filter(); ++col) column_offset[col] = g.tap_offset(col);
   std::vector<int64_t> order(nnz);
-  for (int64_t oc = 0; oc < g.out_channels; ++oc) {
+  std::iota(order.begin(), order.end(), 0);
+  // Output channels are independent: each writes only its own range of the arrays.
+  at::parallel_for(0, g.out_channels, 16, [&](int64_t oc_begin, int64_t oc_end) {
+  for (int64_t oc = oc_begin; oc < oc_end; ++oc) {
     const int64_t group = oc / g.out_channels_per_group();
-    std::iota(order.begin() + rp[oc], order.begin() + rp[oc + 1], rp[oc]);
-    std::stable_sort(order.begin() + rp[oc], order.begin() + rp[oc + 1],
-                     [&](int64_t x, int64_t y) { return ci[x] < ci[y]; });
+    // pack_sparse_filter emits sorted columns; only hand-made CSR needs the sort.
+    if (!std::is_sorted(ci + rp[oc], ci + rp[oc + 1])) {
+      std::stable_sort(order.begin() + rp[oc], order.begin() + rp[oc + 1],
+                       [&](int64_t x, int64_t y) { return ci[x] < ci[y]; });
+    }
     int64_t* bounds = sorted.chunk_ptr.data() + oc * (sorted.chunks + 1);
     int64_t k = rp[oc];
     for (int64_t j = 0; j < sorted.chunks; ++j) {
@@ -70,10 +78,11 @@ SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_
     }
     bounds[sorted.chunks] = rp[oc + 1];
     for (int64_t i = rp[oc]; i < rp[oc + 1]; ++i) {
-      sorted.offsets[i] = (group * group_block + g.tap_offset(ci[order[i]])) * interleave;
+      sorted.offsets[i] = (group * group_block + column_offset[ci[order[i]]]) * interleave;
       sorted.values[i] = val[order[i]];
     }
   }
+  });
   return sorted;
 }
 
@@ -189,7 +198,6 @@ void direct_forward(const at::Tensor& input, const at::Tensor& row_ptr,
       const int64_t oc0 = task % oc_splits * oc_per_task;
       const int64_t oc1 = std::min(g.out_channels, oc0 + oc_per_task);
       const int64_t count = std::min(block, len - p0);
-      const int64_t nvec = (count + lanes - 1) / lanes;
       if (group != laid_out_group) {
         fill_sample_group(in, group * interleave, interleave, g, scratch, laid_out.data());
         laid_out_group = group;
@@ -201,7 +209,7 @@ void direct_forward(const at::Tensor& input, const at::Tensor& row_ptr,
           if (j > 0 && k0 == k1) continue;
           simd.conv_block(run, taps.offsets.data() + k0, taps.values.data() + k0, k1 - k0,
                           /*accumulate=*/j > 0, b ? b[oc] : scalar_t(0),
-                          partial.data() + (oc - oc0) * block_stride, nvec);
+                          partial.data() + (oc - oc0) * block_stride, count);
         }
       }
       for (int64_t oc = oc0; oc < oc1; ++oc) {

@@ -82,10 +82,18 @@ void fill_polyphase_sample(const scalar_t* sample, const SparseFilterGeometry& g
             continue;
           }
           const scalar_t* src = plane + row * g.in_w;
-          for (int64_t j = 0; j < g.phase_w; ++j) {
-            const int64_t col = j * g.stride_w + b - g.pad_w;
-            dst[j] = (col >= 0 && col < g.in_w) ? src[col] : scalar_t(0);
+          // Columns j whose source col = j * stride_w + b - pad_w lies inside the row.
+          const int64_t first = std::max<int64_t>(0, (g.pad_w - b + g.stride_w - 1) / g.stride_w);
+          const int64_t reach = g.in_w - 1 + g.pad_w - b;  // may be negative: no column
+          const int64_t last =
+              reach < 0 ? 0 : std::min<int64_t>(g.phase_w, reach / g.stride_w + 1);  // exclusive
+          std::fill(dst, dst + std::min(first, g.phase_w), scalar_t(0));
+          if (g.stride_w == 1) {
+            if (last > first) std::copy(src + first + b - g.pad_w, src + last + b - g.pad_w, dst + first);
+          } else {
+            for (int64_t j = first; j < last; ++j) dst[j] = src[j * g.stride_w + b - g.pad_w];
           }
+          std::fill(dst + std::max(first, last), dst + g.phase_w, scalar_t(0));
         }
       }
     }

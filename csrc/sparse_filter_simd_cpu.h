@@ -10,11 +10,12 @@ namespace torch_sparse_conv {
 template <typename scalar_t>
 struct SparseFilterSimd {
   // out[p] = (accumulate ? out[p] : init) + sum_k values[k] * sample[offsets[k] + p]
-  // for p < nvec * vector_lanes. The accumulators of a tile of `out` stay in registers
-  // across all nonzeros. Reads up to sample[offsets[k] + nvec * vector_lanes - 1]: callers
-  // leave vector_lanes elements of slack after the last valid input.
+  // for p < count rounded up to whole vectors. The accumulators of a tile of `out` stay in
+  // registers across all nonzeros. Rounding up reads and writes at most 64 bytes past
+  // count: callers size `out` in multiples of vector_lanes() and leave vector_lanes()
+  // elements of slack after the last valid input.
   void (*conv_block)(const scalar_t* sample, const int64_t* offsets, const scalar_t* values,
-                     int64_t nnz, bool accumulate, scalar_t init, scalar_t* out, int64_t nvec);
+                     int64_t nnz, bool accumulate, scalar_t init, scalar_t* out, int64_t count);
   // sum_p a[p] * b[p]
   scalar_t (*dot)(const scalar_t* a, const scalar_t* b, int64_t len);
   // y[p] += alpha * x[p]
@@ -22,7 +23,7 @@ struct SparseFilterSimd {
   const char* isa;  // "avx512", "avx2" or "baseline"
 };
 
-// Elements in one vector of the kernels above (64 bytes).
+// Elements in 64 bytes, the widest vector of the kernels above.
 template <typename scalar_t>
 constexpr int64_t vector_lanes() { return 64 / sizeof(scalar_t); }
 

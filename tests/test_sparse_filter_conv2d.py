@@ -308,3 +308,19 @@ def test_dense_method_sees_in_place_updates_of_the_packed_weight():
         layer.values.add_(1.0)
     torch.testing.assert_close(layer(x), F.conv2d(x, layer.dense_weight(), layer.bias, 1, 1))
     assert not torch.allclose(before, layer(x))
+
+
+@pytest.mark.parametrize("method", ["direct", "unfold"])
+def test_narrow_inputs_with_large_strides(method):
+    """Phases whose columns fall entirely outside a 1- or 2-pixel-wide input."""
+    torch.manual_seed(13)
+    for width, stride, padding in [(1, 3, 0), (1, 3, 1), (2, 4, 1), (1, 2, 2), (3, 5, 2)]:
+        x = torch.randn(2, 3, width + 4, width, dtype=torch.float64)
+        w = random_weight((4, 3, 2, 1), 0.7, torch.float64)
+        expected = F.conv2d(x, w, None, (1, stride), (0, padding))
+        got = tsc.sparse_conv2d(x, w, None, (1, stride), (0, padding), method=method)
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
+        expected = F.conv2d(x.transpose(2, 3), w.transpose(2, 3), None, (stride, 1), (padding, 0))
+        got = tsc.sparse_conv2d(x.transpose(2, 3), w.transpose(2, 3), None, (stride, 1),
+                                (padding, 0), method=method)
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
