@@ -30,7 +30,10 @@ SparseFilterMethod choose_sparse_filter_method_cpu(PackedFilterFacts& facts,
       break;
     }
   }
-  const double direct_gain = 1.0 / (density / model.efficiency + model.overhead);
+  // Laying out the input costs in proportion to the input, which a stride makes larger
+  // relative to the output (and so to dense's work): 4x for stride 2.
+  const double overhead = model.overhead * double(g.stride_h * g.stride_w);
+  const double direct_gain = 1.0 / (density / model.efficiency + overhead);
   // union_fraction >= density: skip its O(nnz) pass when even that bound can't win.
   const double best_other = std::max(direct_gain, kAutoMinGain);
   double unfold_gain = density > 0 ? kUnfoldEfficiency / density : 1e9;

@@ -12,7 +12,8 @@ enum class SparseFilterMethod { Auto, Direct, Unfold, Dense, Spmm };
 // The CPU 'auto' rule predicts each method's time relative to dense at::conv2d (oneDNN) and
 // takes the fastest. direct: time/dense = density / efficiency + overhead, where the
 // efficiency (multiply-adds per second relative to oneDNN) and the fixed overhead (laying
-// out the input, writing the output) depend on the length of the output run. unfold: a GEMM
+// out the input, writing the output; times stride_h * stride_w) depend on the length of the
+// output run. unfold: a GEMM
 // over the union of kept taps, time/dense = union_fraction / kUnfoldEfficiency. Fitted to
 // ResNet-50's 3x3 layers, batch 8, 2 threads, AVX-512 (BENCHMARKS.md).
 struct DirectCostModel {

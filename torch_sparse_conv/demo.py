@@ -5,24 +5,21 @@ same outputs, and print per-layer and total speedups.
 """
 import argparse
 import copy
-import time
 
 import torch
 from torch import nn
 
 from . import sparse_conv2d  # noqa: F401  (loads the operators)
+from .bench.timing import time_interleaved
 from .models import SmallCNN, prune_convs
 from .nn import SparseConv2d, sparsify
 
 
-def median_time(fn, repeats: int = 7) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+def paired_times(dense_fn, sparse_fn, rounds: int = 9):
+    """Median seconds of each, timed in alternation so machine noise hits both alike."""
+    times = time_interleaved({"dense": dense_fn, "sparse": sparse_fn}, rounds=rounds,
+                             min_round_seconds=0.01)
+    return times["dense"], times["sparse"]
 
 
 def main() -> None:
@@ -64,8 +61,7 @@ def main() -> None:
     with torch.no_grad():
         for i, (d, s) in enumerate(zip(dense_convs, sparse_convs)):
             inp = inputs[d]
-            td = median_time(lambda: d(inp))
-            ts = median_time(lambda: s(inp))
+            td, ts = paired_times(lambda: d(inp), lambda: s(inp))
             total_dense += td
             total_sparse += ts
             density = s.density if isinstance(s, SparseConv2d) else 1.0
@@ -76,8 +72,7 @@ def main() -> None:
                   f"{td / ts:>8.2f}x")
         print(f"{'convs':<40}{'':>8}{total_dense * 1e3:>10.2f}{total_sparse * 1e3:>11.2f}"
               f"{total_dense / total_sparse:>8.2f}x")
-        td = median_time(lambda: dense(x))
-        ts = median_time(lambda: sparse(x))
+        td, ts = paired_times(lambda: dense(x), lambda: sparse(x))
     print(f"whole model: dense {td * 1e3:.2f} ms, sparse {ts * 1e3:.2f} ms, "
           f"speedup {td / ts:.2f}x")
 
