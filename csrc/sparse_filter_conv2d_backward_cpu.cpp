@@ -95,14 +95,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
       check_sparse_filter_conv2d_args(input, row_ptr, col_idx, values, weight_size,
                                       c10::nullopt, stride, padding, dilation, groups);
   packed_filter_facts(row_ptr, col_idx, values, g, weight_size);  // validates the indices
-  TORCH_CHECK(grad_output.dim() == 4 && grad_output.size(0) == g.batch &&
-                  grad_output.size(1) == g.out_channels && grad_output.size(2) == g.out_h &&
-                  grad_output.size(3) == g.out_w,
-              "_sparse_filter_conv2d_backward: grad_output must have shape (", g.batch, ", ",
-              g.out_channels, ", ", g.out_h, ", ", g.out_w, "), got ", grad_output.sizes());
-  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type(),
-              "_sparse_filter_conv2d_backward: grad_output (", grad_output.scalar_type(),
-              ") must have the dtype of input (", input.scalar_type(), ")");
+  check_grad_output(grad_output, input, g);
 
   at::Tensor grad_input, grad_values, grad_bias;
   if (output_mask[2]) grad_bias = grad_output.sum({0, 2, 3});

@@ -172,6 +172,20 @@ SparseFilterGeometry check_sparse_filter_conv2d_args(
   return g;
 }
 
+void check_grad_output(const at::Tensor& grad_output, const at::Tensor& input,
+                       const SparseFilterGeometry& g) {
+  TORCH_CHECK(grad_output.dim() == 4 && grad_output.size(0) == g.batch &&
+                  grad_output.size(1) == g.out_channels && grad_output.size(2) == g.out_h &&
+                  grad_output.size(3) == g.out_w,
+              "_sparse_filter_conv2d_backward: grad_output must have shape (", g.batch, ", ",
+              g.out_channels, ", ", g.out_h, ", ", g.out_w, "), got ", grad_output.sizes());
+  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type() &&
+                  grad_output.device() == input.device(),
+              "_sparse_filter_conv2d_backward: grad_output (", grad_output.scalar_type(), " on ",
+              grad_output.device(), ") must have input's dtype and device (",
+              input.scalar_type(), " on ", input.device(), ")");
+}
+
 at::Tensor to_polyphase(const at::Tensor& input, const SparseFilterGeometry& g,
                         int64_t slack) {
   const int64_t extra_h = g.phase_h * g.stride_h - g.in_h - g.pad_h;

@@ -49,6 +49,11 @@ SparseFilterGeometry check_sparse_filter_conv2d_args(
     at::IntArrayRef dilation,
     int64_t groups);
 
+// The backward's extra arguments: grad_output of the forward's output shape, input's dtype
+// and device.
+void check_grad_output(const at::Tensor& grad_output, const at::Tensor& input,
+                       const SparseFilterGeometry& g);
+
 // Reads row_ptr / col_idx (CPU) and proves every index is in range, so no kernel can read
 // outside the input or the values. O(C_out + nnz).
 void check_csr_contents(const at::Tensor& row_ptr, const at::Tensor& col_idx, int64_t taps);

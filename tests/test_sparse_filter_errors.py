@@ -152,3 +152,11 @@ def test_in_place_corruption_after_a_valid_call_is_still_caught():
         torch.ops.torch_sparse_conv._sparse_filter_conv2d_backward(
             torch.randn(2, 6, 6, 6), X, row_ptr, col_idx, values, list(W.shape), [1, 1],
             [0, 0], [1, 1], 1, [True, True, True])
+
+
+def test_device_mismatch_is_named():
+    with pytest.raises(ValueError, match="weight is on cpu but input is on meta"):
+        tsc.sparse_conv2d(X.to("meta"), W)
+    row_ptr, col_idx, values = packed()
+    with pytest.raises(RuntimeError, match="packed weight is on cpu but input is on meta"):
+        OP(*op_args(input=X.to("meta")))

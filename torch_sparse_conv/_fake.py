@@ -18,6 +18,15 @@ def _pack_sparse_filter_fake(weight):
 def _sparse_filter_conv2d_fake(input, row_ptr, col_idx, values, weight_size, bias, stride,
                                padding, dilation, groups, method):
     torch._check(input.dim() == 4, lambda: "sparse_filter_conv2d: input must be 4-D")
+    for name, tensor in (("row_ptr", row_ptr), ("col_idx", col_idx), ("values", values)):
+        torch._check(tensor.device == input.device, lambda: (
+            f"sparse_filter_conv2d: the packed weight is on {tensor.device} but input is on "
+            f"{input.device}"))
+    torch._check(values.dtype == input.dtype, lambda: (
+        f"sparse_filter_conv2d: values ({values.dtype}) must have the dtype of input "
+        f"({input.dtype})"))
+    torch._check(len(weight_size) == 4, lambda: "sparse_filter_conv2d: weight_size must be "
+                 "(C_out, C_in/groups, kH, kW)")
     out_h = _out_size(input.shape[2], weight_size[2], stride[0], padding[0], dilation[0])
     out_w = _out_size(input.shape[3], weight_size[3], stride[1], padding[1], dilation[1])
     return input.new_empty((input.shape[0], weight_size[0], out_h, out_w))
