@@ -48,6 +48,22 @@ TORCH_LIBRARY(torch_sparse_conv, m) {
       "int[2] dilation, int groups, bool[3] output_mask) "
       "-> (Tensor grad_input, Tensor grad_values, Tensor grad_bias)");
 
+  // Sparse-input convolution: a batch of images as CSR (B, H*W) (row pointers, columns,
+  // values), convolved with a dense (kH, kW) kernel exactly as
+  // scipy.signal.convolve2d(image, kernel, mode) per image. Returns the output as CSR
+  // (B, H_out*W_out) with sorted int64 columns. method: 'auto' | 'direct'.
+  m.def(
+      "toeplitz_conv2d(Tensor crow, Tensor col, Tensor values, Tensor kernel, "
+      "int[2] image_shape, str mode, str method) "
+      "-> (Tensor out_crow, Tensor out_col, Tensor out_values)");
+
+  // Gradients of toeplitz_conv2d w.r.t. the input values (on their pattern) and the kernel,
+  // from the gradient of the output values (on the output pattern out_crow / out_col).
+  m.def(
+      "_toeplitz_conv2d_backward(Tensor grad_out_values, Tensor crow, Tensor col, "
+      "Tensor values, Tensor kernel, Tensor out_crow, Tensor out_col, int[2] image_shape, "
+      "str mode, bool[2] output_mask) -> (Tensor grad_values, Tensor grad_kernel)");
+
   // Build facts, so Python and TorchScript can ask how the library was compiled.
   // 0 when built without CUDA, else CUDA_VERSION (e.g. 13000).
   m.def("_cuda_version() -> int", &torch_sparse_conv::cuda_version_compiled);

@@ -2,6 +2,9 @@
 
 * Sparse-filter conv2d: pruned ``nn.Conv2d`` weights computed at the cost of the kept taps
   (:func:`sparse_conv2d`, :class:`SparseConv2d`, :func:`sparsify`).
+* Sparse-input (Toeplitz) conv2d: batches of sparse images convolved with a small dense
+  kernel, ``scipy.signal.convolve2d`` semantics, output kept sparse (:func:`toeplitz_conv2d`,
+  :class:`ToeplitzConv2d`, :class:`compat.Toeplitz_convolution2d`).
 
 All operators live under ``torch.ops.torch_sparse_conv``.
 """
@@ -17,6 +20,7 @@ from .functional import (  # noqa: E402
     unpack_sparse_filter,
 )
 from .nn import SparseConv2d, sparsify  # noqa: E402
+from .toeplitz import ToeplitzConv2d, toeplitz_conv2d  # noqa: E402
 from . import compat  # noqa: E402,F401
 
 __version__ = "0.1.0"
@@ -25,10 +29,12 @@ __all__ = [
     "cuda_version_compiled",
     "library_path",
     "SparseConv2d",
+    "ToeplitzConv2d",
     "compat",
     "pack_sparse_filter",
     "sparse_conv2d",
     "sparse_conv2d_packed",
     "sparsify",
+    "toeplitz_conv2d",
     "unpack_sparse_filter",
 ]

@@ -41,3 +41,21 @@ def _sparse_filter_conv2d_backward_fake(grad_output, input, row_ptr, col_idx, va
     grad_values = torch.empty_like(values) if output_mask[1] else None
     grad_bias = grad_output.new_empty((weight_size[0],)) if output_mask[2] else None
     return grad_input, grad_values, grad_bias
+
+
+@torch.library.register_fake("torch_sparse_conv::toeplitz_conv2d")
+def _toeplitz_conv2d_fake(crow, col, values, kernel, image_shape, mode, method):
+    torch._check(kernel.dim() == 2, lambda: "toeplitz_conv2d: kernel must be 2-D")
+    torch._check(mode in ("full", "same", "valid"),
+                 lambda: f"toeplitz_conv2d: mode must be 'full', 'same' or 'valid', got {mode!r}")
+    nnz = torch.library.get_ctx().new_dynamic_size()
+    return (crow.new_empty(crow.shape), col.new_empty((nnz,)), values.new_empty((nnz,)))
+
+
+@torch.library.register_fake("torch_sparse_conv::_toeplitz_conv2d_backward")
+def _toeplitz_conv2d_backward_fake(grad_out_values, crow, col, values, kernel, out_crow,
+                                   out_col, image_shape, mode, output_mask):
+    grad_values = torch.empty_like(values) if output_mask[0] else None
+    grad_kernel = torch.empty_like(kernel, memory_format=torch.contiguous_format) \
+        if output_mask[1] else None
+    return grad_values, grad_kernel

@@ -1,5 +1,10 @@
-"""Drop-in versions of the functions from the sparse-filter unfold recipe
-(shared/seeds/sparse_filter_unfold_recipe.txt), with its names and signatures.
+"""Drop-in replacements with the names and signatures of what users come from:
+
+* the sparse-filter unfold recipe (shared/seeds/sparse_filter_unfold_recipe.txt):
+  ``sparse_conv2d``, ``sparse_conv2d_unfold``, ``sparse_conv2d_batch``;
+* the ``sparse_convolution`` package: ``Toeplitz_convolution2d``.
+
+For the recipe functions:
 
 ``indices`` are flat positions into ``C_in * kH * kW`` that every output channel keeps; the
 filter's other taps are treated as pruned. As published, the recipe multiplies a
@@ -12,6 +17,7 @@ import torch
 from torch import Tensor
 
 from . import functional as _functional
+from . import toeplitz as _toeplitz
 
 
 def _masked_filter(sparse_filter: Tensor, indices) -> Tensor:
@@ -68,4 +74,85 @@ def sparse_conv2d_impl(x: Tensor, sparse_filter: Tensor, indices, stride, paddin
     return _functional.sparse_conv2d(x, weight, None, stride, padding, 1, 1, method)
 
 
-__all__ = ["sparse_conv2d", "sparse_conv2d_unfold", "sparse_conv2d_batch"]
+__all__ = ["sparse_conv2d", "sparse_conv2d_unfold", "sparse_conv2d_batch",
+           "Toeplitz_convolution2d"]
+
+
+class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's name)
+    """Drop-in for ``sparse_convolution.Toeplitz_convolution2d`` (0.4): same constructor, same
+    ``__call__``, numpy / scipy.sparse in, the same types and shapes out, computed by
+    :func:`torch_sparse_conv.toeplitz_conv2d`.
+
+    ``method``, ``backend``, ``max_buffer_bytes`` and ``verbose`` are accepted for
+    compatibility; every method runs this package's kernel. ``device`` ('cpu' or 'cuda')
+    picks where it runs. As in the package, outputs that are exactly zero are not stored.
+    """
+
+    METHODS = ("direct", "precomputed", "lazy", "gather_scatter")
+
+    def __init__(self, x_shape, k, mode: str = "same", dtype=None, verbose=False,
+                 method: str = "direct", max_buffer_bytes: int = 256 * 1024 * 1024,
+                 backend=None, device=None):
+        import numpy as np
+
+        if mode not in ("full", "same", "valid"):
+            raise ValueError(f"mode must be 'full', 'same' or 'valid', got {mode!r}")
+        if method not in self.METHODS:
+            raise ValueError(f"method must be one of {self.METHODS}, got {method!r}")
+        k = np.asarray(k)
+        if k.ndim != 2:
+            raise ValueError(f"k must be a 2-D array, got shape {k.shape}")
+        if len(x_shape) != 2 or min(x_shape) <= 0:
+            raise ValueError(f"x_shape must be two positive sizes, got {x_shape!r}")
+        self.x_shape = (int(x_shape[0]), int(x_shape[1]))
+        self.k = k.copy()
+        self.mode = mode
+        self.method = method
+        self.backend = backend
+        self.dtype = np.dtype(k.dtype if dtype is None else dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.device = torch.device(device or "cpu")
+        self._kernel = torch.as_tensor(self.k.astype(self.dtype), device=self.device)
+
+    def __call__(self, x, batching: bool = True, mode=None):
+        import numpy as np
+        import scipy.sparse
+
+        mode = self.mode if mode is None else mode
+        if mode not in ("full", "same", "valid"):
+            raise ValueError(f"mode must be 'full', 'same' or 'valid', got {mode!r}")
+        h, w = self.x_shape
+        if mode == "valid" and (self.k.shape[0] > h or self.k.shape[1] > w):
+            raise ValueError("x must be larger than k in both dimensions for mode='valid'")
+        issparse = scipy.sparse.issparse(x)
+        if batching:
+            if len(x.shape) != 2 or x.shape[1] != h * w:
+                raise ValueError(f"When batching=True, x.shape[1] ({x.shape[-1]}) must equal "
+                                 f"x_shape[0]*x_shape[1] ({h * w})")
+        elif tuple(x.shape) != (h, w):
+            raise ValueError(f"When batching=False, x.shape ({tuple(x.shape)}) must equal "
+                             f"x_shape ({self.x_shape})")
+        rows = x.shape[0] if batching else 1
+        out_h, out_w = _toeplitz.output_shape(self.x_shape, self.k.shape, mode)
+        if issparse:
+            csr = scipy.sparse.csr_matrix(x.reshape(rows, h * w) if not batching else x)
+            csr.sum_duplicates()
+            tensor = torch.sparse_csr_tensor(
+                torch.from_numpy(csr.indptr.astype(np.int64)),
+                torch.from_numpy(csr.indices.astype(np.int64)),
+                torch.from_numpy(csr.data.astype(self.dtype)), size=(rows, h * w),
+                check_invariants=False).to(self.device)
+            out = _toeplitz.toeplitz_conv2d(tensor, self._kernel, self.x_shape, mode)
+            result = scipy.sparse.csr_matrix(
+                (out.values().cpu().numpy(), out.col_indices().cpu().numpy(),
+                 out.crow_indices().cpu().numpy()), shape=(rows, out_h * out_w))
+            result.eliminate_zeros()
+            if not batching:  # as the package: scipy's reshape of the one-row result
+                result = result.reshape(out_h, out_w)
+            return result
+        dense = torch.as_tensor(np.asarray(x, dtype=self.dtype).reshape(rows, h * w),
+                                device=self.device)
+        out = _toeplitz.toeplitz_conv2d(dense, self._kernel, self.x_shape, mode)
+        out = out.cpu().numpy()
+        return out.reshape(out_h, out_w) if not batching else out

@@ -1,0 +1,198 @@
+// toeplitz_conv2d forward on CPU, method 'direct'.
+//
+// Per image (in parallel): the stored entries, sorted by pixel, are grouped by input row.
+// Only output rows within kH - 1 of an input row are visited, in increasing order, so the
+// work never depends on the frame size. For each such output row the contributions of the
+// (at most kH) input rows that reach it are summed over the row's touched column span:
+// in a dense buffer when the span is small next to the number of contributions, else by
+// sorting (column, value) pairs. Either way memory is bounded by the image's own work.
+// Results land in per-image buffers; a prefix sum over their sizes gives the exact-size CSR.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <numeric>
+#include <vector>
+
+#include "toeplitz_geometry.h"
+
+namespace torch_sparse_conv {
+namespace {
+
+template <typename scalar_t>
+struct ImageResult {
+  std::vector<int64_t> cols;
+  std::vector<scalar_t> vals;
+};
+
+template <typename scalar_t>
+struct Scratch {
+  std::vector<int64_t> order, pixel;
+  std::vector<scalar_t> value;
+  std::vector<int64_t> group_row, group_begin;  // input row of each group, first entry
+  std::vector<scalar_t> acc;
+  std::vector<char> touched;
+  std::vector<std::pair<int64_t, scalar_t>> pairs;
+};
+
+// Sorts one image's entries by pixel and groups them by input row.
+template <typename scalar_t>
+void gather_image(const int64_t* col, const scalar_t* val, int64_t begin, int64_t end,
+                  int64_t width, Scratch<scalar_t>& s) {
+  const int64_t n = end - begin;
+  s.pixel.assign(col + begin, col + end);
+  s.value.assign(val + begin, val + end);
+  if (!std::is_sorted(s.pixel.begin(), s.pixel.end())) {
+    s.order.resize(n);
+    std::iota(s.order.begin(), s.order.end(), 0);
+    std::stable_sort(s.order.begin(), s.order.end(),
+                     [&](int64_t x, int64_t y) { return col[begin + x] < col[begin + y]; });
+    for (int64_t i = 0; i < n; ++i) {
+      s.pixel[i] = col[begin + s.order[i]];
+      s.value[i] = val[begin + s.order[i]];
+    }
+  }
+  s.group_row.clear();
+  s.group_begin.clear();
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t row = s.pixel[i] / width;
+    if (s.group_row.empty() || s.group_row.back() != row) {
+      s.group_row.push_back(row);
+      s.group_begin.push_back(i);
+    }
+  }
+  s.group_begin.push_back(n);
+}
+
+// Output row r from the groups [lo, hi) (the input rows within reach).
+template <typename scalar_t>
+void convolve_output_row(int64_t r, int64_t lo, int64_t hi, const scalar_t* kernel,
+                         const ToeplitzGeometry& g, Scratch<scalar_t>& s,
+                         ImageResult<scalar_t>& out) {
+  int64_t first_col = INT64_MAX, last_col = INT64_MIN, contributions = 0;
+  for (int64_t gi = lo; gi < hi; ++gi) {
+    const int64_t width = g.in_w;
+    first_col = std::min(first_col, s.pixel[s.group_begin[gi]] % width);
+    last_col = std::max(last_col, s.pixel[s.group_begin[gi + 1] - 1] % width);
+    contributions += (s.group_begin[gi + 1] - s.group_begin[gi]) * g.kernel_w;
+  }
+  const int64_t cmin = std::max<int64_t>(0, first_col - g.offset_w);
+  const int64_t cmax = std::min<int64_t>(g.out_w - 1, last_col + g.kernel_w - 1 - g.offset_w);
+  if (cmin > cmax) return;
+  const int64_t span = cmax - cmin + 1;
+  const int64_t row_base = r * g.out_w;
+  const bool dense = span <= 2 * contributions + 64;
+  if (dense) {
+    s.acc.assign(span, scalar_t(0));
+    s.touched.assign(span, 0);
+  } else {
+    s.pairs.clear();
+  }
+  for (int64_t gi = lo; gi < hi; ++gi) {
+    const scalar_t* krow = kernel + (r + g.offset_h - s.group_row[gi]) * g.kernel_w;
+    for (int64_t i = s.group_begin[gi]; i < s.group_begin[gi + 1]; ++i) {
+      const int64_t c0 = s.pixel[i] % g.in_w - g.offset_w;  // output column of kernel column 0
+      const int64_t t_lo = std::max<int64_t>(0, cmin - c0);
+      const int64_t t_hi = std::min<int64_t>(g.kernel_w, cmax + 1 - c0);
+      const scalar_t v = s.value[i];
+      if (dense) {
+        scalar_t* a = s.acc.data() + (c0 - cmin);
+        for (int64_t t = t_lo; t < t_hi; ++t) a[t] += v * krow[t];
+        if (t_lo < t_hi) std::fill(s.touched.begin() + (c0 - cmin + t_lo),
+                                   s.touched.begin() + (c0 - cmin + t_hi), 1);
+      } else {
+        for (int64_t t = t_lo; t < t_hi; ++t) s.pairs.emplace_back(c0 + t, v * krow[t]);
+      }
+    }
+  }
+  if (dense) {
+    for (int64_t j = 0; j < span; ++j) {
+      if (s.touched[j]) {
+        out.cols.push_back(row_base + cmin + j);
+        out.vals.push_back(s.acc[j]);
+      }
+    }
+    return;
+  }
+  std::sort(s.pairs.begin(), s.pairs.end(),
+            [](const auto& x, const auto& y) { return x.first < y.first; });
+  for (size_t i = 0; i < s.pairs.size();) {
+    const int64_t c = s.pairs[i].first;
+    scalar_t sum = 0;
+    for (; i < s.pairs.size() && s.pairs[i].first == c; ++i) sum += s.pairs[i].second;
+    out.cols.push_back(row_base + c);
+    out.vals.push_back(sum);
+  }
+}
+
+template <typename scalar_t>
+void convolve_image(const int64_t* col, const scalar_t* val, int64_t begin, int64_t end,
+                    const scalar_t* kernel, const ToeplitzGeometry& g, Scratch<scalar_t>& s,
+                    ImageResult<scalar_t>& out) {
+  if (begin == end) return;
+  gather_image(col, val, begin, end, g.in_w, s);
+  const int64_t groups = static_cast<int64_t>(s.group_row.size());
+  int64_t last_row = -1, lo = 0, hi = 0;
+  for (int64_t gi = 0; gi < groups; ++gi) {
+    const int64_t a = s.group_row[gi];
+    const int64_t from = std::max<int64_t>({0, a - g.offset_h, last_row + 1});
+    const int64_t to = std::min<int64_t>(g.out_h - 1, a - g.offset_h + g.kernel_h - 1);
+    for (int64_t r = from; r <= to; ++r) {
+      // Input rows a reach output row r when r + offset_h - kH < a <= r + offset_h.
+      while (hi < groups && s.group_row[hi] <= r + g.offset_h) ++hi;
+      while (lo < hi && s.group_row[lo] < r + g.offset_h - g.kernel_h + 1) ++lo;
+      convolve_output_row(r, lo, hi, kernel, g, s, out);
+      last_row = r;
+    }
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_cpu(
+    const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
+    const at::Tensor& kernel, at::IntArrayRef image_shape, c10::string_view mode,
+    c10::string_view method) {
+  const ToeplitzGeometry g = check_toeplitz_args(crow, col, values, kernel, image_shape, mode);
+  parse_toeplitz_method(method);  // 'auto' and 'direct' both run the direct kernel on CPU
+  const at::Tensor cr = crow.contiguous(), cc = col.contiguous();
+  const at::Tensor cv = values.contiguous(), ck = kernel.contiguous();
+  at::Tensor out_crow = at::zeros({g.batch + 1}, crow.options());
+  at::Tensor out_col, out_values;
+  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "toeplitz_conv2d_cpu", [&] {
+    const int64_t* r = cr.data_ptr<int64_t>();
+    const int64_t* c = cc.data_ptr<int64_t>();
+    const scalar_t* v = cv.data_ptr<scalar_t>();
+    const scalar_t* k = ck.data_ptr<scalar_t>();
+    std::vector<ImageResult<scalar_t>> images(g.batch);
+    at::parallel_for(0, g.batch, 1, [&](int64_t begin, int64_t end) {
+      Scratch<scalar_t> scratch;
+      for (int64_t n = begin; n < end; ++n) {
+        convolve_image(c, v, r[n], r[n + 1], k, g, scratch, images[n]);
+      }
+    });
+    int64_t* oc = out_crow.data_ptr<int64_t>();
+    for (int64_t n = 0; n < g.batch; ++n) {
+      oc[n + 1] = oc[n] + static_cast<int64_t>(images[n].cols.size());
+    }
+    out_col = at::empty({oc[g.batch]}, col.options());
+    out_values = at::empty({oc[g.batch]}, values.options());
+    int64_t* dst_col = out_col.data_ptr<int64_t>();
+    scalar_t* dst_val = out_values.data_ptr<scalar_t>();
+    at::parallel_for(0, g.batch, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t n = begin; n < end; ++n) {
+        std::copy(images[n].cols.begin(), images[n].cols.end(), dst_col + oc[n]);
+        std::copy(images[n].vals.begin(), images[n].vals.end(), dst_val + oc[n]);
+        images[n] = ImageResult<scalar_t>();  // free as we go
+      }
+    });
+  });
+  return {out_crow, out_col, out_values};
+}
+
+}  // namespace
+}  // namespace torch_sparse_conv
+
+TORCH_LIBRARY_IMPL(torch_sparse_conv, CPU, m) {
+  m.impl("toeplitz_conv2d", &torch_sparse_conv::toeplitz_conv2d_cpu);
+}

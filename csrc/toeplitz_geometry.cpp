@@ -1,0 +1,105 @@
+#include "toeplitz_geometry.h"
+
+#include <limits>
+
+namespace torch_sparse_conv {
+
+ToeplitzMode parse_toeplitz_mode(c10::string_view mode) {
+  if (mode == "full") return ToeplitzMode::Full;
+  if (mode == "same") return ToeplitzMode::Same;
+  if (mode == "valid") return ToeplitzMode::Valid;
+  TORCH_CHECK(false, "toeplitz_conv2d: mode must be 'full', 'same' or 'valid', got '",
+              std::string(mode), "'");
+}
+
+ToeplitzMethod parse_toeplitz_method(c10::string_view method) {
+  if (method == "auto") return ToeplitzMethod::Auto;
+  if (method == "direct") return ToeplitzMethod::Direct;
+  TORCH_CHECK(false, "toeplitz_conv2d: method must be 'auto' or 'direct', got '",
+              std::string(method), "'");
+}
+
+namespace {
+
+void check_csr_rows(const at::Tensor& crow, const at::Tensor& col, int64_t pixels) {
+  const at::Tensor cr = crow.contiguous(), cc = col.contiguous();
+  const int64_t* r = cr.data_ptr<int64_t>();
+  const int64_t* c = cc.data_ptr<int64_t>();
+  const int64_t rows = crow.size(0) - 1, nnz = col.size(0);
+  TORCH_CHECK(r[0] == 0, "toeplitz_conv2d: x's row pointers must start at 0, got ", r[0]);
+  for (int64_t i = 0; i < rows; ++i) {
+    TORCH_CHECK(r[i + 1] >= r[i], "toeplitz_conv2d: x's row pointers must be non-decreasing, "
+                "but crow[", i + 1, "] = ", r[i + 1], " < crow[", i, "] = ", r[i]);
+  }
+  TORCH_CHECK(r[rows] == nnz, "toeplitz_conv2d: x's last row pointer (", r[rows],
+              ") must equal its number of stored entries (", nnz, ")");
+  for (int64_t k = 0; k < nnz; ++k) {
+    TORCH_CHECK(c[k] >= 0 && c[k] < pixels, "toeplitz_conv2d: x's column index ", c[k],
+                " (entry ", k, ") is out of range [0, H*W = ", pixels, ")");
+  }
+}
+
+}  // namespace
+
+ToeplitzGeometry check_toeplitz_args(const at::Tensor& crow, const at::Tensor& col,
+                                     const at::Tensor& values, const at::Tensor& kernel,
+                                     at::IntArrayRef image_shape, c10::string_view mode_name) {
+  const ToeplitzMode mode = parse_toeplitz_mode(mode_name);
+  TORCH_CHECK(image_shape.size() == 2 && image_shape[0] > 0 && image_shape[1] > 0,
+              "toeplitz_conv2d: image_shape must be two positive sizes (H, W), got ",
+              image_shape);
+  TORCH_CHECK(crow.dim() == 1 && crow.size(0) >= 1 && crow.scalar_type() == at::kLong,
+              "toeplitz_conv2d: x's row pointers must be a 1-D int64 tensor of B + 1 entries");
+  TORCH_CHECK(col.dim() == 1 && col.scalar_type() == at::kLong,
+              "toeplitz_conv2d: x's column indices must be a 1-D int64 tensor");
+  TORCH_CHECK(values.dim() == 1 && values.size(0) == col.size(0),
+              "toeplitz_conv2d: x's values must be 1-D with one entry per column index");
+  TORCH_CHECK(values.scalar_type() == at::kFloat || values.scalar_type() == at::kDouble,
+              "toeplitz_conv2d: x must hold float32 or float64 values, got ",
+              values.scalar_type());
+  TORCH_CHECK(kernel.dim() == 2, "toeplitz_conv2d: kernel must be 2-D (kH, kW), got ",
+              kernel.dim(), " dimensions");
+  TORCH_CHECK(kernel.size(0) > 0 && kernel.size(1) > 0,
+              "toeplitz_conv2d: kernel must not be empty, got shape ", kernel.sizes());
+  TORCH_CHECK(kernel.scalar_type() == values.scalar_type(), "toeplitz_conv2d: kernel (",
+              kernel.scalar_type(), ") must have the dtype of x (", values.scalar_type(), ")");
+  for (const at::Tensor* t : {&crow, &col, &kernel}) {
+    TORCH_CHECK(t->device() == values.device(), "toeplitz_conv2d: x and kernel must be on one "
+                "device, got ", values.device(), " and ", t->device());
+  }
+  ToeplitzGeometry g;
+  g.batch = crow.size(0) - 1;
+  g.in_h = image_shape[0];
+  g.in_w = image_shape[1];
+  g.kernel_h = kernel.size(0);
+  g.kernel_w = kernel.size(1);
+  constexpr int64_t kMaxSide = int64_t(1) << 31;
+  TORCH_CHECK(g.in_h < kMaxSide && g.in_w < kMaxSide && g.kernel_h < kMaxSide &&
+                  g.kernel_w < kMaxSide,
+              "toeplitz_conv2d: image and kernel sides must be below 2^31");
+  switch (mode) {
+    case ToeplitzMode::Full:
+      g.out_h = g.in_h + g.kernel_h - 1;
+      g.out_w = g.in_w + g.kernel_w - 1;
+      break;
+    case ToeplitzMode::Same:
+      g.out_h = g.in_h;
+      g.out_w = g.in_w;
+      g.offset_h = (g.kernel_h - 1) / 2;
+      g.offset_w = (g.kernel_w - 1) / 2;
+      break;
+    case ToeplitzMode::Valid:
+      TORCH_CHECK(g.kernel_h <= g.in_h && g.kernel_w <= g.in_w,
+                  "toeplitz_conv2d: mode 'valid' needs a kernel no larger than the image in "
+                  "every dimension, got kernel ", kernel.sizes(), " for image ", image_shape);
+      g.out_h = g.in_h - g.kernel_h + 1;
+      g.out_w = g.in_w - g.kernel_w + 1;
+      g.offset_h = g.kernel_h - 1;
+      g.offset_w = g.kernel_w - 1;
+      break;
+  }
+  if (values.device().is_cpu()) check_csr_rows(crow, col, g.in_h * g.in_w);
+  return g;
+}
+
+}  // namespace torch_sparse_conv

@@ -1,0 +1,31 @@
+// Argument checks and geometry of the sparse-input (Toeplitz) convolution.
+//
+// Every image of the batch is one row of a CSR matrix (B, H*W), C-order flattened. The
+// output follows scipy.signal.convolve2d(image, kernel, mode): a true convolution (kernel
+// flipped), and output pixel (i, j) is pixel (i + offset_h, j + offset_w) of the 'full'
+// result, with offset 0 ('full'), (k-1)//2 ('same', scipy's centring for even kernels) or
+// k-1 ('valid').
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace torch_sparse_conv {
+
+enum class ToeplitzMode { Full, Same, Valid };
+enum class ToeplitzMethod { Auto, Direct };
+
+struct ToeplitzGeometry {
+  int64_t batch = 0, in_h = 0, in_w = 0, kernel_h = 0, kernel_w = 0;
+  int64_t out_h = 0, out_w = 0, offset_h = 0, offset_w = 0;
+};
+
+ToeplitzMode parse_toeplitz_mode(c10::string_view mode);
+ToeplitzMethod parse_toeplitz_method(c10::string_view method);
+
+// Validates shapes, dtypes, devices and the CSR contents (row pointers from 0 to nnz and
+// non-decreasing, every column in [0, H*W)) and returns the geometry.
+ToeplitzGeometry check_toeplitz_args(const at::Tensor& crow, const at::Tensor& col,
+                                     const at::Tensor& values, const at::Tensor& kernel,
+                                     at::IntArrayRef image_shape, c10::string_view mode);
+
+}  // namespace torch_sparse_conv
