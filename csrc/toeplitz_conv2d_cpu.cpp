@@ -6,7 +6,8 @@
 // (at most kH) input rows that reach it are summed over the row's touched column span:
 // in a dense buffer when the span is small next to the number of contributions, else by
 // sorting (column, value) pairs. Either way memory is bounded by the image's own work.
-// Results land in per-image buffers; a prefix sum over their sizes gives the exact-size CSR.
+// A count pass (footprints only, no arithmetic), a prefix sum and a fill pass write the
+// exact-size CSR with no intermediate buffer.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -22,42 +23,45 @@ namespace torch_sparse_conv {
 namespace {
 
 template <typename scalar_t>
-struct ImageResult {
-  std::vector<int64_t> cols;
-  std::vector<scalar_t> vals;
-};
-
-template <typename scalar_t>
 struct Scratch {
-  std::vector<int64_t> order, pixel;
-  std::vector<scalar_t> value;
+  std::vector<int64_t> order, sorted_pixel;
+  std::vector<scalar_t> sorted_value;
+  std::vector<int64_t> column;                  // input column of each entry
   std::vector<int64_t> group_row, group_begin;  // input row of each group, first entry
   std::vector<scalar_t> acc;
   std::vector<char> touched;
   std::vector<std::pair<int64_t, scalar_t>> pairs;
+  const int64_t* pixel = nullptr;  // the image's entries sorted by pixel
+  const scalar_t* value = nullptr;
 };
 
-// Sorts one image's entries by pixel and groups them by input row.
+// Sorts one image's entries by pixel (only if needed) and groups them by input row.
 template <typename scalar_t>
 void gather_image(const int64_t* col, const scalar_t* val, int64_t begin, int64_t end,
                   int64_t width, Scratch<scalar_t>& s) {
   const int64_t n = end - begin;
-  s.pixel.assign(col + begin, col + end);
-  s.value.assign(val + begin, val + end);
-  if (!std::is_sorted(s.pixel.begin(), s.pixel.end())) {
+  s.pixel = col + begin;
+  s.value = val + begin;
+  if (!std::is_sorted(col + begin, col + end)) {
     s.order.resize(n);
     std::iota(s.order.begin(), s.order.end(), 0);
     std::stable_sort(s.order.begin(), s.order.end(),
                      [&](int64_t x, int64_t y) { return col[begin + x] < col[begin + y]; });
+    s.sorted_pixel.resize(n);
+    s.sorted_value.resize(n);
     for (int64_t i = 0; i < n; ++i) {
-      s.pixel[i] = col[begin + s.order[i]];
-      s.value[i] = val[begin + s.order[i]];
+      s.sorted_pixel[i] = col[begin + s.order[i]];
+      s.sorted_value[i] = val[begin + s.order[i]];
     }
+    s.pixel = s.sorted_pixel.data();
+    s.value = s.sorted_value.data();
   }
+  s.column.resize(n);
   s.group_row.clear();
   s.group_begin.clear();
   for (int64_t i = 0; i < n; ++i) {
     const int64_t row = s.pixel[i] / width;
+    s.column[i] = s.pixel[i] - row * width;
     if (s.group_row.empty() || s.group_row.back() != row) {
       s.group_row.push_back(row);
       s.group_begin.push_back(i);
@@ -66,72 +70,89 @@ void gather_image(const int64_t* col, const scalar_t* val, int64_t begin, int64_
   s.group_begin.push_back(n);
 }
 
-// Output row r from the groups [lo, hi) (the input rows within reach).
-template <typename scalar_t>
-void convolve_output_row(int64_t r, int64_t lo, int64_t hi, const scalar_t* kernel,
-                         const ToeplitzGeometry& g, Scratch<scalar_t>& s,
-                         ImageResult<scalar_t>& out) {
+// Output row r from the groups [lo, hi) (the input rows within reach). The count pass
+// (kFill false) only returns how many entries the row has; the fill pass also writes them,
+// sorted, to cols / vals.
+template <bool kFill, typename scalar_t>
+int64_t convolve_output_row(int64_t r, int64_t lo, int64_t hi, const scalar_t* kernel,
+                            const ToeplitzGeometry& g, Scratch<scalar_t>& s, int64_t* cols,
+                            scalar_t* vals) {
   int64_t first_col = INT64_MAX, last_col = INT64_MIN, contributions = 0;
   for (int64_t gi = lo; gi < hi; ++gi) {
-    const int64_t width = g.in_w;
-    first_col = std::min(first_col, s.pixel[s.group_begin[gi]] % width);
-    last_col = std::max(last_col, s.pixel[s.group_begin[gi + 1] - 1] % width);
+    first_col = std::min(first_col, s.column[s.group_begin[gi]]);
+    last_col = std::max(last_col, s.column[s.group_begin[gi + 1] - 1]);
     contributions += (s.group_begin[gi + 1] - s.group_begin[gi]) * g.kernel_w;
   }
   const int64_t cmin = std::max<int64_t>(0, first_col - g.offset_w);
   const int64_t cmax = std::min<int64_t>(g.out_w - 1, last_col + g.kernel_w - 1 - g.offset_w);
-  if (cmin > cmax) return;
+  if (cmin > cmax) return 0;
   const int64_t span = cmax - cmin + 1;
   const int64_t row_base = r * g.out_w;
   const bool dense = span <= 2 * contributions + 64;
   if (dense) {
-    s.acc.assign(span, scalar_t(0));
-    s.touched.assign(span, 0);
+    if (static_cast<int64_t>(s.acc.size()) < span) {
+      s.acc.resize(span);
+      s.touched.resize(span);
+    }
+    if (kFill) std::fill(s.acc.begin(), s.acc.begin() + span, scalar_t(0));
+    std::fill(s.touched.begin(), s.touched.begin() + span, 0);
   } else {
     s.pairs.clear();
   }
   for (int64_t gi = lo; gi < hi; ++gi) {
     const scalar_t* krow = kernel + (r + g.offset_h - s.group_row[gi]) * g.kernel_w;
     for (int64_t i = s.group_begin[gi]; i < s.group_begin[gi + 1]; ++i) {
-      const int64_t c0 = s.pixel[i] % g.in_w - g.offset_w;  // output column of kernel column 0
+      const int64_t c0 = s.column[i] - g.offset_w;  // output column of kernel column 0
       const int64_t t_lo = std::max<int64_t>(0, cmin - c0);
       const int64_t t_hi = std::min<int64_t>(g.kernel_w, cmax + 1 - c0);
       const scalar_t v = s.value[i];
       if (dense) {
-        scalar_t* a = s.acc.data() + (c0 - cmin);
-        for (int64_t t = t_lo; t < t_hi; ++t) a[t] += v * krow[t];
-        if (t_lo < t_hi) std::fill(s.touched.begin() + (c0 - cmin + t_lo),
-                                   s.touched.begin() + (c0 - cmin + t_hi), 1);
+        if (kFill) {
+          scalar_t* a = s.acc.data() + (c0 - cmin);
+          for (int64_t t = t_lo; t < t_hi; ++t) a[t] += v * krow[t];
+        }
+        if (t_lo < t_hi) {
+          std::fill(s.touched.begin() + (c0 - cmin + t_lo), s.touched.begin() + (c0 - cmin + t_hi),
+                    1);
+        }
       } else {
-        for (int64_t t = t_lo; t < t_hi; ++t) s.pairs.emplace_back(c0 + t, v * krow[t]);
+        for (int64_t t = t_lo; t < t_hi; ++t) {
+          s.pairs.emplace_back(c0 + t, kFill ? v * krow[t] : scalar_t(0));
+        }
       }
     }
   }
+  int64_t count = 0;
   if (dense) {
+    if (!kFill) return std::count(s.touched.begin(), s.touched.begin() + span, 1);
     for (int64_t j = 0; j < span; ++j) {
-      if (s.touched[j]) {
-        out.cols.push_back(row_base + cmin + j);
-        out.vals.push_back(s.acc[j]);
-      }
+      cols[count] = row_base + cmin + j;
+      vals[count] = s.acc[j];
+      count += s.touched[j];  // branch-free compaction
     }
-    return;
+    return count;
   }
   std::sort(s.pairs.begin(), s.pairs.end(),
             [](const auto& x, const auto& y) { return x.first < y.first; });
-  for (size_t i = 0; i < s.pairs.size();) {
+  for (size_t i = 0; i < s.pairs.size(); ++count) {
     const int64_t c = s.pairs[i].first;
     scalar_t sum = 0;
     for (; i < s.pairs.size() && s.pairs[i].first == c; ++i) sum += s.pairs[i].second;
-    out.cols.push_back(row_base + c);
-    out.vals.push_back(sum);
+    if (kFill) {
+      cols[count] = row_base + c;
+      vals[count] = sum;
+    }
   }
+  return count;
 }
 
-template <typename scalar_t>
-void convolve_image(const int64_t* col, const scalar_t* val, int64_t begin, int64_t end,
-                    const scalar_t* kernel, const ToeplitzGeometry& g, Scratch<scalar_t>& s,
-                    ImageResult<scalar_t>& out) {
-  if (begin == end) return;
+// One image: returns its number of output entries (count pass) or writes them (fill pass).
+template <bool kFill, typename scalar_t>
+int64_t convolve_image(const int64_t* col, const scalar_t* val, int64_t begin, int64_t end,
+                       const scalar_t* kernel, const ToeplitzGeometry& g, Scratch<scalar_t>& s,
+                       int64_t* cols, scalar_t* vals) {
+  if (begin == end) return 0;
+  int64_t written = 0;
   gather_image(col, val, begin, end, g.in_w, s);
   const int64_t groups = static_cast<int64_t>(s.group_row.size());
   int64_t last_row = -1, lo = 0, hi = 0;
@@ -143,10 +164,13 @@ void convolve_image(const int64_t* col, const scalar_t* val, int64_t begin, int6
       // Input rows a reach output row r when r + offset_h - kH < a <= r + offset_h.
       while (hi < groups && s.group_row[hi] <= r + g.offset_h) ++hi;
       while (lo < hi && s.group_row[lo] < r + g.offset_h - g.kernel_h + 1) ++lo;
-      convolve_output_row(r, lo, hi, kernel, g, s, out);
+      written += convolve_output_row<kFill>(r, lo, hi, kernel, g, s,
+                                            kFill ? cols + written : nullptr,
+                                            kFill ? vals + written : nullptr);
       last_row = r;
     }
   }
+  return written;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_cpu(
@@ -164,26 +188,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_cpu(
     const int64_t* c = cc.data_ptr<int64_t>();
     const scalar_t* v = cv.data_ptr<scalar_t>();
     const scalar_t* k = ck.data_ptr<scalar_t>();
-    std::vector<ImageResult<scalar_t>> images(g.batch);
+    // Count pass, prefix sum, fill pass: the output is allocated once at its exact size.
+    int64_t* oc = out_crow.data_ptr<int64_t>();
     at::parallel_for(0, g.batch, 1, [&](int64_t begin, int64_t end) {
       Scratch<scalar_t> scratch;
       for (int64_t n = begin; n < end; ++n) {
-        convolve_image(c, v, r[n], r[n + 1], k, g, scratch, images[n]);
+        oc[n + 1] = convolve_image<false>(c, v, r[n], r[n + 1], k, g, scratch,
+                                          static_cast<int64_t*>(nullptr),
+                                          static_cast<scalar_t*>(nullptr));
       }
     });
-    int64_t* oc = out_crow.data_ptr<int64_t>();
-    for (int64_t n = 0; n < g.batch; ++n) {
-      oc[n + 1] = oc[n] + static_cast<int64_t>(images[n].cols.size());
-    }
+    for (int64_t n = 0; n < g.batch; ++n) oc[n + 1] += oc[n];
     out_col = at::empty({oc[g.batch]}, col.options());
     out_values = at::empty({oc[g.batch]}, values.options());
     int64_t* dst_col = out_col.data_ptr<int64_t>();
     scalar_t* dst_val = out_values.data_ptr<scalar_t>();
-    at::parallel_for(0, g.batch, 16, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, g.batch, 1, [&](int64_t begin, int64_t end) {
+      Scratch<scalar_t> scratch;
       for (int64_t n = begin; n < end; ++n) {
-        std::copy(images[n].cols.begin(), images[n].cols.end(), dst_col + oc[n]);
-        std::copy(images[n].vals.begin(), images[n].vals.end(), dst_val + oc[n]);
-        images[n] = ImageResult<scalar_t>();  // free as we go
+        convolve_image<true>(c, v, r[n], r[n + 1], k, g, scratch, dst_col + oc[n],
+                             dst_val + oc[n]);
       }
     });
   });

@@ -1,6 +1,6 @@
 """python -m torch_sparse_conv.bench: benchmarks of torch_sparse_conv against its peers.
 
-    python -m torch_sparse_conv.bench [--suite sparse-filter|all] [--threads 2]
+    python -m torch_sparse_conv.bench [--suite sparse-filter|toeplitz|all] [--threads 2]
                                       [--device cpu|cuda] [--quick] [--out bench_results]
 
 Writes <out>/<suite>.json and <out>/<suite>.md and prints the Markdown table.
@@ -13,9 +13,9 @@ import sys
 
 import torch
 
-from . import sparse_filter
+from . import sparse_filter, toeplitz
 
-SUITES = {"sparse-filter": sparse_filter}
+SUITES = {"sparse-filter": sparse_filter, "toeplitz": toeplitz}
 
 
 def machine_description(device: str) -> dict:
@@ -58,9 +58,11 @@ def main(argv=None) -> None:
         batch = args.batch or (8 if args.device == "cpu" else 64)
 
         def progress(row):
-            best = max(row["speedup"], key=row["speedup"].get)
-            print(f"  {row['layer']} sparsity {row['sparsity']:.0%}: best {best} "
-                  f"{row['speedup'][best]:.2f}x", file=sys.stderr, flush=True)
+            fastest = min(row["seconds"], key=row["seconds"].get)
+            label = row.get("layer", "") + (f" sparsity {row['sparsity']:.0%}"
+                                            if "sparsity" in row else row.get("cell", ""))
+            print(f"  {label}: fastest {fastest} {row['seconds'][fastest] * 1e3:.3g} ms",
+                  file=sys.stderr, flush=True)
 
         rows = module.run(batch=batch, device=args.device, quick=args.quick,
                           rounds=args.rounds, progress=progress)
