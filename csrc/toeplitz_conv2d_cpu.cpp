@@ -22,6 +22,13 @@
 namespace torch_sparse_conv {
 namespace {
 
+// A row's span is summed in a dense buffer when it is at most this many times the number of
+// contributions (plus a little), else by sorting (column, value) pairs. Sorting is the slower
+// of the two until the span is far wider (measured on sparse_convolution's grid); the bound
+// keeps the buffer proportional to the row's work.
+constexpr int64_t kDenseSpanFactor = 8;
+constexpr int64_t kDenseSpanSlack = 256;
+
 template <typename scalar_t>
 struct Scratch {
   std::vector<int64_t> order, sorted_pixel;
@@ -88,7 +95,7 @@ int64_t convolve_output_row(int64_t r, int64_t lo, int64_t hi, const scalar_t* k
   if (cmin > cmax) return 0;
   const int64_t span = cmax - cmin + 1;
   const int64_t row_base = r * g.out_w;
-  const bool dense = span <= 2 * contributions + 64;
+  const bool dense = span <= kDenseSpanFactor * contributions + kDenseSpanSlack;
   if (dense) {
     if (static_cast<int64_t>(s.acc.size()) < span) {
       s.acc.resize(span);

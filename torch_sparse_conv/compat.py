@@ -136,18 +136,20 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
         rows = x.shape[0] if batching else 1
         out_h, out_w = _toeplitz.output_shape(self.x_shape, self.k.shape, mode)
         if issparse:
-            csr = scipy.sparse.csr_matrix(x.reshape(rows, h * w) if not batching else x)
-            csr.sum_duplicates()
-            tensor = torch.sparse_csr_tensor(
-                torch.from_numpy(csr.indptr.astype(np.int64)),
-                torch.from_numpy(csr.indices.astype(np.int64)),
-                torch.from_numpy(csr.data.astype(self.dtype)), size=(rows, h * w),
-                check_invariants=False).to(self.device)
-            out = _toeplitz.toeplitz_conv2d(tensor, self._kernel, self.x_shape, mode)
+            # No copy for CSR input; unsorted or duplicate entries are fine for the kernel.
+            csr = (x.reshape(1, h * w) if not batching else x).tocsr()
+            # Straight to the operator: the arrays are shared with scipy, not copied.
+            out_crow, out_col, out_values = torch.ops.torch_sparse_conv.toeplitz_conv2d(
+                torch.from_numpy(np.asarray(csr.indptr, dtype=np.int64)).to(self.device),
+                torch.from_numpy(np.asarray(csr.indices, dtype=np.int64)).to(self.device),
+                torch.from_numpy(np.asarray(csr.data, dtype=self.dtype)).to(self.device),
+                self._kernel, [h, w], mode, "auto")
+            data = out_values.cpu().numpy()
             result = scipy.sparse.csr_matrix(
-                (out.values().cpu().numpy(), out.col_indices().cpu().numpy(),
-                 out.crow_indices().cpu().numpy()), shape=(rows, out_h * out_w))
-            result.eliminate_zeros()
+                (data, out_col.cpu().numpy(), out_crow.cpu().numpy()),
+                shape=(rows, out_h * out_w), copy=False)
+            if not data.all():  # the package stores no exact zeros
+                result.eliminate_zeros()
             if not batching:  # as the package: scipy's reshape of the one-row result
                 result = result.reshape(out_h, out_w)
             return result
