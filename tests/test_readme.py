@@ -10,6 +10,9 @@ def test_quickstart_runs():
     assert blocks, "README has no python block"
     namespace = {}
     exec(compile(blocks[0], "README quickstart", "exec"), namespace)
+    exec(compile(blocks[1], "README sparse-input example", "exec"), namespace)
+    assert namespace["y"].shape == (50, 100 * 100)
+    assert namespace["out"].shape == (500, 100 * 100)
     import torch_sparse_conv as tsc
     assert isinstance(namespace["model"][0], tsc.SparseConv2d)
     assert "density=0.100" in repr(tsc.SparseConv2d(64, 128, 3, density=0.1))
