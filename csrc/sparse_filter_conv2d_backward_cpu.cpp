@@ -91,11 +91,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
     const at::Tensor& col_idx, const at::Tensor& values, at::IntArrayRef weight_size,
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
     std::array<bool, 3> output_mask) {
-  const SparseFilterGeometry g =
-      check_sparse_filter_conv2d_args(input, row_ptr, col_idx, values, weight_size,
-                                      c10::nullopt, stride, padding, dilation, groups);
-  packed_filter_facts(row_ptr, col_idx, values, g, weight_size);  // validates the indices
-  check_grad_output(grad_output, input, g);
+  const SparseFilterGeometry g = check_sparse_filter_backward_args(
+      grad_output, input, row_ptr, col_idx, values, weight_size, stride, padding, dilation,
+      groups);
 
   at::Tensor grad_input, grad_values, grad_bias;
   if (output_mask[2]) grad_bias = grad_output.sum({0, 2, 3});

@@ -96,4 +96,16 @@ std::shared_ptr<PackedFilterFacts> packed_filter_facts(const at::Tensor& row_ptr
   return facts;
 }
 
+SparseFilterGeometry check_sparse_filter_backward_args(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& row_ptr,
+    const at::Tensor& col_idx, const at::Tensor& values, at::IntArrayRef weight_size,
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  const SparseFilterGeometry g =
+      check_sparse_filter_conv2d_args(input, row_ptr, col_idx, values, weight_size,
+                                      c10::nullopt, stride, padding, dilation, groups);
+  packed_filter_facts(row_ptr, col_idx, values, g, weight_size);  // validates the indices
+  check_grad_output(grad_output, input, g);
+  return g;
+}
+
 }  // namespace torch_sparse_conv

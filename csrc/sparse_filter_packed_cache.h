@@ -49,4 +49,11 @@ std::shared_ptr<PackedFilterFacts> packed_filter_facts(const at::Tensor& row_ptr
                                                        const SparseFilterGeometry& g,
                                                        at::IntArrayRef weight_size);
 
+// Every check of _sparse_filter_conv2d_backward's arguments (shapes, dtypes, devices, the
+// packed weight's indices, grad_output against the forward's output), for every backend.
+SparseFilterGeometry check_sparse_filter_backward_args(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& row_ptr,
+    const at::Tensor& col_idx, const at::Tensor& values, at::IntArrayRef weight_size,
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups);
+
 }  // namespace torch_sparse_conv
