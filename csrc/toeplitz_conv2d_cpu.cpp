@@ -28,6 +28,11 @@ namespace {
 // keeps the buffer proportional to the row's work.
 constexpr int64_t kDenseSpanFactor = 8;
 constexpr int64_t kDenseSpanSlack = 256;
+// An image whose output bounding box is at most this many times its contributions (plus a
+// little) is done in one dense box buffer, as small ROIs and small frames are; wider spread
+// images go row by row, so memory stays bounded by the work.
+constexpr int64_t kBoxFactor = 4;
+constexpr int64_t kBoxSlack = 4096;
 
 template <typename scalar_t>
 struct Scratch {
@@ -133,9 +138,10 @@ int64_t convolve_output_row(int64_t r, int64_t lo, int64_t hi, const scalar_t* k
   if (dense) {
     if (!kFill) return std::count(s.touched.begin(), s.touched.begin() + span, 1);
     for (int64_t j = 0; j < span; ++j) {
+      if (!s.touched[j]) continue;  // written only where counted: never past the image's slot
       cols[count] = row_base + cmin + j;
       vals[count] = s.acc[j];
-      count += s.touched[j];  // branch-free compaction
+      ++count;
     }
     return count;
   }
@@ -153,12 +159,72 @@ int64_t convolve_output_row(int64_t r, int64_t lo, int64_t hi, const scalar_t* k
   return count;
 }
 
+// One image whose output bounding box is small next to its work: flags and sums in a dense
+// buffer over the box, emitted in raster order (sorted). No sorting or grouping needed.
+// Returns -1, touching nothing, when the box is too large; the caller then goes row by row.
+template <bool kFill, typename scalar_t>
+int64_t convolve_image_in_box(const int64_t* col, const scalar_t* val, int64_t begin,
+                              int64_t end, const scalar_t* kernel, const ToeplitzGeometry& g,
+                              Scratch<scalar_t>& s, int64_t* cols, scalar_t* vals) {
+  int64_t amin = INT64_MAX, amax = INT64_MIN, bmin = INT64_MAX, bmax = INT64_MIN;
+  for (int64_t e = begin; e < end; ++e) {
+    const int64_t a = col[e] / g.in_w, b = col[e] - a * g.in_w;
+    amin = std::min(amin, a);
+    amax = std::max(amax, a);
+    bmin = std::min(bmin, b);
+    bmax = std::max(bmax, b);
+  }
+  const int64_t r0 = std::max<int64_t>(0, amin - g.offset_h);
+  const int64_t r1 = std::min<int64_t>(g.out_h - 1, amax - g.offset_h + g.kernel_h - 1);
+  const int64_t c0 = std::max<int64_t>(0, bmin - g.offset_w);
+  const int64_t c1 = std::min<int64_t>(g.out_w - 1, bmax - g.offset_w + g.kernel_w - 1);
+  if (r0 > r1 || c0 > c1) return 0;
+  const int64_t box_w = c1 - c0 + 1;
+  const int64_t area = (r1 - r0 + 1) * box_w;
+  if (area > kBoxFactor * (end - begin) * g.kernel_h * g.kernel_w + kBoxSlack) return -1;
+  s.touched.assign(area, 0);
+  if (kFill) s.acc.assign(area, scalar_t(0));
+  for (int64_t e = begin; e < end; ++e) {
+    const int64_t a = col[e] / g.in_w, b = col[e] - a * g.in_w;
+    const int64_t top = a - g.offset_h, left = b - g.offset_w;  // output pixel of tap (0, 0)
+    const int64_t u_lo = std::max<int64_t>(0, r0 - top);
+    const int64_t u_hi = std::min<int64_t>(g.kernel_h, r1 + 1 - top);
+    const int64_t t_lo = std::max<int64_t>(0, c0 - left);
+    const int64_t t_hi = std::min<int64_t>(g.kernel_w, c1 + 1 - left);
+    if (t_lo >= t_hi) continue;
+    for (int64_t u = u_lo; u < u_hi; ++u) {
+      const int64_t base = (top + u - r0) * box_w + (left - c0);
+      std::fill(s.touched.begin() + base + t_lo, s.touched.begin() + base + t_hi, 1);
+      if (kFill) {
+        const scalar_t v = val[e];
+        const scalar_t* krow = kernel + u * g.kernel_w;
+        scalar_t* acc = s.acc.data() + base;
+        for (int64_t t = t_lo; t < t_hi; ++t) acc[t] += v * krow[t];
+      }
+    }
+  }
+  if (!kFill) return std::count(s.touched.begin(), s.touched.end(), 1);
+  int64_t count = 0;
+  for (int64_t r = r0, i = 0; r <= r1; ++r) {
+    for (int64_t c = c0; c <= c1; ++c, ++i) {
+      if (!s.touched[i]) continue;  // written only where counted: never past the image's slot
+      cols[count] = r * g.out_w + c;
+      vals[count] = s.acc[i];
+      ++count;
+    }
+  }
+  return count;
+}
+
 // One image: returns its number of output entries (count pass) or writes them (fill pass).
 template <bool kFill, typename scalar_t>
 int64_t convolve_image(const int64_t* col, const scalar_t* val, int64_t begin, int64_t end,
                        const scalar_t* kernel, const ToeplitzGeometry& g, Scratch<scalar_t>& s,
                        int64_t* cols, scalar_t* vals) {
   if (begin == end) return 0;
+  const int64_t in_box = convolve_image_in_box<kFill>(col, val, begin, end, kernel, g, s, cols,
+                                                      vals);
+  if (in_box >= 0) return in_box;
   int64_t written = 0;
   gather_image(col, val, begin, end, g.in_w, s);
   const int64_t groups = static_cast<int64_t>(s.group_row.size());
