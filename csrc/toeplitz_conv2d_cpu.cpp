@@ -34,6 +34,13 @@ constexpr int64_t kDenseSpanSlack = 256;
 constexpr int64_t kBoxFactor = 4;
 constexpr int64_t kBoxSlack = 4096;
 
+// Index of the last nonzero flag, or -1.
+inline int64_t last_touched(const char* touched, int64_t size) {
+  int64_t last = size - 1;
+  while (last >= 0 && !touched[last]) --last;
+  return last;
+}
+
 template <typename scalar_t>
 struct Scratch {
   std::vector<int64_t> order, sorted_pixel;
@@ -137,11 +144,13 @@ int64_t convolve_output_row(int64_t r, int64_t lo, int64_t hi, const scalar_t* k
   int64_t count = 0;
   if (dense) {
     if (!kFill) return std::count(s.touched.begin(), s.touched.begin() + span, 1);
-    for (int64_t j = 0; j < span; ++j) {
-      if (!s.touched[j]) continue;  // written only where counted: never past the image's slot
+    // Branch-free compaction up to the last touched position: every store lands inside the
+    // row's own slot (before the last touched one, fewer entries than the slot holds).
+    const int64_t last = last_touched(s.touched.data(), span);
+    for (int64_t j = 0; j <= last; ++j) {
       cols[count] = row_base + cmin + j;
       vals[count] = s.acc[j];
-      ++count;
+      count += s.touched[j];
     }
     return count;
   }
@@ -204,13 +213,15 @@ int64_t convolve_image_in_box(const int64_t* col, const scalar_t* val, int64_t b
     }
   }
   if (!kFill) return std::count(s.touched.begin(), s.touched.end(), 1);
+  // Branch-free compaction up to the last touched position (see convolve_output_row).
+  const int64_t last = last_touched(s.touched.data(), area);
   int64_t count = 0;
-  for (int64_t r = r0, i = 0; r <= r1; ++r) {
-    for (int64_t c = c0; c <= c1; ++c, ++i) {
-      if (!s.touched[i]) continue;  // written only where counted: never past the image's slot
+  for (int64_t r = r0, i = 0; r <= r1 && i <= last; ++r) {
+    const int64_t row_end = std::min<int64_t>(i + box_w, last + 1);
+    for (int64_t c = c0; i < row_end; ++c, ++i) {
       cols[count] = r * g.out_w + c;
       vals[count] = s.acc[i];
-      ++count;
+      count += s.touched[i];
     }
   }
   return count;
