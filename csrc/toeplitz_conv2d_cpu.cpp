@@ -257,6 +257,66 @@ int64_t convolve_image(const int64_t* col, const scalar_t* val, int64_t begin, i
   return written;
 }
 
+// Images [begin, end): the count pass stores each image's entry count in counts[n]; the
+// fill pass writes its entries at cols / vals + offsets[n].
+template <bool kFill, typename scalar_t>
+void convolve_images(const int64_t* crow, const int64_t* col, const scalar_t* val,
+                     const scalar_t* kernel, const ToeplitzGeometry& g, int64_t begin,
+                     int64_t end, const int64_t* offsets, int64_t* counts, int64_t* cols,
+                     scalar_t* vals) {
+  Scratch<scalar_t> scratch;
+  for (int64_t n = begin; n < end; ++n) {
+    const int64_t written = convolve_image<kFill>(col, val, crow[n], crow[n + 1], kernel, g,
+                                                  scratch, kFill ? cols + offsets[n] : nullptr,
+                                                  kFill ? vals + offsets[n] : nullptr);
+    if (!kFill) counts[n] = written;
+  }
+}
+
+// One entry point per pass and dtype, compiled for several instruction sets by GCC's function
+// multi-versioning and picked when the library loads; flatten inlines the whole image loop
+// into each version, so the loops over kernel columns use the widest vectors available.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define TSC_MULTIVERSIONED \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"), flatten))
+#else
+#define TSC_MULTIVERSIONED
+#endif
+
+#define TSC_DEFINE_PASS(NAME, FILL, SCALAR)                                                    \
+  TSC_MULTIVERSIONED void NAME(const int64_t* crow, const int64_t* col, const SCALAR* val,     \
+                               const SCALAR* kernel, const ToeplitzGeometry& g, int64_t begin, \
+                               int64_t end, const int64_t* offsets, int64_t* counts,           \
+                               int64_t* cols, SCALAR* vals) {                                  \
+    convolve_images<FILL, SCALAR>(crow, col, val, kernel, g, begin, end, offsets, counts, cols, \
+                                  vals);                                                       \
+  }
+TSC_DEFINE_PASS(count_pass_f32, false, float)
+TSC_DEFINE_PASS(fill_pass_f32, true, float)
+TSC_DEFINE_PASS(count_pass_f64, false, double)
+TSC_DEFINE_PASS(fill_pass_f64, true, double)
+#undef TSC_DEFINE_PASS
+
+void count_pass(const int64_t* crow, const int64_t* col, const float* val, const float* kernel,
+                const ToeplitzGeometry& g, int64_t begin, int64_t end, int64_t* counts) {
+  count_pass_f32(crow, col, val, kernel, g, begin, end, nullptr, counts, nullptr, nullptr);
+}
+void count_pass(const int64_t* crow, const int64_t* col, const double* val,
+                const double* kernel, const ToeplitzGeometry& g, int64_t begin, int64_t end,
+                int64_t* counts) {
+  count_pass_f64(crow, col, val, kernel, g, begin, end, nullptr, counts, nullptr, nullptr);
+}
+void fill_pass(const int64_t* crow, const int64_t* col, const float* val, const float* kernel,
+               const ToeplitzGeometry& g, int64_t begin, int64_t end, const int64_t* offsets,
+               int64_t* cols, float* vals) {
+  fill_pass_f32(crow, col, val, kernel, g, begin, end, offsets, nullptr, cols, vals);
+}
+void fill_pass(const int64_t* crow, const int64_t* col, const double* val,
+               const double* kernel, const ToeplitzGeometry& g, int64_t begin, int64_t end,
+               const int64_t* offsets, int64_t* cols, double* vals) {
+  fill_pass_f64(crow, col, val, kernel, g, begin, end, offsets, nullptr, cols, vals);
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_cpu(
     const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
     const at::Tensor& kernel, at::IntArrayRef image_shape, c10::string_view mode,
@@ -275,12 +335,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_cpu(
     // Count pass, prefix sum, fill pass: the output is allocated once at its exact size.
     int64_t* oc = out_crow.data_ptr<int64_t>();
     at::parallel_for(0, g.batch, 1, [&](int64_t begin, int64_t end) {
-      Scratch<scalar_t> scratch;
-      for (int64_t n = begin; n < end; ++n) {
-        oc[n + 1] = convolve_image<false>(c, v, r[n], r[n + 1], k, g, scratch,
-                                          static_cast<int64_t*>(nullptr),
-                                          static_cast<scalar_t*>(nullptr));
-      }
+      count_pass(r, c, v, k, g, begin, end, oc + 1);
     });
     for (int64_t n = 0; n < g.batch; ++n) oc[n + 1] += oc[n];
     out_col = at::empty({oc[g.batch]}, col.options());
@@ -288,11 +343,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_cpu(
     int64_t* dst_col = out_col.data_ptr<int64_t>();
     scalar_t* dst_val = out_values.data_ptr<scalar_t>();
     at::parallel_for(0, g.batch, 1, [&](int64_t begin, int64_t end) {
-      Scratch<scalar_t> scratch;
-      for (int64_t n = begin; n < end; ++n) {
-        convolve_image<true>(c, v, r[n], r[n + 1], k, g, scratch, dst_col + oc[n],
-                             dst_val + oc[n]);
-      }
+      fill_pass(r, c, v, k, g, begin, end, oc, dst_col, dst_val);
     });
   });
   return {out_crow, out_col, out_values};
