@@ -145,6 +145,9 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
                 torch.from_numpy(np.asarray(csr.data, dtype=self.dtype)).to(self.device),
                 self._kernel, [h, w], mode, "auto")
             data = out_values.cpu().numpy()
+            if max(out_h * out_w, out_values.numel()) < 2**31:
+                # scipy's own index type when it fits: it would otherwise scan and convert.
+                out_col, out_crow = out_col.to(torch.int32), out_crow.to(torch.int32)
             result = scipy.sparse.csr_matrix(
                 (data, out_col.cpu().numpy(), out_crow.cpu().numpy()),
                 shape=(rows, out_h * out_w), copy=False)
