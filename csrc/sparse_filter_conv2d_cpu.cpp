@@ -12,7 +12,6 @@
 #include "sparse_filter_packed_cache.h"
 #include "sparse_filter_direct_cpu.h"
 #include "sparse_filter_geometry.h"
-#include "sparse_filter_simd_cpu.h"
 
 namespace torch_sparse_conv {
 namespace {

@@ -186,8 +186,7 @@ void check_grad_output(const at::Tensor& grad_output, const at::Tensor& input,
               input.scalar_type(), " on ", input.device(), ")");
 }
 
-at::Tensor to_polyphase(const at::Tensor& input, const SparseFilterGeometry& g,
-                        int64_t slack) {
+at::Tensor to_polyphase(const at::Tensor& input, const SparseFilterGeometry& g) {
   const int64_t extra_h = g.phase_h * g.stride_h - g.in_h - g.pad_h;
   const int64_t extra_w = g.phase_w * g.stride_w - g.in_w - g.pad_w;
   at::Tensor padded = input;
@@ -195,16 +194,9 @@ at::Tensor to_polyphase(const at::Tensor& input, const SparseFilterGeometry& g,
     padded = at::constant_pad_nd(input, {g.pad_w, extra_w, g.pad_h, extra_h}, 0);
   }
   padded = padded.contiguous();
-  at::Tensor phases =
-      padded.view({g.batch, g.in_channels, g.phase_h, g.stride_h, g.phase_w, g.stride_w})
-          .permute({0, 1, 3, 5, 2, 4});
-  if (slack == 0) return phases.contiguous();
-  const int64_t total = phases.numel();
-  at::Tensor storage = at::empty({total + slack}, input.options());
-  storage.narrow(0, total, slack).zero_();
-  at::Tensor result = storage.narrow(0, 0, total).view(phases.sizes());
-  result.copy_(phases);
-  return result;
+  return padded.view({g.batch, g.in_channels, g.phase_h, g.stride_h, g.phase_w, g.stride_w})
+      .permute({0, 1, 3, 5, 2, 4})
+      .contiguous();
 }
 
 at::Tensor from_polyphase(const at::Tensor& polyphase, const SparseFilterGeometry& g) {

@@ -59,10 +59,7 @@ void check_grad_output(const at::Tensor& grad_output, const at::Tensor& input,
 void check_csr_contents(const at::Tensor& row_ptr, const at::Tensor& col_idx, int64_t taps);
 
 // The input in polyphase layout, contiguous (N, C, stride_h, stride_w, phase_h, phase_w).
-// With slack > 0 the storage extends `slack` zeroed elements past the end, so vector loads
-// that overhang the last valid run stay inside the allocation.
-at::Tensor to_polyphase(const at::Tensor& input, const SparseFilterGeometry& g,
-                        int64_t slack = 0);
+at::Tensor to_polyphase(const at::Tensor& input, const SparseFilterGeometry& g);
 
 // Inverse of to_polyphase for gradients: (N, C, sh, sw, ph, pw) -> (N, C, H, W), dropping
 // the padding.
