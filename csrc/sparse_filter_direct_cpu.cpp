@@ -51,37 +51,35 @@ SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_
   const int64_t cin_g = g.in_channels_per_group();
   const int64_t taps_per_channel = g.kernel_h * g.kernel_w;
   const int64_t group_block = cin_g * g.channel_block();
+  const std::vector<int64_t> column_offset = g.column_offsets();
   SortedTaps<scalar_t> sorted;
   sorted.chunks = (cin_g + chunk_channels - 1) / chunk_channels;
   sorted.offsets.resize(nnz);
   sorted.values.resize(nnz);
   sorted.chunk_ptr.resize(g.out_channels * (sorted.chunks + 1));
-  // Offset of every filter column, computed once per column rather than once per nonzero.
-  std::vector<int64_t> column_offset(g.taps_per_filter());
-  for (int64_t col = 0; col < g.taps_per_filter(); ++col) column_offset[col] = g.tap_offset(col);
   std::vector<int64_t> order(nnz);
   std::iota(order.begin(), order.end(), 0);
   // Output channels are independent: each writes only its own range of the arrays.
   at::parallel_for(0, g.out_channels, 16, [&](int64_t oc_begin, int64_t oc_end) {
-  for (int64_t oc = oc_begin; oc < oc_end; ++oc) {
-    const int64_t group = oc / g.out_channels_per_group();
-    // pack_sparse_filter emits sorted columns; only hand-made CSR needs the sort.
-    if (!std::is_sorted(ci + rp[oc], ci + rp[oc + 1])) {
-      std::stable_sort(order.begin() + rp[oc], order.begin() + rp[oc + 1],
-                       [&](int64_t x, int64_t y) { return ci[x] < ci[y]; });
+    for (int64_t oc = oc_begin; oc < oc_end; ++oc) {
+      // pack_sparse_filter emits sorted columns; only hand-made CSR needs the sort.
+      if (!std::is_sorted(ci + rp[oc], ci + rp[oc + 1])) {
+        std::stable_sort(order.begin() + rp[oc], order.begin() + rp[oc + 1],
+                         [&](int64_t x, int64_t y) { return ci[x] < ci[y]; });
+      }
+      int64_t* bounds = sorted.chunk_ptr.data() + oc * (sorted.chunks + 1);
+      int64_t k = rp[oc];
+      for (int64_t j = 0; j < sorted.chunks; ++j) {
+        while (k < rp[oc + 1] && ci[order[k]] / taps_per_channel < j * chunk_channels) ++k;
+        bounds[j] = k;
+      }
+      bounds[sorted.chunks] = rp[oc + 1];
+      const int64_t group = oc / g.out_channels_per_group();
+      for (int64_t i = rp[oc]; i < rp[oc + 1]; ++i) {
+        sorted.offsets[i] = (group * group_block + column_offset[ci[order[i]]]) * interleave;
+        sorted.values[i] = val[order[i]];
+      }
     }
-    int64_t* bounds = sorted.chunk_ptr.data() + oc * (sorted.chunks + 1);
-    int64_t k = rp[oc];
-    for (int64_t j = 0; j < sorted.chunks; ++j) {
-      while (k < rp[oc + 1] && ci[order[k]] / taps_per_channel < j * chunk_channels) ++k;
-      bounds[j] = k;
-    }
-    bounds[sorted.chunks] = rp[oc + 1];
-    for (int64_t i = rp[oc]; i < rp[oc + 1]; ++i) {
-      sorted.offsets[i] = (group * group_block + column_offset[ci[order[i]]]) * interleave;
-      sorted.values[i] = val[order[i]];
-    }
-  }
   });
   return sorted;
 }

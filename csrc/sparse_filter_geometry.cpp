@@ -1,5 +1,7 @@
 #include "sparse_filter_geometry.h"
 
+#include <ATen/Parallel.h>
+
 namespace torch_sparse_conv {
 
 namespace {
@@ -70,6 +72,12 @@ int64_t SparseFilterGeometry::tap_offset(int64_t col) const {
   const int64_t row = ki * dilation_h, column = kj * dilation_w;
   const int64_t phase = (row % stride_h) * stride_w + (column % stride_w);
   return c * channel_block() + (phase * phase_h + row / stride_h) * phase_w + column / stride_w;
+}
+
+std::vector<int64_t> SparseFilterGeometry::column_offsets() const {
+  std::vector<int64_t> offsets(taps_per_filter());
+  for (int64_t col = 0; col < taps_per_filter(); ++col) offsets[col] = tap_offset(col);
+  return offsets;
 }
 
 SparseFilterGeometry check_sparse_filter_conv2d_args(
@@ -221,16 +229,20 @@ FilterTaps make_filter_taps(
   const int64_t* c = ci.data_ptr<int64_t>();
   const int64_t nnz = col_idx.size(0);
   const int64_t group_block = g.in_channels_per_group() * g.channel_block();
+  const std::vector<int64_t> column_offset = g.column_offsets();
   FilterTaps taps;
   taps.out_channel.resize(nnz);
   taps.input_offset.resize(nnz);
-  for (int64_t oc = 0; oc < g.out_channels; ++oc) {
-    const int64_t group = oc / g.out_channels_per_group();
-    for (int64_t k = r[oc]; k < r[oc + 1]; ++k) {
-      taps.out_channel[k] = oc;
-      taps.input_offset[k] = group * group_block + g.tap_offset(c[k]);
+  // Each output channel fills only its own range of the arrays.
+  at::parallel_for(0, g.out_channels, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t oc = begin; oc < end; ++oc) {
+      const int64_t group = oc / g.out_channels_per_group();
+      for (int64_t k = r[oc]; k < r[oc + 1]; ++k) {
+        taps.out_channel[k] = oc;
+        taps.input_offset[k] = group * group_block + column_offset[c[k]];
+      }
     }
-  }
+  });
   return taps;
 }
 

@@ -33,6 +33,9 @@ struct SparseFilterGeometry {
   // Offset, inside the polyphase layout of one group, of filter column `col`
   // (col = c * kH * kW + ki * kW + kj).
   int64_t tap_offset(int64_t col) const;
+  // tap_offset of every filter column (index col < taps_per_filter()): kernels look offsets
+  // up per nonzero instead of dividing per nonzero.
+  std::vector<int64_t> column_offsets() const;
 };
 
 // Validates every argument of sparse_filter_conv2d (shapes, dtypes, devices; not the CSR
