@@ -22,6 +22,7 @@ namespace {
 template <typename scalar_t>
 void unfold_forward(const at::Tensor& polyphase, const at::Tensor& row_ptr,
                     const at::Tensor& col_idx, const at::Tensor& values,
+                    const std::vector<std::vector<int64_t>>& kept_columns,
                     const c10::optional<at::Tensor>& bias, const SparseFilterGeometry& g,
                     at::Tensor& output) {
   constexpr int64_t kWorkspaceElements = int64_t(1) << 23;  // 32 MiB of float32
@@ -40,17 +41,10 @@ void unfold_forward(const at::Tensor& polyphase, const at::Tensor& row_ptr,
   scalar_t* out = output.data_ptr<scalar_t>();
 
   for (int64_t group = 0; group < g.groups; ++group) {
-    // Union of kept taps in this group, and the compacted (ocpg x union) weight.
-    std::vector<int64_t> slot(taps, -1);
-    std::vector<int64_t> kept;
-    for (int64_t k = rp[group * ocpg]; k < rp[(group + 1) * ocpg]; ++k) {
-      if (slot[ci[k]] < 0) {
-        slot[ci[k]] = 0;
-        kept.push_back(ci[k]);
-      }
-    }
-    std::sort(kept.begin(), kept.end());
+    // The compacted (ocpg x union) weight over the group's kept columns.
+    const std::vector<int64_t>& kept = kept_columns[group];
     const int64_t width = static_cast<int64_t>(kept.size());
+    std::vector<int64_t> slot(taps, -1);
     for (int64_t u = 0; u < width; ++u) slot[kept[u]] = u;
     at::Tensor compact = at::zeros({ocpg, width}, values.options());
     scalar_t* w = compact.data_ptr<scalar_t>();
@@ -124,7 +118,8 @@ at::Tensor sparse_filter_conv2d_cpu(const at::Tensor& input, const at::Tensor& r
     return output;
   }
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "sparse_filter_conv2d_cpu", [&] {
-    unfold_forward<scalar_t>(to_polyphase(input, g), rp, ci, val, bias, g, output);
+    unfold_forward<scalar_t>(to_polyphase(input, g), rp, ci, val, facts->kept_columns(), bias, g,
+                             output);
   });
   return output;
 }

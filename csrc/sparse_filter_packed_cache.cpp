@@ -36,25 +36,33 @@ PackedFilterFacts::PackedFilterFacts(at::Tensor row_ptr, at::Tensor col_idx, at:
   }
 }
 
-double PackedFilterFacts::union_fraction() {
+const std::vector<std::vector<int64_t>>& PackedFilterFacts::kept_columns() {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (union_fraction_ >= 0) return union_fraction_;
+  if (has_kept_columns_) return kept_columns_;
   const at::Tensor rp = row_ptr_.contiguous(), ci = col_idx_.contiguous();
   const int64_t* r = rp.data_ptr<int64_t>();
   const int64_t* c = ci.data_ptr<int64_t>();
   const int64_t taps = weight_size_[1] * weight_size_[2] * weight_size_[3];
   const int64_t ocpg = groups_ > 0 ? weight_size_[0] / groups_ : 0;
-  int64_t union_size = 0;
   std::vector<char> seen(taps);
+  kept_columns_.assign(groups_, {});
   for (int64_t group = 0; group < groups_; ++group) {
     std::fill(seen.begin(), seen.end(), 0);
-    for (int64_t k = r[group * ocpg]; k < r[(group + 1) * ocpg]; ++k) {
-      union_size += seen[c[k]] ? 0 : 1;
-      seen[c[k]] = 1;
+    for (int64_t k = r[group * ocpg]; k < r[(group + 1) * ocpg]; ++k) seen[c[k]] = 1;
+    for (int64_t col = 0; col < taps; ++col) {
+      if (seen[col]) kept_columns_[group].push_back(col);
     }
   }
-  union_fraction_ = groups_ * taps == 0 ? 0.0 : double(union_size) / double(groups_ * taps);
-  return union_fraction_;
+  has_kept_columns_ = true;
+  return kept_columns_;
+}
+
+double PackedFilterFacts::union_fraction() {
+  const auto& kept = kept_columns();
+  const int64_t taps = weight_size_[1] * weight_size_[2] * weight_size_[3];
+  int64_t union_size = 0;
+  for (const auto& columns : kept) union_size += static_cast<int64_t>(columns.size());
+  return groups_ * taps == 0 ? 0.0 : double(union_size) / double(groups_ * taps);
 }
 
 at::Tensor PackedFilterFacts::dense_weight() {

@@ -23,7 +23,9 @@ class PackedFilterFacts {
   PackedFilterFacts(at::Tensor row_ptr, at::Tensor col_idx, at::Tensor values,
                     const SparseFilterGeometry& g, at::IntArrayRef weight_size);
   int64_t nnz() const { return col_idx_.size(0); }
-  // Fraction of (group, tap) pairs kept by at least one output channel of the group.
+  // Per group, the sorted filter columns kept by at least one of its output channels.
+  const std::vector<std::vector<int64_t>>& kept_columns();
+  // Fraction of (group, column) pairs in kept_columns().
   double union_fraction();
   // The dense (C_out, C_in/groups, kH, kW) weight.
   at::Tensor dense_weight();
@@ -36,7 +38,8 @@ class PackedFilterFacts {
   uint32_t versions_[3];
   std::vector<int64_t> weight_size_;
   int64_t groups_;
-  double union_fraction_ = -1;
+  std::vector<std::vector<int64_t>> kept_columns_;
+  bool has_kept_columns_ = false;
   at::Tensor dense_;
   std::mutex mutex_;
 };
