@@ -1,11 +1,13 @@
 // toeplitz_conv2d forward on CPU, method 'direct'.
 //
-// Per image (in parallel): the stored entries, sorted by pixel, are grouped by input row.
-// Only output rows within kH - 1 of an input row are visited, in increasing order, so the
-// work never depends on the frame size. For each such output row the contributions of the
-// (at most kH) input rows that reach it are summed over the row's touched column span:
-// in a dense buffer when the span is small next to the number of contributions, else by
-// sorting (column, value) pairs. Either way memory is bounded by the image's own work.
+// Per image (in parallel), one of two ways, both with memory bounded by the image's own work:
+// * its output bounding box is small next to its contributions (small frames, ROIs): flags
+//   and sums in one dense buffer over the box, emitted in raster order;
+// * otherwise the stored entries, sorted by pixel, are grouped by input row and only output
+//   rows within kH - 1 of an input row are visited, in increasing order, so the work never
+//   depends on the frame size. Each such row sums the contributions of the (at most kH)
+//   input rows that reach it over its touched column span: in a dense buffer when the span
+//   is small next to the contributions, else by sorting (column, value) pairs.
 // A count pass (footprints only, no arithmetic), a prefix sum and a fill pass write the
 // exact-size CSR with no intermediate buffer.
 #include <ATen/ATen.h>

@@ -68,7 +68,7 @@ def sparse_input_demo(threads: int) -> None:
           f"{kernel_size}x{kernel_size} Gaussian, mode 'same'; images {check} match "
           "scipy.signal.convolve2d")
     times = time_interleaved(contenders, rounds=5, min_round_seconds=0.01)
-    scipy_seconds = median_scipy_time(x, kernel, size, sample=50) * rois
+    scipy_seconds = mean_scipy_seconds(x, kernel, size, sample=50) * rois
     print(f"  scipy.signal.convolve2d, image by image (dense): {scipy_seconds * 1e3:.1f} ms "
           "(estimated from 50 images)")
     ours = times["torch_sparse_conv"]
@@ -79,7 +79,8 @@ def sparse_input_demo(threads: int) -> None:
               f"scipy{relative})")
 
 
-def median_scipy_time(x, kernel, size, sample: int) -> float:
+def mean_scipy_seconds(x, kernel, size, sample: int) -> float:
+    """Mean seconds of scipy.signal.convolve2d on the first `sample` images, densified."""
     import time as _time
     import scipy.signal
 
