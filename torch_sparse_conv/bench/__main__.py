@@ -1,11 +1,17 @@
 """python -m torch_sparse_conv.bench: benchmarks of torch_sparse_conv against its peers.
 
-    python -m torch_sparse_conv.bench [--suite sparse-filter|toeplitz|all] [--threads 2]
-                                      [--device cpu|cuda] [--quick] [--out bench_results]
+    python -m torch_sparse_conv.bench [run] [--suite sparse-filter|toeplitz|all] [--threads 2]
+        [--device cpu|cuda] [--quick] [--batch N] [--rounds N] [--out bench_results] [--no-plots]
+    python -m torch_sparse_conv.bench report RESULT.json... [--update BENCHMARKS.md] [--plots DIR]
+    python -m torch_sparse_conv.bench plot RESULT.json... [--out DIR]
 
-Writes <out>/<suite>.json and <out>/<suite>.md and prints the Markdown table.
+run writes <out>/<suite>-<device>.json (everything measured), <out>/<suite>-<device>.md and,
+when matplotlib is installed, <out>/plots-<device>/*.png, and prints the Markdown. report
+turns result JSONs into BENCHMARKS.md sections (replacing the ones it wrote before); plot
+redraws the PNGs.
 """
 import argparse
+import datetime
 import json
 import os
 import platform
@@ -13,9 +19,18 @@ import sys
 
 import torch
 
-from . import sparse_filter, toeplitz
+from . import plots, report
+from .progress import Progress
 
-SUITES = {"sparse-filter": sparse_filter, "toeplitz": toeplitz}
+SUITES = report.SUITES
+
+
+def _version(module_name: str):
+    try:
+        module = __import__(module_name)
+    except ImportError:
+        return None
+    return getattr(module, "__version__", "?")
 
 
 def machine_description(device: str) -> dict:
@@ -32,49 +47,117 @@ def machine_description(device: str) -> dict:
     except OSError:
         pass
     if device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name()
+        info.update(gpu=torch.cuda.get_device_name(), cuda=torch.version.cuda,
+                    cudnn=torch.backends.cudnn.version(),
+                    default_cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+                    default_matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32)
+    versions = {name: _version(name) for name in
+                ("numpy", "scipy", "sparse_convolution", "numba", "matplotlib")}
+    info["versions"] = {name: v for name, v in versions.items() if v is not None}
     return info
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--suite", default="all", choices=["all", *SUITES])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--batch", type=int, default=None)
-    parser.add_argument("--quick", action="store_true", help="a few cells, for a smoke test")
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--out", default="bench_results")
-    args = parser.parse_args(argv)
+def _plot(result: dict, directory: str) -> list:
+    if not plots.available():
+        print("matplotlib is not installed: no plots (pip install -r requirements-dev.txt)",
+              file=sys.stderr)
+        return []
+    return plots.make(result, directory)
+
+
+def run(args) -> None:
     torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available")
     os.makedirs(args.out, exist_ok=True)
     machine = machine_description(args.device)
-    print(f"# machine: {json.dumps(machine)}")
-    suites = list(SUITES) if args.suite == "all" else [args.suite]
-    for name in suites:
+    print(f"# machine: {json.dumps(machine)}", file=sys.stderr)
+    command = "python -m torch_sparse_conv.bench " + " ".join(args.argv)
+    names = list(SUITES) if args.suite == "all" else [args.suite]
+    for name in names:
         module = SUITES[name]
-        batch = args.batch or (8 if args.device == "cpu" else 64)
+        config = module.default_config(args.quick, args.device, args.batch, args.rounds)
+        with Progress(module.cells(config), label=name) as bar:
+            rows = module.run(config, device=args.device,
+                              progress=lambda row: bar.step(module.describe(row)))
+        result = dict(suite=name, device=args.device, command=command, machine=machine,
+                      date=datetime.datetime.now(datetime.timezone.utc).isoformat(
+                          timespec="seconds"),
+                      config=config, rows=rows, summary=module.summarize(rows))
+        stem = os.path.join(args.out, f"{name}-{args.device}")
+        with open(stem + ".json", "w") as f:
+            json.dump(result, f, indent=1)
+        drawn = [] if args.no_plots else _plot(result, os.path.join(args.out,
+                                                                    f"plots-{args.device}"))
+        text = report.section(result, drawn, relative_to=args.out)
+        with open(stem + ".md", "w") as f:
+            f.write(text)
+        print("\n" + text)
+        print(f"wrote {stem}.json, {stem}.md" + "".join(f", {p}" for p in drawn),
+              file=sys.stderr)
 
-        def progress(row):
-            fastest = min(row["seconds"], key=row["seconds"].get)
-            label = row.get("layer", "") + (f" sparsity {row['sparsity']:.0%}"
-                                            if "sparsity" in row else row.get("cell", ""))
-            print(f"  {label}: fastest {fastest} {row['seconds'][fastest] * 1e3:.3g} ms",
-                  file=sys.stderr, flush=True)
 
-        rows = module.run(batch=batch, device=args.device, quick=args.quick,
-                          rounds=args.rounds, progress=progress)
-        table = module.markdown(rows)
-        with open(os.path.join(args.out, f"{name}.json"), "w") as f:
-            json.dump(dict(suite=name, machine=machine, batch=batch, rows=rows,
-                           summary={str(k): v for k, v in module.summarize(rows).items()}),
-                      f, indent=1)
-        with open(os.path.join(args.out, f"{name}.md"), "w") as f:
-            f.write(table + "\n")
-        print(f"\n## {name} (batch {batch}, {args.threads} threads, {args.device})\n")
-        print(table)
+def report_command(args) -> None:
+    relative_to = os.path.dirname(os.path.abspath(args.update)) if args.update else os.getcwd()
+    for path in args.results:
+        result = report.load(path)
+        directory = args.plots or os.path.join(os.path.dirname(path) or ".",
+                                               f"plots-{result.get('device', 'cpu')}")
+        drawn = [os.path.abspath(p) for p in _plot(result, directory)]
+        text = report.section(result, drawn, relative_to=relative_to)
+        if args.update:
+            replaced = report.update(args.update, result, text)
+            print(f"{'replaced' if replaced else 'appended'} {' '.join(report.markers(result))}"
+                  f" section in {args.update}", file=sys.stderr)
+        else:
+            print(text)
+
+
+def plot_command(args) -> None:
+    for path in args.results:
+        result = report.load(path)
+        directory = args.out or os.path.join(os.path.dirname(path) or ".",
+                                             f"plots-{result.get('device', 'cpu')}")
+        for drawn in _plot(result, directory):
+            print(drawn)
+
+
+def parser() -> argparse.ArgumentParser:
+    main_parser = argparse.ArgumentParser(prog="python -m torch_sparse_conv.bench",
+                                          description=__doc__.split("\n\n")[0])
+    commands = main_parser.add_subparsers(dest="command")
+    run_parser = commands.add_parser("run", help="measure (the default command)")
+    run_parser.add_argument("--suite", default="all", choices=["all", *SUITES])
+    run_parser.add_argument("--threads", type=int, default=2)
+    run_parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    run_parser.add_argument("--batch", type=int, default=None,
+                            help="sparse-filter batch (default 8 on CPU, 64 on CUDA)")
+    run_parser.add_argument("--quick", action="store_true",
+                            help="a few cells and rounds: a smoke test, not numbers to quote")
+    run_parser.add_argument("--rounds", type=int, default=None,
+                            help="interleaved rounds per cell (default 15 sparse-filter, 5 "
+                                 "toeplitz; fewer with --quick)")
+    run_parser.add_argument("--out", default="bench_results")
+    run_parser.add_argument("--no-plots", action="store_true")
+    report_parser = commands.add_parser("report", help="Markdown sections from result JSONs")
+    report_parser.add_argument("results", nargs="+")
+    report_parser.add_argument("--update", metavar="MARKDOWN",
+                               help="replace (or append) the generated sections in this file")
+    report_parser.add_argument("--plots", metavar="DIR",
+                               help="where to draw the PNGs (default: beside the JSON)")
+    plot_parser = commands.add_parser("plot", help="PNG plots from result JSONs")
+    plot_parser.add_argument("results", nargs="+")
+    plot_parser.add_argument("--out", metavar="DIR")
+    return main_parser
+
+
+def main(argv=None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("run", "report", "plot", "-h", "--help"):
+        argv = ["run"] + argv  # `python -m torch_sparse_conv.bench --quick` still runs
+    args = parser().parse_args(argv)
+    args.argv = argv[1:] if argv[0] == "run" else argv
+    {"run": run, "report": report_command, "plot": plot_command}[args.command](args)
 
 
 if __name__ == "__main__":

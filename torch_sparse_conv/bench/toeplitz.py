@@ -1,39 +1,78 @@
-"""Sparse-input conv2d benchmark on sparse_convolution's own 36-cell grid.
+"""Sparse-input (Toeplitz) conv2d benchmark: sparse_convolution's own 36-cell grid plus
+one-variable sweeps (batch, density, image size, kernel size) around a base cell.
 
-Cells: images 50x50 and 100x100, kernels 5x5 and 11x11, batch 1, 50, 500, density 0.001,
-0.01, 0.1; mode 'same'; float64 scipy CSR in and out. As in sparse_convolution's benchmark,
-construction plus call is timed. Contenders, same process, same inputs, outputs checked equal
-to scipy.signal.convolve2d's first:
-  ours:compat        torch_sparse_conv.compat.Toeplitz_convolution2d (scipy in, scipy out)
-  ours:native        torch_sparse_conv.toeplitz_conv2d on a torch CSR tensor (no conversion)
-  sc:<method>+<backend>  every method and backend of sparse_convolution 0.4.2
-The bar is sparse_convolution's default, direct with numba.
+Grid cells: images 50x50 and 100x100, kernels 5x5 and 11x11, batch 1, 50, 500, density 0.001,
+0.01, 0.1; mode 'same'; float64. As in sparse_convolution's benchmark, construction plus call
+is timed. Contenders, same process, same inputs, every output checked equal to
+scipy.signal.convolve2d's (or, where that is too slow to run, F.conv2d's) first:
+  ours:compat          torch_sparse_conv.compat.Toeplitz_convolution2d (scipy in, scipy out)
+  ours:<method>        the op on a torch CSR tensor on the CPU, each method the build accepts
+                       (auto, direct, precomputed; one it rejects is recorded 'not available')
+  ours:<method>@cuda   the same on the GPU (--device cuda), where the build has a CUDA kernel
+  sc:<method>+<backend>[@cuda]  every method and backend of sparse_convolution (if installed);
+                       its torch backend also on the GPU with --device cuda
+  scipy:convolve2d     scipy.signal.convolve2d per image on the densified input (dense out)
+  torch:conv2d[@cuda]  F.conv2d on the densified input (dense out)
+The dense peers get the input already densified (densifying is not timed: their best case).
+The bar is sparse_convolution's default, direct with numba (scipy's, then F.conv2d's where
+sparse_convolution is missing).
 """
 import itertools
-from typing import Dict, List
+import zlib
+from typing import Dict, List, Optional
 
 import numpy as np
-import scipy.signal
 import scipy.sparse
 import torch
 
+from .. import toeplitz as toeplitz_module
 from ..compat import Toeplitz_convolution2d
-from ..toeplitz import toeplitz_conv2d
+from .peers import (dense_conv2d_same, probe, scipy_convolve2d_batch, sparse_convolution,
+                    sparse_convolution_pairs)
 from .timing import geometric_mean, time_interleaved
 
-BAR = "sc:direct+numba"
-SC_METHODS = [("direct", "numba"), ("precomputed", "numpy"), ("precomputed", "numba"),
-              ("precomputed", "torch"), ("lazy", "numpy"), ("lazy", "torch"),
-              ("gather_scatter", "numpy"), ("gather_scatter", "numba"),
-              ("gather_scatter", "torch")]
+BARS = ["sc:direct+numba", "scipy:convolve2d", "torch:conv2d"]
+OUR_METHODS = ["auto", "direct", "precomputed"]
+BASE_CELL = (100, 5, 50, 0.01)  # (size, kernel, batch, density) the sweeps vary one by one
+SWEEPS = dict(batch=[1, 10, 50, 200, 1000], density=[0.001, 0.003, 0.01, 0.03, 0.1, 0.3],
+              size=[25, 50, 100, 200, 400], kernel=[3, 5, 7, 11, 15, 21])
+QUICK_SWEEPS = dict(batch=[10, 50], density=[0.01, 0.1], size=[50, 100], kernel=[5, 11])
+SWEEP_FIELDS = ("size", "kernel", "batch", "density")
+SCIPY_MAX_WORK = 2e9  # multiply-adds past which scipy's dense convolve2d is left out
 
 
-def grid(quick: bool):
-    sizes, kernels = [50, 100], [5, 11]
-    batches, densities = [1, 50, 500], [0.001, 0.01, 0.1]
+def grid(quick: bool) -> List[List]:
+    """sparse_convolution's 36 cells as [size, kernel, batch, density] (one cell if quick)."""
     if quick:
-        sizes, kernels, batches, densities = [100], [5], [50], [0.01]
-    return list(itertools.product(sizes, kernels, batches, densities))
+        return [list(BASE_CELL)]
+    return [list(cell) for cell in itertools.product([50, 100], [5, 11], [1, 50, 500],
+                                                     [0.001, 0.01, 0.1])]
+
+
+def default_config(quick: bool, device: str, batch: Optional[int] = None,
+                   rounds: Optional[int] = None) -> Dict:
+    """What to run. ``batch`` is ignored: the grid and sweeps set their own batches."""
+    return dict(grid=grid(quick), base=list(BASE_CELL),
+                sweeps=QUICK_SWEEPS if quick else SWEEPS,
+                rounds=rounds or (3 if quick else 5), methods=OUR_METHODS, peers=True)
+
+
+def plan(config: Dict) -> Dict[tuple, List[str]]:
+    """Every distinct cell to measure, with the groups ('grid', 'sweep:<field>') it is in."""
+    cells = {}
+    for cell in config["grid"]:
+        cells.setdefault(tuple(cell), []).append("grid")
+    for field, values in config["sweeps"].items():
+        index = SWEEP_FIELDS.index(field)
+        for value in values:
+            cell = list(config["base"])
+            cell[index] = value
+            cells.setdefault(tuple(cell), []).append(f"sweep:{field}")
+    return cells
+
+
+def cells(config: Dict) -> int:
+    return len(plan(config))
 
 
 def make_batch(size: int, batch: int, density: float, seed: int) -> scipy.sparse.csr_matrix:
@@ -43,79 +82,209 @@ def make_batch(size: int, batch: int, density: float, seed: int) -> scipy.sparse
     return scipy.sparse.vstack(rows).tocsr()
 
 
-def run(batch=None, device: str = "cpu", quick: bool = False, rounds: int = 5,
-        progress=None, peers: bool = True) -> List[Dict]:
-    try:
-        import sparse_convolution
-        import numba
-        numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    except ImportError:  # the peer is optional: ours alone still gets timed
-        sparse_convolution, peers = None, False
+def ours(x: torch.Tensor, kernel: torch.Tensor, shape, method: str) -> torch.Tensor:
+    """Our op on a CSR batch: through toeplitz_conv2d for the methods the Python layer knows,
+    straight through the registered op for others (so a method added to the op is timed
+    before the wrapper lists it)."""
+    if method in toeplitz_module.METHODS:
+        return toeplitz_module.toeplitz_conv2d(x, kernel, shape, "same", method)
+    crow, col, values = torch.ops.torch_sparse_conv.toeplitz_conv2d(
+        x.crow_indices(), x.col_indices(), x.values(), kernel, list(shape), "same", method)
+    return torch.sparse_csr_tensor(crow, col, values, size=x.shape, check_invariants=False)
+
+
+def _as_dense(out, batch: int) -> np.ndarray:
+    if isinstance(out, torch.Tensor):
+        out = out.to_dense() if out.layout != torch.strided else out
+        return out.cpu().numpy().reshape(batch, -1)
+    if scipy.sparse.issparse(out):
+        return out.toarray().reshape(batch, -1)
+    return np.asarray(out).reshape(batch, -1)
+
+
+def _contenders(cell, config: Dict, device: str):
+    """Every contender for one cell, the ones not available (with why), and the reference."""
+    size, ksize, nbatch, density = cell
+    seed = zlib.crc32(repr(tuple(cell)).encode())
+    x = make_batch(size, nbatch, density, seed)
+    k = np.random.default_rng(seed + 1).random((ksize, ksize))
+    shape = (size, size)
+    x_cpu = torch.sparse_csr_tensor(torch.from_numpy(x.indptr.astype(np.int64)),
+                                    torch.from_numpy(x.indices.astype(np.int64)),
+                                    torch.from_numpy(x.data), size=x.shape)
+    k_cpu = torch.from_numpy(k)
+    images = x.toarray().reshape(nbatch, size, size)
+    images_cpu = torch.from_numpy(images).unsqueeze(1)
+    devices = ["cpu"] + (["cuda"] if device == "cuda" else [])
+    contenders = {"ours:compat": lambda: Toeplitz_convolution2d(shape, k, "same")(x)}
+    for dev in devices:
+        x_dev, k_dev = x_cpu.to(dev), k_cpu.to(dev)
+        suffix = "" if dev == "cpu" else "@" + dev
+        for method in config["methods"]:
+            contenders[f"ours:{method}{suffix}"] = (
+                lambda m=method, xd=x_dev, kd=k_dev: ours(xd, kd, shape, m))
+    package = sparse_convolution() if config.get("peers", True) else None
+    if package is not None:
+        for method, backend in sparse_convolution_pairs(package):
+            for dev in devices if backend == "torch" else ["cpu"]:
+                suffix = "" if dev == "cpu" else "@" + dev
+                contenders[f"sc:{method}+{backend}{suffix}"] = (
+                    lambda m=method, b=backend, d=dev: package.Toeplitz_convolution2d(
+                        shape, k, "same", method=m, backend=b, device=d)(x))
+    skipped = {}
+    if nbatch * size * size * ksize * ksize <= SCIPY_MAX_WORK:
+        contenders["scipy:convolve2d"] = lambda: scipy_convolve2d_batch(images, k, "same")
+    else:
+        skipped["scipy:convolve2d"] = "left out: too slow at this size"
+    for dev in devices:
+        images_dev, k_dev = images_cpu.to(dev), k_cpu.to(dev)
+        contenders["torch:conv2d" + ("" if dev == "cpu" else "@" + dev)] = (
+            lambda i=images_dev, kd=k_dev: dense_conv2d_same(i, kd))
+    if package is None and config.get("peers", True):
+        skipped["sc:*"] = "sparse_convolution is not installed"
+    return contenders, skipped
+
+
+def _check(contenders: Dict, nbatch: int) -> Dict[str, str]:
+    """Runs each contender once and checks it against scipy's result (F.conv2d's where scipy
+    was left out). Returns the contenders that could not run, with why; drops them."""
+    unavailable, outputs = {}, {}
+    for name in list(contenders):
+        result = {}
+        error = probe(lambda: result.setdefault("out", contenders[name]()))
+        if error is None:
+            outputs[name] = _as_dense(result["out"], nbatch)
+        else:
+            unavailable[name] = error
+            del contenders[name]
+    reference = "scipy:convolve2d" if "scipy:convolve2d" in outputs else "torch:conv2d"
+    for name, out in outputs.items():
+        if not np.allclose(out, outputs[reference], atol=1e-10):
+            raise AssertionError(f"benchmark contender {name!r} disagrees with {reference!r} "
+                                 f"(max abs error {np.abs(out - outputs[reference]).max():.3g})")
+    return unavailable
+
+
+def run(config: Dict, device: str = "cpu", progress=None) -> List[Dict]:
+    """One row per distinct cell: seconds per contender, speedup over the bar, the winner."""
     rows = []
-    for index, (size, ksize, nbatch, density) in enumerate(grid(quick)):
-        x = make_batch(size, nbatch, density, seed=index)
-        k = np.random.default_rng(100 + index).random((ksize, ksize))
-        shape = (size, size)
-        x_torch = torch.sparse_csr_tensor(torch.from_numpy(x.indptr.astype(np.int64)),
-                                          torch.from_numpy(x.indices.astype(np.int64)),
-                                          torch.from_numpy(x.data), size=x.shape)
-        k_torch = torch.from_numpy(k)
-        contenders = {
-            "ours:compat": lambda: Toeplitz_convolution2d(shape, k, "same")(x),
-            "ours:native": lambda: toeplitz_conv2d(x_torch, k_torch, shape, "same"),
-        }
-        if peers:
-            for method, backend in SC_METHODS:
-                contenders[f"sc:{method}+{backend}"] = (
-                    lambda m=method, b=backend: sparse_convolution.Toeplitz_convolution2d(
-                        shape, k, "same", method=m, backend=b, device="cpu")(x))
-        dense_ref = np.stack([scipy.signal.convolve2d(row.toarray().reshape(shape), k, "same")
-                              .reshape(-1) for row in x]) if nbatch <= 50 else None
-        for name, fn in contenders.items():
-            out = fn()
-            out = out.to_dense().numpy() if isinstance(out, torch.Tensor) else out.toarray()
-            if dense_ref is None:
-                dense_ref = out if name == "ours:compat" else dense_ref
-            if dense_ref is not None and not np.allclose(out, dense_ref, atol=1e-10):
-                raise AssertionError(f"{name} disagrees with the reference on cell {index}")
-        seconds = time_interleaved(contenders, rounds=rounds, warmup=1,
-                                   min_round_seconds=0.02)
-        row = dict(cell=f"{size}x{size} k{ksize} b{nbatch} d{density}", size=size,
-                   kernel=ksize, batch=nbatch, density=density, seconds=seconds)
-        if BAR in seconds:
-            row["speedup"] = {name: seconds[BAR] / t for name, t in seconds.items()}
+    for cell, groups in plan(config).items():
+        size, ksize, nbatch, density = cell
+        contenders, skipped = _contenders(cell, config, device)
+        unavailable = _check(contenders, nbatch)
+        unavailable.update(skipped)
+        seconds = time_interleaved(contenders, rounds=config["rounds"], warmup=1,
+                                   min_round_seconds=0.02, device=device)
+        bar = next(name for name in BARS if name in seconds)
+        row = dict(cell=f"{size}x{size} k{ksize} b{nbatch} d{density:g}", size=size,
+                   kernel=ksize, batch=nbatch, density=density, groups=groups,
+                   seconds=seconds, bar=bar, winner=min(seconds, key=seconds.get),
+                   speedup={name: seconds[bar] / t for name, t in seconds.items()},
+                   unavailable=unavailable)
         rows.append(row)
         if progress:
             progress(row)
     return rows
 
 
+def describe(row: Dict) -> str:
+    return f"{row['cell']}: fastest {row['winner']} {row['seconds'][row['winner']] * 1e3:.3g} ms"
+
+
+def names_of(rows: List[Dict]) -> List[str]:
+    names = []
+    for row in rows:
+        names += [n for n in row["seconds"] if n not in names]
+    return names
+
+
+def in_group(rows: List[Dict], group: str) -> List[Dict]:
+    return [r for r in rows if group in r["groups"]]
+
+
 def summarize(rows: List[Dict]) -> Dict:
-    if not rows or "speedup" not in rows[0]:
-        return {}
-    summary = {}
-    for name in ("ours:compat", "ours:native"):
-        wins = sum(1 for r in rows if r["speedup"][name] > 1.0)
-        summary[name] = dict(wins=wins, cells=len(rows),
-                             geomean=geometric_mean(r["speedup"][name] for r in rows))
+    """For each of our contenders on the grid: cells faster than the bar, geometric-mean
+    speedup; and how many grid cells each contender wins outright."""
+    cells_ = in_group(rows, "grid")
+    summary = dict(ours={}, winners={})
+    for name in names_of(cells_):
+        if name.startswith("ours:"):
+            speedups = [r["speedup"][name] for r in cells_ if name in r["speedup"]]
+            summary["ours"][name] = dict(
+                wins=sum(s > 1.0 for s in speedups), cells=len(speedups),
+                geomean=geometric_mean(speedups))
+    for r in cells_:
+        summary["winners"][r["winner"]] = summary["winners"].get(r["winner"], 0) + 1
     return summary
 
 
-def markdown(rows: List[Dict]) -> str:
-    names = list(rows[0]["seconds"])
-    lines = ["| cell | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3g}"
+
+
+def _table(rows: List[Dict], first: str, label) -> List[str]:
+    names = names_of(rows)
+    lines = [f"| {first} | " + " | ".join(names) + " | winner |",
+             "|---|" + "---|" * (len(names) + 1)]
     for r in rows:
-        cells = []
+        cells_ = []
         for name in names:
-            text = f"{r['seconds'][name] * 1e3:.3g} ms"
-            if "speedup" in r and name.startswith("ours"):
-                text += f" ({r['speedup'][name]:.1f}x)"
-            cells.append(text)
-        lines.append(f"| {r['cell']} | " + " | ".join(cells) + " |")
-    summary = summarize(rows)
-    if summary:
-        lines += ["", f"Against the bar ({BAR}, sparse_convolution's default):", ""]
-        for name, s in summary.items():
-            lines.append(f"- {name}: faster in {s['wins']} of {s['cells']} cells, geometric-mean "
-                         f"speedup {s['geomean']:.2f}x")
+            if name not in r["seconds"]:
+                cells_.append("n/a")
+                continue
+            text = _ms(r["seconds"][name])
+            if name.startswith("ours:"):
+                text += f" ({r['speedup'][name]:.2f}x)"
+            cells_.append(text)
+        lines.append(f"| {label(r)} | " + " | ".join(cells_) + f" | {r['winner']} |")
+    return lines
+
+
+def markdown(result: Dict) -> str:
+    """The grid (milliseconds; ours with the speedup over the bar; each cell's winner), the
+    summary, and one table per sweep."""
+    rows = result["rows"]
+    lines = []
+    grid_rows = in_group(rows, "grid")
+    if grid_rows:
+        bars = sorted({r["bar"] for r in grid_rows})
+        lines += [f"Grid: milliseconds per call; ours with its speedup over the bar "
+                  f"({', '.join(bars)}).", ""]
+        lines += _table(grid_rows, "cell", lambda r: r["cell"])
+        summary = summarize(rows)
+        lines += [""]
+        for name, s in summary["ours"].items():
+            lines.append(f"- {name}: faster than the bar in {s['wins']} of {s['cells']} cells, "
+                         f"geometric-mean speedup {s['geomean']:.2f}x")
+        lines.append("- cells won outright: " + ", ".join(
+            f"{name} {count}" for name, count in sorted(summary["winners"].items(),
+                                                         key=lambda item: -item[1])))
+    base = result.get("config", {}).get("base", list(BASE_CELL))
+    for field in SWEEP_FIELDS:
+        swept = sorted(in_group(rows, f"sweep:{field}"), key=lambda r: r[field])
+        if not swept:
+            continue
+        fixed = ", ".join(f"{f} {v:g}" for f, v in zip(SWEEP_FIELDS, base) if f != field)
+        lines += ["", f"Sweep over {field} ({fixed}); milliseconds per call:", ""]
+        lines += _table(swept, field, lambda r, f=field: f"{r[f]:g}")
+    missing = {n: e for r in rows for n, e in r.get("unavailable", {}).items()}
+    if missing:
+        lines += ["", "Not available or left out (in at least one cell):", ""]
+        lines += [f"- `{name}`: {error}" for name, error in missing.items()]
     return "\n".join(lines)
+
+
+def losses(result: Dict) -> List[str]:
+    """Plain words on where we lose: cells whose winner is not one of ours."""
+    words = []
+    for r in result["rows"]:
+        if r["winner"].startswith("ours:"):
+            continue
+        ours_ = {n: s for n, s in r["seconds"].items() if n.startswith("ours:")}
+        if not ours_:
+            continue
+        best = min(ours_, key=ours_.get)
+        words.append(f"{r['cell']}: {r['winner']} ({_ms(r['seconds'][r['winner']])} ms) beats "
+                     f"our best, {best} ({_ms(ours_[best])} ms), by "
+                     f"{ours_[best] / r['seconds'][r['winner']]:.2f}x")
+    return words

@@ -1,0 +1,146 @@
+"""PNG plots of a benchmark result (matplotlib, imported only when a plot is drawn, so the
+package and the benchmark itself work without it).
+
+    sparse-filter-speedup.png   speedup over the baseline against sparsity, one panel a layer,
+                                the crossover of ours:auto marked
+    toeplitz-grid.png           the 36-cell grid: each cell's winner and our best speedup
+    toeplitz-sweeps.png         time against batch, density, image size and kernel size
+"""
+import math
+import os
+from typing import Dict, List
+
+from . import sparse_filter, toeplitz
+
+
+def available() -> bool:
+    """Whether matplotlib can be imported here."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _style(name: str) -> Dict:
+    """Ours solid and thick, peers dashed, so the two families read apart."""
+    if name.startswith("ours:"):
+        return dict(linestyle="-", linewidth=2.0, marker="o", markersize=4)
+    return dict(linestyle="--", linewidth=1.2, marker=".", markersize=4)
+
+
+def sparse_filter_speedup(result: Dict, path: str) -> str:
+    plt = _pyplot()
+    rows = result["rows"]
+    layers = list(dict.fromkeys(r["layer"] for r in rows))
+    columns = min(len(layers), 2)
+    figure, axes = plt.subplots(math.ceil(len(layers) / columns), columns,
+                                figsize=(6 * columns, 4 * math.ceil(len(layers) / columns)),
+                                squeeze=False)
+    crossings = sparse_filter.crossovers(rows)
+    baseline = sparse_filter.BASELINE
+    for axis, layer in zip(axes.flat, layers):
+        selected = sorted((r for r in rows if r["layer"] == layer), key=lambda r: r["sparsity"])
+        for name in sparse_filter.contender_names(selected):
+            points = [(r["sparsity"], r["speedup"][name]) for r in selected
+                      if name in r["speedup"]]
+            axis.plot(*zip(*points), label=name, **_style(name))
+        axis.axhline(1.0, color="black", linewidth=0.8)
+        crossing = crossings.get("ours:auto", {}).get(layer)
+        if crossing and crossing["kind"] == "between":
+            axis.axvline(crossing["sparsity"], color="red", linestyle=":", linewidth=1.2)
+            axis.annotate(f"crossover {crossing['sparsity']:.0%}",
+                          (crossing["sparsity"], 1.0), textcoords="offset points",
+                          xytext=(4, 8), color="red", fontsize=8)
+        axis.set_yscale("log")
+        axis.set_title(f"{layer}, batch {selected[0]['batch']}")
+        axis.set_xlabel("sparsity (fraction of taps pruned)")
+        axis.set_ylabel(f"speedup over {baseline}")
+        axis.grid(True, which="both", alpha=0.3)
+    for axis in list(axes.flat)[len(layers):]:
+        axis.set_visible(False)
+    axes.flat[0].legend(fontsize=7)
+    figure.suptitle(f"Sparse-filter conv2d on {result.get('device', 'cpu')}: "
+                    f"speedup over {baseline} (above 1 = faster)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def toeplitz_grid(result: Dict, path: str) -> str:
+    """A heatmap of the grid: colour = our best speedup over the bar (log scale), text = the
+    cell's winner."""
+    plt = _pyplot()
+    rows = toeplitz.in_group(result["rows"], "grid")
+    keys_y = sorted({(r["size"], r["kernel"]) for r in rows})
+    keys_x = sorted({(r["batch"], r["density"]) for r in rows})
+    values = [[float("nan")] * len(keys_x) for _ in keys_y]
+    figure, axis = plt.subplots(figsize=(1.3 * len(keys_x) + 2, 0.9 * len(keys_y) + 1.8))
+    for r in rows:
+        i, j = keys_y.index((r["size"], r["kernel"])), keys_x.index((r["batch"], r["density"]))
+        ours = [s for n, s in r["speedup"].items() if n.startswith("ours:")]
+        best = max(ours) if ours else float("nan")
+        values[i][j] = math.log2(best) if ours else float("nan")
+        axis.text(j, i, f"{r['winner']}\n{best:.2f}x", ha="center", va="center", fontsize=6)
+    image = axis.imshow(values, cmap="RdYlGn", vmin=-3, vmax=3, aspect="auto")
+    axis.set_xticks(range(len(keys_x)), [f"b{b}\nd{d:g}" for b, d in keys_x], fontsize=7)
+    axis.set_yticks(range(len(keys_y)), [f"{s}x{s} k{k}" for s, k in keys_y], fontsize=7)
+    colorbar = figure.colorbar(image, ax=axis)
+    colorbar.set_label("log2 of our best speedup over the bar")
+    bars = ", ".join(sorted({r["bar"] for r in rows}))
+    axis.set_title(f"Sparse-input conv2d grid: winner of each cell; colour: ours vs {bars}",
+                   fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def toeplitz_sweeps(result: Dict, path: str) -> str:
+    plt = _pyplot()
+    fields = [f for f in toeplitz.SWEEP_FIELDS if toeplitz.in_group(result["rows"], f"sweep:{f}")]
+    figure, axes = plt.subplots(1, len(fields), figsize=(4.5 * len(fields), 4), squeeze=False)
+    for axis, field in zip(axes.flat, fields):
+        swept = sorted(toeplitz.in_group(result["rows"], f"sweep:{field}"),
+                       key=lambda r: r[field])
+        for name in toeplitz.names_of(swept):
+            points = [(r[field], r["seconds"][name] * 1e3) for r in swept
+                      if name in r["seconds"]]
+            axis.plot(*zip(*points), label=name, **_style(name))
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xlabel(field)
+        axis.set_ylabel("ms per call")
+        axis.set_title(f"sweep over {field}")
+        axis.grid(True, which="both", alpha=0.3)
+    axes.flat[0].legend(fontsize=6)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def make(result: Dict, directory: str) -> List[str]:
+    """Every plot of a suite's result, written under ``directory``; returns the paths."""
+    os.makedirs(directory, exist_ok=True)
+    suite = result["suite"]
+    if suite == "sparse-filter":
+        return [sparse_filter_speedup(result, os.path.join(directory,
+                                                           "sparse-filter-speedup.png"))]
+    if suite == "toeplitz":
+        paths = []
+        if toeplitz.in_group(result["rows"], "grid"):
+            paths.append(toeplitz_grid(result, os.path.join(directory, "toeplitz-grid.png")))
+        if any(g.startswith("sweep:") for r in result["rows"] for g in r["groups"]):
+            paths.append(toeplitz_sweeps(result, os.path.join(directory,
+                                                              "toeplitz-sweeps.png")))
+        return paths
+    raise ValueError(f"no plots for suite {suite!r}")

@@ -1,0 +1,79 @@
+"""Markdown from a result JSON, and BENCHMARKS.md sections regenerated from it.
+
+A generated section sits between ``<!-- bench:<suite>:<device> begin -->`` and
+``<!-- bench:<suite>:<device> end -->``; :func:`update` replaces exactly that span (or appends
+it when the file has none yet), leaving the hand-written text around it alone."""
+import json
+import os
+import re
+from typing import Dict, List, Optional
+
+from . import sparse_filter, toeplitz
+
+SUITES = {"sparse-filter": sparse_filter, "toeplitz": toeplitz}
+TITLES = {"sparse-filter": "Sparse-filter conv2d", "toeplitz": "Sparse-input (Toeplitz) conv2d"}
+MAX_LOSS_LINES = 20
+
+
+def load(path: str) -> Dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def machine_lines(result: Dict) -> List[str]:
+    m = result.get("machine", {})
+    lines = [f"- CPU: {m.get('processor', 'unknown')} ({m.get('cores', '?')} cores seen, "
+             f"CPU capability {m.get('cpu_capability', '?')}), {m.get('threads', '?')} threads"]
+    if m.get("gpu"):
+        lines.append(f"- GPU: {m['gpu']} (CUDA {m.get('cuda', '?')}, cuDNN {m.get('cudnn', '?')})")
+    versions = ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())
+    lines.append(f"- torch {m.get('torch', '?')}, Python {m.get('python', '?')}"
+                 + (f"; {versions}" if versions else ""))
+    if result.get("date"):
+        lines.append(f"- measured {result['date']}")
+    return lines
+
+
+def section(result: Dict, plots: Optional[List[str]] = None, relative_to: str = ".") -> str:
+    """The Markdown section for one suite's result: how it was run, the machine, the tables,
+    plain words on where we lose, and the plots (paths written relative to ``relative_to``)."""
+    suite, device = result["suite"], result.get("device", "cpu")
+    module = SUITES[suite]
+    lines = [f"## {TITLES[suite]} on {device.upper()}", ""]
+    if result.get("command"):
+        lines += [f"`{result['command']}`", ""]
+    lines += machine_lines(result) + [""]
+    lines += [(module.__doc__ or "").strip().split("\n\n")[0].replace("\n", " "), ""]
+    lines += [module.markdown(result), ""]
+    for path in plots or []:
+        name = os.path.splitext(os.path.basename(path))[0]
+        lines += [f"![{name}]({os.path.relpath(path, relative_to)})", ""]
+    words = module.losses(result)
+    lines += ["Where we lose, from this run:", ""]
+    if not words:
+        lines.append("- nowhere in these cells: one of ours is the fastest contender in each")
+    lines += [f"- {w}" for w in words[:MAX_LOSS_LINES]]
+    if len(words) > MAX_LOSS_LINES:
+        lines.append(f"- ... and {len(words) - MAX_LOSS_LINES} more cells (see the JSON)")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def markers(result: Dict):
+    key = f"bench:{result['suite']}:{result.get('device', 'cpu')}"
+    return f"<!-- {key} begin -->", f"<!-- {key} end -->"
+
+
+def update(path: str, result: Dict, text: str) -> bool:
+    """Puts ``text`` between the result's markers in the file at ``path``. Returns True if
+    markers were found and replaced, False if the section was appended."""
+    begin, end = markers(result)
+    block = f"{begin}\n{text.rstrip()}\n{end}"
+    existing = open(path).read() if os.path.exists(path) else ""
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    if pattern.search(existing):
+        updated, found = pattern.sub(lambda _: block, existing), True
+    else:
+        updated, found = existing.rstrip() + ("\n\n" if existing else "") + block + "\n", False
+    with open(path, "w") as f:
+        f.write(updated)
+    return found
