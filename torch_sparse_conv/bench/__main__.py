@@ -104,7 +104,7 @@ def report_command(args) -> None:
         directory = args.plots or os.path.join(os.path.dirname(path) or ".",
                                                f"plots-{result.get('device', 'cpu')}")
         drawn = [os.path.abspath(p) for p in _plot(result, directory)]
-        text = report.section(result, drawn, relative_to=relative_to)
+        text = report.section(result, drawn, relative_to=relative_to, compact=not args.full)
         if args.update:
             replaced = report.update(args.update, result, text)
             print(f"{'replaced' if replaced else 'appended'} {' '.join(report.markers(result))}"
@@ -143,6 +143,8 @@ def parser() -> argparse.ArgumentParser:
     report_parser.add_argument("results", nargs="+")
     report_parser.add_argument("--update", metavar="MARKDOWN",
                                help="replace (or append) the generated sections in this file")
+    report_parser.add_argument("--full", action="store_true",
+                               help="a column for every contender (default: compact tables)")
     report_parser.add_argument("--plots", metavar="DIR",
                                help="where to draw the PNGs (default: beside the JSON)")
     plot_parser = commands.add_parser("plot", help="PNG plots from result JSONs")

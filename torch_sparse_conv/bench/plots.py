@@ -29,11 +29,42 @@ def _pyplot():
     return plt
 
 
-def _style(name: str) -> Dict:
-    """Ours solid and thick, peers dashed, so the two families read apart."""
+def _style(name: str, names: List[str]) -> Dict:
+    """Ours solid and thick, peers dashed, so the two families read apart; one colour per
+    contender, the same in every panel: ours from tab10, peers from tab20b."""
+    import matplotlib
+    family = [n for n in names if n.startswith("ours:") == name.startswith("ours:")]
+    palette = "tab10" if name.startswith("ours:") else "tab20b"
+    index = family.index(name)
+    if palette == "tab20b":  # its colours come in 5 hues of 4 shades: step across the hues
+        index = 4 * index + index // 5
+    colour = matplotlib.colormaps[palette](index % (10 if palette == "tab10" else 20))
     if name.startswith("ours:"):
-        return dict(linestyle="-", linewidth=2.0, marker="o", markersize=4)
-    return dict(linestyle="--", linewidth=1.2, marker=".", markersize=4)
+        return dict(color=colour, linestyle="-", linewidth=2.0, marker="o", markersize=4)
+    return dict(color=colour, linestyle="--", linewidth=1.2, marker=".", markersize=4)
+
+
+def _plain_log_ticks(axis, y_suffix: str = "") -> None:
+    """Log axes labelled 0.5, 2, 100 rather than 5x10^-1."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    for which, suffix in ((axis.xaxis, ""), (axis.yaxis, y_suffix)):
+        if which.get_scale() != "log":
+            continue
+        which.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        which.set_major_formatter(FuncFormatter(lambda v, _, s=suffix: f"{v:g}{s}"))
+        which.set_minor_formatter(NullFormatter())
+
+
+def _legend_right(figure, axes) -> None:
+    """One legend for the figure, right of the panels, with every contender once."""
+    handles, labels = {}, []
+    for axis in axes:
+        for handle, label in zip(*axis.get_legend_handles_labels()):
+            if label not in handles:
+                handles[label] = handle
+                labels.append(label)
+    figure.legend([handles[label] for label in labels], labels, loc="center right",
+                  fontsize=7, frameon=False)
 
 
 def sparse_filter_speedup(result: Dict, path: str) -> str:
@@ -42,16 +73,17 @@ def sparse_filter_speedup(result: Dict, path: str) -> str:
     layers = list(dict.fromkeys(r["layer"] for r in rows))
     columns = min(len(layers), 2)
     figure, axes = plt.subplots(math.ceil(len(layers) / columns), columns,
-                                figsize=(6 * columns, 4 * math.ceil(len(layers) / columns)),
+                                figsize=(6 * columns + 2, 4 * math.ceil(len(layers) / columns)),
                                 squeeze=False)
     crossings = sparse_filter.crossovers(rows)
     baseline = sparse_filter.BASELINE
+    names = sparse_filter.contender_names(rows)
     for axis, layer in zip(axes.flat, layers):
         selected = sorted((r for r in rows if r["layer"] == layer), key=lambda r: r["sparsity"])
         for name in sparse_filter.contender_names(selected):
             points = [(r["sparsity"], r["speedup"][name]) for r in selected
                       if name in r["speedup"]]
-            axis.plot(*zip(*points), label=name, **_style(name))
+            axis.plot(*zip(*points), label=name, **_style(name, names))
         axis.axhline(1.0, color="black", linewidth=0.8)
         crossing = crossings.get("ours:auto", {}).get(layer)
         if crossing and crossing["kind"] == "between":
@@ -60,16 +92,17 @@ def sparse_filter_speedup(result: Dict, path: str) -> str:
                           (crossing["sparsity"], 1.0), textcoords="offset points",
                           xytext=(4, 8), color="red", fontsize=8)
         axis.set_yscale("log")
+        _plain_log_ticks(axis, "x")
         axis.set_title(f"{layer}, batch {selected[0]['batch']}")
         axis.set_xlabel("sparsity (fraction of taps pruned)")
         axis.set_ylabel(f"speedup over {baseline}")
         axis.grid(True, which="both", alpha=0.3)
     for axis in list(axes.flat)[len(layers):]:
         axis.set_visible(False)
-    axes.flat[0].legend(fontsize=7)
+    _legend_right(figure, axes.flat)
     figure.suptitle(f"Sparse-filter conv2d on {result.get('device', 'cpu')}: "
                     f"speedup over {baseline} (above 1 = faster)")
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 0.82, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
@@ -83,7 +116,8 @@ def toeplitz_grid(result: Dict, path: str) -> str:
     keys_y = sorted({(r["size"], r["kernel"]) for r in rows})
     keys_x = sorted({(r["batch"], r["density"]) for r in rows})
     values = [[float("nan")] * len(keys_x) for _ in keys_y]
-    figure, axis = plt.subplots(figsize=(1.3 * len(keys_x) + 2, 0.9 * len(keys_y) + 1.8))
+    figure, axis = plt.subplots(figsize=(max(1.3 * len(keys_x) + 2.5, 6),
+                                         max(0.9 * len(keys_y) + 1.8, 3)))
     for r in rows:
         i, j = keys_y.index((r["size"], r["kernel"])), keys_x.index((r["batch"], r["density"]))
         ours = [s for n, s in r["speedup"].items() if n.startswith("ours:")]
@@ -96,8 +130,8 @@ def toeplitz_grid(result: Dict, path: str) -> str:
     colorbar = figure.colorbar(image, ax=axis)
     colorbar.set_label("log2 of our best speedup over the bar")
     bars = ", ".join(sorted({r["bar"] for r in rows}))
-    axis.set_title(f"Sparse-input conv2d grid: winner of each cell; colour: ours vs {bars}",
-                   fontsize=9)
+    axis.set_title(f"Sparse-input conv2d: the winner of each cell\n"
+                   f"colour: our best against the bar ({bars})", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -107,22 +141,31 @@ def toeplitz_grid(result: Dict, path: str) -> str:
 def toeplitz_sweeps(result: Dict, path: str) -> str:
     plt = _pyplot()
     fields = [f for f in toeplitz.SWEEP_FIELDS if toeplitz.in_group(result["rows"], f"sweep:{f}")]
-    figure, axes = plt.subplots(1, len(fields), figsize=(4.5 * len(fields), 4), squeeze=False)
+    columns = min(len(fields), 2)
+    panel_rows = math.ceil(len(fields) / columns)
+    figure, axes = plt.subplots(panel_rows, columns, figsize=(5 * columns + 2.5, 4 * panel_rows),
+                                squeeze=False)
+    names = toeplitz.names_of(result["rows"])
     for axis, field in zip(axes.flat, fields):
         swept = sorted(toeplitz.in_group(result["rows"], f"sweep:{field}"),
                        key=lambda r: r[field])
         for name in toeplitz.names_of(swept):
             points = [(r[field], r["seconds"][name] * 1e3) for r in swept
                       if name in r["seconds"]]
-            axis.plot(*zip(*points), label=name, **_style(name))
+            axis.plot(*zip(*points), label=name, **_style(name, names))
         axis.set_xscale("log")
         axis.set_yscale("log")
+        _plain_log_ticks(axis)
         axis.set_xlabel(field)
         axis.set_ylabel("ms per call")
         axis.set_title(f"sweep over {field}")
         axis.grid(True, which="both", alpha=0.3)
-    axes.flat[0].legend(fontsize=6)
-    figure.tight_layout()
+    for axis in list(axes.flat)[len(fields):]:
+        axis.set_visible(False)
+    _legend_right(figure, axes.flat)
+    figure.suptitle(f"Sparse-input conv2d on {result.get('device', 'cpu')}: time per call, "
+                    "one variable swept around the base cell")
+    figure.tight_layout(rect=(0, 0, 1 - 2.3 / (5 * columns + 2.5), 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path

@@ -34,9 +34,11 @@ def machine_lines(result: Dict) -> List[str]:
     return lines
 
 
-def section(result: Dict, plots: Optional[List[str]] = None, relative_to: str = ".") -> str:
+def section(result: Dict, plots: Optional[List[str]] = None, relative_to: str = ".",
+            compact: bool = False) -> str:
     """The Markdown section for one suite's result: how it was run, the machine, the tables,
-    plain words on where we lose, and the plots (paths written relative to ``relative_to``)."""
+    plain words on where we lose, and the plots (paths written relative to ``relative_to``).
+    ``compact`` asks the suite for narrower tables (the JSON keeps every number)."""
     suite, device = result["suite"], result.get("device", "cpu")
     module = SUITES[suite]
     lines = [f"## {TITLES[suite]} on {device.upper()}", ""]
@@ -44,7 +46,7 @@ def section(result: Dict, plots: Optional[List[str]] = None, relative_to: str = 
         lines += [f"`{result['command']}`", ""]
     lines += machine_lines(result) + [""]
     lines += [(module.__doc__ or "").strip().split("\n\n")[0].replace("\n", " "), ""]
-    lines += [module.markdown(result), ""]
+    lines += [module.markdown(result, compact=compact), ""]
     for path in plots or []:
         name = os.path.splitext(os.path.basename(path))[0]
         lines += [f"![{name}]({os.path.relpath(path, relative_to)})", ""]

@@ -183,8 +183,9 @@ def _crossover_text(c: Dict) -> str:
     return f"{c['sparsity']:.1%}"
 
 
-def markdown(result: Dict) -> str:
-    """Tables: speedup per cell, geometric mean per sparsity, crossover per layer."""
+def markdown(result: Dict, compact: bool = False) -> str:
+    """Tables: speedup per cell, geometric mean per sparsity, crossover per layer (every
+    contender fits, so ``compact`` changes nothing)."""
     rows = result["rows"]
     names = [n for n in contender_names(rows) if n != BASELINE]
     lines = [f"| layer | sparsity | {BASELINE} ms | " + " | ".join(names) + " |",

@@ -111,7 +111,8 @@ def _contenders(cell, config: Dict, device: str):
     shape = (size, size)
     x_cpu = torch.sparse_csr_tensor(torch.from_numpy(x.indptr.astype(np.int64)),
                                     torch.from_numpy(x.indices.astype(np.int64)),
-                                    torch.from_numpy(x.data), size=x.shape)
+                                    torch.from_numpy(x.data), size=x.shape,
+                                    check_invariants=True)
     k_cpu = torch.from_numpy(k)
     images = x.toarray().reshape(nbatch, size, size)
     images_cpu = torch.from_numpy(images).unsqueeze(1)
@@ -222,10 +223,19 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.3g}"
 
 
-def _table(rows: List[Dict], first: str, label) -> List[str]:
-    names = names_of(rows)
-    lines = [f"| {first} | " + " | ".join(names) + " | winner |",
-             "|---|" + "---|" * (len(names) + 1)]
+def _shown(name: str) -> bool:
+    """The columns a compact table keeps: ours, the bar and the dense peers."""
+    return name.startswith(("ours:", "scipy:", "torch:")) or name in BARS
+
+
+def _table(rows: List[Dict], first: str, label, compact: bool) -> List[str]:
+    """Milliseconds per contender (ours with the speedup over the bar) and the winner; a
+    compact table folds the other sparse_convolution pairs into one 'best other' column."""
+    names = [n for n in names_of(rows) if _shown(n) or not compact]
+    others = [n for n in names_of(rows) if n not in names]
+    header = names + (["best other sparse_convolution"] if others else [])
+    lines = [f"| {first} | " + " | ".join(header) + " | winner |",
+             "|---|" + "---|" * (len(header) + 1)]
     for r in rows:
         cells_ = []
         for name in names:
@@ -236,13 +246,18 @@ def _table(rows: List[Dict], first: str, label) -> List[str]:
             if name.startswith("ours:"):
                 text += f" ({r['speedup'][name]:.2f}x)"
             cells_.append(text)
+        if others:
+            present = [n for n in others if n in r["seconds"]]
+            best = min(present, key=r["seconds"].get) if present else None
+            cells_.append(f"{best} {_ms(r['seconds'][best])}" if best else "n/a")
         lines.append(f"| {label(r)} | " + " | ".join(cells_) + f" | {r['winner']} |")
     return lines
 
 
-def markdown(result: Dict) -> str:
+def markdown(result: Dict, compact: bool = False) -> str:
     """The grid (milliseconds; ours with the speedup over the bar; each cell's winner), the
-    summary, and one table per sweep."""
+    summary, and one table per sweep. ``compact`` keeps ours, the bar and the dense peers and
+    folds the rest of sparse_convolution into its best."""
     rows = result["rows"]
     lines = []
     grid_rows = in_group(rows, "grid")
@@ -250,7 +265,7 @@ def markdown(result: Dict) -> str:
         bars = sorted({r["bar"] for r in grid_rows})
         lines += [f"Grid: milliseconds per call; ours with its speedup over the bar "
                   f"({', '.join(bars)}).", ""]
-        lines += _table(grid_rows, "cell", lambda r: r["cell"])
+        lines += _table(grid_rows, "cell", lambda r: r["cell"], compact)
         summary = summarize(rows)
         lines += [""]
         for name, s in summary["ours"].items():
@@ -266,7 +281,7 @@ def markdown(result: Dict) -> str:
             continue
         fixed = ", ".join(f"{f} {v:g}" for f, v in zip(SWEEP_FIELDS, base) if f != field)
         lines += ["", f"Sweep over {field} ({fixed}); milliseconds per call:", ""]
-        lines += _table(swept, field, lambda r, f=field: f"{r[f]:g}")
+        lines += _table(swept, field, lambda r, f=field: f"{r[f]:g}", compact)
     missing = {n: e for r in rows for n, e in r.get("unavailable", {}).items()}
     if missing:
         lines += ["", "Not available or left out (in at least one cell):", ""]
