@@ -38,6 +38,7 @@ SWEEPS = dict(batch=[1, 10, 50, 200, 1000], density=[0.001, 0.003, 0.01, 0.03, 0
               size=[25, 50, 100, 200, 400], kernel=[3, 5, 7, 11, 15, 21])
 QUICK_SWEEPS = dict(batch=[10, 50], density=[0.01, 0.1], size=[50, 100], kernel=[5, 11])
 SWEEP_FIELDS = ("size", "kernel", "batch", "density")
+NOISE = 0.05  # differences under 5 % are not called a loss
 SCIPY_MAX_WORK = 2e9  # multiply-adds past which scipy's dense convolve2d is left out
 
 
@@ -290,7 +291,8 @@ def markdown(result: Dict, compact: bool = False) -> str:
 
 
 def losses(result: Dict) -> List[str]:
-    """Plain words on where we lose: cells whose winner is not one of ours."""
+    """Plain words on where we lose: cells whose winner is not one of ours, by more than the
+    noise margin."""
     words = []
     for r in result["rows"]:
         if r["winner"].startswith("ours:"):
@@ -299,6 +301,8 @@ def losses(result: Dict) -> List[str]:
         if not ours_:
             continue
         best = min(ours_, key=ours_.get)
+        if ours_[best] <= r["seconds"][r["winner"]] * (1 + NOISE):
+            continue
         words.append(f"{r['cell']}: {r['winner']} ({_ms(r['seconds'][r['winner']])} ms) beats "
                      f"our best, {best} ({_ms(ours_[best])} ms), by "
                      f"{ours_[best] / r['seconds'][r['winner']]:.2f}x")
