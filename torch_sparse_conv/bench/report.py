@@ -53,7 +53,8 @@ def section(result: Dict, plots: Optional[List[str]] = None, relative_to: str = 
     words = module.losses(result)
     lines += ["Where we lose, from this run:", ""]
     if not words:
-        lines.append("- nowhere in these cells: one of ours is the fastest contender in each")
+        lines.append("- nowhere in these cells by more than 5 % (differences under that are "
+                     "taken as noise)")
     lines += [f"- {w}" for w in words[:MAX_LOSS_LINES]]
     if len(words) > MAX_LOSS_LINES:
         lines.append(f"- ... and {len(words) - MAX_LOSS_LINES} more cells (see the JSON)")
