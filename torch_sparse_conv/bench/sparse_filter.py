@@ -28,8 +28,10 @@ SPARSITIES = [0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99]
 HEADLINE_SPARSITIES = [0.8, 0.9, 0.95, 0.98]
 OUR_METHODS = ["direct", "unfold", "dense", "auto", "spmm"]
 BASELINE = "dense"
-# TF32 rounds the inputs to 10 mantissa bits: its outputs are compared more loosely.
-TF32_TOLERANCE = (1e-2, 5e-2)
+# TF32 rounds the inputs to 10 mantissa bits: its outputs are compared more loosely, with an
+# absolute bound relative to the output's largest magnitude (the error grows with the number
+# of kept taps summed: 0.068 was seen at 512 channels, 50 % sparsity, outputs up to ~200).
+TF32_TOLERANCE = (1e-2, 3e-3)
 NOISE = 0.05  # differences under 5 % are not called a loss
 
 
@@ -82,7 +84,9 @@ def _check(contenders, device):
     outputs = {name: fn() for name, fn in contenders.items()}
     with tf32(False):
         outputs["reference"] = contenders[BASELINE]()
-    loose = {name: TF32_TOLERANCE for name in outputs} if device == "cuda" else {}
+    scale = outputs["reference"].abs().max().item()
+    tolerance = (TF32_TOLERANCE[0], TF32_TOLERANCE[1] * scale)
+    loose = {name: tolerance for name in outputs} if device == "cuda" else {}
     check_same(outputs, "reference", rtol=1e-3, atol=1e-3, tolerances=loose)
 
 
