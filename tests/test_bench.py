@@ -51,6 +51,7 @@ def test_sparse_filter_rows_checked_and_summarized():
     ([(0.5, 1.2), (0.9, 3.0)], "below", 0.5),
     ([(0.5, 0.3), (0.9, 0.8)], "never", None),
     ([(0.5, 2.0), (0.7, 0.5), (0.9, 2.0)], "between", 0.8),  # the last loss decides
+    ([(0.5, 0.99), (0.9, 1.01)], "never", None),     # a tie (a dense fallback) is no crossover
 ])
 def test_crossover(points, kind, sparsity):
     found = sparse_filter.crossover(points)

@@ -124,7 +124,9 @@ def toeplitz_grid(result: Dict, path: str) -> str:
         best = max(ours) if ours else float("nan")
         values[i][j] = math.log2(best) if ours else float("nan")
         axis.text(j, i, f"{r['winner']}\n{best:.2f}x", ha="center", va="center", fontsize=6)
-    image = axis.imshow(values, cmap="RdYlGn", vmin=-3, vmax=3, aspect="auto")
+    finite = [abs(v) for line in values for v in line if v == v]
+    limit = max([1.0] + finite)  # symmetric around parity, wide enough for every cell
+    image = axis.imshow(values, cmap="RdYlGn", vmin=-limit, vmax=limit, aspect="auto")
     axis.set_xticks(range(len(keys_x)), [f"b{b}\nd{d:g}" for b, d in keys_x], fontsize=7)
     axis.set_yticks(range(len(keys_y)), [f"{s}x{s} k{k}" for s, k in keys_y], fontsize=7)
     colorbar = figure.colorbar(image, ax=axis)
@@ -156,6 +158,8 @@ def toeplitz_sweeps(result: Dict, path: str) -> str:
         axis.set_xscale("log")
         axis.set_yscale("log")
         _plain_log_ticks(axis)
+        values = [r[field] for r in swept]
+        axis.set_xticks(values, [f"{v:g}" for v in values])  # label exactly what was swept
         axis.set_xlabel(field)
         axis.set_ylabel("ms per call")
         axis.set_title(f"sweep over {field}")

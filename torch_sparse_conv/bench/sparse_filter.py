@@ -142,10 +142,11 @@ def crossover(points) -> Dict:
     The crossover is the lowest sparsity above which every sampled speedup is >= 1,
     interpolated linearly in log(speedup) between the last losing and the first winning
     sample. ``kind`` says 'between' (interpolated), 'below' (wins at every sample: the
-    crossover is at or below the lowest) or 'never' (loses at the highest sample)."""
+    crossover is at or below the lowest) or 'never' (loses at the highest sample, or never
+    gets more than the noise margin above parity, as a dense fallback that ties)."""
     points = sorted(points)
-    if not points or points[-1][1] < 1.0:
-        return dict(kind="never", sparsity=None)
+    if not points or points[-1][1] < 1.0 or max(a for _, a in points) < 1.0 + NOISE:
+        return dict(kind="never", sparsity=None)  # a tie with the baseline is no crossover
     first = len(points) - 1
     while first > 0 and points[first - 1][1] >= 1.0:
         first -= 1
