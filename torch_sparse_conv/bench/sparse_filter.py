@@ -5,7 +5,8 @@ Contenders (same inputs, outputs checked equal to dense float32 first):
                  (oneDNN on CPU; cuDNN on GPU, where torch's default lets convolutions use TF32)
   dense:tf32     GPU only: cuDNN with TF32 forced on (torch.backends.cudnn/cuda.matmul.allow_tf32)
   dense:no-tf32  GPU only: cuDNN with TF32 forced off (full float32)
-  prune-mask     what torch.nn.utils.prune runs each forward: F.conv2d(x, weight * mask)
+  prune-mask     an nn.Conv2d pruned with torch.nn.utils.prune.custom_from_mask (each forward
+                 multiplies the weight by the mask, then runs the dense conv)
   seed-recipe    the seed recipe in plain PyTorch: F.unfold, rows of the kept-tap union, matmul
   ours:<m>       torch_sparse_conv's methods on the packed weight; a method the build or device
                  lacks (say 'spmm' on CPU) is probed once and recorded as not available
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import pack_sparse_filter, sparse_conv2d_packed
-from .peers import probe, tf32, with_tf32
+from .peers import probe, prune_masked_conv2d, tf32, with_tf32
 from .timing import check_same, geometric_mean, time_interleaved
 
 # (channels, spatial size) of ResNet-50's 3x3 convolutions, one per stage.
@@ -52,8 +53,10 @@ def seed_recipe(x, weight, union):
     return out.view(n, weight.shape[0], h, w)
 
 
-def _contenders(x, pruned, mask, device, methods):
-    """Every contender for one (layer, sparsity) cell, and the methods that are not available."""
+def _contenders(x, weight, mask, device, methods):
+    """Every contender for one (layer, sparsity) cell, and the methods that are not available.
+    ``weight`` is unpruned; ``mask`` keeps its taps."""
+    pruned = weight * mask
     channels = pruned.shape[0]
     row_ptr, col_idx, values = pack_sparse_filter(pruned)
     union = (pruned.reshape(channels, -1) != 0).any(0).nonzero().squeeze(1)
@@ -61,7 +64,8 @@ def _contenders(x, pruned, mask, device, methods):
     if device == "cuda":
         contenders["dense:tf32"] = with_tf32(True, contenders[BASELINE])
         contenders["dense:no-tf32"] = with_tf32(False, contenders[BASELINE])
-    contenders["prune-mask"] = lambda: F.conv2d(x, pruned * mask, None, 1, 1)
+    pruned_layer = prune_masked_conv2d(weight, mask, padding=1)
+    contenders["prune-mask"] = lambda: pruned_layer(x)
     contenders["seed-recipe"] = lambda: seed_recipe(x, pruned, union)
     unavailable = {}
     for method in methods:
@@ -100,10 +104,9 @@ def run(config: Dict, device: str = "cpu", progress=None) -> List[Dict]:
         weight = torch.randn(channels, channels, 3, 3, generator=generator)
         for sparsity in config["sparsities"]:
             mask = (torch.rand(weight.shape, generator=generator) >= sparsity).float()
-            pruned = (weight * mask).to(device)
-            mask = mask.to(device)
             with torch.no_grad():
-                contenders, unavailable = _contenders(x, pruned, mask, device, config["methods"])
+                contenders, unavailable = _contenders(x, weight.to(device), mask.to(device),
+                                                      device, config["methods"])
                 _check(contenders, device)
                 seconds = time_interleaved(contenders, rounds=config["rounds"],
                                            min_round_seconds=0.02, device=device)
@@ -194,8 +197,19 @@ def markdown(result: Dict, compact: bool = False) -> str:
     contender fits, so ``compact`` changes nothing)."""
     rows = result["rows"]
     names = [n for n in contender_names(rows) if n != BASELINE]
-    lines = [f"| layer | sparsity | {BASELINE} ms | " + " | ".join(names) + " |",
-             "|---|---|---|" + "---|" * len(names)]
+    lines = []
+    if result.get("device") == "cuda":
+        machine = result.get("machine", {})
+        lines += [f"Baseline `{BASELINE}`: cuDNN through F.conv2d with torch's default flags "
+                  f"(torch.backends.cudnn.allow_tf32="
+                  f"{machine.get('default_cudnn_allow_tf32', '?')}, "
+                  f"torch.backends.cuda.matmul.allow_tf32="
+                  f"{machine.get('default_matmul_allow_tf32', '?')}); batch {rows[0]['batch']}.",
+                  ""]
+    else:
+        lines += [f"Baseline `{BASELINE}`: F.conv2d (oneDNN); batch {rows[0]['batch']}.", ""]
+    lines += [f"| layer | sparsity | {BASELINE} ms | " + " | ".join(names) + " |",
+              "|---|---|---|" + "---|" * len(names)]
     for r in rows:
         cells_ = [f"{r['speedup'][n]:.2f}x" if n in r["speedup"] else "n/a" for n in names]
         lines.append(f"| {r['layer']} | {r['sparsity']:.0%} | {r['seconds'][BASELINE] * 1e3:.3g} | "
