@@ -16,8 +16,14 @@ MAX_LOSS_LINES = 20
 
 
 def load(path: str) -> Dict:
+    """A result written by ``run``; refuses files from before the suites recorded their
+    device and config (rerun those)."""
     with open(path) as f:
-        return json.load(f)
+        result = json.load(f)
+    if not isinstance(result, dict) or result.get("suite") not in SUITES or "device" not in result:
+        raise ValueError(f"{path}: not a result of this version of the benchmark (no suite or "
+                         "device recorded); run python -m torch_sparse_conv.bench again")
+    return result
 
 
 def machine_lines(result: Dict) -> List[str]:
