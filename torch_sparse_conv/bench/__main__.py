@@ -97,10 +97,17 @@ def run(args) -> None:
               file=sys.stderr)
 
 
+def _load(path: str) -> dict:
+    try:
+        return report.load(path)
+    except (OSError, ValueError) as error:
+        raise SystemExit(str(error))
+
+
 def report_command(args) -> None:
     relative_to = os.path.dirname(os.path.abspath(args.update)) if args.update else os.getcwd()
     for path in args.results:
-        result = report.load(path)
+        result = _load(path)
         directory = args.plots or os.path.join(os.path.dirname(path) or ".",
                                                f"plots-{result.get('device', 'cpu')}")
         drawn = [os.path.abspath(p) for p in _plot(result, directory)]
@@ -115,7 +122,7 @@ def report_command(args) -> None:
 
 def plot_command(args) -> None:
     for path in args.results:
-        result = report.load(path)
+        result = _load(path)
         directory = args.out or os.path.join(os.path.dirname(path) or ".",
                                              f"plots-{result.get('device', 'cpu')}")
         for drawn in _plot(result, directory):
