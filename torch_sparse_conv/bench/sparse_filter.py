@@ -133,6 +133,7 @@ def describe(row: Dict) -> str:
 
 
 def contender_names(rows: List[Dict]) -> List[str]:
+    """Every contender timed in any of ``rows``, in first-seen order."""
     names = []
     for row in rows:
         names += [n for n in row["speedup"] if n not in names]

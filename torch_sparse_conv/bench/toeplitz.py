@@ -73,6 +73,7 @@ def plan(config: Dict) -> Dict[tuple, List[str]]:
 
 
 def cells(config: Dict) -> int:
+    """How many rows :func:`run` will produce (for the progress bar)."""
     return len(plan(config))
 
 
@@ -104,7 +105,8 @@ def _as_dense(out, batch: int) -> np.ndarray:
 
 
 def _contenders(cell, config: Dict, device: str):
-    """Every contender for one cell, the ones not available (with why), and the reference."""
+    """Every contender for one cell (all fed the same batch and kernel), and the ones left
+    out before running, with why."""
     size, ksize, nbatch, density = cell
     seed = zlib.crc32(repr(tuple(cell)).encode())
     x = make_batch(size, nbatch, density, seed)
@@ -190,10 +192,12 @@ def run(config: Dict, device: str = "cpu", progress=None) -> List[Dict]:
 
 
 def describe(row: Dict) -> str:
+    """One cell in a few words, for the progress bar."""
     return f"{row['cell']}: fastest {row['winner']} {row['seconds'][row['winner']] * 1e3:.3g} ms"
 
 
 def names_of(rows: List[Dict]) -> List[str]:
+    """Every contender timed in any of ``rows``, in first-seen order."""
     names = []
     for row in rows:
         names += [n for n in row["seconds"] if n not in names]
@@ -201,6 +205,7 @@ def names_of(rows: List[Dict]) -> List[str]:
 
 
 def in_group(rows: List[Dict], group: str) -> List[Dict]:
+    """The rows of the grid ('grid') or of one sweep ('sweep:<field>')."""
     return [r for r in rows if group in r["groups"]]
 
 
