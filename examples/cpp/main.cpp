@@ -1,15 +1,17 @@
-// torch_sparse_conv from C++: a pruned convolution, a sparse-input convolution and, given a
-// path, a TorchScript model exported from Python, each checked and timed.
+// torch_sparse_conv from C++: a pruned convolution and a sparse-input convolution through
+// the C++ API, then, given paths, TorchScript models exported from Python; each run on
+// generated input and timed.
 //
-//   sparse_conv_example [model.pt [N C H W]]
-// model.pt: a scripted model taking one (N, C, H, W) batch, default shape (1, 3, 32, 32).
+//   sparse_conv_example [pruned_model.pt [sparse_input_model.pt]]
+// pruned_model.pt: a scripted model taking one (1, 3, 32, 32) batch.
+// sparse_input_model.pt: a scripted module taking a CSR batch (B, H*W) of sparse images,
+// with an attribute image_shape = [H, W] (tests/cpp/export_fixture.py writes both).
 #include <torch/script.h>
 #include <torch/torch.h>
 #include <torch_sparse_conv.h>
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <functional>
 #include <iostream>
 #include <vector>
@@ -71,14 +73,27 @@ bool toeplitz_demo() {
   return ok;
 }
 
-void torchscript_demo(const std::string& path, const std::vector<int64_t>& input_shape) {
+void pruned_model_demo(const std::string& path) {
   torch::jit::Module model = torch::jit::load(path);
   model.eval();
-  const at::Tensor x = at::randn(input_shape);
+  const at::Tensor x = at::randn({1, 3, 32, 32});
   torch::NoGradGuard no_grad;
   const at::Tensor y = model.forward({x}).toTensor();
-  std::cout << "TorchScript model " << path << ": output " << y.sizes() << ", "
+  std::cout << "TorchScript pruned model " << path << ": output " << y.sizes() << ", "
             << median_ms([&] { model.forward({x}); }) << " ms\n";
+}
+
+void sparse_input_model_demo(const std::string& path) {
+  torch::jit::Module model = torch::jit::load(path);
+  model.eval();
+  const std::vector<int64_t> shape = model.attr("image_shape").toIntVector();
+  const at::Tensor dense = at::rand({64, shape[0] * shape[1]});
+  const at::Tensor images = (dense * (dense > 0.95).to(at::kFloat)).to_sparse_csr();
+  torch::NoGradGuard no_grad;
+  const at::Tensor y = model.forward({images}).toTensor();
+  std::cout << "TorchScript sparse-input module " << path << ": " << images.size(0)
+            << " images in, CSR " << y.sizes() << " with " << y.values().numel()
+            << " stored pixels out, " << median_ms([&] { model.forward({images}); }) << " ms\n";
 }
 
 }  // namespace
@@ -87,15 +102,12 @@ int main(int argc, char** argv) {
   torch::manual_seed(0);
   bool ok = sparse_filter_demo();
   ok = toeplitz_demo() && ok;
-  if (argc >= 2) {
-    std::vector<int64_t> shape = {1, 3, 32, 32};
-    for (int i = 2; i < argc && i < 6; ++i) shape[i - 2] = std::atoll(argv[i]);
-    try {
-      torchscript_demo(argv[1], shape);
-    } catch (const c10::Error& error) {
-      std::cerr << "could not run " << argv[1] << ": " << error.what_without_backtrace() << "\n";
-      ok = false;
-    }
+  try {
+    if (argc >= 2) pruned_model_demo(argv[1]);
+    if (argc >= 3) sparse_input_model_demo(argv[2]);
+  } catch (const std::exception& error) {  // c10::Error, torch::jit::ErrorReport
+    std::cerr << "could not run the TorchScript model: " << error.what() << "\n";
+    ok = false;
   }
   return ok ? 0 : 1;
 }

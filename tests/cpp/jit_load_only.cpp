@@ -24,8 +24,8 @@ int main(int argc, char** argv) {
                 << (output - reference).abs().max().item<double>() << "\n";
       return 1;
     }
-  } catch (const c10::Error& error) {
-    std::cerr << error.what_without_backtrace() << "\n";
+  } catch (const std::exception& error) {  // c10::Error, or torch::jit::ErrorReport
+    std::cerr << error.what() << "\n";
     return 1;
   }
   std::cout << "loaded and ran " << argv[1] << ": output matches Python's\n";
