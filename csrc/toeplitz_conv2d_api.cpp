@@ -61,9 +61,11 @@ at::Tensor toeplitz_conv2d(const at::Tensor& images, const at::Tensor& kernel,
                      images.values()};
   const CsrImages out = toeplitz_conv2d(in, kernel, image_shape, mode, method);
   const std::vector<int64_t> out_shape = toeplitz_output_shape(image_shape, kernel.sizes(), mode);
-  return at::sparse_csr_tensor(out.crow, out.col, out.values,
-                               {images.size(0), out_shape[0] * out_shape[1]},
-                               out.values.options().layout(at::kSparseCsr));
+  // at::sparse_compressed_tensor, not at::sparse_csr_tensor: only the former records the
+  // values in the autograd graph (torch 2.11), like Python's torch.sparse_csr_tensor.
+  return at::sparse_compressed_tensor(out.crow, out.col, out.values,
+                                      {images.size(0), out_shape[0] * out_shape[1]},
+                                      out.values.options().layout(at::kSparseCsr));
 }
 
 }  // namespace torch_sparse_conv

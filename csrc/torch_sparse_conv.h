@@ -70,7 +70,9 @@ CsrImages toeplitz_conv2d(const CsrImages& images, const at::Tensor& kernel,
                           const std::string& method = "auto");
 
 // The same for a sparse CSR tensor (B, H*W) (int32 or int64 indices); returns a sparse CSR
-// tensor (B, H_out * W_out) whose values carry the autograd graph.
+// tensor (B, H_out * W_out) whose values() carry the autograd graph. For gradients w.r.t.
+// the images' values, build `images` with at::sparse_compressed_tensor(..., layout
+// kSparseCsr): at::sparse_csr_tensor does not record its values in the graph.
 at::Tensor toeplitz_conv2d(const at::Tensor& images, const at::Tensor& kernel,
                            at::IntArrayRef image_shape, const std::string& mode = "same",
                            const std::string& method = "auto");

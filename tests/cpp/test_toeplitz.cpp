@@ -213,6 +213,33 @@ TEST(ToeplitzConv2d, BackwardMatchesDenseConv2d) {
   }
 }
 
+// The sparse-tensor form carries the graph too: through the CSR tensor's values, to the
+// same gradients as the parts form.
+TEST(ToeplitzConv2d, SparseCsrTensorFormIsDifferentiable) {
+  torch::manual_seed(13);
+  const SparseBatch x = random_images(2, 6, 7, 0.3, at::kDouble);
+  const at::Tensor kernel0 = at::randn({3, 2}, at::kDouble);
+
+  const at::Tensor values = x.csr.values().clone().requires_grad_();
+  const at::Tensor kernel = kernel0.clone().requires_grad_();
+  // sparse_compressed_tensor: at::sparse_csr_tensor would drop the values' graph.
+  const at::Tensor images = at::sparse_compressed_tensor(
+      x.csr.crow_indices(), x.csr.col_indices(), values, x.csr.sizes(),
+      values.options().layout(at::kSparseCsr));
+  at::Tensor out_values = tsc::toeplitz_conv2d(images, kernel, {6, 7}, "full").values();
+  (out_values * out_values).sum().backward();
+
+  const at::Tensor values_ref = x.csr.values().clone().requires_grad_();
+  const at::Tensor kernel_ref = kernel0.clone().requires_grad_();
+  const tsc::CsrImages out_ref = tsc::toeplitz_conv2d(
+      {x.csr.crow_indices(), x.csr.col_indices(), values_ref}, kernel_ref, {6, 7}, "full");
+  (out_ref.values * out_ref.values).sum().backward();
+
+  ASSERT_TRUE(values.grad().defined() && kernel.grad().defined());
+  tsc_test::expect_close(values.grad(), values_ref.grad());
+  tsc_test::expect_close(kernel.grad(), kernel_ref.grad());
+}
+
 TEST(ToeplitzConv2d, ErrorsNameTheArgument) {
   const SparseBatch x = random_images(2, 6, 5, 0.3, at::kFloat);
   const tsc::CsrImages in = parts(x.csr);
