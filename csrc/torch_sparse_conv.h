@@ -1,8 +1,10 @@
 // Public C++ API of torch_sparse_conv.
 //
-// Every function goes through the PyTorch dispatcher, so it picks the CPU or CUDA kernel
-// from its arguments and records autograd exactly like the Python calls
-// torch.ops.torch_sparse_conv.<op>.
+// Sparse-filter conv2d (pruned weights, dense activations) and sparse-input (Toeplitz)
+// conv2d (sparse images, small dense kernel). Every function goes through the PyTorch
+// dispatcher, so it picks the CPU or CUDA kernel from its arguments and records autograd
+// exactly like the Python calls torch.ops.torch_sparse_conv.<op>: backward() on a C++
+// graph gives the same gradients as in Python.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -41,6 +43,41 @@ at::Tensor sparse_filter_conv2d(
 
 // The dense (C_out, C_in/groups, kH, kW) weight a PackedFilter stands for.
 at::Tensor unpack_sparse_filter(const PackedFilter& weight);
+
+// ---------------------------------------------------------------- sparse input (Toeplitz)
+//
+// A batch of sparse images: row b of a CSR matrix (B, H*W) is image b flattened in C order.
+//   crow: int64 (B + 1), col: int64 (nnz) in [0, H*W), values: (nnz) float32 or float64.
+struct CsrImages {
+  at::Tensor crow;
+  at::Tensor col;
+  at::Tensor values;
+};
+
+// (H_out, W_out) of scipy.signal.convolve2d(image, kernel, mode) for an (H, W) image and a
+// (kH, kW) kernel. mode: "full", "same" or "valid".
+std::vector<int64_t> toeplitz_output_shape(at::IntArrayRef image_shape,
+                                           at::IntArrayRef kernel_shape,
+                                           const std::string& mode = "same");
+
+// Convolves every image with the dense (kH, kW) kernel exactly as
+// scipy.signal.convolve2d(image, kernel, mode) (a true convolution: the kernel is flipped),
+// keeping the output sparse: CSR (B, H_out * W_out) with sorted int64 columns. An output
+// pixel is stored when the kernel's footprint of a stored input entry covers it.
+// Differentiable w.r.t. images.values and kernel. method: "auto" or "direct".
+CsrImages toeplitz_conv2d(const CsrImages& images, const at::Tensor& kernel,
+                          at::IntArrayRef image_shape, const std::string& mode = "same",
+                          const std::string& method = "auto");
+
+// The same for a sparse CSR tensor (B, H*W) (int32 or int64 indices); returns a sparse CSR
+// tensor (B, H_out * W_out) whose values() carry the autograd graph. For gradients w.r.t.
+// the images' values, build `images` with at::sparse_compressed_tensor(..., layout
+// kSparseCsr): at::sparse_csr_tensor does not record its values in the graph.
+at::Tensor toeplitz_conv2d(const at::Tensor& images, const at::Tensor& kernel,
+                           at::IntArrayRef image_shape, const std::string& mode = "same",
+                           const std::string& method = "auto");
+
+// ---------------------------------------------------------------- build facts
 
 // 0 when the library was built without CUDA, else the CUDA_VERSION it was built with.
 int64_t cuda_version_compiled();

@@ -1,0 +1,117 @@
+"""Exports the TorchScript fixtures of the C++ suite (run by ctest before the tests that
+load them): scripted models using the torch_sparse_conv ops, and their inputs and Python's
+results.
+
+    python tests/cpp/export_fixture.py <out_dir>
+
+Writes
+  sparse_filter_model.pt     scripted pruned CNN: SparseConv2d layers and a raw-op conv
+  sparse_filter_expected.pt  attributes input, output, input_grad (of output.sum())
+  toeplitz_model.pt          scripted sparse-input module (CSR images in, CSR out)
+  toeplitz_expected.pt       attributes input (dense images), output (dense result)
+The expected values live as attributes of a scripted module because torch::jit::load reads
+that container in C++ without further tools.
+"""
+import os
+import sys
+from typing import List
+
+import torch
+from torch import Tensor, nn
+
+# The repository's own package, not another checkout's install.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+import torch_sparse_conv as tsc  # noqa: E402
+
+
+class MaskedConv(nn.Module):
+    """A dense weight with a fixed pattern of zeros, packed and convolved by the raw ops in
+    forward (tsc.sparse_conv2d itself does not script: its argument checks use f-strings
+    with conversions)."""
+
+    def __init__(self, in_channels: int, out_channels: int, density: float):
+        super().__init__()
+        weight = torch.randn(out_channels, in_channels, 3, 3)
+        # A buffer: pack_sparse_filter has no autograd formula (its values are a gather).
+        self.register_buffer("weight", weight * (torch.rand_like(weight) < density))
+        self.bias = nn.Parameter(torch.randn(out_channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        row_ptr, col_idx, values = torch.ops.torch_sparse_conv.pack_sparse_filter(self.weight)
+        return torch.ops.torch_sparse_conv.sparse_filter_conv2d(
+            x, row_ptr, col_idx, values, list(self.weight.shape), self.bias, [1, 1], [1, 1],
+            [1, 1], 1, "auto")
+
+
+class ToeplitzBlur(nn.Module):
+    """Sparse-input convolution by the raw op, CSR in and out (tsc.ToeplitzConv2d does not
+    script: its checks use f-strings with conversions)."""
+
+    def __init__(self, image_shape: List[int], kernel: Tensor, mode: str):
+        super().__init__()
+        self.image_shape = image_shape
+        self.mode = mode
+        self.out_pixels = tsc.toeplitz.output_shape(image_shape, kernel.shape, mode)
+        self.kernel = nn.Parameter(kernel.clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        crow, col, values = torch.ops.torch_sparse_conv.toeplitz_conv2d(
+            x.crow_indices(), x.col_indices(), x.values(), self.kernel, self.image_shape,
+            self.mode, "auto")
+        out_h, out_w = self.out_pixels
+        return torch.sparse_csr_tensor(crow, col, values, [x.size(0), out_h * out_w])
+
+
+class Tensors(nn.Module):
+    """Holds named tensors as attributes, for the C++ side to read."""
+
+    def __init__(self, **tensors: Tensor):
+        super().__init__()
+        for name, tensor in tensors.items():
+            self.register_buffer(name, tensor.detach().contiguous())
+
+    def forward(self) -> int:
+        return 0
+
+
+def export_sparse_filter(out_dir: str) -> None:
+    model = nn.Sequential(
+        tsc.SparseConv2d(3, 8, 3, padding=1, density=0.3),
+        nn.ReLU(),
+        tsc.SparseConv2d(8, 6, (2, 3), stride=2, groups=2, density=0.4),
+        nn.ReLU(),
+        MaskedConv(6, 4, density=0.3),
+    ).eval()
+    scripted = torch.jit.script(model)
+    x = torch.randn(2, 3, 12, 12, requires_grad=True)
+    output = scripted(x)
+    output.sum().backward()
+    scripted.save(os.path.join(out_dir, "sparse_filter_model.pt"))
+    torch.jit.script(Tensors(input=x, output=output, input_grad=x.grad)).save(
+        os.path.join(out_dir, "sparse_filter_expected.pt"))
+
+
+def export_toeplitz(out_dir: str) -> None:
+    kernel = torch.randn(4, 3)
+    module = ToeplitzBlur([10, 9], kernel, mode="full").eval()
+    scripted = torch.jit.script(module)
+    images = torch.randn(3, 10 * 9) * (torch.rand(3, 10 * 9) < 0.1)
+    output = scripted(images.to_sparse_csr())
+    scripted.save(os.path.join(out_dir, "toeplitz_model.pt"))
+    torch.jit.script(Tensors(input=images, output=output.to_dense())).save(
+        os.path.join(out_dir, "toeplitz_expected.pt"))
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        sys.exit("usage: export_fixture.py <out_dir>")
+    out_dir = sys.argv[1]
+    os.makedirs(out_dir, exist_ok=True)
+    torch.manual_seed(0)
+    export_sparse_filter(out_dir)
+    export_toeplitz(out_dir)
+    print(f"TorchScript fixtures written to {out_dir}")
+
+
+if __name__ == "__main__":
+    main()
