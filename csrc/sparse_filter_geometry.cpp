@@ -94,8 +94,11 @@ SparseFilterGeometry check_sparse_filter_conv2d_args(
   TORCH_CHECK(input.defined() && input.dim() == 4,
               "sparse_filter_conv2d: input must be a 4-D (N, C, H, W) tensor, got ",
               input.defined() ? input.dim() : 0, " dimensions");
-  TORCH_CHECK(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
-              "sparse_filter_conv2d: input must be float32 or float64, got ", input.scalar_type());
+  const at::ScalarType dtype = input.scalar_type();
+  const bool half_precision = dtype == at::kHalf || dtype == at::kBFloat16;
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || (half_precision && input.is_cuda()),
+              "sparse_filter_conv2d: input must be float32 or float64 (float16 and bfloat16 "
+              "on CUDA only), got ", dtype, " on ", input.device());
   TORCH_CHECK(row_ptr.dim() == 1 && row_ptr.size(0) >= 1 && row_ptr.scalar_type() == at::kLong,
               "sparse_filter_conv2d: row_ptr must be a 1-D int64 tensor of C_out + 1 elements, got ",
               row_ptr.scalar_type(), " of shape ", row_ptr.sizes());

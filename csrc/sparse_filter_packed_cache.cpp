@@ -73,6 +73,14 @@ at::Tensor PackedFilterFacts::dense_weight() {
   return dense_;
 }
 
+const std::vector<at::Tensor>& PackedFilterFacts::derived(
+    const std::string& name, const std::function<std::vector<at::Tensor>()>& build) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = derived_.find(name);
+  if (it == derived_.end()) it = derived_.emplace(name, build()).first;
+  return it->second;  // std::map keeps references valid while entries are added
+}
+
 std::shared_ptr<PackedFilterFacts> packed_filter_facts(const at::Tensor& row_ptr,
                                                        const at::Tensor& col_idx,
                                                        const at::Tensor& values,

@@ -10,8 +10,11 @@
 
 #include <ATen/ATen.h>
 
+#include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "sparse_filter_geometry.h"
@@ -29,6 +32,10 @@ class PackedFilterFacts {
   double union_fraction();
   // The dense (C_out, C_in/groups, kH, kW) weight.
   at::Tensor dense_weight();
+  // Tensors a backend derives from this packed filter once (CUDA's tap tables), by name:
+  // `build` runs on the first request for `name`.
+  const std::vector<at::Tensor>& derived(const std::string& name,
+                                         const std::function<std::vector<at::Tensor>()>& build);
 
  private:
   friend std::shared_ptr<PackedFilterFacts> packed_filter_facts(
@@ -41,6 +48,7 @@ class PackedFilterFacts {
   std::vector<std::vector<int64_t>> kept_columns_;
   bool has_kept_columns_ = false;
   at::Tensor dense_;
+  std::map<std::string, std::vector<at::Tensor>> derived_;
   std::mutex mutex_;
 };
 

@@ -115,8 +115,10 @@ def _check_tensors(input, weight, bias):
     if weight.dim() != 4:
         raise ValueError("sparse_conv2d: weight must be 4-D (C_out, C_in/groups, kH, kW), got "
                          f"shape {tuple(weight.shape)}")
-    if input.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"sparse_conv2d: input must be float32 or float64, got {input.dtype}")
+    half = input.dtype in (torch.float16, torch.bfloat16)
+    if input.dtype not in (torch.float32, torch.float64) and not (half and input.is_cuda):
+        raise TypeError("sparse_conv2d: input must be float32 or float64 (float16 and bfloat16 "
+                        f"on CUDA only), got {input.dtype} on {input.device}")
     if weight.dtype != input.dtype:
         raise TypeError(f"sparse_conv2d: weight dtype ({weight.dtype}) must match input dtype "
                         f"({input.dtype})")
@@ -131,7 +133,8 @@ def sparse_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     """2-D convolution with a pruned weight, equal to ``F.conv2d`` with the same arguments.
 
     Args:
-        input: ``(N, C_in, H, W)`` or ``(C_in, H, W)``, float32 or float64, any memory format.
+        input: ``(N, C_in, H, W)`` or ``(C_in, H, W)``, float32 or float64 (also float16 and
+            bfloat16 on CUDA, accumulated in float32), any memory format.
         weight: dense ``(C_out, C_in/groups, kH, kW)``; its zeros are pruned taps and cost
             nothing. The gradient w.r.t. ``weight`` is zero at pruned taps (they stay pruned).
         bias: optional ``(C_out,)``.
