@@ -54,9 +54,11 @@ ToeplitzGeometry check_toeplitz_args(const at::Tensor& crow, const at::Tensor& c
               "toeplitz_conv2d: x's column indices must be a 1-D int64 tensor");
   TORCH_CHECK(values.dim() == 1 && values.size(0) == col.size(0),
               "toeplitz_conv2d: x's values must be 1-D with one entry per column index");
-  TORCH_CHECK(values.scalar_type() == at::kFloat || values.scalar_type() == at::kDouble,
-              "toeplitz_conv2d: x must hold float32 or float64 values, got ",
-              values.scalar_type());
+  const at::ScalarType dtype = values.scalar_type();
+  const bool half_precision = dtype == at::kHalf || dtype == at::kBFloat16;
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || (half_precision && values.is_cuda()),
+              "toeplitz_conv2d: x must hold float32 or float64 values (float16 and bfloat16 on "
+              "CUDA only), got ", dtype, " on ", values.device());
   TORCH_CHECK(kernel.dim() == 2, "toeplitz_conv2d: kernel must be 2-D (kH, kW), got ",
               kernel.dim(), " dimensions");
   TORCH_CHECK(kernel.size(0) > 0 && kernel.size(1) > 0,

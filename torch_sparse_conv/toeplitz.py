@@ -11,7 +11,7 @@ from . import _library
 _library.load()
 
 MODES = ("full", "same", "valid")
-METHODS = ("auto", "direct")
+METHODS = ("auto", "direct", "precomputed")
 
 
 def output_shape(image_shape: Sequence[int], kernel_shape: Sequence[int],
@@ -50,8 +50,10 @@ def _check_arguments(x, kernel, image_shape, mode, method) -> Tuple[int, int]:
     if x.shape[1] != h * w:
         raise ValueError(f"toeplitz_conv2d: x.shape[1] ({x.shape[1]}) must equal H*W = {h * w} "
                          f"for image_shape {tuple(image_shape)}")
-    if x.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"toeplitz_conv2d: x must be float32 or float64, got {x.dtype}")
+    half = x.dtype in (torch.float16, torch.bfloat16)
+    if x.dtype not in (torch.float32, torch.float64) and not (half and x.is_cuda):
+        raise TypeError("toeplitz_conv2d: x must be float32 or float64 (float16 and bfloat16 "
+                        f"on CUDA only), got {x.dtype} on {x.device}")
     if kernel.dtype != x.dtype:
         raise TypeError(f"toeplitz_conv2d: kernel dtype ({kernel.dtype}) must match x's "
                         f"({x.dtype})")

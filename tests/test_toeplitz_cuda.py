@@ -1,0 +1,131 @@
+"""toeplitz_conv2d's CUDA kernels against the CPU kernels and scipy (skipped without a GPU)."""
+import numpy as np
+import pytest
+import scipy.signal
+import torch
+
+import torch_sparse_conv as tsc
+
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+pytestmark = needs_gpu
+MODES = ["full", "same", "valid"]
+OP = torch.ops.torch_sparse_conv.toeplitz_conv2d
+
+
+def random_batch(rng, batch, h, w, density, dtype=torch.float64):
+    dense = rng.standard_normal((batch, h * w)) * (rng.random((batch, h * w)) < density)
+    return torch.tensor(dense, dtype=dtype).to_sparse_csr()
+
+
+def to_cuda(x):
+    return torch.sparse_csr_tensor(x.crow_indices().cuda(), x.col_indices().cuda(),
+                                   x.values().cuda(), size=x.shape)
+
+
+@pytest.mark.parametrize("method", ["direct", "auto", "precomputed"])
+@pytest.mark.parametrize("mode", MODES)
+def test_cuda_matches_cpu_and_scipy(mode, method):
+    rng = np.random.default_rng(len(mode) + len(method))
+    for (h, w), (kh, kw), density in [((50, 64), (5, 5), 0.02), ((37, 23), (11, 4), 0.3),
+                                      ((100, 7), (3, 7), 0.001), ((6, 6), (6, 6), 0.9),
+                                      ((1, 1), (1, 1), 1.0)]:
+        x = random_batch(rng, 7, h, w, density)
+        kernel = torch.tensor(rng.standard_normal((kh, kw)))
+        cpu = tsc.toeplitz_conv2d(x, kernel, (h, w), mode, method="direct")
+        gpu = tsc.toeplitz_conv2d(to_cuda(x), kernel.cuda(), (h, w), mode, method=method)
+        assert gpu.layout == torch.sparse_csr and gpu.col_indices().dtype == torch.int64
+        expected = np.stack([scipy.signal.convolve2d(im.reshape(h, w), kernel.numpy(), mode)
+                             .reshape(-1) for im in x.to_dense().numpy()])
+        np.testing.assert_allclose(gpu.to_dense().cpu().numpy(), expected, atol=1e-10)
+        if method != "precomputed":  # cuSPARSE may drop or keep zero products differently
+            assert torch.equal(gpu.crow_indices().cpu(), cpu.crow_indices())
+            assert torch.equal(gpu.col_indices().cpu(), cpu.col_indices())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_cuda_dtypes(dtype):
+    rng = np.random.default_rng(1)
+    x = random_batch(rng, 5, 30, 40, 0.05, torch.float64)
+    kernel = torch.tensor(rng.standard_normal((5, 5)))
+    ref = tsc.toeplitz_conv2d(x, kernel, (30, 40), "same").to_dense()
+    xg = to_cuda(x).to(dtype) if dtype != torch.float64 else to_cuda(x)
+    xg = torch.sparse_csr_tensor(xg.crow_indices(), xg.col_indices(), xg.values().to(dtype),
+                                 size=x.shape)
+    out = tsc.toeplitz_conv2d(xg, kernel.to(dtype).cuda(), (30, 40), "same")
+    assert out.values().dtype == dtype
+    tol = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 6e-2}[dtype]
+    torch.testing.assert_close(out.to_dense().double().cpu(), ref, rtol=tol, atol=tol * 4)
+
+
+def test_cuda_duplicates_unsorted_empty_and_huge_frame():
+    crow = torch.tensor([0, 3, 3, 5])
+    col = torch.tensor([7, 2, 7, 0, 24])      # image 0: pixel 7 twice, unsorted
+    values = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0], dtype=torch.float64)
+    kernel = torch.arange(9, dtype=torch.float64).view(3, 3)
+    cpu = OP(crow, col, values, kernel, [5, 5], "same", "direct")
+    gpu = OP(crow.cuda(), col.cuda(), values.cuda(), kernel.cuda(), [5, 5], "same", "direct")
+    for a, b in zip(cpu, gpu):
+        torch.testing.assert_close(b.cpu(), a)
+    empty = OP(torch.zeros(4, dtype=torch.long, device="cuda"),
+               torch.zeros(0, dtype=torch.long, device="cuda"),
+               torch.zeros(0, dtype=torch.float64, device="cuda"), kernel.cuda(), [5, 5], "full",
+               "direct")
+    assert empty[0].tolist() == [0, 0, 0, 0] and empty[1].numel() == 0
+    n = 100_000                                # 10^10 pixels: int64 keys, never scanned
+    cols = torch.tensor([0, 5 * n + 7, n * n // 2 + 3, n * n - 1, 17], device="cuda")
+    out = OP(torch.tensor([0, 4, 5], device="cuda"), cols,
+             torch.ones(5, dtype=torch.float64, device="cuda"),
+             torch.ones(3, 3, dtype=torch.float64, device="cuda"), [n, n], "same", "direct")
+    assert out[2].numel() == 4 + 9 + 9 + 4 + 6 and float(out[2].sum()) == 32
+    assert int(out[1].max()) == n * n - 1
+
+
+def test_cuda_gradients_match_cpu_and_are_deterministic():
+    rng = np.random.default_rng(4)
+    x = random_batch(rng, 6, 20, 17, 0.1)
+    kernel = torch.tensor(rng.standard_normal((4, 5)))
+    grads = {}
+    for device in ("cpu", "cuda", "cuda"):
+        values = x.values().to(device).clone().requires_grad_()
+        k = kernel.to(device).clone().requires_grad_()
+        out = OP(x.crow_indices().to(device), x.col_indices().to(device), values, k, [20, 17],
+                 "same", "direct")
+        weights = torch.linspace(-1, 1, out[2].numel(), dtype=torch.float64, device=device)
+        gv, gk = torch.autograd.grad((out[2] * weights).sum(), (values, k))
+        if device in grads:
+            assert torch.equal(gv, grads[device][0]) and torch.equal(gk, grads[device][1])
+        grads[device] = (gv, gk)
+    torch.testing.assert_close(grads["cuda"][0].cpu(), grads["cpu"][0])
+    torch.testing.assert_close(grads["cuda"][1].cpu(), grads["cpu"][1])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cuda_gradcheck(mode):
+    rng = np.random.default_rng(5)
+    x = random_batch(rng, 3, 6, 7, 0.3)
+    crow, col = x.crow_indices().cuda(), x.col_indices().cuda()
+    values = x.values().cuda().clone().requires_grad_()
+    kernel = torch.tensor(rng.standard_normal((3, 2)), device="cuda", requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda v, k: OP(crow, col, v, k, [6, 7], mode, "direct")[2], (values, kernel))
+
+
+def test_cuda_opcheck_and_invalid_csr():
+    rng = np.random.default_rng(7)
+    x = random_batch(rng, 3, 6, 5, 0.3)
+    values = x.values().cuda().clone().requires_grad_()
+    kernel = torch.tensor(rng.standard_normal((3, 3)), device="cuda", requires_grad=True)
+    args = (x.crow_indices().cuda(), x.col_indices().cuda(), values, kernel, [6, 5], "same",
+            "direct")
+    torch.library.opcheck(OP.default, args, test_utils=("test_schema",
+                                                       "test_autograd_registration",
+                                                       "test_faketensor"))
+    crow, col = x.crow_indices().cuda(), x.col_indices().cuda().clone()
+    col[0] = 30
+    with pytest.raises(RuntimeError, match="column indices must lie in"):
+        OP(crow, col, values.detach(), kernel.detach(), [6, 5], "same", "direct")
+    bad_crow = crow.clone()
+    bad_crow[1] = bad_crow[2] + 1
+    with pytest.raises(RuntimeError, match="non-decreasing"):
+        OP(bad_crow, x.col_indices().cuda(), values.detach(), kernel.detach(), [6, 5], "same",
+           "direct")
