@@ -1,4 +1,4 @@
-// toeplitz_conv2d forward on CPU, method 'direct'.
+// toeplitz_conv2d forward on CPU: method 'direct' here ('precomputed' in toeplitz_spgemm_cpu.cpp).
 //
 // Per image (in parallel), one of two ways, both with memory bounded by the image's own work:
 // * its output bounding box is small next to its contributions (small frames, ROIs): flags
@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "toeplitz_geometry.h"
+#include "toeplitz_precomputed_cpu.h"
 
 namespace torch_sparse_conv {
 namespace {
@@ -324,7 +325,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_cpu(
     const at::Tensor& kernel, at::IntArrayRef image_shape, c10::string_view mode,
     c10::string_view method) {
   const ToeplitzGeometry g = check_toeplitz_args(crow, col, values, kernel, image_shape, mode);
-  parse_toeplitz_method(method);  // 'auto' and 'direct' both run the direct kernel on CPU
+  // 'auto' is 'direct' here: building T touches every pixel of the frame times every tap, at
+  // least the direct method's whole work (see toeplitz_precomputed_cpu.h). The Python layer,
+  // which can keep T between calls, chooses 'precomputed' where that pays.
+  if (parse_toeplitz_method(method) == ToeplitzMethod::Precomputed) {
+    const auto [t_crow, t_col, t_values] = build_toeplitz_matrix_cpu(kernel.contiguous(), g);
+    return sparse_times_toeplitz_cpu(crow, col, values, t_crow, t_col, t_values,
+                                     g.out_h * g.out_w);
+  }
   const at::Tensor cr = crow.contiguous(), cc = col.contiguous();
   const at::Tensor cv = values.contiguous(), ck = kernel.contiguous();
   at::Tensor out_crow = at::zeros({g.batch + 1}, crow.options());
