@@ -66,6 +66,14 @@ TORCH_LIBRARY(torch_sparse_conv, m) {
       "Tensor values, Tensor kernel, Tensor out_crow, Tensor out_col, int[2] image_shape, "
       "str mode, bool[2] output_mask) -> (Tensor grad_values, Tensor grad_kernel)");
 
+  // toeplitz_conv2d's direct method with scipy.sparse's storage conventions, for
+  // compat.Toeplitz_convolution2d: index arrays int32 or int64 in; out, int32 indices when
+  // the output's shape and an upper bound of its entries (B*H_out*W_out, nnz(x)*kH*kW) fit,
+  // else int64; outputs that are exactly zero are not stored. Forward only, CPU.
+  m.def(
+      "_toeplitz_conv2d_scipy(Tensor crow, Tensor col, Tensor values, Tensor kernel, "
+      "int[2] image_shape, str mode) -> (Tensor out_crow, Tensor out_col, Tensor out_values)");
+
   // T, the doubly-block-Toeplitz matrix of the kernel: CSR (H*W, H_out*W_out) with sorted
   // int64 columns, so that toeplitz_conv2d(x) == x @ T. Every tap landing inside the output is
   // stored, kernel zeros included. Differentiable w.r.t. the kernel.

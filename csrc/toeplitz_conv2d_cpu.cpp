@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "toeplitz_geometry.h"
+#include "toeplitz_direct_cpu.h"
 #include "toeplitz_precomputed_cpu.h"
 
 namespace torch_sparse_conv {
@@ -43,6 +44,19 @@ inline int64_t last_touched(const char* touched, int64_t size) {
   while (last >= 0 && !touched[last]) --last;
   return last;
 }
+
+// Where the fill pass writes: the column index type, and whether outputs that are exactly
+// zero are dropped (scipy's convention) or kept (the operator's: every covered pixel).
+template <typename index_t, bool kDropZeros>
+struct Sink {
+  using index = index_t;
+  static constexpr bool drop_zeros = kDropZeros;
+  template <typename scalar_t>
+  static int64_t keeps(scalar_t value) {
+    return kDropZeros ? value != scalar_t(0) : 1;
+  }
+};
+using KeepAll = Sink<int64_t, false>;
 
 template <typename scalar_t>
 struct Scratch {
@@ -95,10 +109,10 @@ void gather_image(const int64_t* col, const scalar_t* val, int64_t begin, int64_
 // Output row r from the groups [lo, hi) (the input rows within reach). The count pass
 // (kFill false) only returns how many entries the row has; the fill pass also writes them,
 // sorted, to cols / vals.
-template <bool kFill, typename scalar_t>
+template <bool kFill, typename Out, typename scalar_t>
 int64_t convolve_output_row(int64_t r, int64_t lo, int64_t hi, const scalar_t* kernel,
-                            const ToeplitzGeometry& g, Scratch<scalar_t>& s, int64_t* cols,
-                            scalar_t* vals) {
+                            const ToeplitzGeometry& g, Scratch<scalar_t>& s,
+                            typename Out::index* cols, scalar_t* vals) {
   int64_t first_col = INT64_MAX, last_col = INT64_MIN, contributions = 0;
   for (int64_t gi = lo; gi < hi; ++gi) {
     first_col = std::min(first_col, s.column[s.group_begin[gi]]);
@@ -151,21 +165,24 @@ int64_t convolve_output_row(int64_t r, int64_t lo, int64_t hi, const scalar_t* k
     // row's own slot (before the last touched one, fewer entries than the slot holds).
     const int64_t last = last_touched(s.touched.data(), span);
     for (int64_t j = 0; j <= last; ++j) {
-      cols[count] = row_base + cmin + j;
+      cols[count] = static_cast<typename Out::index>(row_base + cmin + j);
       vals[count] = s.acc[j];
-      count += s.touched[j];
+      count += s.touched[j] & Out::keeps(s.acc[j]);
     }
     return count;
   }
   std::sort(s.pairs.begin(), s.pairs.end(),
             [](const auto& x, const auto& y) { return x.first < y.first; });
-  for (size_t i = 0; i < s.pairs.size(); ++count) {
+  for (size_t i = 0; i < s.pairs.size();) {
     const int64_t c = s.pairs[i].first;
     scalar_t sum = 0;
     for (; i < s.pairs.size() && s.pairs[i].first == c; ++i) sum += s.pairs[i].second;
     if (kFill) {
-      cols[count] = row_base + c;
+      cols[count] = static_cast<typename Out::index>(row_base + c);
       vals[count] = sum;
+      count += Out::keeps(sum);
+    } else {
+      ++count;
     }
   }
   return count;
@@ -174,10 +191,11 @@ int64_t convolve_output_row(int64_t r, int64_t lo, int64_t hi, const scalar_t* k
 // One image whose output bounding box is small next to its work: flags and sums in a dense
 // buffer over the box, emitted in raster order (sorted). No sorting or grouping needed.
 // Returns -1, touching nothing, when the box is too large; the caller then goes row by row.
-template <bool kFill, typename scalar_t>
+template <bool kFill, typename Out, typename scalar_t>
 int64_t convolve_image_in_box(const int64_t* col, const scalar_t* val, int64_t begin,
                               int64_t end, const scalar_t* kernel, const ToeplitzGeometry& g,
-                              Scratch<scalar_t>& s, int64_t* cols, scalar_t* vals) {
+                              Scratch<scalar_t>& s, typename Out::index* cols,
+                              scalar_t* vals) {
   int64_t amin = INT64_MAX, amax = INT64_MIN, bmin = INT64_MAX, bmax = INT64_MIN;
   for (int64_t e = begin; e < end; ++e) {
     const int64_t a = col[e] / g.in_w, b = col[e] - a * g.in_w;
@@ -222,22 +240,22 @@ int64_t convolve_image_in_box(const int64_t* col, const scalar_t* val, int64_t b
   for (int64_t r = r0, i = 0; r <= r1 && i <= last; ++r) {
     const int64_t row_end = std::min<int64_t>(i + box_w, last + 1);
     for (int64_t c = c0; i < row_end; ++c, ++i) {
-      cols[count] = r * g.out_w + c;
+      cols[count] = static_cast<typename Out::index>(r * g.out_w + c);
       vals[count] = s.acc[i];
-      count += s.touched[i];
+      count += s.touched[i] & Out::keeps(s.acc[i]);
     }
   }
   return count;
 }
 
 // One image: returns its number of output entries (count pass) or writes them (fill pass).
-template <bool kFill, typename scalar_t>
+template <bool kFill, typename Out, typename scalar_t>
 int64_t convolve_image(const int64_t* col, const scalar_t* val, int64_t begin, int64_t end,
                        const scalar_t* kernel, const ToeplitzGeometry& g, Scratch<scalar_t>& s,
-                       int64_t* cols, scalar_t* vals) {
+                       typename Out::index* cols, scalar_t* vals) {
   if (begin == end) return 0;
-  const int64_t in_box = convolve_image_in_box<kFill>(col, val, begin, end, kernel, g, s, cols,
-                                                      vals);
+  const int64_t in_box = convolve_image_in_box<kFill, Out>(col, val, begin, end, kernel, g, s,
+                                                           cols, vals);
   if (in_box >= 0) return in_box;
   int64_t written = 0;
   gather_image(col, val, begin, end, g.in_w, s);
@@ -251,7 +269,7 @@ int64_t convolve_image(const int64_t* col, const scalar_t* val, int64_t begin, i
       // Input rows a reach output row r when r + offset_h - kH < a <= r + offset_h.
       while (hi < groups && s.group_row[hi] <= r + g.offset_h) ++hi;
       while (lo < hi && s.group_row[lo] < r + g.offset_h - g.kernel_h + 1) ++lo;
-      written += convolve_output_row<kFill>(r, lo, hi, kernel, g, s,
+      written += convolve_output_row<kFill, Out>(r, lo, hi, kernel, g, s,
                                             kFill ? cols + written : nullptr,
                                             kFill ? vals + written : nullptr);
       last_row = r;
@@ -261,18 +279,19 @@ int64_t convolve_image(const int64_t* col, const scalar_t* val, int64_t begin, i
 }
 
 // Images [begin, end): the count pass stores each image's entry count in counts[n]; the
-// fill pass writes its entries at cols / vals + offsets[n].
-template <bool kFill, typename scalar_t>
+// fill pass writes its entries at cols / vals + offsets[n] and, when it drops zeros, how many
+// it kept in counts[n].
+template <bool kFill, typename Out, typename scalar_t>
 void convolve_images(const int64_t* crow, const int64_t* col, const scalar_t* val,
                      const scalar_t* kernel, const ToeplitzGeometry& g, int64_t begin,
-                     int64_t end, const int64_t* offsets, int64_t* counts, int64_t* cols,
-                     scalar_t* vals) {
+                     int64_t end, const int64_t* offsets, int64_t* counts,
+                     typename Out::index* cols, scalar_t* vals) {
   Scratch<scalar_t> scratch;
   for (int64_t n = begin; n < end; ++n) {
-    const int64_t written = convolve_image<kFill>(col, val, crow[n], crow[n + 1], kernel, g,
-                                                  scratch, kFill ? cols + offsets[n] : nullptr,
-                                                  kFill ? vals + offsets[n] : nullptr);
-    if (!kFill) counts[n] = written;
+    const int64_t written = convolve_image<kFill, Out>(
+        col, val, crow[n], crow[n + 1], kernel, g, scratch,
+        kFill ? cols + offsets[n] : nullptr, kFill ? vals + offsets[n] : nullptr);
+    if (!kFill || Out::drop_zeros) counts[n] = written;
   }
 }
 
@@ -286,39 +305,59 @@ void convolve_images(const int64_t* crow, const int64_t* col, const scalar_t* va
 #define TSC_MULTIVERSIONED
 #endif
 
-#define TSC_DEFINE_PASS(NAME, FILL, SCALAR)                                                    \
+#define TSC_DEFINE_PASS(NAME, FILL, OUT, SCALAR)                                               \
   TSC_MULTIVERSIONED void NAME(const int64_t* crow, const int64_t* col, const SCALAR* val,     \
                                const SCALAR* kernel, const ToeplitzGeometry& g, int64_t begin, \
                                int64_t end, const int64_t* offsets, int64_t* counts,           \
-                               int64_t* cols, SCALAR* vals) {                                  \
-    convolve_images<FILL, SCALAR>(crow, col, val, kernel, g, begin, end, offsets, counts, cols, \
-                                  vals);                                                       \
+                               OUT::index* cols, SCALAR* vals) {                               \
+    convolve_images<FILL, OUT, SCALAR>(crow, col, val, kernel, g, begin, end, offsets, counts,  \
+                                       cols, vals);                                            \
   }
-TSC_DEFINE_PASS(count_pass_f32, false, float)
-TSC_DEFINE_PASS(fill_pass_f32, true, float)
-TSC_DEFINE_PASS(count_pass_f64, false, double)
-TSC_DEFINE_PASS(fill_pass_f64, true, double)
+using DropZeros32 = Sink<int32_t, true>;
+using DropZeros64 = Sink<int64_t, true>;
+TSC_DEFINE_PASS(count_pass_f32, false, KeepAll, float)
+TSC_DEFINE_PASS(fill_pass_f32, true, KeepAll, float)
+TSC_DEFINE_PASS(fill_pass_dz32_f32, true, DropZeros32, float)
+TSC_DEFINE_PASS(fill_pass_dz64_f32, true, DropZeros64, float)
+TSC_DEFINE_PASS(count_pass_f64, false, KeepAll, double)
+TSC_DEFINE_PASS(fill_pass_f64, true, KeepAll, double)
+TSC_DEFINE_PASS(fill_pass_dz32_f64, true, DropZeros32, double)
+TSC_DEFINE_PASS(fill_pass_dz64_f64, true, DropZeros64, double)
 #undef TSC_DEFINE_PASS
 
-void count_pass(const int64_t* crow, const int64_t* col, const float* val, const float* kernel,
-                const ToeplitzGeometry& g, int64_t begin, int64_t end, int64_t* counts) {
-  count_pass_f32(crow, col, val, kernel, g, begin, end, nullptr, counts, nullptr, nullptr);
-}
-void count_pass(const int64_t* crow, const int64_t* col, const double* val,
-                const double* kernel, const ToeplitzGeometry& g, int64_t begin, int64_t end,
-                int64_t* counts) {
-  count_pass_f64(crow, col, val, kernel, g, begin, end, nullptr, counts, nullptr, nullptr);
-}
-void fill_pass(const int64_t* crow, const int64_t* col, const float* val, const float* kernel,
-               const ToeplitzGeometry& g, int64_t begin, int64_t end, const int64_t* offsets,
-               int64_t* cols, float* vals) {
-  fill_pass_f32(crow, col, val, kernel, g, begin, end, offsets, nullptr, cols, vals);
-}
-void fill_pass(const int64_t* crow, const int64_t* col, const double* val,
-               const double* kernel, const ToeplitzGeometry& g, int64_t begin, int64_t end,
-               const int64_t* offsets, int64_t* cols, double* vals) {
-  fill_pass_f64(crow, col, val, kernel, g, begin, end, offsets, nullptr, cols, vals);
-}
+}  // namespace
+
+#define TSC_PASSES(SCALAR, SUFFIX)                                                             \
+  void direct_count_pass(const int64_t* crow, const int64_t* col, const SCALAR* val,           \
+                         const SCALAR* kernel, const ToeplitzGeometry& g, int64_t begin,       \
+                         int64_t end, int64_t* counts) {                                       \
+    count_pass_##SUFFIX(crow, col, val, kernel, g, begin, end, nullptr, counts, nullptr,       \
+                        nullptr);                                                              \
+  }                                                                                            \
+  void direct_fill_pass(const int64_t* crow, const int64_t* col, const SCALAR* val,            \
+                        const SCALAR* kernel, const ToeplitzGeometry& g, int64_t begin,        \
+                        int64_t end, const int64_t* offsets, int64_t* cols, SCALAR* vals) {    \
+    fill_pass_##SUFFIX(crow, col, val, kernel, g, begin, end, offsets, nullptr, cols, vals);   \
+  }                                                                                            \
+  void direct_fill_pass_dropping_zeros(const int64_t* crow, const int64_t* col,                \
+                                       const SCALAR* val, const SCALAR* kernel,                \
+                                       const ToeplitzGeometry& g, int64_t begin, int64_t end,  \
+                                       const int64_t* offsets, int32_t* cols, SCALAR* vals,    \
+                                       int64_t* kept) {                                        \
+    fill_pass_dz32_##SUFFIX(crow, col, val, kernel, g, begin, end, offsets, kept, cols, vals); \
+  }                                                                                            \
+  void direct_fill_pass_dropping_zeros(const int64_t* crow, const int64_t* col,                \
+                                       const SCALAR* val, const SCALAR* kernel,                \
+                                       const ToeplitzGeometry& g, int64_t begin, int64_t end,  \
+                                       const int64_t* offsets, int64_t* cols, SCALAR* vals,    \
+                                       int64_t* kept) {                                        \
+    fill_pass_dz64_##SUFFIX(crow, col, val, kernel, g, begin, end, offsets, kept, cols, vals); \
+  }
+TSC_PASSES(float, f32)
+TSC_PASSES(double, f64)
+#undef TSC_PASSES
+
+namespace {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_cpu(
     const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
@@ -345,7 +384,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_cpu(
     // Count pass, prefix sum, fill pass: the output is allocated once at its exact size.
     int64_t* oc = out_crow.data_ptr<int64_t>();
     at::parallel_for(0, g.batch, 1, [&](int64_t begin, int64_t end) {
-      count_pass(r, c, v, k, g, begin, end, oc + 1);
+      direct_count_pass(r, c, v, k, g, begin, end, oc + 1);
     });
     for (int64_t n = 0; n < g.batch; ++n) oc[n + 1] += oc[n];
     out_col = at::empty({oc[g.batch]}, col.options());
@@ -353,7 +392,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_cpu(
     int64_t* dst_col = out_col.data_ptr<int64_t>();
     scalar_t* dst_val = out_values.data_ptr<scalar_t>();
     at::parallel_for(0, g.batch, 1, [&](int64_t begin, int64_t end) {
-      fill_pass(r, c, v, k, g, begin, end, oc, dst_col, dst_val);
+      direct_fill_pass(r, c, v, k, g, begin, end, oc, dst_col, dst_val);
     });
   });
   return {out_crow, out_col, out_values};

@@ -95,3 +95,18 @@ def _toeplitz_conv2d_precomputed_fake(crow, col, values, kernel, image_shape, mo
         f"({values.dtype})"))
     nnz = torch.library.get_ctx().new_dynamic_size()
     return (crow.new_empty(crow.shape), col.new_empty((nnz,)), values.new_empty((nnz,)))
+
+
+@torch.library.register_fake("torch_sparse_conv::_toeplitz_conv2d_scipy")
+def _toeplitz_conv2d_scipy_fake(crow, col, values, kernel, image_shape, mode):
+    torch._check(kernel.dim() == 2, lambda: "_toeplitz_conv2d_scipy: kernel must be 2-D")
+    (h, w), (kh, kw) = image_shape, kernel.shape
+    out_h, out_w = {"full": (h + kh - 1, w + kw - 1), "same": (h, w),
+                    "valid": (h - kh + 1, w - kw + 1)}[mode]
+    # The same rule as the CPU kernel: int32 when the shapes bound every index below 2^31.
+    limit, pixels, batch = 2**31 - 1, out_h * out_w, crow.shape[0] - 1
+    small = pixels <= limit and (col.shape[0] * kh * kw <= limit or batch * pixels <= limit)
+    index = torch.int32 if small else torch.int64
+    nnz = torch.library.get_ctx().new_dynamic_size()
+    return (crow.new_empty(crow.shape, dtype=index), col.new_empty((nnz,), dtype=index),
+            values.new_empty((nnz,)))
