@@ -34,9 +34,12 @@ constexpr int64_t kDenseSpanFactor = 8;
 constexpr int64_t kDenseSpanSlack = 256;
 // An image whose output bounding box is at most this many times its contributions (plus a
 // little) is done in one dense box buffer, as small ROIs and small frames are; wider spread
-// images go row by row, so memory stays bounded by the work.
+// images go row by row, so memory stays bounded by the work. A slack of 256 rather than 4096
+// sends the few-entry images of a 50x50 or 100x100 frame (density 0.001) row by row instead
+// of scanning a box of thousands of pixels: 20-30 % faster on those cells of
+// sparse_convolution's grid, the same elsewhere (1 thread, medians of repeated runs).
 constexpr int64_t kBoxFactor = 4;
-constexpr int64_t kBoxSlack = 4096;
+constexpr int64_t kBoxSlack = 256;
 
 // Index of the last nonzero flag, or -1.
 inline int64_t last_touched(const char* touched, int64_t size) {
