@@ -2,7 +2,9 @@
 //
 // Per image (in parallel), one of two ways, both with memory bounded by the image's own work:
 // * its output bounding box is small next to its contributions (small frames, ROIs): flags
-//   and sums in one dense buffer over the box, emitted in raster order;
+//   and sums in dense buffers over the box, emitted in raster order (bytes cleared per image
+//   when the products cover the box, else bits and sums that stay zero between images, so a
+//   sparsely covered box costs a bit a pixel);
 // * otherwise the stored entries, sorted by pixel, are grouped by input row and only output
 //   rows within kH - 1 of an input row are visited, in increasing order, so the work never
 //   depends on the frame size. Each such row sums the contributions of the (at most kH)
@@ -32,14 +34,14 @@ namespace {
 // keeps the buffer proportional to the row's work.
 constexpr int64_t kDenseSpanFactor = 8;
 constexpr int64_t kDenseSpanSlack = 256;
-// An image whose output bounding box is at most this many times its contributions (plus a
-// little) is done in one dense box buffer, as small ROIs and small frames are; wider spread
-// images go row by row, so memory stays bounded by the work. A slack of 256 rather than 4096
-// sends the few-entry images of a 50x50 or 100x100 frame (density 0.001) row by row instead
-// of scanning a box of thousands of pixels: 20-30 % faster on those cells of
-// sparse_convolution's grid, the same elsewhere (1 thread, medians of repeated runs).
-constexpr int64_t kBoxFactor = 4;
-constexpr int64_t kBoxSlack = 256;
+// An image whose output bounding box is at most this many times its products (plus a
+// little) is summed over the box, as small ROIs and small frames are; wider spread images go
+// row by row, so memory stays bounded by the work. Boxes the products cover sparsely cost one
+// bit a pixel (convolve_sparse_box), which is why the bound can be this loose; measured on
+// sparse_convolution's grid (1 thread), 16 and 4096 beat 4 and 256 on its density-0.001
+// cells by 1.3-1.8x and match them elsewhere.
+constexpr int64_t kBoxFactor = 16;
+constexpr int64_t kBoxSlack = 4096;
 
 // Index of the last nonzero flag, or -1.
 inline int64_t last_touched(const char* touched, int64_t size) {
@@ -70,6 +72,11 @@ struct Scratch {
   std::vector<scalar_t> acc;
   std::vector<char> touched;
   std::vector<std::pair<int64_t, scalar_t>> pairs;
+  // The box path's flags (one bit a pixel) and sums, all zero between images: each image
+  // clears what it touched while emitting it, so it never pays for the box's untouched area
+  // beyond one bit a pixel.
+  std::vector<uint64_t> box_bits;
+  std::vector<scalar_t> box_acc;
   const int64_t* pixel = nullptr;  // the image's entries sorted by pixel
   const scalar_t* value = nullptr;
 };
@@ -191,9 +198,134 @@ int64_t convolve_output_row(int64_t r, int64_t lo, int64_t hi, const scalar_t* k
   return count;
 }
 
-// One image whose output bounding box is small next to its work: flags and sums in a dense
-// buffer over the box, emitted in raster order (sorted). No sorting or grouping needed.
-// Returns -1, touching nothing, when the box is too large; the caller then goes row by row.
+// Sets bits [from, to) of a bit array.
+inline void set_bits(uint64_t* bits, int64_t from, int64_t to) {
+  if (from >= to) return;
+  const int64_t first = from >> 6, last = (to - 1) >> 6;
+  const uint64_t head = ~uint64_t(0) << (from & 63);
+  const uint64_t tail = ~uint64_t(0) >> (63 - ((to - 1) & 63));
+  if (first == last) {
+    bits[first] |= head & tail;
+    return;
+  }
+  bits[first] |= head;
+  for (int64_t w = first + 1; w < last; ++w) bits[w] = ~uint64_t(0);
+  bits[last] |= tail;
+}
+
+// An image's output bounding box: rows [r0, r1], columns [c0, c1].
+struct Box {
+  int64_t r0, r1, c0, c1, width, area;
+};
+
+// Adds the products of the image's entries into acc (laid out over the box; fill pass only)
+// and calls mark(from, to) for every run of box pixels they touch.
+template <bool kFill, typename scalar_t, typename Mark>
+void scatter_into_box(const int64_t* col, const scalar_t* val, int64_t begin, int64_t end,
+                      const scalar_t* kernel, const ToeplitzGeometry& g, const Box& box,
+                      scalar_t* acc, Mark mark) {
+  for (int64_t e = begin; e < end; ++e) {
+    const int64_t a = col[e] / g.in_w, b = col[e] - a * g.in_w;
+    const int64_t top = a - g.offset_h, left = b - g.offset_w;  // output pixel of tap (0, 0)
+    const int64_t u_lo = std::max<int64_t>(0, box.r0 - top);
+    const int64_t u_hi = std::min<int64_t>(g.kernel_h, box.r1 + 1 - top);
+    const int64_t t_lo = std::max<int64_t>(0, box.c0 - left);
+    const int64_t t_hi = std::min<int64_t>(g.kernel_w, box.c1 + 1 - left);
+    if (t_lo >= t_hi) continue;
+    for (int64_t u = u_lo; u < u_hi; ++u) {
+      const int64_t base = (top + u - box.r0) * box.width + (left - box.c0);
+      mark(base + t_lo, base + t_hi);
+      if (kFill) {
+        const scalar_t v = val[e];
+        const scalar_t* krow = kernel + u * g.kernel_w;
+        scalar_t* row = acc + base;
+        for (int64_t t = t_lo; t < t_hi; ++t) row[t] += v * krow[t];
+      }
+    }
+  }
+}
+
+// A box the image covers densely: byte flags and sums cleared over the whole box, then a
+// branch-free compaction in raster order.
+template <bool kFill, typename Out, typename scalar_t>
+int64_t convolve_dense_box(const int64_t* col, const scalar_t* val, int64_t begin, int64_t end,
+                           const scalar_t* kernel, const ToeplitzGeometry& g, const Box& box,
+                           Scratch<scalar_t>& s, typename Out::index* cols, scalar_t* vals) {
+  s.touched.assign(box.area, 0);
+  if (kFill) s.acc.assign(box.area, scalar_t(0));
+  char* touched = s.touched.data();
+  scatter_into_box<kFill>(col, val, begin, end, kernel, g, box, s.acc.data(),
+                          [touched](int64_t from, int64_t to) {
+                            std::fill(touched + from, touched + to, 1);
+                          });
+  if (!kFill) return std::count(s.touched.begin(), s.touched.end(), 1);
+  // Every store lands inside the image's slot: before the last touched position, fewer
+  // entries have been kept than the slot holds.
+  const int64_t last = last_touched(touched, box.area);
+  int64_t count = 0;
+  for (int64_t r = box.r0, i = 0; r <= box.r1 && i <= last; ++r) {
+    const int64_t row_end = std::min<int64_t>(i + box.width, last + 1);
+    for (int64_t c = box.c0; i < row_end; ++c, ++i) {
+      cols[count] = static_cast<typename Out::index>(r * g.out_w + c);
+      vals[count] = s.acc[i];
+      count += touched[i] & Out::keeps(s.acc[i]);
+    }
+  }
+  return count;
+}
+
+// A box the image covers sparsely: one bit a pixel and sums kept all zero between images
+// (each image clears what it touched while emitting it), so the cost is the products, the
+// touched pixels and one bit per box pixel, not a pass over the box's bytes.
+template <bool kFill, typename Out, typename scalar_t>
+int64_t convolve_sparse_box(const int64_t* col, const scalar_t* val, int64_t begin,
+                            int64_t end, const scalar_t* kernel, const ToeplitzGeometry& g,
+                            const Box& box, Scratch<scalar_t>& s, typename Out::index* cols,
+                            scalar_t* vals) {
+  const int64_t words = (box.area + 63) >> 6;
+  // Grown with zeros; already zero below the old size.
+  if (static_cast<int64_t>(s.box_bits.size()) < words) s.box_bits.resize(words, 0);
+  if (kFill && static_cast<int64_t>(s.box_acc.size()) < box.area) {
+    s.box_acc.resize(box.area, 0);
+  }
+  uint64_t* bits = s.box_bits.data();
+  scalar_t* acc = s.box_acc.data();
+  scatter_into_box<kFill>(col, val, begin, end, kernel, g, box, acc,
+                          [bits](int64_t from, int64_t to) { set_bits(bits, from, to); });
+  int64_t count = 0;
+  if (!kFill) {
+    for (int64_t w = 0; w < words; ++w) {
+      count += __builtin_popcountll(bits[w]);
+      bits[w] = 0;
+    }
+    return count;
+  }
+  // Set bits in increasing order are the touched pixels in raster order; the box row is
+  // advanced, not divided for.
+  int64_t row = box.r0, row_start = 0;
+  for (int64_t w = 0; w < words; ++w) {
+    uint64_t mask = bits[w];
+    bits[w] = 0;
+    while (mask) {
+      const int64_t i = (w << 6) + __builtin_ctzll(mask);
+      mask &= mask - 1;
+      while (i >= row_start + box.width) {
+        row_start += box.width;
+        ++row;
+      }
+      const scalar_t value = acc[i];
+      acc[i] = scalar_t(0);
+      cols[count] = static_cast<typename Out::index>(row * g.out_w + box.c0 + (i - row_start));
+      vals[count] = value;
+      count += Out::keeps(value);
+    }
+  }
+  return count;
+}
+
+// One image whose output bounding box is small next to its work, summed over the box and
+// emitted in raster order (sorted): no sorting or grouping needed. Returns -1, touching
+// nothing, when the box is too large; the caller then goes row by row.
 template <bool kFill, typename Out, typename scalar_t>
 int64_t convolve_image_in_box(const int64_t* col, const scalar_t* val, int64_t begin,
                               int64_t end, const scalar_t* kernel, const ToeplitzGeometry& g,
@@ -207,48 +339,27 @@ int64_t convolve_image_in_box(const int64_t* col, const scalar_t* val, int64_t b
     bmin = std::min(bmin, b);
     bmax = std::max(bmax, b);
   }
-  const int64_t r0 = std::max<int64_t>(0, amin - g.offset_h);
-  const int64_t r1 = std::min<int64_t>(g.out_h - 1, amax - g.offset_h + g.kernel_h - 1);
-  const int64_t c0 = std::max<int64_t>(0, bmin - g.offset_w);
-  const int64_t c1 = std::min<int64_t>(g.out_w - 1, bmax - g.offset_w + g.kernel_w - 1);
-  if (r0 > r1 || c0 > c1) return 0;
-  const int64_t box_w = c1 - c0 + 1;
-  const int64_t area = (r1 - r0 + 1) * box_w;
-  if (area > kBoxFactor * (end - begin) * g.kernel_h * g.kernel_w + kBoxSlack) return -1;
-  s.touched.assign(area, 0);
-  if (kFill) s.acc.assign(area, scalar_t(0));
-  for (int64_t e = begin; e < end; ++e) {
-    const int64_t a = col[e] / g.in_w, b = col[e] - a * g.in_w;
-    const int64_t top = a - g.offset_h, left = b - g.offset_w;  // output pixel of tap (0, 0)
-    const int64_t u_lo = std::max<int64_t>(0, r0 - top);
-    const int64_t u_hi = std::min<int64_t>(g.kernel_h, r1 + 1 - top);
-    const int64_t t_lo = std::max<int64_t>(0, c0 - left);
-    const int64_t t_hi = std::min<int64_t>(g.kernel_w, c1 + 1 - left);
-    if (t_lo >= t_hi) continue;
-    for (int64_t u = u_lo; u < u_hi; ++u) {
-      const int64_t base = (top + u - r0) * box_w + (left - c0);
-      std::fill(s.touched.begin() + base + t_lo, s.touched.begin() + base + t_hi, 1);
-      if (kFill) {
-        const scalar_t v = val[e];
-        const scalar_t* krow = kernel + u * g.kernel_w;
-        scalar_t* acc = s.acc.data() + base;
-        for (int64_t t = t_lo; t < t_hi; ++t) acc[t] += v * krow[t];
-      }
-    }
+  Box box;
+  box.r0 = std::max<int64_t>(0, amin - g.offset_h);
+  box.r1 = std::min<int64_t>(g.out_h - 1, amax - g.offset_h + g.kernel_h - 1);
+  box.c0 = std::max<int64_t>(0, bmin - g.offset_w);
+  box.c1 = std::min<int64_t>(g.out_w - 1, bmax - g.offset_w + g.kernel_w - 1);
+  if (box.r0 > box.r1 || box.c0 > box.c1) return 0;
+  box.width = box.c1 - box.c0 + 1;
+  box.area = (box.r1 - box.r0 + 1) * box.width;
+  int64_t products = 0, bound = 0;  // saturated: an overflow only means "large"
+  if (__builtin_mul_overflow(end - begin, g.kernel_h * g.kernel_w, &products)) {
+    products = INT64_MAX;
   }
-  if (!kFill) return std::count(s.touched.begin(), s.touched.end(), 1);
-  // Branch-free compaction up to the last touched position (see convolve_output_row).
-  const int64_t last = last_touched(s.touched.data(), area);
-  int64_t count = 0;
-  for (int64_t r = r0, i = 0; r <= r1 && i <= last; ++r) {
-    const int64_t row_end = std::min<int64_t>(i + box_w, last + 1);
-    for (int64_t c = c0; i < row_end; ++c, ++i) {
-      cols[count] = static_cast<typename Out::index>(r * g.out_w + c);
-      vals[count] = s.acc[i];
-      count += s.touched[i] & Out::keeps(s.acc[i]);
-    }
+  if (__builtin_mul_overflow(products, kBoxFactor, &bound) || bound > INT64_MAX - kBoxSlack) {
+    bound = INT64_MAX - kBoxSlack;
   }
-  return count;
+  if (box.area > bound + kBoxSlack) return -1;
+  return products >= box.area
+             ? convolve_dense_box<kFill, Out>(col, val, begin, end, kernel, g, box, s, cols,
+                                              vals)
+             : convolve_sparse_box<kFill, Out>(col, val, begin, end, kernel, g, box, s, cols,
+                                               vals);
 }
 
 // One image: returns its number of output entries (count pass) or writes them (fill pass).
