@@ -308,6 +308,8 @@ def test_module_keeps_t_and_trains_like_direct():
         matrix = kept._matrix.matrix
         kept(x)
     assert kept._matrix.matrix is matrix  # unchanged kernel: T reused
+    kept.kernel.data.mul_(-1.0)  # .data: a separate version counter, still noticed
+    torch.testing.assert_close(kept(x).values(), -direct(x).values())
     with torch.no_grad():
         kept.kernel.zero_()
         assert kept(x).values().abs().sum() == 0

@@ -164,20 +164,23 @@ def toeplitz_conv2d(x: Tensor, kernel: Tensor, image_shape: Sequence[int], mode:
 
 
 class _MatrixCache:
-    """One T kept for a kernel tensor, rebuilt when the kernel changes: in place (its
-    ``_version`` moves, as an optimizer step does), replaced or moved (another storage), or a
-    different image_shape / mode is asked for."""
+    """One T kept for a kernel, rebuilt when the kernel's values change (in place, as an
+    optimizer step or a write through ``.data`` does, which ``_version`` alone would miss), or
+    its dtype, device or shape, or the image_shape or mode asked for. The kernel is small, so
+    comparing its values on every call costs microseconds."""
 
     def __init__(self):
         self.key = None
+        self.kernel: Optional[Tensor] = None  # a copy of the values T was built from
         self.matrix: Optional[ToeplitzMatrix] = None
 
     def get(self, kernel: Tensor, image_shape, mode: str) -> ToeplitzMatrix:
-        key = (kernel._version, kernel.data_ptr(), kernel.dtype, kernel.device,
-               tuple(kernel.shape), tuple(image_shape), mode)
-        if key != self.key:
+        kernel = kernel.detach()
+        key = (kernel.dtype, kernel.device, tuple(kernel.shape), tuple(image_shape), mode)
+        if key != self.key or not torch.equal(kernel, self.kernel):
             self.matrix = tuple(torch.ops.torch_sparse_conv.toeplitz_matrix(
-                kernel.detach(), list(image_shape), mode))
+                kernel, list(image_shape), mode))
+            self.kernel = kernel.clone()
             self.key = key
         return self.matrix
 
