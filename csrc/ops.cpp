@@ -51,7 +51,9 @@ TORCH_LIBRARY(torch_sparse_conv, m) {
   // Sparse-input convolution: a batch of images as CSR (B, H*W) (row pointers, columns,
   // values), convolved with a dense (kH, kW) kernel exactly as
   // scipy.signal.convolve2d(image, kernel, mode) per image. Returns the output as CSR
-  // (B, H_out*W_out) with sorted int64 columns. method: 'auto' | 'direct'.
+  // (B, H_out*W_out) with sorted int64 columns. method: 'auto' | 'direct' | 'precomputed'
+  // ('precomputed' builds T, see toeplitz_matrix, on every call; callers that keep T use
+  // toeplitz_conv2d_precomputed).
   m.def(
       "toeplitz_conv2d(Tensor crow, Tensor col, Tensor values, Tensor kernel, "
       "int[2] image_shape, str mode, str method) "
@@ -63,6 +65,33 @@ TORCH_LIBRARY(torch_sparse_conv, m) {
       "_toeplitz_conv2d_backward(Tensor grad_out_values, Tensor crow, Tensor col, "
       "Tensor values, Tensor kernel, Tensor out_crow, Tensor out_col, int[2] image_shape, "
       "str mode, bool[2] output_mask) -> (Tensor grad_values, Tensor grad_kernel)");
+
+  // toeplitz_conv2d's direct method with scipy.sparse's storage conventions, for
+  // compat.Toeplitz_convolution2d: index arrays int32 or int64 in; out, int32 indices when
+  // the output's shape and an upper bound of its entries (B*H_out*W_out, nnz(x)*kH*kW) fit,
+  // else int64; outputs that are exactly zero are not stored. Forward only, CPU.
+  m.def(
+      "_toeplitz_conv2d_scipy(Tensor crow, Tensor col, Tensor values, Tensor kernel, "
+      "int[2] image_shape, str mode) -> (Tensor out_crow, Tensor out_col, Tensor out_values)");
+
+  // T, the doubly-block-Toeplitz matrix of the kernel: CSR (H*W, H_out*W_out) with sorted
+  // int64 columns, so that toeplitz_conv2d(x) == x @ T. Every tap landing inside the output is
+  // stored, kernel zeros included. Differentiable w.r.t. the kernel.
+  m.def(
+      "toeplitz_matrix(Tensor kernel, int[2] image_shape, str mode) "
+      "-> (Tensor t_crow, Tensor t_col, Tensor t_values)");
+  m.def(
+      "_toeplitz_matrix_backward(Tensor grad_values, Tensor kernel, int[2] image_shape, "
+      "str mode) -> Tensor");
+
+  // toeplitz_conv2d computed as x @ T with a T the caller built once from this kernel with
+  // toeplitz_matrix(kernel, image_shape, mode) and keeps. Same output as toeplitz_conv2d.
+  // Gradients go to the input values and the kernel (through _toeplitz_conv2d_backward), none
+  // to T, which stands for the kernel.
+  m.def(
+      "toeplitz_conv2d_precomputed(Tensor crow, Tensor col, Tensor values, Tensor kernel, "
+      "int[2] image_shape, str mode, Tensor t_crow, Tensor t_col, Tensor t_values) "
+      "-> (Tensor out_crow, Tensor out_col, Tensor out_values)");
 
   // Build facts, so Python and TorchScript can ask how the library was compiled.
   // 0 when built without CUDA, else CUDA_VERSION (e.g. 13000).

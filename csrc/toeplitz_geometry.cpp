@@ -4,6 +4,14 @@
 
 namespace torch_sparse_conv {
 
+namespace {
+
+bool is_half_precision(at::ScalarType type) {
+  return type == at::kHalf || type == at::kBFloat16;
+}
+
+}  // namespace
+
 ToeplitzMode parse_toeplitz_mode(c10::string_view mode) {
   if (mode == "full") return ToeplitzMode::Full;
   if (mode == "same") return ToeplitzMode::Same;
@@ -15,8 +23,9 @@ ToeplitzMode parse_toeplitz_mode(c10::string_view mode) {
 ToeplitzMethod parse_toeplitz_method(c10::string_view method) {
   if (method == "auto") return ToeplitzMethod::Auto;
   if (method == "direct") return ToeplitzMethod::Direct;
-  TORCH_CHECK(false, "toeplitz_conv2d: method must be 'auto' or 'direct', got '",
-              std::string(method), "'");
+  if (method == "precomputed") return ToeplitzMethod::Precomputed;
+  TORCH_CHECK(false, "toeplitz_conv2d: method must be one of 'auto', 'direct', 'precomputed', "
+              "got '", std::string(method), "'");
 }
 
 namespace {
@@ -41,36 +50,22 @@ void check_csr_rows(const at::Tensor& crow, const at::Tensor& col, int64_t pixel
 
 }  // namespace
 
-ToeplitzGeometry check_toeplitz_args(const at::Tensor& crow, const at::Tensor& col,
-                                     const at::Tensor& values, const at::Tensor& kernel,
-                                     at::IntArrayRef image_shape, c10::string_view mode_name) {
+ToeplitzGeometry toeplitz_geometry(const at::Tensor& kernel, at::IntArrayRef image_shape,
+                                   c10::string_view mode_name) {
   const ToeplitzMode mode = parse_toeplitz_mode(mode_name);
   TORCH_CHECK(image_shape.size() == 2 && image_shape[0] > 0 && image_shape[1] > 0,
               "toeplitz_conv2d: image_shape must be two positive sizes (H, W), got ",
               image_shape);
-  TORCH_CHECK(crow.dim() == 1 && crow.size(0) >= 1 && crow.scalar_type() == at::kLong,
-              "toeplitz_conv2d: x's row pointers must be a 1-D int64 tensor of B + 1 entries");
-  TORCH_CHECK(col.dim() == 1 && col.scalar_type() == at::kLong,
-              "toeplitz_conv2d: x's column indices must be a 1-D int64 tensor");
-  TORCH_CHECK(values.dim() == 1 && values.size(0) == col.size(0),
-              "toeplitz_conv2d: x's values must be 1-D with one entry per column index");
-  const at::ScalarType dtype = values.scalar_type();
-  const bool half_precision = dtype == at::kHalf || dtype == at::kBFloat16;
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || (half_precision && values.is_cuda()),
-              "toeplitz_conv2d: x must hold float32 or float64 values (float16 and bfloat16 on "
-              "CUDA only), got ", dtype, " on ", values.device());
   TORCH_CHECK(kernel.dim() == 2, "toeplitz_conv2d: kernel must be 2-D (kH, kW), got ",
               kernel.dim(), " dimensions");
   TORCH_CHECK(kernel.size(0) > 0 && kernel.size(1) > 0,
               "toeplitz_conv2d: kernel must not be empty, got shape ", kernel.sizes());
-  TORCH_CHECK(kernel.scalar_type() == values.scalar_type(), "toeplitz_conv2d: kernel (",
-              kernel.scalar_type(), ") must have the dtype of x (", values.scalar_type(), ")");
-  for (const at::Tensor* t : {&crow, &col, &kernel}) {
-    TORCH_CHECK(t->device() == values.device(), "toeplitz_conv2d: x and kernel must be on one "
-                "device, got ", values.device(), " and ", t->device());
-  }
+  const at::ScalarType kernel_type = kernel.scalar_type();
+  TORCH_CHECK(kernel_type == at::kFloat || kernel_type == at::kDouble ||
+                  (is_half_precision(kernel_type) && kernel.is_cuda()),
+              "toeplitz_conv2d: kernel must be float32 or float64 (float16 and bfloat16 on CUDA "
+              "only), got ", kernel_type, " on ", kernel.device());
   ToeplitzGeometry g;
-  g.batch = crow.size(0) - 1;
   g.in_h = image_shape[0];
   g.in_w = image_shape[1];
   g.kernel_h = kernel.size(0);
@@ -100,6 +95,31 @@ ToeplitzGeometry check_toeplitz_args(const at::Tensor& crow, const at::Tensor& c
       g.offset_w = g.kernel_w - 1;
       break;
   }
+  return g;
+}
+
+ToeplitzGeometry check_toeplitz_args(const at::Tensor& crow, const at::Tensor& col,
+                                     const at::Tensor& values, const at::Tensor& kernel,
+                                     at::IntArrayRef image_shape, c10::string_view mode) {
+  ToeplitzGeometry g = toeplitz_geometry(kernel, image_shape, mode);
+  TORCH_CHECK(crow.dim() == 1 && crow.size(0) >= 1 && crow.scalar_type() == at::kLong,
+              "toeplitz_conv2d: x's row pointers must be a 1-D int64 tensor of B + 1 entries");
+  TORCH_CHECK(col.dim() == 1 && col.scalar_type() == at::kLong,
+              "toeplitz_conv2d: x's column indices must be a 1-D int64 tensor");
+  TORCH_CHECK(values.dim() == 1 && values.size(0) == col.size(0),
+              "toeplitz_conv2d: x's values must be 1-D with one entry per column index");
+  const at::ScalarType dtype = values.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble ||
+                  (is_half_precision(dtype) && values.is_cuda()),
+              "toeplitz_conv2d: x must hold float32 or float64 values (float16 and bfloat16 on "
+              "CUDA only), got ", dtype, " on ", values.device());
+  TORCH_CHECK(kernel.scalar_type() == values.scalar_type(), "toeplitz_conv2d: kernel (",
+              kernel.scalar_type(), ") must have the dtype of x (", values.scalar_type(), ")");
+  for (const at::Tensor* t : {&crow, &col, &kernel}) {
+    TORCH_CHECK(t->device() == values.device(), "toeplitz_conv2d: x and kernel must be on one "
+                "device, got ", values.device(), " and ", t->device());
+  }
+  g.batch = crow.size(0) - 1;
   if (values.device().is_cpu()) check_csr_rows(crow, col, g.in_h * g.in_w);
   return g;
 }

@@ -12,7 +12,7 @@
 namespace torch_sparse_conv {
 
 enum class ToeplitzMode { Full, Same, Valid };
-enum class ToeplitzMethod { Auto, Direct };
+enum class ToeplitzMethod { Auto, Direct, Precomputed };
 
 struct ToeplitzGeometry {
   int64_t batch = 0, in_h = 0, in_w = 0, kernel_h = 0, kernel_w = 0;
@@ -20,7 +20,13 @@ struct ToeplitzGeometry {
 };
 
 ToeplitzMode parse_toeplitz_mode(c10::string_view mode);
+// 'auto', 'direct' or 'precomputed'; the error names every valid method.
 ToeplitzMethod parse_toeplitz_method(c10::string_view method);
+
+// Geometry from the kernel's shape alone (batch left 0): checks image_shape, the kernel (2-D,
+// non-empty, float32 / float64) and the mode.
+ToeplitzGeometry toeplitz_geometry(const at::Tensor& kernel, at::IntArrayRef image_shape,
+                                   c10::string_view mode);
 
 // Validates shapes, dtypes, devices and the CSR contents (row pointers from 0 to nnz and
 // non-decreasing, every column in [0, H*W)) and returns the geometry.

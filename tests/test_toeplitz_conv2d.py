@@ -12,6 +12,8 @@ import torch_sparse_conv as tsc
 from torch_sparse_conv.compat import Toeplitz_convolution2d
 
 MODES = ["full", "same", "valid"]
+METHODS = ["auto", "direct", "precomputed"]
+OPS = torch.ops.torch_sparse_conv
 
 
 def scipy_reference(images, kernel, mode):
@@ -22,9 +24,33 @@ def as_csr(images):
     return torch.tensor(images.reshape(images.shape[0], -1)).to_sparse_csr()
 
 
+def all_methods(images, kernel, mode):
+    """(name, dense output) of every way to run the operator: each method of toeplitz_conv2d,
+    the precomputed operator with a T kept from toeplitz_matrix, and compat's scipy path."""
+    n, h, w = images.shape
+    x, k = as_csr(images), torch.tensor(kernel)
+    outs = []
+    for method in METHODS:
+        out = tsc.toeplitz_conv2d(x, k, (h, w), mode, method)
+        assert out.layout == torch.sparse_csr
+        outs.append((method, out))
+    matrix = OPS.toeplitz_matrix(k, [h, w], mode)
+    parts = OPS.toeplitz_conv2d_precomputed(x.crow_indices(), x.col_indices(), x.values(), k,
+                                            [h, w], mode, *matrix)
+    outs.append(("kept T", torch.sparse_csr_tensor(*parts, size=outs[0][1].shape)))
+    for name, out in outs[1:]:  # one output pattern for all
+        assert torch.equal(out.crow_indices(), outs[0][1].crow_indices()), name
+        assert torch.equal(out.col_indices(), outs[0][1].col_indices()), name
+    dense = [(name, out.to_dense().numpy()) for name, out in outs]
+    compat = Toeplitz_convolution2d((h, w), kernel, mode)(
+        scipy.sparse.csr_matrix(images.reshape(n, -1)))
+    return dense + [("compat", compat.toarray())]
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_every_small_shape_against_scipy(mode):
-    """Every image 1..6 x 1..6 against every kernel 1..6 x 1..6, batched and single."""
+    """Every image 1..6 x 1..6 against every kernel 1..6 x 1..6, batched and single, every
+    method."""
     rng = np.random.default_rng(0)
     for h in range(1, 7):
         for w in range(1, 7):
@@ -35,25 +61,23 @@ def test_every_small_shape_against_scipy(mode):
                     images = rng.random((3, h, w)) * (rng.random((3, h, w)) < 0.5)
                     kernel = rng.random((kh, kw)) - 0.5
                     expected = scipy_reference(images, kernel, mode)
-                    out = tsc.toeplitz_conv2d(as_csr(images), torch.tensor(kernel), (h, w), mode)
-                    assert out.layout == torch.sparse_csr
-                    np.testing.assert_allclose(out.to_dense().numpy(), expected, atol=1e-12)
-                    single = tsc.toeplitz_conv2d(as_csr(images[:1]), torch.tensor(kernel),
-                                                 (h, w), mode)
-                    np.testing.assert_allclose(single.to_dense().numpy(), expected[:1],
-                                               atol=1e-12)
+                    for name, out in all_methods(images, kernel, mode):
+                        np.testing.assert_allclose(out, expected, atol=1e-12, err_msg=name)
+                    for name, out in all_methods(images[:1], kernel, mode):
+                        np.testing.assert_allclose(out, expected[:1], atol=1e-12, err_msg=name)
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("density", [0.0, 0.001, 0.02, 0.2, 0.5])
 @pytest.mark.parametrize("mode", MODES)
-def test_larger_random_images(mode, density, dtype):
+def test_larger_random_images(mode, density, dtype, method):
     rng = np.random.default_rng(int(density * 1000) + len(mode))
     for (h, w), (kh, kw) in [((50, 64), (5, 5)), ((37, 23), (11, 4)), ((100, 7), (3, 7))]:
         images = rng.standard_normal((6, h, w)) * (rng.random((6, h, w)) < density)
         kernel = rng.standard_normal((kh, kw))
         x = torch.tensor(images.reshape(6, -1), dtype=dtype).to_sparse_csr()
-        out = tsc.toeplitz_conv2d(x, torch.tensor(kernel, dtype=dtype), (h, w), mode)
+        out = tsc.toeplitz_conv2d(x, torch.tensor(kernel, dtype=dtype), (h, w), mode, method)
         tol = 1e-4 if dtype == torch.float32 else 1e-10
         np.testing.assert_allclose(out.to_dense().numpy(), scipy_reference(images, kernel, mode),
                                    atol=tol, rtol=tol)
@@ -127,6 +151,75 @@ def test_compat_dtype_and_mode_override():
     assert out.shape == (3, 8 * 9) and out.dtype == np.float32
 
 
+def test_compat_drops_exact_zeros_and_uses_int32():
+    """Outputs that cancel exactly are not stored (as sparse_convolution), in the sparse and
+    the dense-output paths (the latter allocates upper-bound slots and closes the gaps)."""
+    rng = np.random.default_rng(11)
+    # Few entries: count pass. Entries x taps over twice the frame: upper-bound slots.
+    for density, k in ((0.05, np.array([[1.0, -1.0]])), (0.9, np.array([[1.0, -1.0]] * 2))):
+        images = rng.integers(1, 3, (7, 6, 9)).astype(np.float64)
+        images *= rng.random(images.shape) < density
+        images[:, :, 4] = images[:, :, 3]  # equal neighbours: their 'same' output is 0
+        x = scipy.sparse.csr_matrix(images.reshape(7, -1))
+        out = Toeplitz_convolution2d((6, 9), k, "same")(x)
+        expected = scipy_reference(images, k, "same")
+        np.testing.assert_array_equal(out.toarray(), expected)
+        assert out.nnz == np.count_nonzero(expected) and np.all(out.data != 0)
+        assert out.indices.dtype == np.int32 and out.indptr.dtype == np.int32
+        out.check_format(full_check=True)
+        # int64 index arrays and unsorted, duplicate entries come in as they are.
+        x64 = scipy.sparse.csr_matrix((x.data, x.indices.astype(np.int64),
+                                       x.indptr.astype(np.int64)), shape=x.shape)
+        np.testing.assert_array_equal(
+            Toeplitz_convolution2d((6, 9), k, "same")(x64).toarray(), expected)
+    k = np.array([[1.0, -1.0]])
+    dup = scipy.sparse.csr_matrix((np.array([1.0, 2.0, 3.0]), np.array([5, 1, 5]),
+                                   np.array([0, 3])), shape=(1, 54))
+    np.testing.assert_array_equal(Toeplitz_convolution2d((6, 9), k, "same")(dup).toarray(),
+                                  scipy_reference(dup.toarray().reshape(1, 6, 9), k, "same"))
+
+
+def test_compat_precomputed_keeps_t_and_rebuilds_when_the_kernel_changes():
+    rng = np.random.default_rng(12)
+    k = rng.random((3, 4))
+    conv = Toeplitz_convolution2d((8, 7), k, "same", method="precomputed")
+    x = scipy.sparse.random(5, 56, density=0.2, random_state=1, format="csr")
+    images = x.toarray().reshape(5, 8, 7)
+    np.testing.assert_allclose(conv(x).toarray(), scipy_reference(images, k, "same"),
+                               atol=1e-12)
+    kept = conv._matrices["same"].matrix
+    conv(x)
+    assert conv._matrices["same"].matrix is kept  # built once
+    np.testing.assert_allclose(conv(x, mode="full").toarray(),
+                               scipy_reference(images, k, "full"), atol=1e-12)
+    with torch.no_grad():
+        conv._kernel.mul_(-2.0)  # in place: T must follow
+    np.testing.assert_allclose(conv(x).toarray(), scipy_reference(images, -2 * k, "same"),
+                               atol=1e-12)
+    assert conv._matrices["same"].matrix is not kept
+
+
+def test_toeplitz_matrix_is_the_convolution_matrix():
+    rng = np.random.default_rng(13)
+    for mode in MODES:
+        for (h, w), (kh, kw) in [((1, 1), (1, 1)), ((5, 7), (3, 2)), ((4, 3), (6, 5)),
+                                 ((9, 9), (4, 4))]:
+            if mode == "valid" and (kh > h or kw > w):
+                continue
+            kernel = rng.standard_normal((kh, kw))
+            kernel[0, 0] = 0.0  # zero taps stay stored: the pattern is the footprint
+            t = tsc.toeplitz_matrix(torch.tensor(kernel), (h, w), mode)
+            # Row p of T is the convolution of the p-th unit image.
+            eye = np.eye(h * w).reshape(h * w, h, w)
+            np.testing.assert_allclose(t.to_dense().numpy(), scipy_reference(eye, kernel, mode),
+                                       atol=1e-12)
+            pattern = scipy_reference(eye, np.ones((kh, kw)), mode) != 0
+            assert t.values().numel() == pattern.sum()
+            for p in range(h * w):
+                cols = t.col_indices()[t.crow_indices()[p]:t.crow_indices()[p + 1]]
+                assert torch.all(cols[1:] > cols[:-1])
+
+
 # ----------------------------------------------------------------------------- gradients
 
 def _random_csr(rng, batch, h, w, density):
@@ -169,6 +262,63 @@ def test_gradients_match_dense_path_and_module():
     torch.testing.assert_close(values.grad, dense_x.grad[x.to_dense() != 0])
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_gradcheck_precomputed(mode):
+    rng = np.random.default_rng(14)
+    x = _random_csr(rng, 3, 6, 7, 0.3)
+    values = x.values().clone().requires_grad_()
+    kernel = torch.tensor(rng.standard_normal((3, 2)), requires_grad=True)
+
+    def kept_t(values, kernel):  # T kept from the kernel; the gradient reaches the kernel
+        matrix = OPS.toeplitz_matrix(kernel.detach(), [6, 7], mode)
+        return OPS.toeplitz_conv2d_precomputed(x.crow_indices(), x.col_indices(), values,
+                                               kernel, [6, 7], mode, *matrix)[2]
+
+    def method(values, kernel):
+        return OPS.toeplitz_conv2d(x.crow_indices(), x.col_indices(), values, kernel, [6, 7],
+                                   mode, "precomputed")[2]
+
+    assert torch.autograd.gradcheck(kept_t, (values, kernel))
+    assert torch.autograd.gradcheck(method, (values, kernel))
+    assert torch.autograd.gradcheck(
+        lambda kernel: OPS.toeplitz_matrix(kernel, [6, 7], mode)[2], (kernel,))
+
+
+def test_module_keeps_t_and_trains_like_direct():
+    rng = np.random.default_rng(15)
+    x = _random_csr(rng, 4, 9, 8, 0.25)
+    kernel = torch.tensor(rng.standard_normal((4, 3)))
+    kept = tsc.ToeplitzConv2d((9, 8), kernel, method="precomputed")
+    direct = tsc.ToeplitzConv2d((9, 8), kernel, method="direct")
+    opt_kept = torch.optim.SGD(kept.parameters(), lr=0.1)
+    opt_direct = torch.optim.SGD(direct.parameters(), lr=0.1)
+    for step in range(3):
+        outs = []
+        for module, opt in ((kept, opt_kept), (direct, opt_direct)):
+            opt.zero_grad()
+            out = module(x)
+            (out.values() ** 2).sum().backward()
+            outs.append((out, module.kernel.grad.clone()))
+            opt.step()  # in place: the kept T must be rebuilt on the next call
+        (a, grad_a), (b, grad_b) = outs
+        assert torch.equal(a.col_indices(), b.col_indices())
+        torch.testing.assert_close(a.values(), b.values())
+        torch.testing.assert_close(grad_a, grad_b)
+    with torch.no_grad():
+        kept(x)
+        matrix = kept._matrix.matrix
+        kept(x)
+    assert kept._matrix.matrix is matrix  # unchanged kernel: T reused
+    kept.kernel.data.mul_(-1.0)  # .data: a separate version counter, still noticed
+    torch.testing.assert_close(kept(x).values(), -direct(x).values())
+    with torch.no_grad():
+        kept.kernel.zero_()
+        assert kept(x).values().abs().sum() == 0
+    auto = tsc.ToeplitzConv2d((9, 8), kernel)
+    auto(x)
+    assert auto._matrix.matrix is None  # 'auto' runs direct and builds no T
+
+
 def test_fixed_kernel_module():
     module = tsc.ToeplitzConv2d((5, 5), torch.ones(3, 3), trainable=False)
     assert "kernel" in dict(module.named_buffers()) and not list(module.parameters())
@@ -191,6 +341,29 @@ def test_opcheck():
         torch.ops.torch_sparse_conv._toeplitz_conv2d_backward.default,
         (torch.randn_like(out_values), x.crow_indices(), x.col_indices(), values.detach(),
          kernel.detach(), out_crow, out_col, [6, 5], "same", [True, True]))
+
+
+def test_opcheck_precomputed_and_scipy_ops():
+    rng = np.random.default_rng(16)
+    x = _random_csr(rng, 3, 6, 5, 0.3)
+    values = x.values().clone().requires_grad_()
+    kernel = torch.tensor(rng.standard_normal((3, 2)), requires_grad=True)
+    no_aot = ("test_schema", "test_autograd_registration", "test_faketensor")
+    for mode in MODES:
+        torch.library.opcheck(OPS.toeplitz_matrix.default, (kernel, [6, 5], mode),
+                              test_utils=no_aot)
+        matrix = OPS.toeplitz_matrix(kernel.detach(), [6, 5], mode)
+        torch.library.opcheck(OPS._toeplitz_matrix_backward.default,
+                              (torch.randn_like(matrix[2]), kernel.detach(), [6, 5], mode))
+        torch.library.opcheck(OPS.toeplitz_conv2d_precomputed.default,
+                              (x.crow_indices(), x.col_indices(), values, kernel, [6, 5], mode,
+                               *matrix), test_utils=no_aot)
+        torch.library.opcheck(OPS.toeplitz_conv2d.default,
+                              (x.crow_indices(), x.col_indices(), values, kernel, [6, 5], mode,
+                               "precomputed"), test_utils=no_aot)
+        torch.library.opcheck(OPS._toeplitz_conv2d_scipy.default,
+                              (x.crow_indices().int(), x.col_indices().int(), values.detach(),
+                               kernel.detach(), [6, 5], mode))
 
 
 # ----------------------------------------------------------------------------- scale
@@ -229,7 +402,11 @@ def test_huge_frame_with_a_handful_of_nonzeros():
     (lambda x, k: tsc.toeplitz_conv2d(x.to(torch.int64), k, (4, 5)), TypeError,
      "float32 or float64"),
     (lambda x, k: tsc.toeplitz_conv2d(x, k.float(), (4, 5)), TypeError, "kernel dtype"),
-    (lambda x, k: tsc.toeplitz_conv2d(x, k, (4, 5), method="fft"), ValueError, "method"),
+    (lambda x, k: tsc.toeplitz_conv2d(x, k, (4, 5), method="fft"), ValueError,
+     "method must be one of 'auto', 'direct', 'precomputed', got 'fft'"),
+    (lambda x, k: tsc.ToeplitzConv2d((4, 5), k, method="lazy"), ValueError,
+     "ToeplitzConv2d: method must be one of 'auto', 'direct', 'precomputed'"),
+    (lambda x, k: tsc.toeplitz_matrix(k[0], (4, 5)), ValueError, "kernel must be 2-D"),
     (lambda x, k: tsc.toeplitz_conv2d(x, k, (4, -5)), ValueError, "image_shape"),
     (lambda x, k: tsc.toeplitz_conv2d("x", k, (4, 5)), TypeError, "x must be a Tensor"),
 ])
@@ -254,6 +431,54 @@ def test_invalid_csr_is_rejected(crow, col, pattern):
         torch.ops.torch_sparse_conv.toeplitz_conv2d(crow, col, values,
                                                     torch.ones(3, 3, dtype=torch.float64),
                                                     [4, 5], "same", "direct")
+
+
+def test_operator_method_error_lists_the_methods():
+    x = torch.rand(2, 20, dtype=torch.float64).to_sparse_csr()
+    with pytest.raises(RuntimeError, match="'auto', 'direct', 'precomputed', got 'fft'"):
+        OPS.toeplitz_conv2d(x.crow_indices(), x.col_indices(), x.values(),
+                            torch.ones(3, 3, dtype=torch.float64), [4, 5], "same", "fft")
+
+
+def _corrupt(matrix, what):
+    t_crow, t_col, t_values = (t.clone() for t in matrix)
+    if what == "row pointers":
+        t_crow[3] = t_col.numel() + 5
+    elif what == "unsorted":
+        t_col[t_crow[7]], t_col[t_crow[7] + 1] = t_col[t_crow[7] + 1], t_col[t_crow[7]]
+    elif what == "out of range":
+        t_col[-1] = 10**9
+    elif what == "negative":
+        t_col[0] = -1
+    return t_crow, t_col, t_values
+
+
+@pytest.mark.parametrize("what,pattern", [
+    ("row pointers", "invalid T: T's row pointers"),
+    ("unsorted", "invalid T: T's columns must be strictly increasing"),
+    ("out of range", "invalid T: T's columns"),
+    ("negative", "invalid T: T's columns"),
+])
+def test_invalid_precomputed_t_is_rejected(what, pattern):
+    kernel = torch.ones(3, 3, dtype=torch.float64)
+    matrix = OPS.toeplitz_matrix(kernel, [4, 5], "same")
+    x = torch.ones(2, 20, dtype=torch.float64).to_sparse_csr()  # every row of T is read
+    with pytest.raises(RuntimeError, match=pattern):
+        OPS.toeplitz_conv2d_precomputed(x.crow_indices(), x.col_indices(), x.values(), kernel,
+                                        [4, 5], "same", *_corrupt(matrix, what))
+
+
+def test_precomputed_t_shape_and_dtype_errors():
+    kernel = torch.ones(3, 3, dtype=torch.float64)
+    t_crow, t_col, t_values = OPS.toeplitz_matrix(kernel, [4, 5], "same")
+    x = torch.ones(2, 20, dtype=torch.float64).to_sparse_csr()
+    args = (x.crow_indices(), x.col_indices(), x.values(), kernel, [4, 5], "same")
+    with pytest.raises(RuntimeError, match="t_crow must be 1-D int64 with H\\*W \\+ 1 = 21"):
+        OPS.toeplitz_conv2d_precomputed(*args, t_crow[:-1], t_col, t_values)
+    with pytest.raises(RuntimeError, match="t_values must be 1-D, one Double"):
+        OPS.toeplitz_conv2d_precomputed(*args, t_crow, t_col, t_values.float())
+    with pytest.raises(RuntimeError, match="t_col must be a 1-D int64"):
+        OPS.toeplitz_conv2d_precomputed(*args, t_crow, t_col.int(), t_values)
 
 
 def test_compat_errors():

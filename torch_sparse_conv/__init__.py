@@ -4,7 +4,7 @@
   (:func:`sparse_conv2d`, :class:`SparseConv2d`, :func:`sparsify`).
 * Sparse-input (Toeplitz) conv2d: batches of sparse images convolved with a small dense
   kernel, ``scipy.signal.convolve2d`` semantics, output kept sparse (:func:`toeplitz_conv2d`,
-  :class:`ToeplitzConv2d`, :class:`compat.Toeplitz_convolution2d`).
+  :func:`toeplitz_matrix`, :class:`ToeplitzConv2d`, :class:`compat.Toeplitz_convolution2d`).
 
 All operators live under ``torch.ops.torch_sparse_conv``.
 """
@@ -20,7 +20,7 @@ from .functional import (  # noqa: E402
     unpack_sparse_filter,
 )
 from .nn import SparseConv2d, sparsify  # noqa: E402
-from .toeplitz import ToeplitzConv2d, toeplitz_conv2d  # noqa: E402
+from .toeplitz import ToeplitzConv2d, toeplitz_conv2d, toeplitz_matrix  # noqa: E402
 from . import compat  # noqa: E402,F401
 
 __version__ = "0.1.0"
@@ -36,5 +36,6 @@ __all__ = [
     "sparse_conv2d_packed",
     "sparsify",
     "toeplitz_conv2d",
+    "toeplitz_matrix",
     "unpack_sparse_filter",
 ]

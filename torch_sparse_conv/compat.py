@@ -80,12 +80,16 @@ __all__ = ["sparse_conv2d", "sparse_conv2d_unfold", "sparse_conv2d_batch",
 
 class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's name)
     """Drop-in for ``sparse_convolution.Toeplitz_convolution2d`` (0.4): same constructor, same
-    ``__call__``, numpy / scipy.sparse in, the same types and shapes out, computed by
-    :func:`torch_sparse_conv.toeplitz_conv2d`.
+    ``__call__``, numpy / scipy.sparse in, the same types and shapes out, computed by this
+    package's operators.
 
-    ``method``, ``backend``, ``max_buffer_bytes`` and ``verbose`` are accepted for
-    compatibility; every method runs this package's kernel. ``device`` ('cpu' or 'cuda')
-    picks where it runs. As in the package, outputs that are exactly zero are not stored.
+    ``method='precomputed'`` builds T (:func:`torch_sparse_conv.toeplitz_matrix`) on the first
+    call and keeps it for later calls with the same mode (rebuilt if ``_kernel`` changes in
+    place); every other method runs ``'auto'``, which is the direct kernel: it was faster than
+    the kept T in every cell measured (BENCHMARKS.md). ``backend``, ``max_buffer_bytes`` and
+    ``verbose`` are accepted for compatibility. ``device`` ('cpu' or 'cuda') picks where it
+    runs. As in the package, outputs that are exactly zero are not stored, and indices are
+    int32 when the output's size allows.
     """
 
     METHODS = ("direct", "precomputed", "lazy", "gather_scatter")
@@ -114,6 +118,7 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
         self.device = torch.device(device or "cpu")
         self._kernel = torch.as_tensor(self.k.astype(self.dtype), device=self.device)
+        self._matrices = {}  # mode -> _toeplitz._MatrixCache, for method 'precomputed'
 
     def __call__(self, x, batching: bool = True, mode=None):
         import numpy as np
@@ -125,7 +130,6 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
         h, w = self.x_shape
         if mode == "valid" and (self.k.shape[0] > h or self.k.shape[1] > w):
             raise ValueError("x must be larger than k in both dimensions for mode='valid'")
-        issparse = scipy.sparse.issparse(x)
         if batching:
             if len(x.shape) != 2 or x.shape[1] != h * w:
                 raise ValueError(f"When batching=True, x.shape[1] ({x.shape[-1]}) must equal "
@@ -135,29 +139,52 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
                              f"x_shape ({self.x_shape})")
         rows = x.shape[0] if batching else 1
         out_h, out_w = _toeplitz.output_shape(self.x_shape, self.k.shape, mode)
-        if issparse:
-            # No copy for CSR input; unsorted or duplicate entries are fine for the kernel.
-            csr = (x.reshape(1, h * w) if not batching else x).tocsr()
-            # Straight to the operator: the arrays are shared with scipy, not copied.
-            out_crow, out_col, out_values = torch.ops.torch_sparse_conv.toeplitz_conv2d(
-                torch.from_numpy(np.asarray(csr.indptr, dtype=np.int64)).to(self.device),
-                torch.from_numpy(np.asarray(csr.indices, dtype=np.int64)).to(self.device),
-                torch.from_numpy(np.asarray(csr.data, dtype=self.dtype)).to(self.device),
-                self._kernel, [h, w], mode, "auto")
-            data = out_values.cpu().numpy()
-            if max(out_h * out_w, out_values.numel()) < 2**31:
-                # scipy's own index type when it fits: it would otherwise scan and convert.
-                out_col, out_crow = out_col.to(torch.int32), out_crow.to(torch.int32)
+        if not scipy.sparse.issparse(x):
+            dense = torch.as_tensor(np.asarray(x, dtype=self.dtype).reshape(rows, h * w),
+                                    device=self.device)
+            out = _toeplitz.toeplitz_conv2d(dense, self._kernel, self.x_shape, mode)
+            out = out.cpu().numpy()
+            return out.reshape(out_h, out_w) if not batching else out
+        # No copy for CSR input; unsorted or duplicate entries are fine for the kernels.
+        csr = (x.reshape(1, h * w) if not batching else x).tocsr()
+        data = csr.data if csr.data.dtype == self.dtype else csr.data.astype(self.dtype)
+        # scipy's arrays go to the operators as they are: shared, not copied.
+        crow, col = torch.from_numpy(csr.indptr), torch.from_numpy(csr.indices)
+        values = torch.from_numpy(data)
+        if self.device.type == "cpu" and self.method != "precomputed":
+            out_crow, out_col, out_values = torch.ops.torch_sparse_conv._toeplitz_conv2d_scipy(
+                crow, col, values, self._kernel, [h, w], mode)
             result = scipy.sparse.csr_matrix(
-                (data, out_col.cpu().numpy(), out_crow.cpu().numpy()),
+                (out_values.numpy(), out_col.numpy(), out_crow.numpy()),
                 shape=(rows, out_h * out_w), copy=False)
-            if not data.all():  # the package stores no exact zeros
-                result.eliminate_zeros()
-            if not batching:  # as the package: scipy's reshape of the one-row result
-                result = result.reshape(out_h, out_w)
-            return result
-        dense = torch.as_tensor(np.asarray(x, dtype=self.dtype).reshape(rows, h * w),
-                                device=self.device)
-        out = _toeplitz.toeplitz_conv2d(dense, self._kernel, self.x_shape, mode)
-        out = out.cpu().numpy()
-        return out.reshape(out_h, out_w) if not batching else out
+        else:
+            result = self._call_operator(crow, col, values, mode, rows, out_h * out_w)
+        if not batching:  # as the package: scipy's reshape of the one-row result
+            result = result.reshape(out_h, out_w)
+        return result
+
+    def _call_operator(self, crow, col, values, mode, rows, out_pixels):
+        """The public operators (any device, T kept for 'precomputed'), converted to scipy's
+        conventions here: int32 indices when they fit, exact zeros dropped."""
+        import scipy.sparse
+
+        crow, col = crow.to(self.device, torch.int64), col.to(self.device, torch.int64)
+        values, ops = values.to(self.device), torch.ops.torch_sparse_conv
+        if self.method == "precomputed":
+            matrix = self._matrices.setdefault(mode, _toeplitz._MatrixCache()).get(
+                self._kernel, self.x_shape, mode)
+            out_crow, out_col, out_values = ops.toeplitz_conv2d_precomputed(
+                crow, col, values, self._kernel, list(self.x_shape), mode, *matrix)
+        else:
+            out_crow, out_col, out_values = ops.toeplitz_conv2d(
+                crow, col, values, self._kernel, list(self.x_shape), mode, "auto")
+        data = out_values.cpu().numpy()
+        if max(out_pixels, out_values.numel()) < 2**31:
+            # scipy's own index type when it fits: it would otherwise scan and convert.
+            out_col, out_crow = out_col.to(torch.int32), out_crow.to(torch.int32)
+        result = scipy.sparse.csr_matrix(
+            (data, out_col.cpu().numpy(), out_crow.cpu().numpy()),
+            shape=(rows, out_pixels), copy=False)
+        if not data.all():  # the package stores no exact zeros
+            result.eliminate_zeros()
+        return result

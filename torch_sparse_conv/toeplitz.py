@@ -1,6 +1,6 @@
 """Sparse-input 2-D convolution: batches of sparse images convolved with a small dense kernel,
 with exactly ``scipy.signal.convolve2d``'s semantics, output kept sparse."""
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +12,8 @@ _library.load()
 
 MODES = ("full", "same", "valid")
 METHODS = ("auto", "direct", "precomputed")
+# A kept T as the operators take it: (t_crow, t_col, t_values).
+ToeplitzMatrix = Tuple[Tensor, Tensor, Tensor]
 
 
 def output_shape(image_shape: Sequence[int], kernel_shape: Sequence[int],
@@ -27,6 +29,12 @@ def output_shape(image_shape: Sequence[int], kernel_shape: Sequence[int],
     raise ValueError(f"toeplitz_conv2d: mode must be one of {MODES}, got {mode!r}")
 
 
+def _check_method(method, caller: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"{caller}: method must be one of {', '.join(map(repr, METHODS))}, "
+                         f"got {method!r}")
+
+
 def _check_arguments(x, kernel, image_shape, mode, method) -> Tuple[int, int]:
     if not isinstance(x, Tensor):
         raise TypeError(f"toeplitz_conv2d: x must be a Tensor, got {type(x).__name__}")
@@ -38,8 +46,7 @@ def _check_arguments(x, kernel, image_shape, mode, method) -> Tuple[int, int]:
                          f"{image_shape!r}")
     if mode not in MODES:
         raise ValueError(f"toeplitz_conv2d: mode must be one of {MODES}, got {mode!r}")
-    if method not in METHODS:
-        raise ValueError(f"toeplitz_conv2d: method must be one of {METHODS}, got {method!r}")
+    _check_method(method, "toeplitz_conv2d")
     if kernel.dim() != 2:
         raise ValueError(f"toeplitz_conv2d: kernel must be 2-D (kH, kW), got shape "
                          f"{tuple(kernel.shape)}")
@@ -81,6 +88,54 @@ def _dense_convolution(x: Tensor, kernel: Tensor, image_shape, mode: str,
     return out.reshape(x.shape[0], out_shape[0] * out_shape[1])
 
 
+def toeplitz_matrix(kernel: Tensor, image_shape: Sequence[int], mode: str = "same") -> Tensor:
+    """T, the doubly-block-Toeplitz matrix of ``kernel``: sparse CSR ``(H*W, H_out*W_out)`` with
+    sorted int64 columns such that ``toeplitz_conv2d(x, kernel, image_shape, mode)`` equals
+    ``x @ T`` for every batch ``x``. Every tap landing inside the output is stored (kernel zeros
+    included). Differentiable w.r.t. ``kernel``. It holds up to ``H*W*kH*kW`` entries: meant
+    for frames small enough to keep one per kernel."""
+    if not isinstance(kernel, Tensor):
+        raise TypeError(f"toeplitz_matrix: kernel must be a Tensor, got {type(kernel).__name__}")
+    if kernel.dim() != 2:
+        raise ValueError(f"toeplitz_matrix: kernel must be 2-D (kH, kW), got shape "
+                         f"{tuple(kernel.shape)}")
+    if mode not in MODES:
+        raise ValueError(f"toeplitz_matrix: mode must be one of {MODES}, got {mode!r}")
+    h, w = image_shape
+    out_h, out_w = output_shape(image_shape, kernel.shape, mode)
+    t_crow, t_col, t_values = torch.ops.torch_sparse_conv.toeplitz_matrix(
+        kernel, [int(h), int(w)], mode)
+    return torch.sparse_csr_tensor(t_crow, t_col, t_values, size=(h * w, out_h * out_w),
+                                   check_invariants=False)  # built valid by the operator
+
+
+def _as_csr_parts(x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    if x.layout == torch.sparse_coo:
+        x = x.coalesce().to_sparse_csr()
+    if x.layout != torch.sparse_csr:
+        raise TypeError(f"toeplitz_conv2d: x must be dense, sparse CSR or sparse COO, got layout "
+                        f"{x.layout}")
+    return x.crow_indices().to(torch.int64), x.col_indices().to(torch.int64), x.values()
+
+
+def _sparse_toeplitz_conv2d(x: Tensor, kernel: Tensor, image_shape, mode: str, method: str,
+                            out_shape: Tuple[int, int],
+                            matrix: Optional[ToeplitzMatrix] = None) -> Tensor:
+    """Sparse x, arguments already checked. With ``matrix`` (T of this kernel, image_shape and
+    mode) and method 'precomputed', the kept T is used instead of building one."""
+    crow, col, values = _as_csr_parts(x)
+    ops = torch.ops.torch_sparse_conv
+    if method == "precomputed" and matrix is not None:
+        out_crow, out_col, out_values = ops.toeplitz_conv2d_precomputed(
+            crow, col, values, kernel, list(image_shape), mode, *matrix)
+    else:
+        out_crow, out_col, out_values = ops.toeplitz_conv2d(
+            crow, col, values, kernel, list(image_shape), mode, method)
+    return torch.sparse_csr_tensor(out_crow, out_col, out_values,
+                                   size=(x.shape[0], out_shape[0] * out_shape[1]),
+                                   check_invariants=False)  # built valid by the operator
+
+
 def toeplitz_conv2d(x: Tensor, kernel: Tensor, image_shape: Sequence[int], mode: str = "same",
                     method: str = "auto") -> Tensor:
     """Convolves every image of a batch with ``kernel``, like ``scipy.signal.convolve2d``.
@@ -92,8 +147,12 @@ def toeplitz_conv2d(x: Tensor, kernel: Tensor, image_shape: Sequence[int], mode:
         kernel: dense ``(kH, kW)``, same dtype. A true convolution: the kernel is flipped.
         image_shape: ``(H, W)``.
         mode: ``'full'``, ``'same'`` (centred like scipy, also for even kernels) or ``'valid'``.
-        method: ``'auto'`` or ``'direct'`` (CPU: per image, only the output rows the image
-            reaches; exact-size output; memory bounded by the image's own work).
+        method: ``'auto'`` (= ``'direct'``, the faster one on every cell measured, see
+            BENCHMARKS.md), ``'direct'`` (CPU: per image, only the output rows the image
+            reaches; exact-size output; memory bounded by the image's own work) or
+            ``'precomputed'`` (``x @ T`` with T from :func:`toeplitz_matrix`, built on every
+            call here; :class:`ToeplitzConv2d` keeps it). Dense ``x`` always runs a dense
+            convolution.
 
     Returns:
         ``(B, H_out*W_out)``: sparse CSR with sorted int64 columns for sparse ``x`` (an output
@@ -103,18 +162,29 @@ def toeplitz_conv2d(x: Tensor, kernel: Tensor, image_shape: Sequence[int], mode:
     out_shape = _check_arguments(x, kernel, image_shape, mode, method)
     if x.layout == torch.strided:
         return _dense_convolution(x, kernel, image_shape, mode, out_shape)
-    if x.layout == torch.sparse_coo:
-        x = x.coalesce().to_sparse_csr()
-    if x.layout != torch.sparse_csr:
-        raise TypeError(f"toeplitz_conv2d: x must be dense, sparse CSR or sparse COO, got layout "
-                        f"{x.layout}")
-    crow = x.crow_indices().to(torch.int64)
-    col = x.col_indices().to(torch.int64)
-    out_crow, out_col, out_values = torch.ops.torch_sparse_conv.toeplitz_conv2d(
-        crow, col, x.values(), kernel, list(image_shape), mode, method)
-    return torch.sparse_csr_tensor(out_crow, out_col, out_values,
-                                   size=(x.shape[0], out_shape[0] * out_shape[1]),
-                                   check_invariants=False)  # built valid by the operator
+    return _sparse_toeplitz_conv2d(x, kernel, image_shape, mode, method, out_shape)
+
+
+class _MatrixCache:
+    """One T kept for a kernel, rebuilt when the kernel's values change (in place, as an
+    optimizer step or a write through ``.data`` does, which ``_version`` alone would miss), or
+    its dtype, device or shape, or the image_shape or mode asked for. The kernel is small, so
+    comparing its values on every call costs microseconds."""
+
+    def __init__(self):
+        self.key = None
+        self.kernel: Optional[Tensor] = None  # a copy of the values T was built from
+        self.matrix: Optional[ToeplitzMatrix] = None
+
+    def get(self, kernel: Tensor, image_shape, mode: str) -> ToeplitzMatrix:
+        kernel = kernel.detach()
+        key = (kernel.dtype, kernel.device, tuple(kernel.shape), tuple(image_shape), mode)
+        if key != self.key or not torch.equal(kernel, self.kernel):
+            self.matrix = tuple(torch.ops.torch_sparse_conv.toeplitz_matrix(
+                kernel, list(image_shape), mode))
+            self.kernel = kernel.clone()
+            self.key = key
+        return self.matrix
 
 
 class ToeplitzConv2d(nn.Module):
@@ -128,8 +198,7 @@ class ToeplitzConv2d(nn.Module):
             raise ValueError("ToeplitzConv2d: kernel must be a 2-D tensor (kH, kW)")
         if mode not in MODES:
             raise ValueError(f"ToeplitzConv2d: mode must be one of {MODES}, got {mode!r}")
-        if method not in METHODS:
-            raise ValueError(f"ToeplitzConv2d: method must be one of {METHODS}, got {method!r}")
+        _check_method(method, "ToeplitzConv2d")
         self.image_shape: List[int] = [int(s) for s in image_shape]
         self.mode = mode
         self.method = method
@@ -138,13 +207,24 @@ class ToeplitzConv2d(nn.Module):
         else:
             self.register_buffer("kernel", kernel.detach().clone())
         output_shape(self.image_shape, kernel.shape, mode)  # validates image_shape and mode
+        self._matrix = _MatrixCache()
 
     @property
     def output_shape(self) -> Tuple[int, int]:
         return output_shape(self.image_shape, self.kernel.shape, self.mode)
 
     def forward(self, x: Tensor) -> Tensor:
-        return toeplitz_conv2d(x, self.kernel, self.image_shape, self.mode, self.method)
+        """:func:`toeplitz_conv2d`; with method 'precomputed' the module builds T once and
+        keeps it while its kernel stays unchanged (gradients still reach the kernel)."""
+        kernel = self.kernel
+        out_shape = _check_arguments(x, kernel, self.image_shape, self.mode, self.method)
+        if x.layout == torch.strided:
+            return _dense_convolution(x, kernel, self.image_shape, self.mode, out_shape)
+        matrix = None
+        if self.method == "precomputed" and kernel.device.type == "cpu":
+            matrix = self._matrix.get(kernel, self.image_shape, self.mode)
+        return _sparse_toeplitz_conv2d(x, kernel, self.image_shape, self.mode, self.method,
+                                       out_shape, matrix)
 
     def extra_repr(self) -> str:
         return (f"image_shape={tuple(self.image_shape)}, kernel_shape={tuple(self.kernel.shape)},"

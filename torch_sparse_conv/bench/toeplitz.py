@@ -9,6 +9,9 @@ scipy.signal.convolve2d's (or, where that is too slow to run, F.conv2d's) first:
   ours:<method>        the op on a torch CSR tensor on the CPU, each method the build accepts
                        (auto, direct, precomputed; one it rejects is recorded 'not available')
   ours:<method>@cuda   the same on the GPU (--device cuda), where the build has a CUDA kernel
+  ours:compat-precomputed  compat with method='precomputed' (T built inside the timed call)
+  ours:precomputed-kept[@cuda]  toeplitz_conv2d_precomputed with T built once, outside the
+                       timer (what ToeplitzConv2d(method='precomputed') pays per call)
   sc:<method>+<backend>[@cuda]  every method and backend of sparse_convolution (if installed);
                        its torch backend also on the GPU with --device cuda
   scipy:convolve2d     scipy.signal.convolve2d per image on the densified input (dense out)
@@ -27,6 +30,7 @@ import torch
 
 from .. import toeplitz as toeplitz_module
 from ..compat import Toeplitz_convolution2d
+from ..toeplitz import toeplitz_matrix
 from .peers import (dense_conv2d_same, probe, scipy_convolve2d_batch, sparse_convolution,
                     sparse_convolution_pairs)
 from .timing import geometric_mean, time_interleaved
@@ -104,6 +108,22 @@ def _as_dense(out, batch: int) -> np.ndarray:
     return np.asarray(out).reshape(batch, -1)
 
 
+_KEPT_T = {}
+
+
+def _precomputed_kept(x, kernel, shape):
+    """x @ T with T built on the first call for this kernel and kept."""
+    key = (kernel.data_ptr(), kernel.device, tuple(shape))
+    if key not in _KEPT_T:
+        _KEPT_T[key] = (kernel, toeplitz_matrix(kernel, shape, "same"))
+    t = _KEPT_T[key][1]
+    parts = torch.ops.torch_sparse_conv.toeplitz_conv2d_precomputed(
+        x.crow_indices(), x.col_indices(), x.values(), kernel, list(shape), "same",
+        t.crow_indices(), t.col_indices(), t.values())
+    return torch.sparse_csr_tensor(*parts, size=(x.shape[0], shape[0] * shape[1]),
+                                   check_invariants=False)
+
+
 def _contenders(cell, config: Dict, device: str):
     """Every contender for one cell (all fed the same batch and kernel), and the ones left
     out before running, with why."""
@@ -120,13 +140,23 @@ def _contenders(cell, config: Dict, device: str):
     images = x.toarray().reshape(nbatch, size, size)
     images_cpu = torch.from_numpy(images).unsqueeze(1)
     devices = ["cpu"] + (["cuda"] if device == "cuda" else [])
-    contenders = {"ours:compat": lambda: Toeplitz_convolution2d(shape, k, "same")(x)}
+    contenders = {
+        "ours:compat": lambda: Toeplitz_convolution2d(shape, k, "same")(x),
+        # T built inside the timed construction + call, as sparse_convolution's own
+        # precomputed method builds it.
+        "ours:compat-precomputed": lambda: Toeplitz_convolution2d(
+            shape, k, "same", method="precomputed")(x),
+    }
     for dev in devices:
         x_dev, k_dev = x_cpu.to(dev), k_cpu.to(dev)
         suffix = "" if dev == "cpu" else "@" + dev
         for method in config["methods"]:
             contenders[f"ours:{method}{suffix}"] = (
                 lambda m=method, xd=x_dev, kd=k_dev: ours(xd, kd, shape, m))
+        # T built once outside the timer: what ToeplitzConv2d(method='precomputed') pays per
+        # call once it keeps T.
+        contenders[f"ours:precomputed-kept{suffix}"] = (
+            lambda xd=x_dev, kd=k_dev: _precomputed_kept(xd, kd, shape))
     package = sparse_convolution() if config.get("peers", True) else None
     if package is not None:
         for method, backend in sparse_convolution_pairs(package):

@@ -1,0 +1,37 @@
+// The direct method's two passes (toeplitz_conv2d_cpu.cpp), shared by the operators that
+// write its output in other forms. Both run over images [begin, end) of the CSR batch
+// (crow, col, val), columns already checked to lie in [0, H*W).
+#pragma once
+
+#include <cstdint>
+
+#include "toeplitz_geometry.h"
+
+namespace torch_sparse_conv {
+
+#define TSC_DECLARE_PASSES(SCALAR)                                                             \
+  /* counts[n]: the number of output pixels image n covers. */                                 \
+  void direct_count_pass(const int64_t* crow, const int64_t* col, const SCALAR* val,           \
+                         const SCALAR* kernel, const ToeplitzGeometry& g, int64_t begin,       \
+                         int64_t end, int64_t* counts);                                        \
+  /* Writes image n's covered pixels, sorted, at cols / vals + offsets[n]. */                  \
+  void direct_fill_pass(const int64_t* crow, const int64_t* col, const SCALAR* val,            \
+                        const SCALAR* kernel, const ToeplitzGeometry& g, int64_t begin,        \
+                        int64_t end, const int64_t* offsets, int64_t* cols, SCALAR* vals);     \
+  /* The same, leaving out pixels whose value is exactly zero (scipy's convention); */         \
+  /* kept[n]: how many image n wrote. */                                                       \
+  void direct_fill_pass_dropping_zeros(const int64_t* crow, const int64_t* col,                \
+                                       const SCALAR* val, const SCALAR* kernel,                \
+                                       const ToeplitzGeometry& g, int64_t begin, int64_t end,  \
+                                       const int64_t* offsets, int32_t* cols, SCALAR* vals,    \
+                                       int64_t* kept);                                         \
+  void direct_fill_pass_dropping_zeros(const int64_t* crow, const int64_t* col,                \
+                                       const SCALAR* val, const SCALAR* kernel,                \
+                                       const ToeplitzGeometry& g, int64_t begin, int64_t end,  \
+                                       const int64_t* offsets, int64_t* cols, SCALAR* vals,    \
+                                       int64_t* kept);
+TSC_DECLARE_PASSES(float)
+TSC_DECLARE_PASSES(double)
+#undef TSC_DECLARE_PASSES
+
+}  // namespace torch_sparse_conv
