@@ -9,9 +9,8 @@
 //      equal keys sums its candidates in their original order, into exact-size CSR output
 //      with sorted int64 columns.
 // Memory is bounded by the work (stored entries x taps), never by the frame or the batch.
-// 'precomputed' builds the doubly-block-Toeplitz matrix T (H*W x H_out*W_out) on the device
-// and multiplies with cuSPARSE SpGEMM (through torch's sparse CSR matmul); T's size follows
-// the frame, so 'auto' picks it only for dense batches on small frames (see below).
+// 'precomputed' builds T and multiplies (toeplitz_matrix_cuda.cu); T's size follows the frame,
+// so 'auto' picks it only for dense batches on small frames (see below).
 //
 // Backward: one thread per input entry looks its output pixels up in the image's sorted
 // output columns (binary search per kernel row); grad_values is summed in the thread, and
@@ -27,41 +26,10 @@
 #include <array>
 #include <limits>
 
-#include "toeplitz_geometry.h"
+#include "toeplitz_cuda.cuh"
 
 namespace torch_sparse_conv {
 namespace {
-
-constexpr int kThreads = 256;
-
-int64_t blocks_for(int64_t work) {
-  return std::max<int64_t>(1, std::min<int64_t>((work + kThreads - 1) / kThreads, 1 << 30));
-}
-
-struct Frame {  // ToeplitzGeometry as kernel arguments
-  int64_t in_h, in_w, kernel_h, kernel_w, out_h, out_w, offset_h, offset_w;
-};
-
-Frame frame_of(const ToeplitzGeometry& g) {
-  return {g.in_h, g.in_w, g.kernel_h, g.kernel_w, g.out_h, g.out_w, g.offset_h, g.offset_w};
-}
-
-// The kernel taps (u, t) that put input pixel (a, b) inside the output frame:
-// u in [u_lo, u_hi), t in [t_lo, t_hi).
-struct Footprint {
-  int64_t u_lo, u_hi, t_lo, t_hi;
-};
-
-__device__ Footprint footprint(int64_t pixel, const Frame& f) {
-  const int64_t a = pixel / f.in_w, b = pixel % f.in_w;
-  const int64_t r0 = a - f.offset_h, c0 = b - f.offset_w;  // output pixel of tap (0, 0)
-  Footprint p;
-  p.u_lo = max(int64_t(0), -r0);
-  p.u_hi = max(p.u_lo, min(f.kernel_h, f.out_h - r0));
-  p.t_lo = max(int64_t(0), -c0);
-  p.t_hi = max(p.t_lo, min(f.kernel_w, f.out_w - c0));
-  return p;
-}
 
 __global__ void count_kernel(const int64_t* __restrict__ col, Frame f, int64_t nnz,
                              int64_t* __restrict__ counts) {
@@ -120,33 +88,6 @@ __global__ void reduce_runs_kernel(const key_t* __restrict__ sorted_keys,
   }
 }
 
-// Device-side CSR checks with one copy of five numbers to the host (the forward must sync
-// to size its output anyway).
-void check_csr_on_device(const at::Tensor& crow, const at::Tensor& col, int64_t pixels,
-                         const char* what) {
-  const int64_t rows = crow.size(0) - 1, nnz = col.size(0);
-  const at::Tensor monotone =
-      rows > 0 ? at::all(crow.narrow(0, 1, rows) >= crow.narrow(0, 0, rows))
-               : at::ones({}, crow.options().dtype(at::kBool));
-  const at::Tensor lowest = nnz > 0 ? col.min() : at::zeros({}, col.options());
-  const at::Tensor highest = nnz > 0 ? col.max() : at::zeros({}, col.options());
-  const at::Tensor facts =
-      at::stack({crow[0], crow[rows], monotone.to(at::kLong), lowest, highest}).cpu();
-  const int64_t* f = facts.data_ptr<int64_t>();
-  TORCH_CHECK(f[0] == 0, what, "'s row pointers must start at 0, got ", f[0]);
-  TORCH_CHECK(f[2] == 1, what, "'s row pointers must be non-decreasing");
-  TORCH_CHECK(f[1] == nnz, what, "'s last row pointer (", f[1],
-              ") must equal its number of stored entries (", nnz, ")");
-  TORCH_CHECK(nnz == 0 || (f[3] >= 0 && f[4] < pixels), what, "'s column indices must lie "
-              "in [0, ", pixels, "), got range [", f[3], ", ", f[4], "]");
-}
-
-// The image of every entry, from the row pointers (no host sync: the size is given).
-at::Tensor row_of_entries(const at::Tensor& crow, int64_t batch, int64_t nnz) {
-  const at::Tensor counts = crow.narrow(0, 1, batch) - crow.narrow(0, 0, batch);
-  return at::repeat_interleave(at::arange(batch, crow.options()), counts, 0, nnz);
-}
-
 at::Tensor crow_from_rows(const at::Tensor& rows, int64_t batch) {
   at::Tensor crow = at::zeros({batch + 1}, rows.options());
   if (rows.numel() > 0 && batch > 0) {
@@ -164,7 +105,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> direct_forward(
   const Frame f = frame_of(g);
   at::Tensor counts = at::empty({nnz}, col.options());
   if (nnz > 0) {
-    count_kernel<<<blocks_for(nnz), kThreads, 0, stream>>>(col.data_ptr<int64_t>(), f, nnz,
+    count_kernel<<<toeplitz_blocks_for(nnz), kToeplitzThreads, 0, stream>>>(col.data_ptr<int64_t>(), f, nnz,
                                                            counts.data_ptr<int64_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
@@ -182,7 +123,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> direct_forward(
   at::Tensor out_crow, out_col, out_values;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, values.scalar_type(),
                                   "toeplitz_conv2d_cuda", [&] {
-    expand_kernel<scalar_t, key_t><<<blocks_for(nnz), kThreads, 0, stream>>>(
+    expand_kernel<scalar_t, key_t><<<toeplitz_blocks_for(nnz), kToeplitzThreads, 0, stream>>>(
         row_of.data_ptr<int64_t>(), col.data_ptr<int64_t>(), values.data_ptr<scalar_t>(),
         kernel.data_ptr<scalar_t>(), f, nnz, offsets.data_ptr<int64_t>(),
         keys.data_ptr<key_t>(), products.data_ptr<scalar_t>());
@@ -200,7 +141,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> direct_forward(
     at::Tensor out_row = at::empty({runs}, col.options());
     out_col = at::empty({runs}, col.options());
     out_values = at::empty({runs}, values.options());
-    reduce_runs_kernel<scalar_t, key_t><<<blocks_for(runs), kThreads, 0, stream>>>(
+    reduce_runs_kernel<scalar_t, key_t><<<toeplitz_blocks_for(runs), kToeplitzThreads, 0, stream>>>(
         sorted_keys.data_ptr<key_t>(), order.data_ptr<int64_t>(), products.data_ptr<scalar_t>(),
         run_start.data_ptr<int64_t>(), runs, candidates, out_pixels,
         out_row.data_ptr<int64_t>(), out_col.data_ptr<int64_t>(),
@@ -209,62 +150,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> direct_forward(
     out_crow = crow_from_rows(out_row, g.batch);
   });
   return {out_crow, out_col, out_values};
-}
-
-// T (H*W x H_out*W_out): row p holds kernel[u, t] at the output pixel of tap (u, t); its
-// columns ascend with (u, t), so the rows come out sorted.
-template <typename scalar_t>
-__global__ void toeplitz_rows_kernel(Frame f, const int64_t* __restrict__ row_start,
-                                     const scalar_t* __restrict__ kernel,
-                                     int64_t* __restrict__ cols, scalar_t* __restrict__ vals) {
-  const int64_t pixels = f.in_h * f.in_w;
-  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < pixels;
-       p += int64_t(blockDim.x) * gridDim.x) {
-    const Footprint fp = footprint(p, f);
-    const int64_t a = p / f.in_w, b = p % f.in_w;
-    int64_t slot = row_start[p];
-    for (int64_t u = fp.u_lo; u < fp.u_hi; ++u) {
-      for (int64_t t = fp.t_lo; t < fp.t_hi; ++t, ++slot) {
-        cols[slot] = (a + u - f.offset_h) * f.out_w + b + t - f.offset_w;
-        vals[slot] = kernel[u * f.kernel_w + t];
-      }
-    }
-  }
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> precomputed_forward(
-    const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
-    const at::Tensor& kernel, const ToeplitzGeometry& g) {
-  TORCH_CHECK(values.scalar_type() == at::kFloat || values.scalar_type() == at::kDouble,
-              "toeplitz_conv2d: method 'precomputed' supports float32 and float64 on CUDA; use "
-              "'direct' for half precision");
-  const int64_t pixels = g.in_h * g.in_w, out_pixels = g.out_h * g.out_w;
-  const auto stream = at::cuda::getCurrentCUDAStream();
-  const Frame f = frame_of(g);
-  // Row counts of T are the footprint sizes of every pixel: reuse the count kernel.
-  const at::Tensor all_pixels = at::arange(pixels, col.options());
-  at::Tensor counts = at::empty({pixels}, col.options());
-  count_kernel<<<blocks_for(pixels), kThreads, 0, stream>>>(all_pixels.data_ptr<int64_t>(), f,
-                                                            pixels, counts.data_ptr<int64_t>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  at::Tensor t_crow = at::zeros({pixels + 1}, col.options());
-  t_crow.narrow(0, 1, pixels).copy_(at::cumsum(counts, 0));
-  const int64_t t_nnz = t_crow[pixels].item<int64_t>();
-  at::Tensor t_col = at::empty({t_nnz}, col.options());
-  at::Tensor t_val = at::empty({t_nnz}, values.options());
-  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "toeplitz_precomputed_cuda", [&] {
-    toeplitz_rows_kernel<scalar_t><<<blocks_for(pixels), kThreads, 0, stream>>>(
-        f, t_crow.data_ptr<int64_t>(), kernel.data_ptr<scalar_t>(), t_col.data_ptr<int64_t>(),
-        t_val.data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  });
-  const at::Tensor x = at::sparse_csr_tensor(crow, col, values, {g.batch, pixels},
-                                             values.options().layout(at::kSparseCsr));
-  const at::Tensor t = at::sparse_csr_tensor(t_crow, t_col, t_val, {pixels, out_pixels},
-                                             values.options().layout(at::kSparseCsr));
-  const at::Tensor product = at::matmul(x, t);
-  return {product.crow_indices().to(at::kLong), product.col_indices().to(at::kLong),
-          product.values()};
 }
 
 // 'auto' on CUDA: 'precomputed' once the batch stores at least 10 entries per frame pixel
@@ -285,14 +170,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_cuda(
     c10::string_view method) {
   const ToeplitzGeometry g = check_toeplitz_args(crow, col, values, kernel, image_shape, mode);
   const c10::cuda::CUDAGuard guard(values.device());
-  bool precomputed = method == "precomputed";
-  if (!precomputed && parse_toeplitz_method(method) == ToeplitzMethod::Auto) {
-    precomputed = auto_picks_precomputed(col.size(0), values.scalar_type(), g);
-  }
+  const ToeplitzMethod chosen = parse_toeplitz_method(method);
+  const bool precomputed =
+      chosen == ToeplitzMethod::Precomputed ||
+      (chosen == ToeplitzMethod::Auto &&
+       auto_picks_precomputed(col.size(0), values.scalar_type(), g));
   const at::Tensor cr = crow.contiguous(), cc = col.contiguous();
   const at::Tensor cv = values.contiguous(), ck = kernel.contiguous();
   check_csr_on_device(cr, cc, g.in_h * g.in_w, "toeplitz_conv2d: x");
-  if (precomputed) return precomputed_forward(cr, cc, cv, ck, g);
+  if (precomputed) {
+    TORCH_CHECK(cv.scalar_type() == at::kFloat || cv.scalar_type() == at::kDouble,
+                "toeplitz_conv2d: method 'precomputed' supports float32 and float64 on CUDA; "
+                "use 'direct' for half precision");
+    auto [t_crow, t_col, t_values] = build_toeplitz_matrix_cuda(ck, g);
+    return multiply_by_toeplitz_cuda(cr, cc, cv, t_crow, t_col, t_values, g);
+  }
   const int64_t out_pixels = g.out_h * g.out_w;
   TORCH_CHECK(g.batch == 0 || out_pixels <= std::numeric_limits<int64_t>::max() / g.batch,
               "toeplitz_conv2d: batch x output pixels must stay below 2^63");
@@ -393,7 +285,7 @@ std::tuple<at::Tensor, at::Tensor> toeplitz_conv2d_backward_cuda(
     const at::Tensor row_of = row_of_entries(cr, g.batch, nnz);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, values.scalar_type(),
                                     "toeplitz_conv2d_backward_cuda", [&] {
-      backward_kernel<scalar_t><<<blocks_for(nnz), kThreads, 0,
+      backward_kernel<scalar_t><<<toeplitz_blocks_for(nnz), kToeplitzThreads, 0,
                                   at::cuda::getCurrentCUDAStream()>>>(
           row_of.data_ptr<int64_t>(), cc.data_ptr<int64_t>(), cv.data_ptr<scalar_t>(),
           ck.data_ptr<scalar_t>(), ocr.data_ptr<int64_t>(), occ.data_ptr<int64_t>(),

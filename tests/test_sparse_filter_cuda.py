@@ -14,7 +14,8 @@ import torch_sparse_conv as tsc
 from test_sparse_filter_conv2d import GRID, random_weight, seed_of
 
 OPS = ["sparse_filter_conv2d", "_sparse_filter_conv2d_backward", "toeplitz_conv2d",
-       "_toeplitz_conv2d_backward"]
+       "_toeplitz_conv2d_backward", "toeplitz_matrix", "_toeplitz_matrix_backward",
+       "toeplitz_conv2d_precomputed"]
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 CUDA_METHODS = ["direct", "spmm", "dense", "auto"]
 HALF_TYPES = [torch.float16, torch.bfloat16]

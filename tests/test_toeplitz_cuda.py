@@ -129,3 +129,33 @@ def test_cuda_opcheck_and_invalid_csr():
     with pytest.raises(RuntimeError, match="non-decreasing"):
         OP(bad_crow, x.col_indices().cuda(), values.detach(), kernel.detach(), [6, 5], "same",
            "direct")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cuda_toeplitz_matrix_and_kept_product_match_cpu(mode):
+    rng = np.random.default_rng(11)
+    kernel = torch.tensor(rng.standard_normal((4, 3)), requires_grad=True)
+    t_cpu = torch.ops.torch_sparse_conv.toeplitz_matrix(kernel, [9, 8], mode)
+    kernel_gpu = kernel.detach().cuda().requires_grad_()
+    t_gpu = torch.ops.torch_sparse_conv.toeplitz_matrix(kernel_gpu, [9, 8], mode)
+    for a, b in zip(t_cpu, t_gpu):
+        torch.testing.assert_close(b.detach().cpu(), a.detach())
+    weights = torch.randn(t_cpu[2].shape, dtype=torch.float64)
+    (grad_cpu,) = torch.autograd.grad((t_cpu[2] * weights).sum(), kernel)
+    (grad_gpu,) = torch.autograd.grad((t_gpu[2] * weights.cuda()).sum(), kernel_gpu)
+    torch.testing.assert_close(grad_gpu.cpu(), grad_cpu)
+    x = random_batch(rng, 5, 9, 8, 0.2)
+    args = [x.crow_indices(), x.col_indices(), x.values(), kernel.detach(), [9, 8], mode]
+    cpu = torch.ops.torch_sparse_conv.toeplitz_conv2d_precomputed(
+        *args, *[t.detach() for t in t_cpu])
+    gpu = torch.ops.torch_sparse_conv.toeplitz_conv2d_precomputed(
+        *[a.cuda() if isinstance(a, torch.Tensor) else a for a in args],
+        *[t.detach() for t in t_gpu])
+    for a, b in zip(cpu, gpu):
+        torch.testing.assert_close(b.cpu(), a)
+    bad_col = t_gpu[1].detach().clone()
+    bad_col[0] = 10**6
+    with pytest.raises(RuntimeError, match="T's column indices must lie"):
+        torch.ops.torch_sparse_conv.toeplitz_conv2d_precomputed(
+            *[a.cuda() if isinstance(a, torch.Tensor) else a for a in args],
+            t_gpu[0].detach(), bad_col, t_gpu[2].detach())
