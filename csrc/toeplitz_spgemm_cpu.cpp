@@ -159,8 +159,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_times_toeplitz_cpu(
       Scratch<scalar_t> s;
       for (int64_t n = begin; n < end; ++n) {
         int image_error = kTValid;
-        oc[n + 1] = multiply_image<false, scalar_t>(x, x.crow[n], x.crow[n + 1], t, t_nnz, out_cols, s,
-                                          nullptr, nullptr, &image_error);
+        oc[n + 1] = multiply_image<false, scalar_t>(x, x.crow[n], x.crow[n + 1], t, t_nnz,
+                                                    out_cols, s, nullptr, nullptr,
+                                                    &image_error);
         if (image_error != kTValid) error = image_error;
       }
     });
@@ -174,7 +175,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_times_toeplitz_cpu(
       Scratch<scalar_t> s;
       for (int64_t n = begin; n < end; ++n) {
         multiply_image<true, scalar_t>(x, x.crow[n], x.crow[n + 1], t, t_nnz, out_cols, s,
-                             dst_col + oc[n], dst_val + oc[n], nullptr);
+                                       dst_col + oc[n], dst_val + oc[n], nullptr);
       }
     });
   });

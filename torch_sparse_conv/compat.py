@@ -83,13 +83,13 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
     ``__call__``, numpy / scipy.sparse in, the same types and shapes out, computed by this
     package's operators.
 
-    ``method='precomputed'`` builds T (:func:`torch_sparse_conv.toeplitz_matrix`) on the first
-    call and keeps it for later calls with the same mode (rebuilt if ``_kernel`` changes in
-    place); every other method runs ``'auto'``, which is the direct kernel: it was faster than
-    the kept T in every cell measured (BENCHMARKS.md). ``backend``, ``max_buffer_bytes`` and
-    ``verbose`` are accepted for compatibility. ``device`` ('cpu' or 'cuda') picks where it
-    runs. As in the package, outputs that are exactly zero are not stored, and indices are
-    int32 when the output's size allows.
+    ``method='precomputed'`` (on CPU) builds T (:func:`torch_sparse_conv.toeplitz_matrix`) on
+    the first call and keeps it for later calls with the same mode (rebuilt if ``_kernel``
+    changes in place); every other method runs ``'auto'``, which is the direct kernel: it was
+    faster than the kept T in every cell measured (BENCHMARKS.md). ``backend``,
+    ``max_buffer_bytes`` and ``verbose`` are accepted for compatibility. ``device`` ('cpu' or
+    'cuda') picks where it runs. As in the package, outputs that are exactly zero are not
+    stored, and indices are int32 when the output's size allows.
     """
 
     METHODS = ("direct", "precomputed", "lazy", "gather_scatter")
@@ -170,7 +170,7 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
 
         crow, col = crow.to(self.device, torch.int64), col.to(self.device, torch.int64)
         values, ops = values.to(self.device), torch.ops.torch_sparse_conv
-        if self.method == "precomputed":
+        if self.method == "precomputed" and self.device.type == "cpu":  # T is built on CPU
             matrix = self._matrices.setdefault(mode, _toeplitz._MatrixCache()).get(
                 self._kernel, self.x_shape, mode)
             out_crow, out_col, out_values = ops.toeplitz_conv2d_precomputed(
