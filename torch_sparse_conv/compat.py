@@ -170,7 +170,7 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
 
         crow, col = crow.to(self.device, torch.int64), col.to(self.device, torch.int64)
         values, ops = values.to(self.device), torch.ops.torch_sparse_conv
-        if self.method == "precomputed" and self.device.type == "cpu":  # T is built on CPU
+        if self.method == "precomputed":
             matrix = self._matrices.setdefault(mode, _toeplitz._MatrixCache()).get(
                 self._kernel, self.x_shape, mode)
             out_crow, out_col, out_values = ops.toeplitz_conv2d_precomputed(

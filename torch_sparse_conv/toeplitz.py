@@ -221,7 +221,7 @@ class ToeplitzConv2d(nn.Module):
         if x.layout == torch.strided:
             return _dense_convolution(x, kernel, self.image_shape, self.mode, out_shape)
         matrix = None
-        if self.method == "precomputed" and kernel.device.type == "cpu":
+        if self.method == "precomputed":
             matrix = self._matrix.get(kernel, self.image_shape, self.mode)
         return _sparse_toeplitz_conv2d(x, kernel, self.image_shape, self.mode, self.method,
                                        out_shape, matrix)
