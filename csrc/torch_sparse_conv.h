@@ -30,7 +30,7 @@ struct PackedFilter {
 PackedFilter pack_sparse_filter(const at::Tensor& weight);
 
 // Equal to at::conv2d(input, dense(W), bias, stride, padding, dilation, groups).
-// method: "auto", "direct", "unfold" or "dense".
+// method: "auto", "direct", "unfold" (CPU), "spmm" (CUDA) or "dense".
 at::Tensor sparse_filter_conv2d(
     const at::Tensor& input,
     const PackedFilter& weight,
@@ -64,7 +64,7 @@ std::vector<int64_t> toeplitz_output_shape(at::IntArrayRef image_shape,
 // scipy.signal.convolve2d(image, kernel, mode) (a true convolution: the kernel is flipped),
 // keeping the output sparse: CSR (B, H_out * W_out) with sorted int64 columns. An output
 // pixel is stored when the kernel's footprint of a stored input entry covers it.
-// Differentiable w.r.t. images.values and kernel. method: "auto" or "direct".
+// Differentiable w.r.t. images.values and kernel. method: "auto", "direct" or "precomputed".
 CsrImages toeplitz_conv2d(const CsrImages& images, const at::Tensor& kernel,
                           at::IntArrayRef image_shape, const std::string& mode = "same",
                           const std::string& method = "auto");

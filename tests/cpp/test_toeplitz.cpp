@@ -248,7 +248,7 @@ TEST(ToeplitzConv2d, ErrorsNameTheArgument) {
   EXPECT_THROW_WITH(tsc::toeplitz_conv2d(in, kernel, {6, 5}, "circular"),
                     "mode must be 'full', 'same' or 'valid'");
   EXPECT_THROW_WITH(tsc::toeplitz_conv2d(in, kernel, {6, 5}, "same", "fft"),
-                    "method must be 'auto' or 'direct'");
+                    "method must be one of 'auto', 'direct', 'precomputed'");
   EXPECT_THROW_WITH(tsc::toeplitz_conv2d(in, at::randn({1, 3, 3}), {6, 5}),
                     "kernel must be 2-D (kH, kW)");
   EXPECT_THROW_WITH(tsc::toeplitz_conv2d(in, kernel.to(at::kDouble), {6, 5}),
