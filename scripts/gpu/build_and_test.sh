@@ -5,6 +5,10 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/tsc_out}; mkdir -p "$OUT"
 PY=${PY:-python3}
+# 2026-11-24: the image's /opt/gcc g++ built a library whose error paths crashed (a second
+# copy of libstdc++'s stream code, see NOTES.md); prefer the system compiler when present.
+if [ -x /usr/bin/g++ ] && [ -z "${CXX:-}" ]; then export CC=/usr/bin/gcc CXX=/usr/bin/g++; fi
+echo "compiler: ${CXX:-default} ($(${CXX:-g++} --version | head -1))"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 arch=$($PY -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())")
 start=$(date +%s)

@@ -4,6 +4,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1
+# 2026-11-24: the image's /opt/gcc g++ built a library whose error paths crashed (a second
+# copy of libstdc++'s stream code, see NOTES.md); prefer the system compiler when present.
+if [ -x /usr/bin/g++ ] && [ -z "${CXX:-}" ]; then export CC=/usr/bin/gcc CXX=/usr/bin/g++; fi
+echo "compiler: ${CXX:-default} ($(${CXX:-g++} --version | head -1))"
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site
 arch=$(python3 -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())")
