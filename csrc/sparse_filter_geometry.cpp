@@ -1,5 +1,7 @@
 #include "sparse_filter_geometry.h"
 
+#include "csr_device_facts.h"
+
 #include <ATen/Parallel.h>
 
 namespace torch_sparse_conv {
@@ -21,23 +23,19 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // On a GPU: reductions on the device and one copy of five numbers to the host.
 static void check_csr_contents_on_device(const at::Tensor& row_ptr, const at::Tensor& col_idx,
-                                  int64_t taps) {
-  const int64_t rows = row_ptr.size(0) - 1;
+                                         int64_t taps) {
   const int64_t nnz = col_idx.size(0);
-  at::Tensor monotone = rows > 0 ? at::all(row_ptr.narrow(0, 1, rows) >= row_ptr.narrow(0, 0, rows))
-                                 : at::ones({}, row_ptr.options().dtype(at::kBool));
-  at::Tensor lowest = nnz > 0 ? col_idx.min() : at::zeros({}, col_idx.options());
-  at::Tensor highest = nnz > 0 ? col_idx.max() : at::zeros({}, col_idx.options());
-  const at::Tensor facts =
-      at::stack({row_ptr[0], row_ptr[rows], monotone.to(at::kLong), lowest, highest}).cpu();
-  const int64_t* f = facts.data_ptr<int64_t>();
-  TORCH_CHECK(f[0] == 0, "sparse_filter_conv2d: row_ptr[0] must be 0, got ", f[0]);
-  TORCH_CHECK(f[2] == 1, "sparse_filter_conv2d: row_ptr must be non-decreasing");
-  TORCH_CHECK(f[1] == nnz, "sparse_filter_conv2d: row_ptr[-1] (", f[1],
-              ") must equal the number of col_idx entries (", nnz, ")");
-  TORCH_CHECK(nnz == 0 || (f[3] >= 0 && f[4] < taps), "sparse_filter_conv2d: col_idx values "
-              "must lie in [0, ", taps, ") for C_in/groups * kH * kW = ", taps, ", got range [",
-              f[3], ", ", f[4], "]");
+  const CsrDeviceFacts f = csr_facts_on_device(row_ptr, col_idx);
+  TORCH_CHECK(f.first_row_pointer == 0, "sparse_filter_conv2d: row_ptr[0] must be 0, got ",
+              f.first_row_pointer);
+  TORCH_CHECK(f.row_pointers_non_decreasing,
+              "sparse_filter_conv2d: row_ptr must be non-decreasing");
+  TORCH_CHECK(f.last_row_pointer == nnz, "sparse_filter_conv2d: row_ptr[-1] (",
+              f.last_row_pointer, ") must equal the number of col_idx entries (", nnz, ")");
+  TORCH_CHECK(nnz == 0 || (f.lowest_column >= 0 && f.highest_column < taps),
+              "sparse_filter_conv2d: col_idx values must lie in [0, ", taps,
+              ") for C_in/groups * kH * kW = ", taps, ", got range [", f.lowest_column, ", ",
+              f.highest_column, "]");
 }
 
 void check_csr_contents(const at::Tensor& row_ptr, const at::Tensor& col_idx, int64_t taps) {

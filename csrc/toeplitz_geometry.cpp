@@ -124,4 +124,42 @@ ToeplitzGeometry check_toeplitz_args(const at::Tensor& crow, const at::Tensor& c
   return g;
 }
 
+void check_toeplitz_matrix_args(const at::Tensor& t_crow, const at::Tensor& t_col,
+                                const at::Tensor& t_values, const at::Tensor& values,
+                                const ToeplitzGeometry& g) {
+  TORCH_CHECK(t_crow.dim() == 1 && t_crow.scalar_type() == at::kLong &&
+                  t_crow.size(0) == g.in_h * g.in_w + 1,
+              "toeplitz_conv2d_precomputed: t_crow must be 1-D int64 with H*W + 1 = ",
+              g.in_h * g.in_w + 1, " entries, got ", t_crow.scalar_type(), " of shape ",
+              t_crow.sizes());
+  TORCH_CHECK(t_col.dim() == 1 && t_col.scalar_type() == at::kLong,
+              "toeplitz_conv2d_precomputed: t_col must be a 1-D int64 tensor");
+  TORCH_CHECK(t_values.dim() == 1 && t_values.size(0) == t_col.size(0) &&
+                  t_values.scalar_type() == values.scalar_type(),
+              "toeplitz_conv2d_precomputed: t_values must be 1-D, one ", values.scalar_type(),
+              " per entry of t_col (", t_col.size(0), "), got ", t_values.scalar_type(),
+              " of shape ", t_values.sizes());
+  for (const at::Tensor* t : {&t_crow, &t_col, &t_values}) {
+    TORCH_CHECK(t->device() == values.device(), "toeplitz_conv2d_precomputed: T must be on x's "
+                "device (", values.device(), "), got ", t->device());
+  }
+}
+
+void check_toeplitz_backward_args(const at::Tensor& grad_out_values, const at::Tensor& out_crow,
+                                  const at::Tensor& out_col, const at::Tensor& values,
+                                  const ToeplitzGeometry& g) {
+  TORCH_CHECK(out_crow.dim() == 1 && out_crow.size(0) == g.batch + 1 &&
+                  out_crow.scalar_type() == at::kLong && out_col.dim() == 1 &&
+                  out_col.scalar_type() == at::kLong && out_crow.device() == values.device() &&
+                  out_col.device() == values.device(),
+              "_toeplitz_conv2d_backward: the output pattern must be int64 CSR of B + 1 rows "
+              "on x's device");
+  TORCH_CHECK(grad_out_values.dim() == 1 && grad_out_values.size(0) == out_col.size(0) &&
+                  grad_out_values.scalar_type() == values.scalar_type() &&
+                  grad_out_values.device() == values.device(),
+              "_toeplitz_conv2d_backward: grad_out_values must be 1-D, one ", values.scalar_type(),
+              " per output entry (", out_col.size(0), ") on ", values.device(), ", got ",
+              grad_out_values.scalar_type(), " of shape ", grad_out_values.sizes());
+}
+
 }  // namespace torch_sparse_conv

@@ -34,4 +34,17 @@ ToeplitzGeometry check_toeplitz_args(const at::Tensor& crow, const at::Tensor& c
                                      const at::Tensor& values, const at::Tensor& kernel,
                                      at::IntArrayRef image_shape, c10::string_view mode);
 
+// Shapes, dtypes and devices of a kept T (toeplitz_conv2d_precomputed): int64 row pointers of
+// H*W + 1 entries, int64 columns, one value of x's dtype per column, all on x's device. The
+// contents are checked by each backend where it reads them.
+void check_toeplitz_matrix_args(const at::Tensor& t_crow, const at::Tensor& t_col,
+                                const at::Tensor& t_values, const at::Tensor& values,
+                                const ToeplitzGeometry& g);
+
+// Shapes, dtypes and devices of _toeplitz_conv2d_backward's output pattern (int64 CSR of
+// B + 1 rows) and of grad_out_values (one value of x's dtype per output entry), on x's device.
+void check_toeplitz_backward_args(const at::Tensor& grad_out_values, const at::Tensor& out_crow,
+                                  const at::Tensor& out_col, const at::Tensor& values,
+                                  const ToeplitzGeometry& g);
+
 }  // namespace torch_sparse_conv

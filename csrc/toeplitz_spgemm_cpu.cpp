@@ -189,22 +189,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_precomputed_cpu(
     const at::Tensor& kernel, at::IntArrayRef image_shape, c10::string_view mode,
     const at::Tensor& t_crow, const at::Tensor& t_col, const at::Tensor& t_values) {
   const ToeplitzGeometry g = check_toeplitz_args(crow, col, values, kernel, image_shape, mode);
-  TORCH_CHECK(t_crow.dim() == 1 && t_crow.scalar_type() == at::kLong &&
-                  t_crow.size(0) == g.in_h * g.in_w + 1,
-              "toeplitz_conv2d_precomputed: t_crow must be 1-D int64 with H*W + 1 = ",
-              g.in_h * g.in_w + 1, " entries, got ", t_crow.scalar_type(), " of shape ",
-              t_crow.sizes());
-  TORCH_CHECK(t_col.dim() == 1 && t_col.scalar_type() == at::kLong,
-              "toeplitz_conv2d_precomputed: t_col must be a 1-D int64 tensor");
-  TORCH_CHECK(t_values.dim() == 1 && t_values.size(0) == t_col.size(0) &&
-                  t_values.scalar_type() == values.scalar_type(),
-              "toeplitz_conv2d_precomputed: t_values must be 1-D, one ", values.scalar_type(),
-              " per entry of t_col (", t_col.size(0), "), got ", t_values.scalar_type(),
-              " of shape ", t_values.sizes());
-  for (const at::Tensor* t : {&t_crow, &t_col, &t_values}) {
-    TORCH_CHECK(t->device() == values.device(), "toeplitz_conv2d_precomputed: T must be on x's "
-                "device (", values.device(), "), got ", t->device());
-  }
+  check_toeplitz_matrix_args(t_crow, t_col, t_values, values, g);
   return sparse_times_toeplitz_cpu(crow, col, values, t_crow, t_col, t_values,
                                    g.out_h * g.out_w);
 }

@@ -258,18 +258,7 @@ std::tuple<at::Tensor, at::Tensor> toeplitz_conv2d_backward_cuda(
     std::array<bool, 2> output_mask) {
   const ToeplitzGeometry g = check_toeplitz_args(crow, col, values, kernel, image_shape, mode);
   const c10::cuda::CUDAGuard guard(values.device());
-  TORCH_CHECK(out_crow.dim() == 1 && out_crow.size(0) == g.batch + 1 &&
-                  out_crow.scalar_type() == at::kLong && out_col.dim() == 1 &&
-                  out_col.scalar_type() == at::kLong && out_crow.device() == values.device() &&
-                  out_col.device() == values.device(),
-              "_toeplitz_conv2d_backward: the output pattern must be int64 CSR of B + 1 rows "
-              "on x's device");
-  TORCH_CHECK(grad_out_values.dim() == 1 && grad_out_values.size(0) == out_col.size(0) &&
-                  grad_out_values.scalar_type() == values.scalar_type() &&
-                  grad_out_values.device() == values.device(),
-              "_toeplitz_conv2d_backward: grad_out_values must be 1-D, one ", values.scalar_type(),
-              " per output entry (", out_col.size(0), ") on ", values.device(), ", got ",
-              grad_out_values.scalar_type(), " of shape ", grad_out_values.sizes());
+  check_toeplitz_backward_args(grad_out_values, out_crow, out_col, values, g);
   const at::Tensor cr = crow.contiguous(), cc = col.contiguous(), cv = values.contiguous();
   const at::Tensor ck = kernel.contiguous(), ocr = out_crow.contiguous();
   const at::Tensor occ = out_col.contiguous(), go = grad_out_values.contiguous();

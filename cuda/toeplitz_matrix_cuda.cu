@@ -12,27 +12,23 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "csr_device_facts.h"
 #include "toeplitz_cuda.cuh"
 
 namespace torch_sparse_conv {
 
 void check_csr_on_device(const at::Tensor& crow, const at::Tensor& col, int64_t columns,
                          const char* what) {
-  const int64_t rows = crow.size(0) - 1, nnz = col.size(0);
-  const at::Tensor monotone =
-      rows > 0 ? at::all(crow.narrow(0, 1, rows) >= crow.narrow(0, 0, rows))
-               : at::ones({}, crow.options().dtype(at::kBool));
-  const at::Tensor lowest = nnz > 0 ? col.min() : at::zeros({}, col.options());
-  const at::Tensor highest = nnz > 0 ? col.max() : at::zeros({}, col.options());
-  const at::Tensor facts =
-      at::stack({crow[0], crow[rows], monotone.to(at::kLong), lowest, highest}).cpu();
-  const int64_t* f = facts.data_ptr<int64_t>();
-  TORCH_CHECK(f[0] == 0, what, "'s row pointers must start at 0, got ", f[0]);
-  TORCH_CHECK(f[2] == 1, what, "'s row pointers must be non-decreasing");
-  TORCH_CHECK(f[1] == nnz, what, "'s last row pointer (", f[1],
+  const int64_t nnz = col.size(0);
+  const CsrDeviceFacts f = csr_facts_on_device(crow, col);
+  TORCH_CHECK(f.first_row_pointer == 0, what, "'s row pointers must start at 0, got ",
+              f.first_row_pointer);
+  TORCH_CHECK(f.row_pointers_non_decreasing, what, "'s row pointers must be non-decreasing");
+  TORCH_CHECK(f.last_row_pointer == nnz, what, "'s last row pointer (", f.last_row_pointer,
               ") must equal its number of stored entries (", nnz, ")");
-  TORCH_CHECK(nnz == 0 || (f[3] >= 0 && f[4] < columns), what, "'s column indices must lie "
-              "in [0, ", columns, "), got range [", f[3], ", ", f[4], "]");
+  TORCH_CHECK(nnz == 0 || (f.lowest_column >= 0 && f.highest_column < columns), what,
+              "'s column indices must lie in [0, ", columns, "), got range [", f.lowest_column,
+              ", ", f.highest_column, "]");
 }
 
 at::Tensor row_of_entries(const at::Tensor& crow, int64_t rows, int64_t nnz) {
@@ -134,21 +130,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_precomputed_cuda(
   TORCH_CHECK(values.scalar_type() == at::kFloat || values.scalar_type() == at::kDouble,
               "toeplitz_conv2d_precomputed: float32 and float64 only on CUDA, got ",
               values.scalar_type());
-  TORCH_CHECK(t_crow.dim() == 1 && t_crow.scalar_type() == at::kLong &&
-                  t_crow.size(0) == pixels + 1,
-              "toeplitz_conv2d_precomputed: t_crow must be 1-D int64 with H*W + 1 = ",
-              pixels + 1, " entries, got ", t_crow.scalar_type(), " of shape ", t_crow.sizes());
-  TORCH_CHECK(t_col.dim() == 1 && t_col.scalar_type() == at::kLong,
-              "toeplitz_conv2d_precomputed: t_col must be a 1-D int64 tensor");
-  TORCH_CHECK(t_values.dim() == 1 && t_values.size(0) == t_col.size(0) &&
-                  t_values.scalar_type() == values.scalar_type(),
-              "toeplitz_conv2d_precomputed: t_values must be 1-D, one ", values.scalar_type(),
-              " per entry of t_col (", t_col.size(0), "), got ", t_values.scalar_type(),
-              " of shape ", t_values.sizes());
-  for (const at::Tensor* t : {&t_crow, &t_col, &t_values}) {
-    TORCH_CHECK(t->device() == values.device(), "toeplitz_conv2d_precomputed: T must be on x's "
-                "device (", values.device(), "), got ", t->device());
-  }
+  check_toeplitz_matrix_args(t_crow, t_col, t_values, values, g);
   const at::Tensor cr = crow.contiguous(), cc = col.contiguous(), cv = values.contiguous();
   const at::Tensor tr = t_crow.contiguous(), tc = t_col.contiguous();
   check_csr_on_device(cr, cc, pixels, "toeplitz_conv2d_precomputed: x");
