@@ -21,6 +21,7 @@
 #include <numeric>
 #include <vector>
 
+#include "compact_sums_cpu.h"
 #include "toeplitz_geometry.h"
 #include "toeplitz_direct_cpu.h"
 #include "toeplitz_precomputed_cpu.h"
@@ -71,6 +72,7 @@ struct Scratch {
   std::vector<int64_t> group_row, group_begin;  // input row of each group, first entry
   std::vector<scalar_t> acc;
   std::vector<char> touched;
+  std::vector<char> lines;  // a dense box's footprints, one line per input row
   std::vector<std::pair<int64_t, scalar_t>> pairs;
   // The box path's flags (one bit a pixel) and sums, all zero between images: each image
   // clears what it touched while emitting it, so it never pays for the box's untouched area
@@ -141,7 +143,7 @@ int64_t convolve_output_row(int64_t r, int64_t lo, int64_t hi, const scalar_t* k
       s.touched.resize(span);
     }
     if (kFill) std::fill(s.acc.begin(), s.acc.begin() + span, scalar_t(0));
-    std::fill(s.touched.begin(), s.touched.begin() + span, 0);
+    if (!(kFill && Out::drop_zeros)) std::fill(s.touched.begin(), s.touched.begin() + span, 0);
   } else {
     s.pairs.clear();
   }
@@ -157,7 +159,7 @@ int64_t convolve_output_row(int64_t r, int64_t lo, int64_t hi, const scalar_t* k
           scalar_t* a = s.acc.data() + (c0 - cmin);
           for (int64_t t = t_lo; t < t_hi; ++t) a[t] += v * krow[t];
         }
-        if (t_lo < t_hi) {
+        if (t_lo < t_hi && !(kFill && Out::drop_zeros)) {  // dropping zeros needs no flags
           std::fill(s.touched.begin() + (c0 - cmin + t_lo), s.touched.begin() + (c0 - cmin + t_hi),
                     1);
         }
@@ -171,6 +173,7 @@ int64_t convolve_output_row(int64_t r, int64_t lo, int64_t hi, const scalar_t* k
   int64_t count = 0;
   if (dense) {
     if (!kFill) return std::count(s.touched.begin(), s.touched.begin() + span, 1);
+    if (Out::drop_zeros) return compact_nonzeros(s.acc.data(), span, row_base + cmin, cols, vals);
     // Branch-free compaction up to the last touched position: every store lands inside the
     // row's own slot (before the last touched one, fewer entries than the slot holds).
     const int64_t last = last_touched(s.touched.data(), span);
@@ -216,6 +219,7 @@ inline void set_bits(uint64_t* bits, int64_t from, int64_t to) {
 // An image's output bounding box: rows [r0, r1], columns [c0, c1].
 struct Box {
   int64_t r0, r1, c0, c1, width, area;
+  int64_t a0, a1;  // the image's first and last input rows
 };
 
 // Adds the products of the image's entries into acc (laid out over the box; fill pass only)
@@ -245,31 +249,83 @@ void scatter_into_box(const int64_t* col, const scalar_t* val, int64_t begin, in
   }
 }
 
-// A box the image covers densely: byte flags and sums cleared over the whole box, then a
-// branch-free compaction in raster order.
+// Touched flags of a densely covered box from the entries' footprints rather than from every
+// product: each entry marks the kW box columns it reaches on its input row's line once, and
+// output row r's flags are the OR of the lines of the (at most kH) input rows that reach it,
+// a few vector passes per row.
+template <typename scalar_t>
+void mark_lines(const int64_t* col, int64_t begin, int64_t end, const ToeplitzGeometry& g,
+                const Box& box, Scratch<scalar_t>& s) {
+  s.lines.assign((box.a1 - box.a0 + 1) * box.width, 0);
+  if (static_cast<int64_t>(s.touched.size()) < box.width) s.touched.resize(box.width);
+  for (int64_t e = begin; e < end; ++e) {
+    const int64_t a = col[e] / g.in_w, b = col[e] - a * g.in_w;
+    const int64_t lo = std::max<int64_t>(b - g.offset_w, box.c0);
+    const int64_t hi = std::min<int64_t>(b - g.offset_w + g.kernel_w, box.c1 + 1);
+    char* line = s.lines.data() + (a - box.a0) * box.width;
+    for (int64_t c = lo; c < hi; ++c) line[c - box.c0] = 1;
+  }
+}
+
+// Output row r's touched flags (after mark_lines), box.width of them, in s.touched.
+template <typename scalar_t>
+const char* touched_in_row(int64_t r, const ToeplitzGeometry& g, const Box& box,
+                           Scratch<scalar_t>& s) {
+  // Input rows a reach output row r when r + offset_h - kH < a <= r + offset_h.
+  const int64_t a_lo = std::max<int64_t>(box.a0, r + g.offset_h - g.kernel_h + 1);
+  const int64_t a_hi = std::min<int64_t>(box.a1, r + g.offset_h);
+  char* row = s.touched.data();
+  std::fill(row, row + box.width, 0);
+  for (int64_t a = a_lo; a <= a_hi; ++a) {
+    const char* line = s.lines.data() + (a - box.a0) * box.width;
+    for (int64_t j = 0; j < box.width; ++j) row[j] |= line[j];
+  }
+  return row;
+}
+
+// Whether a dense box's flags come cheaper from footprints (mark_lines, touched_in_row: a
+// mark per entry, then kH vector ORs per box row) than from a mark per entry and kernel row.
+// Measured on sparse_convolution's grid: footprints win where entries are dense along rows
+// (density 0.1), per-row marks where a few entries fall in a large box.
+inline bool flags_by_lines(int64_t entries, const Box& box) {
+  return 2 * entries > (box.r1 - box.r0 + 1) * (box.width / 32 + 2);
+}
+
+// A box the image covers densely: sums over the whole box, then a vectorized compaction of
+// each box row (kept: the touched pixels, or the nonzero sums where exact zeros are dropped,
+// which needs no flags since untouched pixels sum to exactly zero).
 template <bool kFill, typename Out, typename scalar_t>
 int64_t convolve_dense_box(const int64_t* col, const scalar_t* val, int64_t begin, int64_t end,
                            const scalar_t* kernel, const ToeplitzGeometry& g, const Box& box,
                            Scratch<scalar_t>& s, typename Out::index* cols, scalar_t* vals) {
-  s.touched.assign(box.area, 0);
+  const bool by_lines = flags_by_lines(end - begin, box);
+  const bool flags_per_product = !by_lines && !(kFill && Out::drop_zeros);
+  if (flags_per_product) s.touched.assign(box.area, 0);
   if (kFill) s.acc.assign(box.area, scalar_t(0));
   char* touched = s.touched.data();
-  scatter_into_box<kFill>(col, val, begin, end, kernel, g, box, s.acc.data(),
-                          [touched](int64_t from, int64_t to) {
-                            std::fill(touched + from, touched + to, 1);
-                          });
-  if (!kFill) return std::count(s.touched.begin(), s.touched.end(), 1);
-  // Every store lands inside the image's slot: before the last touched position, fewer
-  // entries have been kept than the slot holds.
-  const int64_t last = last_touched(touched, box.area);
+  if (kFill || flags_per_product) {
+    scatter_into_box<kFill>(col, val, begin, end, kernel, g, box, s.acc.data(),
+                            [touched, flags_per_product](int64_t from, int64_t to) {
+                              if (flags_per_product) std::fill(touched + from, touched + to, 1);
+                            });
+  }
+  if (by_lines && !(kFill && Out::drop_zeros)) mark_lines(col, begin, end, g, box, s);
   int64_t count = 0;
-  for (int64_t r = box.r0, i = 0; r <= box.r1 && i <= last; ++r) {
-    const int64_t row_end = std::min<int64_t>(i + box.width, last + 1);
-    for (int64_t c = box.c0; i < row_end; ++c, ++i) {
-      cols[count] = static_cast<typename Out::index>(r * g.out_w + c);
-      vals[count] = s.acc[i];
-      count += touched[i] & Out::keeps(s.acc[i]);
+  for (int64_t r = box.r0, i = 0; r <= box.r1; ++r, i += box.width) {
+    const char* flags = nullptr;
+    if (!(kFill && Out::drop_zeros)) {
+      flags = by_lines ? touched_in_row(r, g, box, s) : s.touched.data() + i;
     }
+    if (!kFill) {
+      for (int64_t j = 0; j < box.width; ++j) count += flags[j];
+      continue;
+    }
+    const int64_t first = r * g.out_w + box.c0;
+    count += Out::drop_zeros
+                 ? compact_nonzeros(s.acc.data() + i, box.width, first, cols + count,
+                                    vals + count)
+                 : compact_flagged(s.acc.data() + i, flags, box.width, first, cols + count,
+                                   vals + count);
   }
   return count;
 }
@@ -345,6 +401,8 @@ int64_t convolve_image_in_box(const int64_t* col, const scalar_t* val, int64_t b
   box.c0 = std::max<int64_t>(0, bmin - g.offset_w);
   box.c1 = std::min<int64_t>(g.out_w - 1, bmax - g.offset_w + g.kernel_w - 1);
   if (box.r0 > box.r1 || box.c0 > box.c1) return 0;
+  box.a0 = amin;
+  box.a1 = amax;
   box.width = box.c1 - box.c0 + 1;
   box.area = (box.r1 - box.r0 + 1) * box.width;
   int64_t products = 0, bound = 0;  // saturated: an overflow only means "large"

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "toeplitz_direct_cpu.h"
 #include "toeplitz_geometry.h"
@@ -73,11 +74,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> convolve(const at::Tensor& crow,
   const int64_t* c = col.data_ptr<int64_t>();
   const scalar_t* v = values.data_ptr<scalar_t>();
   const scalar_t* k = kernel.data_ptr<scalar_t>();
-  const auto long_options = crow.options().dtype(at::kLong);
-  at::Tensor offsets = at::zeros({g.batch + 1}, long_options);
-  at::Tensor kept = at::zeros({g.batch + 1}, long_options);
-  int64_t* off = offsets.data_ptr<int64_t>();
-  int64_t* kp = kept.data_ptr<int64_t>();
+  // Plain vectors, not tensors: at batch 1 each tensor allocation is a visible part of a call.
+  std::vector<int64_t> offsets(g.batch + 1, 0), kept(g.batch + 1, 0);
+  int64_t* off = offsets.data();
+  int64_t* kp = kept.data();
   const int64_t pixels = g.out_h * g.out_w, taps = g.kernel_h * g.kernel_w;
   if (dense_outputs(g, col.size(0))) {
     // Slots of min(entries * taps, H_out*W_out) need no count pass; with outputs this dense
@@ -105,7 +105,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> convolve(const at::Tensor& crow,
     std::tie(out_col, out_values) =
         close_gaps<index_t, scalar_t>(out_col, out_values, off, kp, g.batch);
   }
-  return {kept.to(out_col.scalar_type()), out_col, out_values};
+  at::Tensor out_crow = at::empty({g.batch + 1}, col.options().dtype(index_type));
+  std::copy(kept.begin(), kept.end(), out_crow.data_ptr<index_t>());
+  return {out_crow, out_col, out_values};
+}
+
+// An index array as contiguous int64: a plain loop rather than Tensor::to, whose dispatch
+// costs more than the copy at batch 1.
+at::Tensor as_int64(const at::Tensor& indices) {
+  if (indices.scalar_type() == at::kLong) return indices.contiguous();
+  const at::Tensor source = indices.contiguous();
+  at::Tensor wide = at::empty(source.sizes(), source.options().dtype(at::kLong));
+  const int32_t* from = source.data_ptr<int32_t>();
+  std::copy(from, from + source.numel(), wide.data_ptr<int64_t>());
+  return wide;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_scipy_cpu(
@@ -117,7 +130,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_scipy_cpu(
                 t->scalar_type());
   }
   // The kernels read int64 indices; the input is the small side of the work.
-  const at::Tensor cr = crow.to(at::kLong).contiguous(), cc = col.to(at::kLong).contiguous();
+  const at::Tensor cr = as_int64(crow), cc = as_int64(col);
   const ToeplitzGeometry g = check_toeplitz_args(cr, cc, values, kernel, image_shape, mode);
   const at::Tensor cv = values.contiguous(), ck = kernel.contiguous();
   std::tuple<at::Tensor, at::Tensor, at::Tensor> out;

@@ -179,6 +179,97 @@ def test_compat_drops_exact_zeros_and_uses_int32():
                                   scipy_reference(dup.toarray().reshape(1, 6, 9), k, "same"))
 
 
+def footprint(images, kernel_shape, mode):
+    """The pixels every stored entry reaches: the output pattern of the operator, which keeps
+    covered pixels whose sums cancel (unlike compat)."""
+    reach = scipy_reference((images != 0).astype(np.float64), np.ones(kernel_shape), mode)
+    return reach > 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_operator_keeps_every_covered_pixel_and_compat_only_nonzeros(mode):
+    """Kernels with zero taps and entries that cancel, at densities that send images down each
+    kernel path (footprint or per-product flags in dense boxes, bit flags in sparse boxes, row
+    by row for spread-out entries): the operator's pattern is the footprint, compat's the
+    nonzero sums."""
+    rng = np.random.default_rng(5)
+    for (h, w), density, batch in [((40, 70), 0.3, 4), ((40, 70), 0.01, 6), ((9, 9), 0.6, 5),
+                                   ((300, 8), 0.002, 3), ((2, 500), 0.05, 3)]:
+        for kernel in (np.array([[1.0, -1.0]]), np.array([[0.0, 1.0, 0.0], [1.0, 0.0, -1.0]]),
+                       rng.integers(-1, 2, (4, 3)).astype(np.float64)):
+            if mode == "valid" and (kernel.shape[0] > h or kernel.shape[1] > w):
+                continue
+            images = rng.integers(1, 3, (batch, h, w)) * (rng.random((batch, h, w)) < density)
+            images = images.astype(np.float64)
+            images[:, :, 1::2] = images[:, :, ::2][:, :, :w // 2]  # equal pairs cancel
+            expected = scipy_reference(images, kernel, mode)
+            x = torch.tensor(images.reshape(batch, -1)).to_sparse_csr()
+            out = tsc.toeplitz_conv2d(x, torch.tensor(kernel), (h, w), mode, "direct")
+            pattern = np.zeros(expected.shape, dtype=bool)
+            for n in range(batch):
+                cols = out.col_indices()[out.crow_indices()[n]:out.crow_indices()[n + 1]]
+                pattern[n, cols.numpy()] = True
+            np.testing.assert_array_equal(pattern, footprint(images, kernel.shape, mode))
+            np.testing.assert_array_equal(out.to_dense().numpy(), expected)
+            scipy_out = Toeplitz_convolution2d((h, w), kernel, mode)(
+                scipy.sparse.csr_matrix(images.reshape(batch, -1)))
+            scipy_out.check_format(full_check=True)
+            assert scipy_out.nnz == np.count_nonzero(expected)
+            np.testing.assert_array_equal(scipy_out.toarray(), expected)
+
+
+SCALAR_COMPACTION = """
+import numpy as np, scipy.signal, scipy.sparse, torch
+import torch_sparse_conv as tsc
+from torch_sparse_conv.compat import Toeplitz_convolution2d
+rng = np.random.default_rng(2)
+for dtype in (np.float32, np.float64):
+    for density in (0.01, 0.3):
+        images = (rng.standard_normal((5, 30, 41)) * (rng.random((5, 30, 41)) < density))
+        kernel = rng.standard_normal((5, 3))
+        expected = np.stack([scipy.signal.convolve2d(im, kernel, 'same').reshape(-1)
+                             for im in images])
+        x = torch.tensor(images.reshape(5, -1), dtype=torch.float64 if dtype == np.float64
+                         else torch.float32).to_sparse_csr()
+        out = tsc.toeplitz_conv2d(x, torch.tensor(kernel, dtype=x.dtype), (30, 41))
+        tol = 1e-4 if dtype == np.float32 else 1e-10
+        np.testing.assert_allclose(out.to_dense().numpy(), expected, atol=tol, rtol=tol)
+        ours = Toeplitz_convolution2d((30, 41), kernel, dtype=dtype)(
+            scipy.sparse.csr_matrix(images.reshape(5, -1)))
+        ours.check_format(full_check=True)
+        np.testing.assert_allclose(ours.toarray(), expected, atol=tol, rtol=tol)
+print('ok')
+"""
+
+
+def test_scalar_compaction_without_avx512():
+    """TSC_NO_AVX512 runs the compaction's scalar loop, which machines without AVX-512 use."""
+    env = dict(__import__("os").environ, TSC_NO_AVX512="1")
+    result = subprocess.run([sys.executable, "-c", SCALAR_COMPACTION], capture_output=True,
+                            text=True, timeout=300, env=env)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
+
+
+def test_compat_builds_the_scipy_matrix_of_the_constructor(monkeypatch):
+    """compat fills scipy's csr_matrix attributes directly; the result must be what scipy's
+    own constructor builds, and the constructor is used where the layout is unknown."""
+    from torch_sparse_conv import compat
+
+    rng = np.random.default_rng(8)
+    images = rng.random((4, 7, 6)) * (rng.random((4, 7, 6)) < 0.3)
+    x = scipy.sparse.csr_matrix(images.reshape(4, -1))
+    fast = Toeplitz_convolution2d((7, 6), np.ones((2, 3)))(x)
+    reference = scipy.sparse.csr_matrix((fast.data, fast.indices, fast.indptr), shape=fast.shape)
+    assert type(fast) is scipy.sparse.csr_matrix and vars(fast).keys() == vars(reference).keys()
+    assert fast.shape == reference.shape and fast.maxprint == reference.maxprint
+    fast.check_format(full_check=True)
+    assert (fast != reference).nnz == 0 and fast.has_sorted_indices
+    assert abs((fast @ fast.T) - (reference @ reference.T)).max() == 0
+    monkeypatch.setattr(compat, "_CSR_FIELDS", {})  # unknown layout: scipy's constructor
+    slow = Toeplitz_convolution2d((7, 6), np.ones((2, 3)))(x)
+    assert (slow != reference).nnz == 0
+
+
 def test_compat_precomputed_keeps_t_and_rebuilds_when_the_kernel_changes():
     rng = np.random.default_rng(12)
     k = rng.random((3, 4))

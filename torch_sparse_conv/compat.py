@@ -78,6 +78,34 @@ __all__ = ["sparse_conv2d", "sparse_conv2d_unfold", "sparse_conv2d_batch",
            "Toeplitz_convolution2d"]
 
 
+_MODES = ("full", "same", "valid")
+
+
+def _scipy_csr_matrix(data, indices, indptr, shape):
+    """``scipy.sparse.csr_matrix((data, indices, indptr), shape)`` for arrays this package
+    wrote, valid by construction (sorted, in range, scipy's index dtype): without the
+    constructor's checks and index-dtype scan, which cost more than a batch-1 convolution
+    (about 9 us of a 20 us call). It fills the five attributes scipy's own constructor sets;
+    where that layout differs (another scipy version), it calls the constructor."""
+    import scipy.sparse
+
+    global _CSR_FIELDS
+    if _CSR_FIELDS is None:
+        probe = scipy.sparse.csr_matrix((data[:0], indices[:0], indptr[:1]), shape=(0, 1))
+        layout_known = (set(vars(probe)) == {"_shape", "maxprint", "indices", "indptr", "data"}
+                        and scipy.sparse.csr_matrix.__new__ is object.__new__)
+        _CSR_FIELDS = {"maxprint": probe.maxprint} if layout_known else {}
+    if not _CSR_FIELDS:
+        return scipy.sparse.csr_matrix((data, indices, indptr), shape=shape, copy=False)
+    matrix = object.__new__(scipy.sparse.csr_matrix)
+    matrix.__dict__.update(_shape=(int(shape[0]), int(shape[1])), maxprint=_CSR_FIELDS["maxprint"],
+                           indices=indices, indptr=indptr, data=data)
+    return matrix
+
+
+_CSR_FIELDS = None  # scipy's csr_matrix layout, probed on first use
+
+
 class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's name)
     """Drop-in for ``sparse_convolution.Toeplitz_convolution2d`` (0.4): same constructor, same
     ``__call__``, numpy / scipy.sparse in, the same types and shapes out, computed by this
@@ -99,7 +127,7 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
                  backend=None, device=None):
         import numpy as np
 
-        if mode not in ("full", "same", "valid"):
+        if mode not in _MODES:
             raise ValueError(f"mode must be 'full', 'same' or 'valid', got {mode!r}")
         if method not in self.METHODS:
             raise ValueError(f"method must be one of {self.METHODS}, got {method!r}")
@@ -114,10 +142,12 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
         self.method = method
         self.backend = backend
         self.dtype = np.dtype(k.dtype if dtype is None else dtype)
-        if self.dtype not in (np.float32, np.float64):
+        if self.dtype != np.float32 and self.dtype != np.float64:
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
-        self.device = torch.device(device or "cpu")
-        self._kernel = torch.as_tensor(self.k.astype(self.dtype), device=self.device)
+        self.device = torch.device("cpu" if device is None else device)
+        # A copy in the working dtype, so later edits of k or self.k do not reach it.
+        kernel = torch.from_numpy(np.array(self.k, dtype=self.dtype, order="C"))
+        self._kernel = kernel if self.device.type == "cpu" else kernel.to(self.device)
         self._matrices = {}  # mode -> _toeplitz._MatrixCache, for method 'precomputed'
 
     def __call__(self, x, batching: bool = True, mode=None):
@@ -125,20 +155,22 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
         import scipy.sparse
 
         mode = self.mode if mode is None else mode
-        if mode not in ("full", "same", "valid"):
+        if mode not in _MODES:
             raise ValueError(f"mode must be 'full', 'same' or 'valid', got {mode!r}")
         h, w = self.x_shape
-        if mode == "valid" and (self.k.shape[0] > h or self.k.shape[1] > w):
+        kh, kw = self.k.shape
+        if mode == "valid" and (kh > h or kw > w):
             raise ValueError("x must be larger than k in both dimensions for mode='valid'")
+        shape = x.shape
         if batching:
-            if len(x.shape) != 2 or x.shape[1] != h * w:
-                raise ValueError(f"When batching=True, x.shape[1] ({x.shape[-1]}) must equal "
+            if len(shape) != 2 or shape[1] != h * w:
+                raise ValueError(f"When batching=True, x.shape[1] ({shape[-1]}) must equal "
                                  f"x_shape[0]*x_shape[1] ({h * w})")
-        elif tuple(x.shape) != (h, w):
-            raise ValueError(f"When batching=False, x.shape ({tuple(x.shape)}) must equal "
+        elif tuple(shape) != (h, w):
+            raise ValueError(f"When batching=False, x.shape ({tuple(shape)}) must equal "
                              f"x_shape ({self.x_shape})")
-        rows = x.shape[0] if batching else 1
-        out_h, out_w = _toeplitz.output_shape(self.x_shape, self.k.shape, mode)
+        rows = shape[0] if batching else 1
+        out_h, out_w = _toeplitz.output_shape(self.x_shape, (kh, kw), mode)
         if not scipy.sparse.issparse(x):
             dense = torch.as_tensor(np.asarray(x, dtype=self.dtype).reshape(rows, h * w),
                                     device=self.device)
@@ -146,17 +178,17 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
             out = out.cpu().numpy()
             return out.reshape(out_h, out_w) if not batching else out
         # No copy for CSR input; unsorted or duplicate entries are fine for the kernels.
-        csr = (x.reshape(1, h * w) if not batching else x).tocsr()
+        csr = x if batching and x.format == "csr" else (
+            x.reshape(1, h * w) if not batching else x).tocsr()
         data = csr.data if csr.data.dtype == self.dtype else csr.data.astype(self.dtype)
         # scipy's arrays go to the operators as they are: shared, not copied.
         crow, col = torch.from_numpy(csr.indptr), torch.from_numpy(csr.indices)
         values = torch.from_numpy(data)
         if self.device.type == "cpu" and self.method != "precomputed":
             out_crow, out_col, out_values = torch.ops.torch_sparse_conv._toeplitz_conv2d_scipy(
-                crow, col, values, self._kernel, [h, w], mode)
-            result = scipy.sparse.csr_matrix(
-                (out_values.numpy(), out_col.numpy(), out_crow.numpy()),
-                shape=(rows, out_h * out_w), copy=False)
+                crow, col, values, self._kernel, self.x_shape, mode)
+            result = _scipy_csr_matrix(out_values.numpy(), out_col.numpy(), out_crow.numpy(),
+                                       (rows, out_h * out_w))
         else:
             result = self._call_operator(crow, col, values, mode, rows, out_h * out_w)
         if not batching:  # as the package: scipy's reshape of the one-row result

@@ -1,0 +1,159 @@
+#include "compact_sums_cpu.h"
+
+#include <cstdlib>
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define TSC_HAVE_AVX512_PATH 1
+#endif
+
+namespace torch_sparse_conv {
+namespace {
+
+// Which entries a compaction keeps: nonzero sums, or flagged positions.
+struct KeepNonzero {
+  const char* flags;  // unused
+  template <typename scalar_t>
+  bool scalar(const scalar_t* sums, int64_t i) const {
+    return sums[i] != scalar_t(0);
+  }
+};
+struct KeepFlagged {
+  const char* flags;
+  template <typename scalar_t>
+  bool scalar(const scalar_t*, int64_t i) const {
+    return flags[i] != 0;
+  }
+};
+
+template <typename Keep, typename index_t, typename scalar_t>
+int64_t compact_scalar(const scalar_t* sums, Keep keep, int64_t n, int64_t first_index,
+                       index_t* indices, scalar_t* values) {
+  int64_t count = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (keep.scalar(sums, i)) {
+      indices[count] = static_cast<index_t>(first_index + i);
+      values[count] = sums[i];
+      ++count;
+    }
+  }
+  return count;
+}
+
+#ifdef TSC_HAVE_AVX512_PATH
+#define TSC_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw")))
+
+// Eight lanes of one value type: masked load (for the tail), nonzero test, compress + store.
+struct DoubleLanes {
+  using vector = __m512d;
+  TSC_AVX512 static vector load(const double* p, __mmask8 valid) {
+    return _mm512_maskz_loadu_pd(valid, p);
+  }
+  TSC_AVX512 static __mmask8 nonzero(vector v, __mmask8 valid) {
+    return _mm512_mask_cmp_pd_mask(valid, v, _mm512_setzero_pd(), _CMP_NEQ_UQ);
+  }
+  TSC_AVX512 static void store(double* out, __mmask8 keep, __mmask8 first_k, vector v) {
+    _mm512_mask_storeu_pd(out, first_k, _mm512_maskz_compress_pd(keep, v));
+  }
+};
+struct FloatLanes {
+  using vector = __m256;
+  TSC_AVX512 static vector load(const float* p, __mmask8 valid) {
+    return _mm256_maskz_loadu_ps(valid, p);
+  }
+  TSC_AVX512 static __mmask8 nonzero(vector v, __mmask8 valid) {
+    return _mm256_mask_cmp_ps_mask(valid, v, _mm256_setzero_ps(), _CMP_NEQ_UQ);
+  }
+  TSC_AVX512 static void store(float* out, __mmask8 keep, __mmask8 first_k, vector v) {
+    _mm256_mask_storeu_ps(out, first_k, _mm256_maskz_compress_ps(keep, v));
+  }
+};
+
+// Eight indices first, first + 1, ..., compressed like the values.
+TSC_AVX512 inline void store_indices(int32_t* out, __mmask8 keep, __mmask8 first_k,
+                                     int64_t first) {
+  const __m256i lanes = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(first)),
+                                         _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  _mm256_mask_storeu_epi32(out, first_k, _mm256_maskz_compress_epi32(keep, lanes));
+}
+TSC_AVX512 inline void store_indices(int64_t* out, __mmask8 keep, __mmask8 first_k,
+                                     int64_t first) {
+  const __m512i lanes =
+      _mm512_add_epi64(_mm512_set1_epi64(first), _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7));
+  _mm512_mask_storeu_epi64(out, first_k, _mm512_maskz_compress_epi64(keep, lanes));
+}
+
+template <typename Lanes>
+TSC_AVX512 inline __mmask8 lanes_kept(KeepNonzero, typename Lanes::vector v, int64_t,
+                                      __mmask8 valid) {
+  return Lanes::nonzero(v, valid);
+}
+template <typename Lanes>
+TSC_AVX512 inline __mmask8 lanes_kept(KeepFlagged keep, typename Lanes::vector, int64_t i,
+                                      __mmask8 valid) {
+  const __m128i flags = _mm_maskz_loadu_epi8(valid, keep.flags + i);
+  return _mm_mask_cmpneq_epi8_mask(valid, flags, _mm_setzero_si128());
+}
+
+template <typename Lanes, typename Keep, typename index_t, typename scalar_t>
+TSC_AVX512 int64_t compact_avx512(const scalar_t* sums, Keep keep, int64_t n,
+                                  int64_t first_index, index_t* indices, scalar_t* values) {
+  int64_t count = 0;
+  for (int64_t i = 0; i < n; i += 8) {
+    // The tail reads and tests only the lanes that exist.
+    const __mmask8 valid = n - i >= 8 ? __mmask8(0xff) : __mmask8((1u << (n - i)) - 1);
+    const typename Lanes::vector v = Lanes::load(sums + i, valid);
+    const __mmask8 kept_lanes = lanes_kept<Lanes>(keep, v, i, valid);
+    if (!kept_lanes) continue;
+    const int kept = __builtin_popcount(kept_lanes);
+    // Masked stores of the first `kept` lanes: nothing lands past the kept entries.
+    const __mmask8 first_k = __mmask8((1u << kept) - 1);
+    Lanes::store(values + count, kept_lanes, first_k, v);
+    store_indices(indices + count, kept_lanes, first_k, first_index + i);
+    count += kept;
+  }
+  return count;
+}
+
+// TSC_NO_AVX512=1 forces the scalar loop (the tests run it that way on AVX-512 machines).
+bool has_avx512() {
+  static const bool supported = __builtin_cpu_supports("avx512f") &&
+                                __builtin_cpu_supports("avx512vl") &&
+                                __builtin_cpu_supports("avx512bw") &&
+                                std::getenv("TSC_NO_AVX512") == nullptr;
+  return supported;
+}
+#else
+struct DoubleLanes {};  // tags only: the scalar loop serves every type
+struct FloatLanes {};
+#endif
+
+template <typename Lanes, typename Keep, typename index_t, typename scalar_t>
+int64_t compact(const scalar_t* sums, Keep keep, int64_t n, int64_t first_index,
+                index_t* indices, scalar_t* values) {
+#ifdef TSC_HAVE_AVX512_PATH
+  if (has_avx512()) {
+    return compact_avx512<Lanes>(sums, keep, n, first_index, indices, values);
+  }
+#endif
+  return compact_scalar(sums, keep, n, first_index, indices, values);
+}
+
+}  // namespace
+
+#define TSC_DEFINE_COMPACT(SCALAR, INDEX, LANES)                                               \
+  int64_t compact_nonzeros(const SCALAR* sums, int64_t n, int64_t first_index, INDEX* indices,   \
+                           SCALAR* values) {                                                    \
+    return compact<LANES>(sums, KeepNonzero{nullptr}, n, first_index, indices, values);         \
+  }                                                                                             \
+  int64_t compact_flagged(const SCALAR* sums, const char* flags, int64_t n,                     \
+                          int64_t first_index, INDEX* indices, SCALAR* values) {                \
+    return compact<LANES>(sums, KeepFlagged{flags}, n, first_index, indices, values);           \
+  }
+TSC_DEFINE_COMPACT(double, int32_t, DoubleLanes)
+TSC_DEFINE_COMPACT(double, int64_t, DoubleLanes)
+TSC_DEFINE_COMPACT(float, int32_t, FloatLanes)
+TSC_DEFINE_COMPACT(float, int64_t, FloatLanes)
+#undef TSC_DEFINE_COMPACT
+
+}  // namespace torch_sparse_conv
