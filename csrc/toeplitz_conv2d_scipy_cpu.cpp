@@ -121,6 +121,8 @@ at::Tensor as_int64(const at::Tensor& indices) {
   return wide;
 }
 
+}  // namespace
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_scipy_cpu(
     const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
     const at::Tensor& kernel, at::IntArrayRef image_shape, c10::string_view mode) {
@@ -141,7 +143,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_scipy_cpu(
   return out;
 }
 
-}  // namespace
 }  // namespace torch_sparse_conv
 
 TORCH_LIBRARY_IMPL(torch_sparse_conv, CPU, m) {

@@ -3,7 +3,10 @@
 // (crow, col, val), columns already checked to lie in [0, H*W).
 #pragma once
 
+#include <ATen/ATen.h>
+
 #include <cstdint>
+#include <tuple>
 
 #include "toeplitz_geometry.h"
 
@@ -33,5 +36,11 @@ namespace torch_sparse_conv {
 TSC_DECLARE_PASSES(float)
 TSC_DECLARE_PASSES(double)
 #undef TSC_DECLARE_PASSES
+
+// The CPU kernel of _toeplitz_conv2d_scipy (toeplitz_conv2d_scipy_cpu.cpp), also called by the
+// Python module's numpy entry point for compat.Toeplitz_convolution2d.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_scipy_cpu(
+    const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
+    const at::Tensor& kernel, at::IntArrayRef image_shape, c10::string_view mode);
 
 }  // namespace torch_sparse_conv

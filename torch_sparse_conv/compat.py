@@ -18,6 +18,7 @@ from torch import Tensor
 
 from . import functional as _functional
 from . import toeplitz as _toeplitz
+from . import _C  # after the modules above, which load it with a clear error if it is missing
 
 
 def _masked_filter(sparse_filter: Tensor, indices) -> Tensor:
@@ -79,6 +80,7 @@ __all__ = ["sparse_conv2d", "sparse_conv2d_unfold", "sparse_conv2d_batch",
 
 
 _MODES = ("full", "same", "valid")
+_CPU = torch.device("cpu")
 
 
 def _scipy_csr_matrix(data, indices, indptr, shape):
@@ -142,9 +144,9 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
         self.method = method
         self.backend = backend
         self.dtype = np.dtype(k.dtype if dtype is None else dtype)
-        if self.dtype != np.float32 and self.dtype != np.float64:
+        if self.dtype.char not in "fd":  # float32, float64
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
-        self.device = torch.device("cpu" if device is None else device)
+        self.device = _CPU if device is None else torch.device(device)
         # A copy in the working dtype, so later edits of k or self.k do not reach it.
         kernel = torch.from_numpy(np.array(self.k, dtype=self.dtype, order="C"))
         self._kernel = kernel if self.device.type == "cpu" else kernel.to(self.device)
@@ -181,16 +183,15 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
         csr = x if batching and x.format == "csr" else (
             x.reshape(1, h * w) if not batching else x).tocsr()
         data = csr.data if csr.data.dtype == self.dtype else csr.data.astype(self.dtype)
-        # scipy's arrays go to the operators as they are: shared, not copied.
-        crow, col = torch.from_numpy(csr.indptr), torch.from_numpy(csr.indices)
-        values = torch.from_numpy(data)
         if self.device.type == "cpu" and self.method != "precomputed":
-            out_crow, out_col, out_values = torch.ops.torch_sparse_conv._toeplitz_conv2d_scipy(
-                crow, col, values, self._kernel, self.x_shape, mode)
-            result = _scipy_csr_matrix(out_values.numpy(), out_col.numpy(), out_crow.numpy(),
-                                       (rows, out_h * out_w))
+            # _toeplitz_conv2d_scipy's kernel on scipy's arrays, shared, not copied.
+            out_crow, out_col, out_values = _C._toeplitz_conv2d_scipy_numpy(
+                csr.indptr, csr.indices, data, self._kernel, h, w, mode)
+            result = _scipy_csr_matrix(out_values, out_col, out_crow, (rows, out_h * out_w))
         else:
-            result = self._call_operator(crow, col, values, mode, rows, out_h * out_w)
+            crow, col = torch.from_numpy(csr.indptr), torch.from_numpy(csr.indices)
+            result = self._call_operator(crow, col, torch.from_numpy(data), mode, rows,
+                                         out_h * out_w)
         if not batching:  # as the package: scipy's reshape of the one-row result
             result = result.reshape(out_h, out_w)
         return result
