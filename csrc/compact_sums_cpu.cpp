@@ -40,6 +40,25 @@ int64_t compact_scalar(const scalar_t* sums, Keep keep, int64_t n, int64_t first
   return count;
 }
 
+template <typename index_t, typename scalar_t>
+int64_t compact_marked_scalar(scalar_t* sums, uint64_t* bits, int64_t words, bool drop_zeros,
+                              int64_t first_index, index_t* indices, scalar_t* values) {
+  int64_t count = 0;
+  for (int64_t w = 0; w < words; ++w) {
+    for (uint64_t mask = bits[w]; mask; mask &= mask - 1) {
+      const int64_t i = (w << 6) + __builtin_ctzll(mask);
+      const scalar_t sum = sums[i];
+      sums[i] = scalar_t(0);
+      if (drop_zeros && sum == scalar_t(0)) continue;
+      indices[count] = static_cast<index_t>(first_index + i);
+      values[count] = sum;
+      ++count;
+    }
+    bits[w] = 0;
+  }
+  return count;
+}
+
 #ifdef TSC_HAVE_AVX512_PATH
 #define TSC_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw")))
 
@@ -55,6 +74,9 @@ struct DoubleLanes {
   TSC_AVX512 static void store(double* out, __mmask8 keep, __mmask8 first_k, vector v) {
     _mm512_mask_storeu_pd(out, first_k, _mm512_maskz_compress_pd(keep, v));
   }
+  TSC_AVX512 static void clear(double* p, __mmask8 lanes) {
+    _mm512_mask_storeu_pd(p, lanes, _mm512_setzero_pd());
+  }
 };
 struct FloatLanes {
   using vector = __m256;
@@ -66,6 +88,9 @@ struct FloatLanes {
   }
   TSC_AVX512 static void store(float* out, __mmask8 keep, __mmask8 first_k, vector v) {
     _mm256_mask_storeu_ps(out, first_k, _mm256_maskz_compress_ps(keep, v));
+  }
+  TSC_AVX512 static void clear(float* p, __mmask8 lanes) {
+    _mm256_mask_storeu_ps(p, lanes, _mm256_setzero_ps());
   }
 };
 
@@ -116,6 +141,34 @@ TSC_AVX512 int64_t compact_avx512(const scalar_t* sums, Keep keep, int64_t n,
 }
 
 // TSC_NO_AVX512=1 forces the scalar loop (the tests run it that way on AVX-512 machines).
+template <typename Lanes, typename index_t, typename scalar_t>
+TSC_AVX512 int64_t compact_marked_avx512(scalar_t* sums, uint64_t* bits, int64_t words,
+                                         bool drop_zeros, int64_t first_index,
+                                         index_t* indices, scalar_t* values) {
+  int64_t count = 0;
+  for (int64_t w = 0; w < words; ++w) {
+    const uint64_t word = bits[w];
+    if (!word) continue;
+    bits[w] = 0;
+    for (int j = 0; j < 64; j += 8) {
+      const __mmask8 marked = __mmask8(word >> j);
+      if (!marked) continue;
+      const int64_t i = (w << 6) + j;
+      // Only the marked lanes are read and cleared.
+      const typename Lanes::vector v = Lanes::load(sums + i, marked);
+      Lanes::clear(sums + i, marked);
+      const __mmask8 keep = drop_zeros ? Lanes::nonzero(v, marked) : marked;
+      if (!keep) continue;
+      const int kept = __builtin_popcount(keep);
+      const __mmask8 first_k = __mmask8((1u << kept) - 1);
+      Lanes::store(values + count, keep, first_k, v);
+      store_indices(indices + count, keep, first_k, first_index + i);
+      count += kept;
+    }
+  }
+  return count;
+}
+
 bool has_avx512() {
   static const bool supported = __builtin_cpu_supports("avx512f") &&
                                 __builtin_cpu_supports("avx512vl") &&
@@ -127,6 +180,18 @@ bool has_avx512() {
 struct DoubleLanes {};  // tags only: the scalar loop serves every type
 struct FloatLanes {};
 #endif
+
+template <typename Lanes, typename index_t, typename scalar_t>
+int64_t marked(scalar_t* sums, uint64_t* bits, int64_t words, bool drop_zeros,
+               int64_t first_index, index_t* indices, scalar_t* values) {
+#ifdef TSC_HAVE_AVX512_PATH
+  if (has_avx512()) {
+    return compact_marked_avx512<Lanes>(sums, bits, words, drop_zeros, first_index, indices,
+                                        values);
+  }
+#endif
+  return compact_marked_scalar(sums, bits, words, drop_zeros, first_index, indices, values);
+}
 
 template <typename Lanes, typename Keep, typename index_t, typename scalar_t>
 int64_t compact(const scalar_t* sums, Keep keep, int64_t n, int64_t first_index,
@@ -149,6 +214,10 @@ int64_t compact(const scalar_t* sums, Keep keep, int64_t n, int64_t first_index,
   int64_t compact_flagged(const SCALAR* sums, const char* flags, int64_t n,                     \
                           int64_t first_index, INDEX* indices, SCALAR* values) {                \
     return compact<LANES>(sums, KeepFlagged{flags}, n, first_index, indices, values);           \
+  }                                                                                             \
+  int64_t compact_marked(SCALAR* sums, uint64_t* bits, int64_t words, bool drop_zeros,          \
+                         int64_t first_index, INDEX* indices, SCALAR* values) {                 \
+    return marked<LANES>(sums, bits, words, drop_zeros, first_index, indices, values);          \
   }
 TSC_DEFINE_COMPACT(double, int32_t, DoubleLanes)
 TSC_DEFINE_COMPACT(double, int64_t, DoubleLanes)

@@ -1,12 +1,14 @@
 // Makes the shared library importable as torch_sparse_conv._C. Importing it runs the
 // TORCH_LIBRARY registrations, and every operator is then reached through
-// torch.ops.torch_sparse_conv. The one Python function here is compat's CPU entry point.
+// torch.ops.torch_sparse_conv. The Python functions here are compat's CPU entry point and
+// the release of cached output memory.
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/utils/tensor_numpy.h>
 #include <torch/extension.h>
 
 #include <string>
 
+#include "output_buffer_cache.h"
 #include "toeplitz_direct_cpu.h"
 
 namespace {
@@ -41,6 +43,8 @@ py::tuple toeplitz_conv2d_scipy_numpy(py::handle indptr, py::handle indices, py:
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
+  m.def("_release_cached_outputs", &torch_sparse_conv::release_cached_outputs,
+        "Frees the cached memory of freed Toeplitz outputs; returns the bytes released.");
   m.def("_toeplitz_conv2d_scipy_numpy", &toeplitz_conv2d_scipy_numpy,
         "compat.Toeplitz_convolution2d's CPU kernel on numpy arrays: (indptr, indices, data) "
         "of scipy's CSR batch, a CPU kernel tensor of data's dtype, H, W, mode -> the output's "

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "compact_sums_cpu.h"
+#include "output_buffer_cache.h"
 #include "toeplitz_geometry.h"
 #include "toeplitz_direct_cpu.h"
 #include "toeplitz_precomputed_cpu.h"
@@ -219,6 +220,7 @@ inline void set_bits(uint64_t* bits, int64_t from, int64_t to) {
 // An image's output bounding box: rows [r0, r1], columns [c0, c1].
 struct Box {
   int64_t r0, r1, c0, c1, width, area;
+  int64_t stride;  // distance between box rows in the sums and flags (width, or more)
   int64_t a0, a1;  // the image's first and last input rows
 };
 
@@ -237,7 +239,7 @@ void scatter_into_box(const int64_t* col, const scalar_t* val, int64_t begin, in
     const int64_t t_hi = std::min<int64_t>(g.kernel_w, box.c1 + 1 - left);
     if (t_lo >= t_hi) continue;
     for (int64_t u = u_lo; u < u_hi; ++u) {
-      const int64_t base = (top + u - box.r0) * box.width + (left - box.c0);
+      const int64_t base = (top + u - box.r0) * box.stride + (left - box.c0);
       mark(base + t_lo, base + t_hi);
       if (kFill) {
         const scalar_t v = val[e];
@@ -336,13 +338,16 @@ int64_t convolve_dense_box(const int64_t* col, const scalar_t* val, int64_t begi
 template <bool kFill, typename Out, typename scalar_t>
 int64_t convolve_sparse_box(const int64_t* col, const scalar_t* val, int64_t begin,
                             int64_t end, const scalar_t* kernel, const ToeplitzGeometry& g,
-                            const Box& box, Scratch<scalar_t>& s, typename Out::index* cols,
+                            Box box, Scratch<scalar_t>& s, typename Out::index* cols,
                             scalar_t* vals) {
-  const int64_t words = (box.area + 63) >> 6;
+  // Rows start on 64-pixel boundaries, so each box row is whole words of flags.
+  box.stride = (box.width + 63) & ~int64_t(63);
+  const int64_t rows = box.r1 - box.r0 + 1, row_words = box.stride >> 6;
+  const int64_t words = rows * row_words;
   // Grown with zeros; already zero below the old size.
   if (static_cast<int64_t>(s.box_bits.size()) < words) s.box_bits.resize(words, 0);
-  if (kFill && static_cast<int64_t>(s.box_acc.size()) < box.area) {
-    s.box_acc.resize(box.area, 0);
+  if (kFill && static_cast<int64_t>(s.box_acc.size()) < rows * box.stride) {
+    s.box_acc.resize(rows * box.stride, 0);
   }
   uint64_t* bits = s.box_bits.data();
   scalar_t* acc = s.box_acc.data();
@@ -356,25 +361,12 @@ int64_t convolve_sparse_box(const int64_t* col, const scalar_t* val, int64_t beg
     }
     return count;
   }
-  // Set bits in increasing order are the touched pixels in raster order; the box row is
-  // advanced, not divided for.
-  int64_t row = box.r0, row_start = 0;
-  for (int64_t w = 0; w < words; ++w) {
-    uint64_t mask = bits[w];
-    bits[w] = 0;
-    while (mask) {
-      const int64_t i = (w << 6) + __builtin_ctzll(mask);
-      mask &= mask - 1;
-      while (i >= row_start + box.width) {
-        row_start += box.width;
-        ++row;
-      }
-      const scalar_t value = acc[i];
-      acc[i] = scalar_t(0);
-      cols[count] = static_cast<typename Out::index>(row * g.out_w + box.c0 + (i - row_start));
-      vals[count] = value;
-      count += Out::keeps(value);
-    }
+  // Marked pixels row by row, in raster order, eight at a time; the bits and sums read are
+  // cleared on the way.
+  for (int64_t r = 0; r < rows; ++r) {
+    count += compact_marked(acc + r * box.stride, bits + r * row_words, row_words,
+                            Out::drop_zeros, (box.r0 + r) * g.out_w + box.c0, cols + count,
+                            vals + count);
   }
   return count;
 }
@@ -404,6 +396,7 @@ int64_t convolve_image_in_box(const int64_t* col, const scalar_t* val, int64_t b
   box.a0 = amin;
   box.a1 = amax;
   box.width = box.c1 - box.c0 + 1;
+  box.stride = box.width;
   box.area = (box.r1 - box.r0 + 1) * box.width;
   int64_t products = 0, bound = 0;  // saturated: an overflow only means "large"
   if (__builtin_mul_overflow(end - begin, g.kernel_h * g.kernel_w, &products)) {
@@ -562,8 +555,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_cpu(
       direct_count_pass(r, c, v, k, g, begin, end, oc + 1);
     });
     for (int64_t n = 0; n < g.batch; ++n) oc[n + 1] += oc[n];
-    out_col = at::empty({oc[g.batch]}, col.options());
-    out_values = at::empty({oc[g.batch]}, values.options());
+    out_col = empty_output(oc[g.batch], at::kLong);
+    out_values = empty_output(oc[g.batch], values.scalar_type());
     int64_t* dst_col = out_col.data_ptr<int64_t>();
     scalar_t* dst_val = out_values.data_ptr<scalar_t>();
     at::parallel_for(0, g.batch, 1, [&](int64_t begin, int64_t end) {

@@ -15,6 +15,7 @@
 #include <limits>
 #include <vector>
 
+#include "output_buffer_cache.h"
 #include "toeplitz_direct_cpu.h"
 #include "toeplitz_geometry.h"
 
@@ -93,8 +94,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> convolve(const at::Tensor& crow,
     for (int64_t n = 0; n < g.batch; ++n) off[n + 1] += off[n];
   }
   constexpr auto index_type = c10::CppTypeToScalarType<index_t>::value;
-  at::Tensor out_col = at::empty({off[g.batch]}, col.options().dtype(index_type));
-  at::Tensor out_values = at::empty({off[g.batch]}, values.options());
+  at::Tensor out_col = empty_output(off[g.batch], index_type);
+  at::Tensor out_values = empty_output(off[g.batch], values.scalar_type());
   index_t* dst_col = out_col.data_ptr<index_t>();
   scalar_t* dst_val = out_values.data_ptr<scalar_t>();
   at::parallel_for(0, g.batch, 1, [&](int64_t begin, int64_t end) {

@@ -77,6 +77,11 @@ at::Tensor toeplitz_conv2d(const at::Tensor& images, const at::Tensor& kernel,
                            at::IntArrayRef image_shape, const std::string& mode = "same",
                            const std::string& method = "auto");
 
+// The CPU Toeplitz kernels write outputs of 1 MiB and more into memory kept from outputs
+// freed earlier (up to TSC_OUTPUT_CACHE_MB megabytes, default 512, 0 for none): fresh memory
+// costs a page fault per 4 KiB. This frees that memory now; returns the bytes released.
+int64_t release_cached_outputs();
+
 // ---------------------------------------------------------------- build facts
 
 // 0 when the library was built without CUDA, else the CUDA_VERSION it was built with.

@@ -270,6 +270,52 @@ def test_compat_builds_the_scipy_matrix_of_the_constructor(monkeypatch):
     assert (slow != reference).nnz == 0
 
 
+def test_large_outputs_reuse_freed_memory_only():
+    """Outputs of 1 MiB and more reuse memory of freed outputs: a live output is never
+    overwritten, results stay right when memory is reused, and empty_output_cache frees it."""
+    rng = np.random.default_rng(12)
+    images = rng.random((120, 50, 50)) * (rng.random((120, 50, 50)) < 0.2)
+    x = torch.tensor(images.reshape(120, -1)).to_sparse_csr()
+    kernels = [rng.standard_normal((5, 5)) for _ in range(3)]
+    expected = [scipy_reference(images, k, "same") for k in kernels]
+    tsc.empty_output_cache()
+    kept = tsc.toeplitz_conv2d(x, torch.tensor(kernels[0]), (50, 50))
+    assert kept.values().numel() * 8 >= 2**20  # large enough for the cache
+    for _ in range(2):  # the second round reuses the first one's freed buffers
+        for k, want in zip(kernels[1:], expected[1:]):
+            np.testing.assert_allclose(tsc.toeplitz_conv2d(x, torch.tensor(k), (50, 50))
+                                       .to_dense().numpy(), want, atol=1e-10)
+            scipy_out = Toeplitz_convolution2d((50, 50), k)(
+                scipy.sparse.csr_matrix(images.reshape(120, -1)))
+            np.testing.assert_allclose(scipy_out.toarray(), want, atol=1e-10)
+    np.testing.assert_allclose(kept.to_dense().numpy(), expected[0], atol=1e-10)
+    assert tsc.empty_output_cache() > 0
+    assert tsc.empty_output_cache() == 0
+
+
+NO_OUTPUT_CACHE = """
+import numpy as np, scipy.signal, torch
+import torch_sparse_conv as tsc
+images = np.random.default_rng(3).random((100, 50, 50))
+x = torch.tensor(images.reshape(100, -1)).to_sparse_csr()
+k = np.ones((3, 3))
+for _ in range(2):
+    out = tsc.toeplitz_conv2d(x, torch.tensor(k), (50, 50)).to_dense().numpy()
+    want = np.stack([scipy.signal.convolve2d(im, k, 'same').reshape(-1) for im in images])
+    np.testing.assert_allclose(out, want, atol=1e-10)
+    del out
+assert tsc.empty_output_cache() == 0
+print('ok')
+"""
+
+
+def test_output_cache_can_be_turned_off():
+    env = dict(__import__("os").environ, TSC_OUTPUT_CACHE_MB="0")
+    result = subprocess.run([sys.executable, "-c", NO_OUTPUT_CACHE], capture_output=True,
+                            text=True, timeout=300, env=env)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
+
+
 def test_compat_precomputed_keeps_t_and_rebuilds_when_the_kernel_changes():
     rng = np.random.default_rng(12)
     k = rng.random((3, 4))

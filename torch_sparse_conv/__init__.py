@@ -12,7 +12,7 @@ from . import _library
 
 _library.load()
 
-from ._library import cuda_version_compiled, library_path  # noqa: E402
+from ._library import cuda_version_compiled, empty_output_cache, library_path  # noqa: E402
 from .functional import (  # noqa: E402
     pack_sparse_filter,
     sparse_conv2d,
@@ -27,6 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "cuda_version_compiled",
+    "empty_output_cache",
     "library_path",
     "SparseConv2d",
     "ToeplitzConv2d",
