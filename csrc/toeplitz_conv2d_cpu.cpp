@@ -19,8 +19,10 @@
 #include <algorithm>
 #include <cstdint>
 #include <numeric>
+#include <type_traits>
 #include <vector>
 
+#include "axpy_row_cpu.h"
 #include "compact_sums_cpu.h"
 #include "output_buffer_cache.h"
 #include "toeplitz_geometry.h"
@@ -82,6 +84,17 @@ struct Scratch {
   std::vector<scalar_t> box_acc;
   const int64_t* pixel = nullptr;  // the image's entries sorted by pixel
   const scalar_t* value = nullptr;
+
+  // Frees the buffers that grew past max_bytes (the rest stay for the next call; freed
+  // box buffers keep the all-zero rule trivially).
+  void release_large(size_t max_bytes) {
+    auto release = [max_bytes](auto& v) {
+      if (v.capacity() * sizeof(v[0]) > max_bytes) std::decay_t<decltype(v)>().swap(v);
+    };
+    release(order), release(sorted_pixel), release(sorted_value), release(column);
+    release(group_row), release(group_begin), release(acc), release(touched), release(lines);
+    release(pairs), release(box_bits), release(box_acc);
+  }
 };
 
 // Sorts one image's entries by pixel (only if needed) and groups them by input row.
@@ -158,7 +171,7 @@ int64_t convolve_output_row(int64_t r, int64_t lo, int64_t hi, const scalar_t* k
       if (dense) {
         if (kFill) {
           scalar_t* a = s.acc.data() + (c0 - cmin);
-          for (int64_t t = t_lo; t < t_hi; ++t) a[t] += v * krow[t];
+          if (t_lo < t_hi) axpy_row(a + t_lo, krow + t_lo, v, t_hi - t_lo);
         }
         if (t_lo < t_hi && !(kFill && Out::drop_zeros)) {  // dropping zeros needs no flags
           std::fill(s.touched.begin() + (c0 - cmin + t_lo), s.touched.begin() + (c0 - cmin + t_hi),
@@ -245,7 +258,7 @@ void scatter_into_box(const int64_t* col, const scalar_t* val, int64_t begin, in
         const scalar_t v = val[e];
         const scalar_t* krow = kernel + u * g.kernel_w;
         scalar_t* row = acc + base;
-        for (int64_t t = t_lo; t < t_hi; ++t) row[t] += v * krow[t];
+        axpy_row(row + t_lo, krow + t_lo, v, t_hi - t_lo);
       }
     }
   }
@@ -451,13 +464,16 @@ void convolve_images(const int64_t* crow, const int64_t* col, const scalar_t* va
                      const scalar_t* kernel, const ToeplitzGeometry& g, int64_t begin,
                      int64_t end, const int64_t* offsets, int64_t* counts,
                      typename Out::index* cols, scalar_t* vals) {
-  Scratch<scalar_t> scratch;
+  // Kept per thread between calls: allocating and zeroing it was a visible part of a batch-1
+  // call. Whatever grew past 1 MiB is freed afterwards, so what stays is small.
+  static thread_local Scratch<scalar_t> scratch;
   for (int64_t n = begin; n < end; ++n) {
     const int64_t written = convolve_image<kFill, Out>(
         col, val, crow[n], crow[n + 1], kernel, g, scratch,
         kFill ? cols + offsets[n] : nullptr, kFill ? vals + offsets[n] : nullptr);
     if (!kFill || Out::drop_zeros) counts[n] = written;
   }
+  scratch.release_large(size_t(1) << 20);
 }
 
 // One entry point per pass and dtype, compiled for several instruction sets by GCC's function
@@ -551,7 +567,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_cpu(
     const scalar_t* k = ck.data_ptr<scalar_t>();
     // Count pass, prefix sum, fill pass: the output is allocated once at its exact size.
     int64_t* oc = out_crow.data_ptr<int64_t>();
-    at::parallel_for(0, g.batch, 1, [&](int64_t begin, int64_t end) {
+    for_image_ranges(g.batch, cc.size(0), g, [&](int64_t begin, int64_t end) {
       direct_count_pass(r, c, v, k, g, begin, end, oc + 1);
     });
     for (int64_t n = 0; n < g.batch; ++n) oc[n + 1] += oc[n];
@@ -559,7 +575,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_cpu(
     out_values = empty_output(oc[g.batch], values.scalar_type());
     int64_t* dst_col = out_col.data_ptr<int64_t>();
     scalar_t* dst_val = out_values.data_ptr<scalar_t>();
-    at::parallel_for(0, g.batch, 1, [&](int64_t begin, int64_t end) {
+    for_image_ranges(g.batch, cc.size(0), g, [&](int64_t begin, int64_t end) {
       direct_fill_pass(r, c, v, k, g, begin, end, oc, dst_col, dst_val);
     });
   });

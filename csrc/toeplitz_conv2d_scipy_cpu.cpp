@@ -88,7 +88,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> convolve(const at::Tensor& crow,
       off[n + 1] = off[n] + (entries >= pixels / taps + 1 ? pixels : entries * taps);
     }
   } else {
-    at::parallel_for(0, g.batch, 1, [&](int64_t begin, int64_t end) {
+    for_image_ranges(g.batch, col.size(0), g, [&](int64_t begin, int64_t end) {
       direct_count_pass(r, c, v, k, g, begin, end, off + 1);
     });
     for (int64_t n = 0; n < g.batch; ++n) off[n + 1] += off[n];
@@ -98,7 +98,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> convolve(const at::Tensor& crow,
   at::Tensor out_values = empty_output(off[g.batch], values.scalar_type());
   index_t* dst_col = out_col.data_ptr<index_t>();
   scalar_t* dst_val = out_values.data_ptr<scalar_t>();
-  at::parallel_for(0, g.batch, 1, [&](int64_t begin, int64_t end) {
+  for_image_ranges(g.batch, col.size(0), g, [&](int64_t begin, int64_t end) {
     direct_fill_pass_dropping_zeros(r, c, v, k, g, begin, end, off, dst_col, dst_val, kp + 1);
   });
   for (int64_t n = 0; n < g.batch; ++n) kp[n + 1] += kp[n];

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <cstdint>
 #include <tuple>
@@ -36,6 +37,21 @@ namespace torch_sparse_conv {
 TSC_DECLARE_PASSES(float)
 TSC_DECLARE_PASSES(double)
 #undef TSC_DECLARE_PASSES
+
+// Runs f(begin, end) over images [0, batch): across threads when the batch's products
+// (entries x taps) are worth it, else on this thread, since starting the thread team costs
+// a few microseconds, as much as a small batch's whole work (batch 1 is a third of
+// sparse_convolution's grid).
+template <typename F>
+void for_image_ranges(int64_t batch, int64_t entries, const ToeplitzGeometry& g, const F& f) {
+  constexpr int64_t kParallelProducts = 4096;
+  const int64_t taps = g.kernel_h * g.kernel_w;
+  if (batch <= 1 || entries < (kParallelProducts + taps - 1) / taps) {
+    if (batch > 0) f(int64_t(0), batch);
+    return;
+  }
+  at::parallel_for(0, batch, 1, f);
+}
 
 // The CPU kernel of _toeplitz_conv2d_scipy (toeplitz_conv2d_scipy_cpu.cpp), also called by the
 // Python module's numpy entry point for compat.Toeplitz_convolution2d.
