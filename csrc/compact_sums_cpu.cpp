@@ -40,17 +40,30 @@ int64_t compact_scalar(const scalar_t* sums, Keep keep, int64_t n, int64_t first
   return count;
 }
 
+// Where word w of the box lands: its first sum and its first output index.
+struct MarkedWord {
+  int64_t sum_offset, index;
+};
+inline MarkedWord marked_word(int64_t w, int64_t row_words, int64_t row_step,
+                              int64_t first_index) {
+  const int64_t row = w / row_words, in_row = (w - row * row_words) << 6;
+  return {w << 6, first_index + row * row_step + in_row};
+}
+
 template <typename index_t, typename scalar_t>
-int64_t compact_marked_scalar(scalar_t* sums, uint64_t* bits, int64_t words, bool drop_zeros,
-                              int64_t first_index, index_t* indices, scalar_t* values) {
+int64_t compact_marked_scalar(scalar_t* sums, uint64_t* bits, int64_t rows, int64_t row_words,
+                              int64_t row_step, bool drop_zeros, int64_t first_index,
+                              index_t* indices, scalar_t* values) {
   int64_t count = 0;
-  for (int64_t w = 0; w < words; ++w) {
+  for (int64_t w = 0; w < rows * row_words; ++w) {
+    if (!bits[w]) continue;
+    const MarkedWord at = marked_word(w, row_words, row_step, first_index);
     for (uint64_t mask = bits[w]; mask; mask &= mask - 1) {
-      const int64_t i = (w << 6) + __builtin_ctzll(mask);
-      const scalar_t sum = sums[i];
-      sums[i] = scalar_t(0);
+      const int64_t lane = __builtin_ctzll(mask);
+      const scalar_t sum = sums[at.sum_offset + lane];
+      sums[at.sum_offset + lane] = scalar_t(0);
       if (drop_zeros && sum == scalar_t(0)) continue;
-      indices[count] = static_cast<index_t>(first_index + i);
+      indices[count] = static_cast<index_t>(at.index + lane);
       values[count] = sum;
       ++count;
     }
@@ -142,27 +155,29 @@ TSC_AVX512 int64_t compact_avx512(const scalar_t* sums, Keep keep, int64_t n,
 
 // TSC_NO_AVX512=1 forces the scalar loop (the tests run it that way on AVX-512 machines).
 template <typename Lanes, typename index_t, typename scalar_t>
-TSC_AVX512 int64_t compact_marked_avx512(scalar_t* sums, uint64_t* bits, int64_t words,
-                                         bool drop_zeros, int64_t first_index,
-                                         index_t* indices, scalar_t* values) {
+TSC_AVX512 int64_t compact_marked_avx512(scalar_t* sums, uint64_t* bits, int64_t rows,
+                                         int64_t row_words, int64_t row_step, bool drop_zeros,
+                                         int64_t first_index, index_t* indices,
+                                         scalar_t* values) {
   int64_t count = 0;
-  for (int64_t w = 0; w < words; ++w) {
+  for (int64_t w = 0; w < rows * row_words; ++w) {
     const uint64_t word = bits[w];
     if (!word) continue;
     bits[w] = 0;
+    const MarkedWord at = marked_word(w, row_words, row_step, first_index);
     for (int j = 0; j < 64; j += 8) {
       const __mmask8 marked = __mmask8(word >> j);
       if (!marked) continue;
-      const int64_t i = (w << 6) + j;
+      scalar_t* lane_sums = sums + at.sum_offset + j;
       // Only the marked lanes are read and cleared.
-      const typename Lanes::vector v = Lanes::load(sums + i, marked);
-      Lanes::clear(sums + i, marked);
+      const typename Lanes::vector v = Lanes::load(lane_sums, marked);
+      Lanes::clear(lane_sums, marked);
       const __mmask8 keep = drop_zeros ? Lanes::nonzero(v, marked) : marked;
       if (!keep) continue;
       const int kept = __builtin_popcount(keep);
       const __mmask8 first_k = __mmask8((1u << kept) - 1);
       Lanes::store(values + count, keep, first_k, v);
-      store_indices(indices + count, keep, first_k, first_index + i);
+      store_indices(indices + count, keep, first_k, at.index + j);
       count += kept;
     }
   }
@@ -182,15 +197,17 @@ struct FloatLanes {};
 #endif
 
 template <typename Lanes, typename index_t, typename scalar_t>
-int64_t marked(scalar_t* sums, uint64_t* bits, int64_t words, bool drop_zeros,
-               int64_t first_index, index_t* indices, scalar_t* values) {
+int64_t marked(scalar_t* sums, uint64_t* bits, int64_t rows, int64_t row_words,
+               int64_t row_step, bool drop_zeros, int64_t first_index, index_t* indices,
+               scalar_t* values) {
 #ifdef TSC_HAVE_AVX512_PATH
   if (has_avx512()) {
-    return compact_marked_avx512<Lanes>(sums, bits, words, drop_zeros, first_index, indices,
-                                        values);
+    return compact_marked_avx512<Lanes>(sums, bits, rows, row_words, row_step, drop_zeros,
+                                        first_index, indices, values);
   }
 #endif
-  return compact_marked_scalar(sums, bits, words, drop_zeros, first_index, indices, values);
+  return compact_marked_scalar(sums, bits, rows, row_words, row_step, drop_zeros, first_index,
+                               indices, values);
 }
 
 template <typename Lanes, typename Keep, typename index_t, typename scalar_t>
@@ -215,9 +232,11 @@ int64_t compact(const scalar_t* sums, Keep keep, int64_t n, int64_t first_index,
                           int64_t first_index, INDEX* indices, SCALAR* values) {                \
     return compact<LANES>(sums, KeepFlagged{flags}, n, first_index, indices, values);           \
   }                                                                                             \
-  int64_t compact_marked(SCALAR* sums, uint64_t* bits, int64_t words, bool drop_zeros,          \
-                         int64_t first_index, INDEX* indices, SCALAR* values) {                 \
-    return marked<LANES>(sums, bits, words, drop_zeros, first_index, indices, values);          \
+  int64_t compact_marked(SCALAR* sums, uint64_t* bits, int64_t rows, int64_t row_words,        \
+                         int64_t row_step, bool drop_zeros, int64_t first_index,               \
+                         INDEX* indices, SCALAR* values) {                                     \
+    return marked<LANES>(sums, bits, rows, row_words, row_step, drop_zeros, first_index,        \
+                         indices, values);                                                      \
   }
 TSC_DEFINE_COMPACT(double, int32_t, DoubleLanes)
 TSC_DEFINE_COMPACT(double, int64_t, DoubleLanes)

@@ -17,10 +17,13 @@ namespace torch_sparse_conv {
   /* The same, keeping every i with flags[i] != 0 whatever its sum. */                        \
   int64_t compact_flagged(const SCALAR* sums, const char* flags, int64_t n,                   \
                           int64_t first_index, INDEX* indices, SCALAR* values);               \
-  /* Position i of words * 64 is kept when bit i of bits is set (and, with drop_zeros, its */ \
-  /* sum is nonzero). Clears the bits and the sums it reads: both are all zero afterwards. */ \
-  int64_t compact_marked(SCALAR* sums, uint64_t* bits, int64_t words, bool drop_zeros,        \
-                         int64_t first_index, INDEX* indices, SCALAR* values);
+  /* rows x (row_words * 64) positions, row r's position j at sums[r * row_words * 64 + j] */ \
+  /* and bit j of bits[r * row_words...]: kept when its bit is set (and, with drop_zeros, */  \
+  /* its sum is nonzero), written with index first_index + r * row_step + j. Clears the    */ \
+  /* bits and the sums it reads: both are all zero afterwards.                             */ \
+  int64_t compact_marked(SCALAR* sums, uint64_t* bits, int64_t rows, int64_t row_words,      \
+                         int64_t row_step, bool drop_zeros, int64_t first_index,             \
+                         INDEX* indices, SCALAR* values);
 TSC_DECLARE_COMPACT(double, int32_t)
 TSC_DECLARE_COMPACT(double, int64_t)
 TSC_DECLARE_COMPACT(float, int32_t)

@@ -374,14 +374,10 @@ int64_t convolve_sparse_box(const int64_t* col, const scalar_t* val, int64_t beg
     }
     return count;
   }
-  // Marked pixels row by row, in raster order, eight at a time; the bits and sums read are
-  // cleared on the way.
-  for (int64_t r = 0; r < rows; ++r) {
-    count += compact_marked(acc + r * box.stride, bits + r * row_words, row_words,
-                            Out::drop_zeros, (box.r0 + r) * g.out_w + box.c0, cols + count,
-                            vals + count);
-  }
-  return count;
+  // Marked pixels in raster order, eight at a time, skipping empty words; the bits and sums
+  // read are cleared on the way.
+  return compact_marked(acc, bits, rows, row_words, g.out_w, Out::drop_zeros,
+                        box.r0 * g.out_w + box.c0, cols, vals);
 }
 
 // One image whose output bounding box is small next to its work, summed over the box and

@@ -174,6 +174,26 @@ TEST(ToeplitzConv2d, EmptyImagesGiveEmptyRows) {
   EXPECT_TRUE(at::equal(out.crow_indices(), at::zeros({4}, at::kLong)));
 }
 
+// Outputs of 1 MiB and more reuse memory of freed outputs; a live output keeps its values
+// while later calls run, and release_cached_outputs frees what is kept.
+TEST(ToeplitzConv2d, LargeOutputsReuseOnlyFreedMemory) {
+  torch::manual_seed(13);
+  const at::Tensor images = at::rand({100, 60 * 60}, at::kDouble).to_sparse_csr();
+  const at::Tensor k1 = at::randn({3, 3}, at::kDouble), k2 = at::randn({3, 3}, at::kDouble);
+  tsc::release_cached_outputs();
+  const at::Tensor first = tsc::toeplitz_conv2d(images, k1, {60, 60});
+  const at::Tensor first_copy = first.values().clone();
+  ASSERT_GE(first.values().nbytes(), size_t(1) << 20);
+  for (int round = 0; round < 2; ++round) {
+    const at::Tensor again = tsc::toeplitz_conv2d(images, k2, {60, 60});
+    EXPECT_TRUE(at::allclose(again.to_dense(), tsc::toeplitz_conv2d(images.to_dense(), k2,
+                                                                    {60, 60})));
+  }
+  EXPECT_TRUE(at::equal(first.values(), first_copy));
+  EXPECT_GT(tsc::release_cached_outputs(), 0);
+  EXPECT_EQ(tsc::release_cached_outputs(), 0);
+}
+
 // backward() through the C++ graph: kernel and input-value gradients equal those of the same
 // convolution written with at::conv2d on the dense images (flipped kernel: a true
 // convolution), with the upstream gradient placed on the output's stored pattern.
