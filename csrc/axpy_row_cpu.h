@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #include <immintrin.h>
@@ -49,8 +50,10 @@ __attribute__((target("avx512f"))) inline void axpy_row_avx512(float* row, const
   }
 }
 
+// TSC_NO_AVX512=1 turns it off, as for the compaction (compact_sums_cpu.cpp).
 inline bool cpu_has_avx512f() {
-  static const bool supported = __builtin_cpu_supports("avx512f");
+  static const bool supported =
+      __builtin_cpu_supports("avx512f") && std::getenv("TSC_NO_AVX512") == nullptr;
   return supported;
 }
 #endif

@@ -2,9 +2,11 @@
 
 #include <c10/core/impl/alloc_cpu.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
 
 namespace torch_sparse_conv {
@@ -14,16 +16,23 @@ constexpr size_t kSmallest = size_t(1) << 20;  // below this, malloc reuses memo
 
 size_t cache_limit_bytes() {
   const char* megabytes = std::getenv("TSC_OUTPUT_CACHE_MB");
-  return (megabytes ? std::strtoull(megabytes, nullptr, 10) : 512) << 20;
+  const long long parsed = megabytes ? std::strtoll(megabytes, nullptr, 10) : 512;
+  return static_cast<size_t>(std::max(0LL, std::min(parsed, 1LL << 30))) << 20;
 }
 
 // Free buffers by size. A buffer in use belongs to its tensor; its deleter brings it back.
 class OutputBufferCache final : public c10::Allocator {
  public:
   c10::DataPtr allocate(size_t bytes) override {
-    void* data = take(bytes);
-    if (data == nullptr) data = c10::alloc_cpu(bytes);
-    return {data, new Block{data, bytes}, &give_back, c10::Device(c10::DeviceType::CPU)};
+    auto block = std::make_unique<Block>();
+    // A reused buffer keeps its own size, which may exceed the request.
+    block->data = take(bytes, &block->bytes);
+    if (block->data == nullptr) {
+      block->data = c10::alloc_cpu(bytes);
+      block->bytes = bytes;
+    }
+    void* data = block->data;
+    return {data, block.release(), &give_back, c10::Device(c10::DeviceType::CPU)};
   }
 
   void copy_data(void* dest, const void* src, size_t count) const override {
@@ -54,12 +63,14 @@ class OutputBufferCache final : public c10::Allocator {
     size_t bytes;
   };
 
-  // The smallest free buffer of at least `bytes` and at most twice that, or nullptr.
-  void* take(size_t bytes) {
+  // The smallest free buffer of at least `bytes` and at most twice that (its size in
+  // *size), or nullptr.
+  void* take(size_t bytes, size_t* size) {
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = free_.lower_bound(bytes);
     if (it == free_.end() || it->first / 2 > bytes) return nullptr;
     void* data = it->second;
+    *size = it->first;
     cached_bytes_ -= it->first;
     free_.erase(it);
     return data;

@@ -21,7 +21,7 @@ py::object as_numpy(const at::Tensor& tensor) {
 
 // _toeplitz_conv2d_scipy's CPU kernel on scipy's own numpy arrays, without the dispatcher and
 // the tensor wrapping on both sides: at batch 1 those took about half of compat's call. The
-// arrays are shared, not copied, and the kernel runs without the GIL.
+// arrays are shared, not copied.
 py::tuple toeplitz_conv2d_scipy_numpy(py::handle indptr, py::handle indices, py::handle data,
                                       const at::Tensor& kernel, int64_t height, int64_t width,
                                       const std::string& mode) {
@@ -29,12 +29,11 @@ py::tuple toeplitz_conv2d_scipy_numpy(py::handle indptr, py::handle indices, py:
   const at::Tensor crow = torch::utils::tensor_from_numpy(indptr.ptr(), false);
   const at::Tensor col = torch::utils::tensor_from_numpy(indices.ptr(), false);
   const at::Tensor values = torch::utils::tensor_from_numpy(data.ptr(), false);
-  std::tuple<at::Tensor, at::Tensor, at::Tensor> out;
-  {
-    py::gil_scoped_release no_gil;
-    out = torch_sparse_conv::toeplitz_conv2d_scipy_cpu(crow, col, values, kernel,
-                                                       {height, width}, mode);
-  }
+  // The GIL stays held: the kernel reads scipy's arrays in place after checking them, and
+  // another Python thread must not change them in between (sparse_convolution's numba
+  // kernels hold it too).
+  const auto out = torch_sparse_conv::toeplitz_conv2d_scipy_cpu(crow, col, values, kernel,
+                                                                {height, width}, mode);
   return py::make_tuple(as_numpy(std::get<0>(out)), as_numpy(std::get<1>(out)),
                         as_numpy(std::get<2>(out)));
   END_HANDLE_TH_ERRORS_PYBIND

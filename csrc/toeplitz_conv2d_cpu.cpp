@@ -97,6 +97,14 @@ struct Scratch {
   }
 };
 
+// One scratch per thread and dtype, shared by every pass (all of which leave the box
+// buffers zero).
+template <typename scalar_t>
+Scratch<scalar_t>& thread_scratch() {
+  static thread_local Scratch<scalar_t> scratch;
+  return scratch;
+}
+
 // Sorts one image's entries by pixel (only if needed) and groups them by input row.
 template <typename scalar_t>
 void gather_image(const int64_t* col, const scalar_t* val, int64_t begin, int64_t end,
@@ -152,10 +160,9 @@ int64_t convolve_output_row(int64_t r, int64_t lo, int64_t hi, const scalar_t* k
   const int64_t row_base = r * g.out_w;
   const bool dense = span <= kDenseSpanFactor * contributions + kDenseSpanSlack;
   if (dense) {
-    if (static_cast<int64_t>(s.acc.size()) < span) {
-      s.acc.resize(span);
-      s.touched.resize(span);
-    }
+    // Each by its own size: the box paths size acc and touched independently.
+    if (static_cast<int64_t>(s.acc.size()) < span) s.acc.resize(span);
+    if (static_cast<int64_t>(s.touched.size()) < span) s.touched.resize(span);
     if (kFill) std::fill(s.acc.begin(), s.acc.begin() + span, scalar_t(0));
     if (!(kFill && Out::drop_zeros)) std::fill(s.touched.begin(), s.touched.begin() + span, 0);
   } else {
@@ -415,11 +422,14 @@ int64_t convolve_image_in_box(const int64_t* col, const scalar_t* val, int64_t b
     bound = INT64_MAX - kBoxSlack;
   }
   if (box.area > bound + kBoxSlack) return -1;
-  return products >= box.area
-             ? convolve_dense_box<kFill, Out>(col, val, begin, end, kernel, g, box, s, cols,
-                                              vals)
-             : convolve_sparse_box<kFill, Out>(col, val, begin, end, kernel, g, box, s, cols,
-                                               vals);
+  if (products >= box.area) {
+    return convolve_dense_box<kFill, Out>(col, val, begin, end, kernel, g, box, s, cols, vals);
+  }
+  // The sparse box pads rows to 64 pixels: its buffers, not just its pixels, must stay
+  // within the bound (a tall box one pixel wide would otherwise take 64 times its area).
+  const int64_t padded_area = (box.r1 - box.r0 + 1) * ((box.width + 63) & ~int64_t(63));
+  if (padded_area > bound + kBoxSlack) return -1;
+  return convolve_sparse_box<kFill, Out>(col, val, begin, end, kernel, g, box, s, cols, vals);
 }
 
 // One image: returns its number of output entries (count pass) or writes them (fill pass).
@@ -462,7 +472,7 @@ void convolve_images(const int64_t* crow, const int64_t* col, const scalar_t* va
                      typename Out::index* cols, scalar_t* vals) {
   // Kept per thread between calls: allocating and zeroing it was a visible part of a batch-1
   // call. Whatever grew past 1 MiB is freed afterwards, so what stays is small.
-  static thread_local Scratch<scalar_t> scratch;
+  Scratch<scalar_t>& scratch = thread_scratch<scalar_t>();
   for (int64_t n = begin; n < end; ++n) {
     const int64_t written = convolve_image<kFill, Out>(
         col, val, crow[n], crow[n + 1], kernel, g, scratch,

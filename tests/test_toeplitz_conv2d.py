@@ -218,6 +218,26 @@ def test_operator_keeps_every_covered_pixel_and_compat_only_nonzeros(mode):
             np.testing.assert_array_equal(scipy_out.toarray(), expected)
 
 
+def test_images_down_different_paths_share_scratch_safely():
+    """One thread, one call: a dense box whose flags come from footprints (a narrow, tall
+    box), then an image too spread out for a box, summed row by row, then a tall box one
+    pixel wide. Scratch buffers sized by one path must not be read or written past their size
+    by the next (a reviewer found acc and touched resized apart), nor grow 64-fold."""
+    h, w = 1000, 1000
+    images = np.zeros((3, h, w))
+    images[0, :, :2] = 1.0 + np.arange(h)[:, None] % 3      # columns 0 and 1, every row
+    images[1, 0, 0], images[1, 0, 200], images[1, h - 1, w - 1] = 2.0, -1.0, 3.0
+    images[2, ::7, 500] = 1.5                                  # a tall, one-pixel-wide box
+    for kernel in (np.ones((1, 1)), np.array([[1.0, -2.0, 0.5]])):
+        expected = scipy_reference(images, kernel, "same")
+        x = torch.tensor(images.reshape(3, -1)).to_sparse_csr()
+        out = tsc.toeplitz_conv2d(x, torch.tensor(kernel), (h, w), "same", "direct")
+        np.testing.assert_array_equal(out.to_dense().numpy(), expected)
+        compat = Toeplitz_convolution2d((h, w), kernel)(
+            scipy.sparse.csr_matrix(images.reshape(3, -1)))
+        np.testing.assert_array_equal(compat.toarray(), expected)
+
+
 SCALAR_COMPACTION = """
 import numpy as np, scipy.signal, scipy.sparse, torch
 import torch_sparse_conv as tsc
