@@ -5,9 +5,10 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <map>
+#include <list>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 namespace torch_sparse_conv {
 namespace {
@@ -20,8 +21,14 @@ size_t cache_limit_bytes() {
   return static_cast<size_t>(std::max(0LL, std::min(parsed, 1LL << 30))) << 20;
 }
 
-// Free buffers by size. A buffer in use belongs to its tensor; its deleter brings it back.
+// Freed buffers, least recently freed first. A buffer in use belongs to its tensor; its
+// deleter brings it back.
 class OutputBufferCache final : public c10::Allocator {
+  struct Block {
+    void* data;
+    size_t bytes;
+  };
+
  public:
   c10::DataPtr allocate(size_t bytes) override {
     auto block = std::make_unique<Block>();
@@ -40,15 +47,19 @@ class OutputBufferCache final : public c10::Allocator {
   }
 
   int64_t release_all() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    int64_t released = 0;
-    for (const auto& [bytes, data] : free_) {
-      c10::free_cpu(data);
-      released += static_cast<int64_t>(bytes);
+    std::vector<Block> released;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      released.assign(free_.begin(), free_.end());
+      free_.clear();
+      cached_bytes_ = 0;
     }
-    free_.clear();
-    cached_bytes_ = 0;
-    return released;
+    int64_t bytes = 0;
+    for (const Block& block : released) {
+      c10::free_cpu(block.data);
+      bytes += static_cast<int64_t>(block.bytes);
+    }
+    return bytes;
   }
 
   static OutputBufferCache& instance() {
@@ -58,44 +69,55 @@ class OutputBufferCache final : public c10::Allocator {
   }
 
  private:
-  struct Block {
-    void* data;
-    size_t bytes;
-  };
-
   // The smallest free buffer of at least `bytes` and at most twice that (its size in
-  // *size), or nullptr.
+  // *size), or nullptr. Every kept buffer has 1 MiB or more, so there are few, and a scan
+  // per large allocation costs nothing next to filling it.
   void* take(size_t bytes, size_t* size) {
     std::lock_guard<std::mutex> lock(mutex_);
-    auto it = free_.lower_bound(bytes);
-    if (it == free_.end() || it->first / 2 > bytes) return nullptr;
-    void* data = it->second;
-    *size = it->first;
-    cached_bytes_ -= it->first;
-    free_.erase(it);
+    auto best = free_.end();
+    for (auto it = free_.begin(); it != free_.end(); ++it) {
+      if (it->bytes >= bytes && it->bytes / 2 <= bytes &&
+          (best == free_.end() || it->bytes < best->bytes)) {
+        best = it;
+      }
+    }
+    if (best == free_.end()) return nullptr;
+    void* data = best->data;
+    *size = best->bytes;
+    cached_bytes_ -= best->bytes;
+    free_.erase(best);
     return data;
   }
 
   static void give_back(void* context) {
     auto* block = static_cast<Block*>(context);
-    instance().keep_or_free(block->data, block->bytes);
+    instance().keep(*block);
     delete block;
   }
 
-  void keep_or_free(void* data, size_t bytes) {
+  // Keeps a freed buffer, evicting the least recently freed ones beyond the limit, so the
+  // sizes in use now always find room (sizes no longer asked for age out).
+  void keep(const Block& block) {
+    std::vector<Block> evicted;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (cached_bytes_ + bytes <= limit_) {
-        free_.emplace(bytes, data);
-        cached_bytes_ += bytes;
-        return;
+      if (block.bytes > limit_) {
+        evicted.push_back(block);
+      } else {
+        free_.push_back(block);
+        cached_bytes_ += block.bytes;
+        while (cached_bytes_ > limit_) {
+          evicted.push_back(free_.front());
+          cached_bytes_ -= free_.front().bytes;
+          free_.pop_front();
+        }
       }
     }
-    c10::free_cpu(data);
+    for (const Block& old : evicted) c10::free_cpu(old.data);
   }
 
   std::mutex mutex_;
-  std::multimap<size_t, void*> free_;
+  std::list<Block> free_;  // least recently freed first
   size_t cached_bytes_ = 0;
   const size_t limit_ = cache_limit_bytes();
 };

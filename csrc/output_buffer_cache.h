@@ -12,7 +12,8 @@ namespace torch_sparse_conv {
 // per 4 KiB on first write, which took as long as the convolution that fills it (measured:
 // 100x100 images, batch 500, density 0.1, about 22 ms a call with fresh memory, 9 ms reused).
 // Freed buffers are kept up to TSC_OUTPUT_CACHE_MB megabytes in all (default 512; 0 turns the
-// cache off), and a buffer is reused only for a request of at least half its size.
+// cache off), the least recently freed dropped first, and a buffer is reused only for a
+// request of at least half its size.
 at::Tensor empty_output(int64_t size, at::ScalarType dtype);
 
 // Frees every cached buffer (what torch_sparse_conv.empty_output_cache() calls); returns the

@@ -329,6 +329,29 @@ print('ok')
 """
 
 
+SMALL_OUTPUT_CACHE = """
+import numpy as np, torch
+import torch_sparse_conv as tsc
+x = torch.tensor(np.random.default_rng(4).random((60, 2500))).to_sparse_csr()
+sizes = []
+for side in (1, 3, 5):  # two arrays of 1.2, 1.3 and 1.4 MB a call, freed at once
+    out = tsc.toeplitz_conv2d(x, torch.ones(side, side, dtype=torch.float64), (50, 50), 'full')
+    sizes.append(out.values().nbytes)
+    del out
+kept = tsc.empty_output_cache()
+# 6 MiB allowed of the 7.8 MB freed: the oldest buffers were dropped, the newest kept
+assert 0 < kept <= 6 * 2**20 and kept >= sizes[-1], (kept, sizes)
+print('ok')
+"""
+
+
+def test_output_cache_drops_the_least_recently_freed():
+    env = dict(__import__("os").environ, TSC_OUTPUT_CACHE_MB="6")
+    result = subprocess.run([sys.executable, "-c", SMALL_OUTPUT_CACHE], capture_output=True,
+                            text=True, timeout=300, env=env)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
+
+
 def test_output_cache_can_be_turned_off():
     env = dict(__import__("os").environ, TSC_OUTPUT_CACHE_MB="0")
     result = subprocess.run([sys.executable, "-c", NO_OUTPUT_CACHE], capture_output=True,
