@@ -47,13 +47,6 @@ constexpr int64_t kDenseSpanSlack = 256;
 constexpr int64_t kBoxFactor = 16;
 constexpr int64_t kBoxSlack = 4096;
 
-// Index of the last nonzero flag, or -1.
-inline int64_t last_touched(const char* touched, int64_t size) {
-  int64_t last = size - 1;
-  while (last >= 0 && !touched[last]) --last;
-  return last;
-}
-
 // Where the fill pass writes: the column index type, and whether outputs that are exactly
 // zero are dropped (scipy's convention) or kept (the operator's: every covered pixel).
 template <typename index_t, bool kDropZeros>
@@ -195,15 +188,7 @@ int64_t convolve_output_row(int64_t r, int64_t lo, int64_t hi, const scalar_t* k
   if (dense) {
     if (!kFill) return std::count(s.touched.begin(), s.touched.begin() + span, 1);
     if (Out::drop_zeros) return compact_nonzeros(s.acc.data(), span, row_base + cmin, cols, vals);
-    // Branch-free compaction up to the last touched position: every store lands inside the
-    // row's own slot (before the last touched one, fewer entries than the slot holds).
-    const int64_t last = last_touched(s.touched.data(), span);
-    for (int64_t j = 0; j <= last; ++j) {
-      cols[count] = static_cast<typename Out::index>(row_base + cmin + j);
-      vals[count] = s.acc[j];
-      count += s.touched[j] & Out::keeps(s.acc[j]);
-    }
-    return count;
+    return compact_flagged(s.acc.data(), s.touched.data(), span, row_base + cmin, cols, vals);
   }
   std::sort(s.pairs.begin(), s.pairs.end(),
             [](const auto& x, const auto& y) { return x.first < y.first; });
