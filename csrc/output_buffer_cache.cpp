@@ -1,5 +1,6 @@
 #include "output_buffer_cache.h"
 
+#include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
 
 #include <algorithm>
@@ -122,18 +123,25 @@ class OutputBufferCache final : public c10::Allocator {
   const size_t limit_ = cache_limit_bytes();
 };
 
+// The allocator for a buffer of this size: the cache from 1 MiB up (when enabled), else
+// ATen's CPU allocator.
+c10::Allocator* output_allocator(size_t bytes) {
+  static const bool enabled = cache_limit_bytes() > 0;
+  if (bytes < kSmallest || !enabled) return c10::GetCPUAllocator();
+  return &OutputBufferCache::instance();
+}
+
 }  // namespace
 
 at::Tensor empty_output(int64_t size, at::ScalarType dtype) {
+  // empty_generic rather than at::empty: no dispatch, which a batch-1 call would notice.
   const size_t bytes = static_cast<size_t>(size) * c10::elementSize(dtype);
-  static const bool enabled = cache_limit_bytes() > 0;
-  if (bytes < kSmallest || !enabled) {
-    return at::empty({size}, at::TensorOptions().dtype(dtype));
-  }
-  return at::detail::empty_generic({size}, &OutputBufferCache::instance(),
+  return at::detail::empty_generic({size}, output_allocator(bytes),
                                    c10::DispatchKeySet(c10::DispatchKey::CPU), dtype,
                                    std::nullopt);
 }
+
+c10::DataPtr allocate_output(size_t bytes) { return output_allocator(bytes)->allocate(bytes); }
 
 int64_t release_cached_outputs() { return OutputBufferCache::instance().release_all(); }
 

@@ -16,6 +16,10 @@ namespace torch_sparse_conv {
 // request of at least half its size.
 at::Tensor empty_output(int64_t size, at::ScalarType dtype);
 
+// The same memory without a tensor around it (for outputs handed to numpy): `bytes` bytes,
+// from the cache at 1 MiB and more, else from ATen's CPU allocator.
+c10::DataPtr allocate_output(size_t bytes);
+
 // Frees every cached buffer (what torch_sparse_conv.empty_output_cache() calls); returns the
 // bytes it released.
 int64_t release_cached_outputs();

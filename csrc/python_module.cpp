@@ -2,40 +2,100 @@
 // TORCH_LIBRARY registrations, and every operator is then reached through
 // torch.ops.torch_sparse_conv. The Python functions here are compat's CPU entry point and
 // the release of cached output memory.
+#include <pybind11/numpy.h>
 #include <torch/csrc/Exceptions.h>
-#include <torch/csrc/utils/tensor_numpy.h>
 #include <torch/extension.h>
 
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "output_buffer_cache.h"
 #include "toeplitz_direct_cpu.h"
+#include "toeplitz_geometry.h"
 
 namespace {
 
 namespace py = pybind11;
 
-py::object as_numpy(const at::Tensor& tensor) {
-  return py::reinterpret_steal<py::object>(torch::utils::tensor_to_numpy(tensor));
+template <typename T>
+bool holds(py::handle array) {
+  return py::array_t<T>::check_(array);  // a numpy array of T (native byte order)
 }
 
-// _toeplitz_conv2d_scipy's CPU kernel on scipy's own numpy arrays, without the dispatcher and
-// the tensor wrapping on both sides: at batch 1 those took about half of compat's call. The
-// arrays are shared, not copied.
+// `array` as a C-contiguous numpy array (copied only where it is not) of `dims` dimensions.
+py::array contiguous(py::handle array, int dims, const char* name) {
+  TORCH_CHECK_TYPE(py::isinstance<py::array>(array), "_toeplitz_conv2d_scipy_numpy: ", name,
+                   " must be a numpy array");
+  py::array result = py::array::ensure(array, py::array::c_style);
+  TORCH_CHECK(result.ndim() == dims, "_toeplitz_conv2d_scipy_numpy: ", name, " must have ",
+              dims, " dimensions, got ", result.ndim());
+  return result;
+}
+
+// An index array's entries as int64 (widened into storage when they are int32).
+const int64_t* index_array(const py::array& array, const char* name,
+                           std::vector<int64_t>& storage) {
+  const bool is_int32 = holds<int32_t>(array);
+  TORCH_CHECK_TYPE(is_int32 || holds<int64_t>(array), "_toeplitz_conv2d_scipy_numpy: ", name,
+                   " must hold int32 or int64 indices, got ",
+                   std::string(py::str(array.dtype())));
+  return torch_sparse_conv::as_int64_indices(array.data(), is_int32, array.size(), storage);
+}
+
+// A 1-D numpy array of `size` elements that owns `data` (freed with the array).
+py::array numpy_over(c10::DataPtr data, int64_t size, at::ScalarType dtype) {
+  auto owner = std::make_unique<c10::DataPtr>(std::move(data));
+  void* pointer = owner->get();
+  py::capsule base(owner.get(), [](void* p) { delete static_cast<c10::DataPtr*>(p); });
+  owner.release();  // the capsule has it now
+  const py::dtype type = dtype == at::kInt      ? py::dtype::of<int32_t>()
+                         : dtype == at::kLong   ? py::dtype::of<int64_t>()
+                         : dtype == at::kFloat  ? py::dtype::of<float>()
+                                                : py::dtype::of<double>();
+  const auto item = static_cast<py::ssize_t>(type.itemsize());
+  return py::array(type, {static_cast<py::ssize_t>(size)}, {item}, pointer, base);
+}
+
+// _toeplitz_conv2d_scipy's CPU kernel on scipy's own numpy arrays, without tensors: at batch 1
+// the dispatcher and wrapping arrays as tensors and back took most of compat's call. The
+// inputs are read in place (int32 indices widened), the outputs are numpy arrays over the
+// kernel's buffers. Checks as the operator's: one dtype for data and kernel, a valid CSR.
 py::tuple toeplitz_conv2d_scipy_numpy(py::handle indptr, py::handle indices, py::handle data,
-                                      const at::Tensor& kernel, int64_t height, int64_t width,
+                                      py::handle kernel, int64_t height, int64_t width,
                                       const std::string& mode) {
   HANDLE_TH_ERRORS
-  const at::Tensor crow = torch::utils::tensor_from_numpy(indptr.ptr(), false);
-  const at::Tensor col = torch::utils::tensor_from_numpy(indices.ptr(), false);
-  const at::Tensor values = torch::utils::tensor_from_numpy(data.ptr(), false);
+  const py::array row_pointers = contiguous(indptr, 1, "indptr");
+  const py::array columns = contiguous(indices, 1, "indices");
+  const py::array values = contiguous(data, 1, "data");
+  const py::array taps = contiguous(kernel, 2, "kernel");
+  const bool is_double = holds<double>(values);
+  TORCH_CHECK_TYPE(is_double || holds<float>(values),
+                   "_toeplitz_conv2d_scipy_numpy: data must be float32 or float64, got ",
+                   std::string(py::str(values.dtype())));
+  TORCH_CHECK_TYPE(is_double ? holds<double>(taps) : holds<float>(taps),
+                   "_toeplitz_conv2d_scipy_numpy: kernel must have data's dtype (",
+                   std::string(py::str(values.dtype())), "), got ",
+                   std::string(py::str(taps.dtype())));
+  TORCH_CHECK(row_pointers.size() >= 1,
+              "_toeplitz_conv2d_scipy_numpy: indptr must have B + 1 >= 1 entries");
+  TORCH_CHECK(values.size() == columns.size(), "_toeplitz_conv2d_scipy_numpy: data (",
+              values.size(), ") must have one value per column index (", columns.size(), ")");
+  torch_sparse_conv::ToeplitzGeometry g =
+      torch_sparse_conv::toeplitz_geometry(taps.shape(0), taps.shape(1), {height, width}, mode);
+  g.batch = row_pointers.size() - 1;
+  std::vector<int64_t> wide_indptr, wide_indices;
+  const int64_t* crow = index_array(row_pointers, "indptr", wide_indptr);
+  const int64_t* col = index_array(columns, "indices", wide_indices);
+  torch_sparse_conv::check_csr_arrays(crow, col, g.batch, columns.size(), g.in_h * g.in_w);
   // The GIL stays held: the kernel reads scipy's arrays in place after checking them, and
   // another Python thread must not change them in between (sparse_convolution's numba
   // kernels hold it too).
-  const auto out = torch_sparse_conv::toeplitz_conv2d_scipy_cpu(crow, col, values, kernel,
-                                                                {height, width}, mode);
-  return py::make_tuple(as_numpy(std::get<0>(out)), as_numpy(std::get<1>(out)),
-                        as_numpy(std::get<2>(out)));
+  torch_sparse_conv::ScipyCsrBuffers out = torch_sparse_conv::toeplitz_conv2d_scipy_buffers(
+      crow, col, values.data(), taps.data(), is_double ? at::kDouble : at::kFloat, g);
+  return py::make_tuple(numpy_over(std::move(out.indptr), out.rows + 1, out.index_type),
+                        numpy_over(std::move(out.indices), out.entries, out.index_type),
+                        numpy_over(std::move(out.values), out.entries, out.value_type));
   END_HANDLE_TH_ERRORS_PYBIND
 }
 
@@ -46,6 +106,7 @@ PYBIND11_MODULE(_C, m) {
         "Frees the cached memory of freed Toeplitz outputs; returns the bytes released.");
   m.def("_toeplitz_conv2d_scipy_numpy", &toeplitz_conv2d_scipy_numpy,
         "compat.Toeplitz_convolution2d's CPU kernel on numpy arrays: (indptr, indices, data) "
-        "of scipy's CSR batch, a CPU kernel tensor of data's dtype, H, W, mode -> the output's "
-        "(indptr, indices, data), int32 indices when they fit, exact zeros left out.");
+        "of scipy's CSR batch, a C-order 2-D kernel array of data's dtype, H, W, mode -> the "
+        "output's (indptr, indices, data), int32 indices when they fit, exact zeros left "
+        "out.");
 }

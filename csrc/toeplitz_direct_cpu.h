@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <tuple>
+#include <vector>
 
 #include "toeplitz_geometry.h"
 
@@ -53,10 +54,29 @@ void for_image_ranges(int64_t batch, int64_t entries, const ToeplitzGeometry& g,
   at::parallel_for(0, batch, 1, f);
 }
 
-// The CPU kernel of _toeplitz_conv2d_scipy (toeplitz_conv2d_scipy_cpu.cpp), also called by the
-// Python module's numpy entry point for compat.Toeplitz_convolution2d.
+// The CPU kernel of _toeplitz_conv2d_scipy (toeplitz_conv2d_scipy_cpu.cpp).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_scipy_cpu(
     const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
     const at::Tensor& kernel, at::IntArrayRef image_shape, c10::string_view mode);
+
+// Its result as bare buffers (from output_buffer_cache.h), for callers that hand them on
+// without tensors (the Python module's numpy entry point for compat.Toeplitz_convolution2d):
+// scipy's CSR layout, row pointers and columns of index_type (int32 when the output's size
+// allows), values of value_type.
+struct ScipyCsrBuffers {
+  c10::DataPtr indptr, indices, values;  // rows + 1, and capacity >= entries, elements
+  at::ScalarType index_type = at::kInt, value_type = at::kDouble;
+  int64_t rows = 0, entries = 0, capacity = 0;
+};
+
+// The kernel on raw arrays: crow (g.batch + 1) and col already checked (check_csr_arrays),
+// values and kernel (C-order kH x kW) of dtype, float32 or float64.
+ScipyCsrBuffers toeplitz_conv2d_scipy_buffers(const int64_t* crow, const int64_t* col,
+                                              const void* values, const void* kernel,
+                                              at::ScalarType dtype, const ToeplitzGeometry& g);
+
+// `size` indices as int64: the data itself, or (int32 data) a copy widened into storage.
+const int64_t* as_int64_indices(const void* data, bool is_int32, int64_t size,
+                                std::vector<int64_t>& storage);
 
 }  // namespace torch_sparse_conv

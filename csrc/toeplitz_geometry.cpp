@@ -28,13 +28,8 @@ ToeplitzMethod parse_toeplitz_method(c10::string_view method) {
               "got '", std::string(method), "'");
 }
 
-namespace {
-
-void check_csr_rows(const at::Tensor& crow, const at::Tensor& col, int64_t pixels) {
-  const at::Tensor cr = crow.contiguous(), cc = col.contiguous();
-  const int64_t* r = cr.data_ptr<int64_t>();
-  const int64_t* c = cc.data_ptr<int64_t>();
-  const int64_t rows = crow.size(0) - 1, nnz = col.size(0);
+void check_csr_arrays(const int64_t* r, const int64_t* c, int64_t rows, int64_t nnz,
+                      int64_t pixels) {
   TORCH_CHECK(r[0] == 0, "toeplitz_conv2d: x's row pointers must start at 0, got ", r[0]);
   for (int64_t i = 0; i < rows; ++i) {
     TORCH_CHECK(r[i + 1] >= r[i], "toeplitz_conv2d: x's row pointers must be non-decreasing, "
@@ -48,28 +43,32 @@ void check_csr_rows(const at::Tensor& crow, const at::Tensor& col, int64_t pixel
   }
 }
 
-}  // namespace
-
 ToeplitzGeometry toeplitz_geometry(const at::Tensor& kernel, at::IntArrayRef image_shape,
-                                   c10::string_view mode_name) {
-  const ToeplitzMode mode = parse_toeplitz_mode(mode_name);
-  TORCH_CHECK(image_shape.size() == 2 && image_shape[0] > 0 && image_shape[1] > 0,
-              "toeplitz_conv2d: image_shape must be two positive sizes (H, W), got ",
-              image_shape);
+                                   c10::string_view mode) {
   TORCH_CHECK(kernel.dim() == 2, "toeplitz_conv2d: kernel must be 2-D (kH, kW), got ",
               kernel.dim(), " dimensions");
-  TORCH_CHECK(kernel.size(0) > 0 && kernel.size(1) > 0,
-              "toeplitz_conv2d: kernel must not be empty, got shape ", kernel.sizes());
   const at::ScalarType kernel_type = kernel.scalar_type();
   TORCH_CHECK(kernel_type == at::kFloat || kernel_type == at::kDouble ||
                   (is_half_precision(kernel_type) && kernel.is_cuda()),
               "toeplitz_conv2d: kernel must be float32 or float64 (float16 and bfloat16 on CUDA "
               "only), got ", kernel_type, " on ", kernel.device());
+  return toeplitz_geometry(kernel.size(0), kernel.size(1), image_shape, mode);
+}
+
+ToeplitzGeometry toeplitz_geometry(int64_t kernel_h, int64_t kernel_w,
+                                   at::IntArrayRef image_shape, c10::string_view mode_name) {
+  const ToeplitzMode mode = parse_toeplitz_mode(mode_name);
+  TORCH_CHECK(image_shape.size() == 2 && image_shape[0] > 0 && image_shape[1] > 0,
+              "toeplitz_conv2d: image_shape must be two positive sizes (H, W), got ",
+              image_shape);
+  TORCH_CHECK(kernel_h > 0 && kernel_w > 0,
+              "toeplitz_conv2d: kernel must not be empty, got shape [", kernel_h, ", ",
+              kernel_w, "]");
   ToeplitzGeometry g;
   g.in_h = image_shape[0];
   g.in_w = image_shape[1];
-  g.kernel_h = kernel.size(0);
-  g.kernel_w = kernel.size(1);
+  g.kernel_h = kernel_h;
+  g.kernel_w = kernel_w;
   constexpr int64_t kMaxSide = int64_t(1) << 31;
   TORCH_CHECK(g.in_h < kMaxSide && g.in_w < kMaxSide && g.kernel_h < kMaxSide &&
                   g.kernel_w < kMaxSide,
@@ -88,7 +87,8 @@ ToeplitzGeometry toeplitz_geometry(const at::Tensor& kernel, at::IntArrayRef ima
     case ToeplitzMode::Valid:
       TORCH_CHECK(g.kernel_h <= g.in_h && g.kernel_w <= g.in_w,
                   "toeplitz_conv2d: mode 'valid' needs a kernel no larger than the image in "
-                  "every dimension, got kernel ", kernel.sizes(), " for image ", image_shape);
+                  "every dimension, got kernel [", g.kernel_h, ", ", g.kernel_w, "] for image ",
+                  image_shape);
       g.out_h = g.in_h - g.kernel_h + 1;
       g.out_w = g.in_w - g.kernel_w + 1;
       g.offset_h = g.kernel_h - 1;
@@ -120,7 +120,11 @@ ToeplitzGeometry check_toeplitz_args(const at::Tensor& crow, const at::Tensor& c
                 "device, got ", values.device(), " and ", t->device());
   }
   g.batch = crow.size(0) - 1;
-  if (values.device().is_cpu()) check_csr_rows(crow, col, g.in_h * g.in_w);
+  if (values.device().is_cpu()) {
+    const at::Tensor cr = crow.contiguous(), cc = col.contiguous();
+    check_csr_arrays(cr.data_ptr<int64_t>(), cc.data_ptr<int64_t>(), g.batch, cc.size(0),
+                     g.in_h * g.in_w);
+  }
   return g;
 }
 

@@ -27,6 +27,14 @@ ToeplitzMethod parse_toeplitz_method(c10::string_view method);
 // non-empty, float32 / float64) and the mode.
 ToeplitzGeometry toeplitz_geometry(const at::Tensor& kernel, at::IntArrayRef image_shape,
                                    c10::string_view mode);
+// The same from sizes (kernel_h x kernel_w, already known to be a 2-D kernel's).
+ToeplitzGeometry toeplitz_geometry(int64_t kernel_h, int64_t kernel_w,
+                                   at::IntArrayRef image_shape, c10::string_view mode);
+
+// The contents of a CSR batch of `rows` rows and `entries` stored entries: row pointers from
+// 0 to entries and non-decreasing, every column in [0, pixels).
+void check_csr_arrays(const int64_t* crow, const int64_t* col, int64_t rows, int64_t entries,
+                      int64_t pixels);
 
 // Validates shapes, dtypes, devices and the CSR contents (row pointers from 0 to nnz and
 // non-decreasing, every column in [0, H*W)) and returns the geometry.

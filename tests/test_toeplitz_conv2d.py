@@ -671,3 +671,69 @@ def test_compat_errors():
         conv(scipy.sparse.random(2, 21, density=0.3, format="csr"))
     with pytest.raises(ValueError, match="larger than k"):
         Toeplitz_convolution2d((2, 5), np.ones((3, 3)), mode="valid")(np.ones((1, 10)))
+
+
+def test_compat_numpy_entry_point_reads_any_layout_and_checks_its_arrays():
+    """compat's CPU entry point takes scipy's arrays as they are: int32 or int64 indices,
+    strided views (copied), and rejects what it cannot read with a clear error."""
+    from torch_sparse_conv import _C
+
+    rng = np.random.default_rng(21)
+    images = rng.random((3, 6, 5)) * (rng.random((3, 6, 5)) < 0.4)
+    x = scipy.sparse.csr_matrix(images.reshape(3, -1))
+    k = rng.standard_normal((3, 2))
+    want = scipy_reference(images, k, "full")
+    for index_type in (np.int32, np.int64):
+        indptr, indices = x.indptr.astype(index_type), x.indices.astype(index_type)
+        # every second element of a doubled array: a strided view, not C-contiguous
+        strided = np.repeat(x.data, 2)[::2]
+        assert not strided.flags.c_contiguous
+        out_indptr, out_indices, out_data = _C._toeplitz_conv2d_scipy_numpy(
+            indptr, indices, strided, np.asfortranarray(k), 6, 5, "full")
+        assert out_indptr.dtype == np.int32 and out_indices.dtype == np.int32
+        out = scipy.sparse.csr_matrix((out_data, out_indices, out_indptr), shape=want.shape)
+        np.testing.assert_allclose(out.toarray(), want, atol=1e-12)
+    call = _C._toeplitz_conv2d_scipy_numpy
+    with pytest.raises(TypeError, match="indices must be a numpy array"):
+        call(x.indptr, list(x.indices), x.data, k, 6, 5, "same")
+    with pytest.raises(TypeError, match="indptr must hold int32 or int64"):
+        call(x.indptr.astype(np.float64), x.indices, x.data, k, 6, 5, "same")
+    with pytest.raises(TypeError, match="data must be float32 or float64"):
+        call(x.indptr, x.indices, x.data.astype(np.int64), k, 6, 5, "same")
+    with pytest.raises(TypeError, match="kernel must have data's dtype"):
+        call(x.indptr, x.indices, x.data, k.astype(np.float32), 6, 5, "same")
+    with pytest.raises(RuntimeError, match="kernel must have 2 dimensions"):
+        call(x.indptr, x.indices, x.data, k.reshape(-1), 6, 5, "same")
+    with pytest.raises(RuntimeError, match="one value per column index"):
+        call(x.indptr, x.indices, x.data[:-1], k, 6, 5, "same")
+    with pytest.raises(RuntimeError, match="indptr must have B \\+ 1 >= 1 entries"):
+        call(x.indptr[:0], x.indices[:0], x.data[:0], k, 6, 5, "same")
+    bad = x.indices.copy()
+    bad[-1] = 30
+    with pytest.raises(RuntimeError, match="column index 30 .* out of range"):
+        call(x.indptr, bad, x.data, k, 6, 5, "same")
+    with pytest.raises(RuntimeError, match="mode must be"):
+        call(x.indptr, x.indices, x.data, k, 6, 5, "circular")
+
+
+def test_compat_outputs_own_their_memory():
+    """compat's numpy outputs own the kernel's buffers (large ones from the output cache):
+    a kept result is never overwritten by later calls, and edits of the kernel tensor reach
+    the CPU path, which reads the same memory."""
+    rng = np.random.default_rng(22)
+    images = rng.random((120, 50, 50)) * (rng.random((120, 50, 50)) < 0.2)
+    x = scipy.sparse.csr_matrix(images.reshape(120, -1))
+    k = rng.standard_normal((5, 5))
+    tsc.empty_output_cache()
+    kept = Toeplitz_convolution2d((50, 50), k)(x)
+    assert kept.data.nbytes >= 2**20  # large enough for the cache
+    snapshot = kept.copy()
+    for _ in range(3):  # freed outputs of these calls are reused by the next ones
+        other = Toeplitz_convolution2d((50, 50), -k)(x)
+        assert abs(other + snapshot).max() < 1e-12
+        del other
+    assert (kept != snapshot).nnz == 0
+    conv = Toeplitz_convolution2d((50, 50), k)
+    with torch.no_grad():
+        conv._kernel.mul_(2.0)
+    assert abs(conv(x) - 2 * snapshot).max() < 1e-12

@@ -13,6 +13,7 @@ return the true convolution, computed by this package's sparse-filter operator.
 """
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -127,8 +128,6 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
     def __init__(self, x_shape, k, mode: str = "same", dtype=None, verbose=False,
                  method: str = "direct", max_buffer_bytes: int = 256 * 1024 * 1024,
                  backend=None, device=None):
-        import numpy as np
-
         if mode not in _MODES:
             raise ValueError(f"mode must be 'full', 'same' or 'valid', got {mode!r}")
         if method not in self.METHODS:
@@ -147,13 +146,22 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
         if self.dtype.char not in "fd":  # float32, float64
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
         self.device = _CPU if device is None else torch.device(device)
-        # A copy in the working dtype, so later edits of k or self.k do not reach it.
-        kernel = torch.from_numpy(np.array(self.k, dtype=self.dtype, order="C"))
-        self._kernel = kernel if self.device.type == "cpu" else kernel.to(self.device)
+        # A copy in the working dtype, so later edits of k or self.k do not reach it. The CPU
+        # kernel reads it as it is; the tensor _kernel, made when first needed (it costs a
+        # visible part of a batch-1 call), shares its memory on the CPU.
+        self._kernel_array = np.array(self.k, dtype=self.dtype, order="C")
+        self._kernel_tensor = None
         self._matrices = {}  # mode -> _toeplitz._MatrixCache, for method 'precomputed'
 
+    @property
+    def _kernel(self) -> torch.Tensor:
+        """The kernel as a tensor on ``device`` (on the CPU, a view of ``_kernel_array``)."""
+        if self._kernel_tensor is None:
+            kernel = torch.from_numpy(self._kernel_array)
+            self._kernel_tensor = kernel if self.device.type == "cpu" else kernel.to(self.device)
+        return self._kernel_tensor
+
     def __call__(self, x, batching: bool = True, mode=None):
-        import numpy as np
         import scipy.sparse
 
         mode = self.mode if mode is None else mode
@@ -186,7 +194,7 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
         if self.device.type == "cpu" and self.method != "precomputed":
             # _toeplitz_conv2d_scipy's kernel on scipy's arrays, shared, not copied.
             out_crow, out_col, out_values = _C._toeplitz_conv2d_scipy_numpy(
-                csr.indptr, csr.indices, data, self._kernel, h, w, mode)
+                csr.indptr, csr.indices, data, self._kernel_array, h, w, mode)
             result = _scipy_csr_matrix(out_values, out_col, out_crow, (rows, out_h * out_w))
         else:
             crow, col = torch.from_numpy(csr.indptr), torch.from_numpy(csr.indices)
