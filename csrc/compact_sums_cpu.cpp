@@ -1,6 +1,7 @@
 #include "compact_sums_cpu.h"
 
 #include <cstdlib>
+#include <type_traits>
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
@@ -26,9 +27,10 @@ struct KeepFlagged {
   }
 };
 
-template <typename Keep, typename index_t, typename scalar_t>
-int64_t compact_scalar(const scalar_t* sums, Keep keep, int64_t n, int64_t first_index,
-                       index_t* indices, scalar_t* values) {
+// kClear: sums is writable and left all zero.
+template <bool kClear, typename Keep, typename index_t, typename sums_t>
+int64_t compact_scalar(sums_t* sums, Keep keep, int64_t n, int64_t first_index,
+                       index_t* indices, std::remove_const_t<sums_t>* values) {
   int64_t count = 0;
   for (int64_t i = 0; i < n; ++i) {
     if (keep.scalar(sums, i)) {
@@ -36,6 +38,7 @@ int64_t compact_scalar(const scalar_t* sums, Keep keep, int64_t n, int64_t first
       values[count] = sums[i];
       ++count;
     }
+    if constexpr (kClear) sums[i] = 0;
   }
   return count;
 }
@@ -133,14 +136,15 @@ TSC_AVX512 inline __mmask8 lanes_kept(KeepFlagged keep, typename Lanes::vector, 
   return _mm_mask_cmpneq_epi8_mask(valid, flags, _mm_setzero_si128());
 }
 
-template <typename Lanes, typename Keep, typename index_t, typename scalar_t>
-TSC_AVX512 int64_t compact_avx512(const scalar_t* sums, Keep keep, int64_t n,
-                                  int64_t first_index, index_t* indices, scalar_t* values) {
+template <bool kClear, typename Lanes, typename Keep, typename index_t, typename sums_t>
+TSC_AVX512 int64_t compact_avx512(sums_t* sums, Keep keep, int64_t n, int64_t first_index,
+                                  index_t* indices, std::remove_const_t<sums_t>* values) {
   int64_t count = 0;
   for (int64_t i = 0; i < n; i += 8) {
     // The tail reads and tests only the lanes that exist.
     const __mmask8 valid = n - i >= 8 ? __mmask8(0xff) : __mmask8((1u << (n - i)) - 1);
     const typename Lanes::vector v = Lanes::load(sums + i, valid);
+    if constexpr (kClear) Lanes::clear(sums + i, valid);
     const __mmask8 kept_lanes = lanes_kept<Lanes>(keep, v, i, valid);
     if (!kept_lanes) continue;
     const int kept = __builtin_popcount(kept_lanes);
@@ -210,15 +214,16 @@ int64_t marked(scalar_t* sums, uint64_t* bits, int64_t rows, int64_t row_words,
                                indices, values);
 }
 
-template <typename Lanes, typename Keep, typename index_t, typename scalar_t>
-int64_t compact(const scalar_t* sums, Keep keep, int64_t n, int64_t first_index,
-                index_t* indices, scalar_t* values) {
+template <typename Lanes, bool kClear = false, typename Keep, typename index_t,
+          typename sums_t>
+int64_t compact(sums_t* sums, Keep keep, int64_t n, int64_t first_index, index_t* indices,
+                std::remove_const_t<sums_t>* values) {
 #ifdef TSC_HAVE_AVX512_PATH
   if (has_avx512()) {
-    return compact_avx512<Lanes>(sums, keep, n, first_index, indices, values);
+    return compact_avx512<kClear, Lanes>(sums, keep, n, first_index, indices, values);
   }
 #endif
-  return compact_scalar(sums, keep, n, first_index, indices, values);
+  return compact_scalar<kClear>(sums, keep, n, first_index, indices, values);
 }
 
 }  // namespace
@@ -227,6 +232,10 @@ int64_t compact(const scalar_t* sums, Keep keep, int64_t n, int64_t first_index,
   int64_t compact_nonzeros(const SCALAR* sums, int64_t n, int64_t first_index, INDEX* indices,   \
                            SCALAR* values) {                                                    \
     return compact<LANES>(sums, KeepNonzero{nullptr}, n, first_index, indices, values);         \
+  }                                                                                             \
+  int64_t compact_nonzeros_clearing(SCALAR* sums, int64_t n, int64_t first_index,               \
+                                    INDEX* indices, SCALAR* values) {                           \
+    return compact<LANES, true>(sums, KeepNonzero{nullptr}, n, first_index, indices, values);   \
   }                                                                                             \
   int64_t compact_flagged(const SCALAR* sums, const char* flags, int64_t n,                     \
                           int64_t first_index, INDEX* indices, SCALAR* values) {                \

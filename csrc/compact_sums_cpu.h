@@ -14,7 +14,10 @@ namespace torch_sparse_conv {
 #define TSC_DECLARE_COMPACT(SCALAR, INDEX)                                                   \
   int64_t compact_nonzeros(const SCALAR* sums, int64_t n, int64_t first_index, INDEX* indices, \
                            SCALAR* values);                                                   \
-  /* The same, keeping every i with flags[i] != 0 whatever its sum. */                        \
+  /* The same, leaving sums[0, n) all zero. */                                                \
+  int64_t compact_nonzeros_clearing(SCALAR* sums, int64_t n, int64_t first_index,             \
+                                    INDEX* indices, SCALAR* values);                          \
+  /* Keeping every i with flags[i] != 0 whatever its sum. */                                  \
   int64_t compact_flagged(const SCALAR* sums, const char* flags, int64_t n,                   \
                           int64_t first_index, INDEX* indices, SCALAR* values);               \
   /* rows x (row_words * 64) positions, row r's position j at sums[r * row_words * 64 + j] */ \

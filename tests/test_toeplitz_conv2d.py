@@ -737,3 +737,59 @@ def test_compat_outputs_own_their_memory():
     with torch.no_grad():
         conv._kernel.mul_(2.0)
     assert abs(conv(x) - 2 * snapshot).max() < 1e-12
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_dense_images_through_the_dense_tile_match_scipy(dtype):
+    """Images whose entries fill their box densely go through a dense input tile (output rows
+    computed a vector block at a time, rows padded past the box): every mode, kernels from
+    1x1 to wider than the blocks, boxes narrower and wider than a block, duplicate entries."""
+    rng = np.random.default_rng(31)
+    tolerance = 1e-10 if dtype == torch.float64 else 2e-4
+    for (h, w), (kh, kw) in [((37, 41), (3, 5)), ((9, 70), (1, 1)), ((30, 12), (11, 11)),
+                             ((25, 90), (2, 40)), ((5, 6), (6, 2))]:
+        kernel = rng.standard_normal((kh, kw))
+        images = rng.standard_normal((3, h, w)) * (rng.random((3, h, w)) < 0.7)
+        for mode in MODES:
+            if mode == "valid" and (kh > h or kw > w):
+                continue
+            expected = scipy_reference(images, kernel, mode)
+            x = torch.tensor(images.reshape(3, -1), dtype=dtype).to_sparse_csr()
+            out = tsc.toeplitz_conv2d(x, torch.tensor(kernel, dtype=dtype), (h, w), mode)
+            np.testing.assert_allclose(out.to_dense().double().numpy(), expected,
+                                       atol=tolerance, rtol=tolerance)
+            compat = Toeplitz_convolution2d((h, w), kernel, mode, dtype=np.dtype(
+                "float64" if dtype == torch.float64 else "float32"))(
+                scipy.sparse.csr_matrix(images.reshape(3, -1)))
+            np.testing.assert_allclose(compat.toarray(), expected, atol=tolerance,
+                                       rtol=tolerance)
+    # every entry stored twice, in reversed order: duplicates are summed
+    images = rng.standard_normal((2, 20, 20)) * (rng.random((2, 20, 20)) < 0.8)
+    coo = scipy.sparse.coo_matrix(images.reshape(2, -1))
+    doubled = scipy.sparse.csr_matrix(
+        (np.r_[coo.data, coo.data][::-1], (np.r_[coo.row, coo.row][::-1],
+                                           np.r_[coo.col, coo.col][::-1])), shape=coo.shape)
+    doubled.has_canonical_format = False
+    kernel = rng.standard_normal((4, 3))
+    np.testing.assert_allclose(Toeplitz_convolution2d((20, 20), kernel)(doubled).toarray(),
+                               2 * scipy_reference(images, kernel, "same"), atol=1e-10)
+
+
+def test_non_finite_kernel_keeps_nan_to_the_footprint():
+    """0 * inf is NaN: a kernel with an infinite tap must not spread NaN to pixels no entry
+    reaches, so dense images skip the dense tile then. The pattern stays the footprint."""
+    images = np.zeros((1, 30, 30))
+    images[0, 5:25, 5:25] = 1.0  # dense box
+    kernel = np.ones((3, 3))
+    kernel[1, 1] = np.inf
+    x = torch.tensor(images.reshape(1, -1)).to_sparse_csr()
+    out = tsc.toeplitz_conv2d(x, torch.tensor(kernel), (30, 30), "same")
+    pattern = np.zeros(900, dtype=bool)
+    pattern[out.col_indices().numpy()] = True
+    np.testing.assert_array_equal(pattern, footprint(images, (3, 3), "same").reshape(-1))
+    dense = out.to_dense().numpy().reshape(30, 30)
+    assert not np.isnan(dense).any()
+    np.testing.assert_array_equal(np.isinf(dense), images[0] != 0)  # the inf tap's reach
+    compat = Toeplitz_convolution2d((30, 30), kernel)(scipy.sparse.csr_matrix(
+        images.reshape(1, -1)))
+    assert compat.nnz == footprint(images, (3, 3), "same").sum()
