@@ -78,11 +78,26 @@ struct Scratch {
   // beyond one bit a pixel.
   std::vector<uint64_t> box_bits;
   std::vector<scalar_t> box_acc;
-  // The dense-tile path's input tile, flipped kernel and one output row.
+  // The dense-tile path's input tile, flipped kernel and one output row. The flipped kernel
+  // is set once per fill pass (prepare_tile_kernel), which also says whether the path may be
+  // taken at all.
   std::vector<scalar_t> tile, flipped_kernel, tile_row;
-  bool kernel_finite = false;  // set per pass: the dense-tile path needs a finite kernel
+  bool tile_kernel_ready = false;
   const int64_t* pixel = nullptr;  // the image's entries sorted by pixel
   const scalar_t* value = nullptr;
+
+  // The kernel flipped in both directions for correlate_row; the tile needs it finite, since
+  // 0 * inf would turn pixels no entry reaches into NaN.
+  void prepare_tile_kernel(const scalar_t* kernel, int64_t kh, int64_t kw) {
+    tile_kernel_ready = std::all_of(kernel, kernel + kh * kw,
+                                    [](scalar_t w) { return std::isfinite(w); });
+    flipped_kernel.resize(kh * kw);
+    for (int64_t u = 0; u < kh; ++u) {
+      for (int64_t t = 0; t < kw; ++t) {
+        flipped_kernel[u * kw + t] = kernel[(kh - 1 - u) * kw + (kw - 1 - t)];
+      }
+    }
+  }
 
   // Frees the buffers that grew past max_bytes (the rest stay for the next call; freed
   // box buffers keep the all-zero rule trivially).
@@ -93,6 +108,7 @@ struct Scratch {
     release(order), release(sorted_pixel), release(sorted_value), release(column);
     release(group_row), release(group_begin), release(acc), release(touched), release(lines);
     release(pairs), release(box_bits), release(box_acc), release(tile), release(tile_row);
+    release(flipped_kernel);
   }
 };
 
@@ -375,8 +391,8 @@ inline bool dense_tile_pays(int64_t entries, const Box& box, const ToeplitzGeome
 // with the flipped kernel (correlate_row: whole vectors of outputs kept in registers over all
 // taps). That is more multiply-adds than the products, but none of the scatter's
 // read-modify-writes of overlapping sums, which stall on each other. Kept pixels are the
-// nonzero sums, or (keeping every covered pixel) the entries' footprints. Needs a finite
-// kernel: 0 * inf would turn pixels no entry reaches into NaN.
+// nonzero sums, or (keeping every covered pixel) the entries' footprints. Needs the pass's
+// flipped, finite kernel (Scratch::prepare_tile_kernel).
 template <typename Out, typename scalar_t>
 int64_t convolve_dense_tile(const int64_t* col, const scalar_t* val, int64_t begin, int64_t end,
                             const scalar_t* kernel, const ToeplitzGeometry& g, const Box& box,
@@ -393,12 +409,6 @@ int64_t convolve_dense_tile(const int64_t* col, const scalar_t* val, int64_t beg
     const int64_t i = a - top, j = b - left;
     // Every entry of the box's image lies in the tile; the test only guards memory.
     if (i >= 0 && i < tile_rows && j >= 0 && j < stride) s.tile[i * stride + j] += val[e];
-  }
-  s.flipped_kernel.resize(kh * kw);
-  for (int64_t u = 0; u < kh; ++u) {
-    for (int64_t t = 0; t < kw; ++t) {
-      s.flipped_kernel[u * kw + t] = kernel[(kh - 1 - u) * kw + (kw - 1 - t)];
-    }
   }
   if (!Out::drop_zeros) mark_lines(col, begin, end, g, box, s);
   const int64_t blocks = (box.width + kTileBlock<scalar_t> - 1) / kTileBlock<scalar_t>;
@@ -488,7 +498,7 @@ int64_t convolve_image_in_box(const int64_t* col, const scalar_t* val, int64_t b
   }
   if (box.area > bound + kBoxSlack) return -1;
   if constexpr (kFill) {
-    if (s.kernel_finite && dense_tile_pays(end - begin, box, g, kTileBlock<scalar_t>)) {
+    if (s.tile_kernel_ready && dense_tile_pays(end - begin, box, g, kTileBlock<scalar_t>)) {
       return convolve_dense_tile<Out>(col, val, begin, end, kernel, g, box, s, cols, vals);
     }
   }
@@ -549,8 +559,7 @@ void convolve_images(const int64_t* crow, const int64_t* col, const scalar_t* va
   // Kept per thread between calls: allocating and zeroing it was a visible part of a batch-1
   // call. Whatever grew past 1 MiB is freed afterwards, so what stays is small.
   Scratch<scalar_t>& scratch = thread_scratch<scalar_t>();
-  scratch.kernel_finite = std::all_of(kernel, kernel + g.kernel_h * g.kernel_w,
-                                      [](scalar_t w) { return std::isfinite(w); });
+  if (kFill) scratch.prepare_tile_kernel(kernel, g.kernel_h, g.kernel_w);
   for (int64_t n = begin; n < end; ++n) {
     const int64_t written = convolve_image<kFill, Out>(
         col, val, crow[n], crow[n + 1], kernel, g, scratch,

@@ -179,6 +179,14 @@ def test_compat_drops_exact_zeros_and_uses_int32():
                                   scipy_reference(dup.toarray().reshape(1, 6, 9), k, "same"))
 
 
+def run_script(script, timeout=300, **env):
+    """Runs `script` in a fresh interpreter (with `env` added to the environment, for settings
+    read once at load) and checks it finished and printed 'ok'."""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=timeout, env=dict(__import__("os").environ, **env))
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
+
+
 def footprint(images, kernel_shape, mode):
     """The pixels every stored entry reaches: the output pattern of the operator, which keeps
     covered pixels whose sums cancel (unlike compat)."""
@@ -264,10 +272,7 @@ print('ok')
 
 def test_scalar_compaction_without_avx512():
     """TSC_NO_AVX512 runs the compaction's scalar loop, which machines without AVX-512 use."""
-    env = dict(__import__("os").environ, TSC_NO_AVX512="1")
-    result = subprocess.run([sys.executable, "-c", SCALAR_COMPACTION], capture_output=True,
-                            text=True, timeout=300, env=env)
-    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
+    run_script(SCALAR_COMPACTION, TSC_NO_AVX512="1")
 
 
 def test_compat_builds_the_scipy_matrix_of_the_constructor(monkeypatch):
@@ -346,17 +351,11 @@ print('ok')
 
 
 def test_output_cache_drops_the_least_recently_freed():
-    env = dict(__import__("os").environ, TSC_OUTPUT_CACHE_MB="6")
-    result = subprocess.run([sys.executable, "-c", SMALL_OUTPUT_CACHE], capture_output=True,
-                            text=True, timeout=300, env=env)
-    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
+    run_script(SMALL_OUTPUT_CACHE, TSC_OUTPUT_CACHE_MB="6")
 
 
 def test_output_cache_can_be_turned_off():
-    env = dict(__import__("os").environ, TSC_OUTPUT_CACHE_MB="0")
-    result = subprocess.run([sys.executable, "-c", NO_OUTPUT_CACHE], capture_output=True,
-                            text=True, timeout=300, env=env)
-    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
+    run_script(NO_OUTPUT_CACHE, TSC_OUTPUT_CACHE_MB="0")
 
 
 def test_compat_precomputed_keeps_t_and_rebuilds_when_the_kernel_changes():
@@ -566,9 +565,7 @@ print("ok")
 def test_huge_frame_with_a_handful_of_nonzeros():
     """Memory and time must follow the nonzeros, not the 10^10-pixel frame (a run that scanned
     the frame would not finish within the limit)."""
-    result = subprocess.run([sys.executable, "-c", HUGE_FRAME], capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
+    run_script(HUGE_FRAME, timeout=120)
 
 
 # ----------------------------------------------------------------------------- errors
