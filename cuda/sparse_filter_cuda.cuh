@@ -1,6 +1,5 @@
-// Shared pieces of the sparse-filter CUDA kernels: the geometry as kernel arguments, launch
-// sizes, and the entry points each .cu file provides to the dispatcher in
-// sparse_filter_conv2d_cuda.cu.
+// The entry points each sparse-filter .cu file provides to the dispatcher in
+// sparse_filter_conv2d_cuda.cu (the kernels themselves are in sparse_filter_kernels.cuh).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -10,6 +9,7 @@
 #include <c10/cuda/CUDAException.h>
 
 #include "sparse_filter_geometry.h"
+#include "sparse_filter_kernels.cuh"
 #include "sparse_filter_packed_cache.h"
 
 // float, double, half and bfloat16 (the last two accumulate in float).
@@ -17,27 +17,6 @@
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
 namespace torch_sparse_conv {
-
-constexpr int kCudaThreads = 256;
-
-inline int64_t cuda_blocks_for(int64_t work) {
-  return std::min<int64_t>((work + kCudaThreads - 1) / kCudaThreads, int64_t(1) << 30);
-}
-
-// The geometry as plain values for kernels.
-struct ConvShape {
-  int64_t batch, in_channels, in_h, in_w, out_channels, groups, kernel_h, kernel_w;
-  int64_t stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, out_h, out_w;
-};
-
-inline ConvShape to_conv_shape(const SparseFilterGeometry& g) {
-  return {g.batch, g.in_channels, g.in_h, g.in_w, g.out_channels, g.groups, g.kernel_h,
-          g.kernel_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dilation_h, g.dilation_w,
-          g.out_h, g.out_w};
-}
-
-// The output channel of every stored tap (nnz, int64), from the row pointers.
-at::Tensor row_of_nonzeros(const at::Tensor& row_ptr, int64_t rows, int64_t nnz);
 
 // 'direct' forward into `output` (N, C_out, H_out, W_out), contiguous. input, values and
 // bias contiguous; bias may be undefined.

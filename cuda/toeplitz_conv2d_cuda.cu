@@ -26,67 +26,11 @@
 #include <array>
 #include <limits>
 
+#include "toeplitz_conv2d_kernels.cuh"
 #include "toeplitz_cuda.cuh"
 
 namespace torch_sparse_conv {
 namespace {
-
-__global__ void count_kernel(const int64_t* __restrict__ col, Frame f, int64_t nnz,
-                             int64_t* __restrict__ counts) {
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < nnz;
-       e += int64_t(blockDim.x) * gridDim.x) {
-    const Footprint p = footprint(col[e], f);
-    counts[e] = (p.u_hi - p.u_lo) * (p.t_hi - p.t_lo);
-  }
-}
-
-template <typename scalar_t, typename key_t>
-__global__ void expand_kernel(const int64_t* __restrict__ row_of, const int64_t* __restrict__ col,
-                              const scalar_t* __restrict__ values,
-                              const scalar_t* __restrict__ kernel, Frame f, int64_t nnz,
-                              const int64_t* __restrict__ offsets, key_t* __restrict__ keys,
-                              scalar_t* __restrict__ products) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t out_pixels = f.out_h * f.out_w;
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < nnz;
-       e += int64_t(blockDim.x) * gridDim.x) {
-    const Footprint p = footprint(col[e], f);
-    const int64_t a = col[e] / f.in_w, b = col[e] % f.in_w;
-    const acc_t v = acc_t(values[e]);
-    const int64_t image_base = row_of[e] * out_pixels;
-    int64_t slot = offsets[e];
-    for (int64_t u = p.u_lo; u < p.u_hi; ++u) {
-      const int64_t row_base = image_base + (a + u - f.offset_h) * f.out_w + b - f.offset_w;
-      for (int64_t t = p.t_lo; t < p.t_hi; ++t, ++slot) {
-        keys[slot] = key_t(row_base + t);
-        products[slot] = scalar_t(v * acc_t(kernel[u * f.kernel_w + t]));
-      }
-    }
-  }
-}
-
-// One thread per run of equal sorted keys: its sum, in the candidates' original order.
-template <typename scalar_t, typename key_t>
-__global__ void reduce_runs_kernel(const key_t* __restrict__ sorted_keys,
-                                   const int64_t* __restrict__ order,
-                                   const scalar_t* __restrict__ products,
-                                   const int64_t* __restrict__ run_start, int64_t runs,
-                                   int64_t candidates, int64_t out_pixels,
-                                   int64_t* __restrict__ out_row, int64_t* __restrict__ out_col,
-                                   scalar_t* __restrict__ out_values) {
-  using acc_t = at::opmath_type<scalar_t>;
-  for (int64_t r = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; r < runs;
-       r += int64_t(blockDim.x) * gridDim.x) {
-    const int64_t begin = run_start[r];
-    const int64_t end = r + 1 < runs ? run_start[r + 1] : candidates;
-    acc_t sum = 0;
-    for (int64_t i = begin; i < end; ++i) sum += acc_t(products[order[i]]);
-    const int64_t key = int64_t(sorted_keys[begin]);
-    out_row[r] = key / out_pixels;
-    out_col[r] = key % out_pixels;
-    out_values[r] = scalar_t(sum);
-  }
-}
 
 at::Tensor crow_from_rows(const at::Tensor& rows, int64_t batch) {
   at::Tensor crow = at::zeros({batch + 1}, rows.options());
@@ -103,14 +47,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> direct_forward(
   const auto stream = at::cuda::getCurrentCUDAStream();
   const int64_t nnz = col.size(0), out_pixels = g.out_h * g.out_w;
   const Frame f = frame_of(g);
+  // Counting reads the columns only as numbers (no memory at them), so it runs before the
+  // CSR checks, and one copy to the host brings back both the checks and the total.
   at::Tensor counts = at::empty({nnz}, col.options());
   if (nnz > 0) {
-    count_kernel<<<toeplitz_blocks_for(nnz), kToeplitzThreads, 0, stream>>>(col.data_ptr<int64_t>(), f, nnz,
-                                                           counts.data_ptr<int64_t>());
+    count_kernel<<<toeplitz_blocks_for(nnz), kToeplitzThreads, 0, stream>>>(
+        col.data_ptr<int64_t>(), f, nnz, counts.data_ptr<int64_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   const at::Tensor ends = at::cumsum(counts, 0);
-  const int64_t candidates = nnz > 0 ? ends[nnz - 1].item<int64_t>() : 0;
+  const std::vector<int64_t> facts = fetch_to_host(
+      {pending_csr_facts(crow, col),
+       nnz > 0 ? ends.narrow(0, nnz - 1, 1) : at::zeros({1}, col.options())});
+  check_csr_facts(csr_facts_from(facts.data()), nnz, g.in_h * g.in_w, "toeplitz_conv2d: x");
+  const int64_t candidates = facts[kCsrFacts];
   if (candidates == 0) {
     return {at::zeros({g.batch + 1}, crow.options()), at::empty({0}, col.options()),
             at::empty({0}, values.options())};
@@ -177,8 +127,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_cuda(
        auto_picks_precomputed(col.size(0), values.scalar_type(), g));
   const at::Tensor cr = crow.contiguous(), cc = col.contiguous();
   const at::Tensor cv = values.contiguous(), ck = kernel.contiguous();
-  check_csr_on_device(cr, cc, g.in_h * g.in_w, "toeplitz_conv2d: x");
   if (precomputed) {
+    check_csr_on_device(cr, cc, g.in_h * g.in_w, "toeplitz_conv2d: x");
     TORCH_CHECK(cv.scalar_type() == at::kFloat || cv.scalar_type() == at::kDouble,
                 "toeplitz_conv2d: method 'precomputed' supports float32 and float64 on CUDA; "
                 "use 'direct' for half precision");
@@ -188,67 +138,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_cuda(
   const int64_t out_pixels = g.out_h * g.out_w;
   TORCH_CHECK(g.batch == 0 || out_pixels <= std::numeric_limits<int64_t>::max() / g.batch,
               "toeplitz_conv2d: batch x output pixels must stay below 2^63");
+  // direct_forward checks x's CSR contents.
   if (g.batch * out_pixels < std::numeric_limits<int>::max()) {
     return direct_forward<int>(cr, cc, cv, ck, g);
   }
   return direct_forward<int64_t>(cr, cc, cv, ck, g);
-}
-
-template <typename scalar_t>
-__global__ void backward_kernel(const int64_t* __restrict__ row_of,
-                                const int64_t* __restrict__ col,
-                                const scalar_t* __restrict__ values,
-                                const scalar_t* __restrict__ kernel,
-                                const int64_t* __restrict__ out_crow,
-                                const int64_t* __restrict__ out_col,
-                                const scalar_t* __restrict__ grad, Frame f, int64_t nnz,
-                                scalar_t* __restrict__ grad_values,
-                                at::opmath_type<scalar_t>* __restrict__ kernel_terms) {
-  using acc_t = at::opmath_type<scalar_t>;
-  const int64_t taps = f.kernel_h * f.kernel_w;
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < nnz;
-       e += int64_t(blockDim.x) * gridDim.x) {
-    const Footprint p = footprint(col[e], f);
-    const int64_t a = col[e] / f.in_w, b = col[e] % f.in_w;
-    const int64_t n = row_of[e];
-    const acc_t v = acc_t(values[e]);
-    acc_t grad_value = 0;
-    acc_t* terms = kernel_terms ? kernel_terms + e * taps : nullptr;
-    if (terms) {
-      for (int64_t i = 0; i < taps; ++i) terms[i] = 0;
-    }
-    for (int64_t u = p.u_lo; u < p.u_hi; ++u) {
-      const int64_t base = (a + u - f.offset_h) * f.out_w + b - f.offset_w;
-      // First stored output column >= base + t_lo, by binary search in image n's columns.
-      int64_t lo = out_crow[n], hi = out_crow[n + 1];
-      while (lo < hi) {
-        const int64_t mid = lo + (hi - lo) / 2;
-        if (out_col[mid] < base + p.t_lo) lo = mid + 1; else hi = mid;
-      }
-      for (int64_t t = p.t_lo; t < p.t_hi && lo < out_crow[n + 1]; ++t) {
-        if (out_col[lo] != base + t) continue;
-        const acc_t gv = acc_t(grad[lo]);
-        grad_value += acc_t(kernel[u * f.kernel_w + t]) * gv;
-        if (terms) terms[u * f.kernel_w + t] = v * gv;
-        ++lo;
-      }
-    }
-    if (grad_values) grad_values[e] = scalar_t(grad_value);
-  }
-}
-
-// The output pattern must be what the forward returns: row pointers from 0 to nnz and
-// strictly ascending columns in [0, H_out*W_out) within each image.
-void check_output_pattern(const at::Tensor& out_crow, const at::Tensor& out_col,
-                          const ToeplitzGeometry& g) {
-  const int64_t out_pixels = g.out_h * g.out_w, nnz = out_col.size(0);
-  check_csr_on_device(out_crow, out_col, out_pixels, "_toeplitz_conv2d_backward: the output");
-  if (nnz < 2) return;
-  const at::Tensor keys = row_of_entries(out_crow, g.batch, nnz) * out_pixels + out_col;
-  const bool ascending =
-      at::all(keys.narrow(0, 1, nnz - 1) > keys.narrow(0, 0, nnz - 1)).item<bool>();
-  TORCH_CHECK(ascending, "_toeplitz_conv2d_backward: the output pattern of every image must "
-              "have strictly ascending columns, as toeplitz_conv2d returns it");
 }
 
 std::tuple<at::Tensor, at::Tensor> toeplitz_conv2d_backward_cuda(
@@ -262,8 +156,18 @@ std::tuple<at::Tensor, at::Tensor> toeplitz_conv2d_backward_cuda(
   const at::Tensor cr = crow.contiguous(), cc = col.contiguous(), cv = values.contiguous();
   const at::Tensor ck = kernel.contiguous(), ocr = out_crow.contiguous();
   const at::Tensor occ = out_col.contiguous(), go = grad_out_values.contiguous();
-  check_csr_on_device(cr, cc, g.in_h * g.in_w, "toeplitz_conv2d: x");
-  check_output_pattern(ocr, occ, g);
+  // x's CSR contents, and the output pattern must be what the forward returns: row pointers
+  // from 0 to its nnz, strictly ascending columns in [0, H_out*W_out) within each image.
+  // One copy to the host for all of it.
+  const std::vector<int64_t> facts = fetch_to_host(
+      {pending_csr_facts(cr, cc), pending_csr_facts(ocr, occ), pending_columns_ascend(ocr, occ)});
+  check_csr_facts(csr_facts_from(facts.data()), cc.size(0), g.in_h * g.in_w,
+                  "toeplitz_conv2d: x");
+  check_csr_facts(csr_facts_from(facts.data() + kCsrFacts), occ.size(0), g.out_h * g.out_w,
+                  "_toeplitz_conv2d_backward: the output");
+  TORCH_CHECK(facts[2 * kCsrFacts] == 1,
+              "_toeplitz_conv2d_backward: the output pattern of every image must have strictly "
+              "ascending columns, as toeplitz_conv2d returns it");
   const int64_t nnz = col.size(0), taps = g.kernel_h * g.kernel_w;
   at::Tensor grad_values, grad_kernel;
   const auto acc_type = at::toOpMathType(values.scalar_type());

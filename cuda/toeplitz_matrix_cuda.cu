@@ -14,13 +14,11 @@
 
 #include "csr_device_facts.h"
 #include "toeplitz_cuda.cuh"
+#include "toeplitz_matrix_kernels.cuh"
 
 namespace torch_sparse_conv {
 
-void check_csr_on_device(const at::Tensor& crow, const at::Tensor& col, int64_t columns,
-                         const char* what) {
-  const int64_t nnz = col.size(0);
-  const CsrDeviceFacts f = csr_facts_on_device(crow, col);
+void check_csr_facts(const CsrDeviceFacts& f, int64_t nnz, int64_t columns, const char* what) {
   TORCH_CHECK(f.first_row_pointer == 0, what, "'s row pointers must start at 0, got ",
               f.first_row_pointer);
   TORCH_CHECK(f.row_pointers_non_decreasing, what, "'s row pointers must be non-decreasing");
@@ -31,48 +29,17 @@ void check_csr_on_device(const at::Tensor& crow, const at::Tensor& col, int64_t 
               ", ", f.highest_column, "]");
 }
 
+void check_csr_on_device(const at::Tensor& crow, const at::Tensor& col, int64_t columns,
+                         const char* what) {
+  check_csr_facts(csr_facts_on_device(crow, col), col.size(0), columns, what);
+}
+
 at::Tensor row_of_entries(const at::Tensor& crow, int64_t rows, int64_t nnz) {
   const at::Tensor counts = crow.narrow(0, 1, rows) - crow.narrow(0, 0, rows);
   return at::repeat_interleave(at::arange(rows, crow.options()), counts, 0, nnz);
 }
 
 namespace {
-
-__global__ void row_lengths_kernel(Frame f, int64_t* __restrict__ lengths) {
-  const int64_t pixels = f.in_h * f.in_w;
-  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < pixels;
-       p += int64_t(blockDim.x) * gridDim.x) {
-    const Footprint fp = footprint(p, f);
-    lengths[p] = (fp.u_hi - fp.u_lo) * (fp.t_hi - fp.t_lo);
-  }
-}
-
-// One thread per row of T. With `values` it writes the row; with `grad` it scatters the
-// gradients of the row's entries into dense (pixels x taps) slots, summed later by at::sum.
-template <typename scalar_t>
-__global__ void toeplitz_rows_kernel(Frame f, const int64_t* __restrict__ row_start,
-                                     const scalar_t* __restrict__ kernel,
-                                     int64_t* __restrict__ cols, scalar_t* __restrict__ values,
-                                     const scalar_t* __restrict__ grad,
-                                     scalar_t* __restrict__ grad_slots) {
-  const int64_t pixels = f.in_h * f.in_w, taps = f.kernel_h * f.kernel_w;
-  for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < pixels;
-       p += int64_t(blockDim.x) * gridDim.x) {
-    const Footprint fp = footprint(p, f);
-    const int64_t a = p / f.in_w, b = p % f.in_w;
-    int64_t slot = row_start[p];
-    for (int64_t u = fp.u_lo; u < fp.u_hi; ++u) {
-      for (int64_t t = fp.t_lo; t < fp.t_hi; ++t, ++slot) {
-        if (values) {
-          cols[slot] = (a + u - f.offset_h) * f.out_w + b + t - f.offset_w;
-          values[slot] = kernel[u * f.kernel_w + t];
-        } else {
-          grad_slots[p * taps + u * f.kernel_w + t] = grad[slot];
-        }
-      }
-    }
-  }
-}
 
 at::Tensor toeplitz_row_pointers(const ToeplitzGeometry& g, const at::TensorOptions& options) {
   const int64_t pixels = g.in_h * g.in_w;
@@ -133,15 +100,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_precomputed_cuda(
   check_toeplitz_matrix_args(t_crow, t_col, t_values, values, g);
   const at::Tensor cr = crow.contiguous(), cc = col.contiguous(), cv = values.contiguous();
   const at::Tensor tr = t_crow.contiguous(), tc = t_col.contiguous();
-  check_csr_on_device(cr, cc, pixels, "toeplitz_conv2d_precomputed: x");
-  check_csr_on_device(tr, tc, out_pixels, "toeplitz_conv2d_precomputed: T");
-  const int64_t t_nnz = tc.size(0);
-  if (t_nnz > 1) {
-    const at::Tensor keys = row_of_entries(tr, pixels, t_nnz) * out_pixels + tc;
-    TORCH_CHECK(at::all(keys.narrow(0, 1, t_nnz - 1) > keys.narrow(0, 0, t_nnz - 1)).item<bool>(),
-                "toeplitz_conv2d_precomputed: T's columns must ascend strictly within each row, "
-                "as toeplitz_matrix builds them");
-  }
+  // One copy to the host for every check.
+  const std::vector<int64_t> facts = fetch_to_host(
+      {pending_csr_facts(cr, cc), pending_csr_facts(tr, tc), pending_columns_ascend(tr, tc)});
+  check_csr_facts(csr_facts_from(facts.data()), cc.size(0), pixels,
+                  "toeplitz_conv2d_precomputed: x");
+  check_csr_facts(csr_facts_from(facts.data() + kCsrFacts), tc.size(0), out_pixels,
+                  "toeplitz_conv2d_precomputed: T");
+  TORCH_CHECK(facts[2 * kCsrFacts] == 1,
+              "toeplitz_conv2d_precomputed: T's columns must ascend strictly within each row, "
+              "as toeplitz_matrix builds them");
   return multiply_by_toeplitz_cuda(cr, cc, cv, tr, tc, t_values.contiguous(), g);
 }
 

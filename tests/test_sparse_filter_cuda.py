@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 import torch_sparse_conv as tsc
 
+from subprocess_helpers import run_script
 from test_sparse_filter_conv2d import GRID, random_weight, seed_of
 
 OPS = ["sparse_filter_conv2d", "_sparse_filter_conv2d_backward", "toeplitz_conv2d",
@@ -103,6 +104,31 @@ def test_cuda_direct_tiling_shapes(shape, kernel, kwargs):
     expected = F.conv2d(x, w, **kwargs)
     out = tsc.sparse_conv2d(x.cuda(), w.cuda(), method="direct", **kwargs)
     torch.testing.assert_close(out.cpu(), expected, rtol=1e-10, atol=1e-10)
+
+
+MERGED_WINDOW_SCRIPT = """
+import torch, torch.nn.functional as F, torch_sparse_conv as tsc
+torch.manual_seed(4)
+# ResNet-50's first 3x3 layer at batch 64: its 64-channel window (77 KiB in float32) takes
+# the opt-in shared memory and both output-channel blocks are walked by one block; in
+# float64 the window is split into chunks instead.
+for dtype in (torch.float32, torch.float64):
+    x = torch.randn(64, 64, 56, 56, device="cuda", dtype=dtype)
+    w = torch.randn(64, 64, 3, 3, device="cuda", dtype=dtype)
+    w = w * (torch.rand_like(w) < 0.1)
+    out = tsc.sparse_conv2d(x, w, padding=1, method="direct")
+    expected = F.conv2d(x.double(), w.double(), padding=1)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-4)
+print("ok")
+"""
+
+
+@needs_gpu
+@pytest.mark.parametrize("merged_window", ["1", "0"])
+def test_cuda_direct_one_window_for_all_input_channels(merged_window):
+    # TSC_CUDA_MERGED_WINDOW=0 keeps every window within 48 KiB: both plans must agree with
+    # conv2d (each runs in a fresh process, the switch is read once).
+    run_script(MERGED_WINDOW_SCRIPT, timeout=600, TSC_CUDA_MERGED_WINDOW=merged_window)
 
 
 @needs_gpu

@@ -1,6 +1,4 @@
 """toeplitz_conv2d against scipy.signal.convolve2d and the sparse_convolution package."""
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -10,6 +8,8 @@ import torch
 
 import torch_sparse_conv as tsc
 from torch_sparse_conv.compat import Toeplitz_convolution2d
+
+from subprocess_helpers import run_script
 
 MODES = ["full", "same", "valid"]
 METHODS = ["auto", "direct", "precomputed"]
@@ -177,14 +177,6 @@ def test_compat_drops_exact_zeros_and_uses_int32():
                                    np.array([0, 3])), shape=(1, 54))
     np.testing.assert_array_equal(Toeplitz_convolution2d((6, 9), k, "same")(dup).toarray(),
                                   scipy_reference(dup.toarray().reshape(1, 6, 9), k, "same"))
-
-
-def run_script(script, timeout=300, **env):
-    """Runs `script` in a fresh interpreter (with `env` added to the environment, for settings
-    read once at load) and checks it finished and printed 'ok'."""
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=timeout, env=dict(__import__("os").environ, **env))
-    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
 
 
 def footprint(images, kernel_shape, mode):

@@ -1,0 +1,652 @@
+// The CUDA kernels of both operator families, run on the CPU by kernel_emulation.h and
+// compared with independent references (at::conv2d and autograd, the library's CPU Toeplitz
+// operator, naive loops). This checks what each kernel computes — indexing, tiling, staging,
+// barriers — on machines without a GPU; tests/test_*_cuda.py check the real launches where
+// a GPU exists. The launch configurations are the ones the .cu files use (same plan
+// functions); the glue around them (ATen calls on device tensors) is mirrored where a test
+// needs it, and said so.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "csr_device_facts.h"
+#include "sparse_filter_geometry.h"
+#include "toeplitz_geometry.h"
+#include "torch_sparse_conv.h"
+// Last: these define CUDA's keywords as macros for the emulation.
+#include "sparse_filter_kernels.cuh"
+#include "toeplitz_conv2d_kernels.cuh"
+#include "toeplitz_matrix_kernels.cuh"
+
+namespace {
+
+using tsc_emulation::Dim3;
+using tsc_emulation::launch;
+namespace tsc = torch_sparse_conv;
+
+void expect_close(const at::Tensor& actual, const at::Tensor& expected, double tolerance,
+                  const std::string& what) {
+  ASSERT_EQ(actual.sizes(), expected.sizes()) << what;
+  const at::Tensor a = actual.to(at::kDouble), e = expected.to(at::kDouble);
+  EXPECT_FALSE(at::isnan(a).any().item<bool>()) << what << ": NaN (an output never written?)";
+  EXPECT_TRUE(at::allclose(a, e, tolerance, tolerance))
+      << what << ": max |difference| " << (a - e).abs().max().item<double>();
+}
+
+double tolerance_for(at::ScalarType dtype) {
+  return dtype == at::kDouble ? 1e-10 : dtype == at::kFloat ? 1e-4 : 3e-2;
+}
+
+// ------------------------------------------------------------------------- the emulator
+
+__global__ void reverse_in_shared(const int* in, int* out) {
+  TSC_DYNAMIC_SHARED_MEMORY(bytes);
+  int* shared = reinterpret_cast<int*>(bytes);
+  const unsigned threads = blockDim.x * blockDim.y;
+  const unsigned t = threadIdx.y * blockDim.x + threadIdx.x;
+  const unsigned block = blockIdx.y * gridDim.x + blockIdx.x;
+  shared[t] = in[block * threads + t];
+  __syncthreads();  // every thread's write is visible to every other thread after this
+  out[block * threads + t] = shared[threads - 1 - t];
+}
+
+TEST(KernelEmulation, BarriersOrderSharedMemoryAcrossThreadsAndBlocks) {
+  std::vector<int> in(6 * 64), out(in.size(), -1);
+  for (size_t i = 0; i < in.size(); ++i) in[i] = int(i);
+  launch(Dim3(3, 2), Dim3(16, 4), 64 * sizeof(int), reverse_in_shared, in.data(), out.data());
+  for (size_t block = 0; block < 6; ++block) {
+    for (size_t t = 0; t < 64; ++t) EXPECT_EQ(out[block * 64 + t], in[block * 64 + 63 - t]);
+  }
+}
+
+__global__ void barrier_in_a_branch(int* out) {
+  if (threadIdx.x < 3) __syncthreads();
+  out[threadIdx.x] = 1;
+}
+
+TEST(KernelEmulation, BarrierReachedBySomeThreadsThrows) {
+  std::vector<int> out(8);
+  EXPECT_THROW(launch(Dim3(1), Dim3(8), 0, barrier_in_a_branch, out.data()), std::logic_error);
+}
+
+__global__ void read_shared(float* out) {
+  TSC_DYNAMIC_SHARED_MEMORY(bytes);
+  out[threadIdx.x] = reinterpret_cast<float*>(bytes)[threadIdx.x];
+}
+
+TEST(KernelEmulation, UnwrittenSharedMemoryReadsAsNaN) {
+  std::vector<float> out(4, 0.0f);
+  launch(Dim3(1), Dim3(4), 4 * sizeof(float), read_shared, out.data());
+  for (float v : out) EXPECT_TRUE(std::isnan(v));
+}
+
+// ------------------------------------------------------------------- sparse-filter conv2d
+
+struct ConvCase {
+  int64_t batch, in_channels, out_channels, groups, in_h, in_w, kernel_h, kernel_w;
+  int64_t stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
+  double density;
+  bool bias;
+  std::string describe() const {
+    std::ostringstream s;
+    s << "N" << batch << " C" << in_channels << "->" << out_channels << " g" << groups << " "
+      << in_h << "x" << in_w << " k" << kernel_h << "x" << kernel_w << " s" << stride_h << ","
+      << stride_w << " p" << pad_h << "," << pad_w << " d" << dilation_h << "," << dilation_w
+      << " density " << density << (bias ? " bias" : "");
+    return s.str();
+  }
+};
+
+// A pruned weight and its CSR pieces, as pack_sparse_filter lays them out.
+struct SparseWeight {
+  at::Tensor dense, row_ptr, col_idx, values, mask;
+};
+
+SparseWeight make_sparse_weight(const ConvCase& c, at::ScalarType dtype) {
+  SparseWeight w;
+  const std::vector<int64_t> sizes = {c.out_channels, c.in_channels / c.groups, c.kernel_h,
+                                      c.kernel_w};
+  w.dense = at::randn(sizes, at::kDouble) * (at::rand(sizes, at::kDouble) < c.density);
+  w.dense = w.dense.to(dtype);
+  const at::Tensor flat = w.dense.reshape({c.out_channels, -1});
+  w.mask = flat != 0;
+  w.row_ptr = at::zeros({c.out_channels + 1}, at::kLong);
+  w.row_ptr.narrow(0, 1, c.out_channels).copy_(w.mask.sum(1).cumsum(0));
+  w.col_idx = w.mask.nonzero().select(1, 1).contiguous();
+  w.values = flat.masked_select(w.mask).contiguous();
+  return w;
+}
+
+// The geometry (dtype-independent; the CPU checks accept float32 and float64 only).
+tsc::SparseFilterGeometry geometry_of(const ConvCase& c, const at::Tensor& input,
+                                      const SparseWeight& w, const at::Tensor& bias) {
+  return tsc::check_sparse_filter_conv2d_args(
+      input.to(at::kFloat), w.row_ptr, w.col_idx, w.values.to(at::kFloat), w.dense.sizes(),
+      bias.defined() ? c10::optional<at::Tensor>(bias.to(at::kFloat)) : c10::nullopt,
+      {c.stride_h, c.stride_w}, {c.pad_h, c.pad_w}, {c.dilation_h, c.dilation_w}, c.groups);
+}
+
+// sparse_filter_direct_forward_cuda's launch, emulated: the tiled kernel when the plan
+// allows it (for a GPU with `multiprocessors` SMs and the default 48 KiB of shared memory,
+// or 100 KiB opted in when `optin`), else the per-output kernel. `tiled` reports which ran.
+template <typename scalar_t>
+at::Tensor direct_forward_emulated(const at::Tensor& input, const SparseWeight& w,
+                                   const at::Tensor& bias, const tsc::SparseFilterGeometry& g,
+                                   int64_t multiprocessors, bool optin, bool allow_tiled,
+                                   bool* tiled) {
+  using acc_t = at::opmath_type<scalar_t>;
+  at::Tensor output = at::full({g.batch, g.out_channels, g.out_h, g.out_w},
+                               std::numeric_limits<double>::quiet_NaN(), input.options());
+  const scalar_t* bias_ptr = bias.defined() ? bias.data_ptr<scalar_t>() : nullptr;
+  tsc::TileGeometry t;
+  const int64_t shared_limit = optin ? tsc::kMergedWindowBytes : tsc::kWindowBytes;
+  *tiled = allow_tiled && tsc::plan_tiles(g, sizeof(scalar_t), multiprocessors, shared_limit, t);
+  if (*tiled) {
+    EXPECT_LE(int64_t(tsc::window_bytes(t, sizeof(scalar_t))), shared_limit);
+  }
+  if (*tiled) {
+    const std::vector<at::Tensor> table = tsc::build_tap_table(w.row_ptr, w.col_idx, w.values, g);
+    const at::Tensor offsets = tsc::window_offsets(table, g, t);
+    auto kernel = t.oc_block == 8    ? tsc::tiled_direct_kernel<scalar_t, acc_t, 8>
+                  : t.oc_block == 16 ? tsc::tiled_direct_kernel<scalar_t, acc_t, 16>
+                                     : tsc::tiled_direct_kernel<scalar_t, acc_t, 32>;
+    launch(Dim3(unsigned(t.tiles()), unsigned(g.groups * t.y_blocks_per_group)),
+           Dim3(tsc::kCudaThreads), tsc::window_bytes(t, sizeof(scalar_t)), kernel,
+           input.data_ptr<scalar_t>(), table[0].data_ptr<int64_t>(), offsets.data_ptr<int>(),
+           table[3].data_ptr<scalar_t>(), bias_ptr, tsc::to_conv_shape(g), t,
+           output.data_ptr<scalar_t>());
+  } else {
+    // A small grid, so the grid-stride loop takes several turns.
+    launch(Dim3(3), Dim3(tsc::kCudaThreads), 0, tsc::per_output_direct_kernel<scalar_t, acc_t>,
+           input.data_ptr<scalar_t>(), w.row_ptr.data_ptr<int64_t>(),
+           w.col_idx.data_ptr<int64_t>(), w.values.data_ptr<scalar_t>(), bias_ptr,
+           tsc::to_conv_shape(g), output.data_ptr<scalar_t>(), output.numel());
+  }
+  return output;
+}
+
+at::Tensor forward_emulated(const at::Tensor& input, const SparseWeight& w, const at::Tensor& bias,
+                            const tsc::SparseFilterGeometry& g, int64_t multiprocessors,
+                            bool optin, bool allow_tiled, bool* tiled) {
+  at::Tensor out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "forward", [&] {
+    out = direct_forward_emulated<scalar_t>(input, w, bias, g, multiprocessors, optin,
+                                            allow_tiled, tiled);
+  });
+  return out;
+}
+
+ConvCase random_conv_case(std::mt19937& rng) {
+  auto pick = [&](int64_t lo, int64_t hi) {
+    return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+  };
+  ConvCase c;
+  for (;;) {
+    c.groups = pick(1, 3);
+    c.in_channels = c.groups * pick(1, 5);
+    c.out_channels = c.groups * pick(1, 40);
+    c.batch = pick(1, 3);
+    c.in_h = pick(1, 13);
+    c.in_w = pick(1, 13);
+    c.kernel_h = pick(1, 4);
+    c.kernel_w = pick(1, 4);
+    c.stride_h = pick(1, 3);
+    c.stride_w = pick(1, 3);
+    c.pad_h = pick(0, 2);
+    c.pad_w = pick(0, 2);
+    c.dilation_h = pick(1, 2);
+    c.dilation_w = pick(1, 2);
+    c.density = std::uniform_real_distribution<double>(0.05, 0.9)(rng);
+    c.bias = pick(0, 1) == 1;
+    const int64_t span_h = (c.kernel_h - 1) * c.dilation_h + 1;
+    const int64_t span_w = (c.kernel_w - 1) * c.dilation_w + 1;
+    if (c.in_h + 2 * c.pad_h >= span_h && c.in_w + 2 * c.pad_w >= span_w) return c;
+  }
+}
+
+// Shapes that reach every branch of the plan: several windows per group (chunks > 1),
+// several tiles per image, more output channels than one pass, a wide stride.
+std::vector<ConvCase> planned_conv_cases() {
+  return {
+      {2, 80, 9, 1, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1, 0.2, true},     // 2-5 windows per group
+      {1, 6, 70, 2, 9, 40, 3, 3, 1, 1, 1, 1, 1, 1, 0.2, false},     // 2 tiles per row, 35 oc/group
+      {3, 4, 33, 1, 5, 5, 3, 3, 2, 2, 1, 1, 1, 1, 0.5, true},       // several images per tile
+      {1, 3, 17, 1, 30, 30, 5, 5, 3, 2, 2, 0, 2, 1, 0.4, false},    // strided, dilated
+      {2, 2, 5, 1, 4, 4, 1, 1, 1, 1, 0, 0, 1, 1, 0.9, true},        // 1x1
+      // One window over 48 KiB, merged passes: for float64, float32, and half types.
+      {4, 36, 40, 1, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1, 0.1, false},
+      {4, 60, 40, 1, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1, 0.1, true},
+      {4, 120, 40, 1, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1, 0.1, false},
+      {1, 2, 3, 1, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1, 0.0, true},        // no kept taps: bias only
+  };
+}
+
+class SparseFilterKernels : public ::testing::TestWithParam<at::ScalarType> {};
+
+void check_forward_case(const ConvCase& c, at::ScalarType dtype) {
+  const SparseWeight w = make_sparse_weight(c, dtype);
+  const at::Tensor input = at::randn({c.batch, c.in_channels, c.in_h, c.in_w}, at::kDouble).to(dtype);
+  const at::Tensor bias = c.bias ? at::randn({c.out_channels}, at::kDouble).to(dtype) : at::Tensor();
+  const tsc::SparseFilterGeometry g = geometry_of(c, input, w, bias);
+  const at::Tensor expected = at::conv2d(
+      input.to(at::kDouble), w.dense.to(at::kDouble),
+      bias.defined() ? bias.to(at::kDouble) : at::Tensor(), {c.stride_h, c.stride_w},
+      {c.pad_h, c.pad_w}, {c.dilation_h, c.dilation_w}, c.groups);
+  // One SM merges every pass of a block into one launch block; many SMs keep them apart.
+  for (const int64_t multiprocessors : {int64_t(1), int64_t(1000)}) {
+    for (const bool optin : {false, true}) {
+      bool tiled = false;
+      const at::Tensor out =
+          forward_emulated(input, w, bias, g, multiprocessors, optin, true, &tiled);
+      expect_close(out, expected, tolerance_for(dtype),
+                   c.describe() + (tiled ? " tiled" : " per-output") + " SMs " +
+                       std::to_string(multiprocessors) + (optin ? " opt-in window" : ""));
+    }
+  }
+  bool tiled = true;
+  const at::Tensor out = forward_emulated(input, w, bias, g, 1, false, false, &tiled);
+  expect_close(out, expected, tolerance_for(dtype), c.describe() + " per-output kernel");
+}
+
+TEST_P(SparseFilterKernels, DirectForwardMatchesConv2dOnPlannedShapes) {
+  for (const ConvCase& c : planned_conv_cases()) check_forward_case(c, GetParam());
+}
+
+TEST_P(SparseFilterKernels, DirectForwardMatchesConv2dOnRandomShapes) {
+  std::mt19937 rng(1234 + int(GetParam()));
+  at::manual_seed(7);
+  for (int i = 0; i < 25; ++i) check_forward_case(random_conv_case(rng), GetParam());
+}
+
+TEST_P(SparseFilterKernels, PlanCoversEveryBranch) {
+  // The planned shapes above must reach the branches they are there for.
+  const at::ScalarType dtype = GetParam();
+  const size_t bytes = c10::elementSize(dtype);
+  bool several_windows = false, merged_passes = false, several_images = false;
+  bool opted_in = false;
+  for (const ConvCase& c : planned_conv_cases()) {
+    const SparseWeight w = make_sparse_weight(c, dtype);
+    const at::Tensor input = at::zeros({c.batch, c.in_channels, c.in_h, c.in_w}, dtype);
+    const tsc::SparseFilterGeometry g = geometry_of(c, input, w, at::Tensor());
+    for (const int64_t limit : {tsc::kWindowBytes, tsc::kMergedWindowBytes}) {
+      tsc::TileGeometry t;
+      ASSERT_TRUE(tsc::plan_tiles(g, bytes, 1, limit, t)) << c.describe();
+      several_windows |= t.chunks > 1;
+      merged_passes |= t.oc_loops > 1;
+      several_images |= t.nb > 1;
+      opted_in |= int64_t(tsc::window_bytes(t, bytes)) > tsc::kWindowBytes;
+      EXPECT_LE(int64_t(t.nb) * t.th * t.tw, tsc::kCudaThreads);
+      EXPECT_LE(int64_t(tsc::window_bytes(t, bytes)), limit);
+      if (t.chunks > 1) {
+        EXPECT_EQ(t.oc_loops, 1) << "passes merge only when one window holds the group";
+      }
+    }
+  }
+  EXPECT_TRUE(several_windows && merged_passes && several_images && opted_in);
+}
+
+TEST_P(SparseFilterKernels, BackwardMatchesAutograd) {
+  const at::ScalarType dtype = GetParam();
+  std::mt19937 rng(99 + int(dtype));
+  at::manual_seed(11);
+  for (int i = 0; i < 8; ++i) {
+    const ConvCase c = random_conv_case(rng);
+    const SparseWeight w = make_sparse_weight(c, dtype);
+    const at::Tensor input =
+        at::randn({c.batch, c.in_channels, c.in_h, c.in_w}, at::kDouble).to(dtype);
+    const tsc::SparseFilterGeometry g = geometry_of(c, input, w, at::Tensor());
+    const at::Tensor grad_output =
+        at::randn({c.batch, c.out_channels, g.out_h, g.out_w}, at::kDouble).to(dtype);
+    // Reference: autograd of conv2d in float64, the weight gradient read at the kept taps.
+    const at::Tensor x = input.to(at::kDouble).requires_grad_();
+    const at::Tensor weight = w.dense.to(at::kDouble).requires_grad_();
+    at::conv2d(x, weight, {}, {c.stride_h, c.stride_w}, {c.pad_h, c.pad_w},
+               {c.dilation_h, c.dilation_w}, c.groups)
+        .backward(grad_output.to(at::kDouble));
+    const at::Tensor expected_values =
+        weight.grad().reshape({c.out_channels, -1}).masked_select(w.mask);
+
+    const at::Tensor row_of = tsc::row_of_nonzeros(w.row_ptr, c.out_channels, w.values.numel());
+    const std::vector<at::Tensor> csc = tsc::sort_weight_by_column(row_of, w.col_idx, w.values, g);
+    at::Tensor grad_input = at::full_like(input, std::numeric_limits<double>::quiet_NaN());
+    at::Tensor grad_values = at::full_like(w.values, std::numeric_limits<double>::quiet_NaN());
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "backward", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      launch(Dim3(5), Dim3(tsc::kCudaThreads), 0, tsc::grad_input_kernel<scalar_t, acc_t>,
+             grad_output.data_ptr<scalar_t>(), csc[0].data_ptr<int64_t>(),
+             csc[1].data_ptr<int64_t>(), csc[2].data_ptr<scalar_t>(), tsc::to_conv_shape(g),
+             grad_input.data_ptr<scalar_t>(), grad_input.numel());
+      if (w.values.numel() > 0) {
+        launch(Dim3(unsigned(std::min<int64_t>(w.values.numel(), 4))), Dim3(tsc::kCudaThreads),
+               0, tsc::grad_values_kernel<scalar_t, acc_t>, grad_output.data_ptr<scalar_t>(),
+               input.data_ptr<scalar_t>(), row_of.data_ptr<int64_t>(),
+               w.col_idx.data_ptr<int64_t>(), tsc::to_conv_shape(g),
+               grad_values.data_ptr<scalar_t>(), w.values.numel());
+      }
+    });
+    // Sums over the whole batch and plane: half precision rounds the output once.
+    const double tolerance = dtype == at::kDouble ? 1e-10 : dtype == at::kFloat ? 1e-4 : 1e-1;
+    expect_close(grad_input, x.grad(), tolerance, c.describe() + " grad_input");
+    expect_close(grad_values, expected_values, tolerance, c.describe() + " grad_values");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, SparseFilterKernels,
+                         ::testing::Values(at::kFloat, at::kDouble, at::kHalf, at::kBFloat16),
+                         [](const ::testing::TestParamInfo<at::ScalarType>& info) {
+                           return std::string(c10::toString(info.param));
+                         });
+
+// ---------------------------------------------------------------- Toeplitz (sparse input)
+
+struct ToeplitzCase {
+  int64_t batch, in_h, in_w, kernel_h, kernel_w;
+  std::string mode;
+  double density;
+  bool duplicates;  // repeated and unsorted columns within an image
+};
+
+// A random CSR batch (B, H*W), int64 indices.
+tsc::CsrImages random_images(const ToeplitzCase& c, at::ScalarType dtype, std::mt19937& rng) {
+  std::vector<int64_t> crow = {0}, col;
+  std::bernoulli_distribution keep(c.density);
+  std::uniform_int_distribution<int64_t> pixel(0, c.in_h * c.in_w - 1);
+  for (int64_t b = 0; b < c.batch; ++b) {
+    for (int64_t p = 0; p < c.in_h * c.in_w; ++p) {
+      if (keep(rng)) col.push_back(p);
+    }
+    if (c.duplicates) {
+      for (int i = 0; i < 3; ++i) col.push_back(pixel(rng));
+      std::shuffle(col.begin() + crow.back(), col.end(), rng);
+    }
+    crow.push_back(int64_t(col.size()));
+  }
+  tsc::CsrImages x;
+  x.crow = at::tensor(crow, at::kLong);
+  x.col = at::tensor(col, at::kLong);
+  x.values = at::randn({int64_t(col.size())}, at::kDouble).to(dtype);
+  return x;
+}
+
+at::Tensor row_of_entries(const at::Tensor& crow, int64_t rows, int64_t nnz) {
+  const at::Tensor counts = crow.narrow(0, 1, rows) - crow.narrow(0, 0, rows);
+  return at::repeat_interleave(at::arange(rows, crow.options()), counts, 0, nnz);
+}
+
+// toeplitz_conv2d_cuda's 'direct' pipeline with the kernels emulated and the ATen steps
+// between them (scan, stable sort, run starts, row pointers) as that file does them.
+template <typename scalar_t, typename key_t>
+tsc::CsrImages toeplitz_direct_emulated(const tsc::CsrImages& x, const at::Tensor& kernel,
+                                        const tsc::ToeplitzGeometry& g) {
+  const int64_t nnz = x.col.size(0), out_pixels = g.out_h * g.out_w;
+  const tsc::Frame f = tsc::frame_of(g);
+  at::Tensor counts = at::empty({nnz}, at::kLong);
+  launch(Dim3(2), Dim3(tsc::kToeplitzThreads), 0, tsc::count_kernel, x.col.data_ptr<int64_t>(),
+         f, nnz, counts.data_ptr<int64_t>());
+  const at::Tensor ends = at::cumsum(counts, 0);
+  const int64_t candidates = nnz > 0 ? ends[nnz - 1].item<int64_t>() : 0;
+  tsc::CsrImages out;
+  out.crow = at::zeros({g.batch + 1}, at::kLong);
+  out.col = at::empty({0}, at::kLong);
+  out.values = at::empty({0}, x.values.options());
+  if (candidates == 0) return out;
+  const at::Tensor offsets = ends - counts;
+  const at::Tensor row_of = row_of_entries(x.crow, g.batch, nnz);
+  const auto key_type = std::is_same<key_t, int>::value ? at::kInt : at::kLong;
+  at::Tensor keys = at::empty({candidates}, key_type);
+  at::Tensor products = at::empty({candidates}, x.values.options());
+  launch(Dim3(2), Dim3(tsc::kToeplitzThreads), 0, tsc::expand_kernel<scalar_t, key_t>,
+         row_of.data_ptr<int64_t>(), x.col.data_ptr<int64_t>(), x.values.data_ptr<scalar_t>(),
+         kernel.data_ptr<scalar_t>(), f, nnz, offsets.data_ptr<int64_t>(),
+         keys.data_ptr<key_t>(), products.data_ptr<scalar_t>());
+  auto sorted = at::sort(keys, /*stable=*/true, 0, false);
+  const at::Tensor sorted_keys = std::get<0>(sorted), order = std::get<1>(sorted);
+  at::Tensor is_start = at::ones({candidates}, at::kBool);
+  if (candidates > 1) {
+    is_start.narrow(0, 1, candidates - 1)
+        .copy_(sorted_keys.narrow(0, 1, candidates - 1) != sorted_keys.narrow(0, 0, candidates - 1));
+  }
+  const at::Tensor run_start = at::nonzero(is_start).view(-1);
+  const int64_t runs = run_start.size(0);
+  at::Tensor out_row = at::empty({runs}, at::kLong);
+  out.col = at::empty({runs}, at::kLong);
+  out.values = at::empty({runs}, x.values.options());
+  launch(Dim3(2), Dim3(tsc::kToeplitzThreads), 0, tsc::reduce_runs_kernel<scalar_t, key_t>,
+         sorted_keys.data_ptr<key_t>(), order.data_ptr<int64_t>(), products.data_ptr<scalar_t>(),
+         run_start.data_ptr<int64_t>(), runs, candidates, out_pixels,
+         out_row.data_ptr<int64_t>(), out.col.data_ptr<int64_t>(),
+         out.values.data_ptr<scalar_t>());
+  out.crow.narrow(0, 1, g.batch).copy_(at::cumsum(at::bincount(out_row, {}, g.batch), 0));
+  return out;
+}
+
+std::vector<ToeplitzCase> random_toeplitz_cases(std::mt19937& rng, int count) {
+  auto pick = [&](int64_t lo, int64_t hi) {
+    return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+  };
+  const char* modes[] = {"full", "same", "valid"};
+  std::vector<ToeplitzCase> cases;
+  while (int(cases.size()) < count) {
+    ToeplitzCase c{pick(1, 4), pick(1, 12), pick(1, 12), pick(1, 5), pick(1, 5),
+                   modes[pick(0, 2)], std::uniform_real_distribution<double>(0.0, 0.6)(rng),
+                   pick(0, 2) == 0};
+    // 'valid' needs the kernel inside the image.
+    if (c.mode != "valid" || (c.kernel_h <= c.in_h && c.kernel_w <= c.in_w)) cases.push_back(c);
+  }
+  return cases;
+}
+
+std::string describe(const ToeplitzCase& c) {
+  return "B" + std::to_string(c.batch) + " " + std::to_string(c.in_h) + "x" +
+         std::to_string(c.in_w) + " k" + std::to_string(c.kernel_h) + "x" +
+         std::to_string(c.kernel_w) + " " + c.mode + " density " + std::to_string(c.density) +
+         (c.duplicates ? " duplicates" : "");
+}
+
+class ToeplitzKernels : public ::testing::TestWithParam<at::ScalarType> {};
+
+TEST_P(ToeplitzKernels, DirectPipelineMatchesTheCpuOperator) {
+  const at::ScalarType dtype = GetParam();
+  std::mt19937 rng(5 + int(dtype));
+  at::manual_seed(3);
+  for (const ToeplitzCase& c : random_toeplitz_cases(rng, 30)) {
+    const tsc::CsrImages x = random_images(c, dtype, rng);
+    const at::Tensor kernel = at::randn({c.kernel_h, c.kernel_w}, at::kDouble).to(dtype);
+    const tsc::ToeplitzGeometry g = tsc::check_toeplitz_args(
+        x.crow, x.col, x.values.to(at::kDouble), kernel.to(at::kDouble), {c.in_h, c.in_w}, c.mode);
+    // The CPU operator in float64 (it takes float32 and float64 only) as the reference.
+    tsc::CsrImages x64 = x;
+    x64.values = x.values.to(at::kDouble);
+    const tsc::CsrImages expected =
+        tsc::toeplitz_conv2d(x64, kernel.to(at::kDouble), {c.in_h, c.in_w}, c.mode, "direct");
+    for (const bool wide_keys : {false, true}) {
+      tsc::CsrImages out;
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "toeplitz", [&] {
+        out = wide_keys ? toeplitz_direct_emulated<scalar_t, int64_t>(x, kernel, g)
+                        : toeplitz_direct_emulated<scalar_t, int>(x, kernel, g);
+      });
+      const std::string what = describe(c) + (wide_keys ? " int64 keys" : " int32 keys");
+      EXPECT_TRUE(at::equal(out.crow, expected.crow)) << what << ": row pointers";
+      ASSERT_TRUE(at::equal(out.col, expected.col)) << what << ": columns";
+      expect_close(out.values, expected.values, tolerance_for(dtype), what + ": values");
+    }
+  }
+}
+
+TEST_P(ToeplitzKernels, BackwardMatchesNaiveLoops) {
+  const at::ScalarType dtype = GetParam();
+  std::mt19937 rng(17 + int(dtype));
+  at::manual_seed(5);
+  for (const ToeplitzCase& c : random_toeplitz_cases(rng, 20)) {
+    const tsc::CsrImages x = random_images(c, dtype, rng);
+    const at::Tensor kernel = at::randn({c.kernel_h, c.kernel_w}, at::kDouble).to(dtype);
+    tsc::CsrImages x64 = x;
+    x64.values = x.values.to(at::kDouble);
+    const tsc::ToeplitzGeometry g = tsc::check_toeplitz_args(
+        x.crow, x.col, x64.values, kernel.to(at::kDouble), {c.in_h, c.in_w}, c.mode);
+    const tsc::CsrImages out =
+        tsc::toeplitz_conv2d(x64, kernel.to(at::kDouble), {c.in_h, c.in_w}, c.mode, "direct");
+    const at::Tensor grad = at::randn({out.col.size(0)}, at::kDouble);
+    const int64_t nnz = x.col.size(0), taps = c.kernel_h * c.kernel_w;
+
+    // Naive: every input entry's taps, the output pixel each one lands on, its gradient.
+    const int64_t out_pixels = g.out_h * g.out_w;
+    at::Tensor dense_grad = at::zeros({g.batch * out_pixels}, at::kDouble);
+    const at::Tensor out_rows = row_of_entries(out.crow, g.batch, out.col.size(0));
+    dense_grad.index_put_({out_rows * out_pixels + out.col}, grad);
+    const at::Tensor k64 = kernel.to(at::kDouble);
+    at::Tensor expected_values = at::zeros({nnz}, at::kDouble);
+    at::Tensor expected_terms = at::zeros({nnz, taps}, at::kDouble);
+    const at::Tensor rows = row_of_entries(x.crow, g.batch, nnz);
+    for (int64_t e = 0; e < nnz; ++e) {
+      const int64_t a = x.col[e].item<int64_t>() / c.in_w, b = x.col[e].item<int64_t>() % c.in_w;
+      for (int64_t u = 0; u < c.kernel_h; ++u) {
+        for (int64_t t = 0; t < c.kernel_w; ++t) {
+          const int64_t r = a + u - g.offset_h, s = b + t - g.offset_w;
+          if (r < 0 || r >= g.out_h || s < 0 || s >= g.out_w) continue;
+          const double gv =
+              dense_grad[rows[e].item<int64_t>() * out_pixels + r * g.out_w + s].item<double>();
+          expected_values[e] += k64[u][t].item<double>() * gv;
+          expected_terms[e][u * c.kernel_w + t] = x64.values[e].item<double>() * gv;
+        }
+      }
+    }
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "toeplitz_backward", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      const at::Tensor grad_typed = grad.to(dtype);
+      at::Tensor grad_values = at::full({nnz}, std::numeric_limits<double>::quiet_NaN(), dtype);
+      at::Tensor terms = at::full({nnz, taps}, std::numeric_limits<double>::quiet_NaN(),
+                                  at::toOpMathType(dtype));
+      if (nnz > 0) {
+        launch(Dim3(2), Dim3(tsc::kToeplitzThreads), 0, tsc::backward_kernel<scalar_t>,
+               rows.data_ptr<int64_t>(), x.col.data_ptr<int64_t>(),
+               x.values.data_ptr<scalar_t>(), kernel.data_ptr<scalar_t>(),
+               out.crow.data_ptr<int64_t>(), out.col.data_ptr<int64_t>(),
+               grad_typed.data_ptr<scalar_t>(), tsc::frame_of(g), nnz,
+               grad_values.data_ptr<scalar_t>(), terms.data_ptr<acc_t>());
+      }
+      // The reference reads grad in float64; the kernel, grad rounded to the dtype.
+      const double tolerance = dtype == at::kDouble ? 1e-10 : dtype == at::kFloat ? 1e-4 : 0.1;
+      expect_close(grad_values, expected_values, tolerance, describe(c) + ": grad_values");
+      expect_close(terms, expected_terms, tolerance, describe(c) + ": kernel terms");
+    });
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, ToeplitzKernels,
+                         ::testing::Values(at::kFloat, at::kDouble, at::kHalf, at::kBFloat16),
+                         [](const ::testing::TestParamInfo<at::ScalarType>& info) {
+                           return std::string(c10::toString(info.param));
+                         });
+
+// T built by the kernels, multiplied densely, equals the CPU operator's convolution; the
+// gradient pass scatters each entry's gradient to its (pixel, tap) slot.
+TEST(ToeplitzMatrixKernels, BuildTheConvolutionMatrix) {
+  std::mt19937 rng(23);
+  at::manual_seed(13);
+  for (const ToeplitzCase& c : random_toeplitz_cases(rng, 20)) {
+    const at::Tensor kernel = at::randn({c.kernel_h, c.kernel_w}, at::kDouble);
+    const tsc::ToeplitzGeometry g =
+        tsc::toeplitz_geometry(kernel, {c.in_h, c.in_w}, c.mode);
+    const tsc::Frame f = tsc::frame_of(g);
+    const int64_t pixels = c.in_h * c.in_w, out_pixels = g.out_h * g.out_w;
+    at::Tensor lengths = at::empty({pixels}, at::kLong);
+    launch(Dim3(1), Dim3(tsc::kToeplitzThreads), 0, tsc::row_lengths_kernel, f,
+           lengths.data_ptr<int64_t>());
+    at::Tensor t_crow = at::zeros({pixels + 1}, at::kLong);
+    t_crow.narrow(0, 1, pixels).copy_(at::cumsum(lengths, 0));
+    const int64_t t_nnz = t_crow[pixels].item<int64_t>();
+    at::Tensor t_col = at::empty({t_nnz}, at::kLong);
+    at::Tensor t_values = at::empty({t_nnz}, at::kDouble);
+    launch(Dim3(1), Dim3(tsc::kToeplitzThreads), 0, tsc::toeplitz_rows_kernel<double>, f,
+           t_crow.data_ptr<int64_t>(), kernel.data_ptr<double>(), t_col.data_ptr<int64_t>(),
+           t_values.data_ptr<double>(), nullptr, nullptr);
+    at::Tensor t_dense = at::zeros({pixels * out_pixels}, at::kDouble);
+    t_dense.index_put_({row_of_entries(t_crow, pixels, t_nnz) * out_pixels + t_col}, t_values,
+                       /*accumulate=*/true);
+    t_dense = t_dense.view({pixels, out_pixels});
+
+    const tsc::CsrImages x = random_images(c, at::kDouble, rng);
+    const tsc::CsrImages expected =
+        tsc::toeplitz_conv2d(x, kernel, {c.in_h, c.in_w}, c.mode, "direct");
+    auto densify = [&](const tsc::CsrImages& m, int64_t columns) {
+      at::Tensor dense = at::zeros({c.batch * columns}, at::kDouble);
+      dense.index_put_({row_of_entries(m.crow, c.batch, m.col.size(0)) * columns + m.col},
+                       m.values, /*accumulate=*/true);
+      return dense.view({c.batch, columns});
+    };
+    expect_close(at::matmul(densify(x, pixels), t_dense), densify(expected, out_pixels), 1e-10,
+                 describe(c) + ": X @ T");
+
+    // Gradient pass: slot (p, tap) receives the gradient of T's entry holding that tap.
+    const at::Tensor grad = at::randn({t_nnz}, at::kDouble);
+    at::Tensor slots = at::zeros({pixels, c.kernel_h * c.kernel_w}, at::kDouble);
+    launch(Dim3(1), Dim3(tsc::kToeplitzThreads), 0, tsc::toeplitz_rows_kernel<double>, f,
+           t_crow.data_ptr<int64_t>(), nullptr, nullptr, nullptr, grad.data_ptr<double>(),
+           slots.data_ptr<double>());
+    // Every entry's gradient lands in one slot of its own pixel's row...
+    EXPECT_NEAR(slots.sum().item<double>(), grad.sum().item<double>(), 1e-9) << describe(c);
+    const at::Tensor per_pixel = slots.sum(1);
+    const at::Tensor rows = row_of_entries(t_crow, pixels, t_nnz);
+    const at::Tensor expected_per_pixel =
+        at::zeros({pixels}, at::kDouble).index_add_(0, rows, grad);
+    expect_close(per_pixel, expected_per_pixel, 1e-10, describe(c) + ": slots per pixel");
+    // ...and in its tap's column: T's entries holding tap (u, t) are those whose value is kernel[u, t] (all
+    // kernel values differ almost surely).
+    for (int64_t tap = 0; tap < c.kernel_h * c.kernel_w; ++tap) {
+      const at::Tensor holds = t_values == kernel.view(-1)[tap];
+      EXPECT_NEAR(slots.select(1, tap).sum().item<double>(),
+                  grad.masked_select(holds).sum().item<double>(), 1e-9)
+          << describe(c) << " tap " << tap;
+    }
+  }
+}
+
+// ----------------------------------------------------- checks fetched in one host copy
+
+TEST(DeviceChecks, ColumnsAscendWithinRowsOnly) {
+  auto ascend = [](std::vector<int64_t> crow, std::vector<int64_t> col) {
+    return tsc::pending_columns_ascend(at::tensor(crow, at::kLong), at::tensor(col, at::kLong))
+        .item<int64_t>();
+  };
+  EXPECT_EQ(ascend({0, 3, 5}, {1, 4, 9, 0, 2}), 1);   // drops only where image 2 begins
+  EXPECT_EQ(ascend({0, 3, 3, 5}, {1, 4, 9, 0, 2}), 1);  // an empty image between
+  EXPECT_EQ(ascend({0, 0, 5}, {0, 1, 2, 3, 4}), 1);
+  EXPECT_EQ(ascend({0, 3, 5}, {1, 4, 4, 0, 2}), 0);    // a repeat
+  EXPECT_EQ(ascend({0, 3, 5}, {1, 4, 9, 2, 0}), 0);    // a drop inside image 2
+  EXPECT_EQ(ascend({0, 5}, {0, 1, 2, 3, 1}), 0);
+  EXPECT_EQ(ascend({0, 1}, {7}), 1);
+  // Row pointers out of range are clamped (to 0, 2, 2), not used to index past the end.
+  EXPECT_EQ(ascend({-4, 99, 2}, {3, 1}), 0);
+  EXPECT_EQ(ascend({-4, 1, 99}, {3, 1}), 1);
+}
+
+TEST(DeviceChecks, OneFetchCarriesEveryValueInOrder) {
+  const at::Tensor crow = at::tensor(std::vector<int64_t>{0, 2, 2, 3}, at::kLong);
+  const at::Tensor col = at::tensor(std::vector<int64_t>{5, 1, 8}, at::kLong);
+  const std::vector<int64_t> fetched =
+      tsc::fetch_to_host({tsc::pending_csr_facts(crow, col), at::full({2}, 7, at::kInt)});
+  ASSERT_EQ(int64_t(fetched.size()), tsc::kCsrFacts + 2);
+  const tsc::CsrDeviceFacts f = tsc::csr_facts_from(fetched.data());
+  EXPECT_EQ(f.first_row_pointer, 0);
+  EXPECT_EQ(f.last_row_pointer, 3);
+  EXPECT_TRUE(f.row_pointers_non_decreasing);
+  EXPECT_EQ(f.lowest_column, 1);
+  EXPECT_EQ(f.highest_column, 8);
+  EXPECT_EQ(fetched[tsc::kCsrFacts], 7);
+  EXPECT_EQ(fetched[tsc::kCsrFacts + 1], 7);
+  const tsc::CsrDeviceFacts bad = tsc::csr_facts_on_device(
+      at::tensor(std::vector<int64_t>{1, 0, 4}, at::kLong), at::empty({0}, at::kLong));
+  EXPECT_EQ(bad.first_row_pointer, 1);
+  EXPECT_FALSE(bad.row_pointers_non_decreasing);
+  EXPECT_EQ(bad.lowest_column, 0);
+}
+
+}  // namespace
