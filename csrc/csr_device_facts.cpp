@@ -34,8 +34,29 @@ std::vector<int64_t> fetch_to_host(const std::vector<at::Tensor>& pending) {
   return std::vector<int64_t>(values, values + host.numel());
 }
 
+void check_csr_facts(const CsrDeviceFacts& f, int64_t nnz, int64_t columns, const char* what) {
+  TORCH_CHECK(f.first_row_pointer == 0, what, "'s row pointers must start at 0, got ",
+              f.first_row_pointer);
+  TORCH_CHECK(f.row_pointers_non_decreasing, what, "'s row pointers must be non-decreasing");
+  TORCH_CHECK(f.last_row_pointer == nnz, what, "'s last row pointer (", f.last_row_pointer,
+              ") must equal its number of stored entries (", nnz, ")");
+  TORCH_CHECK(nnz == 0 || (f.lowest_column >= 0 && f.highest_column < columns), what,
+              "'s column indices must lie in [0, ", columns, "), got range [", f.lowest_column,
+              ", ", f.highest_column, "]");
+}
+
+at::Tensor row_of_entries(const at::Tensor& crow, int64_t rows, int64_t nnz) {
+  const at::Tensor counts = crow.narrow(0, 1, rows) - crow.narrow(0, 0, rows);
+  return at::repeat_interleave(at::arange(rows, crow.options()), counts, 0, nnz);
+}
+
 CsrDeviceFacts csr_facts_on_device(const at::Tensor& crow, const at::Tensor& col) {
   return csr_facts_from(fetch_to_host({pending_csr_facts(crow, col)}).data());
+}
+
+void check_csr_on_device(const at::Tensor& crow, const at::Tensor& col, int64_t columns,
+                         const char* what) {
+  check_csr_facts(csr_facts_on_device(crow, col), col.size(0), columns, what);
 }
 
 }  // namespace torch_sparse_conv

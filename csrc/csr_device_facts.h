@@ -31,7 +31,20 @@ std::vector<int64_t> fetch_to_host(const std::vector<at::Tensor>& pending);
 // pending_csr_facts has proven them valid.
 at::Tensor pending_columns_ascend(const at::Tensor& crow, const at::Tensor& col);
 
+// The errors for a CSR matrix's facts: row pointers from 0 to nnz, non-decreasing; columns in
+// [0, columns). `what` names the matrix in the messages.
+void check_csr_facts(const CsrDeviceFacts& facts, int64_t nnz, int64_t columns,
+                     const char* what);
+
+// The row of every stored entry (int64, on crow's device, no host wait), from row pointers
+// already checked.
+at::Tensor row_of_entries(const at::Tensor& crow, int64_t rows, int64_t nnz);
+
 // pending_csr_facts, fetched.
 CsrDeviceFacts csr_facts_on_device(const at::Tensor& crow, const at::Tensor& col);
+
+// csr_facts_on_device, then check_csr_facts.
+void check_csr_on_device(const at::Tensor& crow, const at::Tensor& col, int64_t columns,
+                         const char* what);
 
 }  // namespace torch_sparse_conv

@@ -1,5 +1,6 @@
 // The entry points each sparse-filter .cu file provides to the dispatcher in
-// sparse_filter_conv2d_cuda.cu (the kernels themselves are in sparse_filter_kernels.cuh).
+// sparse_filter_conv2d_cuda.cu, and the CUDA launcher of the pipelines (nvcc only). The
+// kernels are in sparse_filter_kernels.cuh, their host side in sparse_filter_pipeline.cuh.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -9,14 +10,26 @@
 #include <c10/cuda/CUDAException.h>
 
 #include "sparse_filter_geometry.h"
-#include "sparse_filter_kernels.cuh"
+#include "sparse_filter_pipeline.cuh"
 #include "sparse_filter_packed_cache.h"
 
-// float, double, half and bfloat16 (the last two accumulate in float).
-#define TSC_DISPATCH_CUDA_FLOATS(TYPE, NAME, ...) \
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
-
 namespace torch_sparse_conv {
+
+// The launcher of the pipelines (sparse_filter_pipeline.cuh), on the current stream. A window
+// beyond the default 48 KiB of shared memory is opted in for the kernel first.
+struct CudaFilterLaunch {
+  template <typename Kernel, typename... Args>
+  void operator()(Kernel kernel, const LaunchShape& shape, Args... args) const {
+    if (shape.shared_bytes > size_t(kWindowBytes)) {
+      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          int(shape.shared_bytes)));
+    }
+    const dim3 grid(unsigned(shape.blocks_x), unsigned(shape.blocks_y));
+    kernel<<<grid, kCudaThreads, shape.shared_bytes, at::cuda::getCurrentCUDAStream()>>>(
+        args...);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+};
 
 // 'direct' forward into `output` (N, C_out, H_out, W_out), contiguous. input, values and
 // bias contiguous; bias may be undefined.

@@ -1,9 +1,11 @@
-// Shared host pieces of the sparse-input (Toeplitz) CUDA operators: device-side CSR checks,
-// and what toeplitz_matrix_cuda.cu provides to toeplitz_conv2d_cuda.cu. The kernels' frame
-// geometry is in toeplitz_frame.cuh.
+// The CUDA launcher of the pipelines, and what toeplitz_matrix_cuda.cu provides to
+// toeplitz_conv2d_cuda.cu (nvcc only). The kernels' frame
+// geometry is in toeplitz_frame.cuh, the device-side CSR checks in csr_device_facts.h.
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
 
 #include <tuple>
 
@@ -13,18 +15,16 @@
 
 namespace torch_sparse_conv {
 
-// The errors for a CSR matrix's facts (csr_device_facts.h): row pointers from 0 to nnz,
-// non-decreasing; columns in [0, columns). `what` names the matrix.
-void check_csr_facts(const CsrDeviceFacts& facts, int64_t nnz, int64_t columns,
-                     const char* what);
-
-// Device-side CSR checks (row pointers from 0 to nnz, non-decreasing; columns in
-// [0, columns)) with one copy of five numbers to the host. `what` names the matrix.
-void check_csr_on_device(const at::Tensor& crow, const at::Tensor& col, int64_t columns,
-                         const char* what);
-
-// The row of every stored entry, from the row pointers (no host sync).
-at::Tensor row_of_entries(const at::Tensor& crow, int64_t rows, int64_t nnz);
+// The launcher of the pipelines (toeplitz_*_pipeline.cuh): a grid-stride kernel over `work`
+// items on the current stream.
+struct CudaLaunch {
+  template <typename Kernel, typename... Args>
+  void operator()(Kernel kernel, int64_t work, Args... args) const {
+    kernel<<<toeplitz_blocks_for(work), kToeplitzThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        args...);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+};
 
 // T, the doubly-block-Toeplitz matrix of `kernel` (float32/float64, contiguous, on the GPU):
 // CSR (H*W, H_out*W_out) with sorted int64 columns, the same layout as the CPU build.

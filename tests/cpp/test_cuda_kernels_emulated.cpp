@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <random>
 #include <sstream>
@@ -21,9 +22,9 @@
 #include "toeplitz_geometry.h"
 #include "torch_sparse_conv.h"
 // Last: these define CUDA's keywords as macros for the emulation.
-#include "sparse_filter_kernels.cuh"
-#include "toeplitz_conv2d_kernels.cuh"
-#include "toeplitz_matrix_kernels.cuh"
+#include "sparse_filter_pipeline.cuh"
+#include "toeplitz_conv2d_pipeline.cuh"
+#include "toeplitz_matrix_pipeline.cuh"
 
 namespace {
 
@@ -133,54 +134,54 @@ tsc::SparseFilterGeometry geometry_of(const ConvCase& c, const at::Tensor& input
       {c.stride_h, c.stride_w}, {c.pad_h, c.pad_w}, {c.dilation_h, c.dilation_w}, c.groups);
 }
 
-// sparse_filter_direct_forward_cuda's launch, emulated: the tiled kernel when the plan
-// allows it (for a GPU with `multiprocessors` SMs and the default 48 KiB of shared memory,
-// or 100 KiB opted in when `optin`), else the per-output kernel. `tiled` reports which ran.
-template <typename scalar_t>
-at::Tensor direct_forward_emulated(const at::Tensor& input, const SparseWeight& w,
-                                   const at::Tensor& bias, const tsc::SparseFilterGeometry& g,
-                                   int64_t multiprocessors, bool optin, bool allow_tiled,
-                                   bool* tiled) {
-  using acc_t = at::opmath_type<scalar_t>;
+// The sparse-filter pipelines' launcher, emulated. Grid-stride kernels get at most three
+// blocks, so their loops take turns; every launch's shape is recorded.
+struct EmulatedFilterLaunch {
+  std::vector<tsc::LaunchShape>* shapes;
+  template <typename Kernel, typename... Args>
+  void operator()(Kernel kernel, const tsc::LaunchShape& shape, Args... args) const {
+    shapes->push_back(shape);
+    const int64_t blocks = shape.grid_stride ? std::min<int64_t>(shape.blocks_x, 3) : shape.blocks_x;
+    launch(Dim3(unsigned(blocks), unsigned(shape.blocks_y)), Dim3(tsc::kCudaThreads),
+           shape.shared_bytes, kernel, args...);
+  }
+};
+
+// sparse_filter_direct_forward_cuda, emulated, for a GPU with `multiprocessors` SMs and the
+// default 48 KiB of shared memory per block, or 100 KiB opted in when `optin`. `tiled`
+// reports whether the tiled kernel ran (else the per-output one).
+at::Tensor forward_emulated(const at::Tensor& input, const SparseWeight& w, const at::Tensor& bias,
+                            const tsc::SparseFilterGeometry& g, int64_t multiprocessors,
+                            bool optin, bool* tiled) {
+  const auto facts = tsc::packed_filter_facts(w.row_ptr, w.col_idx, w.values, g, w.dense.sizes());
   at::Tensor output = at::full({g.batch, g.out_channels, g.out_h, g.out_w},
                                std::numeric_limits<double>::quiet_NaN(), input.options());
-  const scalar_t* bias_ptr = bias.defined() ? bias.data_ptr<scalar_t>() : nullptr;
-  tsc::TileGeometry t;
   const int64_t shared_limit = optin ? tsc::kMergedWindowBytes : tsc::kWindowBytes;
-  *tiled = allow_tiled && tsc::plan_tiles(g, sizeof(scalar_t), multiprocessors, shared_limit, t);
-  if (*tiled) {
-    EXPECT_LE(int64_t(tsc::window_bytes(t, sizeof(scalar_t))), shared_limit);
-  }
-  if (*tiled) {
-    const std::vector<at::Tensor> table = tsc::build_tap_table(w.row_ptr, w.col_idx, w.values, g);
-    const at::Tensor offsets = tsc::window_offsets(table, g, t);
-    auto kernel = t.oc_block == 8    ? tsc::tiled_direct_kernel<scalar_t, acc_t, 8>
-                  : t.oc_block == 16 ? tsc::tiled_direct_kernel<scalar_t, acc_t, 16>
-                                     : tsc::tiled_direct_kernel<scalar_t, acc_t, 32>;
-    launch(Dim3(unsigned(t.tiles()), unsigned(g.groups * t.y_blocks_per_group)),
-           Dim3(tsc::kCudaThreads), tsc::window_bytes(t, sizeof(scalar_t)), kernel,
-           input.data_ptr<scalar_t>(), table[0].data_ptr<int64_t>(), offsets.data_ptr<int>(),
-           table[3].data_ptr<scalar_t>(), bias_ptr, tsc::to_conv_shape(g), t,
-           output.data_ptr<scalar_t>());
-  } else {
-    // A small grid, so the grid-stride loop takes several turns.
-    launch(Dim3(3), Dim3(tsc::kCudaThreads), 0, tsc::per_output_direct_kernel<scalar_t, acc_t>,
-           input.data_ptr<scalar_t>(), w.row_ptr.data_ptr<int64_t>(),
-           w.col_idx.data_ptr<int64_t>(), w.values.data_ptr<scalar_t>(), bias_ptr,
-           tsc::to_conv_shape(g), output.data_ptr<scalar_t>(), output.numel());
+  std::vector<tsc::LaunchShape> shapes;
+  tsc::sparse_filter_direct_pipeline(EmulatedFilterLaunch{&shapes}, input, *facts, w.row_ptr,
+                                     w.col_idx, w.values, bias, g, multiprocessors, shared_limit,
+                                     output);
+  *tiled = !shapes.empty() && !shapes[0].grid_stride;
+  for (const tsc::LaunchShape& shape : shapes) {
+    EXPECT_LE(int64_t(shape.shared_bytes), shared_limit);
   }
   return output;
 }
 
-at::Tensor forward_emulated(const at::Tensor& input, const SparseWeight& w, const at::Tensor& bias,
-                            const tsc::SparseFilterGeometry& g, int64_t multiprocessors,
-                            bool optin, bool allow_tiled, bool* tiled) {
-  at::Tensor out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "forward", [&] {
-    out = direct_forward_emulated<scalar_t>(input, w, bias, g, multiprocessors, optin,
-                                            allow_tiled, tiled);
+// The per-output kernel alone, on any shape.
+at::Tensor per_output_emulated(const at::Tensor& input, const SparseWeight& w,
+                               const at::Tensor& bias, const tsc::SparseFilterGeometry& g) {
+  at::Tensor output = at::full({g.batch, g.out_channels, g.out_h, g.out_w},
+                               std::numeric_limits<double>::quiet_NaN(), input.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "per_output", [&] {
+    launch(Dim3(3), Dim3(tsc::kCudaThreads), 0,
+           tsc::per_output_direct_kernel<scalar_t, at::opmath_type<scalar_t>>,
+           input.data_ptr<scalar_t>(), w.row_ptr.data_ptr<int64_t>(),
+           w.col_idx.data_ptr<int64_t>(), w.values.data_ptr<scalar_t>(),
+           bias.defined() ? bias.data_ptr<scalar_t>() : nullptr, tsc::to_conv_shape(g),
+           output.data_ptr<scalar_t>(), output.numel());
   });
-  return out;
+  return output;
 }
 
 ConvCase random_conv_case(std::mt19937& rng) {
@@ -224,13 +225,16 @@ std::vector<ConvCase> planned_conv_cases() {
       {4, 36, 40, 1, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1, 0.1, false},
       {4, 60, 40, 1, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1, 0.1, true},
       {4, 120, 40, 1, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1, 0.1, false},
+      // A window no block can stage: the pipeline falls back to the per-output kernel.
+      {1, 2, 3, 1, 280, 280, 31, 31, 1, 1, 0, 0, 9, 9, 0.05, true},
       {1, 2, 3, 1, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1, 0.0, true},        // no kept taps: bias only
   };
 }
 
 class SparseFilterKernels : public ::testing::TestWithParam<at::ScalarType> {};
 
-void check_forward_case(const ConvCase& c, at::ScalarType dtype) {
+// Returns whether the pipeline ran the tiled kernel.
+bool check_forward_case(const ConvCase& c, at::ScalarType dtype) {
   const SparseWeight w = make_sparse_weight(c, dtype);
   const at::Tensor input = at::randn({c.batch, c.in_channels, c.in_h, c.in_w}, at::kDouble).to(dtype);
   const at::Tensor bias = c.bias ? at::randn({c.out_channels}, at::kDouble).to(dtype) : at::Tensor();
@@ -240,23 +244,24 @@ void check_forward_case(const ConvCase& c, at::ScalarType dtype) {
       bias.defined() ? bias.to(at::kDouble) : at::Tensor(), {c.stride_h, c.stride_w},
       {c.pad_h, c.pad_w}, {c.dilation_h, c.dilation_w}, c.groups);
   // One SM merges every pass of a block into one launch block; many SMs keep them apart.
+  bool tiled = false;
   for (const int64_t multiprocessors : {int64_t(1), int64_t(1000)}) {
     for (const bool optin : {false, true}) {
-      bool tiled = false;
-      const at::Tensor out =
-          forward_emulated(input, w, bias, g, multiprocessors, optin, true, &tiled);
+      const at::Tensor out = forward_emulated(input, w, bias, g, multiprocessors, optin, &tiled);
       expect_close(out, expected, tolerance_for(dtype),
                    c.describe() + (tiled ? " tiled" : " per-output") + " SMs " +
                        std::to_string(multiprocessors) + (optin ? " opt-in window" : ""));
     }
   }
-  bool tiled = true;
-  const at::Tensor out = forward_emulated(input, w, bias, g, 1, false, false, &tiled);
-  expect_close(out, expected, tolerance_for(dtype), c.describe() + " per-output kernel");
+  expect_close(per_output_emulated(input, w, bias, g), expected, tolerance_for(dtype),
+               c.describe() + " per-output kernel");
+  return tiled;
 }
 
 TEST_P(SparseFilterKernels, DirectForwardMatchesConv2dOnPlannedShapes) {
-  for (const ConvCase& c : planned_conv_cases()) check_forward_case(c, GetParam());
+  for (const ConvCase& c : planned_conv_cases()) {
+    EXPECT_EQ(check_forward_case(c, GetParam()), c.kernel_h < 31) << c.describe();
+  }
 }
 
 TEST_P(SparseFilterKernels, DirectForwardMatchesConv2dOnRandomShapes) {
@@ -277,7 +282,9 @@ TEST_P(SparseFilterKernels, PlanCoversEveryBranch) {
     const tsc::SparseFilterGeometry g = geometry_of(c, input, w, at::Tensor());
     for (const int64_t limit : {tsc::kWindowBytes, tsc::kMergedWindowBytes}) {
       tsc::TileGeometry t;
-      ASSERT_TRUE(tsc::plan_tiles(g, bytes, 1, limit, t)) << c.describe();
+      const bool fits = c.kernel_h < 31;  // all but the huge dilated window
+      ASSERT_EQ(tsc::plan_tiles(g, bytes, 1, limit, t), fits) << c.describe();
+      if (!fits) continue;
       several_windows |= t.chunks > 1;
       merged_passes |= t.oc_loops > 1;
       several_images |= t.nb > 1;
@@ -314,23 +321,12 @@ TEST_P(SparseFilterKernels, BackwardMatchesAutograd) {
         weight.grad().reshape({c.out_channels, -1}).masked_select(w.mask);
 
     const at::Tensor row_of = tsc::row_of_nonzeros(w.row_ptr, c.out_channels, w.values.numel());
-    const std::vector<at::Tensor> csc = tsc::sort_weight_by_column(row_of, w.col_idx, w.values, g);
-    at::Tensor grad_input = at::full_like(input, std::numeric_limits<double>::quiet_NaN());
-    at::Tensor grad_values = at::full_like(w.values, std::numeric_limits<double>::quiet_NaN());
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "backward", [&] {
-      using acc_t = at::opmath_type<scalar_t>;
-      launch(Dim3(5), Dim3(tsc::kCudaThreads), 0, tsc::grad_input_kernel<scalar_t, acc_t>,
-             grad_output.data_ptr<scalar_t>(), csc[0].data_ptr<int64_t>(),
-             csc[1].data_ptr<int64_t>(), csc[2].data_ptr<scalar_t>(), tsc::to_conv_shape(g),
-             grad_input.data_ptr<scalar_t>(), grad_input.numel());
-      if (w.values.numel() > 0) {
-        launch(Dim3(unsigned(std::min<int64_t>(w.values.numel(), 4))), Dim3(tsc::kCudaThreads),
-               0, tsc::grad_values_kernel<scalar_t, acc_t>, grad_output.data_ptr<scalar_t>(),
-               input.data_ptr<scalar_t>(), row_of.data_ptr<int64_t>(),
-               w.col_idx.data_ptr<int64_t>(), tsc::to_conv_shape(g),
-               grad_values.data_ptr<scalar_t>(), w.values.numel());
-      }
-    });
+    std::vector<tsc::LaunchShape> shapes;
+    const EmulatedFilterLaunch emulated{&shapes};
+    const at::Tensor grad_input = tsc::sparse_filter_grad_input_pipeline(
+        emulated, grad_output, row_of, w.col_idx, w.values, g);
+    const at::Tensor grad_values = tsc::sparse_filter_grad_values_pipeline(
+        emulated, grad_output, input, row_of, w.col_idx, g);
     // Sums over the whole batch and plane: half precision rounds the output once.
     const double tolerance = dtype == at::kDouble ? 1e-10 : dtype == at::kFloat ? 1e-4 : 1e-1;
     expect_close(grad_input, x.grad(), tolerance, c.describe() + " grad_input");
@@ -375,57 +371,16 @@ tsc::CsrImages random_images(const ToeplitzCase& c, at::ScalarType dtype, std::m
   return x;
 }
 
-at::Tensor row_of_entries(const at::Tensor& crow, int64_t rows, int64_t nnz) {
-  const at::Tensor counts = crow.narrow(0, 1, rows) - crow.narrow(0, 0, rows);
-  return at::repeat_interleave(at::arange(rows, crow.options()), counts, 0, nnz);
-}
-
-// toeplitz_conv2d_cuda's 'direct' pipeline with the kernels emulated and the ATen steps
-// between them (scan, stable sort, run starts, row pointers) as that file does them.
-template <typename scalar_t, typename key_t>
-tsc::CsrImages toeplitz_direct_emulated(const tsc::CsrImages& x, const at::Tensor& kernel,
-                                        const tsc::ToeplitzGeometry& g) {
-  const int64_t nnz = x.col.size(0), out_pixels = g.out_h * g.out_w;
-  const tsc::Frame f = tsc::frame_of(g);
-  at::Tensor counts = at::empty({nnz}, at::kLong);
-  launch(Dim3(2), Dim3(tsc::kToeplitzThreads), 0, tsc::count_kernel, x.col.data_ptr<int64_t>(),
-         f, nnz, counts.data_ptr<int64_t>());
-  const at::Tensor ends = at::cumsum(counts, 0);
-  const int64_t candidates = nnz > 0 ? ends[nnz - 1].item<int64_t>() : 0;
-  tsc::CsrImages out;
-  out.crow = at::zeros({g.batch + 1}, at::kLong);
-  out.col = at::empty({0}, at::kLong);
-  out.values = at::empty({0}, x.values.options());
-  if (candidates == 0) return out;
-  const at::Tensor offsets = ends - counts;
-  const at::Tensor row_of = row_of_entries(x.crow, g.batch, nnz);
-  const auto key_type = std::is_same<key_t, int>::value ? at::kInt : at::kLong;
-  at::Tensor keys = at::empty({candidates}, key_type);
-  at::Tensor products = at::empty({candidates}, x.values.options());
-  launch(Dim3(2), Dim3(tsc::kToeplitzThreads), 0, tsc::expand_kernel<scalar_t, key_t>,
-         row_of.data_ptr<int64_t>(), x.col.data_ptr<int64_t>(), x.values.data_ptr<scalar_t>(),
-         kernel.data_ptr<scalar_t>(), f, nnz, offsets.data_ptr<int64_t>(),
-         keys.data_ptr<key_t>(), products.data_ptr<scalar_t>());
-  auto sorted = at::sort(keys, /*stable=*/true, 0, false);
-  const at::Tensor sorted_keys = std::get<0>(sorted), order = std::get<1>(sorted);
-  at::Tensor is_start = at::ones({candidates}, at::kBool);
-  if (candidates > 1) {
-    is_start.narrow(0, 1, candidates - 1)
-        .copy_(sorted_keys.narrow(0, 1, candidates - 1) != sorted_keys.narrow(0, 0, candidates - 1));
+// The pipelines' launcher, emulated: at most three blocks, so grid-stride loops take turns.
+struct EmulatedLaunch {
+  template <typename Kernel, typename... Args>
+  void operator()(Kernel kernel, int64_t work, Args... args) const {
+    const int64_t blocks = std::min<int64_t>(tsc::toeplitz_blocks_for(work), 3);
+    launch(Dim3(unsigned(blocks)), Dim3(tsc::kToeplitzThreads), 0, kernel, args...);
   }
-  const at::Tensor run_start = at::nonzero(is_start).view(-1);
-  const int64_t runs = run_start.size(0);
-  at::Tensor out_row = at::empty({runs}, at::kLong);
-  out.col = at::empty({runs}, at::kLong);
-  out.values = at::empty({runs}, x.values.options());
-  launch(Dim3(2), Dim3(tsc::kToeplitzThreads), 0, tsc::reduce_runs_kernel<scalar_t, key_t>,
-         sorted_keys.data_ptr<key_t>(), order.data_ptr<int64_t>(), products.data_ptr<scalar_t>(),
-         run_start.data_ptr<int64_t>(), runs, candidates, out_pixels,
-         out_row.data_ptr<int64_t>(), out.col.data_ptr<int64_t>(),
-         out.values.data_ptr<scalar_t>());
-  out.crow.narrow(0, 1, g.batch).copy_(at::cumsum(at::bincount(out_row, {}, g.batch), 0));
-  return out;
-}
+};
+
+using tsc::row_of_entries;
 
 std::vector<ToeplitzCase> random_toeplitz_cases(std::mt19937& rng, int count) {
   auto pick = [&](int64_t lo, int64_t hi) {
@@ -452,6 +407,7 @@ std::string describe(const ToeplitzCase& c) {
 
 class ToeplitzKernels : public ::testing::TestWithParam<at::ScalarType> {};
 
+// toeplitz_conv2d_cuda's 'direct' method: the same pipeline, kernels emulated.
 TEST_P(ToeplitzKernels, DirectPipelineMatchesTheCpuOperator) {
   const at::ScalarType dtype = GetParam();
   std::mt19937 rng(5 + int(dtype));
@@ -468,10 +424,12 @@ TEST_P(ToeplitzKernels, DirectPipelineMatchesTheCpuOperator) {
         tsc::toeplitz_conv2d(x64, kernel.to(at::kDouble), {c.in_h, c.in_w}, c.mode, "direct");
     for (const bool wide_keys : {false, true}) {
       tsc::CsrImages out;
-      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "toeplitz", [&] {
-        out = wide_keys ? toeplitz_direct_emulated<scalar_t, int64_t>(x, kernel, g)
-                        : toeplitz_direct_emulated<scalar_t, int>(x, kernel, g);
-      });
+      std::tie(out.crow, out.col, out.values) =
+          wide_keys
+              ? tsc::toeplitz_direct_pipeline<int64_t>(EmulatedLaunch(), x.crow, x.col,
+                                                       x.values, kernel, g)
+              : tsc::toeplitz_direct_pipeline<int>(EmulatedLaunch(), x.crow, x.col, x.values,
+                                                   kernel, g);
       const std::string what = describe(c) + (wide_keys ? " int64 keys" : " int32 keys");
       EXPECT_TRUE(at::equal(out.crow, expected.crow)) << what << ": row pointers";
       ASSERT_TRUE(at::equal(out.col, expected.col)) << what << ": columns";
@@ -518,26 +476,62 @@ TEST_P(ToeplitzKernels, BackwardMatchesNaiveLoops) {
         }
       }
     }
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "toeplitz_backward", [&] {
-      using acc_t = at::opmath_type<scalar_t>;
-      const at::Tensor grad_typed = grad.to(dtype);
-      at::Tensor grad_values = at::full({nnz}, std::numeric_limits<double>::quiet_NaN(), dtype);
-      at::Tensor terms = at::full({nnz, taps}, std::numeric_limits<double>::quiet_NaN(),
-                                  at::toOpMathType(dtype));
-      if (nnz > 0) {
-        launch(Dim3(2), Dim3(tsc::kToeplitzThreads), 0, tsc::backward_kernel<scalar_t>,
-               rows.data_ptr<int64_t>(), x.col.data_ptr<int64_t>(),
-               x.values.data_ptr<scalar_t>(), kernel.data_ptr<scalar_t>(),
-               out.crow.data_ptr<int64_t>(), out.col.data_ptr<int64_t>(),
-               grad_typed.data_ptr<scalar_t>(), tsc::frame_of(g), nnz,
-               grad_values.data_ptr<scalar_t>(), terms.data_ptr<acc_t>());
-      }
-      // The reference reads grad in float64; the kernel, grad rounded to the dtype.
-      const double tolerance = dtype == at::kDouble ? 1e-10 : dtype == at::kFloat ? 1e-4 : 0.1;
-      expect_close(grad_values, expected_values, tolerance, describe(c) + ": grad_values");
-      expect_close(terms, expected_terms, tolerance, describe(c) + ": kernel terms");
-    });
+    const auto [grad_values, grad_kernel] = tsc::toeplitz_backward_pipeline(
+        EmulatedLaunch(), grad.to(dtype), x.crow, x.col, x.values, kernel, out.crow, out.col, g,
+        {true, true});
+    // The reference reads grad in float64; the kernel, grad rounded to the dtype.
+    const double tolerance = dtype == at::kDouble ? 1e-10 : dtype == at::kFloat ? 1e-4 : 0.1;
+    expect_close(grad_values, expected_values, tolerance, describe(c) + ": grad_values");
+    expect_close(grad_kernel, expected_terms.sum(0).view({c.kernel_h, c.kernel_w}),
+                 dtype == at::kDouble || dtype == at::kFloat ? tolerance : 0.5,
+                 describe(c) + ": grad_kernel");
   }
+}
+
+// The checks the pipelines make on the device, with their messages.
+TEST(ToeplitzPipelines, RejectInvalidCsrWithClearMessages) {
+  const at::Tensor kernel = at::ones({3, 3}, at::kFloat);
+  const tsc::ToeplitzGeometry g = tsc::toeplitz_geometry(kernel, {4, 4}, "same");
+  auto geometry = [&](int64_t batch) {
+    tsc::ToeplitzGeometry gb = g;
+    gb.batch = batch;
+    return gb;
+  };
+  auto direct = [&](std::vector<int64_t> crow, std::vector<int64_t> col) {
+    const at::Tensor values = at::ones({int64_t(col.size())}, at::kFloat);
+    tsc::toeplitz_direct_pipeline<int>(EmulatedLaunch(), at::tensor(crow, at::kLong),
+                                       at::tensor(col, at::kLong), values, kernel,
+                                       geometry(int64_t(crow.size()) - 1));
+  };
+  auto expect_error = [](const std::function<void()>& call, const std::string& part) {
+    try {
+      call();
+      ADD_FAILURE() << "no error; expected one containing: " << part;
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.what_without_backtrace()).find(part), std::string::npos)
+          << e.what_without_backtrace();
+    }
+  };
+  expect_error([&] { direct({0, 2}, {3, 16}); }, "column indices must lie in [0, 16)");
+  expect_error([&] { direct({0, 2}, {-1, 3}); }, "column indices must lie in [0, 16)");
+  expect_error([&] { direct({0, 3, 2}, {1, 2}); }, "row pointers must be non-decreasing");
+  expect_error([&] { direct({1, 2}, {1, 2}); }, "row pointers must start at 0");
+  expect_error([&] { direct({0, 1}, {1, 2}); }, "must equal its number of stored entries");
+
+  // The backward also checks the output pattern the forward returned.
+  const at::Tensor crow = at::tensor(std::vector<int64_t>{0, 1}, at::kLong);
+  const at::Tensor col = at::tensor(std::vector<int64_t>{5}, at::kLong);
+  const at::Tensor values = at::ones({1}, at::kFloat);
+  auto backward = [&](std::vector<int64_t> out_crow, std::vector<int64_t> out_col) {
+    const at::Tensor grad = at::ones({int64_t(out_col.size())}, at::kFloat);
+    tsc::toeplitz_backward_pipeline(EmulatedLaunch(), grad, crow, col, values, kernel,
+                                    at::tensor(out_crow, at::kLong),
+                                    at::tensor(out_col, at::kLong), geometry(1), {true, true});
+  };
+  expect_error([&] { backward({0, 2}, {4, 3}); }, "strictly ascending columns");
+  expect_error([&] { backward({0, 2}, {4, 4}); }, "strictly ascending columns");
+  expect_error([&] { backward({0, 2}, {4, 16}); }, "the output's column indices");
+  backward({0, 3}, {0, 4, 9});  // a valid pattern passes
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, ToeplitzKernels,
@@ -546,8 +540,8 @@ INSTANTIATE_TEST_SUITE_P(Dtypes, ToeplitzKernels,
                            return std::string(c10::toString(info.param));
                          });
 
-// T built by the kernels, multiplied densely, equals the CPU operator's convolution; the
-// gradient pass scatters each entry's gradient to its (pixel, tap) slot.
+// T built by the pipeline, multiplied densely, equals the CPU operator's convolution; its
+// kernel gradient sums each tap's entries.
 TEST(ToeplitzMatrixKernels, BuildTheConvolutionMatrix) {
   std::mt19937 rng(23);
   at::manual_seed(13);
@@ -555,19 +549,9 @@ TEST(ToeplitzMatrixKernels, BuildTheConvolutionMatrix) {
     const at::Tensor kernel = at::randn({c.kernel_h, c.kernel_w}, at::kDouble);
     const tsc::ToeplitzGeometry g =
         tsc::toeplitz_geometry(kernel, {c.in_h, c.in_w}, c.mode);
-    const tsc::Frame f = tsc::frame_of(g);
     const int64_t pixels = c.in_h * c.in_w, out_pixels = g.out_h * g.out_w;
-    at::Tensor lengths = at::empty({pixels}, at::kLong);
-    launch(Dim3(1), Dim3(tsc::kToeplitzThreads), 0, tsc::row_lengths_kernel, f,
-           lengths.data_ptr<int64_t>());
-    at::Tensor t_crow = at::zeros({pixels + 1}, at::kLong);
-    t_crow.narrow(0, 1, pixels).copy_(at::cumsum(lengths, 0));
-    const int64_t t_nnz = t_crow[pixels].item<int64_t>();
-    at::Tensor t_col = at::empty({t_nnz}, at::kLong);
-    at::Tensor t_values = at::empty({t_nnz}, at::kDouble);
-    launch(Dim3(1), Dim3(tsc::kToeplitzThreads), 0, tsc::toeplitz_rows_kernel<double>, f,
-           t_crow.data_ptr<int64_t>(), kernel.data_ptr<double>(), t_col.data_ptr<int64_t>(),
-           t_values.data_ptr<double>(), nullptr, nullptr);
+    const auto [t_crow, t_col, t_values] = tsc::build_toeplitz_matrix(EmulatedLaunch(), kernel, g);
+    const int64_t t_nnz = t_col.size(0);
     at::Tensor t_dense = at::zeros({pixels * out_pixels}, at::kDouble);
     t_dense.index_put_({row_of_entries(t_crow, pixels, t_nnz) * out_pixels + t_col}, t_values,
                        /*accumulate=*/true);
@@ -585,27 +569,17 @@ TEST(ToeplitzMatrixKernels, BuildTheConvolutionMatrix) {
     expect_close(at::matmul(densify(x, pixels), t_dense), densify(expected, out_pixels), 1e-10,
                  describe(c) + ": X @ T");
 
-    // Gradient pass: slot (p, tap) receives the gradient of T's entry holding that tap.
+    // The kernel gradient of sum(grad * T.values): tap (u, t) collects grad over T's entries
+    // holding it, those whose value is kernel[u, t] (all kernel values differ almost surely).
     const at::Tensor grad = at::randn({t_nnz}, at::kDouble);
-    at::Tensor slots = at::zeros({pixels, c.kernel_h * c.kernel_w}, at::kDouble);
-    launch(Dim3(1), Dim3(tsc::kToeplitzThreads), 0, tsc::toeplitz_rows_kernel<double>, f,
-           t_crow.data_ptr<int64_t>(), nullptr, nullptr, nullptr, grad.data_ptr<double>(),
-           slots.data_ptr<double>());
-    // Every entry's gradient lands in one slot of its own pixel's row...
-    EXPECT_NEAR(slots.sum().item<double>(), grad.sum().item<double>(), 1e-9) << describe(c);
-    const at::Tensor per_pixel = slots.sum(1);
-    const at::Tensor rows = row_of_entries(t_crow, pixels, t_nnz);
-    const at::Tensor expected_per_pixel =
-        at::zeros({pixels}, at::kDouble).index_add_(0, rows, grad);
-    expect_close(per_pixel, expected_per_pixel, 1e-10, describe(c) + ": slots per pixel");
-    // ...and in its tap's column: T's entries holding tap (u, t) are those whose value is kernel[u, t] (all
-    // kernel values differ almost surely).
+    const at::Tensor grad_kernel =
+        tsc::toeplitz_matrix_kernel_grad(EmulatedLaunch(), grad, kernel, g);
+    at::Tensor expected_grad = at::empty({c.kernel_h * c.kernel_w}, at::kDouble);
     for (int64_t tap = 0; tap < c.kernel_h * c.kernel_w; ++tap) {
-      const at::Tensor holds = t_values == kernel.view(-1)[tap];
-      EXPECT_NEAR(slots.select(1, tap).sum().item<double>(),
-                  grad.masked_select(holds).sum().item<double>(), 1e-9)
-          << describe(c) << " tap " << tap;
+      expected_grad[tap] = grad.masked_select(t_values == kernel.view(-1)[tap]).sum();
     }
+    expect_close(grad_kernel, expected_grad.view({c.kernel_h, c.kernel_w}), 1e-10,
+                 describe(c) + ": kernel gradient");
   }
 }
 
