@@ -20,9 +20,14 @@ if ! grep -q "raised as expected" "$OUT/repro.txt"; then
   grep -A25 "SIGSEGV\|signal" "$OUT/gdb.txt" | head -40
 fi
 for block in ${OC_BLOCKS:-32}; do
-  echo "== sparse filter, TSC_CUDA_OC_BLOCK=$block"
-  TSC_CUDA_OC_BLOCK=$block timeout 150 python3 scripts/gpu/probe_sparse_filter.py 64 \
-    direct spmm auto 2>&1 | tee -a "$OUT/probe_sparse_filter.txt"
+  # The merged window (one staging for several output-channel blocks, up to 100 KiB of
+  # shared memory) against windows kept within 48 KiB.
+  for merged in ${MERGED_WINDOWS:-1 0}; do
+    echo "== sparse filter, TSC_CUDA_OC_BLOCK=$block TSC_CUDA_MERGED_WINDOW=$merged"
+    TSC_CUDA_OC_BLOCK=$block TSC_CUDA_MERGED_WINDOW=$merged timeout 150 \
+      python3 scripts/gpu/probe_sparse_filter.py 64 direct spmm auto 2>&1 |
+      tee -a "$OUT/probe_sparse_filter.txt"
+  done
 done
 echo "== toeplitz"
 timeout ${TOEPLITZ_S:-150} python3 scripts/gpu/probe_toeplitz.py 2>&1 | tee "$OUT/probe_toeplitz.txt"
