@@ -405,6 +405,25 @@ std::string describe(const ToeplitzCase& c) {
          (c.duplicates ? " duplicates" : "");
 }
 
+// A random batch in `dtype`, its float64 copy (the CPU operator's reference input), a kernel
+// and the geometry.
+struct ToeplitzInputs {
+  tsc::CsrImages x, x64;
+  at::Tensor kernel;
+  tsc::ToeplitzGeometry g;
+};
+
+ToeplitzInputs make_inputs(const ToeplitzCase& c, at::ScalarType dtype, std::mt19937& rng) {
+  ToeplitzInputs in;
+  in.x = random_images(c, dtype, rng);
+  in.kernel = at::randn({c.kernel_h, c.kernel_w}, at::kDouble).to(dtype);
+  in.x64 = in.x;
+  in.x64.values = in.x.values.to(at::kDouble);
+  in.g = tsc::check_toeplitz_args(in.x.crow, in.x.col, in.x64.values, in.kernel.to(at::kDouble),
+                                  {c.in_h, c.in_w}, c.mode);
+  return in;
+}
+
 class ToeplitzKernels : public ::testing::TestWithParam<at::ScalarType> {};
 
 // toeplitz_conv2d_cuda's 'direct' method: the same pipeline, kernels emulated.
@@ -413,13 +432,8 @@ TEST_P(ToeplitzKernels, DirectPipelineMatchesTheCpuOperator) {
   std::mt19937 rng(5 + int(dtype));
   at::manual_seed(3);
   for (const ToeplitzCase& c : random_toeplitz_cases(rng, 30)) {
-    const tsc::CsrImages x = random_images(c, dtype, rng);
-    const at::Tensor kernel = at::randn({c.kernel_h, c.kernel_w}, at::kDouble).to(dtype);
-    const tsc::ToeplitzGeometry g = tsc::check_toeplitz_args(
-        x.crow, x.col, x.values.to(at::kDouble), kernel.to(at::kDouble), {c.in_h, c.in_w}, c.mode);
+    const auto [x, x64, kernel, g] = make_inputs(c, dtype, rng);
     // The CPU operator in float64 (it takes float32 and float64 only) as the reference.
-    tsc::CsrImages x64 = x;
-    x64.values = x.values.to(at::kDouble);
     const tsc::CsrImages expected =
         tsc::toeplitz_conv2d(x64, kernel.to(at::kDouble), {c.in_h, c.in_w}, c.mode, "direct");
     for (const bool wide_keys : {false, true}) {
@@ -443,12 +457,7 @@ TEST_P(ToeplitzKernels, BackwardMatchesNaiveLoops) {
   std::mt19937 rng(17 + int(dtype));
   at::manual_seed(5);
   for (const ToeplitzCase& c : random_toeplitz_cases(rng, 20)) {
-    const tsc::CsrImages x = random_images(c, dtype, rng);
-    const at::Tensor kernel = at::randn({c.kernel_h, c.kernel_w}, at::kDouble).to(dtype);
-    tsc::CsrImages x64 = x;
-    x64.values = x.values.to(at::kDouble);
-    const tsc::ToeplitzGeometry g = tsc::check_toeplitz_args(
-        x.crow, x.col, x64.values, kernel.to(at::kDouble), {c.in_h, c.in_w}, c.mode);
+    const auto [x, x64, kernel, g] = make_inputs(c, dtype, rng);
     const tsc::CsrImages out =
         tsc::toeplitz_conv2d(x64, kernel.to(at::kDouble), {c.in_h, c.in_w}, c.mode, "direct");
     const at::Tensor grad = at::randn({out.col.size(0)}, at::kDouble);
