@@ -63,14 +63,28 @@ std::tuple<at::Tensor, at::Tensor> toeplitz_conv2d_backward_cpu(
   const at::Tensor ck = kernel.contiguous(), ocr = out_crow.contiguous();
   const at::Tensor occ = out_col.contiguous(), go = grad_out_values.contiguous();
   {
+    // The pattern toeplitz_conv2d returns: row pointers from 0 to nnz, strictly ascending
+    // columns in [0, H_out*W_out) per image. A repeated or stray column would leave
+    // gradients unread without an error.
     const int64_t* r = ocr.data_ptr<int64_t>();
     const int64_t* c = occ.data_ptr<int64_t>();
+    const int64_t out_pixels = g.out_h * g.out_w;
     TORCH_CHECK(r[0] == 0 && r[g.batch] == out_col.size(0),
                 "_toeplitz_conv2d_backward: the output row pointers must run from 0 to nnz");
+    // Every row pointer first: then none exceeds nnz, and the columns below are in bounds.
     for (int64_t n = 0; n < g.batch; ++n) {
-      TORCH_CHECK(r[n] <= r[n + 1] && std::is_sorted(c + r[n], c + r[n + 1]),
-                  "_toeplitz_conv2d_backward: the output pattern of image ", n,
-                  " must be sorted, as toeplitz_conv2d returns it");
+      TORCH_CHECK(r[n] <= r[n + 1],
+                  "_toeplitz_conv2d_backward: the output row pointers must be non-decreasing");
+    }
+    for (int64_t n = 0; n < g.batch; ++n) {
+      for (int64_t k = r[n]; k < r[n + 1]; ++k) {
+        TORCH_CHECK(c[k] >= 0 && c[k] < out_pixels,
+                    "_toeplitz_conv2d_backward: the output's column indices must lie in [0, ",
+                    out_pixels, "), got ", c[k], " in image ", n);
+        TORCH_CHECK(k == r[n] || c[k] > c[k - 1],
+                    "_toeplitz_conv2d_backward: the output pattern of every image must have "
+                    "strictly ascending columns, as toeplitz_conv2d returns it (image ", n, ")");
+      }
     }
   }
   at::Tensor grad_values, grad_kernel;

@@ -782,3 +782,53 @@ def test_non_finite_kernel_keeps_nan_to_the_footprint():
     compat = Toeplitz_convolution2d((30, 30), kernel)(scipy.sparse.csr_matrix(
         images.reshape(1, -1)))
     assert compat.nnz == footprint(images, (3, 3), "same").sum()
+
+
+# Invalid CSR arguments of every Toeplitz operator, for DEVICE (replaced by "cpu" or "cuda";
+# the CUDA test runs it too). The CPU and CUDA builds word some checks differently.
+INVALID_CSR_SCRIPT = """
+import pytest, torch, torch_sparse_conv
+ops = torch.ops.torch_sparse_conv
+dev = "DEVICE"
+crow = torch.tensor([0, 2, 3], device=dev)
+col = torch.tensor([1, 7, 4], device=dev)
+values = torch.ones(3, dtype=torch.float64, device=dev)
+kernel = torch.ones(3, 3, dtype=torch.float64, device=dev)
+with pytest.raises(RuntimeError, match="x's column ind"):
+    ops.toeplitz_conv2d(crow, torch.tensor([1, 30, 4], device=dev), values, kernel, [6, 5],
+                        "same", "direct")
+with pytest.raises(RuntimeError, match="row pointers must be non-decreasing"):
+    ops.toeplitz_conv2d(torch.tensor([0, 4, 3], device=dev), col, values, kernel, [6, 5],
+                        "same", "direct")
+out_crow, out_col, out_values = ops.toeplitz_conv2d(crow, col, values, kernel, [6, 5], "same",
+                                                    "direct")
+grad = torch.ones_like(out_values)
+def backward(out_crow, out_col):
+    return ops._toeplitz_conv2d_backward(grad, crow, col, values, kernel, out_crow, out_col,
+                                         [6, 5], "same", [True, True])
+backward(out_crow, out_col)
+with pytest.raises(RuntimeError, match="strictly ascending columns"):
+    backward(out_crow, out_col.flip(0))
+repeated = out_col.clone()
+repeated[1] = repeated[0]
+with pytest.raises(RuntimeError, match="strictly ascending columns"):
+    backward(out_crow, repeated)
+with pytest.raises(RuntimeError, match="the output's column indices must lie in"):
+    backward(out_crow, out_col + 100)
+# A row pointer beyond nnz before a smaller one: rejected before any column is read.
+wild = out_crow.clone()
+wild[1] = 10**6
+with pytest.raises(RuntimeError, match="row pointers must be non-decreasing"):
+    backward(wild, out_col)
+t_crow, t_col, t_values = ops.toeplitz_matrix(kernel, [6, 5], "same")
+with pytest.raises(RuntimeError,
+                   match="T's columns must (be strictly increasing|ascend strictly)"):
+    ops.toeplitz_conv2d_precomputed(crow, col, values, kernel, [6, 5], "same", t_crow,
+                                    t_col.flip(0), t_values)
+print("ok")
+"""
+
+
+def test_invalid_csr_is_rejected_with_clear_messages():
+    run_script(INVALID_CSR_SCRIPT.replace("DEVICE", "cpu"))
+

@@ -6,6 +6,9 @@ import torch
 
 import torch_sparse_conv as tsc
 
+from subprocess_helpers import run_script
+from test_toeplitz_conv2d import INVALID_CSR_SCRIPT
+
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 pytestmark = needs_gpu
 MODES = ["full", "same", "valid"]
@@ -110,7 +113,7 @@ def test_cuda_gradcheck(mode):
         lambda v, k: OP(crow, col, v, k, [6, 7], mode, "direct")[2], (values, kernel))
 
 
-def test_cuda_opcheck_and_invalid_csr():
+def test_cuda_opcheck():
     rng = np.random.default_rng(7)
     x = random_batch(rng, 3, 6, 5, 0.3)
     values = x.values().cuda().clone().requires_grad_()
@@ -120,15 +123,12 @@ def test_cuda_opcheck_and_invalid_csr():
     torch.library.opcheck(OP.default, args, test_utils=("test_schema",
                                                        "test_autograd_registration",
                                                        "test_faketensor"))
-    crow, col = x.crow_indices().cuda(), x.col_indices().cuda().clone()
-    col[0] = 30
-    with pytest.raises(RuntimeError, match="column indices must lie in"):
-        OP(crow, col, values.detach(), kernel.detach(), [6, 5], "same", "direct")
-    bad_crow = crow.clone()
-    bad_crow[1] = bad_crow[2] + 1
-    with pytest.raises(RuntimeError, match="non-decreasing"):
-        OP(bad_crow, x.col_indices().cuda(), values.detach(), kernel.detach(), [6, 5], "same",
-           "direct")
+
+
+def test_cuda_invalid_csr_is_rejected_with_clear_messages():
+    # In a fresh process: on the lent H100 every error message with an integer crashed inside
+    # the library (scripts/gpu/NOTES.md), and a crash here must fail one test, not the suite.
+    run_script(INVALID_CSR_SCRIPT.replace("DEVICE", "cuda"))
 
 
 @pytest.mark.parametrize("mode", MODES)
