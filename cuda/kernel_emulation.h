@@ -9,7 +9,8 @@
 // only some threads of a block reach (undefined on a GPU) throws std::logic_error.
 //
 // It checks what a kernel computes, its indexing and its barriers, not its speed, and
-// threads never run at the same time, so it cannot show data races.
+// threads never run at the same time, so it cannot show data races. Device functions it
+// knows: __syncthreads, min, max, atomicAdd.
 #pragma once
 
 #ifdef __CUDACC__
@@ -168,3 +169,12 @@ template <typename T>
 inline T max(T a, T b) {
   return a < b ? b : a;
 }
+
+// atomicAdd: threads never run at the same time here, so a plain read-modify-write.
+template <typename T>
+inline T atomicAdd(T* address, T value) {
+  const T old = *address;
+  *address = old + value;
+  return old;
+}
+

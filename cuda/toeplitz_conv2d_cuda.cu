@@ -1,6 +1,8 @@
-// toeplitz_conv2d and its backward on CUDA.
+// toeplitz_conv2d and its backward on CUDA. Every path is deterministic and sized exactly.
 //
-// 'direct' (and 'auto') forward, deterministic and sized exactly:
+// 'direct' on frames that fit in shared memory (up to ~20k float32 pixels): the frame-tile
+// kernel (toeplitz_frame_tile_kernels.cuh), per image a count pass, a scan, a fill pass.
+// 'direct' on larger frames:
 //   1. count: each input entry's number of output pixels (its kernel footprint clipped to
 //      the output frame, in closed form), then an exclusive scan;
 //   2. expand: every (entry, tap) pair writes one candidate, key = image * H_out*W_out +
@@ -32,11 +34,14 @@
 namespace torch_sparse_conv {
 namespace {
 
-// 'auto' on CUDA: 'precomputed' once the batch stores at least 10 entries per frame pixel
-// (T's H*W*kH*kW entries are then amortised), while T stays under 2^28 entries; else
-// 'direct'. Measured on an H100 on sparse_convolution's 100x100 grid (BENCHMARKS.md):
-// precomputed won the batch-500, density-0.1 cells (1.68 vs 2.42 ms, 6.3 vs 8.7 ms), direct
-// the sparser ones.
+// 'auto' on CUDA: 'direct' through the frame-tile kernel whenever the frame fits it
+// (frame_tile_fits; not yet measured on a GPU: written after the H100 session, it reads each
+// entry twice and writes each output once, where the sort-based kernels move every (entry,
+// tap) candidate through a radix sort). Otherwise 'precomputed' once the batch stores at
+// least 10 entries per frame pixel (T's H*W*kH*kW entries are then amortised), while T stays
+// under 2^28 entries; else 'direct'. Measured on an H100 on sparse_convolution's 100x100 grid
+// with the sort-based kernels (BENCHMARKS.md): precomputed won the batch-500, density-0.1
+// cells (1.68 vs 2.42 ms, 6.3 vs 8.7 ms), direct the sparser ones.
 bool auto_picks_precomputed(int64_t nnz, at::ScalarType dtype, const ToeplitzGeometry& g) {
   const int64_t pixels = g.in_h * g.in_w;
   const bool supported = dtype == at::kFloat || dtype == at::kDouble;
@@ -51,9 +56,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_cuda(
   const ToeplitzGeometry g = check_toeplitz_args(crow, col, values, kernel, image_shape, mode);
   const c10::cuda::CUDAGuard guard(values.device());
   const ToeplitzMethod chosen = parse_toeplitz_method(method);
+  const bool direct_frame_tile =
+      chosen != ToeplitzMethod::Precomputed &&
+      frame_tile_fits(g, values.scalar_type(),
+                      int64_t(at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin));
   const bool precomputed =
       chosen == ToeplitzMethod::Precomputed ||
-      (chosen == ToeplitzMethod::Auto &&
+      (chosen == ToeplitzMethod::Auto && !direct_frame_tile &&
        auto_picks_precomputed(col.size(0), values.scalar_type(), g));
   const at::Tensor cr = crow.contiguous(), cc = col.contiguous();
   const at::Tensor cv = values.contiguous(), ck = kernel.contiguous();
@@ -68,7 +77,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_cuda(
   const int64_t out_pixels = g.out_h * g.out_w;
   TORCH_CHECK(g.batch == 0 || out_pixels <= std::numeric_limits<int64_t>::max() / g.batch,
               "toeplitz_conv2d: batch x output pixels must stay below 2^63");
-  // The pipeline checks x's CSR contents.
+  // The pipelines check x's CSR contents.
+  if (direct_frame_tile) {
+    return toeplitz_frame_tile_pipeline(CudaLaunch(), cr, cc, cv, ck, g);
+  }
   if (g.batch * out_pixels < std::numeric_limits<int>::max()) {
     return toeplitz_direct_pipeline<int>(CudaLaunch(), cr, cc, cv, ck, g);
   }

@@ -1,22 +1,27 @@
 // The host side of toeplitz_conv2d's 'direct' method and of its backward on CUDA: the checks,
 // the ATen steps (scans, the stable radix sort, run starts) and the kernel launches between
-// them. Generic over `launch(kernel, work_items, args...)`, which runs a grid-stride kernel:
-// toeplitz_conv2d_cuda.cu launches on the current stream, the tests under the CPU emulation
-// (tests/cpp/test_cuda_kernels_emulated.cpp), so the same code runs in both.
+// them. Generic over a launcher: `launch(kernel, work_items, args...)` runs a grid-stride
+// kernel of kToeplitzThreads threads per block, `launch.blocks(kernel, blocks, threads,
+// shared_bytes, args...)` a kernel on a given grid. toeplitz_conv2d_cuda.cu launches on the
+// current stream, the tests under the CPU emulation (tests/cpp/test_cuda_kernels_emulated.cpp),
+// so the same code runs in both.
 #pragma once
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 
 #include <array>
+#include <cstdlib>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <vector>
 
 #include "csr_device_facts.h"
 #include "toeplitz_geometry.h"
-// Last: on host compilers it defines CUDA's keywords as macros.
+// Last: on host compilers they define CUDA's keywords as macros.
 #include "toeplitz_conv2d_kernels.cuh"
+#include "toeplitz_frame_tile_kernels.cuh"
 
 namespace torch_sparse_conv {
 
@@ -85,6 +90,64 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_direct_pipeline(
            out_row.data_ptr<int64_t>(), out_col.data_ptr<int64_t>(),
            out_values.data_ptr<scalar_t>());
     out_crow = crow_from_rows(out_row, g.batch);
+  });
+  return {out_crow, out_col, out_values};
+}
+
+// Frames whose tile takes at most this much shared memory go to the frame-tile kernel: two
+// such blocks still share an H100 SM (228 KiB); an A100 allows 163 KiB per block.
+constexpr int64_t kFrameTileMaxBytes = 160 * 1024;
+
+// Whether toeplitz_frame_tile_pipeline serves this geometry and dtype on a device allowing
+// `optin_shared_bytes` per block. TSC_CUDA_FRAME_TILE=0 turns the path off (comparisons).
+inline bool frame_tile_fits(const ToeplitzGeometry& g, at::ScalarType dtype,
+                            int64_t optin_shared_bytes) {
+  static const bool enabled = [] {
+    const char* env = std::getenv("TSC_CUDA_FRAME_TILE");
+    return !(env && std::string(env) == "0");
+  }();
+  const size_t bytes = frame_tile_bytes(g, c10::elementSize(at::toOpMathType(dtype)));
+  return enabled && int64_t(bytes) <= std::min(kFrameTileMaxBytes, optin_shared_bytes);
+}
+
+// 'direct' forward by the frame-tile kernel (frame_tile_fits): a count pass, a scan, then a
+// fill pass writing exact-size CSR. One host wait in all: the CSR checks and the output size
+// come back in one copy (the count pass clamps what it reads, so it may run before them).
+template <typename Launch>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_frame_tile_pipeline(
+    const Launch& launch, const at::Tensor& crow, const at::Tensor& col,
+    const at::Tensor& values, const at::Tensor& kernel, const ToeplitzGeometry& g) {
+  const int64_t nnz = col.size(0);
+  const size_t shared = frame_tile_bytes(g, c10::elementSize(at::toOpMathType(values.scalar_type())));
+  const int64_t blocks = std::min<int64_t>(g.batch, 65535);
+  const Frame f = frame_of(g);
+  at::Tensor covered = at::zeros({g.batch}, col.options());
+  at::Tensor out_crow = at::zeros({g.batch + 1}, col.options());
+  at::Tensor out_col, out_values;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, values.scalar_type(),
+                                  "toeplitz_conv2d_frame_tile", [&] {
+    if (g.batch > 0) {
+      launch.blocks(frame_tile_kernel<scalar_t, false>, blocks, kFrameTileThreads, shared,
+                    crow.data_ptr<int64_t>(), col.data_ptr<int64_t>(),
+                    static_cast<const scalar_t*>(nullptr), static_cast<const scalar_t*>(nullptr),
+                    f, g.batch, nnz, covered.data_ptr<int64_t>(),
+                    static_cast<const int64_t*>(nullptr), static_cast<int64_t*>(nullptr),
+                    static_cast<scalar_t*>(nullptr));
+      out_crow.narrow(0, 1, g.batch).copy_(at::cumsum(covered, 0));
+    }
+    const std::vector<int64_t> facts =
+        fetch_to_host({pending_csr_facts(crow, col), out_crow.narrow(0, g.batch, 1)});
+    check_csr_facts(csr_facts_from(facts.data()), nnz, g.in_h * g.in_w, "toeplitz_conv2d: x");
+    const int64_t total = facts[kCsrFacts];
+    out_col = at::empty({total}, col.options());
+    out_values = at::empty({total}, values.options());
+    if (total > 0) {
+      launch.blocks(frame_tile_kernel<scalar_t, true>, blocks, kFrameTileThreads, shared,
+                    crow.data_ptr<int64_t>(), col.data_ptr<int64_t>(),
+                    values.data_ptr<scalar_t>(), kernel.data_ptr<scalar_t>(), f, g.batch, nnz,
+                    static_cast<int64_t*>(nullptr), out_crow.data_ptr<int64_t>(),
+                    out_col.data_ptr<int64_t>(), out_values.data_ptr<scalar_t>());
+    }
   });
   return {out_crow, out_col, out_values};
 }

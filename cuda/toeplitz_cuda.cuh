@@ -15,12 +15,23 @@
 
 namespace torch_sparse_conv {
 
-// The launcher of the pipelines (toeplitz_*_pipeline.cuh): a grid-stride kernel over `work`
-// items on the current stream.
+// The launcher of the pipelines (toeplitz_*_pipeline.cuh), on the current stream.
 struct CudaLaunch {
   template <typename Kernel, typename... Args>
   void operator()(Kernel kernel, int64_t work, Args... args) const {
     kernel<<<toeplitz_blocks_for(work), kToeplitzThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        args...);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  // A kernel on `blocks` blocks; shared memory beyond the default 48 KiB is opted in first.
+  template <typename Kernel, typename... Args>
+  void blocks(Kernel kernel, int64_t blocks, int threads, size_t shared_bytes,
+              Args... args) const {
+    if (shared_bytes > 48 * 1024) {
+      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          int(shared_bytes)));
+    }
+    kernel<<<unsigned(blocks), threads, shared_bytes, at::cuda::getCurrentCUDAStream()>>>(
         args...);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }

@@ -125,6 +125,35 @@ def test_cuda_opcheck():
                                                        "test_faketensor"))
 
 
+BOTH_DIRECT_PATHS_SCRIPT = """
+import numpy as np, torch, torch_sparse_conv
+op = torch.ops.torch_sparse_conv.toeplitz_conv2d
+rng = np.random.default_rng(12)
+# Frames that fit the frame tile (all but the last, which takes the sort-based kernels either
+# way); with TSC_CUDA_FRAME_TILE=0 every call takes the sort-based kernels.
+for (b, h, w, kh, kw, mode, density, dtype) in [
+        (500, 100, 100, 5, 5, "same", 0.1, torch.float32),
+        (50, 100, 100, 11, 11, "full", 0.01, torch.float64),
+        (7, 33, 70, 4, 3, "valid", 0.3, torch.float16),
+        (3, 300, 400, 3, 3, "same", 0.01, torch.float32)]:
+    dense = rng.standard_normal((b, h * w)) * (rng.random((b, h * w)) < density)
+    x = torch.tensor(dense).to_sparse_csr()
+    kernel = torch.tensor(rng.standard_normal((kh, kw)))
+    cpu = op(x.crow_indices(), x.col_indices(), x.values(), kernel, [h, w], mode, "direct")
+    gpu = op(x.crow_indices().cuda(), x.col_indices().cuda(), x.values().to(dtype).cuda(),
+             kernel.to(dtype).cuda(), [h, w], mode, "direct")
+    assert torch.equal(gpu[0].cpu(), cpu[0]) and torch.equal(gpu[1].cpu(), cpu[1])
+    tol = 1e-9 if dtype == torch.float64 else 1e-4 if dtype == torch.float32 else 5e-2
+    torch.testing.assert_close(gpu[2].double().cpu(), cpu[2], rtol=tol, atol=tol)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("frame_tile", ["1", "0"])
+def test_cuda_both_direct_paths_match_cpu(frame_tile):
+    run_script(BOTH_DIRECT_PATHS_SCRIPT, timeout=600, TSC_CUDA_FRAME_TILE=frame_tile)
+
+
 def test_cuda_invalid_csr_is_rejected_with_clear_messages():
     # In a fresh process: on the lent H100 every error message with an integer crashed inside
     # the library (scripts/gpu/NOTES.md), and a crash here must fail one test, not the suite.

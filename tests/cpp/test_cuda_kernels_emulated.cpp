@@ -371,12 +371,19 @@ tsc::CsrImages random_images(const ToeplitzCase& c, at::ScalarType dtype, std::m
   return x;
 }
 
-// The pipelines' launcher, emulated: at most three blocks, so grid-stride loops take turns.
+// The pipelines' launcher, emulated: at most three blocks (every Toeplitz kernel loops over
+// its work), so the loops take turns.
 struct EmulatedLaunch {
   template <typename Kernel, typename... Args>
   void operator()(Kernel kernel, int64_t work, Args... args) const {
     const int64_t blocks = std::min<int64_t>(tsc::toeplitz_blocks_for(work), 3);
     launch(Dim3(unsigned(blocks)), Dim3(tsc::kToeplitzThreads), 0, kernel, args...);
+  }
+  template <typename Kernel, typename... Args>
+  void blocks(Kernel kernel, int64_t blocks, int threads, size_t shared_bytes,
+              Args... args) const {
+    launch(Dim3(unsigned(std::min<int64_t>(blocks, 3))), Dim3(unsigned(threads)), shared_bytes,
+           kernel, args...);
   }
 };
 
@@ -452,6 +459,31 @@ TEST_P(ToeplitzKernels, DirectPipelineMatchesTheCpuOperator) {
   }
 }
 
+// The frame-tile path (one block per image, the frame in shared memory): the random cases
+// above, then frames wider than one block of pixels, with more images than blocks.
+TEST_P(ToeplitzKernels, FrameTilePipelineMatchesTheCpuOperator) {
+  const at::ScalarType dtype = GetParam();
+  std::mt19937 rng(29 + int(dtype));
+  at::manual_seed(4);
+  std::vector<ToeplitzCase> cases = random_toeplitz_cases(rng, 20);
+  cases.push_back({7, 20, 23, 5, 4, "full", 0.2, true});
+  cases.push_back({5, 31, 9, 3, 7, "same", 0.05, false});
+  cases.push_back({4, 17, 30, 2, 2, "valid", 0.6, false});
+  cases.push_back({6, 16, 16, 3, 3, "same", 0.0, false});  // no entries at all
+  for (const ToeplitzCase& c : cases) {
+    const auto [x, x64, kernel, g] = make_inputs(c, dtype, rng);
+    ASSERT_TRUE(tsc::frame_tile_fits(g, dtype, tsc::kFrameTileMaxBytes)) << describe(c);
+    const tsc::CsrImages expected =
+        tsc::toeplitz_conv2d(x64, kernel.to(at::kDouble), {c.in_h, c.in_w}, c.mode, "direct");
+    tsc::CsrImages out;
+    std::tie(out.crow, out.col, out.values) =
+        tsc::toeplitz_frame_tile_pipeline(EmulatedLaunch(), x.crow, x.col, x.values, kernel, g);
+    EXPECT_TRUE(at::equal(out.crow, expected.crow)) << describe(c) << ": row pointers";
+    ASSERT_TRUE(at::equal(out.col, expected.col)) << describe(c) << ": columns";
+    expect_close(out.values, expected.values, tolerance_for(dtype), describe(c) + ": values");
+  }
+}
+
 TEST_P(ToeplitzKernels, BackwardMatchesNaiveLoops) {
   const at::ScalarType dtype = GetParam();
   std::mt19937 rng(17 + int(dtype));
@@ -506,11 +538,25 @@ TEST(ToeplitzPipelines, RejectInvalidCsrWithClearMessages) {
     gb.batch = batch;
     return gb;
   };
+  // Both 'direct' paths, the sort-based one and the frame tile (whose count pass runs before
+  // the checks, clamping what it reads).
   auto direct = [&](std::vector<int64_t> crow, std::vector<int64_t> col) {
     const at::Tensor values = at::ones({int64_t(col.size())}, at::kFloat);
-    tsc::toeplitz_direct_pipeline<int>(EmulatedLaunch(), at::tensor(crow, at::kLong),
-                                       at::tensor(col, at::kLong), values, kernel,
-                                       geometry(int64_t(crow.size()) - 1));
+    const at::Tensor r = at::tensor(crow, at::kLong), c = at::tensor(col, at::kLong);
+    const tsc::ToeplitzGeometry gb = geometry(int64_t(crow.size()) - 1);
+    std::string first_error;
+    try {
+      tsc::toeplitz_direct_pipeline<int>(EmulatedLaunch(), r, c, values, kernel, gb);
+    } catch (const c10::Error& e) {
+      first_error = e.what_without_backtrace();
+    }
+    try {
+      tsc::toeplitz_frame_tile_pipeline(EmulatedLaunch(), r, c, values, kernel, gb);
+    } catch (const c10::Error& e) {
+      EXPECT_EQ(std::string(e.what_without_backtrace()), first_error);
+      throw;
+    }
+    ADD_FAILURE() << "the frame tile accepted what the sorted path rejected: " << first_error;
   };
   auto expect_error = [](const std::function<void()>& call, const std::string& part) {
     try {
@@ -526,6 +572,7 @@ TEST(ToeplitzPipelines, RejectInvalidCsrWithClearMessages) {
   expect_error([&] { direct({0, 3, 2}, {1, 2}); }, "row pointers must be non-decreasing");
   expect_error([&] { direct({1, 2}, {1, 2}); }, "row pointers must start at 0");
   expect_error([&] { direct({0, 1}, {1, 2}); }, "must equal its number of stored entries");
+  expect_error([&] { direct({0, 9, 2}, {1, 2}); }, "row pointers must be non-decreasing");
 
   // The backward also checks the output pattern the forward returned.
   const at::Tensor crow = at::tensor(std::vector<int64_t>{0, 1}, at::kLong);
@@ -548,6 +595,39 @@ INSTANTIATE_TEST_SUITE_P(Dtypes, ToeplitzKernels,
                          [](const ::testing::TestParamInfo<at::ScalarType>& info) {
                            return std::string(c10::toString(info.param));
                          });
+
+// Only stored entries enter a frame-tile sum: an infinite tap reaches the pixels a stored
+// entry reaches through it, and no others (0 * inf would be NaN there).
+TEST(ToeplitzPipelines, FrameTileKeepsInfiniteTapsToTheirFootprint) {
+  std::mt19937 rng(41);
+  const ToeplitzCase c{3, 9, 11, 3, 4, "same", 0.2, false};
+  tsc::CsrImages x = random_images(c, at::kDouble, rng);
+  x.values = x.values.abs() + 0.5;  // positive: sums of +inf stay +inf
+  at::Tensor kernel = at::rand({3, 4}, at::kDouble);
+  kernel[1][2] = std::numeric_limits<double>::infinity();
+  const tsc::ToeplitzGeometry g =
+      tsc::check_toeplitz_args(x.crow, x.col, x.values, kernel, {c.in_h, c.in_w}, c.mode);
+  const tsc::CsrImages expected =
+      tsc::toeplitz_conv2d(x, kernel, {c.in_h, c.in_w}, c.mode, "direct");
+  const auto [crow, col, values] =
+      tsc::toeplitz_frame_tile_pipeline(EmulatedLaunch(), x.crow, x.col, x.values, kernel, g);
+  ASSERT_TRUE(at::equal(col, expected.col));
+  EXPECT_FALSE(at::isnan(values).any().item<bool>());
+  EXPECT_TRUE(at::equal(at::isinf(values), at::isinf(expected.values)));
+  const at::Tensor finite = at::isfinite(values);
+  expect_close(values.masked_select(finite), expected.values.masked_select(finite), 1e-10,
+               "finite sums");
+}
+
+TEST(ToeplitzPipelines, FrameTileServesFramesThatFitItsSharedMemory) {
+  const tsc::ToeplitzGeometry small = tsc::toeplitz_geometry(5, 5, {100, 100}, "same");
+  EXPECT_TRUE(tsc::frame_tile_fits(small, at::kFloat, 227 * 1024));
+  EXPECT_TRUE(tsc::frame_tile_fits(small, at::kHalf, 227 * 1024));   // accumulates in float
+  EXPECT_TRUE(tsc::frame_tile_fits(small, at::kDouble, 227 * 1024));
+  EXPECT_FALSE(tsc::frame_tile_fits(small, at::kDouble, 100 * 1024));  // the device's limit
+  EXPECT_FALSE(tsc::frame_tile_fits(tsc::toeplitz_geometry(3, 3, {512, 512}, "same"),
+                                    at::kFloat, 227 * 1024));
+}
 
 // T built by the pipeline, multiplied densely, equals the CPU operator's convolution; its
 // kernel gradient sums each tap's entries.
