@@ -15,14 +15,17 @@
 
 namespace torch_sparse_conv {
 
-// The launcher of the pipelines (sparse_filter_pipeline.cuh), on the current stream. A window
-// beyond the default 48 KiB of shared memory is opted in for the kernel first.
+// The launcher of the pipelines (sparse_filter_pipeline.cuh), on the current stream. For a
+// window beyond the default 48 KiB of shared memory the kernel is allowed the device's whole
+// per-block limit first: the same value every time, so calls from several threads never
+// lower it under one another's launch.
 struct CudaFilterLaunch {
   template <typename Kernel, typename... Args>
   void operator()(Kernel kernel, const LaunchShape& shape, Args... args) const {
     if (shape.shared_bytes > size_t(kWindowBytes)) {
-      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          int(shape.shared_bytes)));
+      const int limit = int(at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin);
+      C10_CUDA_CHECK(
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, limit));
     }
     const dim3 grid(unsigned(shape.blocks_x), unsigned(shape.blocks_y));
     kernel<<<grid, kCudaThreads, shape.shared_bytes, at::cuda::getCurrentCUDAStream()>>>(

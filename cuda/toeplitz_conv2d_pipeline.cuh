@@ -12,6 +12,7 @@
 
 #include <array>
 #include <cstdlib>
+#include <limits>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -94,8 +95,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_direct_pipeline(
   return {out_crow, out_col, out_values};
 }
 
-// Frames whose tile takes at most this much shared memory go to the frame-tile kernel: two
-// such blocks still share an H100 SM (228 KiB); an A100 allows 163 KiB per block.
+// Frames whose fill-pass tile takes at most this much shared memory go to the frame-tile
+// kernel: an H100 allows 227 KiB per block, an A100 163 KiB. Above 112 KiB one block (16
+// warps) runs per SM.
 constexpr int64_t kFrameTileMaxBytes = 160 * 1024;
 
 // Whether toeplitz_frame_tile_pipeline serves this geometry and dtype on a device allowing
@@ -106,8 +108,17 @@ inline bool frame_tile_fits(const ToeplitzGeometry& g, at::ScalarType dtype,
     const char* env = std::getenv("TSC_CUDA_FRAME_TILE");
     return !(env && std::string(env) == "0");
   }();
-  const size_t bytes = frame_tile_bytes(g, c10::elementSize(at::toOpMathType(dtype)));
-  return enabled && int64_t(bytes) <= std::min(kFrameTileMaxBytes, optin_shared_bytes);
+  const int64_t limit = std::min(kFrameTileMaxBytes, optin_shared_bytes);
+  // The kernel indexes with int: the byte limit bounds H*W, these the rest (an output row
+  // or kernel side of up to ~1.7e8 keeps every intermediate index below 2^31).
+  const int64_t side = limit * 1024;
+  if (!enabled || g.in_h * g.in_w > limit || g.out_h > side || g.out_w > side ||
+      g.kernel_h > side || g.kernel_w > side ||
+      g.out_h * g.out_w > std::numeric_limits<int>::max()) {
+    return false;
+  }
+  const size_t bytes = frame_tile_bytes(g, c10::elementSize(at::toOpMathType(dtype)), true);
+  return int64_t(bytes) <= limit;
 }
 
 // 'direct' forward by the frame-tile kernel (frame_tile_fits): a count pass, a scan, then a
@@ -118,7 +129,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_frame_tile_pipeline(
     const Launch& launch, const at::Tensor& crow, const at::Tensor& col,
     const at::Tensor& values, const at::Tensor& kernel, const ToeplitzGeometry& g) {
   const int64_t nnz = col.size(0);
-  const size_t shared = frame_tile_bytes(g, c10::elementSize(at::toOpMathType(values.scalar_type())));
+  const size_t acc_bytes = c10::elementSize(at::toOpMathType(values.scalar_type()));
+  const size_t count_shared = frame_tile_bytes(g, acc_bytes, false);
+  const size_t fill_shared = frame_tile_bytes(g, acc_bytes, true);
   const int64_t blocks = std::min<int64_t>(g.batch, 65535);
   const Frame f = frame_of(g);
   at::Tensor covered = at::zeros({g.batch}, col.options());
@@ -127,7 +140,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_frame_tile_pipeline(
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, values.scalar_type(),
                                   "toeplitz_conv2d_frame_tile", [&] {
     if (g.batch > 0) {
-      launch.blocks(frame_tile_kernel<scalar_t, false>, blocks, kFrameTileThreads, shared,
+      launch.blocks(frame_tile_kernel<scalar_t, false>, blocks, kFrameTileThreads, count_shared,
                     crow.data_ptr<int64_t>(), col.data_ptr<int64_t>(),
                     static_cast<const scalar_t*>(nullptr), static_cast<const scalar_t*>(nullptr),
                     f, g.batch, nnz, covered.data_ptr<int64_t>(),
@@ -142,7 +155,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_frame_tile_pipeline(
     out_col = at::empty({total}, col.options());
     out_values = at::empty({total}, values.options());
     if (total > 0) {
-      launch.blocks(frame_tile_kernel<scalar_t, true>, blocks, kFrameTileThreads, shared,
+      launch.blocks(frame_tile_kernel<scalar_t, true>, blocks, kFrameTileThreads, fill_shared,
                     crow.data_ptr<int64_t>(), col.data_ptr<int64_t>(),
                     values.data_ptr<scalar_t>(), kernel.data_ptr<scalar_t>(), f, g.batch, nnz,
                     static_cast<int64_t*>(nullptr), out_crow.data_ptr<int64_t>(),

@@ -23,13 +23,16 @@ struct CudaLaunch {
         args...);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
-  // A kernel on `blocks` blocks; shared memory beyond the default 48 KiB is opted in first.
+  // A kernel on `blocks` blocks. Beyond the default 48 KiB of shared memory the kernel is
+  // allowed the device's whole per-block limit: the same value every time, so calls from
+  // several threads never lower it under one another's launch.
   template <typename Kernel, typename... Args>
   void blocks(Kernel kernel, int64_t blocks, int threads, size_t shared_bytes,
               Args... args) const {
     if (shared_bytes > 48 * 1024) {
-      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          int(shared_bytes)));
+      const int limit = int(at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin);
+      C10_CUDA_CHECK(
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, limit));
     }
     kernel<<<unsigned(blocks), threads, shared_bytes, at::cuda::getCurrentCUDAStream()>>>(
         args...);

@@ -6,7 +6,8 @@
 // (toeplitz_conv2d_kernels.cuh) serve frames too big for it.
 //
 // Two launches of the same kernel: kFill = false counts each image's covered output pixels,
-// kFill = true writes them, in row-major order, from the image's offset in out_crow.
+// kFill = true writes them, in row-major order, from the image's offset in out_crow. The
+// host keeps H*W and H_out*W_out within int (frame_tile_fits).
 // A pixel is covered (stored, even when its sum is zero) when a stored entry lies within the
 // kernel's reach; only stored entries enter a sum, so an infinite kernel tap never meets an
 // unstored zero (as in the CPU kernels). Row pointers and columns are clamped where they are
@@ -19,13 +20,18 @@
 
 namespace torch_sparse_conv {
 
-constexpr int kFrameTileThreads = 256;
+// 512 threads: a tile too big for two blocks per SM still keeps 16 warps busy.
+constexpr int kFrameTileThreads = 512;
 
-// Shared memory of one image's tile: values (acc_t) and counts (int) per input pixel, then
-// the block's scan scratch.
-inline size_t frame_tile_bytes(const ToeplitzGeometry& g, size_t acc_bytes) {
-  const size_t pixels = size_t(g.in_h) * size_t(g.in_w);
-  return pixels * acc_bytes + pixels * sizeof(int) + (kFrameTileThreads + 1) * sizeof(int);
+// Shared memory of one image's tile: an int per input pixel (stored entries), the block's
+// scan scratch and a flag, padded to 16 bytes; then, in the fill pass only, a value (acc_t)
+// per input pixel.
+inline __host__ __device__ size_t frame_tile_int_bytes(int64_t in_pixels) {
+  return (size_t(in_pixels + kFrameTileThreads + 1) * sizeof(int) + 15) / 16 * 16;
+}
+inline size_t frame_tile_bytes(const ToeplitzGeometry& g, size_t acc_bytes, bool fill) {
+  const int64_t pixels = g.in_h * g.in_w;
+  return frame_tile_int_bytes(pixels) + (fill ? size_t(pixels) * acc_bytes : 0);
 }
 
 namespace {
@@ -58,10 +64,12 @@ __global__ void __launch_bounds__(kFrameTileThreads)
   using acc_t = at::opmath_type<scalar_t>;
   TSC_DYNAMIC_SHARED_MEMORY(shared_bytes);
   const int in_pixels = int(f.in_h * f.in_w), out_pixels = int(f.out_h * f.out_w);
-  acc_t* dense = reinterpret_cast<acc_t*>(shared_bytes);
-  int* stored = reinterpret_cast<int*>(dense + in_pixels);  // entries per input pixel
+  const int in_h = int(f.in_h), in_w = int(f.in_w), out_w = int(f.out_w);
+  const int kernel_h = int(f.kernel_h), kernel_w = int(f.kernel_w);
+  int* stored = reinterpret_cast<int*>(shared_bytes);  // entries per input pixel
   int* scratch = stored + in_pixels;
   int* duplicates = scratch + blockDim.x;
+  acc_t* dense = reinterpret_cast<acc_t*>(shared_bytes + frame_tile_int_bytes(in_pixels));
   const int tid = threadIdx.x;
   for (int64_t image = blockIdx.x; image < batch; image += gridDim.x) {
     for (int q = tid; q < in_pixels; q += blockDim.x) {
@@ -95,14 +103,16 @@ __global__ void __launch_bounds__(kFrameTileThreads)
       bool covered = false;
       acc_t sum = acc_t(0);
       if (p < out_pixels) {
-        const int r = p / int(f.out_w), c = p % int(f.out_w);
-        for (int u = 0; u < int(f.kernel_h); ++u) {
-          const int a = r + int(f.offset_h) - u;
-          if (a < 0 || a >= int(f.in_h)) continue;
-          for (int t = 0; t < int(f.kernel_w); ++t) {
-            const int b = c + int(f.offset_w) - t;
-            if (b < 0 || b >= int(f.in_w)) continue;
-            const int q = a * int(f.in_w) + b;
+        // Taps (u, t) that read inside the image: a = r + offset_h - u in [0, in_h).
+        const int64_t ra = p / out_w + f.offset_h, cb = p % out_w + f.offset_w;
+        const int u_lo = int(max(int64_t(0), ra - in_h + 1));
+        const int u_hi = int(min(int64_t(kernel_h), ra + 1));
+        const int t_lo = int(max(int64_t(0), cb - in_w + 1));
+        const int t_hi = int(min(int64_t(kernel_w), cb + 1));
+        for (int u = u_lo; u < u_hi; ++u) {
+          const int row = (int(ra) - u) * in_w + int(cb);
+          for (int t = t_lo; t < t_hi; ++t) {
+            const int q = row - t;
             if (stored[q] > 0) {
               covered = true;
               if (kFill) sum += acc_t(kernel[u * f.kernel_w + t]) * dense[q];

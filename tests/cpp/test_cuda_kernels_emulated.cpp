@@ -88,6 +88,47 @@ TEST(KernelEmulation, UnwrittenSharedMemoryReadsAsNaN) {
   for (float v : out) EXPECT_TRUE(std::isnan(v));
 }
 
+// Thread t reads what thread t - 1 wrote, with the barrier between them left out: in forward
+// order the value is there by chance; the emulator must not always run that order.
+__global__ void missing_barrier(int* out) {
+  TSC_DYNAMIC_SHARED_MEMORY(bytes);
+  int* shared = reinterpret_cast<int*>(bytes);
+  const int t = threadIdx.x;
+  shared[t] = t;
+  out[blockIdx.x * blockDim.x + t] = t > 0 ? shared[t - 1] : -1;
+}
+
+TEST(KernelEmulation, MissingBarrierChangesResults) {
+  std::vector<int> out(3 * 32);
+  launch(Dim3(3), Dim3(32), 32 * sizeof(int), missing_barrier, out.data());
+  int wrong = 0;
+  for (int i = 0; i < int(out.size()); ++i) wrong += out[i] != (i % 32 > 0 ? i % 32 - 1 : -1);
+  EXPECT_GT(wrong, 0);
+}
+
+__global__ void barriers_at_two_places(int* out) {
+  if (threadIdx.x % 2 == 0) {
+    __syncthreads();
+  } else {
+    __syncthreads();
+  }
+  out[threadIdx.x] = 1;
+}
+
+__global__ void throws_in_a_thread(int* out) {
+  if (threadIdx.x == 5) throw std::runtime_error("thread 5");
+  out[threadIdx.x] = 1;
+}
+
+TEST(KernelEmulation, DifferentBarriersAndExceptionsReachTheCaller) {
+  std::vector<int> out(8);
+  EXPECT_THROW(launch(Dim3(1), Dim3(8), 0, barriers_at_two_places, out.data()),
+               std::logic_error);
+  EXPECT_THROW(launch(Dim3(1), Dim3(8), 0, throws_in_a_thread, out.data()), std::runtime_error);
+  EXPECT_THROW(launch(Dim3(1, 70000), Dim3(8), 0, throws_in_a_thread, out.data()),
+               std::invalid_argument);
+}
+
 // ------------------------------------------------------------------- sparse-filter conv2d
 
 struct ConvCase {
@@ -225,6 +266,12 @@ std::vector<ConvCase> planned_conv_cases() {
       {4, 36, 40, 1, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1, 0.1, false},
       {4, 60, 40, 1, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1, 0.1, true},
       {4, 120, 40, 1, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1, 0.1, false},
+      // Seven output-channel blocks: merged passes with a partial last one (3 + 3 + 1 on
+      // three SMs).
+      {2, 3, 200, 1, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 0.3, true},
+      // Several images per tile and several windows per group together, with groups.
+      {10, 60, 12, 1, 5, 5, 3, 3, 1, 1, 1, 1, 1, 1, 0.2, false},
+      {6, 60, 12, 2, 5, 5, 3, 3, 1, 1, 1, 1, 1, 1, 0.2, true},
       // A window no block can stage: the pipeline falls back to the per-output kernel.
       {1, 2, 3, 1, 280, 280, 31, 31, 1, 1, 0, 0, 9, 9, 0.05, true},
       {1, 2, 3, 1, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1, 0.0, true},        // no kept taps: bias only
@@ -245,7 +292,7 @@ bool check_forward_case(const ConvCase& c, at::ScalarType dtype) {
       {c.pad_h, c.pad_w}, {c.dilation_h, c.dilation_w}, c.groups);
   // One SM merges every pass of a block into one launch block; many SMs keep them apart.
   bool tiled = false;
-  for (const int64_t multiprocessors : {int64_t(1), int64_t(1000)}) {
+  for (const int64_t multiprocessors : {int64_t(1), int64_t(3), int64_t(1000)}) {
     for (const bool optin : {false, true}) {
       const at::Tensor out = forward_emulated(input, w, bias, g, multiprocessors, optin, &tiled);
       expect_close(out, expected, tolerance_for(dtype),
@@ -275,28 +322,33 @@ TEST_P(SparseFilterKernels, PlanCoversEveryBranch) {
   const at::ScalarType dtype = GetParam();
   const size_t bytes = c10::elementSize(dtype);
   bool several_windows = false, merged_passes = false, several_images = false;
-  bool opted_in = false;
+  bool opted_in = false, images_and_windows = false, partial_merge = false;
   for (const ConvCase& c : planned_conv_cases()) {
     const SparseWeight w = make_sparse_weight(c, dtype);
     const at::Tensor input = at::zeros({c.batch, c.in_channels, c.in_h, c.in_w}, dtype);
     const tsc::SparseFilterGeometry g = geometry_of(c, input, w, at::Tensor());
     for (const int64_t limit : {tsc::kWindowBytes, tsc::kMergedWindowBytes}) {
-      tsc::TileGeometry t;
-      const bool fits = c.kernel_h < 31;  // all but the huge dilated window
-      ASSERT_EQ(tsc::plan_tiles(g, bytes, 1, limit, t), fits) << c.describe();
-      if (!fits) continue;
-      several_windows |= t.chunks > 1;
-      merged_passes |= t.oc_loops > 1;
-      several_images |= t.nb > 1;
-      opted_in |= int64_t(tsc::window_bytes(t, bytes)) > tsc::kWindowBytes;
-      EXPECT_LE(int64_t(t.nb) * t.th * t.tw, tsc::kCudaThreads);
-      EXPECT_LE(int64_t(tsc::window_bytes(t, bytes)), limit);
-      if (t.chunks > 1) {
-        EXPECT_EQ(t.oc_loops, 1) << "passes merge only when one window holds the group";
+      for (const int64_t multiprocessors : {int64_t(1), int64_t(3)}) {
+        tsc::TileGeometry t;
+        const bool fits = c.kernel_h < 31;  // all but the huge dilated window
+        ASSERT_EQ(tsc::plan_tiles(g, bytes, multiprocessors, limit, t), fits) << c.describe();
+        if (!fits) continue;
+        several_windows |= t.chunks > 1;
+        merged_passes |= t.oc_loops > 1;
+        several_images |= t.nb > 1;
+        images_and_windows |= t.nb > 1 && t.chunks > 1;
+        partial_merge |= t.oc_loops > 1 && t.oc_blocks_per_group % t.oc_loops != 0;
+        opted_in |= int64_t(tsc::window_bytes(t, bytes)) > tsc::kWindowBytes;
+        EXPECT_LE(int64_t(t.nb) * t.th * t.tw, tsc::kCudaThreads);
+        EXPECT_LE(int64_t(tsc::window_bytes(t, bytes)), limit);
+        if (t.chunks > 1) {
+          EXPECT_EQ(t.oc_loops, 1) << "passes merge only when one window holds the group";
+        }
       }
     }
   }
   EXPECT_TRUE(several_windows && merged_passes && several_images && opted_in);
+  EXPECT_TRUE(images_and_windows && partial_merge);
 }
 
 TEST_P(SparseFilterKernels, BackwardMatchesAutograd) {
@@ -573,6 +625,11 @@ TEST(ToeplitzPipelines, RejectInvalidCsrWithClearMessages) {
   expect_error([&] { direct({1, 2}, {1, 2}); }, "row pointers must start at 0");
   expect_error([&] { direct({0, 1}, {1, 2}); }, "must equal its number of stored entries");
   expect_error([&] { direct({0, 9, 2}, {1, 2}); }, "row pointers must be non-decreasing");
+  expect_error([&] { direct({-5, 2}, {1, 2}); }, "row pointers must start at 0");
+  expect_error([&] { direct({0, std::numeric_limits<int64_t>::max()}, {1, 2}); },
+               "must equal its number of stored entries");
+  expect_error([&] { direct({0, 2}, {std::numeric_limits<int64_t>::min(), 2}); },
+               "column indices must lie in [0, 16)");
 
   // The backward also checks the output pattern the forward returned.
   const at::Tensor crow = at::tensor(std::vector<int64_t>{0, 1}, at::kLong);
@@ -626,6 +683,9 @@ TEST(ToeplitzPipelines, FrameTileServesFramesThatFitItsSharedMemory) {
   EXPECT_TRUE(tsc::frame_tile_fits(small, at::kDouble, 227 * 1024));
   EXPECT_FALSE(tsc::frame_tile_fits(small, at::kDouble, 100 * 1024));  // the device's limit
   EXPECT_FALSE(tsc::frame_tile_fits(tsc::toeplitz_geometry(3, 3, {512, 512}, "same"),
+                                    at::kFloat, 227 * 1024));
+  // An output too wide for the kernel's int indices, from a small image.
+  EXPECT_FALSE(tsc::frame_tile_fits(tsc::toeplitz_geometry(1, 300000000, {10, 10}, "full"),
                                     at::kFloat, 227 * 1024));
 }
 
