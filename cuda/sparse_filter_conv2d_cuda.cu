@@ -72,7 +72,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cud
   if (output_mask[2]) grad_bias = grad_output.sum({0, 2, 3});
   const at::Tensor go = grad_output.contiguous(), in = input.contiguous();
   const at::Tensor ci = col_idx.contiguous(), val = values.contiguous();
-  const at::Tensor row_of = row_of_nonzeros(row_ptr, g.out_channels, col_idx.size(0));
+  const at::Tensor row_of = row_of_entries(row_ptr, g.out_channels, col_idx.size(0));
   if (output_mask[0]) grad_input = sparse_filter_grad_input_cuda(go, row_of, ci, val, g);
   if (output_mask[1]) {
     const bool sddmm = in.scalar_type() == at::kFloat || in.scalar_type() == at::kDouble;

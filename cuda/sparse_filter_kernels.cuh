@@ -10,6 +10,7 @@
 #include <limits>
 #include <string>
 
+#include "csr_device_facts.h"
 #include "sparse_filter_geometry.h"
 // After the library headers: on host compilers it defines CUDA's keywords as macros.
 #include "kernel_portability.cuh"
@@ -150,13 +151,6 @@ inline size_t window_bytes(const TileGeometry& t, size_t element_bytes) {
   return size_t(t.nb) * t.chunk * t.in_th * t.in_tw * element_bytes;
 }
 
-// The output channel of every stored tap (nnz, int64), from the row pointers.
-inline at::Tensor row_of_nonzeros(const at::Tensor& row_ptr, int64_t rows, int64_t nnz) {
-  const at::Tensor rp = row_ptr.contiguous();
-  const at::Tensor counts = rp.narrow(0, 1, rows) - rp.narrow(0, 0, rows);
-  return at::repeat_interleave(at::arange(rows, rp.options()), counts, 0, nnz);
-}
-
 // The taps sorted by (output channel, input channel): tap_ptr[oc * cin_g + c] is where the
 // taps of output channel oc reading input channel c begin. Cached with the packed filter.
 inline std::vector<at::Tensor> build_tap_table(const at::Tensor& row_ptr,
@@ -165,7 +159,7 @@ inline std::vector<at::Tensor> build_tap_table(const at::Tensor& row_ptr,
                                                const SparseFilterGeometry& g) {
   const int64_t nnz = col_idx.size(0), cin_g = g.in_channels_per_group();
   const int64_t taps_per_channel = g.kernel_h * g.kernel_w;
-  const at::Tensor row_of = row_of_nonzeros(row_ptr, g.out_channels, nnz);
+  const at::Tensor row_of = row_of_entries(row_ptr, g.out_channels, nnz);
   const at::Tensor channel = at::div(col_idx, taps_per_channel, "floor");
   const at::Tensor key = row_of * cin_g + channel;
   const at::Tensor order = std::get<1>(at::sort(key, /*stable=*/true, 0, false));

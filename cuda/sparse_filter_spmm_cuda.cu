@@ -42,7 +42,7 @@ std::vector<at::Tensor> build_global_csr(const at::Tensor& row_ptr, const at::Te
                   g.in_channels * g.kernel_h * g.kernel_w < std::numeric_limits<int>::max(),
               "sparse_filter_conv2d: method 'spmm' needs fewer than 2^31 kept taps and unfolded "
               "rows; use 'direct'");
-  const at::Tensor row_of = row_of_nonzeros(row_ptr, g.out_channels, nnz);
+  const at::Tensor row_of = row_of_entries(row_ptr, g.out_channels, nnz);
   const at::Tensor global_col =
       at::div(row_of, g.out_channels_per_group(), "floor") * k_group + col_idx;
   const at::Tensor key = row_of * (g.groups * k_group) + global_col;

@@ -372,7 +372,7 @@ TEST_P(SparseFilterKernels, BackwardMatchesAutograd) {
     const at::Tensor expected_values =
         weight.grad().reshape({c.out_channels, -1}).masked_select(w.mask);
 
-    const at::Tensor row_of = tsc::row_of_nonzeros(w.row_ptr, c.out_channels, w.values.numel());
+    const at::Tensor row_of = tsc::row_of_entries(w.row_ptr, c.out_channels, w.values.numel());
     std::vector<tsc::LaunchShape> shapes;
     const EmulatedFilterLaunch emulated{&shapes};
     const at::Tensor grad_input = tsc::sparse_filter_grad_input_pipeline(
