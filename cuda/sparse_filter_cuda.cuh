@@ -12,21 +12,15 @@
 #include "sparse_filter_geometry.h"
 #include "sparse_filter_pipeline.cuh"
 #include "sparse_filter_packed_cache.h"
+#include "shared_memory_opt_in.cuh"
 
 namespace torch_sparse_conv {
 
-// The launcher of the pipelines (sparse_filter_pipeline.cuh), on the current stream. For a
-// window beyond the default 48 KiB of shared memory the kernel is allowed the device's whole
-// per-block limit first: the same value every time, so calls from several threads never
-// lower it under one another's launch.
+// The launcher of the pipelines (sparse_filter_pipeline.cuh), on the current stream.
 struct CudaFilterLaunch {
   template <typename Kernel, typename... Args>
   void operator()(Kernel kernel, const LaunchShape& shape, Args... args) const {
-    if (shape.shared_bytes > size_t(kWindowBytes)) {
-      const int limit = int(at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin);
-      C10_CUDA_CHECK(
-          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, limit));
-    }
+    allow_shared_memory(kernel, shape.shared_bytes);
     const dim3 grid(unsigned(shape.blocks_x), unsigned(shape.blocks_y));
     kernel<<<grid, kCudaThreads, shape.shared_bytes, at::cuda::getCurrentCUDAStream()>>>(
         args...);

@@ -10,6 +10,7 @@
 #include <tuple>
 
 #include "csr_device_facts.h"
+#include "shared_memory_opt_in.cuh"
 #include "toeplitz_frame.cuh"
 #include "toeplitz_geometry.h"
 
@@ -23,17 +24,11 @@ struct CudaLaunch {
         args...);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
-  // A kernel on `blocks` blocks. Beyond the default 48 KiB of shared memory the kernel is
-  // allowed the device's whole per-block limit: the same value every time, so calls from
-  // several threads never lower it under one another's launch.
+  // A kernel on `blocks` blocks.
   template <typename Kernel, typename... Args>
   void blocks(Kernel kernel, int64_t blocks, int threads, size_t shared_bytes,
               Args... args) const {
-    if (shared_bytes > 48 * 1024) {
-      const int limit = int(at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin);
-      C10_CUDA_CHECK(
-          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, limit));
-    }
+    allow_shared_memory(kernel, shared_bytes);
     kernel<<<unsigned(blocks), threads, shared_bytes, at::cuda::getCurrentCUDAStream()>>>(
         args...);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
