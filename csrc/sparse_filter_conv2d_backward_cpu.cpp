@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "sparse_filter_geometry.h"
-#include "sparse_filter_packed_cache.h"
+#include "sparse_filter_pattern.h"
 #include "sparse_filter_simd_cpu.h"
 
 namespace torch_sparse_conv {

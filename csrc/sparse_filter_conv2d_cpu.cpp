@@ -9,9 +9,9 @@
 #include <vector>
 
 #include "sparse_filter_conv2d_method.h"
-#include "sparse_filter_packed_cache.h"
 #include "sparse_filter_direct_cpu.h"
 #include "sparse_filter_geometry.h"
+#include "sparse_filter_pattern.h"
 
 namespace torch_sparse_conv {
 namespace {
@@ -100,13 +100,13 @@ at::Tensor sparse_filter_conv2d_cpu(const at::Tensor& input, const at::Tensor& r
   const SparseFilterGeometry g =
       check_sparse_filter_conv2d_args(input, row_ptr, col_idx, values, weight_size, bias, stride,
                                       padding, dilation, groups);
-  const auto facts = packed_filter_facts(row_ptr, col_idx, values, g, weight_size);
   SparseFilterMethod method = parse_sparse_filter_method(method_name);
   at::Tensor rp = row_ptr.contiguous(), ci = col_idx.contiguous(), val = values.contiguous();
-  if (method == SparseFilterMethod::Auto) method = choose_sparse_filter_method_cpu(*facts, g);
+  check_csr_contents(rp, ci, g.taps_per_filter());
+  if (method == SparseFilterMethod::Auto) method = choose_sparse_filter_method_cpu(rp, ci, g);
 
   if (method == SparseFilterMethod::Dense) {
-    at::Tensor weight = facts->dense_weight();
+    const at::Tensor weight = unpack_sparse_filter_dense(rp, ci, val.detach(), weight_size);
     return at::conv2d(input, weight, bias, stride, padding, dilation, groups)
         .contiguous(at::MemoryFormat::Contiguous);
   }
@@ -118,7 +118,7 @@ at::Tensor sparse_filter_conv2d_cpu(const at::Tensor& input, const at::Tensor& r
     return output;
   }
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "sparse_filter_conv2d_cpu", [&] {
-    unfold_forward<scalar_t>(to_polyphase(input, g), rp, ci, val, facts->kept_columns(), bias, g,
+    unfold_forward<scalar_t>(to_polyphase(input, g), rp, ci, val, kept_columns(rp, ci, g), bias, g,
                              output);
   });
   return output;

@@ -1,5 +1,5 @@
 #include "sparse_filter_conv2d_method.h"
-#include "sparse_filter_packed_cache.h"
+#include "sparse_filter_pattern.h"
 
 #include <algorithm>
 #include <vector>
@@ -16,10 +16,11 @@ SparseFilterMethod parse_sparse_filter_method(c10::string_view name) {
               "'dense', 'spmm', got '", std::string(name), "'");
 }
 
-SparseFilterMethod choose_sparse_filter_method_cpu(PackedFilterFacts& facts,
+SparseFilterMethod choose_sparse_filter_method_cpu(const at::Tensor& row_ptr,
+                                                   const at::Tensor& col_idx,
                                                    const SparseFilterGeometry& g) {
   const int64_t taps = g.taps_per_filter();
-  const int64_t nnz = facts.nnz();
+  const int64_t nnz = col_idx.size(0);
   const double density =
       g.out_channels * taps == 0 ? 0.0 : double(nnz) / double(g.out_channels * taps);
   const int64_t len = g.wide_len();
@@ -38,8 +39,8 @@ SparseFilterMethod choose_sparse_filter_method_cpu(PackedFilterFacts& facts,
   const double best_other = std::max(direct_gain, kAutoMinGain);
   double unfold_gain = density > 0 ? kUnfoldEfficiency / density : 1e9;
   if (unfold_gain >= best_other) {
-    const double union_fraction = facts.union_fraction();
-    unfold_gain = union_fraction > 0 ? kUnfoldEfficiency / union_fraction : 1e9;
+    const double kept = union_fraction(kept_columns(row_ptr, col_idx, g), g);
+    unfold_gain = kept > 0 ? kUnfoldEfficiency / kept : 1e9;
   }
   if (std::max(direct_gain, unfold_gain) < kAutoMinGain) return SparseFilterMethod::Dense;
   return direct_gain >= unfold_gain ? SparseFilterMethod::Direct : SparseFilterMethod::Unfold;

@@ -30,9 +30,10 @@ constexpr double kAutoMinGain = 1.05;  // leave dense only for a predicted 5% wi
 // that names the valid choices.
 SparseFilterMethod parse_sparse_filter_method(c10::string_view name);
 
-// The CPU rule for 'auto' (see the constants above).
-class PackedFilterFacts;
-SparseFilterMethod choose_sparse_filter_method_cpu(PackedFilterFacts& facts,
+// The CPU rule for 'auto' (see the constants above), for a packed filter whose indices
+// passed check_csr_contents.
+SparseFilterMethod choose_sparse_filter_method_cpu(const at::Tensor& row_ptr,
+                                                   const at::Tensor& col_idx,
                                                    const SparseFilterGeometry& g);
 
 // The dense (C_out, C_in/groups, kH, kW) weight of a CSR-packed filter (any device).

@@ -39,23 +39,25 @@ at::Tensor sparse_filter_conv2d_cuda(const at::Tensor& input, const at::Tensor& 
       check_sparse_filter_conv2d_args(input, row_ptr, col_idx, values, weight_size, bias, stride,
                                       padding, dilation, groups);
   const c10::cuda::CUDAGuard guard(input.device());
-  const auto facts = packed_filter_facts(row_ptr, col_idx, values, g, weight_size);
+  check_csr_contents(row_ptr, col_idx, g.taps_per_filter());
   SparseFilterMethod method = parse_sparse_filter_method(method_name);
   TORCH_CHECK(method != SparseFilterMethod::Unfold,
               "sparse_filter_conv2d: method 'unfold' is the CPU GEMM path; on CUDA use 'spmm' "
               "(unfold + cuSPARSE), 'direct', 'dense' or 'auto'");
   method = choose_cuda_method(method);
   if (method == SparseFilterMethod::Dense) {
-    return at::conv2d(input, facts->dense_weight(), bias, stride, padding, dilation, groups)
+    const at::Tensor weight =
+        unpack_sparse_filter_dense(row_ptr, col_idx, values.detach(), weight_size);
+    return at::conv2d(input, weight, bias, stride, padding, dilation, groups)
         .contiguous();
   }
   const at::Tensor in = input.contiguous(), val = values.contiguous();
   const at::Tensor b = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
   if (method == SparseFilterMethod::Spmm) {
-    return sparse_filter_spmm_forward_cuda(in, *facts, row_ptr, col_idx, val, b, g);
+    return sparse_filter_spmm_forward_cuda(in, row_ptr, col_idx, val, b, g);
   }
   at::Tensor output = at::empty({g.batch, g.out_channels, g.out_h, g.out_w}, input.options());
-  sparse_filter_direct_forward_cuda(in, *facts, row_ptr, col_idx, val, b, g, output);
+  sparse_filter_direct_forward_cuda(in, row_ptr, col_idx, val, b, g, output);
   return output;
 }
 
@@ -77,8 +79,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cud
   if (output_mask[1]) {
     const bool sddmm = in.scalar_type() == at::kFloat || in.scalar_type() == at::kDouble;
     if (sddmm) {
-      const auto facts = packed_filter_facts(row_ptr, col_idx, values, g, weight_size);
-      grad_values = sparse_filter_sddmm_grad_values_cuda(go, in, *facts, row_ptr, ci, g);
+      grad_values = sparse_filter_sddmm_grad_values_cuda(go, in, row_ptr, ci, g);
     } else {
       grad_values = sparse_filter_grad_values_cuda(go, in, row_of, ci, g);
     }

@@ -11,7 +11,7 @@
 
 #include "sparse_filter_geometry.h"
 #include "sparse_filter_pipeline.cuh"
-#include "sparse_filter_packed_cache.h"
+#include "sparse_filter_pattern.h"
 #include "shared_memory_opt_in.cuh"
 
 namespace torch_sparse_conv {
@@ -30,8 +30,8 @@ struct CudaFilterLaunch {
 
 // 'direct' forward into `output` (N, C_out, H_out, W_out), contiguous. input, values and
 // bias contiguous; bias may be undefined.
-void sparse_filter_direct_forward_cuda(const at::Tensor& input, PackedFilterFacts& facts,
-                                       const at::Tensor& row_ptr, const at::Tensor& col_idx,
+void sparse_filter_direct_forward_cuda(const at::Tensor& input, const at::Tensor& row_ptr,
+                                       const at::Tensor& col_idx,
                                        const at::Tensor& values, const at::Tensor& bias,
                                        const SparseFilterGeometry& g, at::Tensor& output);
 
@@ -44,14 +44,13 @@ at::Tensor sparse_filter_grad_values_cuda(const at::Tensor& grad_output, const a
                                           const SparseFilterGeometry& g);
 
 // 'spmm': unfold, then cuSPARSE SpMM with the CSR weight, batch chunk by batch chunk.
-at::Tensor sparse_filter_spmm_forward_cuda(const at::Tensor& input, PackedFilterFacts& facts,
-                                           const at::Tensor& row_ptr, const at::Tensor& col_idx,
+at::Tensor sparse_filter_spmm_forward_cuda(const at::Tensor& input, const at::Tensor& row_ptr,
+                                           const at::Tensor& col_idx,
                                            const at::Tensor& values, const at::Tensor& bias,
                                            const SparseFilterGeometry& g);
 // The kept values' gradient by cuSPARSE SDDMM, sampled at the weight's pattern.
 at::Tensor sparse_filter_sddmm_grad_values_cuda(const at::Tensor& grad_output,
                                                 const at::Tensor& input,
-                                                PackedFilterFacts& facts,
                                                 const at::Tensor& row_ptr,
                                                 const at::Tensor& col_idx,
                                                 const SparseFilterGeometry& g);

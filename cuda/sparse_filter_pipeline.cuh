@@ -1,5 +1,5 @@
-// The host side of the sparse-filter CUDA kernels: the plan, the tap tables cached with the
-// packed filter, and the launches. Generic over `launch(kernel, LaunchShape, args...)`:
+// The host side of the sparse-filter CUDA kernels: the plan, the tap tables (built on every
+// call from the packed filter as it is now, see csrc/sparse_filter_pattern.h), and the launches. Generic over `launch(kernel, LaunchShape, args...)`:
 // the .cu files launch on the current stream (CudaFilterLaunch in sparse_filter_cuda.cuh), the
 // tests under the CPU emulation (tests/cpp/test_cuda_kernels_emulated.cpp), so the same code
 // runs in both.
@@ -13,7 +13,6 @@
 #include <vector>
 
 #include "sparse_filter_geometry.h"
-#include "sparse_filter_packed_cache.h"
 // Last: on host compilers it defines CUDA's keywords as macros.
 #include "sparse_filter_kernels.cuh"
 
@@ -36,7 +35,7 @@ struct LaunchShape {
 // per-output kernel.
 template <typename Launch>
 void sparse_filter_direct_pipeline(const Launch& launch, const at::Tensor& input,
-                                   PackedFilterFacts& facts, const at::Tensor& row_ptr,
+                                   const at::Tensor& row_ptr,
                                    const at::Tensor& col_idx, const at::Tensor& values,
                                    const at::Tensor& bias, const SparseFilterGeometry& g,
                                    int64_t multiprocessors, int64_t optin_shared_bytes,
@@ -45,17 +44,8 @@ void sparse_filter_direct_pipeline(const Launch& launch, const at::Tensor& input
   if (total == 0) return;
   TileGeometry t;
   if (plan_tiles(g, input.element_size(), multiprocessors, optin_shared_bytes, t)) {
-    // Declared types: the lambdas would make `auto` dependent in this template.
-    const std::vector<at::Tensor>& table = facts.derived("cuda_tap_table", [&] {
-      return build_tap_table(row_ptr, col_idx, values, g);
-    });
-    const std::string window_key = "cuda_tap_window_" + std::to_string(t.nb) + "x" +
-                                   std::to_string(t.in_th) + "x" + std::to_string(t.in_tw) +
-                                   "_" + std::to_string(g.dilation_h) + "x" +
-                                   std::to_string(g.dilation_w);
-    const at::Tensor tap_window = facts.derived(window_key, [&] {
-      return std::vector<at::Tensor>{window_offsets(table, g, t)};
-    })[0];
+    const std::vector<at::Tensor> table = build_tap_table(row_ptr, col_idx, values, g);
+    const at::Tensor tap_window = window_offsets(table, g, t);
     const LaunchShape shape{t.tiles(), g.groups * t.y_blocks_per_group,
                             window_bytes(t, input.element_size()), false};
     TSC_DISPATCH_CUDA_FLOATS(input.scalar_type(), "sparse_filter_direct_cuda", [&] {

@@ -95,16 +95,14 @@ void with_workspace(size_t bytes, const at::Tensor& like, const std::function<vo
 
 }  // namespace
 
-at::Tensor sparse_filter_spmm_forward_cuda(const at::Tensor& input, PackedFilterFacts& facts,
-                                           const at::Tensor& row_ptr, const at::Tensor& col_idx,
+at::Tensor sparse_filter_spmm_forward_cuda(const at::Tensor& input, const at::Tensor& row_ptr,
+                                           const at::Tensor& col_idx,
                                            const at::Tensor& values, const at::Tensor& bias,
                                            const SparseFilterGeometry& g) {
   const cudaDataType type = cuda_type_of(input.scalar_type());
   at::Tensor output = at::empty({g.batch, g.out_channels, g.out_h, g.out_w}, input.options());
   if (output.numel() == 0) return output;
-  const auto& csr = facts.derived("cuda_spmm_csr", [&] {
-    return build_global_csr(row_ptr, col_idx, g);
-  });
+  const std::vector<at::Tensor> csr = build_global_csr(row_ptr, col_idx, g);
   const at::Tensor sorted_values = values.index_select(0, csr[2]).contiguous();
   const CsrDescriptor weight(g, csr, sorted_values);
   cusparseHandle_t handle = at::cuda::getCurrentCUDASparseHandle();
@@ -137,15 +135,12 @@ at::Tensor sparse_filter_spmm_forward_cuda(const at::Tensor& input, PackedFilter
 
 at::Tensor sparse_filter_sddmm_grad_values_cuda(const at::Tensor& grad_output,
                                                 const at::Tensor& input,
-                                                PackedFilterFacts& facts,
                                                 const at::Tensor& row_ptr,
                                                 const at::Tensor& col_idx,
                                                 const SparseFilterGeometry& g) {
   const cudaDataType type = cuda_type_of(input.scalar_type());
   const int64_t nnz = col_idx.size(0);
-  const auto& csr = facts.derived("cuda_spmm_csr", [&] {
-    return build_global_csr(row_ptr, col_idx, g);
-  });
+  const std::vector<at::Tensor> csr = build_global_csr(row_ptr, col_idx, g);
   // Sampled products in the sorted order, summed over chunks (beta = 1), then put back in
   // the caller's order.
   at::Tensor sorted_grad = at::zeros({nnz}, input.options());

@@ -290,7 +290,7 @@ def test_script_save_load_module():
 
 
 def test_dense_method_sees_in_place_updates_of_the_packed_weight():
-    """The 'dense' method remembers the unpacked weight; it must never serve a stale one."""
+    """The 'dense' method must follow in-place updates of the packed weight."""
     torch.manual_seed(12)
     x = torch.randn(2, 4, 8, 8)
     w = random_weight((6, 4, 3, 3), 0.3, torch.float32)

@@ -35,21 +35,35 @@ def _check_method(method, caller: str) -> None:
                          f"got {method!r}")
 
 
+def _is_positive_int(value) -> bool:
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        return False
+    return value.__index__() > 0
+
+
+def _check_image_shape(image_shape, caller: str) -> None:
+    if (not isinstance(image_shape, (tuple, list, torch.Size)) or len(image_shape) != 2
+            or not all(_is_positive_int(s) for s in image_shape)):
+        raise ValueError(f"{caller}: image_shape must be two positive ints (H, W), got "
+                         f"{image_shape!r}")
+
+
+def _check_kernel_shape(kernel: Tensor, caller: str) -> None:
+    if kernel.dim() != 2 or kernel.shape[0] == 0 or kernel.shape[1] == 0:
+        raise ValueError(f"{caller}: kernel must be 2-D (kH, kW) with kH, kW >= 1, got shape "
+                         f"{tuple(kernel.shape)}")
+
+
 def _check_arguments(x, kernel, image_shape, mode, method) -> Tuple[int, int]:
     if not isinstance(x, Tensor):
         raise TypeError(f"toeplitz_conv2d: x must be a Tensor, got {type(x).__name__}")
     if not isinstance(kernel, Tensor):
         raise TypeError(f"toeplitz_conv2d: kernel must be a Tensor, got {type(kernel).__name__}")
-    if (not isinstance(image_shape, (tuple, list, torch.Size)) or len(image_shape) != 2
-            or not all(isinstance(s, int) and s > 0 for s in image_shape)):
-        raise ValueError(f"toeplitz_conv2d: image_shape must be two positive ints (H, W), got "
-                         f"{image_shape!r}")
+    _check_image_shape(image_shape, "toeplitz_conv2d")
     if mode not in MODES:
         raise ValueError(f"toeplitz_conv2d: mode must be one of {MODES}, got {mode!r}")
     _check_method(method, "toeplitz_conv2d")
-    if kernel.dim() != 2:
-        raise ValueError(f"toeplitz_conv2d: kernel must be 2-D (kH, kW), got shape "
-                         f"{tuple(kernel.shape)}")
+    _check_kernel_shape(kernel, "toeplitz_conv2d")
     if x.dim() != 2:
         raise ValueError(f"toeplitz_conv2d: x must be 2-D (B, H*W), one flattened image a row, "
                          f"got shape {tuple(x.shape)}")
@@ -166,25 +180,37 @@ def toeplitz_conv2d(x: Tensor, kernel: Tensor, image_shape: Sequence[int], mode:
 
 
 class _MatrixCache:
-    """One T kept for a kernel, rebuilt when the kernel's values change (in place, as an
-    optimizer step or a write through ``.data`` does, which ``_version`` alone would miss), or
-    its dtype, device or shape, or the image_shape or mode asked for. The kernel is small, so
-    comparing its values on every call costs microseconds."""
+    """One T kept for a kernel, rebuilt when anything it was built from differs: the kernel's
+    values (compared bit for bit on every call, so an in-place change through an optimizer
+    step, ``.data`` or numpy, which ``_version`` alone would miss, is seen; also -0.0 against
+    0.0 and NaN payloads), its dtype, device or shape, or the image_shape or mode asked for.
+    The kernel is small, so the comparison costs microseconds. What is kept is one tuple
+    replaced whole, so threads sharing a module never see a T paired with another kernel."""
 
     def __init__(self):
-        self.key = None
-        self.kernel: Optional[Tensor] = None  # a copy of the values T was built from
-        self.matrix: Optional[ToeplitzMatrix] = None
+        self._entry = None  # (key, bits of the kernel T was built from, T)
+
+    @property
+    def matrix(self) -> Optional[ToeplitzMatrix]:
+        """The T kept now (None before the first call)."""
+        return None if self._entry is None else self._entry[2]
+
+    @staticmethod
+    def _bits(kernel: Tensor) -> Tensor:
+        integer = {8: torch.int64, 4: torch.int32, 2: torch.int16}[kernel.element_size()]
+        return kernel.contiguous().view(integer)
 
     def get(self, kernel: Tensor, image_shape, mode: str) -> ToeplitzMatrix:
         kernel = kernel.detach()
         key = (kernel.dtype, kernel.device, tuple(kernel.shape), tuple(image_shape), mode)
-        if key != self.key or not torch.equal(kernel, self.kernel):
-            self.matrix = tuple(torch.ops.torch_sparse_conv.toeplitz_matrix(
-                kernel, list(image_shape), mode))
-            self.kernel = kernel.clone()
-            self.key = key
-        return self.matrix
+        entry = self._entry
+        if entry is None or entry[0] != key or not torch.equal(entry[1], self._bits(kernel)):
+            bits = self._bits(kernel).clone()  # copied before T is built from the same values
+            matrix = tuple(torch.ops.torch_sparse_conv.toeplitz_matrix(
+                bits.view(kernel.dtype), list(image_shape), mode))
+            entry = (key, bits, matrix)
+            self._entry = entry
+        return entry[2]
 
 
 class ToeplitzConv2d(nn.Module):
@@ -194,8 +220,11 @@ class ToeplitzConv2d(nn.Module):
     def __init__(self, image_shape: Sequence[int], kernel: Tensor, mode: str = "same",
                  method: str = "auto", trainable: bool = True):
         super().__init__()
-        if not isinstance(kernel, Tensor) or kernel.dim() != 2:
-            raise ValueError("ToeplitzConv2d: kernel must be a 2-D tensor (kH, kW)")
+        if not isinstance(kernel, Tensor):
+            raise TypeError(f"ToeplitzConv2d: kernel must be a Tensor, got "
+                            f"{type(kernel).__name__}")
+        _check_kernel_shape(kernel, "ToeplitzConv2d")
+        _check_image_shape(image_shape, "ToeplitzConv2d")
         if mode not in MODES:
             raise ValueError(f"ToeplitzConv2d: mode must be one of {MODES}, got {mode!r}")
         _check_method(method, "ToeplitzConv2d")

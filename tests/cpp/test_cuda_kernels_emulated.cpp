@@ -194,12 +194,11 @@ struct EmulatedFilterLaunch {
 at::Tensor forward_emulated(const at::Tensor& input, const SparseWeight& w, const at::Tensor& bias,
                             const tsc::SparseFilterGeometry& g, int64_t multiprocessors,
                             bool optin, bool* tiled) {
-  const auto facts = tsc::packed_filter_facts(w.row_ptr, w.col_idx, w.values, g, w.dense.sizes());
   at::Tensor output = at::full({g.batch, g.out_channels, g.out_h, g.out_w},
                                std::numeric_limits<double>::quiet_NaN(), input.options());
   const int64_t shared_limit = optin ? tsc::kMergedWindowBytes : tsc::kWindowBytes;
   std::vector<tsc::LaunchShape> shapes;
-  tsc::sparse_filter_direct_pipeline(EmulatedFilterLaunch{&shapes}, input, *facts, w.row_ptr,
+  tsc::sparse_filter_direct_pipeline(EmulatedFilterLaunch{&shapes}, input, w.row_ptr,
                                      w.col_idx, w.values, bias, g, multiprocessors, shared_limit,
                                      output);
   *tiled = !shapes.empty() && !shapes[0].grid_stride;
