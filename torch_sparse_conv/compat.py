@@ -133,8 +133,9 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
         if method not in self.METHODS:
             raise ValueError(f"method must be one of {self.METHODS}, got {method!r}")
         k = np.asarray(k)
-        if k.ndim != 2:
-            raise ValueError(f"k must be a 2-D array, got shape {k.shape}")
+        if k.ndim != 2 or 0 in k.shape:
+            raise ValueError(f"k must be a 2-D array with at least one row and column, got "
+                             f"shape {k.shape}")
         if len(x_shape) != 2 or min(x_shape) <= 0:
             raise ValueError(f"x_shape must be two positive sizes, got {x_shape!r}")
         self.x_shape = (int(x_shape[0]), int(x_shape[1]))
@@ -146,6 +147,9 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
         if self.dtype.char not in "fd":  # float32, float64
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
         self.device = _CPU if device is None else torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device={device!r} asks for a CUDA GPU, but this machine has "
+                               "none that torch can use (torch.cuda.is_available() is False)")
         # A copy in the working dtype, so later edits of k or self.k do not reach it. The CPU
         # kernel reads it as it is; the tensor _kernel, made when first needed (it costs a
         # visible part of a batch-1 call), shares its memory on the CPU.

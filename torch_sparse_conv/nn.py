@@ -19,6 +19,13 @@ from .functional import (
 DEFAULT_MIN_SPARSITY = 0.8
 
 
+def _positive_pair(value, name: str) -> List[int]:
+    pair = _pair(value, name)
+    if min(pair) <= 0:
+        raise ValueError(f"SparseConv2d: {name} must be positive, got {value!r}")
+    return pair
+
+
 class SparseConv2d(nn.Module):
     """A 2-D convolution whose weight keeps only some taps, computed at their cost.
 
@@ -59,9 +66,9 @@ class SparseConv2d(nn.Module):
                              f"{pattern!r}")
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.kernel_size: List[int] = _pair(kernel_size, "kernel_size")
-        self.stride: List[int] = _pair(stride, "stride")
-        self.dilation: List[int] = _pair(dilation, "dilation")
+        self.kernel_size: List[int] = _positive_pair(kernel_size, "kernel_size")
+        self.stride: List[int] = _positive_pair(stride, "stride")
+        self.dilation: List[int] = _positive_pair(dilation, "dilation")
         self.groups = groups
         self.padding_mode = padding_mode
         self.method = method
@@ -105,7 +112,15 @@ class SparseConv2d(nn.Module):
             if not isinstance(mask, Tensor) or mask.shape != weight.shape:
                 raise ValueError(f"SparseConv2d.from_dense: mask must be a tensor of shape "
                                  f"{tuple(weight.shape)}")
-            weight = weight * mask.to(device=weight.device, dtype=weight.dtype)
+            # A mask selects taps; it never scales them. Float 0/1 masks (what
+            # torch.nn.utils.prune stores as weight_mask) are accepted as selections.
+            if mask.dtype != torch.bool:
+                if mask.is_complex() or not bool(((mask == 0) | (mask == 1)).all()):
+                    raise ValueError("SparseConv2d.from_dense: mask must be boolean or hold "
+                                     "only 0s and 1s (it selects taps, it does not scale "
+                                     f"them), got a {mask.dtype} mask with other values")
+                mask = mask != 0
+            weight = torch.where(mask.to(weight.device), weight, torch.zeros_like(weight))
         module = cls.__new__(cls)
         nn.Module.__init__(module)
         module.in_channels = conv.in_channels
