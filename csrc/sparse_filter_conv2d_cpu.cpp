@@ -103,11 +103,14 @@ at::Tensor sparse_filter_conv2d_cpu(const at::Tensor& input, const at::Tensor& r
   SparseFilterMethod method = parse_sparse_filter_method(method_name);
   at::Tensor rp = row_ptr.contiguous(), ci = col_idx.contiguous(), val = values.contiguous();
   check_csr_contents(rp, ci, g.taps_per_filter());
+  if (g.taps_per_filter() == 0) return output_without_taps(input, bias, g);
   if (method == SparseFilterMethod::Auto) method = choose_sparse_filter_method_cpu(rp, ci, g);
 
   if (method == SparseFilterMethod::Dense) {
     const at::Tensor weight = unpack_sparse_filter_dense(rp, ci, val.detach(), weight_size);
-    return at::conv2d(input, weight, bias, stride, padding, dilation, groups)
+    // g's stride: capped at the padded size where a single output row or column makes the
+    // stride irrelevant (oneDNN rejects strides of 2^31 and more).
+    return at::conv2d(input, weight, bias, {g.stride_h, g.stride_w}, padding, dilation, groups)
         .contiguous(at::MemoryFormat::Contiguous);
   }
   at::Tensor output =
@@ -129,4 +132,23 @@ at::Tensor sparse_filter_conv2d_cpu(const at::Tensor& input, const at::Tensor& r
 
 TORCH_LIBRARY_IMPL(torch_sparse_conv, CPU, m) {
   m.impl("sparse_filter_conv2d", &torch_sparse_conv::sparse_filter_conv2d_cpu);
+}
+
+// A sparse `input` would otherwise meet the dispatcher's "could not run with arguments from
+// the 'SparseCPU' backend"; this says what is wrong with which argument.
+namespace {
+at::Tensor sparse_input_rejected(const at::Tensor& input, const at::Tensor&, const at::Tensor&,
+                                 const at::Tensor&, at::IntArrayRef,
+                                 const c10::optional<at::Tensor>&, at::IntArrayRef,
+                                 at::IntArrayRef, at::IntArrayRef, int64_t, c10::string_view) {
+  TORCH_CHECK_TYPE(false, "sparse_filter_conv2d: input must be a dense (strided) tensor, got "
+                   "layout ", input.layout(), " (the sparse-input convolution is toeplitz_conv2d)");
+}
+}  // namespace
+
+TORCH_LIBRARY_IMPL(torch_sparse_conv, SparseCPU, m) {
+  m.impl("sparse_filter_conv2d", &sparse_input_rejected);
+}
+TORCH_LIBRARY_IMPL(torch_sparse_conv, SparseCUDA, m) {
+  m.impl("sparse_filter_conv2d", &sparse_input_rejected);
 }

@@ -8,13 +8,29 @@ namespace torch_sparse_conv {
 
 namespace {
 
+// Kernel sizes, strides, paddings and dilations stay below this, so every size and offset
+// the geometry derives from them (padded sizes, reaches, phase planes) fits in int64.
+constexpr int64_t kMaxConvParameter = int64_t(1) << 31;
+
 void check_pair(at::IntArrayRef value, const char* name, int64_t minimum) {
   TORCH_CHECK(value.size() == 2, "sparse_filter_conv2d: ", name, " must have 2 elements, got ",
               value.size());
   for (int64_t v : value) {
     TORCH_CHECK(v >= minimum, "sparse_filter_conv2d: ", name, " must be ",
                 minimum == 0 ? "non-negative" : "positive", ", got ", value);
+    TORCH_CHECK(v < kMaxConvParameter, "sparse_filter_conv2d: ", name,
+                " must be below 2^31, got ", value);
   }
+}
+
+// a * b * ..., or an error naming `what` when the product does not fit in int64.
+int64_t checked_product(std::initializer_list<int64_t> factors, const char* what) {
+  int64_t product = 1;
+  for (int64_t f : factors) {
+    TORCH_CHECK(!__builtin_mul_overflow(product, f, &product), "sparse_filter_conv2d: ", what,
+                " does not fit in 64 bits");
+  }
+  return product;
 }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -131,6 +147,10 @@ SparseFilterGeometry check_sparse_filter_conv2d_args(
   TORCH_CHECK(weight_size[2] > 0 && weight_size[3] > 0,
               "sparse_filter_conv2d: kernel size (weight_size[2:]) must be positive, got ",
               weight_size);
+  TORCH_CHECK(weight_size[0] < kMaxConvParameter && weight_size[2] < kMaxConvParameter &&
+                  weight_size[3] < kMaxConvParameter,
+              "sparse_filter_conv2d: weight_size's C_out, kH and kW must be below 2^31, got ",
+              weight_size);
   check_pair(stride, "stride", 1);
   check_pair(padding, "padding", 0);
   check_pair(dilation, "dilation", 1);
@@ -182,8 +202,21 @@ SparseFilterGeometry check_sparse_filter_conv2d_args(
               " x ", padded_w, ")");
   g.out_h = (padded_h - reach_h) / g.stride_h + 1;
   g.out_w = (padded_w - reach_w) / g.stride_w + 1;
+  // One output row (column) reads the same input whatever the stride: a stride capped at the
+  // padded size gives that one row too, with a polyphase layout no larger than the padded
+  // input (not stride times larger).
+  if (g.out_h == 1) g.stride_h = std::min(g.stride_h, padded_h);
+  if (g.out_w == 1) g.stride_w = std::min(g.stride_w, padded_w);
   g.phase_h = ceil_div(padded_h, g.stride_h);
   g.phase_w = ceil_div(padded_w, g.stride_w);
+  checked_product({g.in_channels_per_group(), g.kernel_h, g.kernel_w}, "C_in/groups * kH * kW");
+  checked_product({g.batch, g.out_channels, g.out_h, g.out_w},
+                  "the output's element count (see padding and stride)");
+  // The polyphase layout of the batch in bytes (or of a group of up to 512 interleaved
+  // samples): every offset into it must fit.
+  checked_product({std::max<int64_t>(g.batch, 512), g.in_channels, g.stride_h, g.stride_w,
+                   g.phase_h, g.phase_w, 8},
+                  "the padded input's size in bytes (see padding)");
 
   return g;
 }

@@ -30,6 +30,13 @@ double union_fraction(const std::vector<std::vector<int64_t>>& kept,
   return g.groups * taps == 0 ? 0.0 : double(union_size) / double(g.groups * taps);
 }
 
+at::Tensor output_without_taps(const at::Tensor& input, const c10::optional<at::Tensor>& bias,
+                               const SparseFilterGeometry& g) {
+  at::Tensor output = at::zeros({g.batch, g.out_channels, g.out_h, g.out_w}, input.options());
+  if (bias.has_value() && bias->defined()) output.add_(bias->view({1, -1, 1, 1}));
+  return output;
+}
+
 SparseFilterGeometry check_sparse_filter_backward_args(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& row_ptr,
     const at::Tensor& col_idx, const at::Tensor& values, at::IntArrayRef weight_size,

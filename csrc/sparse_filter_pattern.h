@@ -27,6 +27,12 @@ std::vector<std::vector<int64_t>> kept_columns(const at::Tensor& row_ptr,
 double union_fraction(const std::vector<std::vector<int64_t>>& kept,
                       const SparseFilterGeometry& g);
 
+// The output of a filter with no columns (C_in/groups == 0: it reads nothing), for every
+// method: the bias broadcast over (N, C_out, H_out, W_out), or zeros. (at::conv2d returns an
+// empty tensor of the input's shape there.)
+at::Tensor output_without_taps(const at::Tensor& input, const c10::optional<at::Tensor>& bias,
+                               const SparseFilterGeometry& g);
+
 // Every check of _sparse_filter_conv2d_backward's arguments (shapes, dtypes, devices, the
 // packed weight's indices, grad_output against the forward's output), for every backend.
 SparseFilterGeometry check_sparse_filter_backward_args(

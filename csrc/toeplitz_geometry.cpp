@@ -28,15 +28,20 @@ ToeplitzMethod parse_toeplitz_method(c10::string_view method) {
               "got '", std::string(method), "'");
 }
 
+void check_row_pointers(const int64_t* r, int64_t rows, int64_t nnz, const RowPointerNames& n) {
+  TORCH_CHECK(r[0] == 0, n.op, ": ", n.owner, " row pointers must start at 0, got ", n.array,
+              "[0] = ", r[0]);
+  for (int64_t i = 0; i < rows; ++i) {
+    TORCH_CHECK(r[i + 1] >= r[i], n.op, ": ", n.owner, " row pointers must be non-decreasing, "
+                "but ", n.array, "[", i + 1, "] = ", r[i + 1], " < ", n.array, "[", i, "] = ", r[i]);
+  }
+  TORCH_CHECK(r[rows] == nnz, n.op, ": ", n.owner, " last row pointer ", n.array, "[", rows,
+              "] = ", r[rows], " must equal its number of stored entries (", nnz, ")");
+}
+
 void check_csr_arrays(const int64_t* r, const int64_t* c, int64_t rows, int64_t nnz,
                       int64_t pixels) {
-  TORCH_CHECK(r[0] == 0, "toeplitz_conv2d: x's row pointers must start at 0, got ", r[0]);
-  for (int64_t i = 0; i < rows; ++i) {
-    TORCH_CHECK(r[i + 1] >= r[i], "toeplitz_conv2d: x's row pointers must be non-decreasing, "
-                "but crow[", i + 1, "] = ", r[i + 1], " < crow[", i, "] = ", r[i]);
-  }
-  TORCH_CHECK(r[rows] == nnz, "toeplitz_conv2d: x's last row pointer (", r[rows],
-              ") must equal its number of stored entries (", nnz, ")");
+  check_row_pointers(r, rows, nnz, {"toeplitz_conv2d", "x's", "crow"});
   for (int64_t k = 0; k < nnz; ++k) {
     TORCH_CHECK(c[k] >= 0 && c[k] < pixels, "toeplitz_conv2d: x's column index ", c[k],
                 " (entry ", k, ") is out of range [0, H*W = ", pixels, ")");
@@ -72,7 +77,8 @@ ToeplitzGeometry toeplitz_geometry(int64_t kernel_h, int64_t kernel_w,
   constexpr int64_t kMaxSide = int64_t(1) << 31;
   TORCH_CHECK(g.in_h < kMaxSide && g.in_w < kMaxSide && g.kernel_h < kMaxSide &&
                   g.kernel_w < kMaxSide,
-              "toeplitz_conv2d: image and kernel sides must be below 2^31");
+              "toeplitz_conv2d: image_shape's and the kernel's sides must be below 2^31, got "
+              "image_shape ", image_shape, " and kernel [", kernel_h, ", ", kernel_w, "]");
   switch (mode) {
     case ToeplitzMode::Full:
       g.out_h = g.in_h + g.kernel_h - 1;

@@ -33,6 +33,15 @@ ToeplitzGeometry toeplitz_geometry(int64_t kernel_h, int64_t kernel_w,
 
 // The contents of a CSR batch of `rows` rows and `entries` stored entries: row pointers from
 // 0 to entries and non-decreasing, every column in [0, pixels).
+// Row pointers of a CSR matrix: from 0, non-decreasing, ending at nnz; messages say
+// "<op>: <owner> row pointers ..." and name entries <array>[i].
+struct RowPointerNames {
+  const char* op;
+  const char* owner;
+  const char* array;
+};
+void check_row_pointers(const int64_t* crow, int64_t rows, int64_t nnz, const RowPointerNames& n);
+
 void check_csr_arrays(const int64_t* crow, const int64_t* col, int64_t rows, int64_t entries,
                       int64_t pixels);
 

@@ -190,8 +190,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_precomputed_cpu(
     const at::Tensor& t_crow, const at::Tensor& t_col, const at::Tensor& t_values) {
   const ToeplitzGeometry g = check_toeplitz_args(crow, col, values, kernel, image_shape, mode);
   check_toeplitz_matrix_args(t_crow, t_col, t_values, values, g);
-  return sparse_times_toeplitz_cpu(crow, col, values, t_crow, t_col, t_values,
-                                   g.out_h * g.out_w);
+  // A kept T is the caller's: its row pointers are checked whole, O(H*W), on every call (a
+  // T whose rows are each in range may still not be a CSR matrix); its columns where read.
+  const at::Tensor tr = t_crow.contiguous();
+  check_row_pointers(tr.data_ptr<int64_t>(), g.in_h * g.in_w, t_col.size(0),
+                     {"toeplitz_conv2d_precomputed", "T's", "t_crow"});
+  return sparse_times_toeplitz_cpu(crow, col, values, tr, t_col, t_values, g.out_h * g.out_w);
 }
 
 }  // namespace

@@ -45,10 +45,11 @@ at::Tensor sparse_filter_conv2d_cuda(const at::Tensor& input, const at::Tensor& 
               "sparse_filter_conv2d: method 'unfold' is the CPU GEMM path; on CUDA use 'spmm' "
               "(unfold + cuSPARSE), 'direct', 'dense' or 'auto'");
   method = choose_cuda_method(method);
+  if (g.taps_per_filter() == 0) return output_without_taps(input, bias, g);
   if (method == SparseFilterMethod::Dense) {
     const at::Tensor weight =
         unpack_sparse_filter_dense(row_ptr, col_idx, values.detach(), weight_size);
-    return at::conv2d(input, weight, bias, stride, padding, dilation, groups)
+    return at::conv2d(input, weight, bias, {g.stride_h, g.stride_w}, padding, dilation, groups)
         .contiguous();
   }
   const at::Tensor in = input.contiguous(), val = values.contiguous();

@@ -2,6 +2,7 @@
 masks, and CUDA asked for where there is none."""
 import numpy as np
 import pytest
+import scipy.signal
 import scipy.sparse
 import torch
 import torch.nn.functional as F
@@ -148,3 +149,90 @@ def test_from_dense_masks_select_and_never_scale():
 def test_cuda_asked_for_without_a_gpu_says_so():
     with pytest.raises(RuntimeError, match="asks for a CUDA GPU, but this machine has none"):
         Toeplitz_convolution2d((10, 10), np.ones((3, 3)), device="cuda")
+
+
+# ---------------------------------------------------------------- found by the bad-input fuzzer
+
+OPS = torch.ops.torch_sparse_conv
+
+
+@pytest.mark.parametrize("method", ["direct", "unfold", "dense", "auto"])
+def test_huge_strides_dilations_and_paddings(method):
+    x = torch.randn(1, 1, 3, 4, dtype=torch.float64)
+    w = torch.ones(1, 1, 1, 2, dtype=torch.float64)
+    for name, value in [("stride", (2**62, 1)), ("stride", (2**31, 1)),
+                        ("dilation", (1, 2**63 - 1)), ("padding", (2**61, 0))]:
+        with pytest.raises(RuntimeError, match=f"sparse_filter_conv2d: {name} must be below 2"):
+            tsc.sparse_conv2d(x, w, **{name: value}, method=method)
+    # Below the bound, a stride larger than the input leaves one output row: the result of
+    # any stride that does, computed with the polyphase layout of the padded input only.
+    got = tsc.sparse_conv2d(x, w, stride=(2**31 - 1, 1), method=method)
+    torch.testing.assert_close(got, F.conv2d(x, w, stride=(3, 1)))
+
+
+@pytest.mark.parametrize("method", ["direct", "unfold", "dense", "auto"])
+def test_filters_over_zero_input_channels_give_the_bias(method):
+    x, w, b = torch.randn(1, 0, 4, 1), torch.randn(2, 0, 1, 1), torch.tensor([1.5, -2.0])
+    got = tsc.sparse_conv2d(x, w, b, method=method)
+    torch.testing.assert_close(got, b.view(1, 2, 1, 1).expand(1, 2, 4, 1))
+
+
+def test_meta_tensors_mixed_with_cpu_ones_are_named():
+    x, w = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
+    with pytest.raises(RuntimeError, match="bias is on meta but input is on cpu"):
+        tsc.sparse_conv2d(x, w, bias=torch.zeros(3, device="meta"))
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(w)
+    with pytest.raises(RuntimeError, match="col_idx is on meta but input is on cpu"):
+        OPS._sparse_filter_conv2d_backward(torch.randn(1, 3, 3, 3), x, row_ptr,
+                                           col_idx.to("meta"), values, [3, 2, 3, 3], [1, 1],
+                                           [0, 0], [1, 1], 1, [True] * 3)
+    images = torch.zeros(2, 25, dtype=torch.float64)
+    images[0, 3], images[1, 7] = 1.0, 2.0
+    images = images.to_sparse_csr()
+    with pytest.raises(RuntimeError, match="kernel is on meta but x's values is on cpu"):
+        OPS.toeplitz_conv2d(images.crow_indices(), images.col_indices(), images.values(),
+                            torch.ones(3, 3, dtype=torch.float64, device="meta"), [5, 5],
+                            "same", "direct")
+
+
+def test_a_kept_toeplitz_matrix_with_corrupt_row_pointers_raises():
+    kernel = torch.tensor([[2.0]], dtype=torch.float64)
+    t_crow, t_col, t_values = OPS.toeplitz_matrix(kernel, [2, 2], "same")
+    x = (torch.tensor([0, 1]), torch.tensor([0]), torch.tensor([1.0], dtype=torch.float64))
+    for index, value, message in [(0, 1, r"t_crow\[0\] = 1"),
+                                  (2, 0, r"t_crow\[2\] = 0 < t_crow\[1\] = 1"),
+                                  (4, 3, r"last row pointer t_crow\[4\] = 3")]:
+        bad = t_crow.clone()
+        bad[index] = value
+        with pytest.raises(RuntimeError, match="toeplitz_conv2d_precomputed: T's " + ".*"
+                           + message):
+            OPS.toeplitz_conv2d_precomputed(*x, kernel, [2, 2], "same", bad, t_col, t_values)
+
+
+@pytest.mark.parametrize("method", ["direct", "precomputed"])
+def test_compat_rejects_malformed_scipy_matrices_and_copies_odd_strides(method):
+    conv = Toeplitz_convolution2d(x_shape=(6, 6), k=np.ones((3, 3)), mode="same",
+                                  method=method)
+    x = scipy.sparse.random(3, 36, density=0.3, format="csr", random_state=0)
+    x.indptr = np.append(x.indptr, x.indptr[-1])
+    with pytest.raises(ValueError, match="x is not a valid CSR matrix: indptr has 5 entries "
+                                         "for 3 rows"):
+        conv(x)
+    one = scipy.sparse.csr_matrix(([2.0], [7], [0, 1]), shape=(1, 36))
+    one.indices = one.indices.astype(np.int32)[::-1].copy()[::-1]  # 1 element, stride -4
+    expected = scipy.signal.convolve2d(one.toarray().reshape(6, 6), np.ones((3, 3)), "same")
+    np.testing.assert_allclose(conv(one).toarray().reshape(6, 6), expected)
+    with pytest.raises(TypeError, match="x must be a scipy.sparse matrix or a real numeric"):
+        conv(None)
+    with pytest.raises(ValueError, match="Toeplitz_convolution2d: x_shape must be two positive"):
+        Toeplitz_convolution2d(x_shape=5, k=np.ones((3, 3)))
+
+
+def test_sparse_input_to_the_sparse_filter_op_is_named():
+    x = torch.randn(1, 2, 4, 4).to_sparse()
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(torch.randn(2, 2, 3, 3))
+    with pytest.raises(TypeError, match="input must be a dense .strided. tensor, got layout"):
+        OPS.sparse_filter_conv2d(x, row_ptr, col_idx, values, [2, 2, 3, 3], None, [1, 1],
+                                 [0, 0], [1, 1], 1, "auto")
+    with pytest.raises(TypeError, match="sparse_conv2d: input must be a dense .strided. tensor"):
+        tsc.sparse_conv2d(x, torch.randn(2, 2, 3, 3))

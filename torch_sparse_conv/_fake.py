@@ -2,6 +2,17 @@
 import torch
 
 
+def _check_one_device(op, anchor, **tensors):
+    """Every tensor argument on the anchor's device. The dispatcher sends a call whose tensors
+    mix 'meta' with another device here, where a real kernel's device check never runs."""
+    anchor_name, anchor_tensor = anchor
+    for name, tensor in tensors.items():
+        if tensor is not None:
+            torch._check(tensor.device == anchor_tensor.device, lambda: (
+                f"{op}: {name} is on {tensor.device} but {anchor_name} is on "
+                f"{anchor_tensor.device}"))
+
+
 def _out_size(size, kernel, stride, padding, dilation):
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
@@ -18,10 +29,10 @@ def _pack_sparse_filter_fake(weight):
 def _sparse_filter_conv2d_fake(input, row_ptr, col_idx, values, weight_size, bias, stride,
                                padding, dilation, groups, method):
     torch._check(input.dim() == 4, lambda: "sparse_filter_conv2d: input must be 4-D")
-    for name, tensor in (("row_ptr", row_ptr), ("col_idx", col_idx), ("values", values)):
-        torch._check(tensor.device == input.device, lambda: (
-            f"sparse_filter_conv2d: the packed weight is on {tensor.device} but input is on "
-            f"{input.device}"))
+    # Labels as in the CPU and CUDA kernels' messages.
+    _check_one_device("sparse_filter_conv2d", ("input", input), **{
+        "the packed weight": row_ptr, "the packed weight (col_idx)": col_idx,
+        "the packed weight (values)": values, "bias": bias})
     torch._check(values.dtype == input.dtype, lambda: (
         f"sparse_filter_conv2d: values ({values.dtype}) must have the dtype of input "
         f"({input.dtype})"))
@@ -36,6 +47,8 @@ def _sparse_filter_conv2d_fake(input, row_ptr, col_idx, values, weight_size, bia
 def _sparse_filter_conv2d_backward_fake(grad_output, input, row_ptr, col_idx, values,
                                         weight_size, stride, padding, dilation, groups,
                                         output_mask):
+    _check_one_device("_sparse_filter_conv2d_backward", ("input", input),
+                      grad_output=grad_output, row_ptr=row_ptr, col_idx=col_idx, values=values)
     grad_input = torch.empty_like(input, memory_format=torch.contiguous_format) \
         if output_mask[0] else None
     grad_values = torch.empty_like(values) if output_mask[1] else None
@@ -45,6 +58,8 @@ def _sparse_filter_conv2d_backward_fake(grad_output, input, row_ptr, col_idx, va
 
 @torch.library.register_fake("torch_sparse_conv::toeplitz_conv2d")
 def _toeplitz_conv2d_fake(crow, col, values, kernel, image_shape, mode, method):
+    _check_one_device("toeplitz_conv2d", ("x's values", values), crow=crow, col=col,
+                      kernel=kernel)
     torch._check(kernel.dim() == 2, lambda: "toeplitz_conv2d: kernel must be 2-D")
     torch._check(mode in ("full", "same", "valid"),
                  lambda: f"toeplitz_conv2d: mode must be 'full', 'same' or 'valid', got {mode!r}")
@@ -55,6 +70,9 @@ def _toeplitz_conv2d_fake(crow, col, values, kernel, image_shape, mode, method):
 @torch.library.register_fake("torch_sparse_conv::_toeplitz_conv2d_backward")
 def _toeplitz_conv2d_backward_fake(grad_out_values, crow, col, values, kernel, out_crow,
                                    out_col, image_shape, mode, output_mask):
+    _check_one_device("_toeplitz_conv2d_backward", ("x's values", values),
+                      grad_out_values=grad_out_values, crow=crow, col=col, kernel=kernel,
+                      out_crow=out_crow, out_col=out_col)
     grad_values = torch.empty_like(values) if output_mask[0] else None
     grad_kernel = torch.empty_like(kernel, memory_format=torch.contiguous_format) \
         if output_mask[1] else None
@@ -83,12 +101,15 @@ def _toeplitz_matrix_fake(kernel, image_shape, mode):
 
 @torch.library.register_fake("torch_sparse_conv::_toeplitz_matrix_backward")
 def _toeplitz_matrix_backward_fake(grad_values, kernel, image_shape, mode):
+    _check_one_device("_toeplitz_matrix_backward", ("kernel", kernel), grad_values=grad_values)
     return torch.empty_like(kernel, memory_format=torch.contiguous_format)
 
 
 @torch.library.register_fake("torch_sparse_conv::toeplitz_conv2d_precomputed")
 def _toeplitz_conv2d_precomputed_fake(crow, col, values, kernel, image_shape, mode, t_crow,
                                       t_col, t_values):
+    _check_one_device("toeplitz_conv2d_precomputed", ("x's values", values), crow=crow,
+                      col=col, kernel=kernel, t_crow=t_crow, t_col=t_col, t_values=t_values)
     torch._check(kernel.dim() == 2, lambda: "toeplitz_conv2d_precomputed: kernel must be 2-D")
     torch._check(t_values.dtype == values.dtype, lambda: (
         f"toeplitz_conv2d_precomputed: t_values ({t_values.dtype}) must have x's dtype "
@@ -99,6 +120,8 @@ def _toeplitz_conv2d_precomputed_fake(crow, col, values, kernel, image_shape, mo
 
 @torch.library.register_fake("torch_sparse_conv::_toeplitz_conv2d_scipy")
 def _toeplitz_conv2d_scipy_fake(crow, col, values, kernel, image_shape, mode):
+    _check_one_device("_toeplitz_conv2d_scipy", ("x's values", values), crow=crow, col=col,
+                      kernel=kernel)
     torch._check(kernel.dim() == 2, lambda: "_toeplitz_conv2d_scipy: kernel must be 2-D")
     (h, w), (kh, kw) = image_shape, kernel.shape
     out_h, out_w = {"full": (h + kh - 1, w + kw - 1), "same": (h, w),

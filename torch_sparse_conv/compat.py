@@ -109,6 +109,14 @@ def _scipy_csr_matrix(data, indices, indptr, shape):
 _CSR_FIELDS = None  # scipy's csr_matrix layout, probed on first use
 
 
+def _tensor_of(array: np.ndarray) -> Tensor:
+    """A tensor sharing the array's memory, or a copy where torch can't share it (negative
+    strides, which numpy allows even on arrays it calls contiguous, such as one element)."""
+    if any(stride < 0 for stride in array.strides) or not array.flags.c_contiguous:
+        array = array.copy()
+    return torch.from_numpy(array)
+
+
 class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's name)
     """Drop-in for ``sparse_convolution.Toeplitz_convolution2d`` (0.4): same constructor, same
     ``__call__``, numpy / scipy.sparse in, the same types and shapes out, computed by this
@@ -136,8 +144,7 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
         if k.ndim != 2 or 0 in k.shape:
             raise ValueError(f"k must be a 2-D array with at least one row and column, got "
                              f"shape {k.shape}")
-        if len(x_shape) != 2 or min(x_shape) <= 0:
-            raise ValueError(f"x_shape must be two positive sizes, got {x_shape!r}")
+        _toeplitz._check_image_shape(x_shape, "Toeplitz_convolution2d", "x_shape")
         self.x_shape = (int(x_shape[0]), int(x_shape[1]))
         self.k = k.copy()
         self.mode = mode
@@ -168,6 +175,11 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
     def __call__(self, x, batching: bool = True, mode=None):
         import scipy.sparse
 
+        if not scipy.sparse.issparse(x):
+            x = np.asarray(x)
+            if x.dtype.kind not in "biuf":
+                raise TypeError("x must be a scipy.sparse matrix or a real numeric array, got "
+                                f"{type(x).__name__} of dtype {x.dtype}")
         mode = self.mode if mode is None else mode
         if mode not in _MODES:
             raise ValueError(f"mode must be 'full', 'same' or 'valid', got {mode!r}")
@@ -194,6 +206,10 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
         # No copy for CSR input; unsorted or duplicate entries are fine for the kernels.
         csr = x if batching and x.format == "csr" else (
             x.reshape(1, h * w) if not batching else x).tocsr()
+        if csr.indptr.shape != (rows + 1,) or csr.indices.shape != csr.data.shape:
+            raise ValueError(f"x is not a valid CSR matrix: indptr has {csr.indptr.shape[0]} "
+                             f"entries for {rows} rows, indices {csr.indices.shape[0]} and data "
+                             f"{csr.data.shape[0]}")
         data = csr.data if csr.data.dtype == self.dtype else csr.data.astype(self.dtype)
         if self.device.type == "cpu" and self.method != "precomputed":
             # _toeplitz_conv2d_scipy's kernel on scipy's arrays, shared, not copied.
@@ -201,8 +217,8 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
                 csr.indptr, csr.indices, data, self._kernel_array, h, w, mode)
             result = _scipy_csr_matrix(out_values, out_col, out_crow, (rows, out_h * out_w))
         else:
-            crow, col = torch.from_numpy(csr.indptr), torch.from_numpy(csr.indices)
-            result = self._call_operator(crow, col, torch.from_numpy(data), mode, rows,
+            crow, col = _tensor_of(csr.indptr), _tensor_of(csr.indices)
+            result = self._call_operator(crow, col, _tensor_of(data), mode, rows,
                                          out_h * out_w)
         if not batching:  # as the package: scipy's reshape of the one-row result
             result = result.reshape(out_h, out_w)

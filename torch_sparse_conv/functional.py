@@ -109,6 +109,10 @@ def _check_tensors(input, weight, bias):
         raise TypeError(f"sparse_conv2d: weight must be a Tensor, got {type(weight).__name__}")
     if bias is not None and not isinstance(bias, Tensor):
         raise TypeError(f"sparse_conv2d: bias must be a Tensor or None, got {type(bias).__name__}")
+    for name, tensor in (("input", input), ("weight", weight), ("bias", bias)):
+        if tensor is not None and tensor.layout != torch.strided:
+            raise TypeError(f"sparse_conv2d: {name} must be a dense (strided) tensor, got "
+                            f"layout {tensor.layout}")
     if input.dim() not in (3, 4):
         raise ValueError("sparse_conv2d: input must be 4-D (N, C, H, W) or 3-D (C, H, W), got "
                          f"shape {tuple(input.shape)}")

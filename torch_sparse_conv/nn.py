@@ -51,6 +51,12 @@ class SparseConv2d(nn.Module):
                  density: float = 0.1, pattern: str = "magnitude", method: str = "auto",
                  device=None, dtype=None):
         super().__init__()
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
+                            ("groups", groups)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"SparseConv2d: {name} must be a positive int, got {value!r}")
+        if dtype is not None and not dtype.is_floating_point:
+            raise TypeError(f"SparseConv2d: dtype must be a floating-point dtype, got {dtype}")
         if groups <= 0 or in_channels % groups or out_channels % groups:
             raise ValueError(f"SparseConv2d: groups ({groups}) must be positive and divide "
                              f"in_channels ({in_channels}) and out_channels ({out_channels})")
@@ -59,7 +65,8 @@ class SparseConv2d(nn.Module):
         if padding_mode not in PADDING_MODES:
             raise ValueError(f"SparseConv2d: padding_mode must be one of {PADDING_MODES}, "
                              f"got {padding_mode!r}")
-        if not 0.0 < density <= 1.0:
+        if isinstance(density, bool) or not isinstance(density, (int, float)) \
+                or not 0.0 < density <= 1.0:
             raise ValueError(f"SparseConv2d: density must be in (0, 1], got {density}")
         if pattern not in ("magnitude", "random"):
             raise ValueError(f"SparseConv2d: pattern must be 'magnitude' or 'random', got "

@@ -41,10 +41,10 @@ def _is_positive_int(value) -> bool:
     return value.__index__() > 0
 
 
-def _check_image_shape(image_shape, caller: str) -> None:
+def _check_image_shape(image_shape, caller: str, name: str = "image_shape") -> None:
     if (not isinstance(image_shape, (tuple, list, torch.Size)) or len(image_shape) != 2
             or not all(_is_positive_int(s) for s in image_shape)):
-        raise ValueError(f"{caller}: image_shape must be two positive ints (H, W), got "
+        raise ValueError(f"{caller}: {name} must be two positive ints (H, W), got "
                          f"{image_shape!r}")
 
 
@@ -115,6 +115,7 @@ def toeplitz_matrix(kernel: Tensor, image_shape: Sequence[int], mode: str = "sam
                          f"{tuple(kernel.shape)}")
     if mode not in MODES:
         raise ValueError(f"toeplitz_matrix: mode must be one of {MODES}, got {mode!r}")
+    _check_image_shape(image_shape, "toeplitz_matrix")
     h, w = image_shape
     out_h, out_w = output_shape(image_shape, kernel.shape, mode)
     t_crow, t_col, t_values = torch.ops.torch_sparse_conv.toeplitz_matrix(
@@ -224,6 +225,9 @@ class ToeplitzConv2d(nn.Module):
             raise TypeError(f"ToeplitzConv2d: kernel must be a Tensor, got "
                             f"{type(kernel).__name__}")
         _check_kernel_shape(kernel, "ToeplitzConv2d")
+        if not kernel.is_floating_point():
+            raise TypeError(f"ToeplitzConv2d: kernel must be a floating-point tensor, got "
+                            f"{kernel.dtype}")
         _check_image_shape(image_shape, "ToeplitzConv2d")
         if mode not in MODES:
             raise ValueError(f"ToeplitzConv2d: mode must be one of {MODES}, got {mode!r}")
