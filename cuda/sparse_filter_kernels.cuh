@@ -152,7 +152,7 @@ inline size_t window_bytes(const TileGeometry& t, size_t element_bytes) {
 }
 
 // The taps sorted by (output channel, input channel): tap_ptr[oc * cin_g + c] is where the
-// taps of output channel oc reading input channel c begin. Cached with the packed filter.
+// taps of output channel oc reading input channel c begin. Built on every call.
 inline std::vector<at::Tensor> build_tap_table(const at::Tensor& row_ptr,
                                                const at::Tensor& col_idx,
                                                const at::Tensor& values,
