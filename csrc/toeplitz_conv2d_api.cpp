@@ -23,7 +23,7 @@ std::vector<int64_t> toeplitz_output_shape(at::IntArrayRef image_shape,
     case ToeplitzMode::Valid:
       TORCH_CHECK(kh <= h && kw <= w,
                   "toeplitz_conv2d: mode 'valid' needs a kernel no larger than the image in "
-                  "every dimension, got kernel ", kernel_shape, " for image ", image_shape);
+                  "every dimension, got kernel ", kernel_shape, " for image_shape ", image_shape);
       return {h - kh + 1, w - kw + 1};
   }
   TORCH_INTERNAL_ASSERT(false, "unhandled toeplitz mode");

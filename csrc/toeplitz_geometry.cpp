@@ -93,8 +93,8 @@ ToeplitzGeometry toeplitz_geometry(int64_t kernel_h, int64_t kernel_w,
     case ToeplitzMode::Valid:
       TORCH_CHECK(g.kernel_h <= g.in_h && g.kernel_w <= g.in_w,
                   "toeplitz_conv2d: mode 'valid' needs a kernel no larger than the image in "
-                  "every dimension, got kernel [", g.kernel_h, ", ", g.kernel_w, "] for image ",
-                  image_shape);
+                  "every dimension, got kernel [", g.kernel_h, ", ", g.kernel_w,
+                  "] for image_shape ", image_shape);
       g.out_h = g.in_h - g.kernel_h + 1;
       g.out_w = g.in_w - g.kernel_w + 1;
       g.offset_h = g.kernel_h - 1;

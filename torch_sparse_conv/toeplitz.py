@@ -83,7 +83,7 @@ def _check_arguments(x, kernel, image_shape, mode, method) -> Tuple[int, int]:
     kh, kw = kernel.shape
     if mode == "valid" and (kh > h or kw > w):
         raise ValueError(f"toeplitz_conv2d: mode 'valid' needs a kernel no larger than the image "
-                         f"in every dimension, got kernel {tuple(kernel.shape)} for image "
+                         f"in every dimension, got kernel {tuple(kernel.shape)} for image_shape "
                          f"{tuple(image_shape)}")
     return output_shape(image_shape, kernel.shape, mode)
 
