@@ -1,4 +1,5 @@
-// Large CPU outputs of the Toeplitz kernels, in memory reused from earlier outputs.
+// Large CPU outputs of the Toeplitz kernels (and the sparse filter's per-call dense weight),
+// in memory reused from earlier outputs.
 #pragma once
 
 #include <ATen/ATen.h>

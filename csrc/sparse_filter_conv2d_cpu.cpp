@@ -107,7 +107,7 @@ at::Tensor sparse_filter_conv2d_cpu(const at::Tensor& input, const at::Tensor& r
   if (method == SparseFilterMethod::Auto) method = choose_sparse_filter_method_cpu(rp, ci, g);
 
   if (method == SparseFilterMethod::Dense) {
-    const at::Tensor weight = unpack_sparse_filter_dense(rp, ci, val.detach(), weight_size);
+    const at::Tensor weight = dense_weight_cpu(rp, ci, val, weight_size);
     // g's stride: capped at the padded size where a single output row or column makes the
     // stride irrelevant (oneDNN rejects strides of 2^31 and more).
     return at::conv2d(input, weight, bias, {g.stride_h, g.stride_w}, padding, dilation, groups)

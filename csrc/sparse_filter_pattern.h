@@ -27,6 +27,13 @@ std::vector<std::vector<int64_t>> kept_columns(const at::Tensor& row_ptr,
 double union_fraction(const std::vector<std::vector<int64_t>>& kept,
                       const SparseFilterGeometry& g);
 
+// The dense (C_out, C_in/groups, kH, kW) weight, on the CPU: each output channel's row
+// zeroed and its kept values added (duplicates sum), in parallel over rows. row_ptr, col_idx
+// and values contiguous, the indices checked by check_csr_contents. (Not differentiable:
+// the forward of method 'dense'.)
+at::Tensor dense_weight_cpu(const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                            const at::Tensor& values, at::IntArrayRef weight_size);
+
 // The output of a filter with no columns (C_in/groups == 0: it reads nothing), for every
 // method: the bias broadcast over (N, C_out, H_out, W_out), or zeros. (at::conv2d returns an
 // empty tensor of the input's shape there.)
