@@ -6,6 +6,12 @@ so a CPU-only machine still proves they compile. Environment switches:
   TSC_WITH_CUDA=1    require the CUDA build (fail if nvcc or a CUDA torch is missing)
   TORCH_CUDA_ARCH_LIST  GPU architectures (default "8.0;9.0")
   MAX_JOBS           parallel compile jobs (2 suits a 2-core machine)
+  TSC_SANITIZE=1     AddressSanitizer + UndefinedBehaviorSanitizer build of the CPU kernels
+                     (-O1, implies TSC_WITH_CUDA=0). Build it apart from the normal install:
+                       TSC_SANITIZE=1 python setup.py build --build-base build/sanitize-py-tmp \
+                           --build-lib build/sanitize-py
+                     and import it with LD_PRELOAD of gcc's libasan.so and libubsan.so
+                     (scripts/run_sanitizer_tests.sh does both).
 """
 import glob
 import os
@@ -18,7 +24,20 @@ from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, C
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
+def sanitize_build_wanted() -> bool:
+    return os.environ.get("TSC_SANITIZE", "0").lower() in ("1", "true", "on")
+
+
+# CMakeLists.txt's TSC_SANITIZE flags (-fno-inline: see there), appended after Python's own
+# compile flags so that -O1 and -fno-wrapv win over its -O3 -fwrapv: under -fwrapv signed
+# overflow is defined and UBSan would not check it.
+SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+                  "-fno-omit-frame-pointer", "-O1", "-fno-inline", "-g", "-fno-wrapv"]
+
+
 def cuda_build_wanted() -> bool:
+    if sanitize_build_wanted():
+        return False  # the sanitizers check the CPU kernels; nvcc objects would not be
     switch = os.environ.get("TSC_WITH_CUDA", "auto").lower()
     available = torch.version.cuda is not None and CUDA_HOME is not None
     if switch in ("0", "false", "off"):
@@ -37,6 +56,10 @@ def extension():
     # -fopenmp: at::parallel_for is an OpenMP region in torch's CPU builds; without the flag
     # the pragma is ignored and every kernel runs on one thread.
     cxx_flags = ["-O3", "-std=c++17", "-Wall", "-Wno-psabi", "-fopenmp"]
+    link_flags = ["-fopenmp"]
+    if sanitize_build_wanted():
+        cxx_flags += SANITIZE_FLAGS
+        link_flags += ["-fsanitize=address,undefined"]
     macros = []
     if with_cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
@@ -49,7 +72,7 @@ def extension():
             define_macros=macros,
             extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17", "-lineinfo"]},
             libraries=["cusparse"],
-            extra_link_args=["-fopenmp"],
+            extra_link_args=link_flags,
         )
     return CppExtension(
         "torch_sparse_conv._C",
@@ -57,7 +80,7 @@ def extension():
         include_dirs=[os.path.join(ROOT, "csrc")],
         define_macros=macros,
         extra_compile_args={"cxx": cxx_flags},
-        extra_link_args=["-fopenmp"],
+        extra_link_args=link_flags,
     )
 
 
