@@ -9,7 +9,11 @@ from torch.nn.utils import prune
 
 import torch_sparse_conv as tsc
 from torch_sparse_conv import compat
-from torch_sparse_conv.models import SmallCNN, prune_convs
+
+from testing import load_example
+
+models = load_example("models")
+SmallCNN, prune_convs = models.SmallCNN, models.prune_convs
 
 
 def test_module_matches_its_dense_weight():

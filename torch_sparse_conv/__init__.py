@@ -6,20 +6,23 @@
   kernel, ``scipy.signal.convolve2d`` semantics, output kept sparse (:func:`toeplitz_conv2d`,
   :func:`toeplitz_matrix`, :class:`ToeplitzConv2d`, :class:`compat.Toeplitz_convolution2d`).
 
-All operators live under ``torch.ops.torch_sparse_conv``.
+Each family is a subpackage with the same shape, :mod:`.sparse_filter` and :mod:`.toeplitz`:
+a ``functional`` module, an ``nn`` module and the operators' fake kernels. All operators live
+under ``torch.ops.torch_sparse_conv``.
 """
 from . import _library
 
 _library.load()
 
 from ._library import cuda_version_compiled, empty_output_cache, library_path  # noqa: E402
-from .functional import (  # noqa: E402
+from .sparse_filter import (  # noqa: E402
+    SparseConv2d,
     pack_sparse_filter,
     sparse_conv2d,
     sparse_conv2d_packed,
+    sparsify,
     unpack_sparse_filter,
 )
-from .nn import SparseConv2d, sparsify  # noqa: E402
 from .toeplitz import ToeplitzConv2d, toeplitz_conv2d, toeplitz_matrix  # noqa: E402
 from . import compat  # noqa: E402,F401
 

@@ -1,7 +1,9 @@
-"""Loads the compiled operator library and registers the fake (meta) kernels.
+"""Loads the compiled operator library and registers the fake (meta) kernels of both families
+(sparse_filter/_fake.py, toeplitz/_fake.py).
 
 Fake kernels are registered only after the library is loaded: they attach to schemas that
-the library defines, and registering them first would fail or shadow a missing build.
+the library defines, and registering them first would fail or shadow a missing build. The
+package's __init__ calls load() before importing anything else.
 """
 import os
 
@@ -24,7 +26,8 @@ def load() -> None:
         ) from error
     if not hasattr(torch.ops.torch_sparse_conv, "sparse_filter_conv2d"):
         raise ImportError("torch_sparse_conv._C loaded but registered no operators")
-    from . import _fake  # noqa: F401
+    from .sparse_filter import _fake as _sparse_filter_fake  # noqa: F401
+    from .toeplitz import _fake as _toeplitz_fake  # noqa: F401
     _LOADED = True
 
 

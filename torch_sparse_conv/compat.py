@@ -17,9 +17,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import functional as _functional
+# Under private names: compat re-exports nothing of the families (its own sparse_conv2d and
+# the recipe's argument sparse_filter have the recipe's names).
+from . import sparse_filter as _sparse_filter
 from . import toeplitz as _toeplitz
-from . import _C  # after the modules above, which load it with a clear error if it is missing
 
 
 def _masked_filter(sparse_filter: Tensor, indices) -> Tensor:
@@ -73,14 +74,14 @@ def sparse_conv2d_batch(input_tensor: Tensor, sparse_filter: Tensor, indices, ou
 def sparse_conv2d_impl(x: Tensor, sparse_filter: Tensor, indices, stride, padding,
                        method: str = "auto") -> Tensor:
     weight = _masked_filter(sparse_filter, indices).to(x.dtype)
-    return _functional.sparse_conv2d(x, weight, None, stride, padding, 1, 1, method)
+    return _sparse_filter.sparse_conv2d(x, weight, None, stride, padding, 1, 1, method)
 
 
 __all__ = ["sparse_conv2d", "sparse_conv2d_unfold", "sparse_conv2d_batch",
            "Toeplitz_convolution2d"]
 
 
-_MODES = ("full", "same", "valid")
+_MODES = _toeplitz.MODES
 _CPU = torch.device("cpu")
 
 
@@ -144,7 +145,7 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
         if k.ndim != 2 or 0 in k.shape:
             raise ValueError(f"k must be a 2-D array with at least one row and column, got "
                              f"shape {k.shape}")
-        _toeplitz._check_image_shape(x_shape, "Toeplitz_convolution2d", "x_shape")
+        _toeplitz.check_image_shape(x_shape, "Toeplitz_convolution2d", "x_shape")
         self.x_shape = (int(x_shape[0]), int(x_shape[1]))
         self.k = k.copy()
         self.mode = mode
@@ -162,7 +163,7 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
         # visible part of a batch-1 call), shares its memory on the CPU.
         self._kernel_array = np.array(self.k, dtype=self.dtype, order="C")
         self._kernel_tensor = None
-        self._matrices = {}  # mode -> _toeplitz._MatrixCache, for method 'precomputed'
+        self._matrices = {}  # mode -> _toeplitz.MatrixCache, for method 'precomputed'
 
     @property
     def _kernel(self) -> torch.Tensor:
@@ -213,7 +214,7 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
         data = csr.data if csr.data.dtype == self.dtype else csr.data.astype(self.dtype)
         if self.device.type == "cpu" and self.method != "precomputed":
             # _toeplitz_conv2d_scipy's kernel on scipy's arrays, shared, not copied.
-            out_crow, out_col, out_values = _C._toeplitz_conv2d_scipy_numpy(
+            out_crow, out_col, out_values = _toeplitz.toeplitz_conv2d_scipy_arrays(
                 csr.indptr, csr.indices, data, self._kernel_array, h, w, mode)
             result = _scipy_csr_matrix(out_values, out_col, out_crow, (rows, out_h * out_w))
         else:
@@ -232,7 +233,7 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
         crow, col = crow.to(self.device, torch.int64), col.to(self.device, torch.int64)
         values, ops = values.to(self.device), torch.ops.torch_sparse_conv
         if self.method == "precomputed":
-            matrix = self._matrices.setdefault(mode, _toeplitz._MatrixCache()).get(
+            matrix = self._matrices.setdefault(mode, _toeplitz.MatrixCache()).get(
                 self._kernel, self.x_shape, mode)
             out_crow, out_col, out_values = ops.toeplitz_conv2d_precomputed(
                 crow, col, values, self._kernel, list(self.x_shape), mode, *matrix)

@@ -6,7 +6,9 @@
    against scipy.signal.convolve2d, and print the speedup over scipy and, when installed, over
    the sparse_convolution package.
 
-    python -m torch_sparse_conv.demo [--sparsity 0.9] [--batch 8] [--size 56] [--threads 2]
+    python examples/python/demo.py [--sparsity 0.9] [--batch 8] [--size 56] [--threads 2]
+
+(scripts/run_demo.sh builds the extension first, then runs this.)
 """
 import argparse
 import copy
@@ -14,10 +16,9 @@ import copy
 import torch
 from torch import nn
 
-from . import sparse_conv2d  # noqa: F401  (loads the operators)
-from .bench.timing import time_interleaved
-from .models import SmallCNN, prune_convs
-from .nn import SparseConv2d, sparsify
+from models import SmallCNN, prune_convs  # examples/python/models.py, beside this script
+from torch_sparse_conv import SparseConv2d, sparsify
+from torch_sparse_conv.bench.timing import time_interleaved
 
 
 def paired_times(dense_fn, sparse_fn, rounds: int = 9):
@@ -32,7 +33,7 @@ def sparse_input_demo(threads: int) -> None:
     import scipy.signal
     import scipy.sparse
 
-    from .compat import Toeplitz_convolution2d
+    from torch_sparse_conv.compat import Toeplitz_convolution2d
 
     rng = np.random.default_rng(0)
     size, rois, kernel_size = 256, 1000, 7

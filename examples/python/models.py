@@ -1,4 +1,5 @@
-"""A small CNN used by the demo (and handy in tests): ResNet-like 3x3 stages."""
+"""A small CNN used by the demo (examples/python/demo.py) and the sparsify tests:
+ResNet-like 3x3 stages."""
 import torch
 from torch import nn
 from torch.nn.utils import prune

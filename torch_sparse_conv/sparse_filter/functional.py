@@ -10,9 +10,7 @@ from typing import List, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from . import _library
-
-_library.load()
+from .._arguments import check_float_dtype
 
 METHODS = ("auto", "direct", "unfold", "dense", "spmm")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -20,7 +18,10 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 IntOrPair = Union[int, Tuple[int, int], List[int]]
 
 
-def _pair(value, name: str) -> List[int]:
+def pair(value, name: str) -> List[int]:
+    """``[a, b]`` from an int ``a`` (``[a, a]``), a one-element or a two-element sequence of
+    ints; TypeError for anything else than an int or a sequence, ValueError for a sequence
+    of another length or of non-ints. Signs are the caller's to check."""
     if isinstance(value, bool) or not isinstance(value, (int, tuple, list, torch.Size)):
         raise TypeError(f"sparse_conv2d: {name} must be an int or a pair of ints, got {value!r}")
     if isinstance(value, int):
@@ -48,7 +49,7 @@ def resolve_padding(padding, kernel_size: List[int], stride: List[int],
         total = [d * (k - 1) for d, k in zip(dilation, kernel_size)]
         symmetric = [t // 2 for t in total]
         return symmetric, [t - 2 * s for t, s in zip(total, symmetric)]
-    pad = _pair(padding, "padding")
+    pad = pair(padding, "padding")
     if pad[0] < 0 or pad[1] < 0:
         raise ValueError(f"sparse_conv2d: padding must be non-negative, got {padding!r}")
     return pad, [0, 0]
@@ -119,10 +120,7 @@ def _check_tensors(input, weight, bias):
     if weight.dim() != 4:
         raise ValueError("sparse_conv2d: weight must be 4-D (C_out, C_in/groups, kH, kW), got "
                          f"shape {tuple(weight.shape)}")
-    half = input.dtype in (torch.float16, torch.bfloat16)
-    if input.dtype not in (torch.float32, torch.float64) and not (half and input.is_cuda):
-        raise TypeError("sparse_conv2d: input must be float32 or float64 (float16 and bfloat16 "
-                        f"on CUDA only), got {input.dtype} on {input.device}")
+    check_float_dtype(input, "sparse_conv2d", "input")
     if weight.dtype != input.dtype:
         raise TypeError(f"sparse_conv2d: weight dtype ({weight.dtype}) must match input dtype "
                         f"({input.dtype})")
@@ -158,8 +156,8 @@ def sparse_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     if method not in METHODS:
         raise ValueError(f"sparse_conv2d: method must be one of {METHODS}, got {method!r}")
     kernel = [int(weight.shape[2]), int(weight.shape[3])]
-    stride_ = _pair(stride, "stride")
-    dilation_ = _pair(dilation, "dilation")
+    stride_ = pair(stride, "stride")
+    dilation_ = pair(dilation, "dilation")
     if min(stride_) <= 0:
         raise ValueError(f"sparse_conv2d: stride must be positive, got {stride!r}")
     if min(dilation_) <= 0:

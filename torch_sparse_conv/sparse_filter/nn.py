@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from .functional import (
     METHODS,
     PADDING_MODES,
-    _pair,
+    pair,
     resolve_padding,
     sparse_conv2d_packed,
     unpack_sparse_filter,
@@ -20,10 +20,10 @@ DEFAULT_MIN_SPARSITY = 0.8
 
 
 def _positive_pair(value, name: str) -> List[int]:
-    pair = _pair(value, name)
-    if min(pair) <= 0:
+    values = pair(value, name)
+    if min(values) <= 0:
         raise ValueError(f"SparseConv2d: {name} must be positive, got {value!r}")
-    return pair
+    return values
 
 
 class SparseConv2d(nn.Module):

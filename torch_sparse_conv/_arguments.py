@@ -1,0 +1,37 @@
+"""Argument rules both operator families apply, each written once.
+
+Internal (not re-exported by the package): the families' functional modules and fake kernels
+import these by name.
+
+* :func:`check_float_dtype` -- which dtypes run on which device, for both families: float32 and
+  float64 everywhere, float16 and bfloat16 on CUDA only.
+* :func:`check_one_device` -- the fake kernels' check that every tensor argument is on one
+  device.
+"""
+import torch
+from torch import Tensor
+
+FULL_PRECISION = (torch.float32, torch.float64)
+HALF_PRECISION = (torch.float16, torch.bfloat16)  # CUDA only
+
+
+def check_float_dtype(tensor: Tensor, caller: str, name: str) -> None:
+    """TypeError unless ``tensor``'s dtype runs on its device: float32 or float64 anywhere,
+    float16 or bfloat16 on CUDA."""
+    dtype = tensor.dtype
+    if dtype in FULL_PRECISION or (dtype in HALF_PRECISION and tensor.is_cuda):
+        return
+    raise TypeError(f"{caller}: {name} must be float32 or float64 (float16 and bfloat16 on "
+                    f"CUDA only), got {dtype} on {tensor.device}")
+
+
+def check_one_device(op: str, anchor, **tensors) -> None:
+    """Every tensor argument (None skipped) on the device of ``anchor``, a (label, tensor)
+    pair. The dispatcher sends a call whose tensors mix 'meta' with another device to the
+    fake kernel, where a real kernel's device check never runs."""
+    anchor_name, anchor_tensor = anchor
+    for name, tensor in tensors.items():
+        if tensor is not None:
+            torch._check(tensor.device == anchor_tensor.device, lambda: (
+                f"{op}: {name} is on {tensor.device} but {anchor_name} is on "
+                f"{anchor_tensor.device}"))

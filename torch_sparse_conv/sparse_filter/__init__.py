@@ -1,0 +1,33 @@
+"""Sparse-filter conv2d: pruned ``nn.Conv2d`` weights computed at the cost of the kept taps.
+
+* :mod:`.functional`: :func:`sparse_conv2d` (``F.conv2d``'s arguments and result),
+  :func:`pack_sparse_filter` / :func:`unpack_sparse_filter` and :func:`sparse_conv2d_packed`
+  (a weight packed once), and the argument rules :func:`pair` and :func:`resolve_padding`.
+* :mod:`.nn`: :class:`SparseConv2d` (a pruned ``nn.Conv2d``) and :func:`sparsify`.
+* ``_fake``: the operators' fake (meta) kernels, registered by ``_library.load()``.
+"""
+from .functional import (
+    METHODS,
+    PADDING_MODES,
+    pack_sparse_filter,
+    pair,
+    resolve_padding,
+    sparse_conv2d,
+    sparse_conv2d_packed,
+    unpack_sparse_filter,
+)
+from .nn import DEFAULT_MIN_SPARSITY, SparseConv2d, sparsify
+
+__all__ = [
+    "DEFAULT_MIN_SPARSITY",
+    "METHODS",
+    "PADDING_MODES",
+    "SparseConv2d",
+    "pack_sparse_filter",
+    "pair",
+    "resolve_padding",
+    "sparse_conv2d",
+    "sparse_conv2d_packed",
+    "sparsify",
+    "unpack_sparse_filter",
+]
