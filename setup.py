@@ -52,7 +52,9 @@ def cuda_build_wanted() -> bool:
 
 def extension():
     with_cuda = cuda_build_wanted()
-    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
+    # Sources sit by family and role (csrc/<family>/cpu/..., cuda/<family>/...); every include
+    # names its file from the repository root ("csrc/common/output_buffer_cache.h").
+    sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
     # -fopenmp: at::parallel_for is an OpenMP region in torch's CPU builds; without the flag
     # the pragma is ignored and every kernel runs on one thread.
     cxx_flags = ["-O3", "-std=c++17", "-Wall", "-Wno-psabi", "-fopenmp"]
@@ -63,12 +65,12 @@ def extension():
     macros = []
     if with_cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
-        sources += sorted(glob.glob(os.path.join("cuda", "*.cu")))
+        sources += sorted(glob.glob(os.path.join("cuda", "**", "*.cu"), recursive=True))
         macros.append(("TSC_WITH_CUDA", "1"))
         return CUDAExtension(
             "torch_sparse_conv._C",
             sources,
-            include_dirs=[os.path.join(ROOT, "csrc")],
+            include_dirs=[ROOT, os.path.join(ROOT, "csrc")],
             define_macros=macros,
             extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17", "-lineinfo"]},
             libraries=["cusparse"],
@@ -77,7 +79,7 @@ def extension():
     return CppExtension(
         "torch_sparse_conv._C",
         sources,
-        include_dirs=[os.path.join(ROOT, "csrc")],
+        include_dirs=[ROOT, os.path.join(ROOT, "csrc")],
         define_macros=macros,
         extra_compile_args={"cxx": cxx_flags},
         extra_link_args=link_flags,

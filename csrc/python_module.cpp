@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "output_buffer_cache.h"
-#include "toeplitz_direct_cpu.h"
-#include "toeplitz_geometry.h"
+#include "csrc/common/output_buffer_cache.h"
+#include "csrc/toeplitz/cpu/direct.h"
+#include "csrc/toeplitz/geometry.h"
 
 namespace {
 

@@ -1,4 +1,4 @@
-// The CUDA kernels of both operator families, run on the CPU by kernel_emulation.h and
+// The CUDA kernels of both operator families, run on the CPU by cuda/common/kernel_emulation.h and
 // compared with independent references (at::conv2d and autograd, the library's CPU Toeplitz
 // operator, naive loops). This checks what each kernel computes — indexing, tiling, staging,
 // barriers — on machines without a GPU; tests/test_*_cuda.py check the real launches where
@@ -17,14 +17,14 @@
 #include <string>
 #include <vector>
 
-#include "csr_device_facts.h"
-#include "sparse_filter_geometry.h"
-#include "toeplitz_geometry.h"
+#include "csrc/common/csr_device_facts.h"
+#include "csrc/sparse_filter/geometry.h"
+#include "csrc/toeplitz/geometry.h"
 #include "torch_sparse_conv.h"
 // Last: these define CUDA's keywords as macros for the emulation.
-#include "sparse_filter_pipeline.cuh"
-#include "toeplitz_conv2d_pipeline.cuh"
-#include "toeplitz_matrix_pipeline.cuh"
+#include "cuda/sparse_filter/pipeline.cuh"
+#include "cuda/toeplitz/conv2d_pipeline.cuh"
+#include "cuda/toeplitz/matrix_pipeline.cuh"
 
 namespace {
 

@@ -1,0 +1,148 @@
+#include "csrc/common/output_buffer_cache.h"
+
+#include <c10/core/CPUAllocator.h>
+#include <c10/core/impl/alloc_cpu.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+namespace torch_sparse_conv {
+namespace {
+
+constexpr size_t kSmallest = size_t(1) << 20;  // below this, malloc reuses memory itself
+
+size_t cache_limit_bytes() {
+  const char* megabytes = std::getenv("TSC_OUTPUT_CACHE_MB");
+  const long long parsed = megabytes ? std::strtoll(megabytes, nullptr, 10) : 512;
+  return static_cast<size_t>(std::max(0LL, std::min(parsed, 1LL << 30))) << 20;
+}
+
+// Freed buffers, least recently freed first. A buffer in use belongs to its tensor; its
+// deleter brings it back.
+class OutputBufferCache final : public c10::Allocator {
+  struct Block {
+    void* data;
+    size_t bytes;
+  };
+
+ public:
+  c10::DataPtr allocate(size_t bytes) override {
+    auto block = std::make_unique<Block>();
+    // A reused buffer keeps its own size, which may exceed the request.
+    block->data = take(bytes, &block->bytes);
+    if (block->data == nullptr) {
+      block->data = c10::alloc_cpu(bytes);
+      block->bytes = bytes;
+    }
+    void* data = block->data;
+    return {data, block.release(), &give_back, c10::Device(c10::DeviceType::CPU)};
+  }
+
+  void copy_data(void* dest, const void* src, size_t count) const override {
+    default_copy_data(dest, src, count);
+  }
+
+  int64_t release_all() {
+    std::vector<Block> released;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      released.assign(free_.begin(), free_.end());
+      free_.clear();
+      cached_bytes_ = 0;
+    }
+    int64_t bytes = 0;
+    for (const Block& block : released) {
+      c10::free_cpu(block.data);
+      bytes += static_cast<int64_t>(block.bytes);
+    }
+    return bytes;
+  }
+
+  static OutputBufferCache& instance() {
+    // Never destroyed: tensors may free their buffers during interpreter shutdown.
+    static auto* cache = new OutputBufferCache();
+    return *cache;
+  }
+
+ private:
+  // The smallest free buffer of at least `bytes` and at most twice that (its size in
+  // *size), or nullptr. Every kept buffer has 1 MiB or more, so there are few, and a scan
+  // per large allocation costs nothing next to filling it.
+  void* take(size_t bytes, size_t* size) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto best = free_.end();
+    for (auto it = free_.begin(); it != free_.end(); ++it) {
+      if (it->bytes >= bytes && it->bytes / 2 <= bytes &&
+          (best == free_.end() || it->bytes < best->bytes)) {
+        best = it;
+      }
+    }
+    if (best == free_.end()) return nullptr;
+    void* data = best->data;
+    *size = best->bytes;
+    cached_bytes_ -= best->bytes;
+    free_.erase(best);
+    return data;
+  }
+
+  static void give_back(void* context) {
+    auto* block = static_cast<Block*>(context);
+    instance().keep(*block);
+    delete block;
+  }
+
+  // Keeps a freed buffer, evicting the least recently freed ones beyond the limit, so the
+  // sizes in use now always find room (sizes no longer asked for age out).
+  void keep(const Block& block) {
+    std::vector<Block> evicted;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (block.bytes > limit_) {
+        evicted.push_back(block);
+      } else {
+        free_.push_back(block);
+        cached_bytes_ += block.bytes;
+        while (cached_bytes_ > limit_) {
+          evicted.push_back(free_.front());
+          cached_bytes_ -= free_.front().bytes;
+          free_.pop_front();
+        }
+      }
+    }
+    for (const Block& old : evicted) c10::free_cpu(old.data);
+  }
+
+  std::mutex mutex_;
+  std::list<Block> free_;  // least recently freed first
+  size_t cached_bytes_ = 0;
+  const size_t limit_ = cache_limit_bytes();
+};
+
+// The allocator for a buffer of this size: the cache from 1 MiB up (when enabled), else
+// ATen's CPU allocator.
+c10::Allocator* output_allocator(size_t bytes) {
+  static const bool enabled = cache_limit_bytes() > 0;
+  if (bytes < kSmallest || !enabled) return c10::GetCPUAllocator();
+  return &OutputBufferCache::instance();
+}
+
+}  // namespace
+
+at::Tensor empty_output(int64_t size, at::ScalarType dtype) {
+  // empty_generic rather than at::empty: no dispatch, which a batch-1 call would notice.
+  const size_t bytes = static_cast<size_t>(size) * c10::elementSize(dtype);
+  return at::detail::empty_generic({size}, output_allocator(bytes),
+                                   c10::DispatchKeySet(c10::DispatchKey::CPU), dtype,
+                                   std::nullopt);
+}
+
+c10::DataPtr allocate_output(size_t bytes) { return output_allocator(bytes)->allocate(bytes); }
+
+int64_t release_cached_outputs() { return OutputBufferCache::instance().release_all(); }
+
+}  // namespace torch_sparse_conv

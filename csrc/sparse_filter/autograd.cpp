@@ -1,0 +1,71 @@
+// Autograd for sparse_filter_conv2d, in C++ so that LibTorch and TorchScript-from-C++
+// callers get gradients too. The backward is its own operator
+// (_sparse_filter_conv2d_backward) with its own device kernels and fake kernel.
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include "csrc/common/autograd_kernel.h"
+#include "csrc/sparse_filter/ops.h"
+
+namespace torch_sparse_conv {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+class SparseFilterConv2dFunction
+    : public torch::autograd::Function<SparseFilterConv2dFunction> {
+ public:
+  // The operator's arguments, in schema order.
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
+                            const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                            const at::Tensor& values, at::IntArrayRef weight_size,
+                            const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                            at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                            c10::string_view method) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    at::Tensor output = ops::sparse_filter_conv2d(input, row_ptr, col_idx, values, weight_size,
+                                                  bias, stride, padding, dilation, groups,
+                                                  method);
+    ctx->save_for_backward({input, row_ptr, col_idx, values});
+    ctx->saved_data["weight_size"] = weight_size.vec();
+    ctx->saved_data["stride"] = stride.vec();
+    ctx->saved_data["padding"] = padding.vec();
+    ctx->saved_data["dilation"] = dilation.vec();
+    ctx->saved_data["groups"] = groups;
+    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
+    return output;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const bool has_bias = ctx->saved_data["has_bias"].toBool();
+    // needs_input_grad counts tensor arguments: input 0, row_ptr 1, col_idx 2, values 3,
+    // bias 4 (when given).
+    const std::array<bool, 3> mask = {ctx->needs_input_grad(0), ctx->needs_input_grad(3),
+                                      has_bias && ctx->needs_input_grad(4)};
+    at::Tensor grad_input, grad_values, grad_bias;
+    if (grad_outputs[0].defined() && (mask[0] || mask[1] || mask[2])) {
+      std::tie(grad_input, grad_values, grad_bias) = ops::sparse_filter_conv2d_backward(
+          grad_outputs[0], saved[0], saved[1], saved[2], saved[3],
+          ctx->saved_data["weight_size"].toIntVector(), ctx->saved_data["stride"].toIntVector(),
+          ctx->saved_data["padding"].toIntVector(), ctx->saved_data["dilation"].toIntVector(),
+          ctx->saved_data["groups"].toInt(), mask);
+    }
+    // One entry per argument, in schema order.
+    variable_list grads(11);
+    grads[0] = grad_input;
+    grads[3] = grad_values;
+    grads[5] = grad_bias;
+    return grads;
+  }
+};
+
+}  // namespace
+}  // namespace torch_sparse_conv
+
+TORCH_LIBRARY_IMPL(torch_sparse_conv, Autograd, m) {
+  using namespace torch_sparse_conv;
+  m.impl("sparse_filter_conv2d",
+         &AutogradKernel<SparseFilterConv2dFunction, decltype(ops::sparse_filter_conv2d)>::call);
+}

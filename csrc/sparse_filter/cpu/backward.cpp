@@ -1,0 +1,129 @@
+// _sparse_filter_conv2d_backward on CPU.
+//
+// Both gradients reuse the forward's layouts: the input in polyphase layout and grad_output
+// in wide layout (zeros in the padding columns), so each kept tap is one contiguous run:
+//   grad_values[k] = sum_n dot(grad_output_wide[n, oc(k)], input_polyphase[n] + offset(k))
+//   grad_input_polyphase[n] + offset(k) += values[k] * grad_output_wide[n, oc(k)]
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <array>
+#include <numeric>
+#include <vector>
+
+#include "csrc/sparse_filter/geometry.h"
+#include "csrc/sparse_filter/pattern.h"
+#include "csrc/sparse_filter/cpu/simd.h"
+
+namespace torch_sparse_conv {
+namespace {
+
+// Parallel over the kept taps: each tap's gradient is a dot product over the batch.
+template <typename scalar_t>
+void grad_values_cpu(const at::Tensor& grad_wide, const at::Tensor& polyphase,
+                     const FilterTaps& taps, const SparseFilterGeometry& g,
+                     at::Tensor& grad_values) {
+  const auto& simd = sparse_filter_simd<scalar_t>();
+  const scalar_t* go = grad_wide.data_ptr<scalar_t>();
+  const scalar_t* in = polyphase.data_ptr<scalar_t>();
+  scalar_t* gv = grad_values.data_ptr<scalar_t>();
+  const int64_t len = g.wide_len();
+  const int64_t wide_plane = g.out_h * g.phase_w;
+  const int64_t sample_block = g.in_channels * g.channel_block();
+  const int64_t nnz = grad_values.size(0);
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, len * g.batch));
+  at::parallel_for(0, nnz, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      const int64_t oc = taps.out_channel[k];
+      scalar_t sum = 0;
+      for (int64_t n = 0; n < g.batch; ++n) {
+        sum += simd.dot(go + (n * g.out_channels + oc) * wide_plane,
+                        in + n * sample_block + taps.input_offset[k], len);
+      }
+      gv[k] = sum;
+    }
+  });
+}
+
+// Parallel over (sample, input channel): the taps that read an input channel are gathered
+// first, so every task owns its slice of grad_input and no two tasks write the same memory.
+template <typename scalar_t>
+void grad_input_cpu(const at::Tensor& grad_wide, const at::Tensor& values,
+                    const FilterTaps& taps, const SparseFilterGeometry& g,
+                    at::Tensor& grad_polyphase) {
+  const auto& simd = sparse_filter_simd<scalar_t>();
+  const scalar_t* go = grad_wide.data_ptr<scalar_t>();
+  const scalar_t* val = values.data_ptr<scalar_t>();
+  scalar_t* gi = grad_polyphase.data_ptr<scalar_t>();
+  const int64_t len = g.wide_len();
+  const int64_t wide_plane = g.out_h * g.phase_w;
+  const int64_t block = g.channel_block();
+  const int64_t sample_block = g.in_channels * block;
+  const int64_t nnz = values.size(0);
+
+  // Counting sort of the taps by the input channel they read.
+  std::vector<int64_t> channel_start(g.in_channels + 1, 0);
+  std::vector<int64_t> channel_of(nnz);
+  for (int64_t k = 0; k < nnz; ++k) {
+    channel_of[k] = taps.input_offset[k] / block;
+    ++channel_start[channel_of[k] + 1];
+  }
+  std::partial_sum(channel_start.begin(), channel_start.end(), channel_start.begin());
+  std::vector<int64_t> by_channel(nnz);
+  std::vector<int64_t> fill(channel_start.begin(), channel_start.end() - 1);
+  for (int64_t k = 0; k < nnz; ++k) by_channel[fill[channel_of[k]]++] = k;
+
+  at::parallel_for(0, g.batch * g.in_channels, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / g.in_channels, c = item % g.in_channels;
+      for (int64_t j = channel_start[c]; j < channel_start[c + 1]; ++j) {
+        const int64_t k = by_channel[j];
+        simd.axpy(val[k], go + (n * g.out_channels + taps.out_channel[k]) * wide_plane,
+                  gi + n * sample_block + taps.input_offset[k], len);
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& row_ptr,
+    const at::Tensor& col_idx, const at::Tensor& values, at::IntArrayRef weight_size,
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+    std::array<bool, 3> output_mask) {
+  const SparseFilterGeometry g = check_sparse_filter_backward_args(
+      grad_output, input, row_ptr, col_idx, values, weight_size, stride, padding, dilation,
+      groups);
+
+  at::Tensor grad_input, grad_values, grad_bias;
+  if (output_mask[2]) grad_bias = grad_output.sum({0, 2, 3});
+  if (!output_mask[0] && !output_mask[1]) return {grad_input, grad_values, grad_bias};
+
+  at::Tensor rp = row_ptr.contiguous(), ci = col_idx.contiguous(), val = values.contiguous();
+  const FilterTaps taps = make_filter_taps(rp, ci, g);
+  const bool empty = g.batch == 0 || g.out_h * g.out_w == 0;
+  at::Tensor grad_wide = empty ? at::Tensor() : to_wide(grad_output, g);
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "sparse_filter_conv2d_backward_cpu", [&] {
+    if (output_mask[0]) {
+      at::Tensor grad_polyphase = at::zeros(
+          {g.batch, g.in_channels, g.stride_h, g.stride_w, g.phase_h, g.phase_w}, input.options());
+      if (!empty) grad_input_cpu<scalar_t>(grad_wide, val, taps, g, grad_polyphase);
+      grad_input = from_polyphase(grad_polyphase, g);
+    }
+    if (output_mask[1]) {
+      grad_values = at::zeros_like(val);
+      if (!empty) {
+        grad_values_cpu<scalar_t>(grad_wide, to_polyphase(input, g), taps, g, grad_values);
+      }
+    }
+  });
+  return {grad_input, grad_values, grad_bias};
+}
+
+}  // namespace
+}  // namespace torch_sparse_conv
+
+TORCH_LIBRARY_IMPL(torch_sparse_conv, CPU, m) {
+  m.impl("_sparse_filter_conv2d_backward",
+         &torch_sparse_conv::sparse_filter_conv2d_backward_cpu);
+}

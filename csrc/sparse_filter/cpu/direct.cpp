@@ -1,0 +1,232 @@
+// The 'direct' method on CPU: each output plane is a sum of shifted input runs, one per kept
+// tap, read in place from the polyphase layout (csrc/sparse_filter/geometry.h). Work is
+// proportional to the kept taps; there is no im2col buffer.
+//
+// Layout of the work:
+// * Samples are interleaved in groups of `interleave` (1 for large planes): position
+//   p = pixel * interleave + sample, so the small planes of late layers still give runs long
+//   enough for full vector tiles.
+// * The wide run is cut into blocks of positions; a task computes one block for a range of
+//   output channels. Each thread lays out its sample group in a buffer of its own that
+//   lives across calls (no allocation; the group is in cache when the block loop reads it).
+// * Input channels are visited in chunks whose rows fit in L1; the chunks' partial sums
+//   accumulate in a small per-task buffer.
+#include "csrc/sparse_filter/cpu/direct.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <numeric>
+#include <vector>
+
+#include "csrc/sparse_filter/cpu/simd.h"
+
+namespace torch_sparse_conv {
+namespace {
+
+constexpr int64_t kBlockPositions = 512;
+constexpr int64_t kL1Bytes = 32 * 1024;
+constexpr int64_t kMinRunForOneSample = 128;  // shorter wide runs interleave samples
+
+// The taps of each output channel sorted by input channel, as offsets into the (interleaved)
+// polyphase layout, with the boundaries of each input-channel chunk.
+template <typename scalar_t>
+struct SortedTaps {
+  std::vector<int64_t> offsets;
+  std::vector<scalar_t> values;
+  std::vector<int64_t> chunk_ptr;  // out_channels x (chunks + 1)
+  int64_t chunks = 1;
+
+  const int64_t* bounds(int64_t oc) const { return chunk_ptr.data() + oc * (chunks + 1); }
+};
+
+template <typename scalar_t>
+SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                               const at::Tensor& values, const SparseFilterGeometry& g,
+                               int64_t chunk_channels, int64_t interleave) {
+  const int64_t* rp = row_ptr.data_ptr<int64_t>();
+  const int64_t* ci = col_idx.data_ptr<int64_t>();
+  const scalar_t* val = values.data_ptr<scalar_t>();
+  const int64_t nnz = col_idx.size(0);
+  const int64_t cin_g = g.in_channels_per_group();
+  const int64_t taps_per_channel = g.kernel_h * g.kernel_w;
+  const int64_t group_block = cin_g * g.channel_block();
+  const std::vector<int64_t> column_offset = g.column_offsets();
+  SortedTaps<scalar_t> sorted;
+  sorted.chunks = (cin_g + chunk_channels - 1) / chunk_channels;
+  sorted.offsets.resize(nnz);
+  sorted.values.resize(nnz);
+  sorted.chunk_ptr.resize(g.out_channels * (sorted.chunks + 1));
+  std::vector<int64_t> order(nnz);
+  std::iota(order.begin(), order.end(), 0);
+  // Output channels are independent: each writes only its own range of the arrays.
+  at::parallel_for(0, g.out_channels, 16, [&](int64_t oc_begin, int64_t oc_end) {
+    for (int64_t oc = oc_begin; oc < oc_end; ++oc) {
+      // pack_sparse_filter emits sorted columns; only hand-made CSR needs the sort.
+      if (!std::is_sorted(ci + rp[oc], ci + rp[oc + 1])) {
+        std::stable_sort(order.begin() + rp[oc], order.begin() + rp[oc + 1],
+                         [&](int64_t x, int64_t y) { return ci[x] < ci[y]; });
+      }
+      int64_t* bounds = sorted.chunk_ptr.data() + oc * (sorted.chunks + 1);
+      int64_t k = rp[oc];
+      for (int64_t j = 0; j < sorted.chunks; ++j) {
+        while (k < rp[oc + 1] && ci[order[k]] / taps_per_channel < j * chunk_channels) ++k;
+        bounds[j] = k;
+      }
+      bounds[sorted.chunks] = rp[oc + 1];
+      const int64_t group = oc / g.out_channels_per_group();
+      for (int64_t i = rp[oc]; i < rp[oc + 1]; ++i) {
+        sorted.offsets[i] = (group * group_block + column_offset[ci[order[i]]]) * interleave;
+        sorted.values[i] = val[order[i]];
+      }
+    }
+  });
+  return sorted;
+}
+
+// Lays out samples [first, first + interleave) (those < batch; zeros for the rest)
+// interleaved: element e of sample s goes to dst[e * interleave + s].
+template <typename scalar_t>
+void fill_sample_group(const scalar_t* input, int64_t first, int64_t interleave,
+                       const SparseFilterGeometry& g, std::vector<scalar_t>& scratch,
+                       scalar_t* dst) {
+  const int64_t sample_in = g.in_channels * g.in_h * g.in_w;
+  const int64_t sample_block = g.in_channels * g.channel_block();
+  if (interleave == 1) {
+    fill_polyphase_sample(input + first * sample_in, g, dst);
+    return;
+  }
+  scratch.resize(sample_block);
+  for (int64_t s = 0; s < interleave; ++s) {
+    if (first + s < g.batch) {
+      fill_polyphase_sample(input + (first + s) * sample_in, g, scratch.data());
+      for (int64_t e = 0; e < sample_block; ++e) dst[e * interleave + s] = scratch[e];
+    } else {
+      for (int64_t e = 0; e < sample_block; ++e) dst[e * interleave + s] = scalar_t(0);
+    }
+  }
+}
+
+// Copies positions [begin, begin + count) of one output channel's interleaved wide run into
+// the output planes of the group's samples, dropping padding columns and absent samples.
+template <typename scalar_t>
+void scatter_block(const scalar_t* wide, int64_t begin, int64_t count, int64_t first,
+                   int64_t interleave, int64_t oc, const SparseFilterGeometry& g,
+                   scalar_t* output) {
+  const int64_t plane = g.out_h * g.out_w;
+  if (interleave == 1) {
+    scalar_t* dst = output + (first * g.out_channels + oc) * plane;
+    for (int64_t q = begin, end = begin + count; q < end;) {
+      const int64_t oh = q / g.phase_w, ow = q % g.phase_w;
+      const int64_t row_end = std::min(end, (oh + 1) * g.phase_w);
+      const int64_t valid_end = std::min(row_end, oh * g.phase_w + g.out_w);
+      if (q < valid_end) {
+        std::copy(wide + (q - begin), wide + (valid_end - begin), dst + oh * g.out_w + ow);
+      }
+      q = row_end;
+    }
+    return;
+  }
+  const int64_t samples = std::min(interleave, g.batch - first);
+  const int64_t first_pixel = begin / interleave;
+  const int64_t last_pixel = (begin + count - 1) / interleave;
+  for (int64_t pixel = first_pixel; pixel <= last_pixel; ++pixel) {
+    const int64_t oh = pixel / g.phase_w, ow = pixel % g.phase_w;
+    if (ow >= g.out_w) continue;
+    for (int64_t s = 0; s < samples; ++s) {
+      const int64_t q = pixel * interleave + s;
+      if (q < begin || q >= begin + count) continue;
+      output[((first + s) * g.out_channels + oc) * plane + oh * g.out_w + ow] = wide[q - begin];
+    }
+  }
+}
+
+template <typename scalar_t>
+void direct_forward(const at::Tensor& input, const at::Tensor& row_ptr,
+                    const at::Tensor& col_idx, const at::Tensor& values,
+                    const c10::optional<at::Tensor>& bias, const SparseFilterGeometry& g,
+                    at::Tensor& output) {
+  constexpr int64_t lanes = vector_lanes<scalar_t>();
+  const auto& simd = sparse_filter_simd<scalar_t>();
+  const at::Tensor input_c = input.contiguous();
+  const scalar_t* in = input_c.data_ptr<scalar_t>();
+  at::Tensor bias_c = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
+  const scalar_t* b = bias_c.defined() ? bias_c.data_ptr<scalar_t>() : nullptr;
+  scalar_t* out = output.data_ptr<scalar_t>();
+
+  const int64_t one_run = g.wide_len();
+  const int64_t interleave =
+      one_run >= kMinRunForOneSample
+          ? 1
+          : std::min(g.batch, (kBlockPositions + one_run - 1) / one_run);
+  const int64_t sample_groups = (g.batch + interleave - 1) / interleave;
+  const int64_t len = one_run * interleave;
+  const int64_t block = std::min(len, kBlockPositions);
+  const int64_t blocks = (len + block - 1) / block;
+  const int64_t block_stride = (block + lanes - 1) / lanes * lanes;
+  const int64_t group_elements = g.in_channels * g.channel_block() * interleave;
+
+  // Input channels per chunk: the rows a block reads from one channel span the block plus
+  // the kernel's reach, in each of the stride_h * stride_w phase planes.
+  const int64_t reach = ((g.kernel_h - 1) * g.dilation_h / g.stride_h + 1) * g.phase_w;
+  const int64_t channel_bytes = g.stride_h * g.stride_w * sizeof(scalar_t) *
+                                std::min(g.phase_h * g.phase_w * interleave,
+                                         block + reach * interleave);
+  const int64_t chunk_channels = std::max<int64_t>(1, kL1Bytes / channel_bytes);
+  const SortedTaps<scalar_t> taps =
+      sort_taps<scalar_t>(row_ptr, col_idx, values, g, chunk_channels, interleave);
+
+  // Split output channels too when (sample group, block) pairs are too few for the threads.
+  const int64_t wanted_tasks = 4 * at::get_num_threads();
+  const int64_t oc_splits = std::min<int64_t>(
+      std::max<int64_t>(1, g.out_channels),
+      std::max<int64_t>(1, wanted_tasks / (sample_groups * blocks)));
+  const int64_t oc_per_task = (g.out_channels + oc_splits - 1) / oc_splits;
+
+  at::parallel_for(0, sample_groups * blocks * oc_splits, 1, [&](int64_t begin, int64_t end) {
+    std::vector<scalar_t> partial(oc_per_task * block_stride);
+    std::vector<scalar_t> scratch;
+    // Vector loads overhang the last run by up to one vector: slack after the group.
+    thread_local std::vector<scalar_t> laid_out;
+    laid_out.resize(group_elements + lanes);
+    int64_t laid_out_group = -1;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t group = task / (blocks * oc_splits);
+      const int64_t p0 = (task / oc_splits % blocks) * block;
+      const int64_t oc0 = task % oc_splits * oc_per_task;
+      const int64_t oc1 = std::min(g.out_channels, oc0 + oc_per_task);
+      const int64_t count = std::min(block, len - p0);
+      if (group != laid_out_group) {
+        fill_sample_group(in, group * interleave, interleave, g, scratch, laid_out.data());
+        laid_out_group = group;
+      }
+      const scalar_t* run = laid_out.data() + p0;
+      for (int64_t j = 0; j < taps.chunks; ++j) {
+        for (int64_t oc = oc0; oc < oc1; ++oc) {
+          const int64_t k0 = taps.bounds(oc)[j], k1 = taps.bounds(oc)[j + 1];
+          if (j > 0 && k0 == k1) continue;
+          simd.conv_block(run, taps.offsets.data() + k0, taps.values.data() + k0, k1 - k0,
+                          /*accumulate=*/j > 0, b ? b[oc] : scalar_t(0),
+                          partial.data() + (oc - oc0) * block_stride, count);
+        }
+      }
+      for (int64_t oc = oc0; oc < oc1; ++oc) {
+        scatter_block(partial.data() + (oc - oc0) * block_stride, p0, count,
+                      group * interleave, interleave, oc, g, out);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void sparse_filter_direct_forward_cpu(const at::Tensor& input, const at::Tensor& row_ptr,
+                                      const at::Tensor& col_idx, const at::Tensor& values,
+                                      const c10::optional<at::Tensor>& bias,
+                                      const SparseFilterGeometry& g, at::Tensor& output) {
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "sparse_filter_direct_forward_cpu", [&] {
+    direct_forward<scalar_t>(input, row_ptr, col_idx, values, bias, g, output);
+  });
+}
+
+}  // namespace torch_sparse_conv

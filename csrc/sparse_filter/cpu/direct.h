@@ -1,0 +1,16 @@
+// The 'direct' method of sparse_filter_conv2d on CPU (forward).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include "csrc/sparse_filter/geometry.h"
+
+namespace torch_sparse_conv {
+
+// output (N, C_out, out_h, out_w), contiguous, preallocated. Reads only the kept taps.
+void sparse_filter_direct_forward_cpu(const at::Tensor& input, const at::Tensor& row_ptr,
+                                      const at::Tensor& col_idx, const at::Tensor& values,
+                                      const c10::optional<at::Tensor>& bias,
+                                      const SparseFilterGeometry& g, at::Tensor& output);
+
+}  // namespace torch_sparse_conv

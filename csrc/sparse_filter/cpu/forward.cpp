@@ -1,0 +1,154 @@
+// sparse_filter_conv2d forward on CPU: dispatch among the methods, and the 'unfold' and
+// 'dense' methods ('direct' lives in csrc/sparse_filter/cpu/direct.cpp).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "csrc/sparse_filter/method.h"
+#include "csrc/sparse_filter/cpu/direct.h"
+#include "csrc/sparse_filter/geometry.h"
+#include "csrc/sparse_filter/pattern.h"
+
+namespace torch_sparse_conv {
+namespace {
+
+// unfold: the seed recipe done right. Per group, gather only the input rows of the taps that
+// some output channel keeps (the union), then one dense GEMM with the compacted weight.
+// The batch is processed in chunks so the gathered buffer stays under a fixed budget.
+template <typename scalar_t>
+void unfold_forward(const at::Tensor& polyphase, const at::Tensor& row_ptr,
+                    const at::Tensor& col_idx, const at::Tensor& values,
+                    const std::vector<std::vector<int64_t>>& kept_columns,
+                    const c10::optional<at::Tensor>& bias, const SparseFilterGeometry& g,
+                    at::Tensor& output) {
+  constexpr int64_t kWorkspaceElements = int64_t(1) << 23;  // 32 MiB of float32
+  const int64_t* rp = row_ptr.data_ptr<int64_t>();
+  const int64_t* ci = col_idx.data_ptr<int64_t>();
+  const scalar_t* val = values.data_ptr<scalar_t>();
+  const scalar_t* in = polyphase.data_ptr<scalar_t>();
+  const int64_t ocpg = g.out_channels_per_group();
+  const int64_t taps = g.taps_per_filter();
+  const int64_t len = g.wide_len();
+  const int64_t sample_block = g.in_channels * g.channel_block();
+  const int64_t group_block = g.in_channels_per_group() * g.channel_block();
+  const int64_t plane = g.out_h * g.out_w;
+  at::Tensor bias_c = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
+  const scalar_t* b = bias_c.defined() ? bias_c.data_ptr<scalar_t>() : nullptr;
+  scalar_t* out = output.data_ptr<scalar_t>();
+
+  for (int64_t group = 0; group < g.groups; ++group) {
+    // The compacted (ocpg x union) weight over the group's kept columns.
+    const std::vector<int64_t>& kept = kept_columns[group];
+    const int64_t width = static_cast<int64_t>(kept.size());
+    std::vector<int64_t> slot(taps, -1);
+    for (int64_t u = 0; u < width; ++u) slot[kept[u]] = u;
+    at::Tensor compact = at::zeros({ocpg, width}, values.options());
+    scalar_t* w = compact.data_ptr<scalar_t>();
+    for (int64_t oc = 0; oc < ocpg; ++oc) {
+      const int64_t row = group * ocpg + oc;
+      for (int64_t k = rp[row]; k < rp[row + 1]; ++k) w[oc * width + slot[ci[k]]] += val[k];
+    }
+    std::vector<int64_t> offsets(width);
+    for (int64_t u = 0; u < width; ++u) offsets[u] = group * group_block + g.tap_offset(kept[u]);
+
+    const int64_t chunk = std::max<int64_t>(
+        1, std::min<int64_t>(g.batch, kWorkspaceElements / std::max<int64_t>(1, width * len)));
+    for (int64_t n0 = 0; n0 < g.batch; n0 += chunk) {
+      const int64_t nc = std::min(chunk, g.batch - n0);
+      at::Tensor result;
+      if (width > 0) {
+        at::Tensor columns = at::empty({width, nc * len}, values.options());
+        scalar_t* cols = columns.data_ptr<scalar_t>();
+        at::parallel_for(0, width * nc, 16, [&](int64_t begin, int64_t end) {
+          for (int64_t item = begin; item < end; ++item) {
+            const int64_t u = item / nc, n = item % nc;
+            const scalar_t* src = in + (n0 + n) * sample_block + offsets[u];
+            std::copy(src, src + len, cols + u * nc * len + n * len);
+          }
+        });
+        result = at::mm(compact, columns);  // (ocpg, nc * len), wide layout per sample
+      }
+      const scalar_t* res = width > 0 ? result.data_ptr<scalar_t>() : nullptr;
+      at::parallel_for(0, nc * ocpg, 16, [&](int64_t begin, int64_t end) {
+        for (int64_t item = begin; item < end; ++item) {
+          const int64_t n = item / ocpg, oc = item % ocpg;
+          const int64_t channel = group * ocpg + oc;
+          scalar_t* dst = out + ((n0 + n) * g.out_channels + channel) * plane;
+          const scalar_t init = b ? b[channel] : scalar_t(0);
+          for (int64_t oh = 0; oh < g.out_h; ++oh) {
+            for (int64_t ow = 0; ow < g.out_w; ++ow) {
+              dst[oh * g.out_w + ow] =
+                  init + (res ? res[oc * nc * len + n * len + oh * g.phase_w + ow] : scalar_t(0));
+            }
+          }
+        }
+      });
+    }
+  }
+}
+
+at::Tensor sparse_filter_conv2d_cpu(const at::Tensor& input, const at::Tensor& row_ptr,
+                                    const at::Tensor& col_idx, const at::Tensor& values,
+                                    at::IntArrayRef weight_size,
+                                    const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                    at::IntArrayRef padding, at::IntArrayRef dilation,
+                                    int64_t groups, c10::string_view method_name) {
+  const SparseFilterGeometry g =
+      check_sparse_filter_conv2d_args(input, row_ptr, col_idx, values, weight_size, bias, stride,
+                                      padding, dilation, groups);
+  SparseFilterMethod method = parse_sparse_filter_method(method_name);
+  at::Tensor rp = row_ptr.contiguous(), ci = col_idx.contiguous(), val = values.contiguous();
+  check_csr_contents(rp, ci, g.taps_per_filter());
+  if (g.taps_per_filter() == 0) return output_without_taps(input, bias, g);
+  if (method == SparseFilterMethod::Auto) method = choose_sparse_filter_method_cpu(rp, ci, g);
+
+  if (method == SparseFilterMethod::Dense) {
+    const at::Tensor weight = dense_weight_cpu(rp, ci, val, weight_size);
+    // g's stride: capped at the padded size where a single output row or column makes the
+    // stride irrelevant (oneDNN rejects strides of 2^31 and more).
+    return at::conv2d(input, weight, bias, {g.stride_h, g.stride_w}, padding, dilation, groups)
+        .contiguous(at::MemoryFormat::Contiguous);
+  }
+  at::Tensor output =
+      at::empty({g.batch, g.out_channels, g.out_h, g.out_w}, input.options());
+  if (output.numel() == 0) return output;
+  if (method == SparseFilterMethod::Direct) {
+    sparse_filter_direct_forward_cpu(input, rp, ci, val, bias, g, output);
+    return output;
+  }
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "sparse_filter_conv2d_cpu", [&] {
+    unfold_forward<scalar_t>(to_polyphase(input, g), rp, ci, val, kept_columns(rp, ci, g), bias, g,
+                             output);
+  });
+  return output;
+}
+
+}  // namespace
+}  // namespace torch_sparse_conv
+
+TORCH_LIBRARY_IMPL(torch_sparse_conv, CPU, m) {
+  m.impl("sparse_filter_conv2d", &torch_sparse_conv::sparse_filter_conv2d_cpu);
+}
+
+// A sparse `input` would otherwise meet the dispatcher's "could not run with arguments from
+// the 'SparseCPU' backend"; this says what is wrong with which argument.
+namespace {
+at::Tensor sparse_input_rejected(const at::Tensor& input, const at::Tensor&, const at::Tensor&,
+                                 const at::Tensor&, at::IntArrayRef,
+                                 const c10::optional<at::Tensor>&, at::IntArrayRef,
+                                 at::IntArrayRef, at::IntArrayRef, int64_t, c10::string_view) {
+  TORCH_CHECK_TYPE(false, "sparse_filter_conv2d: input must be a dense (strided) tensor, got "
+                   "layout ", input.layout(), " (the sparse-input convolution is toeplitz_conv2d)");
+}
+}  // namespace
+
+TORCH_LIBRARY_IMPL(torch_sparse_conv, SparseCPU, m) {
+  m.impl("sparse_filter_conv2d", &sparse_input_rejected);
+}
+TORCH_LIBRARY_IMPL(torch_sparse_conv, SparseCUDA, m) {
+  m.impl("sparse_filter_conv2d", &sparse_input_rejected);
+}

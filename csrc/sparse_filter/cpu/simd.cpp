@@ -1,0 +1,161 @@
+#include "csrc/sparse_filter/cpu/simd.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+namespace torch_sparse_conv {
+namespace {
+
+#define TSC_INLINE inline __attribute__((always_inline))
+// With AVX-512 enabled, 32-byte vectors (12 of the 32 ymm registers) measured faster than
+// 64-byte ones: an unaligned 64-byte load always splits across cache lines, a 32-byte one
+// only half the time, and the runs start at arbitrary tap shifts.
+#ifndef TSC_AVX512_BYTES
+#define TSC_AVX512_BYTES 32
+#define TSC_AVX512_UNROLL 12
+#endif
+
+// BYTES-wide vectors through GCC's vector extension: each instruction set uses its native
+// width (64 bytes: zmm, 32: ymm, 16: xmm), so accumulators never spill.
+template <typename scalar_t, int BYTES>
+struct Vec {
+  typedef scalar_t type __attribute__((vector_size(BYTES)));
+  static constexpr int lanes = BYTES / sizeof(scalar_t);
+  static TSC_INLINE type load(const scalar_t* p) {
+    type v;
+    std::memcpy(&v, p, sizeof(v));  // unaligned load
+    return v;
+  }
+  static TSC_INLINE void store(scalar_t* p, type v) { std::memcpy(p, &v, sizeof(v)); }
+  static TSC_INLINE type broadcast(scalar_t s) {
+    type v;
+    for (int i = 0; i < lanes; ++i) v[i] = s;
+    return v;
+  }
+};
+
+// U consecutive vectors of out: accumulators in registers, every nonzero streamed through.
+// They start from out's current values (accumulate) or from init.
+template <typename scalar_t, int BYTES, int U>
+TSC_INLINE void conv_vectors(const scalar_t* sample, const int64_t* offsets,
+                             const scalar_t* values, int64_t nnz, bool accumulate, scalar_t init,
+                             scalar_t* out) {
+  using V = Vec<scalar_t, BYTES>;
+  typename V::type acc[U];
+  for (int u = 0; u < U; ++u) {
+    acc[u] = accumulate ? V::load(out + u * V::lanes) : V::broadcast(init);
+  }
+  for (int64_t k = 0; k < nnz; ++k) {
+    const scalar_t* src = sample + offsets[k];
+    const typename V::type v = V::broadcast(values[k]);
+    for (int u = 0; u < U; ++u) acc[u] += v * V::load(src + u * V::lanes);
+  }
+  for (int u = 0; u < U; ++u) V::store(out + u * V::lanes, acc[u]);
+}
+
+// count positions (rounded up to whole vectors), in groups of UNROLL vectors (the last
+// group smaller, each group an independent set of accumulator chains).
+template <typename scalar_t, int BYTES, int UNROLL>
+TSC_INLINE void conv_block_impl(const scalar_t* sample, const int64_t* offsets,
+                                const scalar_t* values, int64_t nnz, bool accumulate,
+                                scalar_t init, scalar_t* out, int64_t count) {
+  constexpr int64_t lanes = Vec<scalar_t, BYTES>::lanes;
+  const int64_t nvec = (count + lanes - 1) / lanes;
+  int64_t v = 0;
+  for (; v + UNROLL <= nvec; v += UNROLL) {
+    conv_vectors<scalar_t, BYTES, UNROLL>(sample + v * lanes, offsets, values, nnz, accumulate,
+                                          init, out + v * lanes);
+  }
+  const scalar_t* s = sample + v * lanes;
+  scalar_t* o = out + v * lanes;
+  switch (nvec - v) {
+#define TSC_TAIL(N) \
+  case N: conv_vectors<scalar_t, BYTES, N>(s, offsets, values, nnz, accumulate, init, o); break;
+    TSC_TAIL(1) TSC_TAIL(2) TSC_TAIL(3) TSC_TAIL(4) TSC_TAIL(5) TSC_TAIL(6) TSC_TAIL(7)
+    TSC_TAIL(8) TSC_TAIL(9) TSC_TAIL(10) TSC_TAIL(11)
+#undef TSC_TAIL
+    default: break;
+  }
+}
+
+template <typename scalar_t, int BYTES>
+TSC_INLINE scalar_t dot_impl(const scalar_t* a, const scalar_t* b, int64_t len) {
+  using V = Vec<scalar_t, BYTES>;
+  typename V::type acc0 = V::broadcast(0), acc1 = V::broadcast(0);
+  int64_t p = 0;
+  for (; p + 2 * V::lanes <= len; p += 2 * V::lanes) {
+    acc0 += V::load(a + p) * V::load(b + p);
+    acc1 += V::load(a + p + V::lanes) * V::load(b + p + V::lanes);
+  }
+  acc0 += acc1;
+  scalar_t sum = 0;
+  for (int i = 0; i < V::lanes; ++i) sum += acc0[i];
+  for (; p < len; ++p) sum += a[p] * b[p];
+  return sum;
+}
+
+template <typename scalar_t, int BYTES>
+TSC_INLINE void axpy_impl(scalar_t alpha, const scalar_t* x, scalar_t* y, int64_t len) {
+  using V = Vec<scalar_t, BYTES>;
+  const typename V::type a = V::broadcast(alpha);
+  int64_t p = 0;
+  for (; p + V::lanes <= len; p += V::lanes) V::store(y + p, V::load(y + p) + a * V::load(x + p));
+  for (; p < len; ++p) y[p] += alpha * x[p];
+}
+
+// One set of entry points per instruction set: native vector width, and UNROLL accumulators
+// (of 16 or 32 registers) leaving room for the broadcast weight and addresses.
+#define TSC_DEFINE_ISA(NAME, TARGET, BYTES, UNROLL)                                                   \
+  template <typename scalar_t>                                                                 \
+  TARGET void conv_block_##NAME(const scalar_t* s, const int64_t* o, const scalar_t* v,        \
+                                int64_t n, bool acc, scalar_t i, scalar_t* out, int64_t cnt) { \
+    conv_block_impl<scalar_t, BYTES, UNROLL>(s, o, v, n, acc, i, out, cnt);                    \
+  }                                                                                            \
+  template <typename scalar_t>                                                                 \
+  TARGET scalar_t dot_##NAME(const scalar_t* a, const scalar_t* b, int64_t len) {              \
+    return dot_impl<scalar_t, BYTES>(a, b, len);                                               \
+  }                                                                                            \
+  template <typename scalar_t>                                                                 \
+  TARGET void axpy_##NAME(scalar_t a, const scalar_t* x, scalar_t* y, int64_t len) {           \
+    axpy_impl<scalar_t, BYTES>(a, x, y, len);                                                  \
+  }
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define TSC_X86 1
+TSC_DEFINE_ISA(avx512, __attribute__((target("avx512f,avx2,fma"))), TSC_AVX512_BYTES, TSC_AVX512_UNROLL)
+TSC_DEFINE_ISA(avx2, __attribute__((target("avx2,fma"))), 32, 12)
+#endif
+TSC_DEFINE_ISA(baseline, , 16, 12)
+
+// TSC_CPU_ISA=avx2|baseline caps the instruction set (for tests and comparisons).
+template <typename scalar_t>
+SparseFilterSimd<scalar_t> pick_simd() {
+  const char* cap = std::getenv("TSC_CPU_ISA");
+  const std::string limit = cap ? cap : "";
+#ifdef TSC_X86
+  __builtin_cpu_init();
+  if (limit != "avx2" && limit != "baseline" && __builtin_cpu_supports("avx512f")) {
+    return {&conv_block_avx512<scalar_t>, &dot_avx512<scalar_t>, &axpy_avx512<scalar_t>, "avx512"};
+  }
+  if (limit != "baseline" && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    return {&conv_block_avx2<scalar_t>, &dot_avx2<scalar_t>, &axpy_avx2<scalar_t>, "avx2"};
+  }
+#endif
+  return {&conv_block_baseline<scalar_t>, &dot_baseline<scalar_t>, &axpy_baseline<scalar_t>,
+          "baseline"};
+}
+
+}  // namespace
+
+template <typename scalar_t>
+const SparseFilterSimd<scalar_t>& sparse_filter_simd() {
+  static const SparseFilterSimd<scalar_t> chosen = pick_simd<scalar_t>();
+  return chosen;
+}
+
+template const SparseFilterSimd<float>& sparse_filter_simd<float>();
+template const SparseFilterSimd<double>& sparse_filter_simd<double>();
+
+}  // namespace torch_sparse_conv

@@ -1,0 +1,43 @@
+// The methods of sparse_filter_conv2d, how a name maps to one, and the 'auto' rule.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include "csrc/sparse_filter/geometry.h"
+
+namespace torch_sparse_conv {
+
+enum class SparseFilterMethod { Auto, Direct, Unfold, Dense, Spmm };
+
+// The CPU 'auto' rule predicts each method's time relative to dense at::conv2d (oneDNN) and
+// takes the fastest. direct: time/dense = density / efficiency + overhead, where the
+// efficiency (multiply-adds per second relative to oneDNN) and the fixed overhead (laying
+// out the input, writing the output; times stride_h * stride_w) depend on the length of the
+// output run. unfold: a GEMM
+// over the union of kept taps, time/dense = union_fraction / kUnfoldEfficiency. Fitted to
+// ResNet-50's 3x3 layers, batch 8, 2 threads, AVX-512 (BENCHMARKS.md).
+struct DirectCostModel {
+  int64_t min_run;  // applies to wide runs at least this long
+  double efficiency;
+  double overhead;
+};
+constexpr DirectCostModel kDirectCostModels[] = {
+    {2048, 0.32, 0.15}, {512, 0.32, 0.13}, {128, 0.27, 0.08}, {0, 0.24, 0.19}};
+constexpr double kUnfoldEfficiency = 0.30;
+constexpr double kAutoMinGain = 1.05;  // leave dense only for a predicted 5% win
+
+// "auto" | "direct" | "unfold" | "dense" | "spmm" (CUDA only); anything else is an error
+// that names the valid choices.
+SparseFilterMethod parse_sparse_filter_method(c10::string_view name);
+
+// The CPU rule for 'auto' (see the constants above), for a packed filter whose indices
+// passed check_csr_contents.
+SparseFilterMethod choose_sparse_filter_method_cpu(const at::Tensor& row_ptr,
+                                                   const at::Tensor& col_idx,
+                                                   const SparseFilterGeometry& g);
+
+// The dense (C_out, C_in/groups, kH, kW) weight of a CSR-packed filter (any device).
+at::Tensor unpack_sparse_filter_dense(const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                                      const at::Tensor& values, at::IntArrayRef weight_size);
+
+}  // namespace torch_sparse_conv

@@ -1,0 +1,58 @@
+// The sparse-filter operators: each one's schema, and its front, the one C++ function that
+// calls it through the dispatcher (csrc/common/dispatch.h). Autograd, the public C++ API and
+// the tests call the fronts. ops.cpp registers the schemas; the kernels are registered per
+// dispatch key: CPU in csrc/sparse_filter/cpu/, CUDA in cuda/sparse_filter/, Autograd in
+// csrc/sparse_filter/autograd.cpp, Meta/fake in torch_sparse_conv/sparse_filter/.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <array>
+#include <tuple>
+
+namespace torch_sparse_conv {
+namespace schema {
+
+// Dense weight (C_out, C_in/groups, kH, kW) -> CSR over output channels: row_ptr (C_out + 1),
+// col_idx (nnz) into C_in/groups * kH * kW, values (nnz). Indices are int64 so no layer size
+// can overflow them.
+constexpr const char* kPackSparseFilter =
+    "pack_sparse_filter(Tensor weight) -> (Tensor row_ptr, Tensor col_idx, Tensor values)";
+
+// F.conv2d(input, W, bias, stride, padding, dilation, groups) where W is the CSR-packed
+// weight of shape weight_size = (C_out, C_in/groups, kH, kW).
+// method: 'auto' | 'direct' | 'unfold' (CPU) | 'spmm' (CUDA) | 'dense'.
+constexpr const char* kSparseFilterConv2d =
+    "sparse_filter_conv2d(Tensor input, Tensor row_ptr, Tensor col_idx, Tensor values, "
+    "int[4] weight_size, Tensor? bias, int[2] stride, int[2] padding, int[2] dilation, "
+    "int groups, str method) -> Tensor";
+
+// Gradients of sparse_filter_conv2d: input, the kept values only, bias. output_mask says
+// which of the three are wanted; the others come back empty.
+constexpr const char* kSparseFilterConv2dBackward =
+    "_sparse_filter_conv2d_backward(Tensor grad_output, Tensor input, Tensor row_ptr, "
+    "Tensor col_idx, Tensor values, int[4] weight_size, int[2] stride, int[2] padding, "
+    "int[2] dilation, int groups, bool[3] output_mask) "
+    "-> (Tensor grad_input, Tensor grad_values, Tensor grad_bias)";
+
+}  // namespace schema
+
+namespace ops {
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> pack_sparse_filter(const at::Tensor& weight);
+
+at::Tensor sparse_filter_conv2d(const at::Tensor& input, const at::Tensor& row_ptr,
+                                const at::Tensor& col_idx, const at::Tensor& values,
+                                at::IntArrayRef weight_size,
+                                const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                at::IntArrayRef padding, at::IntArrayRef dilation,
+                                int64_t groups, c10::string_view method);
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& row_ptr,
+    const at::Tensor& col_idx, const at::Tensor& values, at::IntArrayRef weight_size,
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+    std::array<bool, 3> output_mask);
+
+}  // namespace ops
+}  // namespace torch_sparse_conv

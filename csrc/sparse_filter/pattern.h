@@ -1,0 +1,50 @@
+// What the sparse-filter kernels derive from a packed filter's pattern, computed afresh on
+// every call from the tensors as they are now.
+//
+// Nothing here is remembered between calls. A write through `.data`, numpy or another view
+// changes a tensor without bumping its version counter, so a cache keyed on tensor identity
+// and version can serve a stale weight or skip the index check that keeps the kernels in
+// bounds. Each pass is O(nnz) (the dense weight O(C_out * C_in/groups * kH * kW)) beside a
+// convolution of O(N * H_out * W_out * nnz); BENCHMARKS.md ("Per-call checks") has the cost.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "csrc/sparse_filter/geometry.h"
+
+namespace torch_sparse_conv {
+
+// Per group, the sorted filter columns that at least one of its output channels keeps.
+// row_ptr and col_idx must have passed check_csr_contents.
+std::vector<std::vector<int64_t>> kept_columns(const at::Tensor& row_ptr,
+                                               const at::Tensor& col_idx,
+                                               const SparseFilterGeometry& g);
+
+// Fraction of the (group, column) pairs that kept_columns holds.
+double union_fraction(const std::vector<std::vector<int64_t>>& kept,
+                      const SparseFilterGeometry& g);
+
+// The dense (C_out, C_in/groups, kH, kW) weight, on the CPU: each output channel's row
+// zeroed and its kept values added (duplicates sum), in parallel over rows. row_ptr, col_idx
+// and values contiguous, the indices checked by check_csr_contents. (Not differentiable:
+// the forward of method 'dense'.)
+at::Tensor dense_weight_cpu(const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                            const at::Tensor& values, at::IntArrayRef weight_size);
+
+// The output of a filter with no columns (C_in/groups == 0: it reads nothing), for every
+// method: the bias broadcast over (N, C_out, H_out, W_out), or zeros. (at::conv2d returns an
+// empty tensor of the input's shape there.)
+at::Tensor output_without_taps(const at::Tensor& input, const c10::optional<at::Tensor>& bias,
+                               const SparseFilterGeometry& g);
+
+// Every check of _sparse_filter_conv2d_backward's arguments (shapes, dtypes, devices, the
+// packed weight's indices, grad_output against the forward's output), for every backend.
+SparseFilterGeometry check_sparse_filter_backward_args(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& row_ptr,
+    const at::Tensor& col_idx, const at::Tensor& values, at::IntArrayRef weight_size,
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups);
+
+}  // namespace torch_sparse_conv

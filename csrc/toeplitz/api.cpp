@@ -1,0 +1,64 @@
+// The public C++ API of the sparse-input (Toeplitz) convolution (torch_sparse_conv.h): calls
+// through the operators' fronts, so the Autograd kernel records gradients for C++ callers.
+#include "csrc/toeplitz/geometry.h"
+#include "csrc/toeplitz/ops.h"
+#include "csrc/torch_sparse_conv.h"
+
+namespace torch_sparse_conv {
+
+std::vector<int64_t> toeplitz_output_shape(at::IntArrayRef image_shape,
+                                           at::IntArrayRef kernel_shape,
+                                           const std::string& mode) {
+  TORCH_CHECK(image_shape.size() == 2 && kernel_shape.size() == 2,
+              "toeplitz_output_shape: image_shape and kernel_shape must have two sizes each, "
+              "got ", image_shape, " and ", kernel_shape);
+  const int64_t h = image_shape[0], w = image_shape[1], kh = kernel_shape[0],
+                kw = kernel_shape[1];
+  switch (parse_toeplitz_mode(mode)) {
+    case ToeplitzMode::Full:
+      return {h + kh - 1, w + kw - 1};
+    case ToeplitzMode::Same:
+      return {h, w};
+    case ToeplitzMode::Valid:
+      TORCH_CHECK(kh <= h && kw <= w,
+                  "toeplitz_conv2d: mode 'valid' needs a kernel no larger than the image in "
+                  "every dimension, got kernel ", kernel_shape, " for image_shape ", image_shape);
+      return {h - kh + 1, w - kw + 1};
+  }
+  TORCH_INTERNAL_ASSERT(false, "unhandled toeplitz mode");
+}
+
+CsrImages toeplitz_conv2d(const CsrImages& images, const at::Tensor& kernel,
+                          at::IntArrayRef image_shape, const std::string& mode,
+                          const std::string& method) {
+  CsrImages out;
+  std::tie(out.crow, out.col, out.values) = ops::toeplitz_conv2d(
+      images.crow, images.col, images.values, kernel, image_shape, mode, method);
+  return out;
+}
+
+at::Tensor toeplitz_conv2d(const at::Tensor& images, const at::Tensor& kernel,
+                           at::IntArrayRef image_shape, const std::string& mode,
+                           const std::string& method) {
+  TORCH_CHECK(images.layout() == at::kSparseCsr,
+              "toeplitz_conv2d: images must be a sparse CSR tensor (B, H*W), got layout ",
+              images.layout());
+  TORCH_CHECK(image_shape.size() == 2, "toeplitz_conv2d: image_shape must be (H, W), got ",
+              image_shape);
+  TORCH_CHECK(images.dim() == 2 && images.size(1) == image_shape[0] * image_shape[1],
+              "toeplitz_conv2d: images must be (B, H*W) = (B, ",
+              image_shape[0] * image_shape[1], ") for image_shape ", image_shape,
+              ", got shape ", images.sizes());
+  // The operator takes int64 indices; torch also builds CSR tensors with int32 ones.
+  const CsrImages in{images.crow_indices().to(at::kLong), images.col_indices().to(at::kLong),
+                     images.values()};
+  const CsrImages out = toeplitz_conv2d(in, kernel, image_shape, mode, method);
+  const std::vector<int64_t> out_shape = toeplitz_output_shape(image_shape, kernel.sizes(), mode);
+  // at::sparse_compressed_tensor, not at::sparse_csr_tensor: only the former records the
+  // values in the autograd graph (torch 2.11), like Python's torch.sparse_csr_tensor.
+  return at::sparse_compressed_tensor(out.crow, out.col, out.values,
+                                      {images.size(0), out_shape[0] * out_shape[1]},
+                                      out.values.options().layout(at::kSparseCsr));
+}
+
+}  // namespace torch_sparse_conv
