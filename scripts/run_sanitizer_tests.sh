@@ -75,9 +75,10 @@ stage "ctest cpp_api under ASan + UBSan (leaks checked too)"
   ASAN_OPTIONS=$ASAN_BASE:detect_leaks=1 "$CTEST" --output-on-failure -R '^cpp_api$') ||
   status=$?
 
-# Python: every CPU test file except what runs no CPU kernel path of its own (torch.compile,
-# whose inductor would also start compilers under the preloaded runtimes; the benchmarks; the
-# README's quickstart; the CUDA files, which a CPU-only build cannot serve on a GPU machine)
+# Python: both families' test folders and the CPU instruction-set test, except what runs no
+# CPU kernel path of its own (torch.compile, whose inductor would also start compilers under
+# the preloaded runtimes; the tests/common files: benchmarks, README quickstart, fuzzers,
+# threads; the CUDA tests, which skip: a CPU-only build cannot serve them on a GPU machine)
 # and the comparison with the sparse_convolution package (numba-compiled; compat's paths
 # are covered by its own tests). Leaks are not checked (the interpreter and torch keep memory
 # until exit). Subprocesses the tests start inherit all of this and run sanitized too.
@@ -88,8 +89,7 @@ export PYTHONSAFEPATH=1
 export CUDA_VISIBLE_DEVICES=""  # a CPU-only build: CUDA tests skip, also on a GPU machine
 export TSC_SANITIZED_BUILD=$ROOT/build/sanitize-py
 SANITIZE_PRELOAD="$LIBASAN $LIBUBSAN${LD_PRELOAD:+ $LD_PRELOAD}"
-SUBSET=(tests/test_sparse_filter_conv2d.py tests/test_sparse_filter_errors.py
-        tests/test_sparse_conv2d_module.py tests/test_cpu_isa.py tests/test_toeplitz_conv2d.py)
+SUBSET=(tests/sparse_filter tests/toeplitz tests/common/test_cpu_isa.py)
 CACHE_TESTS="output_cache or reuse_freed_memory or outputs_own_their_memory"
 # Reports must survive the abort: pytest captures only sys.stdout/stderr (--capture=sys), so
 # what the runtimes write to fd 2 reaches the log, and ASan writes its reports, also those of
@@ -121,7 +121,8 @@ TSC_OUTPUT_CACHE_MB=0 pytest_sanitized subset "${SUBSET[@]}" \
   status=$?
 # ...and on for the tests of the cache itself.
 stage "pytest: the output cache's tests under ASan + UBSan, cache on"
-pytest_sanitized output-cache tests/test_toeplitz_conv2d.py -k "$CACHE_TESTS" "$@" || status=$?
+pytest_sanitized output-cache tests/toeplitz/test_output_cache.py -k "$CACHE_TESTS" "$@" ||
+  status=$?
 
 stage "done (status $status)"
 exit "$status"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On a lent GPU machine (torch preinstalled, no network): build the extension for the local
-# GPU only, then run the CUDA tests (or the whole suite with FULL=1). Logs go to $OUT when set.
+# GPU only, then run the CUDA tests (TESTS: pytest arguments, default the sparse filter's; FULL=1:
+# the whole suite). Logs go to $OUT when set.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/tsc_out}; mkdir -p "$OUT"
@@ -17,6 +18,6 @@ TSC_WITH_CUDA=1 MAX_JOBS=${MAX_JOBS:-16} TORCH_CUDA_ARCH_LIST=$arch \
 echo "build: $(( $(date +%s) - start )) s for sm_$arch"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 $PY -c "import torch_sparse_conv as t; print('cuda compiled', t.cuda_version_compiled(), t.__file__)"
-tests=${TESTS:-tests/test_sparse_filter_cuda.py}
+tests=${TESTS:-tests/sparse_filter tests/common/test_registration.py -k cuda}
 [ "${FULL:-0}" = 1 ] && tests=tests
 $PY -m pytest -q -p no:cacheprovider -rf --tb=short --timeout=300 $tests > "$OUT/pytest.log" 2>&1; grep -E "passed|failed|^FAILED|^E  " "$OUT/pytest.log" | head -40

@@ -24,13 +24,13 @@ head -3 "$OUT/repro.txt"
 timeout 60 cuda-gdb -batch -ex run -ex bt --args python3 scripts/gpu/repro_bad_index.py \
   > "$OUT/gdb.txt" 2>&1
 grep -A30 "SIGSEGV" "$OUT/gdb.txt" | cut -c1-200 | head -34
-timeout 60 python3 -m pytest -q -x -p no:cacheprovider --tb=short tests/test_sparse_filter_cuda.py \
-  -k half > "$OUT/half.log" 2>&1; grep -E "^E |Error|error|passed|failed" "$OUT/half.log" | head -12
+timeout 60 python3 -m pytest -q -x -p no:cacheprovider --tb=short tests/sparse_filter \
+  -k "cuda and half" > "$OUT/half.log" 2>&1; grep -E "^E |Error|error|passed|failed" "$OUT/half.log" | head -12
 TSC_CUDA_OC_BLOCK=32 timeout 50 python3 scripts/gpu/probe_sparse_filter.py 64 direct spmm \
   > "$OUT/probe32.txt" 2>&1; cat "$OUT/probe32.txt"
 TSC_CUDA_OC_BLOCK=16 timeout 40 python3 scripts/gpu/probe_sparse_filter.py 64 direct \
   > "$OUT/probe16.txt" 2>&1
 timeout 80 python3 scripts/gpu/probe_toeplitz.py > "$OUT/toeplitz.txt" 2>&1; cat "$OUT/toeplitz.txt"
-timeout 60 python3 -m pytest -q -p no:cacheprovider -rf --tb=line tests/test_toeplitz_cuda.py \
-  tests/test_sparse_filter_cuda.py -k "not invalid and not half" > "$OUT/rest.log" 2>&1
+timeout 60 python3 -m pytest -q -p no:cacheprovider -rf --tb=line tests/toeplitz \
+  tests/sparse_filter -k "cuda and not invalid and not half" > "$OUT/rest.log" 2>&1
 tail -15 "$OUT/rest.log"

@@ -8,7 +8,7 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && \
     export PYTHONPATH=/tmp/site
 fi
-TESTS="${TESTS:-tests/test_sparse_filter_cuda.py tests/test_toeplitz_cuda.py}" \
+TESTS="${TESTS:-tests/sparse_filter tests/toeplitz tests/common/test_registration.py -k cuda}" \
   bash scripts/gpu/build_and_test.sh || exit 1
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 echo "== bad-index repro"

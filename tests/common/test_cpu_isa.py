@@ -2,11 +2,9 @@
 
 The variant is picked once per process, so each runs in a subprocess with TSC_CPU_ISA set.
 """
-import os
-import subprocess
-import sys
-
 import pytest
+
+from testing import run_python
 
 SCRIPT = r"""
 import torch, torch.nn.functional as F, torch_sparse_conv as tsc
@@ -30,10 +28,9 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "baseline"])
 def test_isa_variant_matches_conv2d(isa):
-    env = dict(os.environ, TSC_CPU_ISA=isa)
-    result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
-                            text=True, timeout=300)
+    result = run_python("-c", SCRIPT, TSC_CPU_ISA=isa)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("ok")

@@ -11,6 +11,8 @@ import torch_sparse_conv as tsc
 from torch_sparse_conv.compat import Toeplitz_convolution2d
 from torch_sparse_conv.toeplitz import output_shape
 
+from testing import csr_from_scipy, random_weight
+
 
 # ---------------------------------------------------------------- sparse input (Toeplitz)
 
@@ -68,9 +70,7 @@ def test_toeplitz_non_finite_numbers_reach_what_stored_entries_reach(mode, where
         images.data[-3] = -np.inf
     expected = stored_entries_reference(images, kernel, (h, w), mode)
     assert np.isnan(expected).any() and np.isfinite(expected).any()
-    x = torch.sparse_csr_tensor(torch.from_numpy(images.indptr).long(),
-                                torch.from_numpy(images.indices).long(),
-                                torch.from_numpy(images.data), size=images.shape)
+    x = csr_from_scipy(images)
     for method in ["direct", "precomputed"]:
         out = tsc.toeplitz_conv2d(x, torch.from_numpy(kernel), (h, w), mode, method)
         same_non_finite_pattern(out.to_dense().numpy(), expected)
@@ -88,7 +88,7 @@ def test_sparse_filter_non_finite_inputs(method):
     torch.manual_seed(0)
     x = torch.randn(2, 4, 9, 9, dtype=torch.float64)
     x[0, 1, 4, 4], x[1, 2, 2, 6], x[1, 0, 7, 1] = float("nan"), float("inf"), -float("inf")
-    w = torch.randn(5, 4, 3, 3, dtype=torch.float64) * (torch.rand(5, 4, 3, 3) < 0.3)
+    w = random_weight((5, 4, 3, 3), 0.3, torch.float64)
     dense_reference = F.conv2d(x, w, padding=1)
     columns = F.unfold(x, 3, padding=1)  # (N, C*9, H*W)
     flat = w.reshape(5, -1)

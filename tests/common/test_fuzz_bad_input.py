@@ -7,6 +7,8 @@ fails this test instead of killing pytest. The long run is the CLI:
 """
 from dataclasses import asdict
 
+import pytest
+
 from fuzzing import bad_input
 
 # Seeds 0..N-1 cycle through every category (seed % 10); about 25 s on 2 busy cores.
@@ -38,6 +40,7 @@ def _selftest_case(seed, kind, run, expect="correct", check=""):
     return {"case": asdict(bad_input.Case(seed, "selftest", kind, "", run, expect, (), check))}
 
 
+@pytest.mark.slow
 def test_runner_survives_crashes_and_hangs():
     """A segfault and a hang are recorded against their case; the next case runs on a fresh
     worker."""
@@ -53,6 +56,7 @@ def test_runner_survives_crashes_and_hangs():
     assert info["workers_started"] == 3
 
 
+@pytest.mark.slow
 def test_bounded_fuzz_run():
     results, info = bad_input.run_requests([{"seed": s} for s in BOUNDED_SEEDS], workers=2,
                                            timeout=60)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 import torch_sparse_conv as tsc
 
-from subprocess_helpers import run_script
+from testing import random_weight, run_script
 
 METHODS = ["auto", "direct", "unfold", "dense"]
 
@@ -98,6 +98,7 @@ def test_corrupt_row_pointers_written_after_a_call_raise(method):
         layer(x)
 
 
+@pytest.mark.slow
 def test_huge_column_written_through_numpy_does_not_crash_the_process():
     """The issue's repro, in a fresh interpreter so a crash would fail this test, not end it."""
     run_script("""
@@ -123,7 +124,7 @@ def test_gradcheck_with_the_dense_method():
     torch.manual_seed(3)
     for method in METHODS:
         x = torch.randn(1, 2, 5, 5, dtype=torch.float64, requires_grad=True)
-        w = torch.randn(3, 2, 3, 3, dtype=torch.float64) * (torch.rand(3, 2, 3, 3) < 0.5)
+        w = random_weight((3, 2, 3, 3), 0.5, torch.float64)
         row_ptr, col_idx, values = tsc.pack_sparse_filter(w)
         values.requires_grad_(True)
 

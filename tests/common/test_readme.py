@@ -1,8 +1,9 @@
 """The README's quickstart runs as written."""
-import pathlib
 import re
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+from testing import ROOT
+
+README = ROOT / "README.md"
 
 
 def test_quickstart_runs():

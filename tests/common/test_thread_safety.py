@@ -9,6 +9,8 @@ import torch
 import torch_sparse_conv as tsc
 from torch_sparse_conv.compat import Toeplitz_convolution2d
 
+from testing import csr_from_scipy
+
 THREADS = 4
 CALLS = 200
 
@@ -48,9 +50,7 @@ def test_shared_modules_and_compat_objects_from_four_threads():
                       lambda out, want=want: torch.equal(out, want)))
 
     images = scipy.sparse.random(20, 30 * 28, density=0.05, random_state=1, format="csr")
-    sparse_x = torch.sparse_csr_tensor(torch.from_numpy(images.indptr).long(),
-                                       torch.from_numpy(images.indices).long(),
-                                       torch.from_numpy(images.data), size=images.shape)
+    sparse_x = csr_from_scipy(images)
     kernel = torch.rand(5, 5, dtype=torch.float64)
     for method in ["direct", "precomputed"]:
         module = tsc.ToeplitzConv2d((30, 28), kernel, mode="same", method=method)

@@ -4,8 +4,10 @@ import torch
 
 import torch_sparse_conv as tsc
 
+from testing import random_weight
+
 X = torch.randn(2, 4, 8, 8)
-W = torch.randn(6, 4, 3, 3) * (torch.rand(6, 4, 3, 3) < 0.3)
+W = random_weight((6, 4, 3, 3), 0.3, torch.float32)
 OP = torch.ops.torch_sparse_conv.sparse_filter_conv2d
 
 
@@ -160,3 +162,9 @@ def test_device_mismatch_is_named():
     row_ptr, col_idx, values = packed()
     with pytest.raises(RuntimeError, match="packed weight is on cpu but input is on meta"):
         OP(*op_args(input=X.to("meta")))
+
+
+def test_half_precision_is_rejected_on_cpu():
+    x = torch.randn(1, 2, 5, 5).half()
+    with pytest.raises(TypeError, match="float16 and bfloat16 on CUDA only"):
+        tsc.sparse_conv2d(x, torch.randn(2, 2, 3, 3).half())

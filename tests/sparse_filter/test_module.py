@@ -1,4 +1,5 @@
-"""SparseConv2d, sparsify and the recipe-compatible functions."""
+"""SparseConv2d and sparsify: against nn.Conv2d, torch.nn.utils.prune, training, state dicts,
+CUDA graphs."""
 import copy
 
 import pytest
@@ -8,9 +9,8 @@ from torch import nn
 from torch.nn.utils import prune
 
 import torch_sparse_conv as tsc
-from torch_sparse_conv import compat
 
-from testing import load_example
+from testing import load_example, needs_gpu
 
 models = load_example("models")
 SmallCNN, prune_convs = models.SmallCNN, models.prune_convs
@@ -137,47 +137,20 @@ def test_sparsify_errors():
         tsc.sparsify(nn.Sequential(), min_sparsity=2.0)
 
 
-# ----------------------------------------------------------------------------- compat
-
-def _recipe_case(seed):
-    torch.manual_seed(seed)
-    x = torch.randn(3, 7, 7)
-    filt = torch.zeros(5, 3, 3, 3)
-    indices = torch.randint(0, 27, (4,))
-    for i in range(5):
-        filt[i].reshape(-1)[indices] = torch.rand(4)
-    return x, filt, indices
-
-
-@pytest.mark.parametrize("stride,padding", [(1, 0), (1, 1), (2, 1)])
-def test_compat_single_image(stride, padding):
-    x, filt, indices = _recipe_case(8)
-    expected = F.conv2d(x.unsqueeze(0), filt, None, stride, padding).squeeze(0)
-    shape = tuple(expected.shape[-2:])
-    for fn in (compat.sparse_conv2d, compat.sparse_conv2d_unfold):
-        torch.testing.assert_close(fn(x, filt, indices, shape, stride=stride, padding=padding),
-                                   expected, rtol=1e-5, atol=1e-5)
-
-
-def test_compat_batch_and_index_masking():
-    x, filt, indices = _recipe_case(9)
-    xb = torch.stack([x, 2 * x, -x, x.flip(-1)])
-    # Taps outside `indices` are ignored even when nonzero: the recipe keeps only `indices`.
-    noisy = filt + (torch.rand_like(filt) < 0.2) * torch.randn_like(filt)
-    mask = torch.zeros(27, dtype=torch.bool)
-    mask[indices] = True
-    expected = F.conv2d(xb, noisy * mask.view(1, 3, 3, 3))
-    got = compat.sparse_conv2d_batch(xb, noisy, indices, (5, 5))
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-
-
-def test_compat_errors():
-    x, filt, indices = _recipe_case(10)
-    with pytest.raises(ValueError, match="output_shape"):
-        compat.sparse_conv2d(x, filt, indices, (6, 6))
-    with pytest.raises(ValueError, match="indices"):
-        compat.sparse_conv2d(x, filt, torch.tensor([27]), (5, 5))
-    with pytest.raises(ValueError, match="3-D"):
-        compat.sparse_conv2d(x.unsqueeze(0), filt, indices, (5, 5))
-    with pytest.raises(ValueError, match="4-D"):
-        compat.sparse_conv2d_batch(x, filt, indices, (5, 5))
+@needs_gpu
+def test_cuda_graph_capture_of_a_module():
+    layer = tsc.SparseConv2d(16, 16, 3, padding=1, density=0.1, method="direct").cuda()
+    x = torch.randn(2, 16, 12, 12, device="cuda")
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream), torch.no_grad():
+        layer(x)  # warm-up: validates and caches the packed filter outside the capture
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph), torch.no_grad():
+        out = layer(x)
+    x.copy_(torch.randn_like(x))
+    graph.replay()
+    torch.cuda.synchronize()
+    with torch.no_grad():
+        torch.testing.assert_close(out, layer(x), rtol=1e-5, atol=1e-5)

@@ -6,7 +6,7 @@ import random
 import torch
 
 import torch_sparse_conv as tsc
-from test_sparse_filter_conv2d import random_weight
+from testing import random_weight
 
 from . import library
 from .checks import Case

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from bad_input_oracles import toeplitz_geometry
-from test_toeplitz_conv2d import scipy_reference
+from testing import scipy_reference
 
 from .checks import Attempt
 from .tolerance import Mismatch, as_numpy, error_ratio
