@@ -3,7 +3,8 @@
 ``sparse_conv2d`` takes a dense weight whose zeros are pruned taps and returns exactly what
 ``torch.nn.functional.conv2d`` returns, computing only the kept taps. ``sparse_conv2d_packed``
 is the same operation on a weight packed once with ``pack_sparse_filter`` (what
-``SparseConv2d`` stores), and is TorchScript-compatible.
+``SparseConv2d`` stores), and is TorchScript-compatible. :func:`pair` and
+:func:`resolve_padding` are the argument rules the ``nn`` module applies too.
 """
 from typing import List, Optional, Tuple, Union
 

@@ -15,7 +15,7 @@ from .functional import (
 )
 
 # sparsify's default: below this fraction of pruned taps the dense kernel usually wins on
-# CPU (see the 'auto' rule in csrc/sparse_filter_conv2d_method.h and BENCHMARKS.md).
+# CPU (see the 'auto' rule in csrc/sparse_filter/method.h and BENCHMARKS.md).
 DEFAULT_MIN_SPARSITY = 0.8
 
 
