@@ -33,7 +33,7 @@ Where things are: bad_input_cases/ (the Case model, the message rule and one gen
 per category), bad_input_oracles.py (the references the programs call), bad_input_worker.py
 (runs and classifies cases inside a worker), bad_input_runner.py (the worker pool),
 bad_input_report.py (tables and grouped failures). This file is the command line and the names
-tests/test_fuzz_bad_input.py uses.
+tests/common/test_fuzz_bad_input.py uses.
 """
 import argparse
 import json

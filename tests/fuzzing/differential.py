@@ -22,7 +22,7 @@ largest error seen relative to its tolerance (see ``allowed_error``); the exit s
 any mismatch.
 
 Where things are: differential_cases/ (one module per job; its __init__ lists them). This file
-is the command line and the names tests/test_fuzz_differential.py uses.
+is the command line and the names tests/common/test_fuzz_differential.py uses.
 """
 import argparse
 import os
