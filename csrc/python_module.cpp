@@ -87,7 +87,8 @@ py::tuple toeplitz_conv2d_scipy_numpy(py::handle indptr, py::handle indices, py:
   std::vector<int64_t> wide_indptr, wide_indices;
   const int64_t* crow = index_array(row_pointers, "indptr", wide_indptr);
   const int64_t* col = index_array(columns, "indices", wide_indices);
-  torch_sparse_conv::check_csr_arrays(crow, col, g.batch, columns.size(), g.in_h * g.in_w);
+  torch_sparse_conv::check_csr_arrays(crow, col, g.batch, columns.size(), g.in_h * g.in_w,
+                                      {"toeplitz_conv2d", "x's ", "indptr", "indices", "H*W"});
   // The GIL stays held: the kernel reads scipy's arrays in place after checking them, and
   // another Python thread must not change them in between (sparse_convolution's numba
   // kernels hold it too).

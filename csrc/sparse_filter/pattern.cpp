@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "csrc/common/output_buffer_cache.h"
+#include "csrc/sparse_filter/checks.h"
 
 namespace torch_sparse_conv {
 
@@ -78,6 +79,31 @@ SparseFilterGeometry check_sparse_filter_backward_args(
   check_csr_contents(row_ptr, col_idx, g.taps_per_filter());
   check_grad_output(grad_output, input, g);
   return g;
+}
+
+FilterTaps make_filter_taps(
+    const at::Tensor& row_ptr, const at::Tensor& col_idx, const SparseFilterGeometry& g) {
+  auto rp = row_ptr.contiguous();
+  auto ci = col_idx.contiguous();
+  const int64_t* r = rp.data_ptr<int64_t>();
+  const int64_t* c = ci.data_ptr<int64_t>();
+  const int64_t nnz = col_idx.size(0);
+  const int64_t group_block = g.in_channels_per_group() * g.channel_block();
+  const std::vector<int64_t> column_offset = g.column_offsets();
+  FilterTaps taps;
+  taps.out_channel.resize(nnz);
+  taps.input_offset.resize(nnz);
+  // Each output channel fills only its own range of the arrays.
+  at::parallel_for(0, g.out_channels, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t oc = begin; oc < end; ++oc) {
+      const int64_t group = oc / g.out_channels_per_group();
+      for (int64_t k = r[oc]; k < r[oc + 1]; ++k) {
+        taps.out_channel[k] = oc;
+        taps.input_offset[k] = group * group_block + column_offset[c[k]];
+      }
+    }
+  });
+  return taps;
 }
 
 }  // namespace torch_sparse_conv

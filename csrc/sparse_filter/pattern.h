@@ -47,4 +47,13 @@ SparseFilterGeometry check_sparse_filter_backward_args(
     const at::Tensor& col_idx, const at::Tensor& values, at::IntArrayRef weight_size,
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups);
 
+// Per-nonzero facts every kernel needs: the output channel of each nonzero and the offset of
+// its tap inside the polyphase layout of the whole sample (group and channel included).
+struct FilterTaps {
+  std::vector<int64_t> out_channel;   // nnz
+  std::vector<int64_t> input_offset;  // nnz
+};
+FilterTaps make_filter_taps(
+    const at::Tensor& row_ptr, const at::Tensor& col_idx, const SparseFilterGeometry& g);
+
 }  // namespace torch_sparse_conv

@@ -12,20 +12,10 @@ std::vector<int64_t> toeplitz_output_shape(at::IntArrayRef image_shape,
   TORCH_CHECK(image_shape.size() == 2 && kernel_shape.size() == 2,
               "toeplitz_output_shape: image_shape and kernel_shape must have two sizes each, "
               "got ", image_shape, " and ", kernel_shape);
-  const int64_t h = image_shape[0], w = image_shape[1], kh = kernel_shape[0],
-                kw = kernel_shape[1];
-  switch (parse_toeplitz_mode(mode)) {
-    case ToeplitzMode::Full:
-      return {h + kh - 1, w + kw - 1};
-    case ToeplitzMode::Same:
-      return {h, w};
-    case ToeplitzMode::Valid:
-      TORCH_CHECK(kh <= h && kw <= w,
-                  "toeplitz_conv2d: mode 'valid' needs a kernel no larger than the image in "
-                  "every dimension, got kernel ", kernel_shape, " for image_shape ", image_shape);
-      return {h - kh + 1, w - kw + 1};
-  }
-  TORCH_INTERNAL_ASSERT(false, "unhandled toeplitz mode");
+  // The one mode -> output shape rule (csrc/toeplitz/geometry.cpp).
+  const ToeplitzGeometry g =
+      toeplitz_geometry(kernel_shape[0], kernel_shape[1], image_shape, mode);
+  return {g.out_h, g.out_w};
 }
 
 CsrImages toeplitz_conv2d(const CsrImages& images, const at::Tensor& kernel,

@@ -2,15 +2,9 @@
 
 #include <limits>
 
+#include "csrc/common/dtypes.h"
+
 namespace torch_sparse_conv {
-
-namespace {
-
-bool is_half_precision(at::ScalarType type) {
-  return type == at::kHalf || type == at::kBFloat16;
-}
-
-}  // namespace
 
 ToeplitzMode parse_toeplitz_mode(c10::string_view mode) {
   if (mode == "full") return ToeplitzMode::Full;
@@ -28,35 +22,11 @@ ToeplitzMethod parse_toeplitz_method(c10::string_view method) {
               "got '", std::string(method), "'");
 }
 
-void check_row_pointers(const int64_t* r, int64_t rows, int64_t nnz, const RowPointerNames& n) {
-  TORCH_CHECK(r[0] == 0, n.op, ": ", n.owner, " row pointers must start at 0, got ", n.array,
-              "[0] = ", r[0]);
-  for (int64_t i = 0; i < rows; ++i) {
-    TORCH_CHECK(r[i + 1] >= r[i], n.op, ": ", n.owner, " row pointers must be non-decreasing, "
-                "but ", n.array, "[", i + 1, "] = ", r[i + 1], " < ", n.array, "[", i, "] = ", r[i]);
-  }
-  TORCH_CHECK(r[rows] == nnz, n.op, ": ", n.owner, " last row pointer ", n.array, "[", rows,
-              "] = ", r[rows], " must equal its number of stored entries (", nnz, ")");
-}
-
-void check_csr_arrays(const int64_t* r, const int64_t* c, int64_t rows, int64_t nnz,
-                      int64_t pixels) {
-  check_row_pointers(r, rows, nnz, {"toeplitz_conv2d", "x's", "crow"});
-  for (int64_t k = 0; k < nnz; ++k) {
-    TORCH_CHECK(c[k] >= 0 && c[k] < pixels, "toeplitz_conv2d: x's column index ", c[k],
-                " (entry ", k, ") is out of range [0, H*W = ", pixels, ")");
-  }
-}
-
 ToeplitzGeometry toeplitz_geometry(const at::Tensor& kernel, at::IntArrayRef image_shape,
                                    c10::string_view mode) {
   TORCH_CHECK(kernel.dim() == 2, "toeplitz_conv2d: kernel must be 2-D (kH, kW), got ",
               kernel.dim(), " dimensions");
-  const at::ScalarType kernel_type = kernel.scalar_type();
-  TORCH_CHECK(kernel_type == at::kFloat || kernel_type == at::kDouble ||
-                  (is_half_precision(kernel_type) && kernel.is_cuda()),
-              "toeplitz_conv2d: kernel must be float32 or float64 (float16 and bfloat16 on CUDA "
-              "only), got ", kernel_type, " on ", kernel.device());
+  check_supported_dtype(kernel, "toeplitz_conv2d", "kernel");
   return toeplitz_geometry(kernel.size(0), kernel.size(1), image_shape, mode);
 }
 
@@ -114,11 +84,7 @@ ToeplitzGeometry check_toeplitz_args(const at::Tensor& crow, const at::Tensor& c
               "toeplitz_conv2d: x's column indices must be a 1-D int64 tensor");
   TORCH_CHECK(values.dim() == 1 && values.size(0) == col.size(0),
               "toeplitz_conv2d: x's values must be 1-D with one entry per column index");
-  const at::ScalarType dtype = values.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble ||
-                  (is_half_precision(dtype) && values.is_cuda()),
-              "toeplitz_conv2d: x must hold float32 or float64 values (float16 and bfloat16 on "
-              "CUDA only), got ", dtype, " on ", values.device());
+  check_supported_dtype(values, "toeplitz_conv2d", "x's values");
   TORCH_CHECK(kernel.scalar_type() == values.scalar_type(), "toeplitz_conv2d: kernel (",
               kernel.scalar_type(), ") must have the dtype of x (", values.scalar_type(), ")");
   for (const at::Tensor* t : {&crow, &col, &kernel}) {
@@ -129,7 +95,7 @@ ToeplitzGeometry check_toeplitz_args(const at::Tensor& crow, const at::Tensor& c
   if (values.device().is_cpu()) {
     const at::Tensor cr = crow.contiguous(), cc = col.contiguous();
     check_csr_arrays(cr.data_ptr<int64_t>(), cc.data_ptr<int64_t>(), g.batch, cc.size(0),
-                     g.in_h * g.in_w);
+                     g.in_h * g.in_w, input_csr_names("toeplitz_conv2d"));
   }
   return g;
 }

@@ -9,6 +9,8 @@
 
 #include <ATen/ATen.h>
 
+#include "csrc/common/csr_check.h"
+
 namespace torch_sparse_conv {
 
 enum class ToeplitzMode { Full, Same, Valid };
@@ -31,19 +33,16 @@ ToeplitzGeometry toeplitz_geometry(const at::Tensor& kernel, at::IntArrayRef ima
 ToeplitzGeometry toeplitz_geometry(int64_t kernel_h, int64_t kernel_w,
                                    at::IntArrayRef image_shape, c10::string_view mode);
 
-// The contents of a CSR batch of `rows` rows and `entries` stored entries: row pointers from
-// 0 to entries and non-decreasing, every column in [0, pixels).
-// Row pointers of a CSR matrix: from 0, non-decreasing, ending at nnz; messages say
-// "<op>: <owner> row pointers ..." and name entries <array>[i].
-struct RowPointerNames {
-  const char* op;
-  const char* owner;
-  const char* array;
-};
-void check_row_pointers(const int64_t* crow, int64_t rows, int64_t nnz, const RowPointerNames& n);
-
-void check_csr_arrays(const int64_t* crow, const int64_t* col, int64_t rows, int64_t entries,
-                      int64_t pixels);
+// How the operators name their CSR arguments in errors (csrc/common/csr_check.h): the input
+// batch x (crow, col; columns below H*W), a kept T (t_crow, t_col) and the forward's output
+// pattern given to the backward (out_crow, out_col).
+inline CsrNames input_csr_names(const char* op) { return {op, "x's ", "crow", "col", "H*W"}; }
+inline CsrNames kept_matrix_csr_names() {
+  return {"toeplitz_conv2d_precomputed", "invalid T: T's ", "t_crow", "t_col", "H_out*W_out"};
+}
+inline CsrNames output_pattern_csr_names() {
+  return {"_toeplitz_conv2d_backward", "the output's ", "out_crow", "out_col", "H_out*W_out"};
+}
 
 // Validates shapes, dtypes, devices and the CSR contents (row pointers from 0 to nnz and
 // non-decreasing, every column in [0, H*W)) and returns the geometry.

@@ -8,21 +8,21 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 
-#include "cuda/sparse_filter/launch.cuh"
+#include "cuda/sparse_filter/methods.cuh"
 
 namespace torch_sparse_conv {
 
 at::Tensor sparse_filter_grad_input_cuda(const at::Tensor& grad_output, const at::Tensor& row_of,
                                          const at::Tensor& col_idx, const at::Tensor& values,
                                          const SparseFilterGeometry& g) {
-  return sparse_filter_grad_input_pipeline(CudaFilterLaunch(), grad_output, row_of, col_idx,
+  return sparse_filter_grad_input_pipeline(CudaLaunch(), grad_output, row_of, col_idx,
                                            values, g);
 }
 
 at::Tensor sparse_filter_grad_values_cuda(const at::Tensor& grad_output, const at::Tensor& input,
                                           const at::Tensor& row_of, const at::Tensor& col_idx,
                                           const SparseFilterGeometry& g) {
-  return sparse_filter_grad_values_pipeline(CudaFilterLaunch(), grad_output, input, row_of,
+  return sparse_filter_grad_values_pipeline(CudaLaunch(), grad_output, input, row_of,
                                             col_idx, g);
 }
 

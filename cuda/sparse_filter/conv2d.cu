@@ -15,7 +15,8 @@
 #include <array>
 
 #include "csrc/sparse_filter/method.h"
-#include "cuda/sparse_filter/launch.cuh"
+#include "csrc/sparse_filter/checks.h"
+#include "cuda/sparse_filter/methods.cuh"
 
 namespace torch_sparse_conv {
 namespace {

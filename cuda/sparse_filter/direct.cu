@@ -8,7 +8,7 @@
 #include <limits>
 #include <string>
 
-#include "cuda/sparse_filter/launch.cuh"
+#include "cuda/sparse_filter/methods.cuh"
 
 namespace torch_sparse_conv {
 
@@ -17,7 +17,7 @@ void sparse_filter_direct_forward_cuda(const at::Tensor& input, const at::Tensor
                                        const at::Tensor& values, const at::Tensor& bias,
                                        const SparseFilterGeometry& g, at::Tensor& output) {
   const cudaDeviceProp* device = at::cuda::getCurrentDeviceProperties();
-  sparse_filter_direct_pipeline(CudaFilterLaunch(), input, row_ptr, col_idx, values,
+  sparse_filter_direct_pipeline(CudaLaunch(), input, row_ptr, col_idx, values,
                                 bias, g, device->multiProcessorCount,
                                 int64_t(device->sharedMemPerBlockOptin), output);
 }

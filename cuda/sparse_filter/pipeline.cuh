@@ -1,8 +1,6 @@
 // The host side of the sparse-filter CUDA kernels: the plan, the tap tables (built on every
-// call from the packed filter as it is now, see csrc/sparse_filter/pattern.h), and the launches. Generic over `launch(kernel, LaunchShape, args...)`:
-// the .cu files launch on the current stream (CudaFilterLaunch in cuda/sparse_filter/launch.cuh), the
-// tests under the CPU emulation (tests/cpp/test_cuda_kernels_emulated.cpp), so the same code
-// runs in both.
+// call from the packed filter as it is now, see csrc/sparse_filter/pattern.h), and the launches. Generic over the launcher
+// (cuda/common/launch_shape.h), so the tests run the same code under the CPU emulation.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -15,19 +13,13 @@
 #include "csrc/sparse_filter/geometry.h"
 // Last: on host compilers it defines CUDA's keywords as macros.
 #include "cuda/sparse_filter/kernels.cuh"
+#include "cuda/sparse_filter/plan.h"
 
 // float, double, half and bfloat16 (the last two accumulate in float).
 #define TSC_DISPATCH_CUDA_FLOATS(TYPE, NAME, ...) \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, NAME, __VA_ARGS__)
 
 namespace torch_sparse_conv {
-
-// A launch of kCudaThreads threads per block.
-struct LaunchShape {
-  int64_t blocks_x, blocks_y;
-  size_t shared_bytes;
-  bool grid_stride;  // the kernel loops over its work: any number of blocks is correct
-};
 
 // 'direct' forward into `output` (N, C_out, H_out, W_out), contiguous; input, values and
 // bias contiguous, bias may be undefined. The tiled kernel when its window fits a GPU with
@@ -46,7 +38,7 @@ void sparse_filter_direct_pipeline(const Launch& launch, const at::Tensor& input
   if (plan_tiles(g, input.element_size(), multiprocessors, optin_shared_bytes, t)) {
     const std::vector<at::Tensor> table = build_tap_table(row_ptr, col_idx, values, g);
     const at::Tensor tap_window = window_offsets(table, g, t);
-    const LaunchShape shape{t.tiles(), g.groups * t.y_blocks_per_group,
+    const LaunchShape shape{t.tiles(), g.groups * t.y_blocks_per_group, kCudaThreads,
                             window_bytes(t, input.element_size()), false};
     TSC_DISPATCH_CUDA_FLOATS(input.scalar_type(), "sparse_filter_direct_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
@@ -63,7 +55,7 @@ void sparse_filter_direct_pipeline(const Launch& launch, const at::Tensor& input
   TSC_DISPATCH_CUDA_FLOATS(input.scalar_type(), "sparse_filter_direct_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     launch(per_output_direct_kernel<scalar_t, acc_t>,
-           LaunchShape{cuda_blocks_for(total), 1, 0, true}, input.data_ptr<scalar_t>(),
+           grid_stride_launch(total), input.data_ptr<scalar_t>(),
            row_ptr.data_ptr<int64_t>(), col_idx.data_ptr<int64_t>(),
            values.data_ptr<scalar_t>(), bias.defined() ? bias.data_ptr<scalar_t>() : nullptr,
            to_conv_shape(g), output.data_ptr<scalar_t>(), total);
@@ -83,7 +75,7 @@ at::Tensor sparse_filter_grad_input_pipeline(const Launch& launch, const at::Ten
   if (total == 0) return grad_input;
   TSC_DISPATCH_CUDA_FLOATS(grad_output.scalar_type(), "sparse_filter_grad_input_cuda", [&] {
     launch(grad_input_kernel<scalar_t, at::opmath_type<scalar_t>>,
-           LaunchShape{cuda_blocks_for(total), 1, 0, true}, grad_output.data_ptr<scalar_t>(),
+           grid_stride_launch(total), grad_output.data_ptr<scalar_t>(),
            csc[0].data_ptr<int64_t>(), csc[1].data_ptr<int64_t>(), csc[2].data_ptr<scalar_t>(),
            to_conv_shape(g), grad_input.data_ptr<scalar_t>(), total);
   });
@@ -102,7 +94,7 @@ at::Tensor sparse_filter_grad_values_pipeline(const Launch& launch,
   if (nnz == 0 || g.batch * g.out_h * g.out_w == 0) return grad_values;
   TSC_DISPATCH_CUDA_FLOATS(input.scalar_type(), "sparse_filter_grad_values_cuda", [&] {
     launch(grad_values_kernel<scalar_t, at::opmath_type<scalar_t>>,
-           LaunchShape{std::min<int64_t>(nnz, 65535), 1, 0, true},
+           LaunchShape{std::min<int64_t>(nnz, 65535), 1, kCudaThreads, 0, true},
            grad_output.data_ptr<scalar_t>(), input.data_ptr<scalar_t>(),
            row_of.data_ptr<int64_t>(), col_idx.data_ptr<int64_t>(), to_conv_shape(g),
            grad_values.data_ptr<scalar_t>(), nnz);

@@ -13,7 +13,7 @@
 
 #include <limits>
 
-#include "cuda/sparse_filter/launch.cuh"
+#include "cuda/sparse_filter/methods.cuh"
 
 namespace torch_sparse_conv {
 namespace {

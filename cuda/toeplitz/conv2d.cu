@@ -29,7 +29,7 @@
 #include <limits>
 
 #include "cuda/toeplitz/conv2d_pipeline.cuh"
-#include "cuda/toeplitz/launch.cuh"
+#include "cuda/toeplitz/precomputed.cuh"
 
 namespace torch_sparse_conv {
 namespace {
@@ -67,7 +67,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_cuda(
   const at::Tensor cr = crow.contiguous(), cc = col.contiguous();
   const at::Tensor cv = values.contiguous(), ck = kernel.contiguous();
   if (precomputed) {
-    check_csr_on_device(cr, cc, g.in_h * g.in_w, "toeplitz_conv2d: x");
+    check_csr(cr, cc, g.in_h * g.in_w, input_csr_names("toeplitz_conv2d"));
     TORCH_CHECK(cv.scalar_type() == at::kFloat || cv.scalar_type() == at::kDouble,
                 "toeplitz_conv2d: method 'precomputed' supports float32 and float64 on CUDA; "
                 "use 'direct' for half precision");

@@ -1,10 +1,7 @@
 // The host side of toeplitz_conv2d's 'direct' method and of its backward on CUDA: the checks,
 // the ATen steps (scans, the stable radix sort, run starts) and the kernel launches between
-// them. Generic over a launcher: `launch(kernel, work_items, args...)` runs a grid-stride
-// kernel of kToeplitzThreads threads per block, `launch.blocks(kernel, blocks, threads,
-// shared_bytes, args...)` a kernel on a given grid. cuda/toeplitz/conv2d.cu launches on the
-// current stream, the tests under the CPU emulation (tests/cpp/test_cuda_kernels_emulated.cpp),
-// so the same code runs in both.
+// them. Generic over the launcher (cuda/common/launch_shape.h): cuda/toeplitz/conv2d.cu
+// launches on the current stream, the tests under the CPU emulation, with the same code.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -18,8 +15,9 @@
 #include <type_traits>
 #include <vector>
 
-#include "csrc/common/csr_device_facts.h"
+#include "csrc/common/csr_check.h"
 #include "csrc/toeplitz/geometry.h"
+#include "cuda/common/launch_shape.h"
 // Last: on host compilers they define CUDA's keywords as macros.
 #include "cuda/toeplitz/conv2d_kernels.cuh"
 #include "cuda/toeplitz/frame_tile_kernels.cuh"
@@ -48,13 +46,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_direct_pipeline(
   // CSR checks, and one copy to the host brings back both the checks and the total.
   at::Tensor counts = at::empty({nnz}, col.options());
   if (nnz > 0) {
-    launch(count_kernel, nnz, col.data_ptr<int64_t>(), f, nnz, counts.data_ptr<int64_t>());
+    launch(count_kernel, grid_stride_launch(nnz), col.data_ptr<int64_t>(), f, nnz,
+           counts.data_ptr<int64_t>());
   }
   const at::Tensor ends = at::cumsum(counts, 0);
   const std::vector<int64_t> facts = fetch_to_host(
       {pending_csr_facts(crow, col),
        nnz > 0 ? ends.narrow(0, nnz - 1, 1) : at::zeros({1}, col.options())});
-  check_csr_facts(csr_facts_from(facts.data()), nnz, g.in_h * g.in_w, "toeplitz_conv2d: x");
+  check_csr_facts(csr_facts_from(facts.data()), nnz, g.in_h * g.in_w,
+                  input_csr_names("toeplitz_conv2d"));
   const int64_t candidates = facts[kCsrFacts];
   if (candidates == 0) {
     return {at::zeros({g.batch + 1}, crow.options()), at::empty({0}, col.options()),
@@ -68,7 +68,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_direct_pipeline(
   at::Tensor out_crow, out_col, out_values;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, values.scalar_type(),
                                   "toeplitz_conv2d_cuda", [&] {
-    launch(expand_kernel<scalar_t, key_t>, nnz, row_of.data_ptr<int64_t>(),
+    launch(expand_kernel<scalar_t, key_t>, grid_stride_launch(nnz), row_of.data_ptr<int64_t>(),
            col.data_ptr<int64_t>(), values.data_ptr<scalar_t>(), kernel.data_ptr<scalar_t>(), f,
            nnz, offsets.data_ptr<int64_t>(), keys.data_ptr<key_t>(),
            products.data_ptr<scalar_t>());
@@ -85,7 +85,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_direct_pipeline(
     at::Tensor out_row = at::empty({runs}, col.options());
     out_col = at::empty({runs}, col.options());
     out_values = at::empty({runs}, values.options());
-    launch(reduce_runs_kernel<scalar_t, key_t>, runs, sorted_keys.data_ptr<key_t>(),
+    launch(reduce_runs_kernel<scalar_t, key_t>, grid_stride_launch(runs),
+           sorted_keys.data_ptr<key_t>(),
            order.data_ptr<int64_t>(), products.data_ptr<scalar_t>(),
            run_start.data_ptr<int64_t>(), runs, candidates, out_pixels,
            out_row.data_ptr<int64_t>(), out_col.data_ptr<int64_t>(),
@@ -140,7 +141,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_frame_tile_pipeline(
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, values.scalar_type(),
                                   "toeplitz_conv2d_frame_tile", [&] {
     if (g.batch > 0) {
-      launch.blocks(frame_tile_kernel<scalar_t, false>, blocks, kFrameTileThreads, count_shared,
+      launch(frame_tile_kernel<scalar_t, false>,
+             LaunchShape{blocks, 1, kFrameTileThreads, count_shared, true},
                     crow.data_ptr<int64_t>(), col.data_ptr<int64_t>(),
                     static_cast<const scalar_t*>(nullptr), static_cast<const scalar_t*>(nullptr),
                     f, g.batch, nnz, covered.data_ptr<int64_t>(),
@@ -150,12 +152,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_frame_tile_pipeline(
     }
     const std::vector<int64_t> facts =
         fetch_to_host({pending_csr_facts(crow, col), out_crow.narrow(0, g.batch, 1)});
-    check_csr_facts(csr_facts_from(facts.data()), nnz, g.in_h * g.in_w, "toeplitz_conv2d: x");
+    check_csr_facts(csr_facts_from(facts.data()), nnz, g.in_h * g.in_w,
+                  input_csr_names("toeplitz_conv2d"));
     const int64_t total = facts[kCsrFacts];
     out_col = at::empty({total}, col.options());
     out_values = at::empty({total}, values.options());
     if (total > 0) {
-      launch.blocks(frame_tile_kernel<scalar_t, true>, blocks, kFrameTileThreads, fill_shared,
+      launch(frame_tile_kernel<scalar_t, true>,
+             LaunchShape{blocks, 1, kFrameTileThreads, fill_shared, true},
                     crow.data_ptr<int64_t>(), col.data_ptr<int64_t>(),
                     values.data_ptr<scalar_t>(), kernel.data_ptr<scalar_t>(), f, g.batch, nnz,
                     static_cast<int64_t*>(nullptr), out_crow.data_ptr<int64_t>(),
@@ -178,9 +182,9 @@ std::tuple<at::Tensor, at::Tensor> toeplitz_backward_pipeline(
   const std::vector<int64_t> facts = fetch_to_host(
       {pending_csr_facts(cr, cc), pending_csr_facts(ocr, occ), pending_columns_ascend(ocr, occ)});
   check_csr_facts(csr_facts_from(facts.data()), cc.size(0), g.in_h * g.in_w,
-                  "toeplitz_conv2d: x");
+                  input_csr_names("toeplitz_conv2d"));
   check_csr_facts(csr_facts_from(facts.data() + kCsrFacts), occ.size(0), g.out_h * g.out_w,
-                  "_toeplitz_conv2d_backward: the output");
+                  output_pattern_csr_names());
   TORCH_CHECK(facts[2 * kCsrFacts] == 1,
               "_toeplitz_conv2d_backward: the output pattern of every image must have strictly "
               "ascending columns, as toeplitz_conv2d returns it");
@@ -194,7 +198,8 @@ std::tuple<at::Tensor, at::Tensor> toeplitz_backward_pipeline(
     const at::Tensor row_of = row_of_entries(cr, g.batch, nnz);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, cv.scalar_type(),
                                     "toeplitz_conv2d_backward_cuda", [&] {
-      launch(backward_kernel<scalar_t>, nnz, row_of.data_ptr<int64_t>(), cc.data_ptr<int64_t>(),
+      launch(backward_kernel<scalar_t>, grid_stride_launch(nnz), row_of.data_ptr<int64_t>(),
+             cc.data_ptr<int64_t>(),
              cv.data_ptr<scalar_t>(), ck.data_ptr<scalar_t>(), ocr.data_ptr<int64_t>(),
              occ.data_ptr<int64_t>(), go.data_ptr<scalar_t>(), frame_of(g), nnz,
              output_mask[0] ? grad_values.data_ptr<scalar_t>() : nullptr,

@@ -1,5 +1,5 @@
-// The frame geometry every sparse-input (Toeplitz) CUDA kernel shares: launch sizes, the
-// geometry as kernel arguments, and the footprint of an input pixel. Plain of ATen's CUDA
+// The frame geometry every sparse-input (Toeplitz) CUDA kernel shares: the geometry as kernel
+// arguments, and the footprint of an input pixel. Plain of ATen's CUDA
 // parts, so the kernels also run under the CPU emulation in tests (cuda/common/kernel_emulation.h).
 #pragma once
 
@@ -11,13 +11,6 @@
 #include "cuda/common/kernel_portability.cuh"
 
 namespace torch_sparse_conv {
-
-constexpr int kToeplitzThreads = 256;
-
-inline int64_t toeplitz_blocks_for(int64_t work) {
-  return std::max<int64_t>(
-      1, std::min<int64_t>((work + kToeplitzThreads - 1) / kToeplitzThreads, 1 << 30));
-}
 
 struct Frame {  // ToeplitzGeometry as kernel arguments
   int64_t in_h, in_w, kernel_h, kernel_w, out_h, out_w, offset_h, offset_w;

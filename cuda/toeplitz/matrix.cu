@@ -13,8 +13,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "csrc/common/csr_device_facts.h"
-#include "cuda/toeplitz/launch.cuh"
+#include "csrc/common/csr_check.h"
+#include "cuda/toeplitz/precomputed.cuh"
 #include "cuda/toeplitz/matrix_pipeline.cuh"
 
 namespace torch_sparse_conv {
@@ -54,9 +54,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_precomputed_cuda(
   const std::vector<int64_t> facts = fetch_to_host(
       {pending_csr_facts(cr, cc), pending_csr_facts(tr, tc), pending_columns_ascend(tr, tc)});
   check_csr_facts(csr_facts_from(facts.data()), cc.size(0), pixels,
-                  "toeplitz_conv2d_precomputed: x");
+                  input_csr_names("toeplitz_conv2d_precomputed"));
   check_csr_facts(csr_facts_from(facts.data() + kCsrFacts), tc.size(0), out_pixels,
-                  "toeplitz_conv2d_precomputed: T");
+                  kept_matrix_csr_names());
   TORCH_CHECK(facts[2 * kCsrFacts] == 1,
               "toeplitz_conv2d_precomputed: T's columns must ascend strictly within each row, "
               "as toeplitz_matrix builds them");

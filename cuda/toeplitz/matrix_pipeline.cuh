@@ -1,5 +1,5 @@
 // The host side of building T, the doubly-block-Toeplitz matrix, on CUDA, and of its kernel
-// gradient: generic over `launch(kernel, work_items, args...)` like cuda/toeplitz/conv2d_pipeline.cuh,
+// gradient: generic over the launcher (cuda/common/launch_shape.h) like cuda/toeplitz/conv2d_pipeline.cuh,
 // so cuda/toeplitz/matrix.cu and the CPU emulation tests run the same code.
 #pragma once
 
@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "csrc/toeplitz/geometry.h"
+#include "cuda/common/launch_shape.h"
 // Last: on host compilers it defines CUDA's keywords as macros.
 #include "cuda/toeplitz/matrix_kernels.cuh"
 
@@ -20,7 +21,7 @@ at::Tensor toeplitz_row_pointers(const Launch& launch, const ToeplitzGeometry& g
                                  const at::TensorOptions& options) {
   const int64_t pixels = g.in_h * g.in_w;
   at::Tensor lengths = at::empty({pixels}, options.dtype(at::kLong));
-  launch(row_lengths_kernel, pixels, frame_of(g), lengths.data_ptr<int64_t>());
+  launch(row_lengths_kernel, grid_stride_launch(pixels), frame_of(g), lengths.data_ptr<int64_t>());
   at::Tensor crow = at::zeros({pixels + 1}, options.dtype(at::kLong));
   crow.narrow(0, 1, pixels).copy_(at::cumsum(lengths, 0));
   return crow;
@@ -36,7 +37,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> build_toeplitz_matrix(
   at::Tensor t_col = at::empty({nnz}, kernel.options().dtype(at::kLong));
   at::Tensor t_values = at::empty({nnz}, kernel.options());
   AT_DISPATCH_FLOATING_TYPES(kernel.scalar_type(), "toeplitz_matrix_cuda", [&] {
-    launch(toeplitz_rows_kernel<scalar_t>, pixels, frame_of(g), t_crow.data_ptr<int64_t>(),
+    launch(toeplitz_rows_kernel<scalar_t>, grid_stride_launch(pixels), frame_of(g),
+           t_crow.data_ptr<int64_t>(),
            kernel.data_ptr<scalar_t>(), t_col.data_ptr<int64_t>(),
            t_values.data_ptr<scalar_t>(), static_cast<const scalar_t*>(nullptr),
            static_cast<scalar_t*>(nullptr));
@@ -61,7 +63,8 @@ at::Tensor toeplitz_matrix_kernel_grad(const Launch& launch, const at::Tensor& g
   at::Tensor slots = at::zeros({pixels, taps}, kernel.options());
   const at::Tensor grad = grad_values.contiguous();
   AT_DISPATCH_FLOATING_TYPES(kernel.scalar_type(), "toeplitz_matrix_backward_cuda", [&] {
-    launch(toeplitz_rows_kernel<scalar_t>, pixels, frame_of(g), t_crow.data_ptr<int64_t>(),
+    launch(toeplitz_rows_kernel<scalar_t>, grid_stride_launch(pixels), frame_of(g),
+           t_crow.data_ptr<int64_t>(),
            static_cast<const scalar_t*>(nullptr), static_cast<int64_t*>(nullptr),
            static_cast<scalar_t*>(nullptr), grad.data_ptr<scalar_t>(),
            slots.data_ptr<scalar_t>());

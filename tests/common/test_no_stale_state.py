@@ -74,7 +74,8 @@ def test_corrupt_column_written_after_a_call_raises(method, bad):
     x = torch.randn(2, 6, 5, 5, requires_grad=True)
     out = layer(x)
     layer.col_idx.data[0] = bad
-    with pytest.raises(RuntimeError, match=r"col_idx\[0\] = -?\d+ is out of range \[0, 54\)"):
+    with pytest.raises(RuntimeError,
+                       match=r"must lie in \[0, 54\) .*, but col_idx\[0\] = -?\d+ is out of range"):
         layer(x)
     with pytest.raises(RuntimeError, match=r"col_idx\[0\] = -?\d+ is out of range"):
         out.sum().backward()  # the backward re-checks the indices it reads
@@ -86,10 +87,12 @@ def test_corrupt_row_pointers_written_after_a_call_raise(method):
     x = torch.randn(1, 6, 5, 5)
     layer(x)
     nnz = layer.col_idx.numel()
-    for index, value, message in [(0, 1, r"row_ptr\[0\] must be 0"),
-                                  (3, -7, "row_ptr must be non-decreasing"),
-                                  (-1, nnz + 1, r"row_ptr\[-1\] \(\d+\) must equal"),
-                                  (-1, 10**12, r"row_ptr\[-1\]")]:
+    for index, value, message in [
+            (0, 1, r"row pointers must start at 0, got row_ptr\[0\] = 1"),
+            (3, -7, r"row pointers must be non-decreasing, but row_ptr\[3\] = -7 < row_ptr\[2\]"),
+            (-1, nnz + 1, rf"must end at the number of entries in col_idx \({nnz}\), "
+                          rf"got last row pointer row_ptr\[\d+\] = {nnz + 1}"),
+            (-1, 10**12, r"got last row pointer row_ptr\[\d+\] = 1000000000000")]:
         saved = layer.row_ptr.clone()
         layer.row_ptr.data[index] = value
         with pytest.raises(RuntimeError, match=message):

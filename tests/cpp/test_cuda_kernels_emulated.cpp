@@ -17,8 +17,9 @@
 #include <string>
 #include <vector>
 
-#include "csrc/common/csr_device_facts.h"
+#include "csrc/common/csr_check.h"
 #include "csrc/sparse_filter/geometry.h"
+#include "csrc/sparse_filter/checks.h"
 #include "csrc/toeplitz/geometry.h"
 #include "torch_sparse_conv.h"
 // Last: these define CUDA's keywords as macros for the emulation.
@@ -175,15 +176,16 @@ tsc::SparseFilterGeometry geometry_of(const ConvCase& c, const at::Tensor& input
       {c.stride_h, c.stride_w}, {c.pad_h, c.pad_w}, {c.dilation_h, c.dilation_w}, c.groups);
 }
 
-// The sparse-filter pipelines' launcher, emulated. Grid-stride kernels get at most three
-// blocks, so their loops take turns; every launch's shape is recorded.
-struct EmulatedFilterLaunch {
-  std::vector<tsc::LaunchShape>* shapes;
+// The pipelines' launcher (cuda/common/launch_shape.h), emulated. Grid-stride kernels get at
+// most three blocks, so their loops take turns; every launch's shape is recorded when
+// `shapes` is given.
+struct EmulatedLaunch {
+  std::vector<tsc::LaunchShape>* shapes = nullptr;
   template <typename Kernel, typename... Args>
   void operator()(Kernel kernel, const tsc::LaunchShape& shape, Args... args) const {
-    shapes->push_back(shape);
+    if (shapes != nullptr) shapes->push_back(shape);
     const int64_t blocks = shape.grid_stride ? std::min<int64_t>(shape.blocks_x, 3) : shape.blocks_x;
-    launch(Dim3(unsigned(blocks), unsigned(shape.blocks_y)), Dim3(tsc::kCudaThreads),
+    launch(Dim3(unsigned(blocks), unsigned(shape.blocks_y)), Dim3(unsigned(shape.threads)),
            shape.shared_bytes, kernel, args...);
   }
 };
@@ -198,7 +200,7 @@ at::Tensor forward_emulated(const at::Tensor& input, const SparseWeight& w, cons
                                std::numeric_limits<double>::quiet_NaN(), input.options());
   const int64_t shared_limit = optin ? tsc::kMergedWindowBytes : tsc::kWindowBytes;
   std::vector<tsc::LaunchShape> shapes;
-  tsc::sparse_filter_direct_pipeline(EmulatedFilterLaunch{&shapes}, input, w.row_ptr,
+  tsc::sparse_filter_direct_pipeline(EmulatedLaunch{&shapes}, input, w.row_ptr,
                                      w.col_idx, w.values, bias, g, multiprocessors, shared_limit,
                                      output);
   *tiled = !shapes.empty() && !shapes[0].grid_stride;
@@ -373,7 +375,7 @@ TEST_P(SparseFilterKernels, BackwardMatchesAutograd) {
 
     const at::Tensor row_of = tsc::row_of_entries(w.row_ptr, c.out_channels, w.values.numel());
     std::vector<tsc::LaunchShape> shapes;
-    const EmulatedFilterLaunch emulated{&shapes};
+    const EmulatedLaunch emulated{&shapes};
     const at::Tensor grad_input = tsc::sparse_filter_grad_input_pipeline(
         emulated, grad_output, row_of, w.col_idx, w.values, g);
     const at::Tensor grad_values = tsc::sparse_filter_grad_values_pipeline(
@@ -421,22 +423,6 @@ tsc::CsrImages random_images(const ToeplitzCase& c, at::ScalarType dtype, std::m
   x.values = at::randn({int64_t(col.size())}, at::kDouble).to(dtype);
   return x;
 }
-
-// The pipelines' launcher, emulated: at most three blocks (every Toeplitz kernel loops over
-// its work), so the loops take turns.
-struct EmulatedLaunch {
-  template <typename Kernel, typename... Args>
-  void operator()(Kernel kernel, int64_t work, Args... args) const {
-    const int64_t blocks = std::min<int64_t>(tsc::toeplitz_blocks_for(work), 3);
-    launch(Dim3(unsigned(blocks)), Dim3(tsc::kToeplitzThreads), 0, kernel, args...);
-  }
-  template <typename Kernel, typename... Args>
-  void blocks(Kernel kernel, int64_t blocks, int threads, size_t shared_bytes,
-              Args... args) const {
-    launch(Dim3(unsigned(std::min<int64_t>(blocks, 3))), Dim3(unsigned(threads)), shared_bytes,
-           kernel, args...);
-  }
-};
 
 using tsc::row_of_entries;
 

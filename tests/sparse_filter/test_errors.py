@@ -91,15 +91,17 @@ def test_invalid_csr_contents_are_rejected_before_any_read():
         OP(*op_args(col_idx=bad_col))
     bad_rows = row_ptr.clone()
     bad_rows[2] = int(row_ptr[3]) + 1  # row 2 ends after row 3 starts: decreasing
-    with pytest.raises(RuntimeError, match="row_ptr must be non-decreasing"):
+    with pytest.raises(RuntimeError, match=r"row pointers must be non-decreasing, "
+                                           r"but row_ptr\[3\] = \d+ < row_ptr\[2\]"):
         OP(*op_args(row_ptr=bad_rows))
     bad_end = row_ptr.clone()
     bad_end[-1] += 1
-    with pytest.raises(RuntimeError, match="row_ptr\\[-1\\]"):
+    with pytest.raises(RuntimeError, match=r"row pointers must end at the number of entries in "
+                                           r"col_idx \(\d+\), got last row pointer row_ptr\[6\]"):
         OP(*op_args(row_ptr=bad_end))
     bad_start = row_ptr.clone()
     bad_start[0] = 1
-    with pytest.raises(RuntimeError, match="row_ptr\\[0\\] must be 0"):
+    with pytest.raises(RuntimeError, match=r"row pointers must start at 0, got row_ptr\[0\] = 1"):
         OP(*op_args(row_ptr=bad_start))
 
 

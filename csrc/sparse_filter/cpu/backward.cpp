@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "csrc/sparse_filter/geometry.h"
+#include "csrc/sparse_filter/polyphase.h"
 #include "csrc/sparse_filter/pattern.h"
 #include "csrc/sparse_filter/cpu/simd.h"
 

@@ -19,7 +19,9 @@
 #include <numeric>
 #include <vector>
 
+#include "csrc/common/arithmetic.h"
 #include "csrc/sparse_filter/cpu/simd.h"
+#include "csrc/sparse_filter/polyphase.h"
 
 namespace torch_sparse_conv {
 namespace {
@@ -53,7 +55,7 @@ SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_
   const int64_t group_block = cin_g * g.channel_block();
   const std::vector<int64_t> column_offset = g.column_offsets();
   SortedTaps<scalar_t> sorted;
-  sorted.chunks = (cin_g + chunk_channels - 1) / chunk_channels;
+  sorted.chunks = ceil_div(cin_g, chunk_channels);
   sorted.offsets.resize(nnz);
   sorted.values.resize(nnz);
   sorted.chunk_ptr.resize(g.out_channels * (sorted.chunks + 1));
@@ -158,12 +160,12 @@ void direct_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   const int64_t interleave =
       one_run >= kMinRunForOneSample
           ? 1
-          : std::min(g.batch, (kBlockPositions + one_run - 1) / one_run);
-  const int64_t sample_groups = (g.batch + interleave - 1) / interleave;
+          : std::min(g.batch, ceil_div(kBlockPositions, one_run));
+  const int64_t sample_groups = ceil_div(g.batch, interleave);
   const int64_t len = one_run * interleave;
   const int64_t block = std::min(len, kBlockPositions);
-  const int64_t blocks = (len + block - 1) / block;
-  const int64_t block_stride = (block + lanes - 1) / lanes * lanes;
+  const int64_t blocks = ceil_div(len, block);
+  const int64_t block_stride = ceil_div(block, lanes) * lanes;
   const int64_t group_elements = g.in_channels * g.channel_block() * interleave;
 
   // Input channels per chunk: the rows a block reads from one channel span the block plus
@@ -181,7 +183,7 @@ void direct_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   const int64_t oc_splits = std::min<int64_t>(
       std::max<int64_t>(1, g.out_channels),
       std::max<int64_t>(1, wanted_tasks / (sample_groups * blocks)));
-  const int64_t oc_per_task = (g.out_channels + oc_splits - 1) / oc_splits;
+  const int64_t oc_per_task = ceil_div(g.out_channels, oc_splits);
 
   at::parallel_for(0, sample_groups * blocks * oc_splits, 1, [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> partial(oc_per_task * block_stride);

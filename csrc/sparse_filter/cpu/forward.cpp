@@ -11,6 +11,8 @@
 #include "csrc/sparse_filter/method.h"
 #include "csrc/sparse_filter/cpu/direct.h"
 #include "csrc/sparse_filter/geometry.h"
+#include "csrc/sparse_filter/polyphase.h"
+#include "csrc/sparse_filter/checks.h"
 #include "csrc/sparse_filter/pattern.h"
 
 namespace torch_sparse_conv {
@@ -135,20 +137,20 @@ TORCH_LIBRARY_IMPL(torch_sparse_conv, CPU, m) {
 }
 
 // A sparse `input` would otherwise meet the dispatcher's "could not run with arguments from
-// the 'SparseCPU' backend"; this says what is wrong with which argument.
+// the 'SparseCPU' backend"; this says what is wrong with which argument. Boxed: it reads only
+// the first argument, whatever the schema's others.
 namespace {
-at::Tensor sparse_input_rejected(const at::Tensor& input, const at::Tensor&, const at::Tensor&,
-                                 const at::Tensor&, at::IntArrayRef,
-                                 const c10::optional<at::Tensor>&, at::IntArrayRef,
-                                 at::IntArrayRef, at::IntArrayRef, int64_t, c10::string_view) {
+void reject_sparse_input(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
+  const auto arguments = torch::jit::last(*stack, op.schema().arguments().size());
   TORCH_CHECK_TYPE(false, "sparse_filter_conv2d: input must be a dense (strided) tensor, got "
-                   "layout ", input.layout(), " (the sparse-input convolution is toeplitz_conv2d)");
+                   "layout ", arguments[0].toTensor().layout(),
+                   " (the sparse-input convolution is toeplitz_conv2d)");
 }
 }  // namespace
 
 TORCH_LIBRARY_IMPL(torch_sparse_conv, SparseCPU, m) {
-  m.impl("sparse_filter_conv2d", &sparse_input_rejected);
+  m.impl("sparse_filter_conv2d", torch::CppFunction::makeFromBoxedFunction<&reject_sparse_input>());
 }
 TORCH_LIBRARY_IMPL(torch_sparse_conv, SparseCUDA, m) {
-  m.impl("sparse_filter_conv2d", &sparse_input_rejected);
+  m.impl("sparse_filter_conv2d", torch::CppFunction::makeFromBoxedFunction<&reject_sparse_input>());
 }

@@ -1,9 +1,10 @@
 #include "csrc/sparse_filter/cpu/simd.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
-#include <string>
+
+#include "csrc/common/arithmetic.h"
+#include "csrc/common/cpu_isa.h"
 
 namespace torch_sparse_conv {
 namespace {
@@ -62,7 +63,7 @@ TSC_INLINE void conv_block_impl(const scalar_t* sample, const int64_t* offsets,
                                 const scalar_t* values, int64_t nnz, bool accumulate,
                                 scalar_t init, scalar_t* out, int64_t count) {
   constexpr int64_t lanes = Vec<scalar_t, BYTES>::lanes;
-  const int64_t nvec = (count + lanes - 1) / lanes;
+  const int64_t nvec = ceil_div(count, lanes);
   int64_t v = 0;
   for (; v + UNROLL <= nvec; v += UNROLL) {
     conv_vectors<scalar_t, BYTES, UNROLL>(sample + v * lanes, offsets, values, nnz, accumulate,
@@ -122,29 +123,17 @@ TSC_INLINE void axpy_impl(scalar_t alpha, const scalar_t* x, scalar_t* y, int64_
     axpy_impl<scalar_t, BYTES>(a, x, y, len);                                                  \
   }
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define TSC_X86 1
-TSC_DEFINE_ISA(avx512, __attribute__((target("avx512f,avx2,fma"))), TSC_AVX512_BYTES, TSC_AVX512_UNROLL)
-TSC_DEFINE_ISA(avx2, __attribute__((target("avx2,fma"))), 32, 12)
-#endif
+TSC_DEFINE_ISA(avx512, TSC_TARGET_AVX512, TSC_AVX512_BYTES, TSC_AVX512_UNROLL)
+TSC_DEFINE_ISA(avx2, TSC_TARGET_AVX2, 32, 12)
 TSC_DEFINE_ISA(baseline, , 16, 12)
 
-// TSC_CPU_ISA=avx2|baseline caps the instruction set (for tests and comparisons).
 template <typename scalar_t>
 SparseFilterSimd<scalar_t> pick_simd() {
-  const char* cap = std::getenv("TSC_CPU_ISA");
-  const std::string limit = cap ? cap : "";
-#ifdef TSC_X86
-  __builtin_cpu_init();
-  if (limit != "avx2" && limit != "baseline" && __builtin_cpu_supports("avx512f")) {
-    return {&conv_block_avx512<scalar_t>, &dot_avx512<scalar_t>, &axpy_avx512<scalar_t>, "avx512"};
-  }
-  if (limit != "baseline" && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    return {&conv_block_avx2<scalar_t>, &dot_avx2<scalar_t>, &axpy_avx2<scalar_t>, "avx2"};
-  }
-#endif
-  return {&conv_block_baseline<scalar_t>, &dot_baseline<scalar_t>, &axpy_baseline<scalar_t>,
-          "baseline"};
+  return {isa_variant(&conv_block_avx512<scalar_t>, &conv_block_avx2<scalar_t>,
+                      &conv_block_baseline<scalar_t>),
+          isa_variant(&dot_avx512<scalar_t>, &dot_avx2<scalar_t>, &dot_baseline<scalar_t>),
+          isa_variant(&axpy_avx512<scalar_t>, &axpy_avx2<scalar_t>, &axpy_baseline<scalar_t>),
+          cpu_isa_name(cpu_isa())};
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
-// The three inner loops of the sparse-filter convolution on CPU, compiled for several
-// instruction sets (AVX-512, AVX2+FMA, baseline) and picked once at run time from what the
-// processor supports, so a source build runs fast without -march=native.
+// The three inner loops of the sparse-filter convolution on CPU, compiled once per
+// instruction set and picked once per process (csrc/common/cpu_isa.h), so a source build runs
+// fast without -march=native.
 #pragma once
 
 #include <cstdint>

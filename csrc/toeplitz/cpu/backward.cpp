@@ -14,6 +14,7 @@
 #include <array>
 #include <vector>
 
+#include "csrc/common/arithmetic.h"
 #include "csrc/toeplitz/geometry.h"
 
 namespace torch_sparse_conv {
@@ -68,20 +69,10 @@ std::tuple<at::Tensor, at::Tensor> toeplitz_conv2d_backward_cpu(
     // gradients unread without an error.
     const int64_t* r = ocr.data_ptr<int64_t>();
     const int64_t* c = occ.data_ptr<int64_t>();
-    const int64_t out_pixels = g.out_h * g.out_w;
-    TORCH_CHECK(r[0] == 0 && r[g.batch] == out_col.size(0),
-                "_toeplitz_conv2d_backward: the output row pointers must run from 0 to nnz");
-    // Every row pointer first: then none exceeds nnz, and the columns below are in bounds.
+    check_csr_arrays(r, c, g.batch, occ.size(0), g.out_h * g.out_w, output_pattern_csr_names());
     for (int64_t n = 0; n < g.batch; ++n) {
-      TORCH_CHECK(r[n] <= r[n + 1],
-                  "_toeplitz_conv2d_backward: the output row pointers must be non-decreasing");
-    }
-    for (int64_t n = 0; n < g.batch; ++n) {
-      for (int64_t k = r[n]; k < r[n + 1]; ++k) {
-        TORCH_CHECK(c[k] >= 0 && c[k] < out_pixels,
-                    "_toeplitz_conv2d_backward: the output's column indices must lie in [0, ",
-                    out_pixels, "), got ", c[k], " in image ", n);
-        TORCH_CHECK(k == r[n] || c[k] > c[k - 1],
+      for (int64_t k = r[n] + 1; k < r[n + 1]; ++k) {
+        TORCH_CHECK(c[k] > c[k - 1],
                     "_toeplitz_conv2d_backward: the output pattern of every image must have "
                     "strictly ascending columns, as toeplitz_conv2d returns it (image ", n, ")");
       }
@@ -95,7 +86,7 @@ std::tuple<at::Tensor, at::Tensor> toeplitz_conv2d_backward_cpu(
     if (output_mask[1]) slices = at::zeros({kKernelGradSlices, taps}, kernel.options());
     scalar_t* gv = output_mask[0] ? grad_values.data_ptr<scalar_t>() : nullptr;
     scalar_t* gk = output_mask[1] ? slices.data_ptr<scalar_t>() : nullptr;
-    const int64_t per_slice = (g.batch + kKernelGradSlices - 1) / kKernelGradSlices;
+    const int64_t per_slice = ceil_div(g.batch, kKernelGradSlices);
     at::parallel_for(0, kKernelGradSlices, 1, [&](int64_t begin, int64_t end) {
       for (int64_t slice = begin; slice < end; ++slice) {
         const int64_t n_end = std::min(g.batch, (slice + 1) * per_slice);

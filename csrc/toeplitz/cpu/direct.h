@@ -1,4 +1,4 @@
-// The direct method's two passes (csrc/toeplitz/cpu/direct.cpp), shared by the operators that
+// The direct method's two passes (csrc/toeplitz/cpu/direct/passes.cpp), shared by the operators that
 // write its output in other forms. Both run over images [begin, end) of the CSR batch
 // (crow, col, val), columns already checked to lie in [0, H*W).
 #pragma once
@@ -10,6 +10,7 @@
 #include <tuple>
 #include <vector>
 
+#include "csrc/common/arithmetic.h"
 #include "csrc/toeplitz/geometry.h"
 
 namespace torch_sparse_conv {
@@ -47,7 +48,7 @@ template <typename F>
 void for_image_ranges(int64_t batch, int64_t entries, const ToeplitzGeometry& g, const F& f) {
   constexpr int64_t kParallelProducts = 4096;
   const int64_t taps = g.kernel_h * g.kernel_w;
-  if (batch <= 1 || entries < (kParallelProducts + taps - 1) / taps) {
+  if (batch <= 1 || entries < ceil_div(kParallelProducts, taps)) {
     if (batch > 0) f(int64_t(0), batch);
     return;
   }

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "csrc/common/arithmetic.h"
 #include "csrc/toeplitz/cpu/precomputed.h"
 
 namespace torch_sparse_conv {
@@ -118,7 +119,7 @@ at::Tensor toeplitz_matrix_backward_cpu(const at::Tensor& grad_values, const at:
   AT_DISPATCH_FLOATING_TYPES(kernel.scalar_type(), "toeplitz_matrix_backward_cpu", [&] {
     const scalar_t* gv = grad.data_ptr<scalar_t>();
     scalar_t* sums = partial.data_ptr<scalar_t>();
-    const int64_t per_slice = (g.in_h + kSlices - 1) / kSlices;
+    const int64_t per_slice = ceil_div(g.in_h, kSlices);
     at::parallel_for(0, kSlices, 1, [&](int64_t s_begin, int64_t s_end) {
       for (int64_t s = s_begin; s < s_end; ++s) {
         scalar_t* sum = sums + s * taps;

@@ -194,7 +194,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_precomputed_cpu(
   // T whose rows are each in range may still not be a CSR matrix); its columns where read.
   const at::Tensor tr = t_crow.contiguous();
   check_row_pointers(tr.data_ptr<int64_t>(), g.in_h * g.in_w, t_col.size(0),
-                     {"toeplitz_conv2d_precomputed", "invalid T: T's", "t_crow"});
+                     kept_matrix_csr_names());
   return sparse_times_toeplitz_cpu(crow, col, values, tr, t_col, t_values, g.out_h * g.out_w);
 }
 

@@ -1,9 +1,11 @@
-#include "csrc/toeplitz/cpu/compact_sums.h"
+#include "csrc/toeplitz/cpu/direct/compact_sums.h"
 
 #include <cstdlib>
 #include <type_traits>
 
-#if defined(__GNUC__) && defined(__x86_64__)
+#include "csrc/common/cpu_isa.h"
+
+#ifdef TSC_X86_ISAS
 #include <immintrin.h>
 #define TSC_HAVE_AVX512_PATH 1
 #endif
@@ -76,7 +78,7 @@ int64_t compact_marked_scalar(scalar_t* sums, uint64_t* bits, int64_t rows, int6
 }
 
 #ifdef TSC_HAVE_AVX512_PATH
-#define TSC_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw")))
+#define TSC_AVX512 TSC_TARGET_AVX512
 
 // Eight lanes of one value type: masked load (for the tail), nonzero test, compress + store.
 struct DoubleLanes {
@@ -157,7 +159,8 @@ TSC_AVX512 int64_t compact_avx512(sums_t* sums, Keep keep, int64_t n, int64_t fi
   return count;
 }
 
-// TSC_NO_AVX512=1 forces the scalar loop (the tests run it that way on AVX-512 machines).
+// Below AVX-512 (csrc/common/cpu_isa.h: TSC_NO_AVX512=1 or TSC_CPU_ISA=avx2 forces that, as
+// the tests do on AVX-512 machines) the scalar loop runs.
 template <typename Lanes, typename index_t, typename scalar_t>
 TSC_AVX512 int64_t compact_marked_avx512(scalar_t* sums, uint64_t* bits, int64_t rows,
                                          int64_t row_words, int64_t row_step, bool drop_zeros,
@@ -188,13 +191,7 @@ TSC_AVX512 int64_t compact_marked_avx512(scalar_t* sums, uint64_t* bits, int64_t
   return count;
 }
 
-bool has_avx512() {
-  static const bool supported = __builtin_cpu_supports("avx512f") &&
-                                __builtin_cpu_supports("avx512vl") &&
-                                __builtin_cpu_supports("avx512bw") &&
-                                std::getenv("TSC_NO_AVX512") == nullptr;
-  return supported;
-}
+bool has_avx512() { return cpu_isa() == CpuIsa::Avx512; }
 #else
 struct DoubleLanes {};  // tags only: the scalar loop serves every type
 struct FloatLanes {};

@@ -1,6 +1,6 @@
 // The entry points each sparse-filter .cu file provides to the dispatcher in
-// cuda/sparse_filter/conv2d.cu, and the CUDA launcher of the pipelines (nvcc only). The
-// kernels are in cuda/sparse_filter/kernels.cuh, their host side in cuda/sparse_filter/pipeline.cuh.
+// cuda/sparse_filter/conv2d.cu, and the headers they launch with (nvcc only). The kernels are
+// in cuda/sparse_filter/kernels.cuh, their host side in cuda/sparse_filter/pipeline.cuh.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -12,21 +12,9 @@
 #include "csrc/sparse_filter/geometry.h"
 #include "cuda/sparse_filter/pipeline.cuh"
 #include "csrc/sparse_filter/pattern.h"
-#include "cuda/common/shared_memory_opt_in.cuh"
+#include "cuda/common/launch.cuh"
 
 namespace torch_sparse_conv {
-
-// The launcher of the pipelines (cuda/sparse_filter/pipeline.cuh), on the current stream.
-struct CudaFilterLaunch {
-  template <typename Kernel, typename... Args>
-  void operator()(Kernel kernel, const LaunchShape& shape, Args... args) const {
-    allow_shared_memory(kernel, shape.shared_bytes);
-    const dim3 grid(unsigned(shape.blocks_x), unsigned(shape.blocks_y));
-    kernel<<<grid, kCudaThreads, shape.shared_bytes, at::cuda::getCurrentCUDAStream()>>>(
-        args...);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
-};
 
 // 'direct' forward into `output` (N, C_out, H_out, W_out), contiguous. input, values and
 // bias contiguous; bias may be undefined.

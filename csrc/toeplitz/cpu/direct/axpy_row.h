@@ -3,9 +3,10 @@
 #pragma once
 
 #include <cstdint>
-#include <cstdlib>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#include "csrc/common/cpu_isa.h"
+
+#ifdef TSC_X86_ISAS
 #include <immintrin.h>
 #define TSC_AXPY_AVX512 1
 #endif
@@ -16,10 +17,10 @@ namespace {  // internal linkage: each kernel build inlines its own copy, no PLT
 #ifdef TSC_AXPY_AVX512
 // Whole vectors, then one masked vector for the rest: no scalar tail and no loop-overhead
 // branches for the short rows of small kernels. Inlined into the AVX-512 build of the
-// kernels (csrc/toeplitz/cpu/direct.cpp compiles one per instruction set); the others never
+// kernels (csrc/toeplitz/cpu/direct/passes.cpp compiles one per instruction set); the others never
 // reach it.
-__attribute__((target("avx512f"))) inline void axpy_row_avx512(double* row, const double* krow,
-                                                                double v, int64_t n) {
+TSC_TARGET_AVX512 inline void axpy_row_avx512(double* row, const double* krow, double v,
+                                               int64_t n) {
   const __m512d scale = _mm512_set1_pd(v);
   int64_t t = 0;
   for (; t + 8 <= n; t += 8) {
@@ -34,8 +35,8 @@ __attribute__((target("avx512f"))) inline void axpy_row_avx512(double* row, cons
   }
 }
 
-__attribute__((target("avx512f"))) inline void axpy_row_avx512(float* row, const float* krow,
-                                                                float v, int64_t n) {
+TSC_TARGET_AVX512 inline void axpy_row_avx512(float* row, const float* krow, float v,
+                                               int64_t n) {
   const __m512 scale = _mm512_set1_ps(v);
   int64_t t = 0;
   for (; t + 16 <= n; t += 16) {
@@ -50,18 +51,12 @@ __attribute__((target("avx512f"))) inline void axpy_row_avx512(float* row, const
   }
 }
 
-// TSC_NO_AVX512=1 turns it off, as for the compaction (csrc/toeplitz/cpu/compact_sums.cpp).
-inline bool cpu_has_avx512f() {
-  static const bool supported =
-      __builtin_cpu_supports("avx512f") && std::getenv("TSC_NO_AVX512") == nullptr;
-  return supported;
-}
 #endif
 
 template <typename scalar_t>
 inline void axpy_row(scalar_t* row, const scalar_t* krow, scalar_t v, int64_t n) {
 #ifdef TSC_AXPY_AVX512
-  if (cpu_has_avx512f()) {
+  if (cpu_isa() == CpuIsa::Avx512) {
     axpy_row_avx512(row, krow, v, n);
     return;
   }

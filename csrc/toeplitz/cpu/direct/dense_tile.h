@@ -1,5 +1,5 @@
 // One output row of a small 2-D correlation over a dense tile: the inner loop of the Toeplitz
-// direct kernel's dense-tile path (csrc/toeplitz/cpu/direct.cpp), for images whose entries fill
+// direct kernel's dense-tile path (csrc/toeplitz/cpu/direct/box_paths.h), for images whose entries fill
 // their bounding box densely.
 //
 // Written with GCC's vector extensions and internal linkage, so every instruction-set clone

@@ -1,0 +1,34 @@
+#include "csrc/common/cpu_isa.h"
+
+#include <cstdlib>
+#include <string>
+
+namespace torch_sparse_conv {
+
+CpuIsa detect_cpu_isa() {
+  const char* cap = std::getenv("TSC_CPU_ISA");
+  const std::string limit = cap ? cap : "";
+  const bool no_avx512 = limit == "avx2" || std::getenv("TSC_NO_AVX512") != nullptr;
+#ifdef TSC_X86_ISAS
+  __builtin_cpu_init();
+  if (limit != "baseline" && !no_avx512 && __builtin_cpu_supports("x86-64-v4")) {
+    return CpuIsa::Avx512;
+  }
+  if (limit != "baseline" && __builtin_cpu_supports("x86-64-v3")) return CpuIsa::Avx2;
+#endif
+  return CpuIsa::Baseline;
+}
+
+const char* cpu_isa_name(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::Avx512:
+      return "avx512";
+    case CpuIsa::Avx2:
+      return "avx2";
+    case CpuIsa::Baseline:
+      break;
+  }
+  return "baseline";
+}
+
+}  // namespace torch_sparse_conv

@@ -1,0 +1,58 @@
+// The "polyphase" layout every sparse-filter backend reads its input through (see geometry.h):
+// the zero-padded input split into stride_h * stride_w phase planes, so that every tap of a
+// strided, dilated convolution is a plain shift inside one plane.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+
+#include "csrc/sparse_filter/geometry.h"
+
+namespace torch_sparse_conv {
+
+// The input in polyphase layout, contiguous (N, C, stride_h, stride_w, phase_h, phase_w).
+at::Tensor to_polyphase(const at::Tensor& input, const SparseFilterGeometry& g);
+
+// Inverse of to_polyphase for gradients: (N, C, sh, sw, ph, pw) -> (N, C, H, W), dropping
+// the padding.
+at::Tensor from_polyphase(const at::Tensor& polyphase, const SparseFilterGeometry& g);
+
+// A dense (N, C, out_h, out_w) tensor in the wide layout (N, C, out_h * phase_w), with
+// zeros in the padding columns.
+at::Tensor to_wide(const at::Tensor& dense, const SparseFilterGeometry& g);
+
+// Writes one sample of a contiguous (C, H, W) input into its polyphase layout at dst
+// (C * channel_block() elements), zeros where the padding is. Row copies, no allocation.
+template <typename scalar_t>
+void fill_polyphase_sample(const scalar_t* sample, const SparseFilterGeometry& g, scalar_t* dst) {
+  for (int64_t c = 0; c < g.in_channels; ++c) {
+    const scalar_t* plane = sample + c * g.in_h * g.in_w;
+    for (int64_t a = 0; a < g.stride_h; ++a) {
+      for (int64_t b = 0; b < g.stride_w; ++b) {
+        for (int64_t i = 0; i < g.phase_h; ++i, dst += g.phase_w) {
+          const int64_t row = i * g.stride_h + a - g.pad_h;
+          if (row < 0 || row >= g.in_h) {
+            std::fill(dst, dst + g.phase_w, scalar_t(0));
+            continue;
+          }
+          const scalar_t* src = plane + row * g.in_w;
+          // Columns j whose source col = j * stride_w + b - pad_w lies inside the row.
+          const int64_t first = std::max<int64_t>(0, (g.pad_w - b + g.stride_w - 1) / g.stride_w);
+          const int64_t reach = g.in_w - 1 + g.pad_w - b;  // may be negative: no column
+          const int64_t last =
+              reach < 0 ? 0 : std::min<int64_t>(g.phase_w, reach / g.stride_w + 1);  // exclusive
+          std::fill(dst, dst + std::min(first, g.phase_w), scalar_t(0));
+          if (g.stride_w == 1) {
+            if (last > first) std::copy(src + first + b - g.pad_w, src + last + b - g.pad_w, dst + first);
+          } else {
+            for (int64_t j = first; j < last; ++j) dst[j] = src[j * g.stride_w + b - g.pad_w];
+          }
+          std::fill(dst + std::max(first, last), dst + g.phase_w, scalar_t(0));
+        }
+      }
+    }
+  }
+}
+
+}  // namespace torch_sparse_conv

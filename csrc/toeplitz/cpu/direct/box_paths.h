@@ -1,0 +1,165 @@
+// The four ways the direct method sums an image over its output bounding box (small frames,
+// ROIs), each emitting the box's pixels in raster order: a densely covered box summed whole
+// (convolve_dense_box), one scanned for nonzero sums (convolve_scanned_box, scipy's
+// zero-dropping output), a dense input tile correlated with the kernel (convolve_dense_tile)
+// and a sparsely covered box with one flag bit a pixel (convolve_sparse_box).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "csrc/common/arithmetic.h"
+#include "csrc/toeplitz/cpu/direct/axpy_row.h"
+#include "csrc/toeplitz/cpu/direct/box.h"
+#include "csrc/toeplitz/cpu/direct/compact_sums.h"
+#include "csrc/toeplitz/cpu/direct/dense_tile.h"
+#include "csrc/toeplitz/cpu/direct/scratch.h"
+#include "csrc/toeplitz/geometry.h"
+
+namespace torch_sparse_conv {
+namespace toeplitz_direct {
+
+// A box the image covers densely (pass keeping every covered pixel): sums over the whole box,
+// then a vectorized compaction of each box row keeping its touched pixels.
+template <bool kFill, typename Out, typename scalar_t>
+int64_t convolve_dense_box(const int64_t* col, const scalar_t* val, int64_t begin, int64_t end,
+                           const scalar_t* kernel, const ToeplitzGeometry& g, const Box& box,
+                           Scratch<scalar_t>& s, typename Out::index* cols, scalar_t* vals) {
+  static_assert(!Out::drop_zeros, "outputs dropping zeros go through convolve_scanned_box");
+  const bool by_lines = flags_by_lines(end - begin, box);
+  if (!by_lines) s.touched.assign(box.area, 0);
+  if (kFill) s.acc.assign(box.area, scalar_t(0));
+  char* touched = s.touched.data();
+  if (kFill || !by_lines) {
+    scatter_into_box<kFill>(col, val, begin, end, kernel, g, box, s.acc.data(),
+                            [touched, by_lines](int64_t from, int64_t to) {
+                              if (!by_lines) std::fill(touched + from, touched + to, 1);
+                            });
+  }
+  if (by_lines) mark_lines(col, begin, end, g, box, s);
+  int64_t count = 0;
+  for (int64_t r = box.r0, i = 0; r <= box.r1; ++r, i += box.width) {
+    const char* flags = by_lines ? touched_in_row(r, g, box, s) : s.touched.data() + i;
+    if (!kFill) {
+      for (int64_t j = 0; j < box.width; ++j) count += flags[j];
+      continue;
+    }
+    count += compact_flagged(s.acc.data() + i, flags, box.width, r * g.out_w + box.c0,
+                             cols + count, vals + count);
+  }
+  return count;
+}
+
+// A box whose exact zeros are dropped (scipy's convention), covered densely enough that
+// scanning every box pixel costs less than flags for the touched ones: untouched pixels sum
+// to exactly zero, so no flags are needed at all. The sums stay all zero between images (the
+// sparse box's buffer and rule): each row is compacted eight sums at a time and cleared on
+// the way, with no pass to zero the box first.
+template <typename Out, typename scalar_t>
+int64_t convolve_scanned_box(const int64_t* col, const scalar_t* val, int64_t begin,
+                             int64_t end, const scalar_t* kernel, const ToeplitzGeometry& g,
+                             const Box& box, Scratch<scalar_t>& s, typename Out::index* cols,
+                             scalar_t* vals) {
+  // Grown with zeros; already zero below the old size.
+  if (static_cast<int64_t>(s.box_acc.size()) < box.area) s.box_acc.resize(box.area, 0);
+  scalar_t* acc = s.box_acc.data();
+  scatter_into_box<true>(col, val, begin, end, kernel, g, box, acc, [](int64_t, int64_t) {});
+  int64_t count = 0;
+  for (int64_t r = box.r0, i = 0; r <= box.r1; ++r, i += box.width) {
+    count += compact_nonzeros_clearing(acc + i, box.width, r * g.out_w + box.c0, cols + count,
+                                       vals + count);
+  }
+  return count;
+}
+
+// Whether an image is cheaper through the dense tile: its cost is a multiply-add per tap and
+// box pixel (rows padded to whole blocks of `block` outputs), at full vector width; the
+// scatter's is a few operations per entry and kernel row. Measured on 100x100 images (batch
+// 50, float64, 1 thread; rows padded to 128), the tile wins above densities of about 0.07
+// (3x3 kernels), 0.09 (5x5), 0.14 (11x11) and 0.22 (21x21): entries per padded box pixel
+// above (kW + 6) / 160.
+inline bool dense_tile_pays(int64_t entries, const Box& box, const ToeplitzGeometry& g,
+                            int64_t block) {
+  const int64_t padded_width = ceil_div(box.width, block) * block;
+  const double padded_area = double(box.r1 - box.r0 + 1) * double(padded_width);
+  return double(entries) * 160.0 >= padded_area * double(g.kernel_w + 6);
+}
+
+// A box the image's entries fill densely (dense frames, filled ROI masks): the entries go into
+// a zero-padded dense tile of the input, and each output row is a correlation of the tile
+// with the flipped kernel (correlate_row: whole vectors of outputs kept in registers over all
+// taps). That is more multiply-adds than the products, but none of the scatter's
+// read-modify-writes of overlapping sums, which stall on each other. Kept pixels are the
+// nonzero sums, or (keeping every covered pixel) the entries' footprints. Needs the pass's
+// flipped, finite kernel (Scratch::prepare_tile_kernel).
+template <typename Out, typename scalar_t>
+int64_t convolve_dense_tile(const int64_t* col, const scalar_t* val, int64_t begin, int64_t end,
+                            const scalar_t* kernel, const ToeplitzGeometry& g, const Box& box,
+                            Scratch<scalar_t>& s, typename Out::index* cols, scalar_t* vals) {
+  const int64_t kh = g.kernel_h, kw = g.kernel_w, rows = box.r1 - box.r0 + 1;
+  // Tile pixel (i, j) is input pixel (top + i, left + j): output row r0 + i reads tile rows
+  // i .. i + kh - 1, and columns run kTileBlock past the last one read (correlate_row).
+  const int64_t top = box.r0 + g.offset_h - (kh - 1), left = box.c0 + g.offset_w - (kw - 1);
+  const int64_t tile_rows = rows + kh - 1;
+  const int64_t stride = box.width + kw - 1 + kTileBlock<scalar_t>;
+  s.tile.assign(tile_rows * stride, scalar_t(0));
+  for (int64_t e = begin; e < end; ++e) {
+    const int64_t a = col[e] / g.in_w, b = col[e] - a * g.in_w;
+    const int64_t i = a - top, j = b - left;
+    // Every entry of the box's image lies in the tile; the test only guards memory.
+    if (i >= 0 && i < tile_rows && j >= 0 && j < stride) s.tile[i * stride + j] += val[e];
+  }
+  if (!Out::drop_zeros) mark_lines(col, begin, end, g, box, s);
+  const int64_t blocks = (box.width + kTileBlock<scalar_t> - 1) / kTileBlock<scalar_t>;
+  s.tile_row.resize(blocks * kTileBlock<scalar_t>);
+  int64_t count = 0;
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t r = box.r0 + i, first = r * g.out_w + box.c0;
+    correlate_row(s.tile.data() + i * stride, stride, s.flipped_kernel.data(), kh, kw,
+                  box.width, s.tile_row.data());
+    count += Out::drop_zeros
+                 ? compact_nonzeros(s.tile_row.data(), box.width, first, cols + count,
+                                    vals + count)
+                 : compact_flagged(s.tile_row.data(), touched_in_row(r, g, box, s), box.width,
+                                   first, cols + count, vals + count);
+  }
+  return count;
+}
+
+// A box the image covers sparsely: one bit a pixel and sums kept all zero between images
+// (each image clears what it touched while emitting it), so the cost is the products, the
+// touched pixels and one bit per box pixel, not a pass over the box's bytes.
+template <bool kFill, typename Out, typename scalar_t>
+int64_t convolve_sparse_box(const int64_t* col, const scalar_t* val, int64_t begin,
+                            int64_t end, const scalar_t* kernel, const ToeplitzGeometry& g,
+                            Box box, Scratch<scalar_t>& s, typename Out::index* cols,
+                            scalar_t* vals) {
+  // Rows start on 64-pixel boundaries, so each box row is whole words of flags.
+  box.stride = (box.width + 63) & ~int64_t(63);
+  const int64_t rows = box.r1 - box.r0 + 1, row_words = box.stride >> 6;
+  const int64_t words = rows * row_words;
+  // Grown with zeros; already zero below the old size.
+  if (static_cast<int64_t>(s.box_bits.size()) < words) s.box_bits.resize(words, 0);
+  if (kFill && static_cast<int64_t>(s.box_acc.size()) < rows * box.stride) {
+    s.box_acc.resize(rows * box.stride, 0);
+  }
+  uint64_t* bits = s.box_bits.data();
+  scalar_t* acc = s.box_acc.data();
+  scatter_into_box<kFill>(col, val, begin, end, kernel, g, box, acc,
+                          [bits](int64_t from, int64_t to) { set_bits(bits, from, to); });
+  int64_t count = 0;
+  if (!kFill) {
+    for (int64_t w = 0; w < words; ++w) {
+      count += __builtin_popcountll(bits[w]);
+      bits[w] = 0;
+    }
+    return count;
+  }
+  // Marked pixels in raster order, eight at a time, skipping empty words; the bits and sums
+  // read are cleared on the way.
+  return compact_marked(acc, bits, rows, row_words, g.out_w, Out::drop_zeros,
+                        box.r0 * g.out_w + box.c0, cols, vals);
+}
+
+}  // namespace toeplitz_direct
+}  // namespace torch_sparse_conv
