@@ -7,9 +7,9 @@ namespace torch_sparse_conv {
 namespace {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> pack_sparse_filter_composite(const at::Tensor& weight) {
-  TORCH_CHECK(weight.dim() == 4,
-              "pack_sparse_filter: weight must be 4-D (C_out, C_in/groups, kH, kW), got ",
-              weight.dim(), " dimensions");
+  TORCH_CHECK_VALUE(weight.dim() == 4,
+                    "pack_sparse_filter: weight must be 4-D (C_out, C_in/groups, kH, kW), got "
+                    "shape ", weight.sizes());
   TORCH_CHECK(at::isFloatingType(weight.scalar_type()),
               "pack_sparse_filter: weight must be a floating-point tensor, got ",
               weight.scalar_type());

@@ -18,8 +18,8 @@ ToeplitzMethod parse_toeplitz_method(c10::string_view method) {
   if (method == "auto") return ToeplitzMethod::Auto;
   if (method == "direct") return ToeplitzMethod::Direct;
   if (method == "precomputed") return ToeplitzMethod::Precomputed;
-  TORCH_CHECK(false, "toeplitz_conv2d: method must be one of 'auto', 'direct', 'precomputed', "
-              "got '", std::string(method), "'");
+  TORCH_CHECK_VALUE(false, "toeplitz_conv2d: method must be one of 'auto', 'direct', "
+                    "'precomputed', got '", std::string(method), "'");
 }
 
 ToeplitzGeometry toeplitz_geometry(const at::Tensor& kernel, at::IntArrayRef image_shape,
@@ -61,10 +61,10 @@ ToeplitzGeometry toeplitz_geometry(int64_t kernel_h, int64_t kernel_w,
       g.offset_w = (g.kernel_w - 1) / 2;
       break;
     case ToeplitzMode::Valid:
-      TORCH_CHECK(g.kernel_h <= g.in_h && g.kernel_w <= g.in_w,
-                  "toeplitz_conv2d: mode 'valid' needs a kernel no larger than the image in "
-                  "every dimension, got kernel [", g.kernel_h, ", ", g.kernel_w,
-                  "] for image_shape ", image_shape);
+      TORCH_CHECK_VALUE(g.kernel_h <= g.in_h && g.kernel_w <= g.in_w,
+                        "toeplitz_conv2d: mode 'valid' needs a kernel no larger than the image "
+                        "in every dimension, got kernel [", g.kernel_h, ", ", g.kernel_w,
+                        "] for image_shape ", image_shape);
       g.out_h = g.in_h - g.kernel_h + 1;
       g.out_w = g.in_w - g.kernel_w + 1;
       g.offset_h = g.kernel_h - 1;

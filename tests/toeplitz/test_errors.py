@@ -52,7 +52,7 @@ def test_invalid_csr_is_rejected(crow, col, pattern):
 
 def test_operator_method_error_lists_the_methods():
     x = torch.rand(2, 20, dtype=torch.float64).to_sparse_csr()
-    with pytest.raises(RuntimeError, match="'auto', 'direct', 'precomputed', got 'fft'"):
+    with pytest.raises(ValueError, match="'auto', 'direct', 'precomputed', got 'fft'"):
         OPS.toeplitz_conv2d(x.crow_indices(), x.col_indices(), x.values(),
                             torch.ones(3, 3, dtype=torch.float64), [4, 5], "same", "fft")
 

@@ -62,9 +62,6 @@ def pack_sparse_filter(weight: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     ``C_in/groups * kH * kW``."""
     if not isinstance(weight, Tensor):
         raise TypeError(f"pack_sparse_filter: weight must be a Tensor, got {type(weight).__name__}")
-    if weight.dim() != 4:
-        raise ValueError("pack_sparse_filter: weight must be 4-D (C_out, C_in/groups, kH, kW), "
-                         f"got shape {tuple(weight.shape)}")
     return torch.ops.torch_sparse_conv.pack_sparse_filter(weight.detach())
 
 
