@@ -77,9 +77,12 @@ CELLS = [
     ("128@28 b1 95% auto", ("filter", 128, 28, 1, 0.95, "auto"), 30),
     ("128@28 b8 50% dense", ("filter", 128, 28, 8, 0.5, "dense"), 10),
     ("64@56 b8 90% auto", ("filter", 64, 56, 8, 0.9, "auto"), 10),
+    ("64@56 b8 90% unfold", ("filter", 64, 56, 8, 0.9, "unfold"), 10),
     ("T kept: 100x100 b50 d0.01 5x5", ("toeplitz", 100, 50, 0.01, 5, True), 30),
     ("T per call: 100x100 b50 d0.01 5x5", ("toeplitz", 100, 50, 0.01, 5, False), 30),
     ("direct 100x100 b500 d0.1 5x5", ("toeplitz_direct", 100, 500, 0.1, 5), 10),
+    ("direct 50x50 b1 d0.01 5x5", ("toeplitz_direct", 50, 1, 0.01, 5), 200),
+    ("direct 512x512 b50 d0.01 11x11", ("toeplitz_direct", 512, 50, 0.01, 11), 5),
     ("env:TSC_OUTPUT_CACHE_MB=0 direct 100x100 b500 d0.1 5x5",
      ("toeplitz_direct", 100, 500, 0.1, 5), 10),
 ]

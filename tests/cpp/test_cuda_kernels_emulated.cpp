@@ -608,11 +608,12 @@ TEST(ToeplitzPipelines, RejectInvalidCsrWithClearMessages) {
   expect_error([&] { direct({0, 2}, {-1, 3}); }, "column indices must lie in [0, 16)");
   expect_error([&] { direct({0, 3, 2}, {1, 2}); }, "row pointers must be non-decreasing");
   expect_error([&] { direct({1, 2}, {1, 2}); }, "row pointers must start at 0");
-  expect_error([&] { direct({0, 1}, {1, 2}); }, "must equal its number of stored entries");
+  expect_error([&] { direct({0, 1}, {1, 2}); },
+               "row pointers must end at the number of entries in col (2)");
   expect_error([&] { direct({0, 9, 2}, {1, 2}); }, "row pointers must be non-decreasing");
   expect_error([&] { direct({-5, 2}, {1, 2}); }, "row pointers must start at 0");
   expect_error([&] { direct({0, std::numeric_limits<int64_t>::max()}, {1, 2}); },
-               "must equal its number of stored entries");
+               "row pointers must end at the number of entries in col (2)");
   expect_error([&] { direct({0, 2}, {std::numeric_limits<int64_t>::min(), 2}); },
                "column indices must lie in [0, 16)");
 

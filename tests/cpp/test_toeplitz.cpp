@@ -280,7 +280,8 @@ TEST(ToeplitzConv2d, ErrorsNameTheArgument) {
   tsc::CsrImages bad_col = in;
   bad_col.col = in.col.clone();
   bad_col.col.index_put_({0}, 30);
-  EXPECT_THROW_WITH(tsc::toeplitz_conv2d(bad_col, kernel, {6, 5}), "out of range [0, H*W = 30)");
+  EXPECT_THROW_WITH(tsc::toeplitz_conv2d(bad_col, kernel, {6, 5}),
+                    "must lie in [0, 30) for H*W = 30, but col[0] = 30 is out of range");
   tsc::CsrImages bad_crow = in;
   bad_crow.crow = in.crow.clone();
   bad_crow.crow.index_put_({0}, 1);
