@@ -8,23 +8,7 @@
 # Needs .venv with torch and the Python extension (scripts/setup_env.sh makes both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
-JOBS=${MAX_JOBS:-2}
-PYTHON=$ROOT/.venv/bin/python
-TORCH_PREFIX=$("$PYTHON" -c 'import torch; print(torch.utils.cmake_prefix_path)')
-
-# CMake >= 3.18: the system's when new enough, else PyPI's wheel inside .venv.
-cmake_is_recent() {
-  local version
-  version=$(cmake --version 2>/dev/null | grep -oE '[0-9]+\.[0-9]+' | head -1) || return 1
-  [ "$(printf '%s\n' 3.18 "$version" | sort -V | head -1)" = 3.18 ]
-}
-CMAKE=cmake
-if ! cmake_is_recent; then
-  "$PYTHON" -m pip install --quiet "cmake>=3.18"
-  CMAKE=$ROOT/.venv/bin/cmake
-fi
-CTEST=$(dirname "$(command -v "$CMAKE")")/ctest
+source scripts/cmake_env.sh  # ROOT, JOBS, PYTHON, TORCH_PREFIX, CMAKE, CTEST
 
 # GoogleTest. tests/cpp prefers its sources (/usr/src/googletest, shipped by Debian's and
 # Ubuntu's libgtest-dev) and compiles them with torch's flags, so gtest and the tests agree

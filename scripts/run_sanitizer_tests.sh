@@ -17,13 +17,7 @@
 # installs it when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
-JOBS=${MAX_JOBS:-2}
-PYTHON=$ROOT/.venv/bin/python
-TORCH_PREFIX=$("$PYTHON" -c 'import torch; print(torch.utils.cmake_prefix_path)')
-CMAKE=cmake
-[ -x "$ROOT/.venv/bin/cmake" ] && CMAKE=$ROOT/.venv/bin/cmake  # run_cpp_tests.sh's choice
-CTEST=$(dirname "$(command -v "$CMAKE")")/ctest
+source scripts/cmake_env.sh  # ROOT, JOBS, PYTHON, TORCH_PREFIX, CMAKE, CTEST
 
 # The runtimes of the compiler that builds both artefacts (CMake's and torch's default, c++).
 CXX_COMPILER=${CXX:-c++}
