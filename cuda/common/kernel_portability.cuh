@@ -1,5 +1,6 @@
 // Included first by every kernel header (cuda/*_kernels.cuh): with nvcc the kernels are CUDA
-// code, with a host compiler they run under the CPU emulation of cuda/common/kernel_emulation.h (tests).
+// code, with a host compiler they run under the CPU emulation of cuda/common/kernel_emulation.h
+// (tests).
 #pragma once
 
 #ifdef __CUDACC__

@@ -3,7 +3,8 @@
 // grad_input gathers, for each input element, over the taps that read it, through a copy of
 // the weight sorted by (group, column). Each kept value's gradient is one block-wide
 // reduction over the batch and the output plane, summed in a fixed order. The kernels are in
-// cuda/sparse_filter/kernels.cuh, their host side in cuda/sparse_filter/pipeline.cuh.
+// cuda/sparse_filter/kernels.cuh, the sorted weight in cuda/sparse_filter/plan.h, the
+// launches in cuda/sparse_filter/pipeline.cuh.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>

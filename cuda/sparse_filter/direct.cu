@@ -1,5 +1,6 @@
-// 'direct' sparse-filter forward on CUDA: implicit unfold, no im2col buffer. The kernels and
-// their plan are in cuda/sparse_filter/kernels.cuh, the host side (tap tables, launches) in cuda/sparse_filter/pipeline.cuh; here the device's facts go in.
+// 'direct' sparse-filter forward on CUDA: implicit unfold, no im2col buffer. The kernels are in
+// cuda/sparse_filter/kernels.cuh, their plan and tap tables in cuda/sparse_filter/plan.h, the
+// launches in cuda/sparse_filter/pipeline.cuh; here the device's facts go in.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>

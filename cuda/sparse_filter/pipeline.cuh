@@ -1,6 +1,7 @@
 // The host side of the sparse-filter CUDA kernels: the plan, the tap tables (built on every
-// call from the packed filter as it is now, see csrc/sparse_filter/pattern.h), and the launches. Generic over the launcher
-// (cuda/common/launch_shape.h), so the tests run the same code under the CPU emulation.
+// call from the packed filter as it is now, see csrc/sparse_filter/pattern.h), and the launches.
+// Generic over the launcher (cuda/common/launch_shape.h), so the tests run the same code under the
+// CPU emulation.
 #pragma once
 
 #include <ATen/ATen.h>

@@ -3,7 +3,7 @@
 // (grad_out · unfold(x)^T sampled at the weight's pattern).
 //
 // The weight of all groups is one block-diagonal CSR matrix (C_out x C_in*kH*kW), sorted and
-// with 32-bit indices (cuSPARSE's best-supported form), built once per packed filter. The
+// with 32-bit indices (cuSPARSE's best-supported form), built once per call for all chunks. The
 // unfolded input of a chunk of images is at most kUnfoldBytes, so memory is bounded by the
 // work of one chunk, never by the batch.
 #include <ATen/ATen.h>

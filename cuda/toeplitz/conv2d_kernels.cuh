@@ -1,6 +1,7 @@
-// The kernels of toeplitz_conv2d's 'direct' method on CUDA and of its backward (the pipeline
-// around them is in cuda/toeplitz/conv2d.cu). Included by that file only, and by the CPU
-// emulation tests (tests/cpp/test_cuda_kernels_emulated.cpp).
+// The kernels of toeplitz_conv2d's 'direct' method on CUDA and of its backward. The host steps
+// around them are in cuda/toeplitz/conv2d_pipeline.cuh, the only header that includes this
+// one; cuda/toeplitz/conv2d.cu runs that pipeline on a GPU, the CPU emulation tests
+// (tests/cpp/test_cuda_kernels_emulated.cpp) on the CPU.
 #pragma once
 
 #include <ATen/OpMathType.h>

@@ -1,5 +1,6 @@
-// The kernels that build T, the doubly-block-Toeplitz matrix, on CUDA (cuda/toeplitz/matrix.cu
-// launches them). Included by that file only, and by the CPU emulation tests.
+// The kernels that build T, the doubly-block-Toeplitz matrix, on CUDA. Included only by their
+// pipeline (cuda/toeplitz/matrix_pipeline.cuh), which cuda/toeplitz/matrix.cu runs on a GPU
+// and the CPU emulation tests on the CPU.
 #pragma once
 
 #include "cuda/toeplitz/frame.cuh"

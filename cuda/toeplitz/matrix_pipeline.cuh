@@ -1,6 +1,7 @@
 // The host side of building T, the doubly-block-Toeplitz matrix, on CUDA, and of its kernel
-// gradient: generic over the launcher (cuda/common/launch_shape.h) like cuda/toeplitz/conv2d_pipeline.cuh,
-// so cuda/toeplitz/matrix.cu and the CPU emulation tests run the same code.
+// gradient: generic over the launcher (cuda/common/launch_shape.h) like
+// cuda/toeplitz/conv2d_pipeline.cuh, so cuda/toeplitz/matrix.cu and the CPU emulation tests run
+// the same code.
 #pragma once
 
 #include <ATen/ATen.h>

@@ -2,9 +2,9 @@
 // and compared with independent references (at::conv2d and autograd, the library's CPU
 // Toeplitz operator, naive loops). This checks what each kernel computes — indexing, tiling,
 // staging, barriers — on machines without a GPU; the pytest files' cuda cases
-// (tests/sparse_filter, tests/toeplitz; -k cuda) check the real launches where a GPU exists. The launch configurations are the ones the .cu files use (same plan
-// functions); the glue around them (ATen calls on device tensors) is mirrored where a test
-// needs it, and said so.
+// (tests/sparse_filter, tests/toeplitz; -k cuda) check the real launches where a GPU exists. The
+// launch configurations are the ones the .cu files use (same plan functions); the glue around them
+// (ATen calls on device tensors) is mirrored where a test needs it, and said so.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 

@@ -1,7 +1,9 @@
 // toeplitz_conv2d forward on CPU: the kernel registered for the operator, which runs method
-// 'direct' (its passes in csrc/toeplitz/cpu/direct/) or 'precomputed' (csrc/toeplitz/cpu/spgemm.cpp).
+// 'direct' (its passes in csrc/toeplitz/cpu/direct/) or 'precomputed'
+// (csrc/toeplitz/cpu/spgemm.cpp).
 //
-// The direct method, per image (in parallel), goes one of two ways, both with memory bounded by the image's own work:
+// The direct method, per image (in parallel), goes one of two ways, both with memory bounded by
+// the image's own work:
 // * its output bounding box is small next to its contributions (small frames, ROIs): summed
 //   over the box and emitted in raster order. Entries that fill the box densely go into a
 //   dense input tile correlated with the kernel at full vector width; otherwise the entries

@@ -1,5 +1,5 @@
-// The direct method's two passes (csrc/toeplitz/cpu/direct/passes.cpp), shared by the operators that
-// write its output in other forms. Both run over images [begin, end) of the CSR batch
+// The direct method's two passes (csrc/toeplitz/cpu/direct/passes.cpp), shared by the operators
+// that write its output in other forms. Both run over images [begin, end) of the CSR batch
 // (crow, col, val), columns already checked to lie in [0, H*W).
 #pragma once
 
@@ -60,8 +60,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_scipy_cpu(
     const at::Tensor& crow, const at::Tensor& col, const at::Tensor& values,
     const at::Tensor& kernel, at::IntArrayRef image_shape, c10::string_view mode);
 
-// Its result as bare buffers (from csrc/common/output_buffer_cache.h), for callers that hand them on
-// without tensors (the Python module's numpy entry point for compat.Toeplitz_convolution2d):
+// Its result as bare buffers (from csrc/common/output_buffer_cache.h), for callers that hand them
+// on without tensors (the Python module's numpy entry point for compat.Toeplitz_convolution2d):
 // scipy's CSR layout, row pointers and columns of index_type (int32 when the output's size
 // allows), values of value_type.
 struct ScipyCsrBuffers {

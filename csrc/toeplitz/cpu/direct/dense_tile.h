@@ -1,6 +1,6 @@
 // One output row of a small 2-D correlation over a dense tile: the inner loop of the Toeplitz
-// direct kernel's dense-tile path (csrc/toeplitz/cpu/direct/box_paths.h), for images whose entries fill
-// their bounding box densely.
+// direct kernel's dense-tile path (csrc/toeplitz/cpu/direct/box_paths.h), for images whose entries
+// fill their bounding box densely.
 //
 // Written with GCC's vector extensions and internal linkage, so every instruction-set clone
 // of the kernel inlines its own copy at its own vector width (64-byte vectors become one
