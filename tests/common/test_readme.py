@@ -14,6 +14,8 @@ def test_quickstart_runs():
     exec(compile(blocks[1], "README sparse-input example", "exec"), namespace)
     assert namespace["y"].shape == (50, 100 * 100)
     assert namespace["out"].shape == (500, 100 * 100)
+    exec(compile(blocks[2], "README seed-recipe example", "exec"), namespace)
+    assert namespace["out"].shape == (8, 64, 56, 56)
     import torch_sparse_conv as tsc
     assert isinstance(namespace["model"][0], tsc.SparseConv2d)
     assert "density=0.100" in repr(tsc.SparseConv2d(64, 128, 3, density=0.1))
