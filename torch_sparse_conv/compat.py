@@ -118,6 +118,15 @@ def _tensor_of(array: np.ndarray) -> Tensor:
     return torch.from_numpy(array)
 
 
+class ValidModeKernelTooLarge(AssertionError, ValueError):
+    """Mode 'valid' with a kernel larger than the image. sparse_convolution raises it as an
+    AssertionError when the object is built; it is also a ValueError, as this package's other
+    argument errors are, so either ``except`` clause catches it."""
+
+
+_VALID_MODE_MESSAGE = "x must be larger than k in both dimensions for mode='valid'"
+
+
 class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's name)
     """Drop-in for ``sparse_convolution.Toeplitz_convolution2d`` (0.4): same constructor, same
     ``__call__``, numpy / scipy.sparse in, the same types and shapes out, computed by this
@@ -147,6 +156,8 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
                              f"shape {k.shape}")
         _toeplitz.check_image_shape(x_shape, "Toeplitz_convolution2d", "x_shape")
         self.x_shape = (int(x_shape[0]), int(x_shape[1]))
+        if mode == "valid" and (k.shape[0] > self.x_shape[0] or k.shape[1] > self.x_shape[1]):
+            raise ValidModeKernelTooLarge(_VALID_MODE_MESSAGE)  # the package's moment and words
         self.k = k.copy()
         self.mode = mode
         self.method = method
@@ -186,8 +197,8 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
             raise ValueError(f"mode must be 'full', 'same' or 'valid', got {mode!r}")
         h, w = self.x_shape
         kh, kw = self.k.shape
-        if mode == "valid" and (kh > h or kw > w):
-            raise ValueError("x must be larger than k in both dimensions for mode='valid'")
+        if mode == "valid" and (kh > h or kw > w):  # mode='valid' given to the call
+            raise ValidModeKernelTooLarge(_VALID_MODE_MESSAGE)
         shape = x.shape
         if batching:
             if len(shape) != 2 or shape[1] != h * w:

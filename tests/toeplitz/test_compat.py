@@ -1,6 +1,8 @@
 """compat.Toeplitz_convolution2d, the drop-in for sparse_convolution's: against that package
 and scipy, its scipy conventions (int32 indices, no stored zeros, scipy's own matrix type),
 its kept T, its CPU entry point on scipy's arrays, its errors."""
+import re
+
 import numpy as np
 import pytest
 import scipy.signal
@@ -164,3 +166,15 @@ def test_compat_errors():
         conv(scipy.sparse.random(2, 21, density=0.3, format="csr"))
     with pytest.raises(ValueError, match="larger than k"):
         Toeplitz_convolution2d((2, 5), np.ones((3, 3)), mode="valid")(np.ones((1, 10)))
+
+
+def test_compat_valid_mode_errors_come_at_the_packages_moment():
+    """sparse_convolution asserts at construction; its users catch AssertionError, ours
+    ValueError: both catch it, and a call with mode='valid' raises it too."""
+    message = "x must be larger than k in both dimensions for mode='valid'"
+    for caught in (AssertionError, ValueError):
+        with pytest.raises(caught, match=re.escape(message)):
+            Toeplitz_convolution2d((2, 5), np.ones((3, 3)), mode="valid")
+    conv = Toeplitz_convolution2d((2, 5), np.ones((3, 3)), mode="same")
+    with pytest.raises(AssertionError, match=re.escape(message)):
+        conv(np.ones((1, 10)), mode="valid")
