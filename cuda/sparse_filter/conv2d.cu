@@ -14,6 +14,7 @@
 
 #include <array>
 
+#include "csrc/common/memory_format.h"
 #include "csrc/sparse_filter/method.h"
 #include "csrc/sparse_filter/checks.h"
 #include "cuda/sparse_filter/methods.cuh"
@@ -46,21 +47,25 @@ at::Tensor sparse_filter_conv2d_cuda(const at::Tensor& input, const at::Tensor& 
               "sparse_filter_conv2d: method 'unfold' is the CPU GEMM path; on CUDA use 'spmm' "
               "(unfold + cuSPARSE), 'direct', 'dense' or 'auto'");
   method = choose_cuda_method(method);
-  if (g.taps_per_filter() == 0) return output_without_taps(input, bias, g);
+  if (g.taps_per_filter() == 0) {
+    return in_memory_format_of(input, output_without_taps(input, bias, g));
+  }
   if (method == SparseFilterMethod::Dense) {
     const at::Tensor weight =
         unpack_sparse_filter_dense(row_ptr, col_idx, values.detach(), weight_size);
-    return at::conv2d(input, weight, bias, {g.stride_h, g.stride_w}, padding, dilation, groups)
-        .contiguous();
+    return in_memory_format_of(
+        input,
+        at::conv2d(input, weight, bias, {g.stride_h, g.stride_w}, padding, dilation, groups));
   }
   const at::Tensor in = input.contiguous(), val = values.contiguous();
   const at::Tensor b = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
   if (method == SparseFilterMethod::Spmm) {
-    return sparse_filter_spmm_forward_cuda(in, row_ptr, col_idx, val, b, g);
+    return in_memory_format_of(input,
+                               sparse_filter_spmm_forward_cuda(in, row_ptr, col_idx, val, b, g));
   }
   at::Tensor output = at::empty({g.batch, g.out_channels, g.out_h, g.out_w}, input.options());
   sparse_filter_direct_forward_cuda(in, row_ptr, col_idx, val, b, g, output);
-  return output;
+  return in_memory_format_of(input, output);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cuda(

@@ -2,6 +2,7 @@
 torch.compile, export and opcheck. Registered by _library.load() once the compiled library
 has defined the schemas."""
 import torch
+from torch._prims_common import suggest_memory_format
 
 from .._arguments import check_one_device
 
@@ -33,7 +34,9 @@ def _sparse_filter_conv2d_fake(input, row_ptr, col_idx, values, weight_size, bia
                  "(C_out, C_in/groups, kH, kW)")
     out_h = _out_size(input.shape[2], weight_size[2], stride[0], padding[0], dilation[0])
     out_w = _out_size(input.shape[3], weight_size[3], stride[1], padding[1], dilation[1])
-    return input.new_empty((input.shape[0], weight_size[0], out_h, out_w))
+    # The output keeps the input's memory format, as the kernels' (csrc/common/memory_format.h).
+    return torch.empty((input.shape[0], weight_size[0], out_h, out_w), dtype=input.dtype,
+                       device=input.device, memory_format=suggest_memory_format(input))
 
 
 @torch.library.register_fake("torch_sparse_conv::_sparse_filter_conv2d_backward")

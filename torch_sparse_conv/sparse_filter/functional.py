@@ -134,7 +134,8 @@ def sparse_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
 
     Args:
         input: ``(N, C_in, H, W)`` or ``(C_in, H, W)``, float32 or float64 (also float16 and
-            bfloat16 on CUDA, accumulated in float32), any memory format.
+            bfloat16 on CUDA, accumulated in float32), any memory format; the output has
+            the input's (channels-last in, channels-last out, as ``F.conv2d``).
         weight: dense ``(C_out, C_in/groups, kH, kW)``; its zeros are pruned taps and cost
             nothing. The gradient w.r.t. ``weight`` is zero at pruned taps (they stay pruned).
         bias: optional ``(C_out,)``.

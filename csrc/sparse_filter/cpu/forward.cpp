@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "csrc/common/memory_format.h"
 #include "csrc/sparse_filter/method.h"
 #include "csrc/sparse_filter/cpu/direct.h"
 #include "csrc/sparse_filter/geometry.h"
@@ -105,28 +106,31 @@ at::Tensor sparse_filter_conv2d_cpu(const at::Tensor& input, const at::Tensor& r
   SparseFilterMethod method = parse_sparse_filter_method(method_name);
   at::Tensor rp = row_ptr.contiguous(), ci = col_idx.contiguous(), val = values.contiguous();
   check_csr_contents(rp, ci, g.taps_per_filter());
-  if (g.taps_per_filter() == 0) return output_without_taps(input, bias, g);
+  if (g.taps_per_filter() == 0) {
+    return in_memory_format_of(input, output_without_taps(input, bias, g));
+  }
   if (method == SparseFilterMethod::Auto) method = choose_sparse_filter_method_cpu(rp, ci, g);
 
   if (method == SparseFilterMethod::Dense) {
     const at::Tensor weight = dense_weight_cpu(rp, ci, val, weight_size);
     // g's stride: capped at the padded size where a single output row or column makes the
     // stride irrelevant (oneDNN rejects strides of 2^31 and more).
-    return at::conv2d(input, weight, bias, {g.stride_h, g.stride_w}, padding, dilation, groups)
-        .contiguous(at::MemoryFormat::Contiguous);
+    return in_memory_format_of(
+        input,
+        at::conv2d(input, weight, bias, {g.stride_h, g.stride_w}, padding, dilation, groups));
   }
   at::Tensor output =
       at::empty({g.batch, g.out_channels, g.out_h, g.out_w}, input.options());
-  if (output.numel() == 0) return output;
+  if (output.numel() == 0) return in_memory_format_of(input, output);
   if (method == SparseFilterMethod::Direct) {
     sparse_filter_direct_forward_cpu(input, rp, ci, val, bias, g, output);
-    return output;
+    return in_memory_format_of(input, output);
   }
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "sparse_filter_conv2d_cpu", [&] {
     unfold_forward<scalar_t>(to_polyphase(input, g), rp, ci, val, kept_columns(rp, ci, g), bias, g,
                              output);
   });
-  return output;
+  return in_memory_format_of(input, output);
 }
 
 }  // namespace
