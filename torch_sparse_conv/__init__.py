@@ -1,7 +1,8 @@
 """torch_sparse_conv: sparse 2-D convolutions for PyTorch as registered ATen operators.
 
 * Sparse-filter conv2d: pruned ``nn.Conv2d`` weights computed at the cost of the kept taps
-  (:func:`sparse_conv2d`, :class:`SparseConv2d`, :func:`sparsify`).
+  (:func:`sparse_conv2d`, :class:`SparseConv2d`, :func:`sparsify`, back with :func:`densify`
+  and :func:`dense_state_dict`).
 * Sparse-input (Toeplitz) conv2d: batches of sparse images convolved with a small dense
   kernel, ``scipy.signal.convolve2d`` semantics, output kept sparse (:func:`toeplitz_conv2d`,
   :func:`toeplitz_matrix`, :class:`ToeplitzConv2d`, :class:`compat.Toeplitz_convolution2d`).
@@ -17,6 +18,8 @@ _library.load()
 from ._library import cuda_version_compiled, empty_output_cache, library_path  # noqa: E402
 from .sparse_filter import (  # noqa: E402
     SparseConv2d,
+    dense_state_dict,
+    densify,
     pack_sparse_filter,
     sparse_conv2d,
     sparse_conv2d_packed,
@@ -35,6 +38,8 @@ __all__ = [
     "SparseConv2d",
     "ToeplitzConv2d",
     "compat",
+    "dense_state_dict",
+    "densify",
     "pack_sparse_filter",
     "sparse_conv2d",
     "sparse_conv2d_packed",

@@ -5,7 +5,14 @@ from :mod:`.toeplitz`.
 Also the import path that models saved whole (``torch.save(model)``) before the families
 became subpackages refer to: they unpickle through it.
 """
-from .sparse_filter.nn import DEFAULT_MIN_SPARSITY, SparseConv2d, sparsify
+from .sparse_filter.nn import (
+    DEFAULT_MIN_SPARSITY,
+    SparseConv2d,
+    dense_state_dict,
+    densify,
+    sparsify,
+)
 from .toeplitz.nn import ToeplitzConv2d
 
-__all__ = ["DEFAULT_MIN_SPARSITY", "SparseConv2d", "ToeplitzConv2d", "sparsify"]
+__all__ = ["DEFAULT_MIN_SPARSITY", "SparseConv2d", "ToeplitzConv2d", "dense_state_dict",
+           "densify", "sparsify"]

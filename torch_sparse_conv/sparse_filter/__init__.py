@@ -3,7 +3,8 @@
 * :mod:`.functional`: :func:`sparse_conv2d` (``F.conv2d``'s arguments and result),
   :func:`pack_sparse_filter` / :func:`unpack_sparse_filter` and :func:`sparse_conv2d_packed`
   (a weight packed once), and the argument rules :func:`pair` and :func:`resolve_padding`.
-* :mod:`.nn`: :class:`SparseConv2d` (a pruned ``nn.Conv2d``) and :func:`sparsify`.
+* :mod:`.nn`: :class:`SparseConv2d` (a pruned ``nn.Conv2d``), :func:`sparsify` and back
+  (:func:`densify`, :func:`dense_state_dict`).
 * ``_fake``: the operators' fake (meta) kernels, registered by ``_library.load()``.
 """
 from .functional import (
@@ -16,13 +17,15 @@ from .functional import (
     sparse_conv2d_packed,
     unpack_sparse_filter,
 )
-from .nn import DEFAULT_MIN_SPARSITY, SparseConv2d, sparsify
+from .nn import DEFAULT_MIN_SPARSITY, SparseConv2d, dense_state_dict, densify, sparsify
 
 __all__ = [
     "DEFAULT_MIN_SPARSITY",
     "METHODS",
     "PADDING_MODES",
     "SparseConv2d",
+    "dense_state_dict",
+    "densify",
     "pack_sparse_filter",
     "pair",
     "resolve_padding",

@@ -187,6 +187,20 @@ class SparseConv2d(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
+        # A dense nn.Conv2d checkpoint (a `weight` entry, no packed one): its nonzero taps
+        # become the pattern. (load_state_dict hands each module a copy of the dict.)
+        weight_key = prefix + "weight"
+        if weight_key in state_dict and prefix + "values" not in state_dict:
+            weight = state_dict.pop(weight_key)
+            if tuple(weight.shape) != tuple(self.weight_size):
+                error_msgs.append(f"size mismatch for {weight_key}: copying a dense weight of "
+                                  f"shape {tuple(weight.shape)}, the SparseConv2d's dense shape "
+                                  f"is {tuple(self.weight_size)}.")
+                return
+            row_ptr, col_idx, values = torch.ops.torch_sparse_conv.pack_sparse_filter(
+                weight.detach().to(self.values.dtype))
+            state_dict.update({prefix + "row_ptr": row_ptr, prefix + "col_idx": col_idx,
+                               prefix + "values": values})
         # The pattern's size (nnz) is data: adopt the stored one before the shape check.
         for name in ("row_ptr", "col_idx"):
             key = prefix + name
@@ -239,3 +253,32 @@ def sparsify(model: nn.Module, min_sparsity: float = DEFAULT_MIN_SPARSITY,
         else:
             sparsify(child, min_sparsity, method)
     return model
+
+
+def densify(model: nn.Module) -> nn.Module:
+    """The inverse of :func:`sparsify`: replaces, in place, every :class:`SparseConv2d` of
+    ``model`` by the equivalent ``nn.Conv2d`` (:meth:`SparseConv2d.to_dense`, zeros at the
+    pruned taps) and returns ``model``; a SparseConv2d given alone comes back as its
+    ``nn.Conv2d``. The result's ``state_dict`` loads into the dense architecture."""
+    if isinstance(model, SparseConv2d):
+        return model.to_dense()
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"densify: model must be an nn.Module, got {type(model).__name__}")
+    for name, child in list(model.named_children()):
+        setattr(model, name, densify(child))
+    return model
+
+
+def dense_state_dict(model: nn.Module) -> dict:
+    """``model.state_dict()`` as the dense architecture has it: each :class:`SparseConv2d`'s
+    ``row_ptr``, ``col_idx`` and ``values`` become its dense ``weight`` (zeros at the pruned
+    taps), without copying the model. Loads into the model before :func:`sparsify` (and, as
+    a SparseConv2d loads dense weights too, back into the sparsified one)."""
+    state = model.state_dict()
+    for name, module in model.named_modules():
+        if isinstance(module, SparseConv2d):
+            prefix = name + "." if name else ""
+            for key in ("row_ptr", "col_idx", "values"):
+                state.pop(prefix + key)
+            state[prefix + "weight"] = module.dense_weight().detach()
+    return state
