@@ -1,9 +1,12 @@
 """nn.Module wrappers: SparseConv2d (a pruned nn.Conv2d) and sparsify (swap a model's layers)."""
 import math
-from typing import List, Optional
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.utils import parametrize
 
 from .functional import (
     METHODS,
@@ -228,14 +231,92 @@ class SparseConv2d(nn.Module):
         return text + f", density={self.density:.3f}, nnz={self.nnz}, method={self.method}"
 
 
-def sparsify(model: nn.Module, min_sparsity: float = DEFAULT_MIN_SPARSITY,
-             method: str = "auto") -> nn.Module:
-    """Replaces, in place, every ``nn.Conv2d`` of ``model`` whose weight has at least
-    ``min_sparsity`` zero taps by an equivalent :class:`SparseConv2d`, and returns ``model``.
+@dataclass
+class SparsifyDecision:
+    """What :func:`sparsify` did with one ``nn.Conv2d``: converted or not, and why."""
+    name: str
+    shape: Tuple[int, ...]
+    sparsity: float  # fraction of zero taps of the (effective) weight; nan if unknown
+    converted: bool
+    reason: str
 
-    Layers pruned with ``torch.nn.utils.prune`` are converted from their masked weight (the
-    pruning hook and ``weight_orig``/``weight_mask`` are not carried over: the pattern is).
-    Layers below the threshold stay dense, where they are faster.
+
+class SparsifyReport(list):
+    """The :class:`SparsifyDecision` of every ``nn.Conv2d`` met, in model order; ``str()`` is
+    a table."""
+
+    @property
+    def converted(self) -> List[str]:
+        return [d.name for d in self if d.converted]
+
+    def __str__(self) -> str:
+        rows = [("layer", "shape", "sparsity", "converted", "why")] + [
+            (d.name, "x".join(map(str, d.shape)), f"{d.sparsity:.3f}",
+             "yes" if d.converted else "no", d.reason) for d in self]
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " +
+                         row[4] for row in rows)
+
+
+def _overrides(conv: nn.Conv2d, method: str) -> bool:
+    """Whether the class of ``conv`` (or a class between it and nn.Conv2d) redefines
+    ``method``: then what it computes may not be nn.Conv2d's convolution. (The class that
+    torch.nn.utils.parametrize substitutes only adds properties.)"""
+    for cls in type(conv).__mro__:
+        if cls is nn.Conv2d:
+            return False
+        if method in vars(cls):
+            return True
+    return False
+
+
+def _decide(name: str, conv: nn.Conv2d, min_sparsity: float,
+            layer_filter: Optional[Callable[[str, nn.Conv2d], bool]]) -> SparsifyDecision:
+    """Whether (and why) one nn.Conv2d, of any subclass, is converted."""
+    if isinstance(conv, LazyModuleMixin) and conv.has_uninitialized_params():
+        return SparsifyDecision(name, (), math.nan, False,
+                                "lazy layer not initialised yet (run one forward first)")
+    weight = conv.weight.detach()  # the effective weight: masked, parametrized or normalised
+    shape = tuple(weight.shape)
+    sparsity = float((weight == 0).sum()) / max(1, weight.numel())
+    if layer_filter is not None and not layer_filter(name, conv):
+        return SparsifyDecision(name, shape, sparsity, False, "excluded by layer_filter")
+    if _overrides(conv, "forward") or _overrides(conv, "_conv_forward"):
+        return SparsifyDecision(name, shape, sparsity, False,
+                                f"{type(conv).__name__} overrides nn.Conv2d's forward")
+    if weight.dtype not in (torch.float32, torch.float64):
+        return SparsifyDecision(name, shape, sparsity, False,
+                                f"{weight.dtype} weight (CPU kernels: float32, float64)")
+    if sparsity < min_sparsity:
+        return SparsifyDecision(name, shape, sparsity, False,
+                                f"sparsity below min_sparsity={min_sparsity:g}")
+    if parametrize.is_parametrized(conv, "weight"):
+        how = "converted from its parametrized weight (the parametrization is not kept)"
+    elif type(conv) is not nn.Conv2d:
+        how = f"converted from {type(conv).__name__} (nn.Conv2d's forward)"
+    elif conv._forward_pre_hooks:
+        how = "converted from its weight as its hooks compute it (pruning mask, weight norm)"
+    else:
+        how = "converted"
+    return SparsifyDecision(name, shape, sparsity, True, how)
+
+
+def sparsify(model: nn.Module, min_sparsity: float = DEFAULT_MIN_SPARSITY,
+             method: str = "auto", *,
+             layer_filter: Optional[Callable[[str, nn.Conv2d], bool]] = None,
+             return_report: bool = False):
+    """Replaces, in place, every ``nn.Conv2d`` of ``model`` whose weight has at least
+    ``min_sparsity`` zero taps by an equivalent :class:`SparseConv2d`, and returns ``model``
+    (with ``return_report=True``, ``(model, report)``: a :class:`SparsifyReport` saying, for
+    every ``nn.Conv2d``, its shape, sparsity, and whether it was converted or why not).
+
+    Every ``nn.Conv2d`` subclass is handled: layers pruned with ``torch.nn.utils.prune``, with
+    weight norm or another parametrization of ``weight`` are converted from the weight they
+    compute (masks, hooks and parametrizations are not carried over: the pattern and values
+    are); subclasses that keep ``nn.Conv2d``'s forward are converted; lazy layers not yet
+    initialised and subclasses with their own forward are left as they are, with the reason.
+    ``layer_filter(name, module)`` returning False keeps a layer dense (names as in
+    ``model.named_modules()``). Layers below the threshold stay dense, where they are faster.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"sparsify: model must be an nn.Module, got {type(model).__name__}")
@@ -244,15 +325,24 @@ def sparsify(model: nn.Module, min_sparsity: float = DEFAULT_MIN_SPARSITY,
     if isinstance(model, nn.Conv2d):
         raise TypeError("sparsify: pass the model that contains the Conv2d (a Conv2d can't "
                         "replace itself in place); use SparseConv2d.from_dense for one layer")
-    for name, child in list(model.named_children()):
-        if type(child) is nn.Conv2d:
-            weight = child.weight.detach()
-            sparsity = float((weight == 0).sum()) / max(1, weight.numel())
-            if sparsity >= min_sparsity and weight.dtype in (torch.float32, torch.float64):
-                setattr(model, name, SparseConv2d.from_dense(child, method=method))
+    report = SparsifyReport()
+    _sparsify_children(model, "", min_sparsity, method, layer_filter, report)
+    return (model, report) if return_report else model
+
+
+def _sparsify_children(module: nn.Module, prefix: str, min_sparsity: float, method: str,
+                       layer_filter, report: SparsifyReport) -> None:
+    for child_name, child in list(module.named_children()):
+        name = prefix + child_name
+        if isinstance(child, SparseConv2d):
+            continue
+        if isinstance(child, nn.Conv2d):  # never entered: a Conv2d's children are its own
+            decision = _decide(name, child, min_sparsity, layer_filter)
+            report.append(decision)
+            if decision.converted:
+                setattr(module, child_name, SparseConv2d.from_dense(child, method=method))
         else:
-            sparsify(child, min_sparsity, method)
-    return model
+            _sparsify_children(child, name + ".", min_sparsity, method, layer_filter, report)
 
 
 def densify(model: nn.Module) -> nn.Module:
