@@ -10,6 +10,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -r requirements-dev.txt
+# sparse_convolution's own test suite ships in its sdist only: tests/toeplitz/
+# test_compat_package_suite.py runs it against compat. The version requirements-dev.txt pins.
+SC_VERSION=$(sed -n 's/^sparse_convolution==\([^ ]*\).*/\1/p' requirements-dev.txt)
+if [ ! -f ".venv/peer-sdists/sparse_convolution-$SC_VERSION.tar.gz" ]; then
+  .venv/bin/python -m pip download --quiet --no-deps --no-binary :all: \
+    "sparse_convolution==$SC_VERSION" -d .venv/peer-sdists
+fi
 # 2-core machines: two compile jobs; CUDA sources (when nvcc and a CUDA torch exist) for
 # the named architectures only.
 export MAX_JOBS=${MAX_JOBS:-2}

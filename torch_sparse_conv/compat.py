@@ -11,7 +11,7 @@ filter's other taps are treated as pruned. As published, the recipe multiplies a
 ``(C_out, len(indices))`` matrix by the full ``(C_in*kH*kW, L)`` unfold, which fails; these
 return the true convolution, computed by this package's sparse-filter operator.
 """
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -127,6 +127,20 @@ class ValidModeKernelTooLarge(AssertionError, ValueError):
 _VALID_MODE_MESSAGE = "x must be larger than k in both dimensions for mode='valid'"
 
 
+def output_format(method: str, backend, batching: bool) -> Optional[str]:
+    """The scipy sparse format sparse_convolution 0.4.2 returns for sparse input, by method,
+    backend (None: its default, numba for 'direct' and 'gather_scatter', else numpy) and
+    batching, as measured against the package: 'precomputed' on numpy gives CSC; an unbatched
+    call of 'direct' or of any torch backend gives scipy's reshape of the one-row CSR result
+    (None here: COO, or that CSR row itself when the output has one row); every other call
+    CSR."""
+    if method == "precomputed" and backend in (None, "numpy"):
+        return "csc"
+    if not batching and (method == "direct" or backend == "torch"):
+        return None
+    return "csr"
+
+
 class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's name)
     """Drop-in for ``sparse_convolution.Toeplitz_convolution2d`` (0.4): same constructor, same
     ``__call__``, numpy / scipy.sparse in, the same types and shapes out, computed by this
@@ -138,7 +152,8 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
     faster than the kept T in every cell measured (BENCHMARKS.md). ``backend``,
     ``max_buffer_bytes`` and ``verbose`` are accepted for compatibility. ``device`` ('cpu' or
     'cuda') picks where it runs. As in the package, outputs that are exactly zero are not
-    stored, and indices are int32 when the output's size allows.
+    stored, indices are int32 when the output's size allows, and a sparse result has the
+    package's format for the method and backend given (:func:`output_format`).
     """
 
     METHODS = ("direct", "precomputed", "lazy", "gather_scatter")
@@ -234,7 +249,8 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
                                          out_h * out_w)
         if not batching:  # as the package: scipy's reshape of the one-row result
             result = result.reshape(out_h, out_w)
-        return result
+        fmt = output_format(self.method, self.backend, batching)
+        return result if fmt is None else result.asformat(fmt)
 
     def _call_operator(self, crow, col, values, mode, rows, out_pixels):
         """The public operators (any device, T kept for 'precomputed'), converted to scipy's

@@ -516,7 +516,8 @@ def check_compat(y, indptr, indices, data, k, x_shape, mode, batching=True, rule
     rows = len(indptr) - 1
     expected_shape = (rows, out_h * out_w) if batching else (out_h, out_w)
     assert y.shape == expected_shape, f"shape {y.shape}, expected {expected_shape}"
-    y = y.reshape(rows, out_h * out_w).tocsr() if not batching else y
+    # The package's format for the method (compat.output_format), read as CSR here.
+    y = y.reshape(rows, out_h * out_w).tocsr() if not batching else y.tocsr()
     dtype = {np.dtype(np.float32): torch.float32}.get(np.asarray(y.data).dtype, torch.float64)
     return compare_toeplitz(y.indptr, y.indices, y.data, indptr, indices, data, k, x_shape,
                             mode, dtype, drop_zeros=True, rule=rule)

@@ -122,16 +122,21 @@ def toeplitz_compat(cfg, ctx, images, kernel, ref, small_t):
                     if not batching and single_ref is None:
                         single_ref = single_image_reference(images, kernel, cfg)
                     check_compat_sparse(a, out, ref if batching else single_ref, batching,
-                                        cfg, images, (out_h, out_w))
+                                        cfg, images, (out_h, out_w), method)
                 if library.sparse_convolution is not None and not cfg.huge and cfg.batch \
                         and method == "direct":
                     compare_with_package(ctx, a, cfg, kernel_arg, build_mode, call_mode, x,
                                          batching, out)
 
 
-def check_compat_sparse(a, out, ref, batching, cfg, images, out_shape):
+def check_compat_sparse(a, out, ref, batching, cfg, images, out_shape, method):
     rows = cfg.batch if batching else 1
+    # The package's format: for an unbatched 'direct' call scipy's reshape of a row.
+    expected = compat.output_format(method, None, batching) or (
+        "csr" if out_shape[0] == 1 else "coo")
+    a.expect(out.format == expected, f"returned {type(out).__name__}, expected {expected}")
     if batching:
+        out = out.tocsr() if expected != "csr" else out
         a.expect(type(out) is scipy.sparse.csr_matrix, f"returned {type(out).__name__}")
         a.expect(out.shape == (rows, ref.out_pixels), f"shape {out.shape}")
         if not cfg.huge:
