@@ -19,8 +19,9 @@ from .functional import (
 
 # sparsify's default, measured: the sparsity above which the sparse kernel ('direct') beats
 # dense F.conv2d (oneDNN) on every ResNet-50 3x3 layer of BENCHMARKS.md's CPU table (its
-# "Crossover" row, batch 8, 2 threads: 68.7 % at 64x56x56, 71.1 % at 128x28x28, 75.1 % at
-# 256x14x14, 79.9 % at 512x7x7). Below it a layer stays an nn.Conv2d, where dense is faster;
+# "Crossover" row, batch 8, 2 threads; 2026-11-24: 68.7 % at 64x56x56, 71.1 % at 128x28x28,
+# 75.1 % at 256x14x14, 79.9 % at 512x7x7; 2026-12-01: 512x7x7 again last, at 80.2 %). Below it a
+# layer stays an nn.Conv2d, where dense is faster;
 # above it 'auto' still picks dense per call where its cost model predicts that
 # (csrc/sparse_filter/method.h).
 DEFAULT_MIN_SPARSITY = 0.8
@@ -322,7 +323,7 @@ def sparsify(model: nn.Module, min_sparsity: float = DEFAULT_MIN_SPARSITY,
     ``layer_filter(name, module)`` returning False keeps a layer dense (names as in
     ``model.named_modules()``). Layers below the threshold stay dense, where they are faster:
     the default 0.8 is where the sparse kernel overtook oneDNN on the slowest-to-gain of
-    ResNet-50's 3x3 layers (512x7x7, 79.9 % at batch 8; see ``DEFAULT_MIN_SPARSITY``).
+    ResNet-50's 3x3 layers (512x7x7, 79.9-80.2 % at batch 8; see ``DEFAULT_MIN_SPARSITY``).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"sparsify: model must be an nn.Module, got {type(model).__name__}")
