@@ -124,7 +124,12 @@ class ValidModeKernelTooLarge(AssertionError, ValueError):
     argument errors are, so either ``except`` clause catches it."""
 
 
-_VALID_MODE_MESSAGE = "x must be larger than k in both dimensions for mode='valid'"
+def _check_kernel_fits(mode: str, k_shape, x_shape) -> None:
+    """Mode 'valid' needs the kernel no larger than the image (checked where the package
+    checks it: at construction, and at a call given mode='valid')."""
+    if mode == "valid" and (k_shape[0] > x_shape[0] or k_shape[1] > x_shape[1]):
+        raise ValidModeKernelTooLarge(
+            "x must be larger than k in both dimensions for mode='valid'")
 
 
 def output_format(method: str, backend, batching: bool) -> Optional[str]:
@@ -171,8 +176,7 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
                              f"shape {k.shape}")
         _toeplitz.check_image_shape(x_shape, "Toeplitz_convolution2d", "x_shape")
         self.x_shape = (int(x_shape[0]), int(x_shape[1]))
-        if mode == "valid" and (k.shape[0] > self.x_shape[0] or k.shape[1] > self.x_shape[1]):
-            raise ValidModeKernelTooLarge(_VALID_MODE_MESSAGE)  # the package's moment and words
+        _check_kernel_fits(mode, k.shape, self.x_shape)
         self.k = k.copy()
         self.mode = mode
         self.method = method
@@ -212,8 +216,7 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
             raise ValueError(f"mode must be 'full', 'same' or 'valid', got {mode!r}")
         h, w = self.x_shape
         kh, kw = self.k.shape
-        if mode == "valid" and (kh > h or kw > w):  # mode='valid' given to the call
-            raise ValidModeKernelTooLarge(_VALID_MODE_MESSAGE)
+        _check_kernel_fits(mode, (kh, kw), self.x_shape)
         shape = x.shape
         if batching:
             if len(shape) != 2 or shape[1] != h * w:

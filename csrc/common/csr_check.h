@@ -17,7 +17,8 @@
 namespace torch_sparse_conv {
 
 // How an operator names a CSR matrix in its messages, e.g. {"toeplitz_conv2d", "x's ",
-// "crow", "col", "H*W"} gives "toeplitz_conv2d: x's crow[3] = 2 < ...".
+// "crow", "col", "H*W"} gives "toeplitz_conv2d: x's row pointers must be non-decreasing, but
+// crow[3] = 2 < crow[2] = 5".
 struct CsrNames {
   const char* op;            // the operator
   const char* owner;         // what holds the matrix, with its trailing space, or ""

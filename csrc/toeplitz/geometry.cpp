@@ -92,10 +92,9 @@ ToeplitzGeometry check_toeplitz_args(const at::Tensor& crow, const at::Tensor& c
                 "device, got ", values.device(), " and ", t->device());
   }
   g.batch = crow.size(0) - 1;
+  // On a GPU each pipeline checks x together with its other arguments, in one host copy.
   if (values.device().is_cpu()) {
-    const at::Tensor cr = crow.contiguous(), cc = col.contiguous();
-    check_csr_arrays(cr.data_ptr<int64_t>(), cc.data_ptr<int64_t>(), g.batch, cc.size(0),
-                     g.in_h * g.in_w, input_csr_names("toeplitz_conv2d"));
+    check_csr(crow, col, g.in_h * g.in_w, input_csr_names("toeplitz_conv2d"));
   }
   return g;
 }
