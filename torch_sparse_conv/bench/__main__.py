@@ -9,6 +9,9 @@ run writes <out>/<suite>-<device>.json (everything measured), <out>/<suite>-<dev
 when matplotlib is installed, <out>/plots-<device>/*.png, and prints the Markdown. report
 turns result JSONs into BENCHMARKS.md sections (replacing the ones it wrote before); plot
 redraws the PNGs.
+
+Libraries, not hand-written helpers: argparse for the command line, tqdm for the progress bar
+(on stderr; it replaced a bar of our own). timing.py says what times the calls, and why.
 """
 import argparse
 import datetime
@@ -19,8 +22,13 @@ import sys
 
 import torch
 
+try:
+    from tqdm import tqdm
+except ImportError as error:  # requirements-dev.txt and the package's "bench" extra have it
+    raise ImportError("python -m torch_sparse_conv.bench needs tqdm: pip install -r "
+                      "requirements-dev.txt, or torch_sparse_conv[bench]") from error
+
 from . import plots, report
-from .progress import Progress
 
 SUITES = report.SUITES
 
@@ -65,6 +73,20 @@ def _plot(result: dict, directory: str) -> list:
     return plots.make(result, directory)
 
 
+def progress_bar(total: int, label: str, stream=None) -> tqdm:
+    """tqdm's bar over a suite's cells on stderr: count, elapsed, estimate of what is left (from
+    the mean time per cell so far: cells differ too much for a moving average) and the last
+    cell. On a terminal it redraws one line; into a file or pipe it writes one update per cell,
+    separated by carriage returns (tqdm's way)."""
+    return tqdm(total=total, desc=label, unit="cell", smoothing=0, mininterval=0,
+                dynamic_ncols=True, file=sys.stderr if stream is None else stream)
+
+
+def _step(bar: tqdm, text: str) -> None:
+    bar.set_postfix_str(text, refresh=False)
+    bar.update()
+
+
 def run(args) -> None:
     torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -77,9 +99,9 @@ def run(args) -> None:
     for name in names:
         module = SUITES[name]
         config = module.default_config(args.quick, args.device, args.batch, args.rounds)
-        with Progress(module.cells(config), label=name) as bar:
+        with progress_bar(module.cells(config), name) as bar:
             rows = module.run(config, device=args.device,
-                              progress=lambda row: bar.step(module.describe(row)))
+                              progress=lambda row: _step(bar, module.describe(row)))
         result = dict(suite=name, device=args.device, command=command, machine=machine,
                       date=datetime.datetime.now(datetime.timezone.utc).isoformat(
                           timespec="seconds"),
