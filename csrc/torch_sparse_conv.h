@@ -47,7 +47,8 @@ at::Tensor unpack_sparse_filter(const PackedFilter& weight);
 // ---------------------------------------------------------------- sparse input (Toeplitz)
 //
 // A batch of sparse images: row b of a CSR matrix (B, H*W) is image b flattened in C order.
-//   crow: int64 (B + 1), col: int64 (nnz) in [0, H*W), values: (nnz) float32 or float64.
+//   crow: int64 (B + 1), col: int64 (nnz) in [0, H*W), values: (nnz) float32, float64,
+//   float16 or bfloat16.
 struct CsrImages {
   at::Tensor crow;
   at::Tensor col;

@@ -3,26 +3,23 @@
 Internal (not re-exported by the package): the families' functional modules and fake kernels
 import these by name.
 
-* :func:`check_float_dtype` -- which dtypes run on which device, for both families: float32 and
-  float64 everywhere, float16 and bfloat16 on CUDA only.
+* :func:`check_float_dtype` -- the dtypes both families take: float32, float64, float16 and
+  bfloat16, on every device (float16 and bfloat16 accumulate in float32).
 * :func:`check_one_device` -- the fake kernels' check that every tensor argument is on one
   device.
 """
 import torch
 from torch import Tensor
 
-FULL_PRECISION = (torch.float32, torch.float64)
-HALF_PRECISION = (torch.float16, torch.bfloat16)  # CUDA only
+FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 def check_float_dtype(tensor: Tensor, caller: str, name: str) -> None:
-    """TypeError unless ``tensor``'s dtype runs on its device: float32 or float64 anywhere,
-    float16 or bfloat16 on CUDA."""
+    """TypeError unless ``tensor``'s dtype is one the operators take."""
     dtype = tensor.dtype
-    if dtype in FULL_PRECISION or (dtype in HALF_PRECISION and tensor.is_cuda):
-        return
-    raise TypeError(f"{caller}: {name} must be float32 or float64 (float16 and bfloat16 on "
-                    f"CUDA only), got {dtype} on {tensor.device}")
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{caller}: {name} must be float32, float64, float16 or bfloat16, "
+                        f"got {dtype} on {tensor.device}")
 
 
 def check_one_device(op: str, anchor, **tensors) -> None:

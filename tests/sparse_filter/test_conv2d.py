@@ -359,10 +359,10 @@ def test_cuda_matches_cpu_forward_and_backward(cfg, dtype):
             torch.testing.assert_close(got.cpu(), expected, **tol, msg=method)
 
 
-@needs_gpu
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", HALF_TYPES)
 @pytest.mark.parametrize("cfg", GRID[:12], ids=[f"cfg{i}" for i in range(12)])
-def test_cuda_half_precision_accumulates_in_float(cfg, dtype):
+def test_half_precision_accumulates_in_float(cfg, dtype, device):
     """float16/bfloat16 in and out, float32 inside: within the input rounding of float64."""
     x, w, b, args, gen = _case(cfg, dtype)
     ref_leaves = [t.double().requires_grad_() for t in (x, w, b)]
@@ -371,12 +371,12 @@ def test_cuda_half_precision_accumulates_in_float(cfg, dtype):
     ref_grads = list(torch.autograd.grad(ref, ref_leaves, grad))
     ref_grads[1] = ref_grads[1] * (w != 0)  # pruned taps stay pruned: no gradient there
     tol = dict(rtol=2e-2, atol=2e-2) if dtype == torch.bfloat16 else dict(rtol=4e-3, atol=4e-3)
-    for method in ("direct", "dense", "auto"):
-        leaves = [t.cuda().requires_grad_() for t in (x, w, b)]
+    for method in ("direct", "dense", "auto") + (("unfold",) if device == "cpu" else ()):
+        leaves = [t.to(device).requires_grad_() for t in (x, w, b)]
         out = tsc.sparse_conv2d(*leaves, *args, method=method)
         assert out.dtype == dtype
         torch.testing.assert_close(out.double().cpu(), ref.detach(), **tol, msg=method)
-        grads = torch.autograd.grad(out, leaves, grad.to(dtype).cuda())
+        grads = torch.autograd.grad(out, leaves, grad.to(dtype).to(device))
         for got, expected in zip(grads, ref_grads):
             scale = expected.abs().max().item() + 1
             torch.testing.assert_close(got.double().cpu() / scale, expected / scale, **tol,

@@ -417,17 +417,18 @@ def test_cuda_matches_cpu_and_scipy(mode, method):
             assert torch.equal(gpu.col_indices().cpu(), cpu.col_indices())
 
 
-@needs_gpu
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_cuda_dtypes(dtype):
+def test_dtypes(dtype, device):
+    """float32, float16 and bfloat16 against float64 (the reduced ones accumulate in float32)."""
     rng = np.random.default_rng(1)
     x = random_csr(rng, 5, 30, 40, 0.05, torch.float64)
     kernel = torch.tensor(rng.standard_normal((5, 5)))
     ref = tsc.toeplitz_conv2d(x, kernel, (30, 40), "same").to_dense()
-    xg = csr_to(x, "cuda").to(dtype) if dtype != torch.float64 else csr_to(x, "cuda")
+    xg = csr_to(x, device)
     xg = torch.sparse_csr_tensor(xg.crow_indices(), xg.col_indices(), xg.values().to(dtype),
                                  size=x.shape)
-    out = tsc.toeplitz_conv2d(xg, kernel.to(dtype).cuda(), (30, 40), "same")
+    out = tsc.toeplitz_conv2d(xg, kernel.to(dtype).to(device), (30, 40), "same")
     assert out.values().dtype == dtype
     tol = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 6e-2}[dtype]
     torch.testing.assert_close(out.to_dense().double().cpu(), ref, rtol=tol, atol=tol * 4)

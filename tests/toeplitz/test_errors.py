@@ -18,7 +18,7 @@ OPS = torch.ops.torch_sparse_conv
     (lambda x, k: tsc.toeplitz_conv2d(x, torch.ones(5, 5, dtype=torch.float64), (4, 5),
                                       "valid"), ValueError, "'valid' needs a kernel"),
     (lambda x, k: tsc.toeplitz_conv2d(x.to(torch.int64), k, (4, 5)), TypeError,
-     "float32 or float64"),
+     "float32, float64, float16 or bfloat16"),
     (lambda x, k: tsc.toeplitz_conv2d(x, k.float(), (4, 5)), TypeError, "kernel dtype"),
     (lambda x, k: tsc.toeplitz_conv2d(x, k, (4, 5), method="fft"), ValueError,
      "method must be one of 'auto', 'direct', 'precomputed', got 'fft'"),

@@ -133,8 +133,8 @@ def sparse_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     """2-D convolution with a pruned weight, equal to ``F.conv2d`` with the same arguments.
 
     Args:
-        input: ``(N, C_in, H, W)`` or ``(C_in, H, W)``, float32 or float64 (also float16 and
-            bfloat16 on CUDA, accumulated in float32), any memory format; the output has
+        input: ``(N, C_in, H, W)`` or ``(C_in, H, W)``, float32, float64, float16 or bfloat16
+            (the last two accumulated in float32), any memory format; the output has
             the input's (channels-last in, channels-last out, as ``F.conv2d``).
         weight: dense ``(C_out, C_in/groups, kH, kW)``; its zeros are pruned taps and cost
             nothing. The gradient w.r.t. ``weight`` is zero at pruned taps (they stay pruned).

@@ -173,7 +173,7 @@ def toeplitz_conv2d(x: Tensor, kernel: Tensor, image_shape: Sequence[int], mode:
     Args:
         x: ``(B, H*W)``, one C-order flattened image a row: a sparse CSR tensor (also sparse
             COO, converted; duplicate entries are summed), or a dense tensor (dense result).
-            float32 or float64.
+            float32, float64, float16 or bfloat16 (the last two accumulated in float32).
         kernel: dense ``(kH, kW)``, same dtype. A true convolution: the kernel is flipped.
         image_shape: ``(H, W)``.
         mode: ``'full'``, ``'same'`` (centred like scipy, also for even kernels) or ``'valid'``.

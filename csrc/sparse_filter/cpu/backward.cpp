@@ -12,6 +12,7 @@
 #include <numeric>
 #include <vector>
 
+#include "csrc/common/reduced_precision.h"
 #include "csrc/sparse_filter/geometry.h"
 #include "csrc/sparse_filter/polyphase.h"
 #include "csrc/sparse_filter/pattern.h"
@@ -125,6 +126,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
 }  // namespace torch_sparse_conv
 
 TORCH_LIBRARY_IMPL(torch_sparse_conv, CPU, m) {
+  using namespace torch_sparse_conv;  // NOLINT: the kernels and their wrapper
   m.impl("_sparse_filter_conv2d_backward",
-         &torch_sparse_conv::sparse_filter_conv2d_backward_cpu);
+         computed_in_float32<&sparse_filter_conv2d_backward_cpu>());
 }

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "csrc/common/reduced_precision.h"
 #include "csrc/common/memory_format.h"
 #include "csrc/sparse_filter/method.h"
 #include "csrc/sparse_filter/cpu/direct.h"
@@ -137,7 +138,8 @@ at::Tensor sparse_filter_conv2d_cpu(const at::Tensor& input, const at::Tensor& r
 }  // namespace torch_sparse_conv
 
 TORCH_LIBRARY_IMPL(torch_sparse_conv, CPU, m) {
-  m.impl("sparse_filter_conv2d", &torch_sparse_conv::sparse_filter_conv2d_cpu);
+  using namespace torch_sparse_conv;  // NOLINT: the kernels and their wrapper
+  m.impl("sparse_filter_conv2d", computed_in_float32<&sparse_filter_conv2d_cpu>());
 }
 
 // A sparse `input` would otherwise meet the dispatcher's "could not run with arguments from

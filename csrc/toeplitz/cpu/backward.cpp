@@ -14,6 +14,7 @@
 #include <array>
 #include <vector>
 
+#include "csrc/common/reduced_precision.h"
 #include "csrc/common/arithmetic.h"
 #include "csrc/toeplitz/geometry.h"
 
@@ -108,5 +109,6 @@ std::tuple<at::Tensor, at::Tensor> toeplitz_conv2d_backward_cpu(
 }  // namespace torch_sparse_conv
 
 TORCH_LIBRARY_IMPL(torch_sparse_conv, CPU, m) {
-  m.impl("_toeplitz_conv2d_backward", &torch_sparse_conv::toeplitz_conv2d_backward_cpu);
+  using namespace torch_sparse_conv;  // NOLINT: the kernels and their wrapper
+  m.impl("_toeplitz_conv2d_backward", computed_in_float32<&toeplitz_conv2d_backward_cpu>());
 }

@@ -20,6 +20,7 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include "csrc/common/reduced_precision.h"
 #include "csrc/common/output_buffer_cache.h"
 #include "csrc/toeplitz/cpu/direct.h"
 #include "csrc/toeplitz/cpu/precomputed.h"
@@ -74,5 +75,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_cpu(
 }  // namespace torch_sparse_conv
 
 TORCH_LIBRARY_IMPL(torch_sparse_conv, CPU, m) {
-  m.impl("toeplitz_conv2d", &torch_sparse_conv::toeplitz_conv2d_cpu);
+  using namespace torch_sparse_conv;  // NOLINT: the kernels and their wrapper
+  m.impl("toeplitz_conv2d", computed_in_float32<&toeplitz_conv2d_cpu>());
 }

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "csrc/common/reduced_precision.h"
 #include "csrc/common/arithmetic.h"
 #include "csrc/toeplitz/cpu/precomputed.h"
 
@@ -144,6 +145,7 @@ at::Tensor toeplitz_matrix_backward_cpu(const at::Tensor& grad_values, const at:
 }  // namespace torch_sparse_conv
 
 TORCH_LIBRARY_IMPL(torch_sparse_conv, CPU, m) {
-  m.impl("toeplitz_matrix", &torch_sparse_conv::toeplitz_matrix_cpu);
-  m.impl("_toeplitz_matrix_backward", &torch_sparse_conv::toeplitz_matrix_backward_cpu);
+  using namespace torch_sparse_conv;  // NOLINT: the kernels and their wrapper
+  m.impl("toeplitz_matrix", computed_in_float32<&toeplitz_matrix_cpu>());
+  m.impl("_toeplitz_matrix_backward", computed_in_float32<&toeplitz_matrix_backward_cpu>());
 }

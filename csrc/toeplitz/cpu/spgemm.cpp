@@ -17,6 +17,7 @@
 #include <atomic>
 #include <vector>
 
+#include "csrc/common/reduced_precision.h"
 #include "csrc/toeplitz/cpu/precomputed.h"
 
 namespace torch_sparse_conv {
@@ -202,5 +203,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_precomputed_cpu(
 }  // namespace torch_sparse_conv
 
 TORCH_LIBRARY_IMPL(torch_sparse_conv, CPU, m) {
-  m.impl("toeplitz_conv2d_precomputed", &torch_sparse_conv::toeplitz_conv2d_precomputed_cpu);
+  using namespace torch_sparse_conv;  // NOLINT: the kernels and their wrapper
+  m.impl("toeplitz_conv2d_precomputed", computed_in_float32<&toeplitz_conv2d_precomputed_cpu>());
 }

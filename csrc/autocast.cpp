@@ -1,0 +1,32 @@
+// Autocast for the convolutions of both families: nn.Conv2d's policy, lower_precision_fp.
+// Inside torch.autocast("cpu") or torch.autocast("cuda") their floating arguments (input,
+// kept weight values, bias; a sparse image's values and the kernel) are cast to the autocast
+// dtype before the op runs, so a model with SparseConv2d or ToeplitzConv2d layers computes
+// where its nn.Conv2d layers would, and its outputs have the same dtype. The packing and the
+// Toeplitz-matrix builder have no autocast kernel: they run in their argument's dtype.
+#include <torch/library.h>
+
+#include "csrc/common/reduced_precision.h"
+#include "csrc/sparse_filter/ops.h"
+#include "csrc/toeplitz/ops.h"
+
+namespace torch_sparse_conv {
+namespace {
+
+template <c10::DeviceType device>
+void register_autocast(torch::Library& m) {
+  m.impl("sparse_filter_conv2d", autocast_lower_precision<device, &ops::sparse_filter_conv2d>());
+  m.impl("toeplitz_conv2d", autocast_lower_precision<device, &ops::toeplitz_conv2d>());
+  m.impl("toeplitz_conv2d_precomputed",
+         autocast_lower_precision<device, &ops::toeplitz_conv2d_precomputed>());
+}
+
+}  // namespace
+}  // namespace torch_sparse_conv
+
+TORCH_LIBRARY_IMPL(torch_sparse_conv, AutocastCPU, m) {
+  torch_sparse_conv::register_autocast<c10::DeviceType::CPU>(m);
+}
+TORCH_LIBRARY_IMPL(torch_sparse_conv, AutocastCUDA, m) {
+  torch_sparse_conv::register_autocast<c10::DeviceType::CUDA>(m);
+}
