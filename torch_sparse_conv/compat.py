@@ -10,10 +10,13 @@ For the recipe functions:
 filter's other taps are treated as pruned. As published, the recipe multiplies a
 ``(C_out, len(indices))`` matrix by the full ``(C_in*kH*kW, L)`` unfold, which fails; these
 return the true convolution, computed by this package's sparse-filter operator.
+
+numpy and scipy, which ``Toeplitz_convolution2d`` takes and returns, are imported where it
+runs: ``import torch_sparse_conv`` (which imports this module) needs neither, and the package
+lists them as its ``compat`` extra (``pip install torch_sparse_conv[compat]``).
 """
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -110,7 +113,7 @@ def _scipy_csr_matrix(data, indices, indptr, shape):
 _CSR_FIELDS = None  # scipy's csr_matrix layout, probed on first use
 
 
-def _tensor_of(array: np.ndarray) -> Tensor:
+def _tensor_of(array: "numpy.ndarray") -> Tensor:  # noqa: F821
     """A tensor sharing the array's memory, or a copy where torch can't share it (negative
     strides, which numpy allows even on arrays it calls contiguous, such as one element)."""
     if any(stride < 0 for stride in array.strides) or not array.flags.c_contiguous:
@@ -170,6 +173,8 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
             raise ValueError(f"mode must be 'full', 'same' or 'valid', got {mode!r}")
         if method not in self.METHODS:
             raise ValueError(f"method must be one of {self.METHODS}, got {method!r}")
+        import numpy as np
+
         k = np.asarray(k)
         if k.ndim != 2 or 0 in k.shape:
             raise ValueError(f"k must be a 2-D array with at least one row and column, got "
@@ -204,6 +209,7 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
         return self._kernel_tensor
 
     def __call__(self, x, batching: bool = True, mode=None):
+        import numpy as np
         import scipy.sparse
 
         if not scipy.sparse.issparse(x):
