@@ -15,7 +15,7 @@ numpy and scipy, which ``Toeplitz_convolution2d`` takes and returns, are importe
 runs: ``import torch_sparse_conv`` (which imports this module) needs neither, and the package
 lists them as its ``compat`` extra (``pip install torch_sparse_conv[compat]``).
 """
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -24,6 +24,9 @@ from torch import Tensor
 # the recipe's argument sparse_filter have the recipe's names).
 from . import sparse_filter as _sparse_filter
 from . import toeplitz as _toeplitz
+
+if TYPE_CHECKING:  # for the annotations only (the package ships py.typed)
+    import numpy
 
 
 def _masked_filter(sparse_filter: Tensor, indices) -> Tensor:
@@ -113,7 +116,7 @@ def _scipy_csr_matrix(data, indices, indptr, shape):
 _CSR_FIELDS = None  # scipy's csr_matrix layout, probed on first use
 
 
-def _tensor_of(array: "numpy.ndarray") -> Tensor:  # noqa: F821
+def _tensor_of(array: "numpy.ndarray") -> Tensor:
     """A tensor sharing the array's memory, or a copy where torch can't share it (negative
     strides, which numpy allows even on arrays it calls contiguous, such as one element)."""
     if any(stride < 0 for stride in array.strides) or not array.flags.c_contiguous:
