@@ -12,6 +12,10 @@ so a CPU-only machine still proves they compile. Environment switches:
                            --build-lib build/sanitize-py
                      and import it with LD_PRELOAD of gcc's libasan.so and libubsan.so
                      (scripts/run_sanitizer_tests.sh does both).
+
+Package metadata lives here only; pyproject.toml names the build requirements (torch among
+them, for builds with isolation). The wheel requires exactly the torch release that compiled
+its extension (:func:`torch_requirement`).
 """
 import glob
 import os
@@ -48,6 +52,24 @@ def cuda_build_wanted() -> bool:
             f"{torch.version.cuda}, CUDA_HOME={CUDA_HOME}"
         )
     return available
+
+
+def torch_requirement() -> str:
+    """The installed package's torch requirement: the release that compiles the extension,
+    exactly (torch's C++ ABI is not stable across releases: _C built against one fails to
+    load, with undefined symbols, under another). torch.__version__ carries the build's local
+    label ("2.11.0+cu130" from PyPI, whose distribution version is plain "2.11.0"); a
+    requirement with it would match no wheel on PyPI, so it is dropped. "torch==2.11.0" still
+    matches the local builds of that release ("+cpu", "+cu126", ...) under PEP 440."""
+    return "torch==" + torch.__version__.split("+", 1)[0]
+
+
+# Optional dependencies by use: compat's numpy / scipy in and out; the benchmarks' progress
+# bar, peers and plots (python -m torch_sparse_conv.bench; requirements-dev.txt pins them all).
+EXTRAS = {
+    "compat": ["numpy", "scipy"],
+    "bench": ["numpy", "scipy", "tqdm", "matplotlib"],
+}
 
 
 def extension():
@@ -91,8 +113,11 @@ setup(
     version="0.1.0",
     description="Sparse-filter and sparse-input (Toeplitz) 2D convolution operators for PyTorch",
     packages=find_packages(include=["torch_sparse_conv", "torch_sparse_conv.*"]),
+    # py.typed (PEP 561): type checkers read the package's annotations.
+    package_data={"torch_sparse_conv": ["py.typed"]},
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
     python_requires=">=3.9",
-    install_requires=["torch", "numpy"],
+    install_requires=[torch_requirement()],
+    extras_require=EXTRAS,
 )
