@@ -7,11 +7,14 @@ there for pytest, the fuzzers' scripts for themselves).
   library reads once at load, and for code that must not take the test process down);
 * random inputs: ``random_weight`` (a pruned filter), ``random_csr`` (a batch of sparse
   images), ``csr_of`` / ``csr_from_scipy`` / ``csr_to`` (CSR batches from numpy, scipy, or on
-  another device);
+  another device), ``csr_arrays`` (a CSR batch's three arrays, as ``forward_csr`` takes them);
 * references: ``scipy_reference`` (``scipy.signal.convolve2d`` image by image);
+* TorchScript: ``saved_and_loaded`` (a scripted or traced module after ``torch.jit.save`` and
+  ``torch.jit.load``);
 * ``load_example``: a module of examples/python (the demo's CNN).
 """
 import importlib.util
+import io
 import os
 import pathlib
 import subprocess
@@ -81,9 +84,25 @@ def csr_to(x, device):
                                    x.values().to(device), size=x.shape)
 
 
+def csr_arrays(x):
+    """The (crow_indices, col_indices, values) of the CSR tensor `x`, copied: tensors of their
+    own, not views of `x` (torch.export cannot take a view of a sparse tensor as an input)."""
+    return x.crow_indices().clone(), x.col_indices().clone(), x.values().clone()
+
+
 def scipy_reference(images, kernel, mode):
     """scipy.signal.convolve2d of every image (B, H, W), flattened: (B, H_out*W_out)."""
     return np.stack([scipy.signal.convolve2d(im, kernel, mode).reshape(-1) for im in images])
+
+
+# ------------------------------------------------------------------------- TorchScript
+
+def saved_and_loaded(module):
+    """A scripted or traced `module` after torch.jit.save and torch.jit.load, in memory."""
+    buffer = io.BytesIO()
+    torch.jit.save(module, buffer)
+    buffer.seek(0)
+    return torch.jit.load(buffer)
 
 
 # ------------------------------------------------------------------------- examples

@@ -11,13 +11,12 @@ import these by name.
 import torch
 from torch import Tensor
 
-FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-
 
 def check_float_dtype(tensor: Tensor, caller: str, name: str) -> None:
-    """TypeError unless ``tensor``'s dtype is one the operators take."""
+    """TypeError unless ``tensor``'s dtype is one the operators take. Scripts, as the
+    families' checks do (the dtypes are listed here: TorchScript reads no global tuple)."""
     dtype = tensor.dtype
-    if dtype not in FLOAT_DTYPES:
+    if dtype not in [torch.float32, torch.float64, torch.float16, torch.bfloat16]:
         raise TypeError(f"{caller}: {name} must be float32, float64, float16 or bfloat16, "
                         f"got {dtype} on {tensor.device}")
 

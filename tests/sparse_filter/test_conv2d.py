@@ -1,6 +1,5 @@
 """sparse_filter_conv2d against F.conv2d: values, gradients, registration, TorchScript, on every
 device; the CUDA kernels against the CPU ones (skipped without a GPU)."""
-import io
 import random
 import zlib
 
@@ -10,7 +9,15 @@ import torch.nn.functional as F
 
 import torch_sparse_conv as tsc
 
-from testing import DEVICES, ROOT, needs_gpu, random_weight, run_python, run_script
+from testing import (
+    DEVICES,
+    ROOT,
+    needs_gpu,
+    random_weight,
+    run_python,
+    run_script,
+    saved_and_loaded,
+)
 
 CPU_METHODS = ["direct", "unfold", "dense", "auto"]
 CUDA_METHODS = ["direct", "spmm", "dense", "auto"]
@@ -274,19 +281,69 @@ def test_cuda_version_reported():
 
 # ------------------------------------------------------------------------------ TorchScript
 
-def test_script_save_load_module():
+def _scripted_or_traced(model, how, x):
+    converted = torch.jit.script(model) if how == "script" else torch.jit.trace(model, (x,))
+    return [converted, saved_and_loaded(converted)]
+
+
+@pytest.mark.parametrize("how", ["script", "trace"])
+def test_module_scripts_and_traces_through_save_and_load(how):
     torch.manual_seed(11)
-    model = torch.nn.Sequential(tsc.SparseConv2d(3, 8, 3, padding=1, density=0.3),
-                                torch.nn.ReLU(),
-                                tsc.SparseConv2d(8, 4, (2, 3), stride=2, density=0.2))
-    x = torch.randn(2, 3, 12, 12)
-    scripted = torch.jit.script(model)
-    buffer = io.BytesIO()
-    torch.jit.save(scripted, buffer)
-    buffer.seek(0)
-    loaded = torch.jit.load(buffer)
-    torch.testing.assert_close(loaded(x), model(x))
-    loaded(x).sum().backward()  # gradients flow through the loaded model's C++ autograd
+    model = torch.nn.Sequential(
+        tsc.SparseConv2d(3, 8, 3, padding="same", padding_mode="reflect", density=0.3),
+        torch.nn.ReLU(),
+        tsc.SparseConv2d(8, 4, (2, 3), stride=2, padding=(1, 0), groups=2, bias=False,
+                         density=0.4))
+    for module in _scripted_or_traced(model, how, torch.randn(2, 3, 12, 12)):
+        x = torch.randn(3, 3, 11, 12, requires_grad=True)  # not the traced batch and size
+        torch.testing.assert_close(module(x), model(x))
+        # Gradients flow through the converted model's C++ autograd, as through the eager one.
+        expected = torch.autograd.grad(model(x).sum(), x)[0]
+        torch.testing.assert_close(torch.autograd.grad(module(x).sum(), x)[0], expected)
+
+
+class _Functional(torch.nn.Module):
+    """tsc.sparse_conv2d called with each form its arguments take: int, tuple, list, 'same'."""
+
+    def __init__(self):
+        super().__init__()
+        self.w1 = torch.nn.Parameter(random_weight((6, 4, 3, 3), 0.3, torch.float32))
+        self.b1 = torch.nn.Parameter(torch.randn(6))
+        self.w2 = torch.nn.Parameter(random_weight((4, 3, 2, 3), 0.4, torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(tsc.sparse_conv2d(x, self.w1, self.b1, 1, "same"))
+        return tsc.sparse_conv2d(y, self.w2, None, (2, 1), [1, 0], 1, 2, "direct")
+
+
+@pytest.mark.parametrize("how", ["script", "trace"])
+def test_functional_scripts_and_traces_through_save_and_load(how):
+    torch.manual_seed(13)
+    model = _Functional()
+    x = torch.randn(2, 4, 9, 9)
+    for module in _scripted_or_traced(model, how, x):
+        x = torch.randn(3, 4, 9, 10)
+        torch.testing.assert_close(module(x), model(x))
+    reference = F.conv2d(torch.relu(F.conv2d(x, model.w1, model.b1, padding="same")),
+                         model.w2, stride=(2, 1), padding=(1, 0), groups=2)
+    torch.testing.assert_close(model(x), reference, rtol=1e-4, atol=1e-4)
+
+
+def test_scripted_functional_checks_its_arguments():
+    """The argument checks run in TorchScript too (its own text for values: lists, no quotes)."""
+    scripted = torch.jit.script(tsc.sparse_conv2d)
+    x, w = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
+    torch.testing.assert_close(scripted(x, w, None, 1, "same"), F.conv2d(x, w, padding="same"))
+    for call, message in [
+            (lambda: scripted(x, w, None, 1, "full"), "padding must be an int, a pair, 'same' "
+                                                      "or 'valid', got full"),
+            (lambda: scripted(x, w, None, [1, 2, 3]), r"stride must be an int or a pair of "
+                                                      r"ints, got \[1, 2, 3\]"),
+            (lambda: scripted(x[0, 0], w), r"input must be 4-D .* got shape \[5, 5\]"),
+            (lambda: scripted(x, w, method="fft"), "method must be one of"),
+            (lambda: scripted(x.long(), w.long()), "input must be float32")]:
+        with pytest.raises(Exception, match=message):
+            call()
 
 
 def test_dense_method_sees_in_place_updates_of_the_packed_weight():

@@ -3,8 +3,13 @@
 ``sparse_conv2d`` takes a dense weight whose zeros are pruned taps and returns exactly what
 ``torch.nn.functional.conv2d`` returns, computing only the kept taps. ``sparse_conv2d_packed``
 is the same operation on a weight packed once with ``pack_sparse_filter`` (what
-``SparseConv2d`` stores), and is TorchScript-compatible. :func:`pair` and
-:func:`resolve_padding` are the argument rules the ``nn`` module applies too.
+``SparseConv2d`` stores). :func:`pair` and :func:`resolve_padding` are the argument rules the
+``nn`` module applies too.
+
+Everything here scripts (``torch.jit.script``), the argument checks included: they are
+written in the Python that TorchScript compiles (values quoted through ``_messages``, the
+choices read from functions, as TorchScript reads no global tuple), and read the same in
+eager mode as they always have.
 """
 from typing import List, Optional, Tuple, Union
 
@@ -12,29 +17,47 @@ import torch
 from torch import Tensor
 
 from .._arguments import check_float_dtype
+from .._messages import show, show_shape
 
-METHODS = ("auto", "direct", "unfold", "dense", "spmm")
+
+def _methods() -> Tuple[str, str, str, str, str]:
+    """The methods (:data:`METHODS`), for the scriptable checks."""
+    return ("auto", "direct", "unfold", "dense", "spmm")
+
+
+METHODS = _methods()
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 IntOrPair = Union[int, Tuple[int, int], List[int]]
 
 
-def pair(value, name: str) -> List[int]:
+def _as_list(value: Union[Tuple[int, int], List[int]]) -> List[int]:
+    """A sequence as a list: one type for TorchScript to index."""
+    if isinstance(value, list):
+        return value
+    return list(value)
+
+
+def pair(value: IntOrPair, name: str) -> List[int]:
     """``[a, b]`` from an int ``a`` (``[a, a]``), a one-element or a two-element sequence of
     ints; TypeError for anything else than an int or a sequence, ValueError for a sequence
     of another length or of non-ints. Signs are the caller's to check."""
-    if isinstance(value, bool) or not isinstance(value, (int, tuple, list, torch.Size)):
-        raise TypeError(f"sparse_conv2d: {name} must be an int or a pair of ints, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, tuple, list)):  # torch.Size too
+        raise TypeError(f"sparse_conv2d: {name} must be an int or a pair of ints, got "
+                        f"{show(value)}")
     if isinstance(value, int):
         return [value, value]
-    if len(value) == 1:
-        return [int(value[0]), int(value[0])]
-    if len(value) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise ValueError(f"sparse_conv2d: {name} must be an int or a pair of ints, got {value!r}")
-    return [int(value[0]), int(value[1])]
+    values = _as_list(value)
+    if len(values) == 1:
+        return [int(values[0]), int(values[0])]
+    if len(values) != 2 or not all([isinstance(v, int) and not isinstance(v, bool)
+                                    for v in values]):
+        raise ValueError(f"sparse_conv2d: {name} must be an int or a pair of ints, got "
+                         f"{show(value)}")
+    return [int(values[0]), int(values[1])]
 
 
-def resolve_padding(padding, kernel_size: List[int], stride: List[int],
+def resolve_padding(padding: Union[IntOrPair, str], kernel_size: List[int], stride: List[int],
                     dilation: List[int]) -> Tuple[List[int], List[int]]:
     """Splits ``padding`` (int, pair, 'same' or 'valid') into a symmetric part and the extra
     right/bottom padding that 'same' needs for even effective kernels (as F.conv2d does)."""
@@ -42,8 +65,8 @@ def resolve_padding(padding, kernel_size: List[int], stride: List[int],
         if padding == "valid":
             return [0, 0], [0, 0]
         if padding != "same":
-            raise ValueError(
-                f"sparse_conv2d: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+            raise ValueError(f"sparse_conv2d: padding must be an int, a pair, 'same' or "
+                             f"'valid', got {show(padding)}")
         if stride != [1, 1]:
             raise ValueError("sparse_conv2d: padding='same' is not supported for strided "
                              f"convolutions (stride={stride})")
@@ -52,7 +75,7 @@ def resolve_padding(padding, kernel_size: List[int], stride: List[int],
         return symmetric, [t - 2 * s for t, s in zip(total, symmetric)]
     pad = pair(padding, "padding")
     if pad[0] < 0 or pad[1] < 0:
-        raise ValueError(f"sparse_conv2d: padding must be non-negative, got {padding!r}")
+        raise ValueError(f"sparse_conv2d: padding must be non-negative, got {show(padding)}")
     return pad, [0, 0]
 
 
@@ -101,7 +124,7 @@ def sparse_conv2d_packed(input: Tensor, row_ptr: Tensor, col_idx: Tensor, values
     return out.squeeze(0) if unbatched else out
 
 
-def _check_tensors(input, weight, bias):
+def _check_tensors(input: Tensor, weight: Tensor, bias: Optional[Tensor]) -> None:
     if not isinstance(input, Tensor):
         raise TypeError(f"sparse_conv2d: input must be a Tensor, got {type(input).__name__}")
     if not isinstance(weight, Tensor):
@@ -114,10 +137,10 @@ def _check_tensors(input, weight, bias):
                             f"layout {tensor.layout}")
     if input.dim() not in (3, 4):
         raise ValueError("sparse_conv2d: input must be 4-D (N, C, H, W) or 3-D (C, H, W), got "
-                         f"shape {tuple(input.shape)}")
+                         f"shape {show_shape(input.shape)}")
     if weight.dim() != 4:
         raise ValueError("sparse_conv2d: weight must be 4-D (C_out, C_in/groups, kH, kW), got "
-                         f"shape {tuple(weight.shape)}")
+                         f"shape {show_shape(weight.shape)}")
     check_float_dtype(input, "sparse_conv2d", "input")
     if weight.dtype != input.dtype:
         raise TypeError(f"sparse_conv2d: weight dtype ({weight.dtype}) must match input dtype "
@@ -151,16 +174,17 @@ def sparse_conv2d(input: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
     """
     _check_tensors(input, weight, bias)
     if not isinstance(groups, int) or isinstance(groups, bool) or groups <= 0:
-        raise ValueError(f"sparse_conv2d: groups must be a positive int, got {groups!r}")
-    if method not in METHODS:
-        raise ValueError(f"sparse_conv2d: method must be one of {METHODS}, got {method!r}")
+        raise ValueError(f"sparse_conv2d: groups must be a positive int, got {show(groups)}")
+    if method not in _methods():
+        raise ValueError(f"sparse_conv2d: method must be one of {show(_methods())}, got "
+                         f"{show(method)}")
     kernel = [int(weight.shape[2]), int(weight.shape[3])]
     stride_ = pair(stride, "stride")
     dilation_ = pair(dilation, "dilation")
     if min(stride_) <= 0:
-        raise ValueError(f"sparse_conv2d: stride must be positive, got {stride!r}")
+        raise ValueError(f"sparse_conv2d: stride must be positive, got {show(stride)}")
     if min(dilation_) <= 0:
-        raise ValueError(f"sparse_conv2d: dilation must be positive, got {dilation!r}")
+        raise ValueError(f"sparse_conv2d: dilation must be positive, got {show(dilation)}")
     padding_, extra = resolve_padding(padding, kernel, stride_, dilation_)
 
     row_ptr, col_idx, values = torch.ops.torch_sparse_conv.pack_sparse_filter(weight.detach())
