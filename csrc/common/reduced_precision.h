@@ -6,6 +6,8 @@
 // way out, so products and sums are accumulated in float32, as oneDNN's reduced-precision
 // convolutions do. Register a CPU kernel through it with
 //   m.impl("op", computed_in_float32<&kernel>());
+// (The sparse-filter forward's 'direct' method, the hot path, reads and writes float16 and
+// bfloat16 itself, widening as it lays out its input; its other methods go through this.)
 //
 // Autocast: the ops follow nn.Conv2d's policy, "lower_precision_fp": under
 // torch.autocast(device) every floating argument is cast to the autocast dtype (float16 on

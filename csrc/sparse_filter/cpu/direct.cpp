@@ -11,8 +11,12 @@
 //   lives across calls (no allocation; the group is in cache when the block loop reads it).
 // * Input channels are visited in chunks whose rows fit in L1; the chunks' partial sums
 //   accumulate in a small per-task buffer.
+// * float16 and bfloat16 are read and written as they are and computed in float32: the input
+//   is widened as it is laid out and each output rounded once as it is scattered, so the
+//   reduced-precision call costs no extra pass or buffer.
 #include "csrc/sparse_filter/cpu/direct.h"
 
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -88,8 +92,8 @@ SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_
 
 // Lays out samples [first, first + interleave) (those < batch; zeros for the rest)
 // interleaved: element e of sample s goes to dst[e * interleave + s].
-template <typename scalar_t>
-void fill_sample_group(const scalar_t* input, int64_t first, int64_t interleave,
+template <typename io_t, typename scalar_t>
+void fill_sample_group(const io_t* input, int64_t first, int64_t interleave,
                        const SparseFilterGeometry& g, std::vector<scalar_t>& scratch,
                        scalar_t* dst) {
   const int64_t sample_in = g.in_channels * g.in_h * g.in_w;
@@ -111,13 +115,13 @@ void fill_sample_group(const scalar_t* input, int64_t first, int64_t interleave,
 
 // Copies positions [begin, begin + count) of one output channel's interleaved wide run into
 // the output planes of the group's samples, dropping padding columns and absent samples.
-template <typename scalar_t>
+template <typename scalar_t, typename io_t>
 void scatter_block(const scalar_t* wide, int64_t begin, int64_t count, int64_t first,
                    int64_t interleave, int64_t oc, const SparseFilterGeometry& g,
-                   scalar_t* output) {
+                   io_t* output) {
   const int64_t plane = g.out_h * g.out_w;
   if (interleave == 1) {
-    scalar_t* dst = output + (first * g.out_channels + oc) * plane;
+    io_t* dst = output + (first * g.out_channels + oc) * plane;
     for (int64_t q = begin, end = begin + count; q < end;) {
       const int64_t oh = q / g.phase_w, ow = q % g.phase_w;
       const int64_t row_end = std::min(end, (oh + 1) * g.phase_w);
@@ -143,18 +147,23 @@ void scatter_block(const scalar_t* wide, int64_t begin, int64_t count, int64_t f
   }
 }
 
-template <typename scalar_t>
+// io_t: the dtype of input and output; scalar_t: the one computed in (float for float16 and
+// bfloat16).
+template <typename io_t>
 void direct_forward(const at::Tensor& input, const at::Tensor& row_ptr,
                     const at::Tensor& col_idx, const at::Tensor& values,
                     const c10::optional<at::Tensor>& bias, const SparseFilterGeometry& g,
                     at::Tensor& output) {
+  using scalar_t = at::opmath_type<io_t>;
+  constexpr at::ScalarType compute_dtype = c10::CppTypeToScalarType<scalar_t>::value;
   constexpr int64_t lanes = vector_lanes<scalar_t>();
   const auto& simd = sparse_filter_simd<scalar_t>();
   const at::Tensor input_c = input.contiguous();
-  const scalar_t* in = input_c.data_ptr<scalar_t>();
-  at::Tensor bias_c = bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
+  const io_t* in = input_c.data_ptr<io_t>();
+  at::Tensor bias_c = bias.has_value() && bias->defined()
+                          ? bias->to(compute_dtype).contiguous() : at::Tensor();
   const scalar_t* b = bias_c.defined() ? bias_c.data_ptr<scalar_t>() : nullptr;
-  scalar_t* out = output.data_ptr<scalar_t>();
+  io_t* out = output.data_ptr<io_t>();
 
   const int64_t one_run = g.wide_len();
   const int64_t interleave =
@@ -175,8 +184,8 @@ void direct_forward(const at::Tensor& input, const at::Tensor& row_ptr,
                                 std::min(g.phase_h * g.phase_w * interleave,
                                          block + reach * interleave);
   const int64_t chunk_channels = std::max<int64_t>(1, kL1Bytes / channel_bytes);
-  const SortedTaps<scalar_t> taps =
-      sort_taps<scalar_t>(row_ptr, col_idx, values, g, chunk_channels, interleave);
+  const SortedTaps<scalar_t> taps = sort_taps<scalar_t>(
+      row_ptr, col_idx, values.to(compute_dtype), g, chunk_channels, interleave);
 
   // Split output channels too when (sample group, block) pairs are too few for the threads.
   const int64_t wanted_tasks = 4 * at::get_num_threads();
@@ -226,7 +235,8 @@ void sparse_filter_direct_forward_cpu(const at::Tensor& input, const at::Tensor&
                                       const at::Tensor& col_idx, const at::Tensor& values,
                                       const c10::optional<at::Tensor>& bias,
                                       const SparseFilterGeometry& g, at::Tensor& output) {
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "sparse_filter_direct_forward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
+                                  "sparse_filter_direct_forward_cpu", [&] {
     direct_forward<scalar_t>(input, row_ptr, col_idx, values, bias, g, output);
   });
 }

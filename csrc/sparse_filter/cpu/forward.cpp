@@ -111,6 +111,13 @@ at::Tensor sparse_filter_conv2d_cpu(const at::Tensor& input, const at::Tensor& r
     return in_memory_format_of(input, output_without_taps(input, bias, g));
   }
   if (method == SparseFilterMethod::Auto) method = choose_sparse_filter_method_cpu(rp, ci, g);
+  if (reduced_precision::is_reduced(input.scalar_type()) && method != SparseFilterMethod::Direct) {
+    // 'direct' reads and writes float16/bfloat16 itself; the others run their float32 code on
+    // widened arguments.
+    return computed_in_float32<&sparse_filter_conv2d_cpu>()(
+        input, row_ptr, col_idx, values, weight_size, bias, stride, padding, dilation, groups,
+        method == SparseFilterMethod::Dense ? "dense" : "unfold");
+  }
 
   if (method == SparseFilterMethod::Dense) {
     const at::Tensor weight = dense_weight_cpu(rp, ci, val, weight_size);
@@ -139,7 +146,7 @@ at::Tensor sparse_filter_conv2d_cpu(const at::Tensor& input, const at::Tensor& r
 
 TORCH_LIBRARY_IMPL(torch_sparse_conv, CPU, m) {
   using namespace torch_sparse_conv;  // NOLINT: the kernels and their wrapper
-  m.impl("sparse_filter_conv2d", computed_in_float32<&sparse_filter_conv2d_cpu>());
+  m.impl("sparse_filter_conv2d", &sparse_filter_conv2d_cpu);  // float16/bfloat16 inside
 }
 
 // A sparse `input` would otherwise meet the dispatcher's "could not run with arguments from
