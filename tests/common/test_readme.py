@@ -1,5 +1,8 @@
-"""The README's quickstart runs as written."""
+"""The README's quickstart and its torch.export example run as written."""
 import re
+
+import pytest
+import torch
 
 from testing import ROOT
 
@@ -19,3 +22,16 @@ def test_quickstart_runs():
     import torch_sparse_conv as tsc
     assert isinstance(namespace["model"][0], tsc.SparseConv2d)
     assert "density=0.100" in repr(tsc.SparseConv2d(64, 128, 3, density=0.1))
+
+
+@pytest.mark.slow
+def test_export_example_runs(tmp_path):
+    """The sparse-input torch.export example of "Deploying a model" runs and gives the module's
+    result."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    (example,) = [block for block in blocks if "forward_csr" in block]
+    namespace = {}
+    exec(compile(example.replace("/tmp/", f"{tmp_path}/"), "README export example", "exec"),
+         namespace)
+    expected = namespace["conv"](namespace["x"])
+    assert torch.equal(namespace["out"].to_dense(), expected.to_dense())

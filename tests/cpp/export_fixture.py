@@ -5,16 +5,17 @@ results.
     python tests/cpp/export_fixture.py <out_dir>
 
 Writes
-  sparse_filter_model.pt     scripted pruned CNN: SparseConv2d layers and a raw-op conv
+  sparse_filter_model.pt     scripted pruned CNN: SparseConv2d layers and a layer calling
+                             tsc.sparse_conv2d
   sparse_filter_expected.pt  attributes input, output, input_grad (of output.sum())
-  toeplitz_model.pt          scripted sparse-input module (CSR images in, CSR out)
+  toeplitz_model.pt          scripted ToeplitzConv2d, method 'precomputed' (CSR images in, CSR
+                             out)
   toeplitz_expected.pt       attributes input (dense images), output (dense result)
 The expected values live as attributes of a scripted module because torch::jit::load reads
 that container in C++ without further tools.
 """
 import os
 import sys
-from typing import List
 
 import torch
 from torch import Tensor, nn
@@ -25,9 +26,8 @@ import torch_sparse_conv as tsc  # noqa: E402
 
 
 class MaskedConv(nn.Module):
-    """A dense weight with a fixed pattern of zeros, packed and convolved by the raw ops in
-    forward (tsc.sparse_conv2d itself does not script: its argument checks use f-strings
-    with conversions)."""
+    """A dense weight with a fixed pattern of zeros, convolved by tsc.sparse_conv2d (packed on
+    every call, the argument checks scripted too)."""
 
     def __init__(self, in_channels: int, out_channels: int, density: float):
         super().__init__()
@@ -37,29 +37,7 @@ class MaskedConv(nn.Module):
         self.bias = nn.Parameter(torch.randn(out_channels))
 
     def forward(self, x: Tensor) -> Tensor:
-        row_ptr, col_idx, values = torch.ops.torch_sparse_conv.pack_sparse_filter(self.weight)
-        return torch.ops.torch_sparse_conv.sparse_filter_conv2d(
-            x, row_ptr, col_idx, values, list(self.weight.shape), self.bias, [1, 1], [1, 1],
-            [1, 1], 1, "auto")
-
-
-class ToeplitzBlur(nn.Module):
-    """Sparse-input convolution by the raw op, CSR in and out (tsc.ToeplitzConv2d does not
-    script: its checks use f-strings with conversions)."""
-
-    def __init__(self, image_shape: List[int], kernel: Tensor, mode: str):
-        super().__init__()
-        self.image_shape = image_shape
-        self.mode = mode
-        self.out_pixels = tsc.toeplitz.output_shape(image_shape, kernel.shape, mode)
-        self.kernel = nn.Parameter(kernel.clone())
-
-    def forward(self, x: Tensor) -> Tensor:
-        crow, col, values = torch.ops.torch_sparse_conv.toeplitz_conv2d(
-            x.crow_indices(), x.col_indices(), x.values(), self.kernel, self.image_shape,
-            self.mode, "auto")
-        out_h, out_w = self.out_pixels
-        return torch.sparse_csr_tensor(crow, col, values, [x.size(0), out_h * out_w])
+        return tsc.sparse_conv2d(x, self.weight, self.bias, 1, 1)
 
 
 class Tensors(nn.Module):
@@ -92,9 +70,8 @@ def export_sparse_filter(out_dir: str) -> None:
 
 
 def export_toeplitz(out_dir: str) -> None:
-    kernel = torch.randn(4, 3)
-    module = ToeplitzBlur([10, 9], kernel, mode="full").eval()
-    scripted = torch.jit.script(module)
+    module = tsc.ToeplitzConv2d((10, 9), torch.randn(4, 3), mode="full", method="precomputed")
+    scripted = torch.jit.script(module.eval())
     images = torch.randn(3, 10 * 9) * (torch.rand(3, 10 * 9) < 0.1)
     output = scripted(images.to_sparse_csr())
     scripted.save(os.path.join(out_dir, "toeplitz_model.pt"))
