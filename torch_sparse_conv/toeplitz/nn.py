@@ -45,9 +45,11 @@ class MatrixCache:
     ``.data`` or numpy, which ``_version`` alone would miss, is seen; also -0.0 against 0.0; a
     kernel holding a NaN is never taken as unchanged), its dtype, device or shape, or the
     image_shape or mode asked for. The kernel is small, so the comparison costs microseconds.
-    What is kept is one tuple replaced whole, so threads sharing a module never see a T
+    What is kept is one tuple replaced whole, so Python threads sharing a module never see a T
     paired with another kernel. Written in the Python that TorchScript compiles: a scripted
-    ToeplitzConv2d keeps its MatrixCache."""
+    ToeplitzConv2d keeps its MatrixCache; there the tuple is replaced without a lock, so a
+    scripted module shared by C++ threads should make its first call, and any call after its
+    kernel changed, on one thread."""
 
     def __init__(self):
         self._entry = torch.jit.annotate(Optional[_Entry], None)
