@@ -7,7 +7,9 @@ test_deploy.py).
 One model holds both families so that one AOTInductor compile (about a minute) covers them:
 SparseConv2d layers on dense images, and ToeplitzConv2d layers on a batch of sparse images
 given as its CSR arrays (torch.export takes no sparse tensor, README "Deploying a model"),
-exported with a dynamic batch of images, of sparse images, and number of stored pixels."""
+exported with a dynamic batch, height and width of images, a dynamic batch of sparse images,
+and a dynamic number of stored pixels. (The spatial dims start at 8: below that, an output of
+the stride-2 layer would be one pixel wide, a size export specializes, as for nn.Conv2d.)"""
 import sys
 
 import torch
@@ -48,14 +50,17 @@ def make(out_dir):
     model = Deployed().eval()
     example = (torch.randn(2, 4, 10, 10),) + sparse_images(3, 0.2)
     batch, frames = torch.export.Dim("batch", max=64), torch.export.Dim("frames", max=64)
+    height, width = torch.export.Dim("height", min=8, max=256), torch.export.Dim("width", min=8,
+                                                                                 max=256)
     nnz = torch.export.Dim("nnz", max=64 * 64)
     program = torch.export.export(model, example, dynamic_shapes=(
-        {0: batch}, {0: frames + 1}, {0: nnz}, {0: nnz}))
+        {0: batch, 2: height, 3: width}, {0: frames + 1}, {0: nnz}, {0: nnz}))
     torch.export.save(program, f"{out_dir}/model.pt2")
     torch._inductor.aoti_compile_and_package(program, package_path=f"{out_dir}/model_aoti.pt2")
-    # Other sizes than the exported ones: batch, frames and stored pixels, none at all too.
-    probes = [(torch.randn(5, 4, 10, 10),) + sparse_images(6, 0.4),
-              (torch.randn(1, 4, 10, 10),) + sparse_images(1, 0.0)]
+    # Other sizes than the exported ones: batch, image sizes, frames and stored pixels, none
+    # at all too.
+    probes = [(torch.randn(5, 4, 12, 17),) + sparse_images(6, 0.4),
+              (torch.randn(1, 4, 9, 8),) + sparse_images(1, 0.0)]
     with torch.no_grad():
         torch.save([{"input": probe, "output": model(*probe)} for probe in probes],
                    f"{out_dir}/expected.pt")

@@ -1,6 +1,6 @@
 """Compiles the AOTInductor fixture of the C++ suite (run by ctest before the test that loads
-it): an exported model with SparseConv2d layers (dynamic batch), packaged by AOTInductor, and
-its input and Python's result at another batch size than the one exported with.
+it): an exported model with SparseConv2d layers (dynamic batch, height and width), packaged by
+AOTInductor, and its input and Python's result at other sizes than the ones exported with.
 
     python tests/cpp/aoti_fixture.py <out_dir>
 
@@ -30,11 +30,13 @@ def main() -> None:
     model = nn.Sequential(tsc.SparseConv2d(3, 8, 3, padding=1, density=0.3), nn.ReLU(),
                           tsc.SparseConv2d(8, 4, 3, stride=2, groups=2, density=0.4)).eval()
     batch = torch.export.Dim("batch", min=1, max=64)
+    height, width = torch.export.Dim("height", min=8, max=256), torch.export.Dim("width", min=8,
+                                                                                 max=256)
     program = torch.export.export(model, (torch.randn(2, 3, 12, 12),),
-                                  dynamic_shapes=({0: batch},))
+                                  dynamic_shapes=({0: batch, 2: height, 3: width},))
     torch._inductor.aoti_compile_and_package(
         program, package_path=os.path.join(out_dir, "sparse_filter_aoti.pt2"))
-    x = torch.randn(5, 3, 12, 12)
+    x = torch.randn(5, 3, 15, 11)
     with torch.no_grad():
         output = model(x)
     torch.jit.script(Tensors(input=x, output=output)).save(
