@@ -125,20 +125,31 @@ def _precomputed_kept(x, kernel, shape):
 
 
 def _contenders(cell, config: Dict, device: str):
-    """Every contender for one cell (all fed the same batch and kernel), and the ones left
-    out before running, with why."""
+    """Every contender for one grid cell (all fed the same batch and kernel), and the ones
+    left out before running, with why."""
     size, ksize, nbatch, density = cell
     seed = zlib.crc32(repr(tuple(cell)).encode())
     x = make_batch(size, nbatch, density, seed)
     k = np.random.default_rng(seed + 1).random((ksize, ksize))
-    shape = (size, size)
-    x_cpu = torch.sparse_csr_tensor(torch.from_numpy(x.indptr.astype(np.int64)),
-                                    torch.from_numpy(x.indices.astype(np.int64)),
-                                    torch.from_numpy(x.data), size=x.shape,
-                                    check_invariants=True)
+    return contenders_for(x, k, (size, size), config, device)
+
+
+def torch_csr(x: scipy.sparse.csr_matrix) -> torch.Tensor:
+    """A scipy CSR batch as a torch CSR tensor (int64 indices, the same values)."""
+    return torch.sparse_csr_tensor(torch.from_numpy(x.indptr.astype(np.int64)),
+                                   torch.from_numpy(x.indices.astype(np.int64)),
+                                   torch.from_numpy(x.data), size=x.shape,
+                                   check_invariants=True)
+
+
+def contenders_for(x: scipy.sparse.csr_matrix, k: np.ndarray, shape, config: Dict,
+                   device: str, dense: bool = True):
+    """Every contender on the scipy CSR batch ``x`` ``(B, H*W)`` of ``shape = (H, W)`` images
+    and the kernel ``k``, mode 'same', and the ones left out before running, with why.
+    ``dense=False`` leaves out the peers that need the batch densified (too big to hold)."""
+    nbatch = x.shape[0]
+    x_cpu = torch_csr(x)
     k_cpu = torch.from_numpy(k)
-    images = x.toarray().reshape(nbatch, size, size)
-    images_cpu = torch.from_numpy(images).unsqueeze(1)
     devices = ["cpu"] + (["cuda"] if device == "cuda" else [])
     contenders = {
         "ours:compat": lambda: Toeplitz_convolution2d(shape, k, "same")(x),
@@ -166,7 +177,13 @@ def _contenders(cell, config: Dict, device: str):
                     lambda m=method, b=backend, d=dev: package.Toeplitz_convolution2d(
                         shape, k, "same", method=m, backend=b, device=d)(x))
     skipped = {}
-    if nbatch * size * size * ksize * ksize <= SCIPY_MAX_WORK:
+    if package is None and config.get("peers", True):
+        skipped["sc:*"] = "sparse_convolution is not installed"
+    if not dense:
+        return contenders, skipped
+    images = x.toarray().reshape(nbatch, *shape)
+    images_cpu = torch.from_numpy(images).unsqueeze(1)
+    if nbatch * shape[0] * shape[1] * k.size <= SCIPY_MAX_WORK:
         contenders["scipy:convolve2d"] = lambda: scipy_convolve2d_batch(images, k, "same")
     else:
         skipped["scipy:convolve2d"] = "left out: too slow at this size"
@@ -174,8 +191,6 @@ def _contenders(cell, config: Dict, device: str):
         images_dev, k_dev = images_cpu.to(dev), k_cpu.to(dev)
         contenders["torch:conv2d" + ("" if dev == "cpu" else "@" + dev)] = (
             lambda i=images_dev, kd=k_dev: dense_conv2d_same(i, kd))
-    if package is None and config.get("peers", True):
-        skipped["sc:*"] = "sparse_convolution is not installed"
     return contenders, skipped
 
 
