@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from torch_sparse_conv.bench import __main__ as cli
-from torch_sparse_conv.bench import plots, report, sparse_filter, toeplitz
+from torch_sparse_conv.bench import plots, report, sparse_filter, toeplitz, toeplitz_workloads
 from torch_sparse_conv.bench.peers import probe, tf32
 from torch_sparse_conv.bench.timing import check_same, time_interleaved
 
@@ -26,6 +26,28 @@ def tiny_toeplitz_config(quick=True, device="cpu", batch=None, rounds=None):
     return dict(grid=[[12, 3, 2, 0.1], [12, 3, 1, 0.05]], base=[12, 3, 2, 0.1],
                 sweeps=dict(batch=[1, 2], kernel=[3, 4]), rounds=1,
                 methods=toeplitz.OUR_METHODS + ["no-such-method"], peers=True)
+
+
+def tiny_workload_cells(suite):
+    """One or two small cells of each workload suite."""
+    return {
+        "roi": [dict(label="64x64 n20 k3", generator="roi_footprints",
+                     args=dict(n_rois=20, frame=[64, 64]), shape=[64, 64], batch=20, kernel=3,
+                     density=None)],
+        "events": [dict(label=f"26x35 b{b} d5% k3", generator="event_frames",
+                        args=dict(batch=b, shape=[26, 35], density=0.05), shape=[26, 35],
+                        batch=b, kernel=3, density=0.05) for b in (1, 3)],
+        "lidar": [dict(label="64x64 b2 d3% k5", generator="lidar_bev",
+                       args=dict(batch=2, shape=[64, 64], density=0.03), shape=[64, 64],
+                       batch=2, kernel=5, density=0.03)],
+    }[suite]
+
+
+def tiny_workload_config(suite):
+    def config(quick=True, device="cpu", batch=None, rounds=None):
+        return dict(cells=tiny_workload_cells(suite), rounds=1, max_call_seconds=2.0,
+                    methods=toeplitz.OUR_METHODS + ["no-such-method"], peers=True)
+    return config
 
 
 def test_sparse_filter_rows_checked_and_summarized():
@@ -137,24 +159,91 @@ def test_report_update_replaces_only_its_own_section(tmp_path):
     assert text.count(report.markers(result)[0]) == 1 and "Where we lose" in text
 
 
+@pytest.mark.parametrize("name", list(toeplitz_workloads.SUITES))
+def test_workload_suite_rows_checked_with_bytes_and_summary(name):
+    suite = toeplitz_workloads.SUITES[name]
+    config = tiny_workload_config(name)()
+    rows = suite.run(config)
+    assert len(rows) == suite.cells(config) == len(config["cells"])
+    for row in rows:
+        assert {"ours:compat", "ours:auto", "ours:direct", "scipy:convolve2d",
+                "torch:conv2d"} <= set(row["seconds"])
+        assert "ours:no-such-method" in row["unavailable"]
+        assert row["nnz"] > 0 and 0 < row["measured_density"] < 1
+        for ours in toeplitz_workloads.OURS:
+            out = row["output"][ours]
+            assert out["nnz"] > 0 and out["bytes"] > out["nnz"] * 8
+            assert out["gbps"] == pytest.approx(out["bytes"] / row["seconds"][ours] / 1e9)
+        # ours:auto returns a torch CSR tensor: 8-byte columns and values, 8-byte crow.
+        auto = row["output"]["ours:auto"]
+        assert auto["bytes"] == 16 * auto["nnz"] + 8 * (row["batch"] + 1)
+        assert row["bandwidth"]["warm"] > 0 and row["bandwidth"]["fresh"] > 0
+    summary = suite.summarize(rows)
+    assert set(summary["ours"]) == {"ours:compat", "ours:auto"}
+    assert summary["ours"]["ours:auto"]["worst"]["cell"] in [r["cell"] for r in rows]
+    result = dict(suite=name, device="cpu", config=config, rows=rows)
+    text = report.section(result)
+    assert text.startswith(f"## {suite.title} on CPU")
+    assert "geometric-mean speedup" in text and "% of fresh" in text
+    assert "ours:no-such-method" in text and isinstance(suite.losses(result), list)
+
+
+def test_workload_suite_leaves_out_slow_and_big_contenders(monkeypatch):
+    """Contenders estimated over the time limit, precomputed ones with too big a T and dense
+    peers of too big a batch are left out with why; ours:compat, ours:auto and the bar stay."""
+    monkeypatch.setattr(toeplitz_workloads, "MAX_T_ENTRIES", 10)
+    monkeypatch.setattr(toeplitz_workloads, "DENSE_MAX_BYTES", 10)
+    config = dict(tiny_workload_config("lidar")(), max_call_seconds=1e-9)
+    rows = toeplitz_workloads.LIDAR.run(config)
+    seconds, why = rows[0]["seconds"], rows[0]["unavailable"]
+    assert set(seconds) == {"ours:compat", "ours:auto"} | (
+        {"sc:direct+numba"} if toeplitz.sparse_convolution() else set())
+    assert "T would hold" in why["ours:precomputed"]
+    assert "densified batch" in why["torch:conv2d"]
+    assert "s a call" in why["ours:direct"]
+
+
+def test_workload_check_rejects_a_wrong_contender():
+    x = toeplitz_workloads.workloads.lidar_bev(3, (20, 20), 0.05, seed=0)
+    k = toeplitz_workloads.workloads.gaussian_kernel(3)
+    contenders, _ = toeplitz.contenders_for(x, k, [20, 20], dict(methods=["auto"], peers=False),
+                                            "cpu")
+    contenders["wrong"] = lambda: contenders["ours:auto"]() * 1.001
+    with pytest.raises(AssertionError, match="'wrong' disagrees"):
+        toeplitz_workloads._check(contenders, x, k, [20, 20], ["scipy:convolve2d"])
+
+
+def test_output_bytes_and_rate():
+    out = torch.eye(4, dtype=torch.float32).to_sparse_csr()
+    assert toeplitz_workloads.csr_output_bytes(out) == 4 * (8 + 4) + 5 * 8
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    matrix = scipy_sparse.csr_matrix(out.to_dense().numpy())  # int32 indices
+    assert toeplitz_workloads.csr_output_bytes(matrix) == 4 * (4 + 4) + 5 * 4
+    assert toeplitz_workloads.csr_output_bytes(torch.ones(3)) is None
+    assert toeplitz_workloads.effective_gbps(2e9, 0.5) == pytest.approx(4.0)
+    assert toeplitz_workloads.effective_gbps(None, 0.5) is None
+
+
 @pytest.fixture
 def tiny_suites(monkeypatch):
     monkeypatch.setattr(sparse_filter, "default_config", tiny_sparse_filter_config)
     monkeypatch.setattr(toeplitz, "default_config", tiny_toeplitz_config)
+    for name, suite in toeplitz_workloads.SUITES.items():
+        monkeypatch.setattr(suite, "default_config", tiny_workload_config(name))
 
 
 def test_cli_quick_run_writes_json_markdown_and_plots(tmp_path, tiny_suites):
     out = tmp_path / "results"
     cli.main(["--suite", "all", "--quick", "--threads", "1", "--out", str(out)]
              + ([] if plots.available() else ["--no-plots"]))
-    for suite in ("sparse-filter", "toeplitz"):
+    for suite in ("sparse-filter", "toeplitz", "roi", "events", "lidar"):
         result = json.loads((out / f"{suite}-cpu.json").read_text())
         assert result["suite"] == suite and result["rows"] and result["machine"]["torch"]
         assert (out / f"{suite}-cpu.md").read_text().startswith("## ")
     if plots.available():
         drawn = sorted(os.listdir(out / "plots-cpu"))
-        assert drawn == ["sparse-filter-speedup.png", "toeplitz-grid.png",
-                         "toeplitz-sweeps.png"]
+        assert drawn == ["events-speedup.png", "lidar-speedup.png", "roi-speedup.png",
+                         "sparse-filter-speedup.png", "toeplitz-grid.png", "toeplitz-sweeps.png"]
         assert all(os.path.getsize(out / "plots-cpu" / name) > 1000 for name in drawn)
 
 

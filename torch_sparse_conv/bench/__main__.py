@@ -1,14 +1,17 @@
 """python -m torch_sparse_conv.bench: benchmarks of torch_sparse_conv against its peers.
 
-    python -m torch_sparse_conv.bench [run] [--suite sparse-filter|toeplitz|all] [--threads 2]
-        [--device cpu|cuda] [--quick] [--batch N] [--rounds N] [--out bench_results] [--no-plots]
+    python -m torch_sparse_conv.bench [run] [--suite sparse-filter|toeplitz|roi|events|lidar|all]
+        [--threads 2] [--device cpu|cuda] [--quick] [--batch N] [--rounds N]
+        [--out bench_results] [--no-plots]
     python -m torch_sparse_conv.bench report RESULT.json... [--update BENCHMARKS.md] [--plots DIR]
     python -m torch_sparse_conv.bench plot RESULT.json... [--out DIR]
 
 run writes <out>/<suite>-<device>.json (everything measured), <out>/<suite>-<device>.md and,
 when matplotlib is installed, <out>/plots-<device>/*.png, and prints the Markdown. report
 turns result JSONs into BENCHMARKS.md sections (replacing the ones it wrote before); plot
-redraws the PNGs.
+redraws the PNGs. The suites: sparse-filter (bench/sparse_filter.py); toeplitz, the
+sparse-input grid and sweeps (bench/toeplitz.py); roi, events and lidar, the sparse-input conv
+on generated ROI footprints, event-camera frames and LiDAR grids (bench/toeplitz_workloads.py).
 
 Libraries, not hand-written helpers: argparse for the command line, tqdm for the progress bar
 (on stderr; it replaced a bar of our own). timing.py says what times the calls, and why.
@@ -165,7 +168,7 @@ def parser() -> argparse.ArgumentParser:
                             help="a few cells and rounds: a smoke test, not numbers to quote")
     run_parser.add_argument("--rounds", type=int, default=None,
                             help="interleaved rounds per cell (default 15 sparse-filter, 5 "
-                                 "toeplitz; fewer with --quick)")
+                                 "toeplitz, roi, events and lidar; fewer with --quick)")
     run_parser.add_argument("--out", default="bench_results")
     run_parser.add_argument("--no-plots", action="store_true")
     report_parser = commands.add_parser("report", help="Markdown sections from result JSONs")

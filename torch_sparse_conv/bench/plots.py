@@ -5,12 +5,14 @@ package and the benchmark itself work without it).
                                 the crossover of ours:auto marked
     toeplitz-grid.png           the 36-cell grid: each cell's winner and our best speedup
     toeplitz-sweeps.png         time against batch, density, image size and kernel size
+    roi-speedup.png, events-speedup.png, lidar-speedup.png
+                                each workload cell's speedup over the bar, every contender
 """
 import math
 import os
 from typing import Dict, List
 
-from . import sparse_filter, toeplitz
+from . import sparse_filter, toeplitz, toeplitz_workloads
 
 
 def available() -> bool:
@@ -175,6 +177,35 @@ def toeplitz_sweeps(result: Dict, path: str) -> str:
     return path
 
 
+def workload_speedup(result: Dict, path: str) -> str:
+    """One point per cell and contender: its speedup over the bar (log scale), cells along
+    the x axis in the order they ran (markers only: the cells are categories, not a scale)."""
+    plt = _pyplot()
+    rows = result["rows"]
+    names = toeplitz.names_of(rows)
+    figure, axis = plt.subplots(figsize=(max(0.45 * len(rows) + 4.5, 8), 5))
+    for name in names:
+        points = [(i, r["speedup"][name]) for i, r in enumerate(rows) if name in r["speedup"]]
+        style = dict(_style(name, names), linestyle="none")
+        style["markersize"] = 6 if name.startswith("ours:") else 5
+        axis.plot(*zip(*points), label=name, **style)
+    axis.axhline(1.0, color="black", linewidth=0.8)
+    axis.set_yscale("log")
+    _plain_log_ticks(axis, "x")
+    axis.set_xticks(range(len(rows)), [r["cell"] for r in rows], rotation=60, ha="right",
+                    fontsize=7)
+    axis.set_ylabel(f"speedup over {', '.join(sorted({r['bar'] for r in rows}))}")
+    axis.grid(True, which="both", alpha=0.3)
+    _legend_right(figure, [axis])
+    suite = toeplitz_workloads.SUITES[result["suite"]]
+    axis.set_title(f"{suite.title} on {result.get('device', 'cpu')}: speedup over the bar "
+                   "(above 1 = faster)", fontsize=9)
+    figure.tight_layout(rect=(0, 0, 0.8, 1))
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def make(result: Dict, directory: str) -> List[str]:
     """Every plot of a suite's result, written under ``directory``; returns the paths."""
     os.makedirs(directory, exist_ok=True)
@@ -190,4 +221,6 @@ def make(result: Dict, directory: str) -> List[str]:
             paths.append(toeplitz_sweeps(result, os.path.join(directory,
                                                               "toeplitz-sweeps.png")))
         return paths
+    if suite in toeplitz_workloads.SUITES:
+        return [workload_speedup(result, os.path.join(directory, f"{suite}-speedup.png"))]
     raise ValueError(f"no plots for suite {suite!r}")

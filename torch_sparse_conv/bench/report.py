@@ -8,10 +8,11 @@ import os
 import re
 from typing import Dict, List, Optional
 
-from . import sparse_filter, toeplitz
+from . import sparse_filter, toeplitz, toeplitz_workloads
 
-SUITES = {"sparse-filter": sparse_filter, "toeplitz": toeplitz}
-TITLES = {"sparse-filter": "Sparse-filter conv2d", "toeplitz": "Sparse-input (Toeplitz) conv2d"}
+SUITES = {"sparse-filter": sparse_filter, "toeplitz": toeplitz, **toeplitz_workloads.SUITES}
+TITLES = {"sparse-filter": "Sparse-filter conv2d", "toeplitz": "Sparse-input (Toeplitz) conv2d",
+          **{name: suite.title for name, suite in toeplitz_workloads.SUITES.items()}}
 MAX_LOSS_LINES = 20
 
 
