@@ -12,6 +12,10 @@ so a CPU-only machine still proves they compile. Environment switches:
                            --build-lib build/sanitize-py
                      and import it with LD_PRELOAD of gcc's libasan.so and libubsan.so
                      (scripts/run_sanitizer_tests.sh does both).
+  TSC_SANITIZE_LIBRARY_DIR=<dir>  with TSC_SANITIZE=1: the operators come from the sanitized
+                     C++ library CMake built in <dir> (cmake -DTSC_SANITIZE=ON, the same
+                     flags); only the Python entry point is compiled and linked to it, so
+                     the sanitized sources are compiled once for both test suites.
 
 Package metadata lives here only; pyproject.toml names the build requirements (torch among
 them, for builds with isolation). The wheel requires exactly the torch release that compiled
@@ -72,11 +76,24 @@ EXTRAS = {
 }
 
 
+def sanitized_library_dir():
+    """TSC_SANITIZE_LIBRARY_DIR, for a sanitized build (None otherwise)."""
+    directory = os.environ.get("TSC_SANITIZE_LIBRARY_DIR")
+    if not directory or not sanitize_build_wanted():
+        return None
+    directory = os.path.abspath(directory)
+    if not os.path.exists(os.path.join(directory, "libtorch_sparse_conv.so")):
+        raise RuntimeError(f"TSC_SANITIZE_LIBRARY_DIR={directory} holds no "
+                           "libtorch_sparse_conv.so (build it with cmake -DTSC_SANITIZE=ON)")
+    return directory
+
+
 def extension():
     with_cuda = cuda_build_wanted()
     # Sources sit by family and role (csrc/<family>/cpu/..., cuda/<family>/...); every include
     # names its file from the repository root ("csrc/common/output_buffer_cache.h").
     sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
+    libraries, library_dirs = [], []
     # -fopenmp: at::parallel_for is an OpenMP region in torch's CPU builds; without the flag
     # the pragma is ignored and every kernel runs on one thread.
     cxx_flags = ["-O3", "-std=c++17", "-Wall", "-Wno-psabi", "-fopenmp"]
@@ -84,6 +101,11 @@ def extension():
     if sanitize_build_wanted():
         cxx_flags += SANITIZE_FLAGS
         link_flags += ["-fsanitize=address,undefined"]
+        library_dir = sanitized_library_dir()
+        if library_dir:
+            sources = [os.path.join("csrc", "python_module.cpp")]
+            libraries, library_dirs = ["torch_sparse_conv"], [library_dir]
+            link_flags += [f"-Wl,-rpath,{library_dir}"]  # python_module.cpp calls into it
     macros = []
     if with_cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
@@ -104,6 +126,8 @@ def extension():
         include_dirs=[ROOT, os.path.join(ROOT, "csrc")],
         define_macros=macros,
         extra_compile_args={"cxx": cxx_flags},
+        libraries=libraries,
+        library_dirs=library_dirs,
         extra_link_args=link_flags,
     )
 

@@ -5,7 +5,8 @@
 #      build/sanitize-cmake and the GoogleTest binary against it into build/sanitize-cpp-tests,
 #      and runs ctest's cpp_api there (tests/cpp test_sparse_filter.cpp + test_toeplitz.cpp);
 #   2. builds a sanitized copy of the Python package (TSC_SANITIZE=1 setup.py build) into
-#      build/sanitize-py, apart from the editable install in .venv, and runs a pytest subset
+#      build/sanitize-py, apart from the editable install in .venv, its operators those of the
+#      library of step 1 (TSC_SANITIZE_LIBRARY_DIR: the sources are compiled once), and runs a pytest subset
 #      with it first on PYTHONPATH and gcc's libasan/libubsan preloaded into Python. A plugin
 #      (scripts/sanitizers/check_sanitized_import.py) stops the run unless torch_sparse_conv._C
 #      is imported from build/sanitize-py and the sanitizer runtimes are loaded.
@@ -59,8 +60,10 @@ GTEST_ARGS=()
 
 stage "sanitized Python extension -> build/sanitize-py"
 # CPU kernels only (setup.py forces TSC_WITH_CUDA=0 under TSC_SANITIZE); setup.py build, not
-# pip: the editable install in .venv stays as it is.
-TSC_SANITIZE=1 MAX_JOBS=$JOBS "$PYTHON" setup.py --quiet build --build-base build/sanitize-py-tmp \
+# pip: the editable install in .venv stays as it is. Only the Python entry point is compiled:
+# it links the sanitized library above.
+TSC_SANITIZE=1 TSC_SANITIZE_LIBRARY_DIR="$ROOT/build/sanitize-cmake" MAX_JOBS=$JOBS \
+  "$PYTHON" setup.py --quiet build --build-base build/sanitize-py-tmp \
   --build-lib build/sanitize-py >build/sanitize-py-build.log 2>&1 ||
   { cat build/sanitize-py-build.log; exit 1; }
 
