@@ -26,7 +26,7 @@ ToeplitzMode parse_toeplitz_mode(c10::string_view mode);
 ToeplitzMethod parse_toeplitz_method(c10::string_view method);
 
 // Geometry from the kernel's shape alone (batch left 0): checks image_shape, the kernel (2-D,
-// non-empty, float32 / float64) and the mode.
+// non-empty, float32 / float64 / float16 / bfloat16) and the mode.
 ToeplitzGeometry toeplitz_geometry(const at::Tensor& kernel, at::IntArrayRef image_shape,
                                    c10::string_view mode);
 // The same from sizes (kernel_h x kernel_w, already known to be a 2-D kernel's).

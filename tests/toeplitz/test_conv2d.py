@@ -394,6 +394,31 @@ def test_huge_frame_with_a_handful_of_nonzeros():
     run_script(HUGE_FRAME, timeout=120)
 
 
+def test_pixel_indices_near_and_past_2_to_the_52():
+    """The direct method splits pixel indices into (row, column) through a double-precision
+    reciprocal below 2^52 and by division above (csrc/toeplitz/cpu/direct/pixel_split.h): in
+    a frame of about 2^62 pixels, isolated entries on both sides of 2^52 and at the frame's
+    edges each give their kernel's footprint, at exact int64 positions."""
+    height, width = 2 ** 31 - 1, 2 ** 31 - 3  # sides below 2^31: H*W about 2^62
+    kernel = torch.arange(1.0, 10.0, dtype=torch.float64).reshape(3, 3)
+    spots = [(0, 0), (1, width - 1), (2 ** 52 // width, 2 ** 52 % width),
+             ((2 ** 52 - 1) // width, (2 ** 52 - 1) % width), (2 ** 30, 7),
+             (height - 1, width - 1)]
+    for method in ("direct", "auto"):
+        for a, b in spots:
+            x = torch.sparse_csr_tensor(torch.tensor([0, 1]), torch.tensor([a * width + b]),
+                                        torch.tensor([2.0], dtype=torch.float64),
+                                        size=(1, height * width))
+            out = tsc.toeplitz_conv2d(x, kernel, (height, width), "same", method=method)
+            expected = {}
+            for da in (-1, 0, 1):
+                for db in (-1, 0, 1):
+                    if 0 <= a + da < height and 0 <= b + db < width:
+                        expected[(a + da) * width + (b + db)] = 2.0 * float(kernel[da + 1, db + 1])
+            got = dict(zip(out.col_indices().tolist(), out.values().tolist()))
+            assert got == expected, (a, b, method)
+
+
 # --------------------------------------------------------------------- CUDA against the CPU
 
 @needs_gpu

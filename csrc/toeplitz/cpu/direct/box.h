@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 
+#include "csrc/toeplitz/cpu/direct/pixel_split.h"
 #include "csrc/toeplitz/cpu/direct/scratch.h"
 #include "csrc/toeplitz/geometry.h"
 
@@ -39,8 +41,9 @@ template <bool kFill, typename scalar_t, typename Mark>
 void scatter_into_box(const int64_t* col, const scalar_t* val, int64_t begin, int64_t end,
                       const scalar_t* kernel, const ToeplitzGeometry& g, const Box& box,
                       scalar_t* acc, Mark mark) {
+  const PixelSplit split(g.in_w);
   for (int64_t e = begin; e < end; ++e) {
-    const int64_t a = col[e] / g.in_w, b = col[e] - a * g.in_w;
+    const auto [a, b] = split(col[e]);
     const int64_t top = a - g.offset_h, left = b - g.offset_w;  // output pixel of tap (0, 0)
     const int64_t u_lo = std::max<int64_t>(0, box.r0 - top);
     const int64_t u_hi = std::min<int64_t>(g.kernel_h, box.r1 + 1 - top);
@@ -69,8 +72,9 @@ void mark_lines(const int64_t* col, int64_t begin, int64_t end, const ToeplitzGe
                 const Box& box, Scratch<scalar_t>& s) {
   s.lines.assign((box.a1 - box.a0 + 1) * box.width, 0);
   if (static_cast<int64_t>(s.touched.size()) < box.width) s.touched.resize(box.width);
+  const PixelSplit split(g.in_w);
   for (int64_t e = begin; e < end; ++e) {
-    const int64_t a = col[e] / g.in_w, b = col[e] - a * g.in_w;
+    const auto [a, b] = split(col[e]);
     const int64_t lo = std::max<int64_t>(b - g.offset_w, box.c0);
     const int64_t hi = std::min<int64_t>(b - g.offset_w + g.kernel_w, box.c1 + 1);
     char* line = s.lines.data() + (a - box.a0) * box.width;
@@ -87,9 +91,19 @@ const char* touched_in_row(int64_t r, const ToeplitzGeometry& g, const Box& box,
   const int64_t a_hi = std::min<int64_t>(box.a1, r + g.offset_h);
   char* row = s.touched.data();
   std::fill(row, row + box.width, 0);
+  // Eight flags a step: ROI boxes are a few dozen pixels wide, too narrow for the compiler's
+  // vector loop, which left them to its byte-by-byte remainder.
+  const int64_t words = box.width / 8;
   for (int64_t a = a_lo; a <= a_hi; ++a) {
     const char* line = s.lines.data() + (a - box.a0) * box.width;
-    for (int64_t j = 0; j < box.width; ++j) row[j] |= line[j];
+    for (int64_t w = 0; w < words; ++w) {
+      uint64_t have, add;
+      std::memcpy(&have, row + 8 * w, 8);
+      std::memcpy(&add, line + 8 * w, 8);
+      have |= add;
+      std::memcpy(row + 8 * w, &have, 8);
+    }
+    for (int64_t j = 8 * words; j < box.width; ++j) row[j] |= line[j];
   }
   return row;
 }

@@ -13,6 +13,7 @@
 #include "csrc/toeplitz/cpu/direct/box.h"
 #include "csrc/toeplitz/cpu/direct/compact_sums.h"
 #include "csrc/toeplitz/cpu/direct/dense_tile.h"
+#include "csrc/toeplitz/cpu/direct/pixel_split.h"
 #include "csrc/toeplitz/cpu/direct/scratch.h"
 #include "csrc/toeplitz/geometry.h"
 
@@ -103,8 +104,9 @@ int64_t convolve_dense_tile(const int64_t* col, const scalar_t* val, int64_t beg
   const int64_t tile_rows = rows + kh - 1;
   const int64_t stride = box.width + kw - 1 + kTileBlock<scalar_t>;
   s.tile.assign(tile_rows * stride, scalar_t(0));
+  const PixelSplit split(g.in_w);
   for (int64_t e = begin; e < end; ++e) {
-    const int64_t a = col[e] / g.in_w, b = col[e] - a * g.in_w;
+    const auto [a, b] = split(col[e]);
     const int64_t i = a - top, j = b - left;
     // Every entry of the box's image lies in the tile; the test only guards memory.
     if (i >= 0 && i < tile_rows && j >= 0 && j < stride) s.tile[i * stride + j] += val[e];

@@ -7,6 +7,7 @@
 
 #include "csrc/toeplitz/cpu/direct/box_paths.h"
 #include "csrc/toeplitz/cpu/direct/row_path.h"
+#include "csrc/toeplitz/cpu/direct/pixel_split.h"
 #include "csrc/toeplitz/cpu/direct/scratch.h"
 #include "csrc/toeplitz/geometry.h"
 
@@ -31,8 +32,9 @@ int64_t convolve_image_in_box(const int64_t* col, const scalar_t* val, int64_t b
                               Scratch<scalar_t>& s, typename Out::index* cols,
                               scalar_t* vals) {
   int64_t amin = INT64_MAX, amax = INT64_MIN, bmin = INT64_MAX, bmax = INT64_MIN;
+  const PixelSplit split(g.in_w);
   for (int64_t e = begin; e < end; ++e) {
-    const int64_t a = col[e] / g.in_w, b = col[e] - a * g.in_w;
+    const auto [a, b] = split(col[e]);
     amin = std::min(amin, a);
     amax = std::max(amax, a);
     bmin = std::min(bmin, b);

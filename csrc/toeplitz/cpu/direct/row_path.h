@@ -13,6 +13,7 @@
 
 #include "csrc/toeplitz/cpu/direct/axpy_row.h"
 #include "csrc/toeplitz/cpu/direct/compact_sums.h"
+#include "csrc/toeplitz/cpu/direct/pixel_split.h"
 #include "csrc/toeplitz/cpu/direct/scratch.h"
 #include "csrc/toeplitz/geometry.h"
 
@@ -50,9 +51,10 @@ void gather_image(const int64_t* col, const scalar_t* val, int64_t begin, int64_
   s.column.resize(n);
   s.group_row.clear();
   s.group_begin.clear();
+  const PixelSplit split(width);
   for (int64_t i = 0; i < n; ++i) {
-    const int64_t row = s.pixel[i] / width;
-    s.column[i] = s.pixel[i] - row * width;
+    const auto [row, column] = split(s.pixel[i]);
+    s.column[i] = column;
     if (s.group_row.empty() || s.group_row.back() != row) {
       s.group_row.push_back(row);
       s.group_begin.push_back(i);
