@@ -189,7 +189,11 @@ def _as_csr_parts(x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     if x.layout != torch.sparse_csr:
         raise TypeError(f"toeplitz_conv2d: x must be dense, sparse CSR or sparse COO, got layout "
                         f"{x.layout}")
-    return x.crow_indices().to(torch.int64), x.col_indices().to(torch.int64), x.values()
+    crow, col = x.crow_indices(), x.col_indices()
+    # .to() costs microseconds even when it returns self: a visible part of a batch-1 call.
+    if crow.dtype != torch.int64:
+        crow, col = crow.to(torch.int64), col.to(torch.int64)
+    return crow, col, x.values()
 
 
 def convolve_arrays(crow: Tensor, col: Tensor, values: Tensor, kernel: Tensor,

@@ -7,6 +7,7 @@
 #include <ATen/Parallel.h>
 
 #include <cstdint>
+#include <cstring>
 #include <tuple>
 #include <vector>
 
@@ -20,10 +21,12 @@ namespace torch_sparse_conv {
   void direct_count_pass(const int64_t* crow, const int64_t* col, const SCALAR* val,           \
                          const SCALAR* kernel, const ToeplitzGeometry& g, int64_t begin,       \
                          int64_t end, int64_t* counts);                                        \
-  /* Writes image n's covered pixels, sorted, at cols / vals + offsets[n]. */                  \
+  /* Writes image n's covered pixels, sorted, at cols / vals + offsets[n]; written[n]: how */ \
+  /* many (unless written is null). */                                                         \
   void direct_fill_pass(const int64_t* crow, const int64_t* col, const SCALAR* val,            \
                         const SCALAR* kernel, const ToeplitzGeometry& g, int64_t begin,        \
-                        int64_t end, const int64_t* offsets, int64_t* cols, SCALAR* vals);     \
+                        int64_t end, const int64_t* offsets, int64_t* cols, SCALAR* vals,      \
+                        int64_t* written = nullptr);                                           \
   /* The same, leaving out pixels whose value is exactly zero (scipy's convention); */         \
   /* kept[n]: how many image n wrote. */                                                       \
   void direct_fill_pass_dropping_zeros(const int64_t* crow, const int64_t* col,                \
@@ -53,6 +56,43 @@ void for_image_ranges(int64_t batch, int64_t entries, const ToeplitzGeometry& g,
     return;
   }
   at::parallel_for(0, batch, 1, f);
+}
+
+// Whether images are expected to cover nearly all of the frame: on average their entries
+// times the kernel's taps reach twice the frame's size (about 86 % coverage for random
+// entries). Then the upper bound min(entries * taps, H_out*W_out) is nearly exact and a count
+// pass would cost more than closing the gaps. Measured on sparse_convolution's grid (2
+// threads): at ratio 2.5 and above upper bounds win by 1.2-1.5x; at ratio 1.2 (about 70 %
+// coverage) they lose, by up to 4x where the output is tens of megabytes.
+inline bool dense_outputs(const ToeplitzGeometry& g, int64_t input_entries) {
+  const int64_t pixels = g.out_h * g.out_w, taps = g.kernel_h * g.kernel_w;
+  return g.batch > 0 && input_entries / g.batch >= (2 * pixels + taps - 1) / taps;
+}
+
+// Moves image n's kept entries from offsets[n] down to kept_offsets[n] (never later) in
+// place, in increasing n, so nothing is overwritten before it is moved. In place because
+// fresh arrays of this size cost more in page faults than the copy itself.
+template <typename index_t, typename scalar_t>
+void close_gaps(index_t* cols, scalar_t* vals, const int64_t* offsets,
+                const int64_t* kept_offsets, int64_t batch) {
+  for (int64_t n = 0; n < batch; ++n) {
+    const int64_t count = kept_offsets[n + 1] - kept_offsets[n];
+    if (kept_offsets[n] == offsets[n] || count == 0) continue;
+    std::memmove(cols + kept_offsets[n], cols + offsets[n], count * sizeof(index_t));
+    std::memmove(vals + kept_offsets[n], vals + offsets[n], count * sizeof(scalar_t));
+  }
+}
+
+// Image n's output slots when outputs are dense (see dense_outputs): the upper bound
+// min(entries * taps, H_out*W_out), as prefix sums in offsets (batch + 1, offsets[0] = 0).
+inline void upper_bound_offsets(const int64_t* crow, const ToeplitzGeometry& g,
+                                int64_t* offsets) {
+  const int64_t pixels = g.out_h * g.out_w, taps = g.kernel_h * g.kernel_w;
+  for (int64_t n = 0; n < g.batch; ++n) {
+    const int64_t image_entries = crow[n + 1] - crow[n];
+    offsets[n + 1] =
+        offsets[n] + (image_entries >= pixels / taps + 1 ? pixels : image_entries * taps);
+  }
 }
 
 // The CPU kernel of _toeplitz_conv2d_scipy (csrc/toeplitz/cpu/scipy.cpp).

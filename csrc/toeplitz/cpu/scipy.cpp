@@ -35,31 +35,6 @@ bool fits_int32(const ToeplitzGeometry& g, int64_t input_entries) {
   return by_input || by_frame;
 }
 
-// Whether images are expected to cover nearly all of the frame: on average their entries
-// times the kernel's taps reach twice the frame's size (about 86 % coverage for random
-// entries). Then the upper bound min(entries * taps, H_out*W_out) is nearly exact and a count
-// pass would cost more than closing the gaps. Measured on sparse_convolution's grid (2
-// threads): at ratio 2.5 and above upper bounds win by 1.2-1.5x; at ratio 1.2 (about 70 %
-// coverage) they lose, by up to 4x where the output is tens of megabytes.
-bool dense_outputs(const ToeplitzGeometry& g, int64_t input_entries) {
-  const int64_t pixels = g.out_h * g.out_w, taps = g.kernel_h * g.kernel_w;
-  return g.batch > 0 && input_entries / g.batch >= (2 * pixels + taps - 1) / taps;
-}
-
-// Moves image n's kept entries from offsets[n] down to kept_offsets[n] (never later) in
-// place, in increasing n, so nothing is overwritten before it is moved. In place because
-// fresh arrays of this size cost more in page faults than the copy itself.
-template <typename index_t, typename scalar_t>
-void close_gaps(index_t* cols, scalar_t* vals, const int64_t* offsets,
-                const int64_t* kept_offsets, int64_t batch) {
-  for (int64_t n = 0; n < batch; ++n) {
-    const int64_t count = kept_offsets[n + 1] - kept_offsets[n];
-    if (kept_offsets[n] == offsets[n] || count == 0) continue;
-    std::memmove(cols + kept_offsets[n], cols + offsets[n], count * sizeof(index_t));
-    std::memmove(vals + kept_offsets[n], vals + offsets[n], count * sizeof(scalar_t));
-  }
-}
-
 template <typename index_t, typename scalar_t>
 ScipyCsrBuffers convolve(const int64_t* r, const int64_t* c, const scalar_t* v,
                          const scalar_t* k, const ToeplitzGeometry& g) {
@@ -68,14 +43,10 @@ ScipyCsrBuffers convolve(const int64_t* r, const int64_t* c, const scalar_t* v,
   std::vector<int64_t> offsets(g.batch + 1, 0), kept(g.batch + 1, 0);
   int64_t* off = offsets.data();
   int64_t* kp = kept.data();
-  const int64_t pixels = g.out_h * g.out_w, taps = g.kernel_h * g.kernel_w;
   if (dense_outputs(g, entries)) {
-    // Slots of min(entries * taps, H_out*W_out) need no count pass; with outputs this dense
-    // they are nearly exact, and the gaps they leave are closed below.
-    for (int64_t n = 0; n < g.batch; ++n) {
-      const int64_t image_entries = r[n + 1] - r[n];
-      off[n + 1] = off[n] + (image_entries >= pixels / taps + 1 ? pixels : image_entries * taps);
-    }
+    // Upper-bound slots need no count pass; with outputs this dense they are nearly exact,
+    // and the gaps they leave are closed below.
+    upper_bound_offsets(r, g, off);
   } else {
     for_image_ranges(g.batch, entries, g, [&](int64_t begin, int64_t end) {
       direct_count_pass(r, c, v, k, g, begin, end, off + 1);

@@ -111,8 +111,8 @@ int64_t convolve_image(const int64_t* col, const scalar_t* val, int64_t begin, i
 }
 
 // Images [begin, end): the count pass stores each image's entry count in counts[n]; the
-// fill pass writes its entries at cols / vals + offsets[n] and, when it drops zeros, how many
-// it kept in counts[n].
+// fill pass writes its entries at cols / vals + offsets[n] and, where counts is given, how
+// many it wrote in counts[n].
 template <bool kFill, typename Out, typename scalar_t>
 void convolve_images(const int64_t* crow, const int64_t* col, const scalar_t* val,
                      const scalar_t* kernel, const ToeplitzGeometry& g, int64_t begin,
@@ -126,7 +126,7 @@ void convolve_images(const int64_t* crow, const int64_t* col, const scalar_t* va
     const int64_t written = convolve_image<kFill, Out>(
         col, val, crow[n], crow[n + 1], kernel, g, scratch,
         kFill ? cols + offsets[n] : nullptr, kFill ? vals + offsets[n] : nullptr);
-    if (!kFill || Out::drop_zeros) counts[n] = written;
+    if (counts != nullptr) counts[n] = written;
   }
   scratch.release_large(size_t(1) << 20);
 }

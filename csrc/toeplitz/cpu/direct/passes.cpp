@@ -52,8 +52,9 @@ TSC_DEFINE_PASS_VARIANTS(fill_pass_dz64_f64, true, DropZeros64, double)
   }                                                                                            \
   void direct_fill_pass(const int64_t* crow, const int64_t* col, const SCALAR* val,            \
                         const SCALAR* kernel, const ToeplitzGeometry& g, int64_t begin,        \
-                        int64_t end, const int64_t* offsets, int64_t* cols, SCALAR* vals) {    \
-    TSC_PASS(fill_pass_##SUFFIX)(crow, col, val, kernel, g, begin, end, offsets, nullptr,      \
+                        int64_t end, const int64_t* offsets, int64_t* cols, SCALAR* vals,      \
+                        int64_t* written) {                                                    \
+    TSC_PASS(fill_pass_##SUFFIX)(crow, col, val, kernel, g, begin, end, offsets, written,      \
                                  cols, vals);                                                  \
   }                                                                                            \
   void direct_fill_pass_dropping_zeros(const int64_t* crow, const int64_t* col,                \
