@@ -18,15 +18,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repository's own package
 sys.path.insert(0, HERE)
 import torch_sparse_conv as tsc  # noqa: E402
-from export_fixture import Tensors  # noqa: E402
+from export_fixture import Tensors, fixture_dir  # noqa: E402
 
 
 def main() -> None:
-    if len(sys.argv) != 2:
-        sys.exit("usage: aoti_fixture.py <out_dir>")
-    out_dir = sys.argv[1]
-    os.makedirs(out_dir, exist_ok=True)
-    torch.manual_seed(0)
+    out_dir = fixture_dir("aoti_fixture.py")
     model = nn.Sequential(tsc.SparseConv2d(3, 8, 3, padding=1, density=0.3), nn.ReLU(),
                           tsc.SparseConv2d(8, 4, 3, stride=2, groups=2, density=0.4)).eval()
     batch = torch.export.Dim("batch", min=1, max=64)

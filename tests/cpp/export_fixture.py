@@ -79,12 +79,17 @@ def export_toeplitz(out_dir: str) -> None:
         os.path.join(out_dir, "toeplitz_expected.pt"))
 
 
-def main() -> None:
+def fixture_dir(script: str) -> str:
+    """The fixture script's one argument, the output folder (made), with the seed set."""
     if len(sys.argv) != 2:
-        sys.exit("usage: export_fixture.py <out_dir>")
-    out_dir = sys.argv[1]
-    os.makedirs(out_dir, exist_ok=True)
+        sys.exit(f"usage: {script} <out_dir>")
+    os.makedirs(sys.argv[1], exist_ok=True)
     torch.manual_seed(0)
+    return sys.argv[1]
+
+
+def main() -> None:
+    out_dir = fixture_dir("export_fixture.py")
     export_sparse_filter(out_dir)
     export_toeplitz(out_dir)
     print(f"TorchScript fixtures written to {out_dir}")
