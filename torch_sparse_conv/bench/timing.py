@@ -15,12 +15,21 @@ call took 1.14 s with Timer against 0.38 s here, and of the 1.4 us call 4.1 ms a
 torch's thread count to its own ``num_threads`` (default 1) around each sample, and reading
 ``Measurement.mean`` costs about 0.27 ms of statistics. On a GPU it synchronises and reads the
 host clock where this loop reads CUDA events; no GPU was lent to compare those.
+
+``time_interleaved_stats`` also counts minor page faults per call of each contender
+(getrusage's ru_minflt around each sample), so a result shows whether a contender paid for
+fresh memory (bench/machine.py's ``pin_heap`` is there to make that zero). A contender that
+runs in another process (the DeepSparse worker) is a :class:`RemoteTimed`: it takes its turn
+in every round like the others, timing its sample where it runs by the same rule.
 """
+import resource
 import statistics
 import time
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
 import torch
+
+MAX_REPEAT = 64  # a fast call is repeated, doubling, at most this many times a sample
 
 
 def check_same(outputs: Dict[str, torch.Tensor], reference: str, rtol=1e-4, atol=1e-4,
@@ -59,6 +68,64 @@ def _elapsed_cuda(fn: Callable[[], object], repeat: int) -> float:
     return start.elapsed_time(end) / 1e3
 
 
+class RemoteTimed:
+    """A contender timed somewhere else (another process: the DeepSparse worker), taking its
+    turn in :func:`time_interleaved`'s rounds like any other. Calling it returns its output
+    (for the check); :meth:`sample` times one round's sample where it runs, with the same rule
+    as the loop (repeat, doubling up to ``max_repeat``, until ``min_seconds``), and returns
+    ``(seconds per call, minor page faults per call)`` as measured there."""
+
+    def __call__(self):
+        raise NotImplementedError
+
+    def warmup(self, calls: int) -> None:
+        raise NotImplementedError
+
+    def sample(self, min_seconds: float, max_repeat: int) -> Tuple[float, float]:
+        raise NotImplementedError
+
+
+def time_interleaved_stats(contenders: Dict[str, Callable[[], object]], rounds: int = 15,
+                           warmup: int = 3, min_round_seconds: float = 0.0,
+                           device: str = "cpu") -> Dict[str, Dict[str, float]]:
+    """:func:`time_interleaved` with the minor page faults per call beside the times:
+    ``{"seconds": {name: median s}, "faults": {name: mean faults per call}}``. A
+    :class:`RemoteTimed` contender times its own samples in its turn (its faults are its
+    process's)."""
+    elapsed = _elapsed_cuda if str(device).startswith("cuda") else _elapsed_cpu
+    for fn in contenders.values():
+        if isinstance(fn, RemoteTimed):
+            fn.warmup(warmup)
+        else:
+            for _ in range(warmup):
+                fn()
+    if elapsed is _elapsed_cuda:
+        torch.cuda.synchronize()
+    samples = {name: [] for name in contenders}
+    faults = {name: [0.0, 0] for name in contenders}  # faults, calls
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            if isinstance(fn, RemoteTimed):
+                seconds, per_call = fn.sample(min_round_seconds, MAX_REPEAT)
+                samples[name].append(seconds)
+                faults[name][0] += per_call
+                faults[name][1] += 1
+                continue
+            repeat = 1
+            while True:
+                before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                seconds = elapsed(fn, repeat)
+                faulted = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+                if seconds >= min_round_seconds or repeat >= MAX_REPEAT:
+                    break
+                repeat *= 2
+            samples[name].append(seconds / repeat)
+            faults[name][0] += faulted / repeat
+            faults[name][1] += 1
+    return dict(seconds={name: statistics.median(values) for name, values in samples.items()},
+                faults={name: total / max(count, 1) for name, (total, count) in faults.items()})
+
+
 def time_interleaved(contenders: Dict[str, Callable[[], object]], rounds: int = 15,
                      warmup: int = 3, min_round_seconds: float = 0.0,
                      device: str = "cpu") -> Dict[str, float]:
@@ -66,23 +133,8 @@ def time_interleaved(contenders: Dict[str, Callable[[], object]], rounds: int = 
     so slow drifts of the machine (other load, clocks) hit all of them alike. A round repeats
     a fast call (doubling, up to 64) until it lasts ``min_round_seconds``.
     ``device='cuda'`` times with CUDA events after a synchronisation."""
-    elapsed = _elapsed_cuda if str(device).startswith("cuda") else _elapsed_cpu
-    for fn in contenders.values():
-        for _ in range(warmup):
-            fn()
-    if elapsed is _elapsed_cuda:
-        torch.cuda.synchronize()
-    samples = {name: [] for name in contenders}
-    for _ in range(rounds):
-        for name, fn in contenders.items():
-            repeat = 1
-            while True:
-                seconds = elapsed(fn, repeat)
-                if seconds >= min_round_seconds or repeat >= 64:
-                    break
-                repeat *= 2
-            samples[name].append(seconds / repeat)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return time_interleaved_stats(contenders, rounds, warmup, min_round_seconds,
+                                  device)["seconds"]
 
 
 def geometric_mean(values) -> float:
