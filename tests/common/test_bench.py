@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from torch_sparse_conv.bench import __main__ as cli
-from torch_sparse_conv.bench import plots, report, sparse_filter, toeplitz, toeplitz_workloads
+from torch_sparse_conv.bench import (plots, report, resnet50, sparse_filter,
+                                     sparse_filter_layers, toeplitz, toeplitz_workloads)
 from torch_sparse_conv.bench.peers import probe, tf32
 from torch_sparse_conv.bench.timing import check_same, time_interleaved
 
@@ -20,6 +21,17 @@ needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA de
 def tiny_sparse_filter_config(quick=True, device="cpu", batch=None, rounds=None):
     return dict(layers=[(4, 6), (8, 5)], sparsities=[0.5, 0.9], batch=batch or 2, rounds=1,
                 methods=sparse_filter.OUR_METHODS + ["no-such-method"])
+
+
+def tiny_layers_config(quick=True, device="cpu", batch=None, rounds=None):
+    return dict(layers=[dict(in_channels=6, out_channels=4, kernel=1, stride=1, size=5),
+                        dict(in_channels=4, out_channels=4, kernel=3, stride=2, size=7)],
+                sparsities=[0.9], batch=batch or 2, rounds=1, methods=["direct", "auto"])
+
+
+def tiny_resnet_config(quick=True, device="cpu", batch=None, rounds=None):
+    return dict(model="resnet18", image=32, sparsities=[0.9], batches=[1], rounds=1,
+                methods=["auto"], deepsparse=False, calibration_batch=2, seed=0)
 
 
 def tiny_toeplitz_config(quick=True, device="cpu", batch=None, rounds=None):
@@ -230,20 +242,34 @@ def tiny_suites(monkeypatch):
     monkeypatch.setattr(toeplitz, "default_config", tiny_toeplitz_config)
     for name, suite in toeplitz_workloads.SUITES.items():
         monkeypatch.setattr(suite, "default_config", tiny_workload_config(name))
+    for suite in sparse_filter_layers.SUITES.values():
+        monkeypatch.setattr(suite, "default_config", tiny_layers_config)
+    monkeypatch.setattr(resnet50, "default_config", tiny_resnet_config)
+    # The whole-model suite has its own tests (test_bench_sparse_filter_layers.py); here it
+    # is skipped as without torchvision, which --suite all reports and goes on.
+    monkeypatch.setattr(resnet50, "unavailable", lambda: "no torchvision (test)")
 
 
-def test_cli_quick_run_writes_json_markdown_and_plots(tmp_path, tiny_suites):
+def test_cli_quick_run_writes_json_markdown_and_plots(tmp_path, tiny_suites, capsys):
     out = tmp_path / "results"
     cli.main(["--suite", "all", "--quick", "--threads", "1", "--out", str(out)]
              + ([] if plots.available() else ["--no-plots"]))
-    for suite in ("sparse-filter", "toeplitz", "roi", "events", "lidar"):
+    assert "skipping suite resnet50: no torchvision (test)" in capsys.readouterr().err
+    assert not (out / "resnet50-cpu.json").exists()
+    suites = ["sparse-filter", *sparse_filter_layers.SUITES, "toeplitz", "roi", "events",
+              "lidar"]
+    for suite in suites:
         result = json.loads((out / f"{suite}-cpu.json").read_text())
         assert result["suite"] == suite and result["rows"] and result["machine"]["torch"]
         assert (out / f"{suite}-cpu.md").read_text().startswith("## ")
+        if suite.startswith("sparse-filter") or suite == "resnet50":  # glibc here
+            assert result["heap"]["applied"] and result["heap"]["how"] == "mallopt"
+    assert result["machine"]["peak"]["peak_gflops"] is None or \
+        result["machine"]["peak"]["peak_gflops"] > 0
     if plots.available():
         drawn = sorted(os.listdir(out / "plots-cpu"))
-        assert drawn == ["events-speedup.png", "lidar-speedup.png", "roi-speedup.png",
-                         "sparse-filter-speedup.png", "toeplitz-grid.png", "toeplitz-sweeps.png"]
+        assert drawn == sorted([f"{s}-speedup.png" for s in suites if s != "toeplitz"]
+                               + ["toeplitz-grid.png", "toeplitz-sweeps.png"])
         assert all(os.path.getsize(out / "plots-cpu" / name) > 1000 for name in drawn)
 
 

@@ -1,17 +1,27 @@
 """python -m torch_sparse_conv.bench: benchmarks of torch_sparse_conv against its peers.
 
-    python -m torch_sparse_conv.bench [run] [--suite sparse-filter|toeplitz|roi|events|lidar|all]
-        [--threads 2] [--device cpu|cuda] [--quick] [--batch N] [--rounds N]
-        [--out bench_results] [--no-plots]
+    python -m torch_sparse_conv.bench [run] [--suite SUITE|all] [--threads 2]
+        [--device cpu|cuda] [--quick] [--batch N] [--rounds N] [--out bench_results]
+        [--no-plots]
     python -m torch_sparse_conv.bench report RESULT.json... [--update BENCHMARKS.md] [--plots DIR]
     python -m torch_sparse_conv.bench plot RESULT.json... [--out DIR]
 
 run writes <out>/<suite>-<device>.json (everything measured), <out>/<suite>-<device>.md and,
 when matplotlib is installed, <out>/plots-<device>/*.png, and prints the Markdown. report
 turns result JSONs into BENCHMARKS.md sections (replacing the ones it wrote before); plot
-redraws the PNGs. The suites: sparse-filter (bench/sparse_filter.py); toeplitz, the
-sparse-input grid and sweeps (bench/toeplitz.py); roi, events and lidar, the sparse-input conv
-on generated ROI footprints, event-camera frames and LiDAR grids (bench/toeplitz_workloads.py).
+redraws the PNGs. The suites: sparse-filter, ResNet-50's 3x3 layers at batch 8 over a
+sparsity sweep (bench/sparse_filter.py); sparse-filter-batch1, sparse-filter-1x1 and
+sparse-filter-stride2, the same cells on batch 1 and on the 1x1 and stride-2 layers
+(bench/sparse_filter_layers.py); resnet50, the whole pruned model sparsified against dense
+torch (bench/resnet50.py; needs torchvision); toeplitz, the sparse-input grid and sweeps
+(bench/toeplitz.py); roi, events and lidar, the sparse-input conv on generated ROI
+footprints, event-camera frames and LiDAR grids (bench/toeplitz_workloads.py).
+
+The sparse-filter suites (``PIN_HEAP``) raise glibc malloc's mmap and trim thresholds before
+they run (bench/machine.py: fresh output pages otherwise cost some calls more than the
+convolution) and time DeepSparse as a peer where scripts/setup_deepsparse.sh made its venv
+(bench/deepsparse_peer.py). The setting stays for the rest of the process, so ``--suite all``
+runs the sparse-input suites, which measure writes into fresh memory, first.
 
 Libraries, not hand-written helpers: argparse for the command line, tqdm for the progress bar
 (on stderr; it replaced a bar of our own). timing.py says what times the calls, and why.
@@ -31,6 +41,7 @@ except ImportError as error:  # requirements-dev.txt and the package's "bench" e
     raise ImportError("python -m torch_sparse_conv.bench needs tqdm: pip install -r "
                       "requirements-dev.txt, or torch_sparse_conv[bench]") from error
 
+from . import machine as machine_info
 from . import plots, report
 
 SUITES = report.SUITES
@@ -62,6 +73,8 @@ def machine_description(device: str) -> dict:
                     cudnn=torch.backends.cudnn.version(),
                     default_cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
                     default_matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32)
+    if device == "cpu":
+        info["peak"] = machine_info.cpu_peak(torch.get_num_threads())
     versions = {name: _version(name) for name in
                 ("numpy", "scipy", "sparse_convolution", "numba", "matplotlib")}
     info["versions"] = {name: v for name, v in versions.items() if v is not None}
@@ -90,7 +103,23 @@ def _step(bar: tqdm, text: str) -> None:
     bar.update()
 
 
+def suite_order(names: list) -> list:
+    """``names`` with the suites that pin the heap last (the setting cannot be undone, and
+    the sparse-input suites measure writes into fresh memory)."""
+    return sorted(names, key=lambda name: bool(getattr(SUITES[name], "PIN_HEAP", False)))
+
+
 def run(args) -> None:
+    names = suite_order(list(SUITES)) if args.suite == "all" else [args.suite]
+    runnable = []
+    for name in names:
+        why = getattr(SUITES[name], "unavailable", lambda: None)()
+        if why and args.suite != "all":
+            raise SystemExit(why)
+        if why:
+            print(f"skipping suite {name}: {why}", file=sys.stderr)
+        else:
+            runnable.append(name)
     torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available")
@@ -98,9 +127,10 @@ def run(args) -> None:
     machine = machine_description(args.device)
     print(f"# machine: {json.dumps(machine)}", file=sys.stderr)
     command = "python -m torch_sparse_conv.bench " + " ".join(args.argv)
-    names = list(SUITES) if args.suite == "all" else [args.suite]
-    for name in names:
+    for name in runnable:
         module = SUITES[name]
+        heap = (machine_info.pin_heap() if getattr(module, "PIN_HEAP", False)
+                else machine_info.heap_state())
         config = module.default_config(args.quick, args.device, args.batch, args.rounds)
         with progress_bar(module.cells(config), name) as bar:
             rows = module.run(config, device=args.device,
@@ -108,7 +138,7 @@ def run(args) -> None:
         result = dict(suite=name, device=args.device, command=command, machine=machine,
                       date=datetime.datetime.now(datetime.timezone.utc).isoformat(
                           timespec="seconds"),
-                      config=config, rows=rows, summary=module.summarize(rows))
+                      config=config, heap=heap, rows=rows, summary=module.summarize(rows))
         stem = os.path.join(args.out, f"{name}-{args.device}")
         with open(stem + ".json", "w") as f:
             json.dump(result, f, indent=1)
@@ -163,12 +193,14 @@ def parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--threads", type=int, default=2)
     run_parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     run_parser.add_argument("--batch", type=int, default=None,
-                            help="sparse-filter batch (default 8 on CPU, 64 on CUDA)")
+                            help="sparse-filter suites' batch (default 8 on CPU, 64 on CUDA; "
+                                 "batch1 1; resnet50 both 1 and 8)")
     run_parser.add_argument("--quick", action="store_true",
                             help="a few cells and rounds: a smoke test, not numbers to quote")
     run_parser.add_argument("--rounds", type=int, default=None,
-                            help="interleaved rounds per cell (default 15 sparse-filter, 5 "
-                                 "toeplitz, roi, events and lidar; fewer with --quick)")
+                            help="interleaved rounds per cell (default 15 sparse-filter*, "
+                                 "10 resnet50, 5 toeplitz, roi, events and lidar; fewer with "
+                                 "--quick)")
     run_parser.add_argument("--out", default="bench_results")
     run_parser.add_argument("--no-plots", action="store_true")
     report_parser = commands.add_parser("report", help="Markdown sections from result JSONs")

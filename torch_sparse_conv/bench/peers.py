@@ -85,12 +85,14 @@ def dense_conv2d_same(images: torch.Tensor, kernel: torch.Tensor) -> torch.Tenso
     return out.reshape(images.shape[0], -1)
 
 
-def prune_masked_conv2d(weight: torch.Tensor, mask: torch.Tensor, padding) -> torch.nn.Module:
+def prune_masked_conv2d(weight: torch.Tensor, mask: torch.Tensor, padding,
+                        stride=1) -> torch.nn.Module:
     """An ``nn.Conv2d`` pruned with ``torch.nn.utils.prune.custom_from_mask``: each forward
     multiplies ``weight_orig`` by the mask (a forward pre-hook), then runs the dense conv."""
     import torch.nn.utils.prune as prune
     conv = torch.nn.Conv2d(weight.shape[1], weight.shape[0], tuple(weight.shape[2:]),
-                           padding=padding, bias=False).to(weight.device, weight.dtype)
+                           stride=stride, padding=padding, bias=False).to(weight.device,
+                                                                          weight.dtype)
     with torch.no_grad():
         conv.weight.copy_(weight)
     prune.custom_from_mask(conv, "weight", mask)

@@ -2,7 +2,9 @@
 package and the benchmark itself work without it).
 
     sparse-filter-speedup.png   speedup over the baseline against sparsity, one panel a layer,
-                                the crossover of ours:auto marked
+                                the crossover of ours:auto marked (sparse-filter-batch1 too)
+    sparse-filter-1x1-speedup.png, sparse-filter-stride2-speedup.png, resnet50-speedup.png
+                                each cell's speedup over dense, every contender
     toeplitz-grid.png           the 36-cell grid: each cell's winner and our best speedup
     toeplitz-sweeps.png         time against batch, density, image size and kernel size
     roi-speedup.png, events-speedup.png, lidar-speedup.png
@@ -12,7 +14,7 @@ import math
 import os
 from typing import Dict, List
 
-from . import sparse_filter, toeplitz, toeplitz_workloads
+from . import resnet50, sparse_filter, sparse_filter_layers, toeplitz, toeplitz_workloads
 
 
 def available() -> bool:
@@ -206,13 +208,53 @@ def workload_speedup(result: Dict, path: str) -> str:
     return path
 
 
+def cells_speedup(result: Dict, path: str, label, title: str) -> str:
+    """One point per cell and contender: its speedup over ``dense`` (log scale), the cells
+    (``label(row)``) along the x axis in the order they ran, markers only."""
+    plt = _pyplot()
+    rows = result["rows"]
+    names = sparse_filter.contender_names(rows)
+    figure, axis = plt.subplots(figsize=(max(0.6 * len(rows) + 4.5, 8), 5))
+    for name in names:
+        points = [(i, r["speedup"][name]) for i, r in enumerate(rows) if name in r["speedup"]]
+        style = dict(_style(name, names), linestyle="none")
+        style["markersize"] = 6 if name.startswith("ours:") else 5
+        axis.plot(*zip(*points), label=name, **style)
+    axis.axhline(1.0, color="black", linewidth=0.8)
+    axis.set_yscale("log")
+    _plain_log_ticks(axis, "x")
+    axis.set_xticks(range(len(rows)), [label(r) for r in rows], rotation=60, ha="right",
+                    fontsize=7)
+    axis.set_ylabel(f"speedup over {sparse_filter.BASELINE}")
+    axis.grid(True, which="both", alpha=0.3)
+    _legend_right(figure, [axis])
+    axis.set_title(f"{title} on {result.get('device', 'cpu')}: speedup over "
+                   f"{sparse_filter.BASELINE} (above 1 = faster)", fontsize=9)
+    figure.tight_layout(rect=(0, 0, 0.8, 1))
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def make(result: Dict, directory: str) -> List[str]:
     """Every plot of a suite's result, written under ``directory``; returns the paths."""
     os.makedirs(directory, exist_ok=True)
     suite = result["suite"]
+    if not result["rows"]:
+        return []
     if suite == "sparse-filter":
         return [sparse_filter_speedup(result, os.path.join(directory,
                                                            "sparse-filter-speedup.png"))]
+    if suite in sparse_filter_layers.SUITES:
+        layers = sparse_filter_layers.SUITES[suite]
+        path = os.path.join(directory, f"{suite}-speedup.png")
+        if layers.sweeps_sparsity(result.get("config", {})):
+            return [sparse_filter_speedup(result, path)]
+        return [cells_speedup(result, path, lambda r: f"{r['layer']} {r['sparsity']:.0%}",
+                              layers.title)]
+    if suite == "resnet50":
+        return [cells_speedup(result, os.path.join(directory, "resnet50-speedup.png"),
+                              lambda r: f"b{r['batch']} {r['sparsity']:.0%}", resnet50.TITLE)]
     if suite == "toeplitz":
         paths = []
         if toeplitz.in_group(result["rows"], "grid"):

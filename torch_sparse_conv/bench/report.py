@@ -8,10 +8,13 @@ import os
 import re
 from typing import Dict, List, Optional
 
-from . import sparse_filter, toeplitz, toeplitz_workloads
+from . import resnet50, sparse_filter, sparse_filter_layers, toeplitz, toeplitz_workloads
 
-SUITES = {"sparse-filter": sparse_filter, "toeplitz": toeplitz, **toeplitz_workloads.SUITES}
+SUITES = {"sparse-filter": sparse_filter, **sparse_filter_layers.SUITES, "resnet50": resnet50,
+          "toeplitz": toeplitz, **toeplitz_workloads.SUITES}
 TITLES = {"sparse-filter": "Sparse-filter conv2d", "toeplitz": "Sparse-input (Toeplitz) conv2d",
+          **{name: suite.title for name, suite in sparse_filter_layers.SUITES.items()},
+          "resnet50": resnet50.TITLE,
           **{name: suite.title for name, suite in toeplitz_workloads.SUITES.items()}}
 MAX_LOSS_LINES = 20
 
@@ -36,6 +39,19 @@ def machine_lines(result: Dict) -> List[str]:
     versions = ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())
     lines.append(f"- torch {m.get('torch', '?')}, Python {m.get('python', '?')}"
                  + (f"; {versions}" if versions else ""))
+    heap = result.get("heap")
+    if heap and heap.get("applied"):
+        lines.append(f"- heap: glibc malloc's mmap threshold raised to "
+                     f"{heap['M_MMAP_THRESHOLD'] / 2 ** 20:.0f} MiB and its trim threshold to "
+                     f"{heap['M_TRIM_THRESHOLD'] / 2 ** 30:.0f} GiB ({heap['how']}, also in "
+                     "the DeepSparse worker): freed memory is reused, not faulted in afresh")
+    elif heap:
+        lines.append(f"- heap: glibc malloc defaults ({heap.get('why', 'not raised')})")
+    peer = (result.get("config") or {}).get("deepsparse_peer")
+    if peer:
+        lines.append(f"- peer: {peer.get('note')}")
+        if peer.get("note_at_end") and peer["note_at_end"] != peer.get("note"):
+            lines.append(f"- peer, at the end of the run: {peer['note_at_end']}")
     if result.get("date"):
         lines.append(f"- measured {result['date']}")
     return lines
