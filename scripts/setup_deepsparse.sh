@@ -13,7 +13,7 @@
 # 1.14.1 has CPython 3.11 wheels). deepsparse 1.8.0 ships wheels for CPython 3.8-3.11 only,
 # hence PYTHON (default python3.11).
 #
-# Tried 2026-12-02 (Python 3.11.7): deepsparse==1.9.0 is a 6 kB source-only release whose
+# Tried 2026-12-01 (Python 3.11.7): deepsparse==1.9.0 is a 6 kB source-only release whose
 # build step only prints that DeepSparse reached end-of-life in June 2025 and exits 1 (pip:
 # "Failed building wheel for deepsparse"). So 1.8.0 (March 2024) is the last engine there is,
 # and it is no longer maintained: a peer to measure against, not a dependency to build on.
