@@ -22,37 +22,43 @@ at::Tensor from_polyphase(const at::Tensor& polyphase, const SparseFilterGeometr
 // zeros in the padding columns.
 at::Tensor to_wide(const at::Tensor& dense, const SparseFilterGeometry& g);
 
-// Writes one sample of a contiguous (C, H, W) input into its polyphase layout at dst
-// (C * channel_block() elements), zeros where the padding is. Row copies, no allocation;
-// a float16/bfloat16 sample is widened on the way (dst_t float).
+// One channel of the polyphase layout: a contiguous (H, W) plane into its channel_block()
+// elements at dst, zeros where the padding is. Row copies, no allocation; a
+// float16/bfloat16 plane is widened on the way (dst_t float).
 template <typename src_t, typename dst_t>
-void fill_polyphase_sample(const src_t* sample, const SparseFilterGeometry& g, dst_t* dst) {
-  for (int64_t c = 0; c < g.in_channels; ++c) {
-    const src_t* plane = sample + c * g.in_h * g.in_w;
-    for (int64_t a = 0; a < g.stride_h; ++a) {
-      for (int64_t b = 0; b < g.stride_w; ++b) {
-        for (int64_t i = 0; i < g.phase_h; ++i, dst += g.phase_w) {
-          const int64_t row = i * g.stride_h + a - g.pad_h;
-          if (row < 0 || row >= g.in_h) {
-            std::fill(dst, dst + g.phase_w, dst_t(0));
-            continue;
-          }
-          const src_t* src = plane + row * g.in_w;
-          // Columns j whose source col = j * stride_w + b - pad_w lies inside the row.
-          const int64_t first = std::max<int64_t>(0, (g.pad_w - b + g.stride_w - 1) / g.stride_w);
-          const int64_t reach = g.in_w - 1 + g.pad_w - b;  // may be negative: no column
-          const int64_t last =
-              reach < 0 ? 0 : std::min<int64_t>(g.phase_w, reach / g.stride_w + 1);  // exclusive
-          std::fill(dst, dst + std::min(first, g.phase_w), dst_t(0));
-          if (g.stride_w == 1) {
-            if (last > first) std::copy(src + first + b - g.pad_w, src + last + b - g.pad_w, dst + first);
-          } else {
-            for (int64_t j = first; j < last; ++j) dst[j] = src[j * g.stride_w + b - g.pad_w];
-          }
-          std::fill(dst + std::max(first, last), dst + g.phase_w, dst_t(0));
+void fill_polyphase_channel(const src_t* plane, const SparseFilterGeometry& g, dst_t* dst) {
+  for (int64_t a = 0; a < g.stride_h; ++a) {
+    for (int64_t b = 0; b < g.stride_w; ++b) {
+      for (int64_t i = 0; i < g.phase_h; ++i, dst += g.phase_w) {
+        const int64_t row = i * g.stride_h + a - g.pad_h;
+        if (row < 0 || row >= g.in_h) {
+          std::fill(dst, dst + g.phase_w, dst_t(0));
+          continue;
         }
+        const src_t* src = plane + row * g.in_w;
+        // Columns j whose source col = j * stride_w + b - pad_w lies inside the row.
+        const int64_t first = std::max<int64_t>(0, (g.pad_w - b + g.stride_w - 1) / g.stride_w);
+        const int64_t reach = g.in_w - 1 + g.pad_w - b;  // may be negative: no column
+        const int64_t last =
+            reach < 0 ? 0 : std::min<int64_t>(g.phase_w, reach / g.stride_w + 1);  // exclusive
+        std::fill(dst, dst + std::min(first, g.phase_w), dst_t(0));
+        if (g.stride_w == 1) {
+          if (last > first) std::copy(src + first + b - g.pad_w, src + last + b - g.pad_w, dst + first);
+        } else {
+          for (int64_t j = first; j < last; ++j) dst[j] = src[j * g.stride_w + b - g.pad_w];
+        }
+        std::fill(dst + std::max(first, last), dst + g.phase_w, dst_t(0));
       }
     }
+  }
+}
+
+// fill_polyphase_channel for every channel of a contiguous (C, H, W) sample
+// (C * channel_block() elements at dst).
+template <typename src_t, typename dst_t>
+void fill_polyphase_sample(const src_t* sample, const SparseFilterGeometry& g, dst_t* dst) {
+  for (int64_t c = 0; c < g.in_channels; ++c, dst += g.channel_block()) {
+    fill_polyphase_channel(sample + c * g.in_h * g.in_w, g, dst);
   }
 }
 

@@ -25,6 +25,7 @@
 
 #include "csrc/common/arithmetic.h"
 #include "csrc/sparse_filter/cpu/simd.h"
+#include "csrc/sparse_filter/cpu/sorted_taps.h"
 #include "csrc/sparse_filter/polyphase.h"
 
 namespace torch_sparse_conv {
@@ -33,62 +34,6 @@ namespace {
 constexpr int64_t kBlockPositions = 512;
 constexpr int64_t kL1Bytes = 32 * 1024;
 constexpr int64_t kMinRunForOneSample = 128;  // shorter wide runs interleave samples
-
-// The taps of each output channel sorted by input channel, as offsets into the (interleaved)
-// polyphase layout, with the boundaries of each input-channel chunk.
-template <typename scalar_t>
-struct SortedTaps {
-  std::vector<int64_t> offsets;
-  std::vector<scalar_t> values;
-  std::vector<int64_t> chunk_ptr;  // out_channels x (chunks + 1)
-  int64_t chunks = 1;
-
-  const int64_t* bounds(int64_t oc) const { return chunk_ptr.data() + oc * (chunks + 1); }
-};
-
-template <typename scalar_t>
-SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_idx,
-                               const at::Tensor& values, const SparseFilterGeometry& g,
-                               int64_t chunk_channels, int64_t interleave) {
-  const int64_t* rp = row_ptr.data_ptr<int64_t>();
-  const int64_t* ci = col_idx.data_ptr<int64_t>();
-  const scalar_t* val = values.data_ptr<scalar_t>();
-  const int64_t nnz = col_idx.size(0);
-  const int64_t cin_g = g.in_channels_per_group();
-  const int64_t taps_per_channel = g.kernel_h * g.kernel_w;
-  const int64_t group_block = cin_g * g.channel_block();
-  const std::vector<int64_t> column_offset = g.column_offsets();
-  SortedTaps<scalar_t> sorted;
-  sorted.chunks = ceil_div(cin_g, chunk_channels);
-  sorted.offsets.resize(nnz);
-  sorted.values.resize(nnz);
-  sorted.chunk_ptr.resize(g.out_channels * (sorted.chunks + 1));
-  std::vector<int64_t> order(nnz);
-  std::iota(order.begin(), order.end(), 0);
-  // Output channels are independent: each writes only its own range of the arrays.
-  at::parallel_for(0, g.out_channels, 16, [&](int64_t oc_begin, int64_t oc_end) {
-    for (int64_t oc = oc_begin; oc < oc_end; ++oc) {
-      // pack_sparse_filter emits sorted columns; only hand-made CSR needs the sort.
-      if (!std::is_sorted(ci + rp[oc], ci + rp[oc + 1])) {
-        std::stable_sort(order.begin() + rp[oc], order.begin() + rp[oc + 1],
-                         [&](int64_t x, int64_t y) { return ci[x] < ci[y]; });
-      }
-      int64_t* bounds = sorted.chunk_ptr.data() + oc * (sorted.chunks + 1);
-      int64_t k = rp[oc];
-      for (int64_t j = 0; j < sorted.chunks; ++j) {
-        while (k < rp[oc + 1] && ci[order[k]] / taps_per_channel < j * chunk_channels) ++k;
-        bounds[j] = k;
-      }
-      bounds[sorted.chunks] = rp[oc + 1];
-      const int64_t group = oc / g.out_channels_per_group();
-      for (int64_t i = rp[oc]; i < rp[oc + 1]; ++i) {
-        sorted.offsets[i] = (group * group_block + column_offset[ci[order[i]]]) * interleave;
-        sorted.values[i] = val[order[i]];
-      }
-    }
-  });
-  return sorted;
-}
 
 // Lays out samples [first, first + interleave) (those < batch; zeros for the rest)
 // interleaved: element e of sample s goes to dst[e * interleave + s].
@@ -235,6 +180,10 @@ void sparse_filter_direct_forward_cpu(const at::Tensor& input, const at::Tensor&
                                       const at::Tensor& col_idx, const at::Tensor& values,
                                       const c10::optional<at::Tensor>& bias,
                                       const SparseFilterGeometry& g, at::Tensor& output) {
+  if (direct_lanes_pay(g, input.scalar_type())) {
+    sparse_filter_direct_lanes_forward_cpu(input, row_ptr, col_idx, values, bias, g, output);
+    return;
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "sparse_filter_direct_forward_cpu", [&] {
     direct_forward<scalar_t>(input, row_ptr, col_idx, values, bias, g, output);

@@ -13,4 +13,13 @@ void sparse_filter_direct_forward_cpu(const at::Tensor& input, const at::Tensor&
                                       const c10::optional<at::Tensor>& bias,
                                       const SparseFilterGeometry& g, at::Tensor& output);
 
+// The same with the batch in the vector lanes (direct_lanes.cpp); only where
+// direct_lanes_pay(g, dtype of the input): the instruction set has the kernels and the
+// batch fills the lanes.
+void sparse_filter_direct_lanes_forward_cpu(const at::Tensor& input, const at::Tensor& row_ptr,
+                                            const at::Tensor& col_idx, const at::Tensor& values,
+                                            const c10::optional<at::Tensor>& bias,
+                                            const SparseFilterGeometry& g, at::Tensor& output);
+bool direct_lanes_pay(const SparseFilterGeometry& g, at::ScalarType dtype);
+
 }  // namespace torch_sparse_conv

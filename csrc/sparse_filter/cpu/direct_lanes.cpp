@@ -1,0 +1,224 @@
+// The 'direct' method on CPU with the batch in the vector lanes: blocks of lanes<scalar_t>()
+// samples (8 float32, 4 float64) laid out as x[channel][polyphase position][sample], so
+// that each tap at each output pixel is one aligned vector load and one multiply-add for
+// the whole block. Used when the batch fills most of the lanes (direct.cpp decides).
+//
+// Layout of the work:
+// * The output plane is cut into tiles of R rows x T columns (R * T accumulators, up to 28
+//   on AVX-512); a task computes one tile of one sample block for a range of output
+//   channels.
+// * Input channels are visited in chunks small enough that the input a tile reads from them
+//   stays in L1 while every output channel of the task reads it; the chunks' partial sums
+//   wait in a per-task buffer (L2).
+// * The layout is written by 8x8 (float64: 4x4) in-register transposes, and the output read
+//   back by the same, straight into the (N, C_out, H_out, W_out) result.
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <type_traits>
+#include <vector>
+
+#include "csrc/common/arithmetic.h"
+#include "csrc/common/output_buffer_cache.h"
+#include "csrc/sparse_filter/cpu/direct.h"
+#include "csrc/sparse_filter/cpu/lanes_simd.h"
+#include "csrc/sparse_filter/cpu/sorted_taps.h"
+#include "csrc/sparse_filter/polyphase.h"
+
+namespace torch_sparse_conv {
+namespace {
+
+// Bytes of L1 (32 KiB) the input of one chunk may fill; the rest holds the partial sums in
+// flight and the taps.
+constexpr int64_t kChunkBytes = 24 * 1024;
+// Sample blocks laid out at a time: at least one, else as many as fit this many bytes.
+constexpr int64_t kLayoutBytes = int64_t(64) << 20;
+constexpr int64_t kMaxTileRows = 4;
+
+struct TileShape {
+  int64_t rows, cols;
+};
+
+// Output tiles as wide as the row allows up to max_tile pixels (rows cut evenly), then as
+// many rows as the accumulators allow: 56 -> 1 x 28, 14 -> 2 x 14, 7 -> 4 x 7 on AVX-512.
+TileShape choose_tile(const SparseFilterGeometry& g, int64_t max_tile) {
+  const int64_t cols = ceil_div(g.out_w, ceil_div(g.out_w, max_tile));
+  const int64_t rows = std::max<int64_t>(1, std::min({max_tile / cols, kMaxTileRows, g.out_h}));
+  return {rows, cols};
+}
+
+// One channel of a full sample block in the lanes layout, for stride_w 1: each padded row
+// transposed straight from the samples' input rows (plane: the first sample's channel;
+// sample_stride: elements between samples), zeros in the padding.
+template <typename scalar_t>
+void lay_out_rows(const scalar_t* plane, int64_t sample_stride, const SparseFilterGeometry& g,
+                  const LaneKernels<scalar_t>& kernels, scalar_t* dst) {
+  constexpr int64_t L = lanes<scalar_t>();
+  const int64_t first = std::min(g.pad_w, g.phase_w);
+  const int64_t last = std::min(g.phase_w, g.in_w + g.pad_w);
+  for (int64_t a = 0; a < g.stride_h; ++a) {
+    for (int64_t i = 0; i < g.phase_h; ++i, dst += g.phase_w * L) {
+      const int64_t row = i * g.stride_h + a - g.pad_h;
+      if (row < 0 || row >= g.in_h || last <= first) {
+        std::fill(dst, dst + g.phase_w * L, scalar_t(0));
+        continue;
+      }
+      std::fill(dst, dst + first * L, scalar_t(0));
+      kernels.interleave(plane + row * g.in_w + (first - g.pad_w), sample_stride, last - first,
+                         dst + first * L);
+      std::fill(dst + last * L, dst + g.phase_w * L, scalar_t(0));
+    }
+  }
+}
+
+template <typename io_t>
+void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
+                          const at::Tensor& col_idx, const at::Tensor& values,
+                          const c10::optional<at::Tensor>& bias, const SparseFilterGeometry& g,
+                          at::Tensor& output) {
+  using scalar_t = at::opmath_type<io_t>;
+  constexpr at::ScalarType compute_dtype = c10::CppTypeToScalarType<scalar_t>::value;
+  constexpr int64_t L = lanes<scalar_t>();
+  const LaneKernels<scalar_t>& kernels = *lane_kernels<scalar_t>();
+  const at::Tensor input_c = input.contiguous();
+  const io_t* in = input_c.data_ptr<io_t>();
+  at::Tensor bias_c = bias.has_value() && bias->defined()
+                          ? bias->to(compute_dtype).contiguous() : at::Tensor();
+  const scalar_t* b = bias_c.defined() ? bias_c.data_ptr<scalar_t>() : nullptr;
+  io_t* out = output.data_ptr<io_t>();
+
+  const TileShape tile = choose_tile(g, kernels.max_tile);
+  const int64_t row_tiles = ceil_div(g.out_h, tile.rows);
+  const int64_t col_tiles = ceil_div(g.out_w, tile.cols);
+  // What a tile reads of one input channel: in each phase plane, its rows and columns plus
+  // the kernel's reach.
+  const int64_t rows_read = tile.rows + (g.kernel_h - 1) * g.dilation_h / g.stride_h;
+  const int64_t cols_read = tile.cols + (g.kernel_w - 1) * g.dilation_w / g.stride_w;
+  const int64_t channel_bytes =
+      g.stride_h * g.stride_w * rows_read * cols_read * L * int64_t(sizeof(scalar_t));
+  const int64_t chunk_channels = std::max<int64_t>(1, kChunkBytes / channel_bytes);
+  const SortedTaps<scalar_t> taps = sort_taps<scalar_t>(
+      row_ptr, col_idx, values.to(compute_dtype), g, chunk_channels, L);
+
+  const int64_t channel_block = g.channel_block();
+  const int64_t block_elements = g.in_channels * channel_block * L;
+  const int64_t blocks = ceil_div(g.batch, L);
+  const int64_t wave = std::clamp<int64_t>(
+      kLayoutBytes / std::max<int64_t>(1, block_elements * int64_t(sizeof(scalar_t))), 1, blocks);
+  const at::Tensor laid_out = empty_output(wave * block_elements, compute_dtype);
+  scalar_t* x = laid_out.data_ptr<scalar_t>();
+  const int64_t in_plane = g.in_h * g.in_w;
+  const int64_t out_plane = g.out_h * g.out_w;
+  const int64_t tile_elements = tile.rows * tile.cols * L;
+
+  for (int64_t first_block = 0; first_block < blocks; first_block += wave) {
+    const int64_t wave_blocks = std::min(wave, blocks - first_block);
+    // Lay out the wave: each (block, channel) from its samples' planes.
+    at::parallel_for(0, wave_blocks * g.in_channels, 1, [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> planes;
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t block = item / g.in_channels, c = item % g.in_channels;
+        scalar_t* dst = x + block * block_elements + c * channel_block * L;
+        const int64_t n0 = (first_block + block) * L;
+        if constexpr (std::is_same_v<io_t, scalar_t>) {
+          if (g.stride_w == 1 && n0 + L <= g.batch) {
+            lay_out_rows(in + (n0 * g.in_channels + c) * in_plane, g.in_channels * in_plane, g,
+                         kernels, dst);
+            continue;
+          }
+        }
+        planes.resize(L * channel_block);
+        for (int64_t s = 0; s < L; ++s) {
+          const int64_t n = (first_block + block) * L + s;
+          scalar_t* plane = planes.data() + s * channel_block;
+          if (n < g.batch) {
+            fill_polyphase_channel(in + (n * g.in_channels + c) * in_plane, g, plane);
+          } else {
+            std::fill(plane, plane + channel_block, scalar_t(0));
+          }
+        }
+        kernels.interleave(planes.data(), channel_block, channel_block, dst);
+      }
+    });
+
+    // Split output channels too when the tiles are too few for the threads.
+    const int64_t tiles = wave_blocks * row_tiles * col_tiles;
+    const int64_t oc_splits = std::clamp<int64_t>(4 * at::get_num_threads() / tiles, 1,
+                                                  std::max<int64_t>(1, g.out_channels));
+    const int64_t oc_per_task = ceil_div(g.out_channels, oc_splits);
+    at::parallel_for(0, tiles * oc_splits, 1, [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> partial(oc_per_task * tile_elements);
+      std::vector<scalar_t> rounded;  // float16/bfloat16 output rows before rounding
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t oc0 = task % oc_splits * oc_per_task;
+        const int64_t oc1 = std::min(g.out_channels, oc0 + oc_per_task);
+        const int64_t t = task / oc_splits;
+        const int64_t block = t / (row_tiles * col_tiles);
+        const int64_t oh0 = t / col_tiles % row_tiles * tile.rows;
+        const int64_t ow0 = t % col_tiles * tile.cols;
+        const int rows = static_cast<int>(std::min(tile.rows, g.out_h - oh0));
+        const int cols = static_cast<int>(std::min(tile.cols, g.out_w - ow0));
+        const scalar_t* base = x + block * block_elements + (oh0 * g.phase_w + ow0) * L;
+        for (int64_t j = 0; j < taps.chunks; ++j) {
+          for (int64_t oc = oc0; oc < oc1; ++oc) {
+            const int64_t k0 = taps.bounds(oc)[j], k1 = taps.bounds(oc)[j + 1];
+            if (j > 0 && k0 == k1) continue;
+            kernels.tile(base, g.phase_w, taps.offsets.data() + k0, taps.values.data() + k0,
+                         k1 - k0, /*accumulate=*/j > 0, b ? b[oc] : scalar_t(0),
+                         partial.data() + (oc - oc0) * tile_elements, rows, cols);
+          }
+        }
+        // Back to (N, C_out, H_out, W_out): each tile row to its samples' output rows.
+        const int64_t n0 = (first_block + block) * L;
+        const int64_t samples = std::min(L, g.batch - n0);
+        const int64_t sample_stride = g.out_channels * out_plane;
+        // A tile of whole rows is one run in each output plane.
+        const bool whole_rows = cols == g.out_w;
+        const int64_t run = whole_rows ? rows * cols : cols;
+        for (int64_t oc = oc0; oc < oc1; ++oc) {
+          for (int r = 0; r < (whole_rows ? 1 : rows); ++r) {
+            const scalar_t* src = partial.data() + (oc - oc0) * tile_elements + r * cols * L;
+            io_t* dst = out + (n0 * g.out_channels + oc) * out_plane + (oh0 + r) * g.out_w + ow0;
+            if constexpr (std::is_same_v<io_t, scalar_t>) {
+              kernels.deinterleave(src, run, samples, dst, sample_stride);
+            } else {
+              rounded.resize(samples * run);
+              kernels.deinterleave(src, run, samples, rounded.data(), run);
+              for (int64_t s = 0; s < samples; ++s) {
+                std::copy(rounded.data() + s * run, rounded.data() + (s + 1) * run,
+                          dst + s * sample_stride);
+              }
+            }
+          }
+        }
+      }
+    });
+  }
+}
+
+}  // namespace
+
+bool direct_lanes_pay(const SparseFilterGeometry& g, at::ScalarType dtype) {
+  const bool is_double = dtype == at::kDouble;
+  if (is_double ? !lane_kernels<double>() : !lane_kernels<float>()) return false;
+  // A partly filled block costs as much as a full one: take the lanes layout only where
+  // the empty lanes are at most 1/8 of the computed ones. Measured at 1 thread, 90 %
+  // sparsity, batch 8 (BENCHMARKS.md): 1.5x faster than the one-sample layout on 512@7,
+  // 1.1x on 128@28, equal on 256@14 and 64@56; at batch 4 and 6 (half and a quarter
+  // empty) 1.2-2x slower on 64@56.
+  const int64_t L = is_double ? lanes<double>() : lanes<float>();
+  return g.batch >= L && 8 * ceil_div(g.batch, L) * L <= 9 * g.batch;
+}
+
+void sparse_filter_direct_lanes_forward_cpu(const at::Tensor& input, const at::Tensor& row_ptr,
+                                            const at::Tensor& col_idx, const at::Tensor& values,
+                                            const c10::optional<at::Tensor>& bias,
+                                            const SparseFilterGeometry& g, at::Tensor& output) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
+                                  "sparse_filter_direct_lanes_forward_cpu", [&] {
+    direct_lanes_forward<scalar_t>(input, row_ptr, col_idx, values, bias, g, output);
+  });
+}
+
+}  // namespace torch_sparse_conv

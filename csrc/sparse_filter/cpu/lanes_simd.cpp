@@ -1,0 +1,230 @@
+#include "csrc/sparse_filter/cpu/lanes_simd.h"
+
+#include <array>
+#include <cstring>
+#include <utility>
+
+#include "csrc/common/cpu_isa.h"
+
+namespace torch_sparse_conv {
+
+#ifdef TSC_X86_ISAS
+namespace {
+
+#define TSC_INLINE inline __attribute__((always_inline))
+
+// A 32-byte vector of scalar_t through GCC's vector extension: ymm registers, of which
+// AVX-512 has 32 and AVX2 16.
+template <typename scalar_t>
+struct Vec {
+  typedef scalar_t type __attribute__((vector_size(32)));
+  static constexpr int lanes = 32 / sizeof(scalar_t);
+  static TSC_INLINE type load(const scalar_t* p) {
+    type v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+  }
+  static TSC_INLINE void store(scalar_t* p, type v) { std::memcpy(p, &v, sizeof(v)); }
+  static TSC_INLINE type broadcast(scalar_t s) { return type{} + s; }
+};
+
+// The tile of LaneKernels::tile with its shape fixed at compile time, so the R * T
+// accumulators are registers and every load is base + constant.
+template <typename scalar_t, int R, int T>
+TSC_INLINE void tile_impl(const scalar_t* x, int64_t row_stride, const int64_t* offsets,
+                          const scalar_t* values, int64_t taps, bool accumulate, scalar_t init,
+                          scalar_t* out) {
+  using V = Vec<scalar_t>;
+  constexpr int L = V::lanes;
+  // The pragmas unroll past GCC's default of 16 iterations, which would leave the
+  // accumulators in memory.
+  typename V::type acc[R * T];
+#pragma GCC unroll 32
+  for (int u = 0; u < R * T; ++u) acc[u] = accumulate ? V::load(out + u * L) : V::broadcast(init);
+  const int64_t rs = row_stride * L;
+  for (int64_t k = 0; k < taps; ++k) {
+    const scalar_t* src = x + offsets[k];
+    const typename V::type w = V::broadcast(values[k]);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 32
+      for (int t = 0; t < T; ++t) acc[r * T + t] += w * V::load(src + r * rs + t * L);
+    }
+  }
+#pragma GCC unroll 32
+  for (int u = 0; u < R * T; ++u) V::store(out + u * L, acc[u]);
+}
+
+// In-register transpose of a lanes x lanes block: v[i][j] -> v[j][i].
+TSC_INLINE void transpose(Vec<float>::type (&v)[8]) {
+  using F = Vec<float>::type;
+  using I = int __attribute__((vector_size(32)));
+  F a[8], b[8];
+  for (int i = 0; i < 8; i += 2) {  // interleave pairs of rows, element by element
+    a[i] = __builtin_shuffle(v[i], v[i + 1], I{0, 8, 1, 9, 4, 12, 5, 13});
+    a[i + 1] = __builtin_shuffle(v[i], v[i + 1], I{2, 10, 3, 11, 6, 14, 7, 15});
+  }
+  for (int i = 0; i < 8; i += 4) {  // then pairs of elements
+    for (int j = 0; j < 2; ++j) {
+      b[i + j] = __builtin_shuffle(a[i + j], a[i + j + 2], I{0, 1, 8, 9, 4, 5, 12, 13});
+      b[i + j + 2] = __builtin_shuffle(a[i + j], a[i + j + 2], I{2, 3, 10, 11, 6, 7, 14, 15});
+    }
+  }
+  for (int i = 0; i < 4; ++i) {  // then halves
+    v[i] = __builtin_shuffle(b[i], b[i + 4], I{0, 1, 2, 3, 8, 9, 10, 11});
+    v[i + 4] = __builtin_shuffle(b[i], b[i + 4], I{4, 5, 6, 7, 12, 13, 14, 15});
+  }
+  // The steps above leave the columns in the order 0 2 1 3 4 6 5 7.
+  F t[8] = {v[0], v[2], v[1], v[3], v[4], v[6], v[5], v[7]};
+  for (int i = 0; i < 8; ++i) v[i] = t[i];
+}
+
+TSC_INLINE void transpose(Vec<double>::type (&v)[4]) {
+  using D = Vec<double>::type;
+  using I = long __attribute__((vector_size(32)));
+  const D a0 = __builtin_shuffle(v[0], v[1], I{0, 4, 2, 6});
+  const D a1 = __builtin_shuffle(v[0], v[1], I{1, 5, 3, 7});
+  const D a2 = __builtin_shuffle(v[2], v[3], I{0, 4, 2, 6});
+  const D a3 = __builtin_shuffle(v[2], v[3], I{1, 5, 3, 7});
+  v[0] = __builtin_shuffle(a0, a2, I{0, 1, 4, 5});
+  v[1] = __builtin_shuffle(a1, a3, I{0, 1, 4, 5});
+  v[2] = __builtin_shuffle(a0, a2, I{2, 3, 6, 7});
+  v[3] = __builtin_shuffle(a1, a3, I{2, 3, 6, 7});
+}
+
+template <typename scalar_t>
+TSC_INLINE void interleave_impl(const scalar_t* src, int64_t src_stride, int64_t len,
+                                scalar_t* dst) {
+  using V = Vec<scalar_t>;
+  constexpr int L = V::lanes;
+  int64_t q = 0;
+  for (; q + L <= len; q += L) {
+    typename V::type v[L];
+    for (int s = 0; s < L; ++s) v[s] = V::load(src + s * src_stride + q);
+    transpose(v);
+    for (int i = 0; i < L; ++i) V::store(dst + (q + i) * L, v[i]);
+  }
+  if (q < len && len >= L) {  // the tail as a last block that overlaps the one before
+    q = len - L;
+    typename V::type v[L];
+    for (int s = 0; s < L; ++s) v[s] = V::load(src + s * src_stride + q);
+    transpose(v);
+    for (int i = 0; i < L; ++i) V::store(dst + (q + i) * L, v[i]);
+    return;
+  }
+  for (; q < len; ++q) {
+    for (int s = 0; s < L; ++s) dst[q * L + s] = src[s * src_stride + q];
+  }
+}
+
+template <typename scalar_t>
+TSC_INLINE void deinterleave_impl(const scalar_t* src, int64_t len, int64_t samples,
+                                  scalar_t* dst, int64_t dst_stride) {
+  using V = Vec<scalar_t>;
+  constexpr int L = V::lanes;
+  int64_t q = 0;
+  for (; q + L <= len; q += L) {
+    typename V::type v[L];
+    for (int i = 0; i < L; ++i) v[i] = V::load(src + (q + i) * L);
+    transpose(v);
+    for (int s = 0; s < samples; ++s) V::store(dst + s * dst_stride + q, v[s]);
+  }
+  if (q < len && len >= L) {  // the tail as a last block that overlaps the one before
+    q = len - L;
+    typename V::type v[L];
+    for (int i = 0; i < L; ++i) v[i] = V::load(src + (q + i) * L);
+    transpose(v);
+    for (int s = 0; s < samples; ++s) V::store(dst + s * dst_stride + q, v[s]);
+    return;
+  }
+  for (; q < len; ++q) {
+    for (int s = 0; s < samples; ++s) dst[s * dst_stride + q] = src[q * L + s];
+  }
+}
+
+using std::integer_sequence;
+
+// One instruction set's kernels. MAX_TILE accumulators plus the broadcast weight fit its
+// vector registers.
+#define TSC_DEFINE_LANE_ISA(NAME, TARGET, MAX_TILE)                                          \
+  struct NAME {                                                                             \
+    static constexpr int max_tile = MAX_TILE;                                               \
+    template <typename scalar_t, int R, int T>                                              \
+    TARGET static void tile(const scalar_t* x, int64_t rs, const int64_t* o,                \
+                            const scalar_t* v, int64_t n, bool acc, scalar_t i, scalar_t* out) { \
+      tile_impl<scalar_t, R, T>(x, rs, o, v, n, acc, i, out);                               \
+    }                                                                                       \
+    template <typename scalar_t>                                                            \
+    TARGET static void interleave(const scalar_t* src, int64_t ss, int64_t len,             \
+                                  scalar_t* dst) {                                          \
+      interleave_impl(src, ss, len, dst);                                                   \
+    }                                                                                       \
+    template <typename scalar_t>                                                            \
+    TARGET static void deinterleave(const scalar_t* src, int64_t len, int64_t samples,      \
+                                    scalar_t* dst, int64_t ds) {                            \
+      deinterleave_impl(src, len, samples, dst, ds);                                        \
+    }                                                                                       \
+  };
+
+TSC_DEFINE_LANE_ISA(Avx512, TSC_TARGET_AVX512, 28)
+TSC_DEFINE_LANE_ISA(Avx2, TSC_TARGET_AVX2, 12)
+
+constexpr int kMaxRows = 4;
+constexpr int kMaxCols = 28;
+
+template <typename scalar_t>
+using TileFn = void (*)(const scalar_t*, int64_t, const int64_t*, const scalar_t*, int64_t,
+                        bool, scalar_t, scalar_t*);
+
+// table[R - 1][T - 1]: the tile of R rows and T columns, for R * T <= Isa::max_tile.
+template <typename Isa, typename scalar_t, int R, int... T>
+constexpr std::array<TileFn<scalar_t>, kMaxCols> tile_row(integer_sequence<int, T...>) {
+  return {{(R * (T + 1) <= Isa::max_tile ? &Isa::template tile<scalar_t, R, T + 1>
+                                         : nullptr)...}};
+}
+
+template <typename Isa, typename scalar_t>
+struct TileTable {
+  std::array<std::array<TileFn<scalar_t>, kMaxCols>, kMaxRows> table{
+      {tile_row<Isa, scalar_t, 1>(std::make_integer_sequence<int, kMaxCols>()),
+       tile_row<Isa, scalar_t, 2>(std::make_integer_sequence<int, kMaxCols>()),
+       tile_row<Isa, scalar_t, 3>(std::make_integer_sequence<int, kMaxCols>()),
+       tile_row<Isa, scalar_t, 4>(std::make_integer_sequence<int, kMaxCols>())}};
+};
+
+template <typename Isa, typename scalar_t>
+void tile_dispatch(const scalar_t* x, int64_t row_stride, const int64_t* offsets,
+                   const scalar_t* values, int64_t taps, bool accumulate, scalar_t init,
+                   scalar_t* out, int rows, int cols) {
+  static const TileTable<Isa, scalar_t> tiles;
+  tiles.table[rows - 1][cols - 1](x, row_stride, offsets, values, taps, accumulate, init, out);
+}
+
+template <typename Isa, typename scalar_t>
+LaneKernels<scalar_t> kernels_for() {
+  return {&tile_dispatch<Isa, scalar_t>, &Isa::template interleave<scalar_t>,
+          &Isa::template deinterleave<scalar_t>, Isa::max_tile};
+}
+
+}  // namespace
+
+template <typename scalar_t>
+const LaneKernels<scalar_t>* lane_kernels() {
+  static const LaneKernels<scalar_t> avx512 = kernels_for<Avx512, scalar_t>();
+  static const LaneKernels<scalar_t> avx2 = kernels_for<Avx2, scalar_t>();
+  return isa_variant<const LaneKernels<scalar_t>*>(&avx512, &avx2, nullptr);
+}
+
+#else  // not x86-64 with GCC: no lane kernels
+
+template <typename scalar_t>
+const LaneKernels<scalar_t>* lane_kernels() {
+  return nullptr;
+}
+
+#endif
+
+template const LaneKernels<float>* lane_kernels<float>();
+template const LaneKernels<double>* lane_kernels<double>();
+
+}  // namespace torch_sparse_conv

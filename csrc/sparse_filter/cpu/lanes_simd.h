@@ -1,0 +1,38 @@
+// The inner loops of the batch-in-lanes 'direct' forward (direct_lanes.cpp): a block of
+// lanes<scalar_t>() samples sits in the lanes of one 32-byte vector, so the input of every
+// tap at every output pixel is one aligned vector load. Compiled per instruction set
+// (csrc/common/cpu_isa.h); there is no baseline variant: without AVX2 the 'direct' method
+// keeps its one-sample layout.
+#pragma once
+
+#include <cstdint>
+
+namespace torch_sparse_conv {
+
+// Samples per vector: 8 float32, 4 float64.
+template <typename scalar_t>
+constexpr int64_t lanes() { return 32 / sizeof(scalar_t); }
+
+template <typename scalar_t>
+struct LaneKernels {
+  // An output tile of `rows` x `cols` pixels, each a vector of the block's samples, stored
+  // row-major at out (rows * cols * lanes elements):
+  //   out[r][c] = (accumulate ? out[r][c] : init)
+  //               + sum_k values[k] * x[offsets[k] + (r * row_stride + c) * lanes .. + lanes]
+  // The accumulators stay in registers across all taps. rows * cols <= max_tile.
+  void (*tile)(const scalar_t* x, int64_t row_stride, const int64_t* offsets,
+               const scalar_t* values, int64_t taps, bool accumulate, scalar_t init,
+               scalar_t* out, int rows, int cols);
+  // dst[q * lanes + s] = src[s * src_stride + q] for q < len, s < lanes.
+  void (*interleave)(const scalar_t* src, int64_t src_stride, int64_t len, scalar_t* dst);
+  // dst[s * dst_stride + q] = src[q * lanes + s] for q < len, s < samples (<= lanes).
+  void (*deinterleave)(const scalar_t* src, int64_t len, int64_t samples, scalar_t* dst,
+                       int64_t dst_stride);
+  int max_tile;  // accumulators that fit the vector registers with room to spare
+};
+
+// The kernels for this process's instruction set; nullptr where it lacks AVX2.
+template <typename scalar_t>
+const LaneKernels<scalar_t>* lane_kernels();
+
+}  // namespace torch_sparse_conv

@@ -1,0 +1,149 @@
+"""The CPU 'direct' method's batch-in-lanes layout (csrc/sparse_filter/cpu/direct_lanes.cpp),
+taken when the batch fills blocks of 8 float32 / 4 float64 samples, against F.conv2d.
+
+Batches that fill the blocks (8, 15, 16, 24 for float32; 4, 8 for float64) take it; 9 and 5
+stay on the one-sample layout and are checked beside them. Shapes cover the tile tails (rows
+and columns that do not divide the tile), several input-channel chunks, empty chunks, empty
+and full patterns, stride, dilation, padding and groups.
+"""
+import random
+import zlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import torch_sparse_conv as tsc
+
+from testing import random_weight, run_script
+
+
+def random_config(rng):
+    groups = rng.choice([1, 1, 2, 3])
+    cin = groups * rng.randint(1, 5)
+    cout = groups * rng.randint(1, 5)
+    kh, kw = rng.randint(1, 5), rng.randint(1, 5)
+    stride = (rng.randint(1, 3), rng.randint(1, 3))
+    dilation = (rng.randint(1, 3), rng.randint(1, 2))
+    padding = (rng.randint(0, 3), rng.randint(0, 3))
+    h = rng.randint((kh - 1) * dilation[0] + 1, 24)
+    w = rng.randint((kw - 1) * dilation[1] + 1, 70)  # up to three column tiles
+    return dict(batch=rng.choice([8, 15, 16, 24, 9, 5, 4]), cin=cin, cout=cout,
+                kernel=(kh, kw), stride=stride, padding=padding, dilation=dilation,
+                groups=groups, size=(h, w), density=rng.choice([0.0, 0.05, 0.3, 1.0]))
+
+
+GRID = [random_config(random.Random(1000 + seed)) for seed in range(30)]
+
+
+def case(cfg, dtype):
+    gen = torch.Generator().manual_seed(zlib.crc32(repr(sorted(cfg.items())).encode()))
+    x = torch.randn(cfg["batch"], cfg["cin"], *cfg["size"], dtype=dtype, generator=gen)
+    w = random_weight((cfg["cout"], cfg["cin"] // cfg["groups"], *cfg["kernel"]),
+                      cfg["density"], dtype, gen)
+    b = torch.randn(cfg["cout"], dtype=dtype, generator=gen)
+    return x, w, b, (cfg["stride"], cfg["padding"], cfg["dilation"], cfg["groups"])
+
+
+def tolerance(dtype):
+    return dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("cfg", GRID, ids=[f"cfg{i}" for i in range(len(GRID))])
+def test_direct_matches_conv2d(cfg, dtype):
+    x, w, b, args = case(cfg, dtype)
+    for bias in (b, None):
+        got = tsc.sparse_conv2d(x, w, bias, *args, method="direct")
+        torch.testing.assert_close(got, F.conv2d(x, w, bias, *args), **tolerance(dtype))
+
+
+@pytest.mark.parametrize("batch", [8, 16, 9])
+def test_many_input_channel_chunks_some_empty(batch):
+    """300 input channels split into chunks; output channels whose taps skip whole chunks."""
+    gen = torch.Generator().manual_seed(batch)
+    x = torch.randn(batch, 300, 9, 30, generator=gen)
+    w = random_weight((12, 300, 3, 3), 0.05, torch.float32, gen)
+    w[:4, 40:260] = 0  # the middle chunks hold no tap of these channels
+    w[5] = 0           # nor any of this one
+    got = tsc.sparse_conv2d(x, w, None, 1, 1, method="direct")
+    torch.testing.assert_close(got, F.conv2d(x, w, None, 1, 1), rtol=1e-4, atol=1e-4)
+
+
+def test_unsorted_columns_give_the_same_result():
+    """A hand-made CSR whose columns are not sorted within a row."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 20, 11, 13, generator=gen)
+    w = random_weight((6, 20, 3, 3), 0.3, torch.float32, gen)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(w)
+    shuffled_cols, shuffled_vals = col_idx.clone(), values.clone()
+    for row in range(6):
+        lo, hi = row_ptr[row].item(), row_ptr[row + 1].item()
+        order = torch.randperm(hi - lo, generator=gen) + lo
+        shuffled_cols[lo:hi], shuffled_vals[lo:hi] = col_idx[order], values[order]
+    got = tsc.sparse_conv2d_packed(x, row_ptr, shuffled_cols, shuffled_vals, list(w.shape), None,
+                                   [1, 1], [1, 1], [0, 0], [1, 1], 1, "direct")
+    torch.testing.assert_close(got, F.conv2d(x, w, None, 1, 1), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "batch_view", "transposed"])
+def test_memory_formats_and_views(layout):
+    gen = torch.Generator().manual_seed(1)
+    base = torch.randn(17, 6, 15, 15, generator=gen)
+    x = {"channels_last": base[:16].contiguous(memory_format=torch.channels_last),
+         "batch_view": base[1:],
+         "transposed": base[:8].transpose(2, 3)}[layout]
+    w = random_weight((7, 6, 3, 3), 0.4, torch.float32, gen)
+    got = tsc.sparse_conv2d(x, w, None, 1, 1, method="direct")
+    expected = F.conv2d(x, w, None, 1, 1)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    if layout == "channels_last":
+        assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_is_the_float32_result_rounded_once(dtype):
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(16, 9, 14, 14, generator=gen).to(dtype)
+    w = random_weight((10, 9, 3, 3), 0.2, torch.float32, gen).to(dtype)
+    b = torch.randn(10, generator=gen).to(dtype)
+    got = tsc.sparse_conv2d(x, w, b, 1, 1, method="direct")
+    expected = tsc.sparse_conv2d(x.float(), w.float(), b.float(), 1, 1, method="direct")
+    assert got.dtype == dtype
+    assert torch.equal(got, expected.to(dtype))
+
+
+def test_gradcheck_float64_on_a_full_block():
+    """The forward on a full float64 block (4 samples), gradients of input, kept values and
+    bias."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 3, 6, 7, dtype=torch.float64, generator=gen, requires_grad=True)
+    w = random_weight((4, 3, 3, 3), 0.5, torch.float64, gen)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(w)
+    values = values.clone().requires_grad_()
+    b = torch.randn(4, dtype=torch.float64, generator=gen, requires_grad=True)
+
+    def fn(x, values, b):
+        return torch.ops.torch_sparse_conv.sparse_filter_conv2d(
+            x, row_ptr, col_idx, values, list(w.shape), b, [2, 1], [1, 1], [1, 1], 1, "direct")
+    assert torch.autograd.gradcheck(fn, (x, values, b))
+
+
+AVX2_SCRIPT = r"""
+import torch, torch.nn.functional as F, torch_sparse_conv as tsc
+torch.manual_seed(0)
+for dtype in (torch.float32, torch.float64):
+    for (n, c, h, w, o, k, s, p, d) in [(8, 5, 7, 7, 6, 3, 1, 1, 1), (16, 7, 13, 61, 5, 3, 1, 1, 1),
+                                        (8, 4, 20, 30, 3, 5, 2, 2, 2)]:
+        x = torch.randn(n, c, h, w, dtype=dtype)
+        wt = torch.randn(o, c, k, k, dtype=dtype) * (torch.rand(o, c, k, k) < 0.3)
+        tol = 1e-4 if dtype == torch.float32 else 1e-10
+        out = tsc.sparse_conv2d(x, wt, None, s, p, d, method="direct")
+        torch.testing.assert_close(out, F.conv2d(x, wt, None, s, p, d), rtol=tol, atol=tol)
+print("ok")
+"""
+
+
+def test_avx2_tiles_match_conv2d():
+    """AVX2 has 16 vector registers: its tiles hold 12 accumulators, not 28."""
+    run_script(AVX2_SCRIPT, TSC_CPU_ISA="avx2")
