@@ -1,5 +1,6 @@
 #include "csrc/sparse_filter/method.h"
 #include "csrc/sparse_filter/pattern.h"
+#include "csrc/sparse_filter/cpu/direct.h"
 
 #include <algorithm>
 #include <vector>
@@ -18,19 +19,21 @@ SparseFilterMethod parse_sparse_filter_method(c10::string_view name) {
 
 SparseFilterMethod choose_sparse_filter_method_cpu(const at::Tensor& row_ptr,
                                                    const at::Tensor& col_idx,
-                                                   const SparseFilterGeometry& g) {
+                                                   const SparseFilterGeometry& g,
+                                                   at::ScalarType dtype) {
   const int64_t taps = g.taps_per_filter();
   const int64_t nnz = col_idx.size(0);
   const double density =
       g.out_channels * taps == 0 ? 0.0 : double(nnz) / double(g.out_channels * taps);
   const int64_t len = g.wide_len();
-  DirectCostModel model = kDirectCostModels[0];
-  for (const DirectCostModel& m : kDirectCostModels) {
-    if (len >= m.min_run) {
-      model = m;
-      break;
+  const auto pick = [len](const auto& models) {
+    for (const DirectCostModel& m : models) {
+      if (len >= m.min_run) return m;
     }
-  }
+    return models[0];
+  };
+  const DirectCostModel model = direct_lanes_pay(g, dtype) ? pick(kDirectLanesCostModels)
+                                                           : pick(kDirectCostModels);
   // Laying out the input costs in proportion to the input, which a stride makes larger
   // relative to the output (and so to dense's work): 4x for stride 2.
   const double overhead = model.overhead * double(g.stride_h * g.stride_w);

@@ -12,15 +12,19 @@ enum class SparseFilterMethod { Auto, Direct, Unfold, Dense, Spmm };
 // The CPU 'auto' rule predicts each method's time relative to dense at::conv2d (oneDNN) and
 // takes the fastest. direct: time/dense = density / efficiency + overhead, where the
 // efficiency (multiply-adds per second relative to oneDNN) and the fixed overhead (laying
-// out the input, writing the output; times stride_h * stride_w) depend on the length of the
-// output run. unfold: a GEMM
-// over the union of kept taps, time/dense = union_fraction / kUnfoldEfficiency. Fitted to
-// ResNet-50's 3x3 layers, batch 8, 2 threads, AVX-512 (BENCHMARKS.md).
+// out the input, writing the output; times stride_h * stride_w) depend on the layout direct
+// takes (the batch in the vector lanes or one sample at a time, cpu/direct.h) and the length
+// of the output run. unfold: a GEMM over the union of kept taps, time/dense = union_fraction
+// / kUnfoldEfficiency. Fitted to ResNet-50's 3x3 layers, batch 8, 2 threads, AVX-512
+// (BENCHMARKS.md): the lanes models to the 2026-12-01 evening run, the one-sample models to
+// the runs before the lanes layout existed.
 struct DirectCostModel {
   int64_t min_run;  // applies to wide runs at least this long
   double efficiency;
   double overhead;
 };
+constexpr DirectCostModel kDirectLanesCostModels[] = {
+    {512, 0.50, 0.09}, {128, 0.45, 0.10}, {0, 0.40, 0.15}};
 constexpr DirectCostModel kDirectCostModels[] = {
     {2048, 0.32, 0.15}, {512, 0.32, 0.13}, {128, 0.27, 0.08}, {0, 0.24, 0.19}};
 constexpr double kUnfoldEfficiency = 0.30;
@@ -31,10 +35,11 @@ constexpr double kAutoMinGain = 1.05;  // leave dense only for a predicted 5% wi
 SparseFilterMethod parse_sparse_filter_method(c10::string_view name);
 
 // The CPU rule for 'auto' (see the constants above), for a packed filter whose indices
-// passed check_csr_contents.
+// passed check_csr_contents, on an input of `dtype`.
 SparseFilterMethod choose_sparse_filter_method_cpu(const at::Tensor& row_ptr,
                                                    const at::Tensor& col_idx,
-                                                   const SparseFilterGeometry& g);
+                                                   const SparseFilterGeometry& g,
+                                                   at::ScalarType dtype);
 
 // The dense (C_out, C_in/groups, kH, kW) weight of a CSR-packed filter (any device).
 at::Tensor unpack_sparse_filter_dense(const at::Tensor& row_ptr, const at::Tensor& col_idx,

@@ -110,7 +110,9 @@ at::Tensor sparse_filter_conv2d_cpu(const at::Tensor& input, const at::Tensor& r
   if (g.taps_per_filter() == 0) {
     return in_memory_format_of(input, output_without_taps(input, bias, g));
   }
-  if (method == SparseFilterMethod::Auto) method = choose_sparse_filter_method_cpu(rp, ci, g);
+  if (method == SparseFilterMethod::Auto) {
+    method = choose_sparse_filter_method_cpu(rp, ci, g, input.scalar_type());
+  }
   if (reduced_precision::is_reduced(input.scalar_type()) && method != SparseFilterMethod::Direct) {
     // 'direct' reads and writes float16/bfloat16 itself; the others run their float32 code on
     // widened arguments.
