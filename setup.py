@@ -69,10 +69,12 @@ def torch_requirement() -> str:
 
 
 # Optional dependencies by use: compat's numpy / scipy in and out; the benchmarks' progress
-# bar, peers and plots (python -m torch_sparse_conv.bench; requirements-dev.txt pins them all).
+# bar, peers, plots and the whole-model suite's ResNet-50 (python -m torch_sparse_conv.bench;
+# requirements-dev.txt pins them all). torchvision is pinned here too: each release is built
+# against one torch release, the one pinned above.
 EXTRAS = {
     "compat": ["numpy", "scipy"],
-    "bench": ["numpy", "scipy", "tqdm", "matplotlib"],
+    "bench": ["numpy", "scipy", "tqdm", "matplotlib", "torchvision==0.26.0"],
 }
 
 

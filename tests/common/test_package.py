@@ -107,9 +107,13 @@ def test_wheel_requires_exactly_the_torch_that_builds_it(wheel_metadata):
 def test_wheel_has_the_compat_and_bench_extras(wheel_metadata):
     assert {"compat", "bench"} <= set(wheel_metadata.get_all("Provides-Extra"))
     requires = wheel_metadata.get_all("Requires-Dist")
-    for extra, names in [("compat", {"numpy", "scipy"}), ("bench", {"tqdm", "matplotlib"})]:
+    for extra, names in [("compat", {"numpy", "scipy"}),
+                         ("bench", {"tqdm", "matplotlib", "torchvision==0.26.0"})]:
         listed = {r.split(";")[0].strip() for r in requires if f'extra == "{extra}"' in r}
         assert names <= listed
+    # The one pinned extra (torchvision pairs with one torch release) agrees with the pin
+    # the tests and benchmarks run with.
+    assert _requirements_dev()["torchvision"] == "==0.26.0"
 
 
 @pytest.mark.slow
