@@ -97,7 +97,8 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   const int64_t cols_read = tile.cols + (g.kernel_w - 1) * g.dilation_w / g.stride_w;
   const int64_t channel_bytes =
       g.stride_h * g.stride_w * rows_read * cols_read * L * int64_t(sizeof(scalar_t));
-  const int64_t chunk_channels = std::max<int64_t>(1, kChunkBytes / channel_bytes);
+  const int64_t chunk_channels =
+      chunk_channels_for(g, col_idx.size(0), kChunkBytes / channel_bytes);
   const SortedTaps<scalar_t> taps = sort_taps<scalar_t>(
       row_ptr, col_idx, values.to(compute_dtype), g, chunk_channels, L);
 
@@ -164,8 +165,8 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
           for (int64_t oc = oc0; oc < oc1; ++oc) {
             const int64_t k0 = taps.bounds(oc)[j], k1 = taps.bounds(oc)[j + 1];
             if (j > 0 && k0 == k1) continue;
-            kernels.tile(base, g.phase_w, taps.offsets.data() + k0, taps.values.data() + k0,
-                         k1 - k0, /*accumulate=*/j > 0, b ? b[oc] : scalar_t(0),
+            kernels.tile(base + taps.group_offset(oc), g.phase_w, taps.cols + k0,
+                         taps.column_offset.data(), taps.values + k0, k1 - k0, /*accumulate=*/j > 0, b ? b[oc] : scalar_t(0),
                          partial.data() + (oc - oc0) * tile_elements, rows, cols);
           }
         }

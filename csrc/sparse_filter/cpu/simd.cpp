@@ -40,16 +40,16 @@ struct Vec {
 // U consecutive vectors of out: accumulators in registers, every nonzero streamed through.
 // They start from out's current values (accumulate) or from init.
 template <typename scalar_t, int BYTES, int U>
-TSC_INLINE void conv_vectors(const scalar_t* sample, const int64_t* offsets,
-                             const scalar_t* values, int64_t nnz, bool accumulate, scalar_t init,
-                             scalar_t* out) {
+TSC_INLINE void conv_vectors(const scalar_t* sample, const int64_t* cols,
+                             const int64_t* column_offset, const scalar_t* values, int64_t nnz,
+                             bool accumulate, scalar_t init, scalar_t* out) {
   using V = Vec<scalar_t, BYTES>;
   typename V::type acc[U];
   for (int u = 0; u < U; ++u) {
     acc[u] = accumulate ? V::load(out + u * V::lanes) : V::broadcast(init);
   }
   for (int64_t k = 0; k < nnz; ++k) {
-    const scalar_t* src = sample + offsets[k];
+    const scalar_t* src = sample + column_offset[cols[k]];
     const typename V::type v = V::broadcast(values[k]);
     for (int u = 0; u < U; ++u) acc[u] += v * V::load(src + u * V::lanes);
   }
@@ -59,21 +59,24 @@ TSC_INLINE void conv_vectors(const scalar_t* sample, const int64_t* offsets,
 // count positions (rounded up to whole vectors), in groups of UNROLL vectors (the last
 // group smaller, each group an independent set of accumulator chains).
 template <typename scalar_t, int BYTES, int UNROLL>
-TSC_INLINE void conv_block_impl(const scalar_t* sample, const int64_t* offsets,
-                                const scalar_t* values, int64_t nnz, bool accumulate,
-                                scalar_t init, scalar_t* out, int64_t count) {
+TSC_INLINE void conv_block_impl(const scalar_t* sample, const int64_t* cols,
+                                const int64_t* column_offset, const scalar_t* values,
+                                int64_t nnz, bool accumulate, scalar_t init, scalar_t* out,
+                                int64_t count) {
   constexpr int64_t lanes = Vec<scalar_t, BYTES>::lanes;
   const int64_t nvec = ceil_div(count, lanes);
   int64_t v = 0;
   for (; v + UNROLL <= nvec; v += UNROLL) {
-    conv_vectors<scalar_t, BYTES, UNROLL>(sample + v * lanes, offsets, values, nnz, accumulate,
-                                          init, out + v * lanes);
+    conv_vectors<scalar_t, BYTES, UNROLL>(sample + v * lanes, cols, column_offset, values, nnz,
+                                          accumulate, init, out + v * lanes);
   }
   const scalar_t* s = sample + v * lanes;
   scalar_t* o = out + v * lanes;
   switch (nvec - v) {
 #define TSC_TAIL(N) \
-  case N: conv_vectors<scalar_t, BYTES, N>(s, offsets, values, nnz, accumulate, init, o); break;
+  case N:                                                                          \
+    conv_vectors<scalar_t, BYTES, N>(s, cols, column_offset, values, nnz, accumulate, init, o); \
+    break;
     TSC_TAIL(1) TSC_TAIL(2) TSC_TAIL(3) TSC_TAIL(4) TSC_TAIL(5) TSC_TAIL(6) TSC_TAIL(7)
     TSC_TAIL(8) TSC_TAIL(9) TSC_TAIL(10) TSC_TAIL(11)
 #undef TSC_TAIL
@@ -110,9 +113,10 @@ TSC_INLINE void axpy_impl(scalar_t alpha, const scalar_t* x, scalar_t* y, int64_
 // (of 16 or 32 registers) leaving room for the broadcast weight and addresses.
 #define TSC_DEFINE_ISA(NAME, TARGET, BYTES, UNROLL)                                                   \
   template <typename scalar_t>                                                                 \
-  TARGET void conv_block_##NAME(const scalar_t* s, const int64_t* o, const scalar_t* v,        \
-                                int64_t n, bool acc, scalar_t i, scalar_t* out, int64_t cnt) { \
-    conv_block_impl<scalar_t, BYTES, UNROLL>(s, o, v, n, acc, i, out, cnt);                    \
+  TARGET void conv_block_##NAME(const scalar_t* s, const int64_t* c, const int64_t* o,        \
+                                const scalar_t* v, int64_t n, bool acc, scalar_t i,            \
+                                scalar_t* out, int64_t cnt) {                                  \
+    conv_block_impl<scalar_t, BYTES, UNROLL>(s, c, o, v, n, acc, i, out, cnt);                 \
   }                                                                                            \
   template <typename scalar_t>                                                                 \
   TARGET scalar_t dot_##NAME(const scalar_t* a, const scalar_t* b, int64_t len) {              \

@@ -9,13 +9,15 @@ namespace torch_sparse_conv {
 
 template <typename scalar_t>
 struct SparseFilterSimd {
-  // out[p] = (accumulate ? out[p] : init) + sum_k values[k] * sample[offsets[k] + p]
+  // out[p] = (accumulate ? out[p] : init)
+  //          + sum_k values[k] * sample[column_offset[cols[k]] + p]
   // for p < count rounded up to whole vectors. The accumulators of a tile of `out` stay in
   // registers across all nonzeros. Rounding up reads and writes at most 64 bytes past
   // count: callers size `out` in multiples of vector_lanes() and leave vector_lanes()
   // elements of slack after the last valid input.
-  void (*conv_block)(const scalar_t* sample, const int64_t* offsets, const scalar_t* values,
-                     int64_t nnz, bool accumulate, scalar_t init, scalar_t* out, int64_t count);
+  void (*conv_block)(const scalar_t* sample, const int64_t* cols, const int64_t* column_offset,
+                     const scalar_t* values, int64_t nnz, bool accumulate, scalar_t init,
+                     scalar_t* out, int64_t count);
   // sum_p a[p] * b[p]
   scalar_t (*dot)(const scalar_t* a, const scalar_t* b, int64_t len);
   // y[p] += alpha * x[p]
