@@ -101,6 +101,7 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
       chunk_channels_for(g, col_idx.size(0), kChunkBytes / channel_bytes);
   const SortedTaps<scalar_t> taps = sort_taps<scalar_t>(
       row_ptr, col_idx, values.to(compute_dtype), g, chunk_channels, L);
+  const std::vector<int64_t> offsets = taps.tap_offsets(row_ptr.data_ptr<int64_t>());
 
   const int64_t channel_block = g.channel_block();
   const int64_t block_elements = g.in_channels * channel_block * L;
@@ -165,8 +166,7 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
           for (int64_t oc = oc0; oc < oc1; ++oc) {
             const int64_t k0 = taps.bounds(oc)[j], k1 = taps.bounds(oc)[j + 1];
             if (j > 0 && k0 == k1) continue;
-            kernels.tile(base + taps.group_offset(oc), g.phase_w, taps.cols + k0,
-                         taps.column_offset.data(), taps.values + k0, k1 - k0, /*accumulate=*/j > 0, b ? b[oc] : scalar_t(0),
+            kernels.tile(base, g.phase_w, offsets.data() + k0, taps.values + k0, k1 - k0, /*accumulate=*/j > 0, b ? b[oc] : scalar_t(0),
                          partial.data() + (oc - oc0) * tile_elements, rows, cols);
           }
         }

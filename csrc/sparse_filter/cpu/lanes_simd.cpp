@@ -31,9 +31,9 @@ struct Vec {
 // The tile of LaneKernels::tile with its shape fixed at compile time, so the R * T
 // accumulators are registers and every load is base + constant.
 template <typename scalar_t, int R, int T>
-TSC_INLINE void tile_impl(const scalar_t* x, int64_t row_stride, const int64_t* columns,
-                          const int64_t* column_offset, const scalar_t* values, int64_t taps,
-                          bool accumulate, scalar_t init, scalar_t* out) {
+TSC_INLINE void tile_impl(const scalar_t* x, int64_t row_stride, const int64_t* offsets,
+                          const scalar_t* values, int64_t taps, bool accumulate, scalar_t init,
+                          scalar_t* out) {
   using V = Vec<scalar_t>;
   constexpr int L = V::lanes;
   // The pragmas unroll past GCC's default of 16 iterations, which would leave the
@@ -43,7 +43,7 @@ TSC_INLINE void tile_impl(const scalar_t* x, int64_t row_stride, const int64_t* 
   for (int u = 0; u < R * T; ++u) acc[u] = accumulate ? V::load(out + u * L) : V::broadcast(init);
   const int64_t rs = row_stride * L;
   for (int64_t k = 0; k < taps; ++k) {
-    const scalar_t* src = x + column_offset[columns[k]];
+    const scalar_t* src = x + offsets[k];
     const typename V::type w = V::broadcast(values[k]);
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
@@ -150,10 +150,9 @@ using std::integer_sequence;
   struct NAME {                                                                             \
     static constexpr int max_tile = MAX_TILE;                                               \
     template <typename scalar_t, int R, int T>                                              \
-    TARGET static void tile(const scalar_t* x, int64_t rs, const int64_t* c,                \
-                            const int64_t* o, const scalar_t* v, int64_t n, bool acc,       \
-                            scalar_t i, scalar_t* out) {                                    \
-      tile_impl<scalar_t, R, T>(x, rs, c, o, v, n, acc, i, out);                            \
+    TARGET static void tile(const scalar_t* x, int64_t rs, const int64_t* o,                \
+                            const scalar_t* v, int64_t n, bool acc, scalar_t i, scalar_t* out) { \
+      tile_impl<scalar_t, R, T>(x, rs, o, v, n, acc, i, out);                               \
     }                                                                                       \
     template <typename scalar_t>                                                            \
     TARGET static void interleave(const scalar_t* src, int64_t ss, int64_t len,             \
@@ -174,8 +173,8 @@ constexpr int kMaxRows = 4;
 constexpr int kMaxCols = 28;
 
 template <typename scalar_t>
-using TileFn = void (*)(const scalar_t*, int64_t, const int64_t*, const int64_t*,
-                        const scalar_t*, int64_t, bool, scalar_t, scalar_t*);
+using TileFn = void (*)(const scalar_t*, int64_t, const int64_t*, const scalar_t*, int64_t,
+                        bool, scalar_t, scalar_t*);
 
 // table[R - 1][T - 1]: the tile of R rows and T columns, for R * T <= Isa::max_tile.
 template <typename Isa, typename scalar_t, int R, int... T>
@@ -194,12 +193,11 @@ struct TileTable {
 };
 
 template <typename Isa, typename scalar_t>
-void tile_dispatch(const scalar_t* x, int64_t row_stride, const int64_t* columns,
-                   const int64_t* column_offset, const scalar_t* values, int64_t taps,
-                   bool accumulate, scalar_t init, scalar_t* out, int rows, int cols) {
+void tile_dispatch(const scalar_t* x, int64_t row_stride, const int64_t* offsets,
+                   const scalar_t* values, int64_t taps, bool accumulate, scalar_t init,
+                   scalar_t* out, int rows, int cols) {
   static const TileTable<Isa, scalar_t> tiles;
-  tiles.table[rows - 1][cols - 1](x, row_stride, columns, column_offset, values, taps,
-                                  accumulate, init, out);
+  tiles.table[rows - 1][cols - 1](x, row_stride, offsets, values, taps, accumulate, init, out);
 }
 
 template <typename Isa, typename scalar_t>

@@ -17,12 +17,12 @@ template <typename scalar_t>
 struct LaneKernels {
   // An output tile of `rows` x `cols` pixels, each a vector of the block's samples, stored
   // row-major at out (rows * cols * lanes elements):
-  //   out[r][c] = (accumulate ? out[r][c] : init) + sum_k values[k] *
-  //               x[column_offset[columns[k]] + (r * row_stride + c) * lanes .. + lanes]
+  //   out[r][c] = (accumulate ? out[r][c] : init)
+  //               + sum_k values[k] * x[offsets[k] + (r * row_stride + c) * lanes .. + lanes]
   // The accumulators stay in registers across all taps. rows * cols <= max_tile.
-  void (*tile)(const scalar_t* x, int64_t row_stride, const int64_t* columns,
-               const int64_t* column_offset, const scalar_t* values, int64_t taps,
-               bool accumulate, scalar_t init, scalar_t* out, int rows, int cols);
+  void (*tile)(const scalar_t* x, int64_t row_stride, const int64_t* offsets,
+               const scalar_t* values, int64_t taps, bool accumulate, scalar_t init,
+               scalar_t* out, int rows, int cols);
   // dst[q * lanes + s] = src[s * src_stride + q] for q < len, s < lanes.
   void (*interleave)(const scalar_t* src, int64_t src_stride, int64_t len, scalar_t* dst);
   // dst[s * dst_stride + q] = src[q * lanes + s] for q < len, s < samples (<= lanes).

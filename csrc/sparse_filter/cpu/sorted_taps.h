@@ -32,18 +32,36 @@ struct SortedTaps {
   const int64_t* bounds(int64_t oc) const { return chunk_ptr.data() + oc * (chunks + 1); }
   int64_t group_offset(int64_t oc) const { return oc / out_channels_per_group * group_block; }
 
+  // Per tap, group_offset + column_offset[cols[k]] in one array: for kernels with so much
+  // work per tap (the lanes layout: a tile of 8-sample vectors) that this pass costs less
+  // than the second lookup in their inner loop (8 % of 256@14 at batch 8, 2 threads).
+  std::vector<int64_t> tap_offsets(const int64_t* row_ptr) const {
+    const int64_t out_channels = static_cast<int64_t>(chunk_ptr.size()) / (chunks + 1);
+    std::vector<int64_t> offsets(row_ptr[out_channels]);
+    at::parallel_for(0, out_channels, 64, [&](int64_t oc_begin, int64_t oc_end) {
+      for (int64_t oc = oc_begin; oc < oc_end; ++oc) {
+        const int64_t base = group_offset(oc);
+        for (int64_t k = row_ptr[oc]; k < row_ptr[oc + 1]; ++k) {
+          offsets[k] = base + column_offset[cols[k]];
+        }
+      }
+    });
+    return offsets;
+  }
+
   // What cols and values point to: the packed arrays, or sorted copies of them.
   at::Tensor cols_tensor, values_tensor;
 };
 
 // Input channels per chunk: as many as fit L1 (l1_channels), but at least enough for an
-// output channel of average density to have 16 taps in each chunk. Every chunk reloads and
+// output channel of average density to have 8 taps in each chunk. Every chunk reloads and
 // stores an output tile's partial sums; with fewer taps that overhead outweighs reading the
-// input from L2. Measured at batch 8, 1 thread: 1x1 512->2048 @7 at 90 % 4.7 -> 3.0 ms,
-// 3x3 512@7 at 95 % 3.9 -> 3.3 ms, 3x3 64@56 at 90 % unchanged.
+// input from L2. Measured at batch 8, 2 threads, against L1-sized chunks: 1x1 512->2048 @7 at
+// 90 % 2.5-2.9 -> 1.7-2.4 ms, 1x1 256->64 @56 4.8-6.0 -> 4.4-4.5 ms, 3x3 layers at 90 % and
+// 95 % unchanged (16 taps cost the 3x3 layers at 90 % 5-10 %).
 inline int64_t chunk_channels_for(const SparseFilterGeometry& g, int64_t nnz,
                                   int64_t l1_channels) {
-  constexpr double kMinTapsPerChunk = 16;
+  constexpr double kMinTapsPerChunk = 8;
   const double taps_per_channel =
       double(nnz) / double(std::max<int64_t>(1, g.out_channels * g.in_channels_per_group()));
   const double for_taps = kMinTapsPerChunk / std::max(taps_per_channel, 1e-9);
