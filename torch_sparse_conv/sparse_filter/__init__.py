@@ -5,6 +5,8 @@
   (a weight packed once), and the argument rules :func:`pair` and :func:`resolve_padding`.
 * :mod:`.nn`: :class:`SparseConv2d` (a pruned ``nn.Conv2d``), :func:`sparsify` and back
   (:func:`densify`, :func:`dense_state_dict`).
+* :mod:`.fold`: :func:`fold_batchnorm`, eval-mode batch norm folded into the convolution
+  before it (``sparsify(..., fold_batchnorm=True)``).
 * ``_fake``: the operators' fake (meta) kernels, registered by ``_library.load()``.
 """
 from .functional import (
@@ -17,6 +19,7 @@ from .functional import (
     sparse_conv2d_packed,
     unpack_sparse_filter,
 )
+from .fold import fold_batchnorm
 from .nn import DEFAULT_MIN_SPARSITY, SparseConv2d, dense_state_dict, densify, sparsify
 
 __all__ = [
@@ -26,6 +29,7 @@ __all__ = [
     "SparseConv2d",
     "dense_state_dict",
     "densify",
+    "fold_batchnorm",
     "pack_sparse_filter",
     "pair",
     "resolve_padding",

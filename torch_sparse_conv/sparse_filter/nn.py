@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.utils import parametrize
 
+from . import fold
 from .functional import (
     METHODS,
     PADDING_MODES,
@@ -248,7 +249,11 @@ class SparsifyDecision:
 
 class SparsifyReport(list):
     """The :class:`SparsifyDecision` of every ``nn.Conv2d`` met, in model order; ``str()`` is
-    a table."""
+    a table. ``folded``: the (convolution, batch norm) pairs folded first, if asked."""
+
+    def __init__(self, *decisions):
+        super().__init__(*decisions)
+        self.folded: List[Tuple[str, str]] = []
 
     @property
     def converted(self) -> List[str]:
@@ -309,7 +314,7 @@ def _decide(name: str, conv: nn.Conv2d, min_sparsity: float,
 def sparsify(model: nn.Module, min_sparsity: float = DEFAULT_MIN_SPARSITY,
              method: str = "auto", *,
              layer_filter: Optional[Callable[[str, nn.Conv2d], bool]] = None,
-             return_report: bool = False):
+             return_report: bool = False, fold_batchnorm: bool = False):
     """Replaces, in place, every ``nn.Conv2d`` of ``model`` whose weight has at least
     ``min_sparsity`` zero taps by an equivalent :class:`SparseConv2d`, and returns ``model``
     (with ``return_report=True``, ``(model, report)``: a :class:`SparsifyReport` saying, for
@@ -324,6 +329,11 @@ def sparsify(model: nn.Module, min_sparsity: float = DEFAULT_MIN_SPARSITY,
     ``model.named_modules()``). Layers below the threshold stay dense, where they are faster:
     the default 0.8 is where the sparse kernel overtook oneDNN on the slowest-to-gain of
     ResNet-50's 3x3 layers (512x7x7, 79.9-80.2 % at batch 8; see ``DEFAULT_MIN_SPARSITY``).
+
+    ``fold_batchnorm=True`` first folds every eval-mode ``BatchNorm2d`` that follows a
+    convolution into it (:func:`~torch_sparse_conv.sparse_filter.fold.fold_batchnorm`: not
+    bit-exact, and the model must trace with ``torch.fx``); the report's ``folded`` lists
+    the pairs.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"sparsify: model must be an nn.Module, got {type(model).__name__}")
@@ -333,6 +343,8 @@ def sparsify(model: nn.Module, min_sparsity: float = DEFAULT_MIN_SPARSITY,
         raise TypeError("sparsify: pass the model that contains the Conv2d (a Conv2d can't "
                         "replace itself in place); use SparseConv2d.from_dense for one layer")
     report = SparsifyReport()
+    if fold_batchnorm:
+        report.folded = fold.fold_batchnorm(model)
     _sparsify_children(model, "", min_sparsity, method, layer_filter, report)
     return (model, report) if return_report else model
 
