@@ -31,7 +31,8 @@ def tiny_layers_config(quick=True, device="cpu", batch=None, rounds=None):
 
 def tiny_resnet_config(quick=True, device="cpu", batch=None, rounds=None):
     return dict(model="resnet18", image=32, sparsities=[0.9], batches=[1], rounds=1,
-                methods=["auto"], deepsparse=False, calibration_batch=2, seed=0)
+                methods=["auto"], deepsparse=False, calibration_batch=2, seed=0,
+                fold_batchnorm=True)
 
 
 def tiny_toeplitz_config(quick=True, device="cpu", batch=None, rounds=None):

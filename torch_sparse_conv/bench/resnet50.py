@@ -15,6 +15,9 @@ logit; a whole network sums rounding differences over 53 layers):
   dense          the pruned model as it is (oneDNN through nn.Conv2d): the baseline
   ours:<m>       ``torch_sparse_conv.sparsify(copy, method=m)``: every pruned convolution a
                  SparseConv2d (the report must say all 53 were converted), the rest unchanged
+  dense+fold-bn  the pruned model with every eval-mode BatchNorm folded into the convolution
+                 before it (torch_sparse_conv.sparse_filter.fold_batchnorm), in dense torch
+  ours:auto+fold-bn  ``sparsify(copy, fold_batchnorm=True)``: the same folding, then sparse
   deepsparse     DeepSparse 1.8 on the same pruned model exported with its zeros (BatchNorm,
                  ReLU, pooling, residual adds and the Linear as ONNX operators; DeepSparse
                  folds what it folds), in its worker process (bench/deepsparse_peer.py)
@@ -27,6 +30,7 @@ from typing import Dict, List, Optional
 
 import torch
 
+from ..sparse_filter import fold_batchnorm
 from . import sparse_filter
 from .timing import check_same, geometric_mean
 
@@ -35,6 +39,9 @@ BATCHES = [1, 8]
 IMAGE = 224
 OUR_METHODS = ["auto", "direct"]
 BASELINE = "dense"
+# The same pruned model with its batch norms folded into the convolutions, in dense torch:
+# the fair baseline for ours:auto+fold-bn (any torch user can fold).
+FOLDED_BASELINE = "dense+fold-bn"
 PEER = sparse_filter.PEER
 TOLERANCE = (1e-3, 1e-3)  # rtol; atol as a fraction of the largest output magnitude
 NOISE = sparse_filter.NOISE
@@ -59,7 +66,8 @@ def default_config(quick: bool, device: str, batch: Optional[int] = None,
                 sparsities=[0.9] if quick else SPARSITIES,
                 batches=[batch] if batch else ([1] if quick else BATCHES),
                 rounds=rounds or (3 if quick else 10), methods=OUR_METHODS,
-                deepsparse=device == "cpu", calibration_batch=4, seed=0)
+                deepsparse=device == "cpu", calibration_batch=4, seed=0,
+                fold_batchnorm=True)
 
 
 def cells(config: Dict) -> int:
@@ -122,11 +130,12 @@ def conv_work(model: torch.nn.Module, image: int) -> Dict:
     return work
 
 
-def _ours(model: torch.nn.Module, method: str, convs: int):
-    """``sparsify`` on a copy with ``method``; every Conv2d must have been converted."""
+def _ours(model: torch.nn.Module, method: str, convs: int, fold: bool = False):
+    """``sparsify`` on a copy with ``method`` (and ``fold_batchnorm=fold``); every Conv2d
+    must have been converted."""
     from .. import SparseConv2d, sparsify
     converted, report = sparsify(copy.deepcopy(model), min_sparsity=0.8, method=method,
-                                 return_report=True)
+                                 return_report=True, fold_batchnorm=fold)
     count = sum(isinstance(m, SparseConv2d) for m in converted.modules())
     if count != convs:
         raise RuntimeError(f"sparsify converted {count} of {convs} convolutions: {report}")
@@ -159,12 +168,18 @@ def run(config: Dict, device: str = "cpu", progress=None) -> List[Dict]:
             work = conv_work(model, config["image"])
             models = {BASELINE: model.to(device)}
             unavailable_ = {}
-            for method in config["methods"]:
+            variants = [(f"ours:{m}", m, False) for m in config["methods"]]
+            if config.get("fold_batchnorm"):
+                folded = copy.deepcopy(model)
+                fold_batchnorm(folded)
+                models[FOLDED_BASELINE] = folded.to(device)
+                variants.append(("ours:auto+fold-bn", "auto", True))
+            for name, method, fold in variants:
                 try:
-                    models[f"ours:{method}"] = _ours(model, method, work["convs"]).to(device)
+                    models[name] = _ours(model, method, work["convs"], fold).to(device)
                 except (RuntimeError, ValueError, TypeError) as error:
                     first = (str(error).strip().splitlines() or [""])[0]
-                    unavailable_[f"ours:{method}"] = f"{type(error).__name__}: {first}"[:200]
+                    unavailable_[name] = f"{type(error).__name__}: {first}"[:200]
             for batch in config["batches"]:
                 x = torch.randn(batch, 3, config["image"], config["image"],
                                 generator=generator).to(device)
