@@ -179,13 +179,14 @@ def toeplitz_sweeps(result: Dict, path: str) -> str:
     return path
 
 
-def workload_speedup(result: Dict, path: str) -> str:
-    """One point per cell and contender: its speedup over the bar (log scale), cells along
-    the x axis in the order they ran (markers only: the cells are categories, not a scale)."""
+def _speedup_per_cell(result: Dict, path: str, names: List[str], labels: List[str],
+                      bar: str, title: str, width_per_cell: float) -> str:
+    """One point per cell and contender: its speedup over ``bar`` (log scale), the cells
+    (``labels``) along the x axis in the order they ran, markers only (the cells are
+    categories, not a scale)."""
     plt = _pyplot()
     rows = result["rows"]
-    names = toeplitz.names_of(rows)
-    figure, axis = plt.subplots(figsize=(max(0.45 * len(rows) + 4.5, 8), 5))
+    figure, axis = plt.subplots(figsize=(max(width_per_cell * len(rows) + 4.5, 8), 5))
     for name in names:
         points = [(i, r["speedup"][name]) for i, r in enumerate(rows) if name in r["speedup"]]
         style = dict(_style(name, names), linestyle="none")
@@ -194,13 +195,11 @@ def workload_speedup(result: Dict, path: str) -> str:
     axis.axhline(1.0, color="black", linewidth=0.8)
     axis.set_yscale("log")
     _plain_log_ticks(axis, "x")
-    axis.set_xticks(range(len(rows)), [r["cell"] for r in rows], rotation=60, ha="right",
-                    fontsize=7)
-    axis.set_ylabel(f"speedup over {', '.join(sorted({r['bar'] for r in rows}))}")
+    axis.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=7)
+    axis.set_ylabel(f"speedup over {bar}")
     axis.grid(True, which="both", alpha=0.3)
     _legend_right(figure, [axis])
-    suite = toeplitz_workloads.SUITES[result["suite"]]
-    axis.set_title(f"{suite.title} on {result.get('device', 'cpu')}: speedup over the bar "
+    axis.set_title(f"{title} on {result.get('device', 'cpu')}: speedup over {bar} "
                    "(above 1 = faster)", fontsize=9)
     figure.tight_layout(rect=(0, 0, 0.8, 1))
     figure.savefig(path, dpi=110)
@@ -208,32 +207,20 @@ def workload_speedup(result: Dict, path: str) -> str:
     return path
 
 
-def cells_speedup(result: Dict, path: str, label, title: str) -> str:
-    """One point per cell and contender: its speedup over ``dense`` (log scale), the cells
-    (``label(row)``) along the x axis in the order they ran, markers only."""
-    plt = _pyplot()
+def workload_speedup(result: Dict, path: str) -> str:
+    """A sparse-input workload suite: every contender's speedup over the bar, per cell."""
     rows = result["rows"]
-    names = sparse_filter.contender_names(rows)
-    figure, axis = plt.subplots(figsize=(max(0.6 * len(rows) + 4.5, 8), 5))
-    for name in names:
-        points = [(i, r["speedup"][name]) for i, r in enumerate(rows) if name in r["speedup"]]
-        style = dict(_style(name, names), linestyle="none")
-        style["markersize"] = 6 if name.startswith("ours:") else 5
-        axis.plot(*zip(*points), label=name, **style)
-    axis.axhline(1.0, color="black", linewidth=0.8)
-    axis.set_yscale("log")
-    _plain_log_ticks(axis, "x")
-    axis.set_xticks(range(len(rows)), [label(r) for r in rows], rotation=60, ha="right",
-                    fontsize=7)
-    axis.set_ylabel(f"speedup over {sparse_filter.BASELINE}")
-    axis.grid(True, which="both", alpha=0.3)
-    _legend_right(figure, [axis])
-    axis.set_title(f"{title} on {result.get('device', 'cpu')}: speedup over "
-                   f"{sparse_filter.BASELINE} (above 1 = faster)", fontsize=9)
-    figure.tight_layout(rect=(0, 0, 0.8, 1))
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _speedup_per_cell(result, path, toeplitz.names_of(rows), [r["cell"] for r in rows],
+                             ", ".join(sorted({r["bar"] for r in rows})),
+                             toeplitz_workloads.SUITES[result["suite"]].title, 0.45)
+
+
+def cells_speedup(result: Dict, path: str, label, title: str) -> str:
+    """A sparse-filter suite of named cells (``label(row)``): every contender's speedup over
+    ``dense``, per cell."""
+    rows = result["rows"]
+    return _speedup_per_cell(result, path, sparse_filter.contender_names(rows),
+                             [label(r) for r in rows], sparse_filter.BASELINE, title, 0.6)
 
 
 def make(result: Dict, directory: str) -> List[str]:

@@ -211,16 +211,13 @@ def run(config: Dict, device: str = "cpu", progress=None) -> List[Dict]:
                            dense_gflop=2.0 * work["dense_macs"] * batch / 1e9,
                            seconds=seconds, faults=stats["faults"],
                            unavailable=cell_unavailable,
-                           speedup={n: seconds[BASELINE] / t for n, t in seconds.items()},
-                           gflops={n: flop / t / 1e9 for n, t in seconds.items()},
-                           images_per_second={n: batch / t for n, t in seconds.items()})
+                           images_per_second={n: batch / t for n, t in seconds.items()},
+                           **sparse_filter.rates(seconds, flop))
                 rows.append(row)
                 if progress:
                     progress(row)
     finally:
-        session.close()
-        if config.get("deepsparse"):
-            config["deepsparse_peer"]["note_at_end"] = session.note
+        session.close(config)
     return rows
 
 

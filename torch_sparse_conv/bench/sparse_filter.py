@@ -201,10 +201,14 @@ class PeerSession:
             self.close()
             return time_interleaved_stats(contenders, **timing)
 
-    def close(self) -> None:
+    def close(self, config: Optional[Dict] = None) -> None:
+        """Ends the worker; with ``config``, records there how the peer ended (where the run
+        asked for it)."""
         if self.peer is not None:
             self.peer.close()
             self.peer = None
+        if config is not None and config.get("deepsparse"):
+            config["deepsparse_peer"]["note_at_end"] = self.note
 
 
 def _peer_model(pruned: torch.Tensor, spec: Dict) -> torch.nn.Module:
@@ -278,17 +282,19 @@ def run(config: Dict, device: str = "cpu", progress=None) -> List[Dict]:
                                out_size=spec["out_size"], batch=batch, sparsity=sparsity,
                                density=float(mask.mean()), kept=kept, useful_gflop=flop / 1e9,
                                seconds=seconds, faults=faults, unavailable=unavailable,
-                               speedup={name: seconds[BASELINE] / t
-                                        for name, t in seconds.items()},
-                               gflops={name: flop / t / 1e9 for name, t in seconds.items()})
+                               **rates(seconds, flop))
                     rows.append(row)
                     if progress:
                         progress(row)
     finally:
-        session.close()
-        if config.get("deepsparse"):
-            config["deepsparse_peer"]["note_at_end"] = session.note
+        session.close(config)
     return rows
+
+
+def rates(seconds: Dict[str, float], flop: float) -> Dict[str, Dict[str, float]]:
+    """Each contender's speedup over the baseline and useful GFLOP/s, from its seconds."""
+    return dict(speedup={name: seconds[BASELINE] / t for name, t in seconds.items()},
+                gflops={name: flop / t / 1e9 for name, t in seconds.items()})
 
 
 def cells(config: Dict) -> int:
