@@ -1,5 +1,6 @@
 #include "csrc/sparse_filter/cpu/lanes_simd.h"
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <utility>
@@ -92,28 +93,27 @@ TSC_INLINE void transpose(Vec<double>::type (&v)[4]) {
   v[3] = __builtin_shuffle(a1, a3, I{2, 3, 6, 7});
 }
 
+// interleave_impl and deinterleave_impl move whole blocks of L positions; a run that does
+// not divide into them ends with a block that overlaps the one before (rewriting equal
+// values), so only runs shorter than one block take the scalar loop.
 template <typename scalar_t>
 TSC_INLINE void interleave_impl(const scalar_t* src, int64_t src_stride, int64_t len,
                                 scalar_t* dst) {
   using V = Vec<scalar_t>;
   constexpr int L = V::lanes;
-  int64_t q = 0;
-  for (; q + L <= len; q += L) {
-    typename V::type v[L];
-    for (int s = 0; s < L; ++s) v[s] = V::load(src + s * src_stride + q);
-    transpose(v);
-    for (int i = 0; i < L; ++i) V::store(dst + (q + i) * L, v[i]);
-  }
-  if (q < len && len >= L) {  // the tail as a last block that overlaps the one before
-    q = len - L;
-    typename V::type v[L];
-    for (int s = 0; s < L; ++s) v[s] = V::load(src + s * src_stride + q);
-    transpose(v);
-    for (int i = 0; i < L; ++i) V::store(dst + (q + i) * L, v[i]);
+  if (len < L) {
+    for (int64_t q = 0; q < len; ++q) {
+      for (int s = 0; s < L; ++s) dst[q * L + s] = src[s * src_stride + q];
+    }
     return;
   }
-  for (; q < len; ++q) {
-    for (int s = 0; s < L; ++s) dst[q * L + s] = src[s * src_stride + q];
+  for (int64_t next = 0;; next += L) {
+    const int64_t q = std::min<int64_t>(next, len - L);
+    typename V::type v[L];
+    for (int s = 0; s < L; ++s) v[s] = V::load(src + s * src_stride + q);
+    transpose(v);
+    for (int i = 0; i < L; ++i) V::store(dst + (q + i) * L, v[i]);
+    if (q == len - L) return;
   }
 }
 
@@ -122,23 +122,19 @@ TSC_INLINE void deinterleave_impl(const scalar_t* src, int64_t len, int64_t samp
                                   scalar_t* dst, int64_t dst_stride) {
   using V = Vec<scalar_t>;
   constexpr int L = V::lanes;
-  int64_t q = 0;
-  for (; q + L <= len; q += L) {
-    typename V::type v[L];
-    for (int i = 0; i < L; ++i) v[i] = V::load(src + (q + i) * L);
-    transpose(v);
-    for (int s = 0; s < samples; ++s) V::store(dst + s * dst_stride + q, v[s]);
-  }
-  if (q < len && len >= L) {  // the tail as a last block that overlaps the one before
-    q = len - L;
-    typename V::type v[L];
-    for (int i = 0; i < L; ++i) v[i] = V::load(src + (q + i) * L);
-    transpose(v);
-    for (int s = 0; s < samples; ++s) V::store(dst + s * dst_stride + q, v[s]);
+  if (len < L) {
+    for (int64_t q = 0; q < len; ++q) {
+      for (int s = 0; s < samples; ++s) dst[s * dst_stride + q] = src[q * L + s];
+    }
     return;
   }
-  for (; q < len; ++q) {
-    for (int s = 0; s < samples; ++s) dst[s * dst_stride + q] = src[q * L + s];
+  for (int64_t next = 0;; next += L) {
+    const int64_t q = std::min<int64_t>(next, len - L);
+    typename V::type v[L];
+    for (int i = 0; i < L; ++i) v[i] = V::load(src + (q + i) * L);
+    transpose(v);
+    for (int s = 0; s < samples; ++s) V::store(dst + s * dst_stride + q, v[s]);
+    if (q == len - L) return;
   }
 }
 
