@@ -145,4 +145,10 @@ c10::DataPtr allocate_output(size_t bytes) { return output_allocator(bytes)->all
 
 int64_t release_cached_outputs() { return OutputBufferCache::instance().release_all(); }
 
+at::Tensor tensor_over(c10::DataPtr data, int64_t size, int64_t capacity, at::ScalarType dtype) {
+  c10::Storage storage(c10::Storage::use_byte_size_t(), capacity * c10::elementSize(dtype),
+                       std::move(data), /*allocator=*/nullptr, /*resizable=*/false);
+  return at::empty({0}, at::TensorOptions().dtype(dtype)).set_(storage, 0, {size}, {1});
+}
+
 }  // namespace torch_sparse_conv

@@ -21,6 +21,10 @@ at::Tensor empty_output(int64_t size, at::ScalarType dtype);
 // from the cache at 1 MiB and more, else from ATen's CPU allocator.
 c10::DataPtr allocate_output(size_t bytes);
 
+// A 1-D tensor of `size` elements over `data`, a buffer of `capacity` (at least size) elements
+// of dtype (from allocate_output).
+at::Tensor tensor_over(c10::DataPtr data, int64_t size, int64_t capacity, at::ScalarType dtype);
+
 // Frees every cached buffer (what torch_sparse_conv.empty_output_cache() calls); returns the
 // bytes it released.
 int64_t release_cached_outputs();

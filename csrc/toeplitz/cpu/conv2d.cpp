@@ -15,14 +15,10 @@
 //   depends on the frame size. Each such row sums the contributions of the (at most kH)
 //   input rows that reach it over its touched column span: in a dense buffer when the span
 //   is small next to the contributions, else by sorting (column, value) pairs.
-// A count pass (footprints only, no arithmetic), a prefix sum and a fill pass write the
-// exact-size CSR with no intermediate buffer; where the images cover nearly all of the frame
-// (dense_outputs), upper-bound slots replace the count pass and one in-place pass closes the
-// gaps, as in scipy.cpp.
+// One pass writes the images, each thread its share into a staging buffer that becomes the
+// output or is copied into it (csrc/toeplitz/cpu/direct/run.cpp).
 #include <ATen/ATen.h>
 #include <torch/library.h>
-
-#include <vector>
 
 #include "csrc/common/reduced_precision.h"
 #include "csrc/common/output_buffer_cache.h"
@@ -51,46 +47,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_cpu(
   }
   const at::Tensor cr = crow.contiguous(), cc = col.contiguous();
   const at::Tensor cv = values.contiguous(), ck = kernel.contiguous();
-  at::Tensor out_crow = at::zeros({g.batch + 1}, crow.options());
-  at::Tensor out_col, out_values;
+  at::Tensor out_crow = at::empty({g.batch + 1}, crow.options());
+  DirectOutput direct;
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "toeplitz_conv2d_cpu", [&] {
-    const int64_t* r = cr.data_ptr<int64_t>();
-    const int64_t* c = cc.data_ptr<int64_t>();
-    const scalar_t* v = cv.data_ptr<scalar_t>();
-    const scalar_t* k = ck.data_ptr<scalar_t>();
-    int64_t* oc = out_crow.data_ptr<int64_t>();
-    if (dense_outputs(g, cc.size(0))) {
-      // Upper-bound slots, the fill pass, then the gaps closed: out_crow from what was written.
-      std::vector<int64_t> slots(g.batch + 1, 0);
-      upper_bound_offsets(r, g, slots.data());
-      out_col = empty_output(slots[g.batch], at::kLong);
-      out_values = empty_output(slots[g.batch], values.scalar_type());
-      int64_t* dst_col = out_col.data_ptr<int64_t>();
-      scalar_t* dst_val = out_values.data_ptr<scalar_t>();
-      for_image_ranges(g.batch, cc.size(0), g, [&](int64_t begin, int64_t end) {
-        direct_fill_pass(r, c, v, k, g, begin, end, slots.data(), dst_col, dst_val, oc + 1);
-      });
-      for (int64_t n = 0; n < g.batch; ++n) oc[n + 1] += oc[n];
-      if (oc[g.batch] != slots[g.batch]) {
-        close_gaps(dst_col, dst_val, slots.data(), oc, g.batch);
-        out_col = out_col.narrow(0, 0, oc[g.batch]);
-        out_values = out_values.narrow(0, 0, oc[g.batch]);
-      }
-      return;
-    }
-    // Count pass, prefix sum, fill pass: the output is allocated once at its exact size.
-    for_image_ranges(g.batch, cc.size(0), g, [&](int64_t begin, int64_t end) {
-      direct_count_pass(r, c, v, k, g, begin, end, oc + 1);
-    });
-    for (int64_t n = 0; n < g.batch; ++n) oc[n + 1] += oc[n];
-    out_col = empty_output(oc[g.batch], at::kLong);
-    out_values = empty_output(oc[g.batch], values.scalar_type());
-    int64_t* dst_col = out_col.data_ptr<int64_t>();
-    scalar_t* dst_val = out_values.data_ptr<scalar_t>();
-    for_image_ranges(g.batch, cc.size(0), g, [&](int64_t begin, int64_t end) {
-      direct_fill_pass(r, c, v, k, g, begin, end, oc, dst_col, dst_val);
-    });
+    direct = direct_method<int64_t>(cr.data_ptr<int64_t>(), cc.data_ptr<int64_t>(),
+                                    cv.data_ptr<scalar_t>(), ck.data_ptr<scalar_t>(), g,
+                                    /*drop_zeros=*/false, out_crow.data_ptr<int64_t>());
   });
+  at::Tensor out_col = tensor_over(std::move(direct.cols), direct.entries, direct.capacity,
+                                   at::kLong);
+  at::Tensor out_values = tensor_over(std::move(direct.vals), direct.entries, direct.capacity,
+                                      values.scalar_type());
   return {out_crow, out_col, out_values};
 }
 

@@ -3,11 +3,9 @@
 //
 // scipy's own index arrays (int32 or int64) come in as they are; the output has int32 indices
 // when its size allows (scipy's default, which it would otherwise reach by scanning and
-// copying int64 arrays), and leaves out exact zeros (as sparse_convolution does), checked in
-// the fill pass instead of by a scan afterwards. Slots that were not filled (exact zeros, or
-// upper-bound slots of dense outputs) leave gaps that one in-place pass closes.
+// copying int64 arrays), and leaves out exact zeros (as sparse_convolution does), checked as
+// the images are written instead of by a scan afterwards.
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -38,47 +36,20 @@ bool fits_int32(const ToeplitzGeometry& g, int64_t input_entries) {
 template <typename index_t, typename scalar_t>
 ScipyCsrBuffers convolve(const int64_t* r, const int64_t* c, const scalar_t* v,
                          const scalar_t* k, const ToeplitzGeometry& g) {
-  const int64_t entries = r[g.batch];
-  // Plain vectors, not tensors: at batch 1 each tensor allocation is a visible part of a call.
-  std::vector<int64_t> offsets(g.batch + 1, 0), kept(g.batch + 1, 0);
-  int64_t* off = offsets.data();
-  int64_t* kp = kept.data();
-  if (dense_outputs(g, entries)) {
-    // Upper-bound slots need no count pass; with outputs this dense they are nearly exact,
-    // and the gaps they leave are closed below.
-    upper_bound_offsets(r, g, off);
-  } else {
-    for_image_ranges(g.batch, entries, g, [&](int64_t begin, int64_t end) {
-      direct_count_pass(r, c, v, k, g, begin, end, off + 1);
-    });
-    for (int64_t n = 0; n < g.batch; ++n) off[n + 1] += off[n];
-  }
+  // A plain vector, not a tensor: at batch 1 each tensor allocation is a visible part of a call.
+  std::vector<int64_t> row_ptr(g.batch + 1, 0);
+  DirectOutput direct = direct_method<index_t>(r, c, v, k, g, /*drop_zeros=*/true, row_ptr.data());
   ScipyCsrBuffers out;
   out.index_type = c10::CppTypeToScalarType<index_t>::value;
   out.value_type = c10::CppTypeToScalarType<scalar_t>::value;
   out.rows = g.batch;
-  out.capacity = off[g.batch];
-  out.indices = allocate_output(out.capacity * sizeof(index_t));
-  out.values = allocate_output(out.capacity * sizeof(scalar_t));
-  index_t* dst_col = static_cast<index_t*>(out.indices.get());
-  scalar_t* dst_val = static_cast<scalar_t*>(out.values.get());
-  for_image_ranges(g.batch, entries, g, [&](int64_t begin, int64_t end) {
-    direct_fill_pass_dropping_zeros(r, c, v, k, g, begin, end, off, dst_col, dst_val, kp + 1);
-  });
-  for (int64_t n = 0; n < g.batch; ++n) kp[n + 1] += kp[n];
-  if (kp[g.batch] != off[g.batch]) close_gaps(dst_col, dst_val, off, kp, g.batch);
-  out.entries = kp[g.batch];
+  out.entries = direct.entries;
+  out.capacity = direct.capacity;
+  out.indices = std::move(direct.cols);
+  out.values = std::move(direct.vals);
   out.indptr = allocate_output((g.batch + 1) * sizeof(index_t));
-  std::copy(kept.begin(), kept.end(), static_cast<index_t*>(out.indptr.get()));
+  std::copy(row_ptr.begin(), row_ptr.end(), static_cast<index_t*>(out.indptr.get()));
   return out;
-}
-
-// A tensor of `size` elements over a buffer of `capacity` (at least size) elements.
-at::Tensor tensor_over(c10::DataPtr data, int64_t size, int64_t capacity,
-                       at::ScalarType dtype) {
-  c10::Storage storage(c10::Storage::use_byte_size_t(), capacity * c10::elementSize(dtype),
-                       std::move(data), /*allocator=*/nullptr, /*resizable=*/false);
-  return at::empty({0}, at::TensorOptions().dtype(dtype)).set_(storage, 0, {size}, {1});
 }
 
 }  // namespace

@@ -35,9 +35,9 @@ struct Box {
   int64_t a0, a1;  // the image's first and last input rows
 };
 
-// Adds the products of the image's entries into acc (laid out over the box; fill pass only)
-// and calls mark(from, to) for every run of box pixels they touch.
-template <bool kFill, typename scalar_t, typename Mark>
+// Adds the products of the image's entries into acc (laid out over the box) and calls
+// mark(from, to) for every run of box pixels they touch.
+template <typename scalar_t, typename Mark>
 void scatter_into_box(const int64_t* col, const scalar_t* val, int64_t begin, int64_t end,
                       const scalar_t* kernel, const ToeplitzGeometry& g, const Box& box,
                       scalar_t* acc, Mark mark) {
@@ -53,12 +53,7 @@ void scatter_into_box(const int64_t* col, const scalar_t* val, int64_t begin, in
     for (int64_t u = u_lo; u < u_hi; ++u) {
       const int64_t base = (top + u - box.r0) * box.stride + (left - box.c0);
       mark(base + t_lo, base + t_hi);
-      if (kFill) {
-        const scalar_t v = val[e];
-        const scalar_t* krow = kernel + u * g.kernel_w;
-        scalar_t* row = acc + base;
-        axpy_row(row + t_lo, krow + t_lo, v, t_hi - t_lo);
-      }
+      axpy_row(acc + base + t_lo, kernel + u * g.kernel_w + t_lo, val[e], t_hi - t_lo);
     }
   }
 }

@@ -20,31 +20,25 @@
 namespace torch_sparse_conv {
 namespace toeplitz_direct {
 
-// A box the image covers densely (pass keeping every covered pixel): sums over the whole box,
-// then a vectorized compaction of each box row keeping its touched pixels.
-template <bool kFill, typename Out, typename scalar_t>
+// A box the image covers densely (output keeping every covered pixel): sums over the whole
+// box, then a vectorized compaction of each box row keeping its touched pixels.
+template <typename Out, typename scalar_t>
 int64_t convolve_dense_box(const int64_t* col, const scalar_t* val, int64_t begin, int64_t end,
                            const scalar_t* kernel, const ToeplitzGeometry& g, const Box& box,
                            Scratch<scalar_t>& s, typename Out::index* cols, scalar_t* vals) {
   static_assert(!Out::drop_zeros, "outputs dropping zeros go through convolve_scanned_box");
   const bool by_lines = flags_by_lines(end - begin, box);
   if (!by_lines) s.touched.assign(box.area, 0);
-  if (kFill) s.acc.assign(box.area, scalar_t(0));
+  s.acc.assign(box.area, scalar_t(0));
   char* touched = s.touched.data();
-  if (kFill || !by_lines) {
-    scatter_into_box<kFill>(col, val, begin, end, kernel, g, box, s.acc.data(),
-                            [touched, by_lines](int64_t from, int64_t to) {
-                              if (!by_lines) std::fill(touched + from, touched + to, 1);
-                            });
-  }
+  scatter_into_box(col, val, begin, end, kernel, g, box, s.acc.data(),
+                   [touched, by_lines](int64_t from, int64_t to) {
+                     if (!by_lines) std::fill(touched + from, touched + to, 1);
+                   });
   if (by_lines) mark_lines(col, begin, end, g, box, s);
   int64_t count = 0;
   for (int64_t r = box.r0, i = 0; r <= box.r1; ++r, i += box.width) {
     const char* flags = by_lines ? touched_in_row(r, g, box, s) : s.touched.data() + i;
-    if (!kFill) {
-      for (int64_t j = 0; j < box.width; ++j) count += flags[j];
-      continue;
-    }
     count += compact_flagged(s.acc.data() + i, flags, box.width, r * g.out_w + box.c0,
                              cols + count, vals + count);
   }
@@ -64,7 +58,7 @@ int64_t convolve_scanned_box(const int64_t* col, const scalar_t* val, int64_t be
   // Grown with zeros; already zero below the old size.
   if (static_cast<int64_t>(s.box_acc.size()) < box.area) s.box_acc.resize(box.area, 0);
   scalar_t* acc = s.box_acc.data();
-  scatter_into_box<true>(col, val, begin, end, kernel, g, box, acc, [](int64_t, int64_t) {});
+  scatter_into_box(col, val, begin, end, kernel, g, box, acc, [](int64_t, int64_t) {});
   int64_t count = 0;
   for (int64_t r = box.r0, i = 0; r <= box.r1; ++r, i += box.width) {
     count += compact_nonzeros_clearing(acc + i, box.width, r * g.out_w + box.c0, cols + count,
@@ -74,14 +68,14 @@ int64_t convolve_scanned_box(const int64_t* col, const scalar_t* val, int64_t be
 }
 
 // Whether an image is cheaper through the dense tile: its cost is a multiply-add per tap and
-// box pixel (rows padded to whole blocks of `block` outputs), at full vector width; the
+// box pixel (rows padded to whole vectors of `lanes` outputs), at full vector width; the
 // scatter's is a few operations per entry and kernel row. Measured on 100x100 images (batch
 // 50, float64, 1 thread; rows padded to 128), the tile wins above densities of about 0.07
 // (3x3 kernels), 0.09 (5x5), 0.14 (11x11) and 0.22 (21x21): entries per padded box pixel
 // above (kW + 6) / 160.
 inline bool dense_tile_pays(int64_t entries, const Box& box, const ToeplitzGeometry& g,
-                            int64_t block) {
-  const int64_t padded_width = ceil_div(box.width, block) * block;
+                            int64_t lanes) {
+  const int64_t padded_width = ceil_div(box.width, lanes) * lanes;
   const double padded_area = double(box.r1 - box.r0 + 1) * double(padded_width);
   return double(entries) * 160.0 >= padded_area * double(g.kernel_w + 6);
 }
@@ -99,10 +93,11 @@ int64_t convolve_dense_tile(const int64_t* col, const scalar_t* val, int64_t beg
                             Scratch<scalar_t>& s, typename Out::index* cols, scalar_t* vals) {
   const int64_t kh = g.kernel_h, kw = g.kernel_w, rows = box.r1 - box.r0 + 1;
   // Tile pixel (i, j) is input pixel (top + i, left + j): output row r0 + i reads tile rows
-  // i .. i + kh - 1, and columns run kTileBlock past the last one read (correlate_row).
+  // i .. i + kh - 1, and columns up to the last vector's end (correlate_row).
   const int64_t top = box.r0 + g.offset_h - (kh - 1), left = box.c0 + g.offset_w - (kw - 1);
   const int64_t tile_rows = rows + kh - 1;
-  const int64_t stride = box.width + kw - 1 + kTileBlock<scalar_t>;
+  const int64_t padded_width = round_up(box.width, kTileLanes<scalar_t>);
+  const int64_t stride = padded_width + kw - 1;
   s.tile.assign(tile_rows * stride, scalar_t(0));
   const PixelSplit split(g.in_w);
   for (int64_t e = begin; e < end; ++e) {
@@ -112,8 +107,7 @@ int64_t convolve_dense_tile(const int64_t* col, const scalar_t* val, int64_t beg
     if (i >= 0 && i < tile_rows && j >= 0 && j < stride) s.tile[i * stride + j] += val[e];
   }
   if (!Out::drop_zeros) mark_lines(col, begin, end, g, box, s);
-  const int64_t blocks = (box.width + kTileBlock<scalar_t> - 1) / kTileBlock<scalar_t>;
-  s.tile_row.resize(blocks * kTileBlock<scalar_t>);
+  s.tile_row.resize(padded_width);
   int64_t count = 0;
   for (int64_t i = 0; i < rows; ++i) {
     const int64_t r = box.r0 + i, first = r * g.out_w + box.c0;
@@ -131,7 +125,7 @@ int64_t convolve_dense_tile(const int64_t* col, const scalar_t* val, int64_t beg
 // A box the image covers sparsely: one bit a pixel and sums kept all zero between images
 // (each image clears what it touched while emitting it), so the cost is the products, the
 // touched pixels and one bit per box pixel, not a pass over the box's bytes.
-template <bool kFill, typename Out, typename scalar_t>
+template <typename Out, typename scalar_t>
 int64_t convolve_sparse_box(const int64_t* col, const scalar_t* val, int64_t begin,
                             int64_t end, const scalar_t* kernel, const ToeplitzGeometry& g,
                             Box box, Scratch<scalar_t>& s, typename Out::index* cols,
@@ -142,21 +136,13 @@ int64_t convolve_sparse_box(const int64_t* col, const scalar_t* val, int64_t beg
   const int64_t words = rows * row_words;
   // Grown with zeros; already zero below the old size.
   if (static_cast<int64_t>(s.box_bits.size()) < words) s.box_bits.resize(words, 0);
-  if (kFill && static_cast<int64_t>(s.box_acc.size()) < rows * box.stride) {
+  if (static_cast<int64_t>(s.box_acc.size()) < rows * box.stride) {
     s.box_acc.resize(rows * box.stride, 0);
   }
   uint64_t* bits = s.box_bits.data();
   scalar_t* acc = s.box_acc.data();
-  scatter_into_box<kFill>(col, val, begin, end, kernel, g, box, acc,
-                          [bits](int64_t from, int64_t to) { set_bits(bits, from, to); });
-  int64_t count = 0;
-  if (!kFill) {
-    for (int64_t w = 0; w < words; ++w) {
-      count += __builtin_popcountll(bits[w]);
-      bits[w] = 0;
-    }
-    return count;
-  }
+  scatter_into_box(col, val, begin, end, kernel, g, box, acc,
+                   [bits](int64_t from, int64_t to) { set_bits(bits, from, to); });
   // Marked pixels in raster order, eight at a time, skipping empty words; the bits and sums
   // read are cleared on the way.
   return compact_marked(acc, bits, rows, row_words, g.out_w, Out::drop_zeros,

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "csrc/toeplitz/cpu/direct/box_paths.h"
+#include "csrc/toeplitz/cpu/direct/destination.h"
 #include "csrc/toeplitz/cpu/direct/row_path.h"
 #include "csrc/toeplitz/cpu/direct/pixel_split.h"
 #include "csrc/toeplitz/cpu/direct/scratch.h"
@@ -26,7 +27,7 @@ constexpr int64_t kBoxSlack = 4096;
 // One image whose output bounding box is small next to its work, summed over the box and
 // emitted in raster order (sorted): no sorting or grouping needed. Returns -1, touching
 // nothing, when the box is too large; the caller then goes row by row.
-template <bool kFill, typename Out, typename scalar_t>
+template <typename Out, typename scalar_t>
 int64_t convolve_image_in_box(const int64_t* col, const scalar_t* val, int64_t begin,
                               int64_t end, const scalar_t* kernel, const ToeplitzGeometry& g,
                               Scratch<scalar_t>& s, typename Out::index* cols,
@@ -59,17 +60,14 @@ int64_t convolve_image_in_box(const int64_t* col, const scalar_t* val, int64_t b
     bound = INT64_MAX - kBoxSlack;
   }
   if (box.area > bound + kBoxSlack) return -1;
-  if constexpr (kFill) {
-    if (s.tile_kernel_ready && dense_tile_pays(end - begin, box, g, kTileBlock<scalar_t>)) {
-      return convolve_dense_tile<Out>(col, val, begin, end, kernel, g, box, s, cols, vals);
-    }
+  if (s.tile_kernel_ready && dense_tile_pays(end - begin, box, g, kTileLanes<scalar_t>)) {
+    return convolve_dense_tile<Out>(col, val, begin, end, kernel, g, box, s, cols, vals);
   }
   if (products >= box.area) {
-    if constexpr (kFill && Out::drop_zeros) {
+    if constexpr (Out::drop_zeros) {
       return convolve_scanned_box<Out>(col, val, begin, end, kernel, g, box, s, cols, vals);
     } else {
-      return convolve_dense_box<kFill, Out>(col, val, begin, end, kernel, g, box, s, cols,
-                                            vals);
+      return convolve_dense_box<Out>(col, val, begin, end, kernel, g, box, s, cols, vals);
     }
   }
   // The sparse box pads rows to 64 pixels: its buffers, not just its pixels, must stay
@@ -77,17 +75,17 @@ int64_t convolve_image_in_box(const int64_t* col, const scalar_t* val, int64_t b
   // area). Four times the pixel bound leaves every box of 16 or more columns alone.
   const int64_t padded_area = (box.r1 - box.r0 + 1) * ((box.width + 63) & ~int64_t(63));
   if (padded_area / 4 > bound + kBoxSlack) return -1;
-  return convolve_sparse_box<kFill, Out>(col, val, begin, end, kernel, g, box, s, cols, vals);
+  return convolve_sparse_box<Out>(col, val, begin, end, kernel, g, box, s, cols, vals);
 }
 
-// One image: returns its number of output entries (count pass) or writes them (fill pass).
-template <bool kFill, typename Out, typename scalar_t>
+// One image: writes its output entries, sorted, to cols / vals and returns how many.
+template <typename Out, typename scalar_t>
 int64_t convolve_image(const int64_t* col, const scalar_t* val, int64_t begin, int64_t end,
                        const scalar_t* kernel, const ToeplitzGeometry& g, Scratch<scalar_t>& s,
                        typename Out::index* cols, scalar_t* vals) {
   if (begin == end) return 0;
-  const int64_t in_box = convolve_image_in_box<kFill, Out>(col, val, begin, end, kernel, g, s,
-                                                           cols, vals);
+  const int64_t in_box =
+      convolve_image_in_box<Out>(col, val, begin, end, kernel, g, s, cols, vals);
   if (in_box >= 0) return in_box;
   int64_t written = 0;
   gather_image(col, val, begin, end, g.in_w, s);
@@ -101,32 +99,40 @@ int64_t convolve_image(const int64_t* col, const scalar_t* val, int64_t begin, i
       // Input rows a reach output row r when r + offset_h - kH < a <= r + offset_h.
       while (hi < groups && s.group_row[hi] <= r + g.offset_h) ++hi;
       while (lo < hi && s.group_row[lo] < r + g.offset_h - g.kernel_h + 1) ++lo;
-      written += convolve_output_row<kFill, Out>(r, lo, hi, kernel, g, s,
-                                            kFill ? cols + written : nullptr,
-                                            kFill ? vals + written : nullptr);
+      written +=
+          convolve_output_row<Out>(r, lo, hi, kernel, g, s, cols + written, vals + written);
       last_row = r;
     }
   }
   return written;
 }
 
-// Images [begin, end): the count pass stores each image's entry count in counts[n]; the
-// fill pass writes its entries at cols / vals + offsets[n] and, where counts is given, how
-// many it wrote in counts[n].
-template <bool kFill, typename Out, typename scalar_t>
+// Images [begin, end), each written to its slot or after the staging's used entries (dst);
+// counts[n]: how many entries image n wrote.
+template <typename Out, typename scalar_t>
 void convolve_images(const int64_t* crow, const int64_t* col, const scalar_t* val,
                      const scalar_t* kernel, const ToeplitzGeometry& g, int64_t begin,
-                     int64_t end, const int64_t* offsets, int64_t* counts,
-                     typename Out::index* cols, scalar_t* vals) {
+                     int64_t end, const ImageDestination<typename Out::index, scalar_t>& dst,
+                     int64_t* counts) {
+  using index_t = typename Out::index;
   // Kept per thread between calls: allocating and zeroing it was a visible part of a batch-1
   // call. Whatever grew past 1 MiB is freed afterwards, so what stays is small.
   Scratch<scalar_t>& scratch = thread_scratch<scalar_t>();
-  if (kFill) scratch.prepare_tile_kernel(kernel, g.kernel_h, g.kernel_w);
+  scratch.prepare_tile_kernel(kernel, g.kernel_h, g.kernel_w);
   for (int64_t n = begin; n < end; ++n) {
-    const int64_t written = convolve_image<kFill, Out>(
-        col, val, crow[n], crow[n + 1], kernel, g, scratch,
-        kFill ? cols + offsets[n] : nullptr, kFill ? vals + offsets[n] : nullptr);
-    if (counts != nullptr) counts[n] = written;
+    index_t* cols;
+    scalar_t* vals;
+    if (dst.offsets != nullptr) {
+      cols = dst.cols + dst.offsets[n];
+      vals = dst.vals + dst.offsets[n];
+    } else {
+      dst.staging->reserve(image_output_bound(crow[n + 1] - crow[n], g));
+      cols = dst.staging->template cols<index_t>() + dst.staging->used();
+      vals = dst.staging->template vals<scalar_t>() + dst.staging->used();
+    }
+    counts[n] = convolve_image<Out>(col, val, crow[n], crow[n + 1], kernel, g, scratch, cols,
+                                    vals);
+    if (dst.offsets == nullptr) dst.staging->advance(counts[n]);
   }
   scratch.release_large(size_t(1) << 20);
 }

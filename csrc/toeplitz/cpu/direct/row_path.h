@@ -63,10 +63,9 @@ void gather_image(const int64_t* col, const scalar_t* val, int64_t begin, int64_
   s.group_begin.push_back(n);
 }
 
-// Output row r from the groups [lo, hi) (the input rows within reach). The count pass
-// (kFill false) only returns how many entries the row has; the fill pass also writes them,
-// sorted, to cols / vals.
-template <bool kFill, typename Out, typename scalar_t>
+// Output row r from the groups [lo, hi) (the input rows within reach): writes its entries,
+// sorted, to cols / vals and returns how many.
+template <typename Out, typename scalar_t>
 int64_t convolve_output_row(int64_t r, int64_t lo, int64_t hi, const scalar_t* kernel,
                             const ToeplitzGeometry& g, Scratch<scalar_t>& s,
                             typename Out::index* cols, scalar_t* vals) {
@@ -86,8 +85,8 @@ int64_t convolve_output_row(int64_t r, int64_t lo, int64_t hi, const scalar_t* k
     // Each by its own size: the box paths size acc and touched independently.
     if (static_cast<int64_t>(s.acc.size()) < span) s.acc.resize(span);
     if (static_cast<int64_t>(s.touched.size()) < span) s.touched.resize(span);
-    if (kFill) std::fill(s.acc.begin(), s.acc.begin() + span, scalar_t(0));
-    if (!(kFill && Out::drop_zeros)) std::fill(s.touched.begin(), s.touched.begin() + span, 0);
+    std::fill(s.acc.begin(), s.acc.begin() + span, scalar_t(0));
+    if (!Out::drop_zeros) std::fill(s.touched.begin(), s.touched.begin() + span, 0);
   } else {
     s.pairs.clear();
   }
@@ -99,24 +98,21 @@ int64_t convolve_output_row(int64_t r, int64_t lo, int64_t hi, const scalar_t* k
       const int64_t t_hi = std::min<int64_t>(g.kernel_w, cmax + 1 - c0);
       const scalar_t v = s.value[i];
       if (dense) {
-        if (kFill) {
-          scalar_t* a = s.acc.data() + (c0 - cmin);
-          if (t_lo < t_hi) axpy_row(a + t_lo, krow + t_lo, v, t_hi - t_lo);
-        }
-        if (t_lo < t_hi && !(kFill && Out::drop_zeros)) {  // dropping zeros needs no flags
+        scalar_t* a = s.acc.data() + (c0 - cmin);
+        if (t_lo < t_hi) axpy_row(a + t_lo, krow + t_lo, v, t_hi - t_lo);
+        if (t_lo < t_hi && !Out::drop_zeros) {  // dropping zeros needs no flags
           std::fill(s.touched.begin() + (c0 - cmin + t_lo), s.touched.begin() + (c0 - cmin + t_hi),
                     1);
         }
       } else {
         for (int64_t t = t_lo; t < t_hi; ++t) {
-          s.pairs.emplace_back(c0 + t, kFill ? v * krow[t] : scalar_t(0));
+          s.pairs.emplace_back(c0 + t, v * krow[t]);
         }
       }
     }
   }
   int64_t count = 0;
   if (dense) {
-    if (!kFill) return std::count(s.touched.begin(), s.touched.begin() + span, 1);
     if (Out::drop_zeros) return compact_nonzeros(s.acc.data(), span, row_base + cmin, cols, vals);
     return compact_flagged(s.acc.data(), s.touched.data(), span, row_base + cmin, cols, vals);
   }
@@ -126,13 +122,9 @@ int64_t convolve_output_row(int64_t r, int64_t lo, int64_t hi, const scalar_t* k
     const int64_t c = s.pairs[i].first;
     scalar_t sum = 0;
     for (; i < s.pairs.size() && s.pairs[i].first == c; ++i) sum += s.pairs[i].second;
-    if (kFill) {
-      cols[count] = static_cast<typename Out::index>(row_base + c);
-      vals[count] = sum;
-      count += Out::keeps(sum);
-    } else {
-      ++count;
-    }
+    cols[count] = static_cast<typename Out::index>(row_base + c);
+    vals[count] = sum;
+    count += Out::keeps(sum);
   }
   return count;
 }

@@ -1,0 +1,71 @@
+// Where the direct method writes a range of images' entries (toeplitz/cpu/direct/image.h):
+// slots known beforehand (dense outputs' upper bounds), or a staging buffer that grows as the
+// images are written, one image after another, with no count pass before it.
+#pragma once
+
+#include <c10/core/Allocator.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "csrc/toeplitz/geometry.h"
+
+namespace torch_sparse_conv {
+namespace toeplitz_direct {
+
+// Columns and values written one image after another. Memory comes from the output cache
+// (csrc/common/output_buffer_cache.h), so a buffer of the previous call's size is reused
+// without page faults; it is grown (contents kept) before each image by the image's bound.
+class Staging {
+ public:
+  Staging(size_t index_bytes, size_t value_bytes)
+      : index_bytes_(index_bytes), value_bytes_(value_bytes) {}
+
+  // Room for `more` entries after the used ones, growing by at least half of the capacity.
+  void reserve(int64_t more);
+  int64_t used() const { return used_; }
+  int64_t capacity() const { return capacity_; }
+  void advance(int64_t written) { used_ += written; }
+  template <typename T>
+  T* cols() const {
+    return static_cast<T*>(cols_.get());
+  }
+  template <typename T>
+  T* vals() const {
+    return static_cast<T*>(vals_.get());
+  }
+  // Hands the buffers on (the staging is empty afterwards).
+  c10::DataPtr take_cols() { return release(cols_); }
+  c10::DataPtr take_vals() { return release(vals_); }
+
+ private:
+  c10::DataPtr release(c10::DataPtr& data) {
+    used_ = capacity_ = 0;
+    return std::move(data);
+  }
+  size_t index_bytes_, value_bytes_;
+  c10::DataPtr cols_, vals_;
+  int64_t used_ = 0, capacity_ = 0;
+};
+
+// The destination of one range of images: image n goes to cols / vals + offsets[n] when
+// offsets is given, else after the staging's used entries.
+template <typename index_t, typename scalar_t>
+struct ImageDestination {
+  index_t* cols = nullptr;
+  scalar_t* vals = nullptr;
+  const int64_t* offsets = nullptr;
+  Staging* staging = nullptr;
+};
+
+// How many entries an image of `entries` entries can write at most: one per product, and
+// one per output pixel (saturated: an overflow only means "the frame").
+inline int64_t image_output_bound(int64_t entries, const ToeplitzGeometry& g) {
+  int64_t products = 0;
+  const int64_t pixels = g.out_h * g.out_w;
+  if (__builtin_mul_overflow(entries, g.kernel_h * g.kernel_w, &products)) return pixels;
+  return std::min(products, pixels);
+}
+
+}  // namespace toeplitz_direct
+}  // namespace torch_sparse_conv
