@@ -46,7 +46,7 @@ def cuda_version_compiled() -> int:
 def empty_output_cache() -> int:
     """Frees the memory the CPU Toeplitz kernels keep from outputs that were freed.
 
-    Outputs of 1 MiB and more are written into memory kept from earlier, freed outputs
+    Outputs of 64 KiB and more are written into memory kept from earlier, freed outputs
     (fresh memory costs a page fault per 4 KiB, as long as the convolution itself on large
     batches). At most ``TSC_OUTPUT_CACHE_MB`` megabytes are kept (default 512; set it to 0
     before the first call to keep none). Returns the number of bytes released."""

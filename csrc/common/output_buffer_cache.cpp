@@ -14,7 +14,13 @@
 namespace torch_sparse_conv {
 namespace {
 
-constexpr size_t kSmallest = size_t(1) << 20;  // below this, malloc reuses memory itself
+// Below this, malloc reuses memory itself. Above glibc's mmap threshold (128 KiB) it does not:
+// each buffer is mapped fresh and faults a page per 4 KiB on first write, which was 40 % of a
+// Toeplitz call writing a few hundred kilobytes (sparse_convolution's 100x100, batch 50).
+constexpr size_t kSmallest = size_t(64) << 10;
+// At most this many freed buffers are kept (the least recently freed dropped first), so the
+// scan for a fitting one stays short.
+constexpr size_t kMaxBuffers = 64;
 
 size_t cache_limit_bytes() {
   const char* megabytes = std::getenv("TSC_OUTPUT_CACHE_MB");
@@ -71,8 +77,8 @@ class OutputBufferCache final : public c10::Allocator {
 
  private:
   // The smallest free buffer of at least `bytes` and at most twice that (its size in
-  // *size), or nullptr. Every kept buffer has 1 MiB or more, so there are few, and a scan
-  // per large allocation costs nothing next to filling it.
+  // *size), or nullptr. At most kMaxBuffers are kept, so a scan per allocation costs
+  // nothing next to filling it.
   void* take(size_t bytes, size_t* size) {
     std::lock_guard<std::mutex> lock(mutex_);
     auto best = free_.end();
@@ -107,7 +113,7 @@ class OutputBufferCache final : public c10::Allocator {
       } else {
         free_.push_back(block);
         cached_bytes_ += block.bytes;
-        while (cached_bytes_ > limit_) {
+        while (cached_bytes_ > limit_ || free_.size() > kMaxBuffers) {
           evicted.push_back(free_.front());
           cached_bytes_ -= free_.front().bytes;
           free_.pop_front();
@@ -123,7 +129,7 @@ class OutputBufferCache final : public c10::Allocator {
   const size_t limit_ = cache_limit_bytes();
 };
 
-// The allocator for a buffer of this size: the cache from 1 MiB up (when enabled), else
+// The allocator for a buffer of this size: the cache from 64 KiB up (when enabled), else
 // ATen's CPU allocator.
 c10::Allocator* output_allocator(size_t bytes) {
   static const bool enabled = cache_limit_bytes() > 0;

@@ -8,7 +8,7 @@
 
 namespace torch_sparse_conv {
 
-// at::empty({size}, dtype) on the CPU. Buffers of 1 MiB and more come from a cache of
+// at::empty({size}, dtype) on the CPU. Buffers of 64 KiB and more come from a cache of
 // outputs the caller has since freed: a fresh buffer of tens of megabytes costs a page fault
 // per 4 KiB on first write, which took as long as the convolution that fills it (measured:
 // 100x100 images, batch 500, density 0.1, about 22 ms a call with fresh memory, 9 ms reused).
@@ -18,7 +18,7 @@ namespace torch_sparse_conv {
 at::Tensor empty_output(int64_t size, at::ScalarType dtype);
 
 // The same memory without a tensor around it (for outputs handed to numpy): `bytes` bytes,
-// from the cache at 1 MiB and more, else from ATen's CPU allocator.
+// from the cache at 64 KiB and more, else from ATen's CPU allocator.
 c10::DataPtr allocate_output(size_t bytes);
 
 // A 1-D tensor of `size` elements over `data`, a buffer of `capacity` (at least size) elements

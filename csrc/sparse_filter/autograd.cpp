@@ -67,5 +67,5 @@ class SparseFilterConv2dFunction
 TORCH_LIBRARY_IMPL(torch_sparse_conv, Autograd, m) {
   using namespace torch_sparse_conv;
   m.impl("sparse_filter_conv2d",
-         &AutogradKernel<SparseFilterConv2dFunction, decltype(ops::sparse_filter_conv2d)>::call);
+         &AutogradKernel<SparseFilterConv2dFunction, &ops::sparse_filter_conv2d>::call);
 }

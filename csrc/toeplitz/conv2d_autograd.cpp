@@ -88,8 +88,8 @@ class ToeplitzConv2dPrecomputedFunction
 TORCH_LIBRARY_IMPL(torch_sparse_conv, Autograd, m) {
   using namespace torch_sparse_conv;
   m.impl("toeplitz_conv2d",
-         &AutogradKernel<ToeplitzConv2dFunction, decltype(ops::toeplitz_conv2d)>::call);
+         &AutogradKernel<ToeplitzConv2dFunction, &ops::toeplitz_conv2d>::call);
   m.impl("toeplitz_conv2d_precomputed",
          &AutogradKernel<ToeplitzConv2dPrecomputedFunction,
-                         decltype(ops::toeplitz_conv2d_precomputed)>::call);
+                         &ops::toeplitz_conv2d_precomputed>::call);
 }

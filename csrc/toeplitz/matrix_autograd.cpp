@@ -43,5 +43,5 @@ class ToeplitzMatrixFunction : public torch::autograd::Function<ToeplitzMatrixFu
 TORCH_LIBRARY_IMPL(torch_sparse_conv, Autograd, m) {
   using namespace torch_sparse_conv;
   m.impl("toeplitz_matrix",
-         &AutogradKernel<ToeplitzMatrixFunction, decltype(ops::toeplitz_matrix)>::call);
+         &AutogradKernel<ToeplitzMatrixFunction, &ops::toeplitz_matrix>::call);
 }

@@ -174,7 +174,7 @@ TEST(ToeplitzConv2d, EmptyImagesGiveEmptyRows) {
   EXPECT_TRUE(at::equal(out.crow_indices(), at::zeros({4}, at::kLong)));
 }
 
-// Outputs of 1 MiB and more reuse memory of freed outputs; a live output keeps its values
+// Outputs of 64 KiB and more reuse memory of freed outputs; a live output keeps its values
 // while later calls run, and release_cached_outputs frees what is kept.
 TEST(ToeplitzConv2d, LargeOutputsReuseOnlyFreedMemory) {
   torch::manual_seed(13);

@@ -1,4 +1,4 @@
-"""The CPU kernels' cache of freed outputs (1 MiB and more): a live output, also one compat
+"""The CPU kernels' cache of freed outputs (64 KiB and more): a live output, also one compat
 returned, is never overwritten; the cache's size limit and switch (TSC_OUTPUT_CACHE_MB, read
 once per process, so those tests run in a fresh one). scripts/run_sanitizer_tests.sh runs
 this file with the cache on."""
@@ -14,7 +14,7 @@ from testing import run_script, scipy_reference
 
 
 def test_large_outputs_reuse_freed_memory_only():
-    """Outputs of 1 MiB and more reuse memory of freed outputs: a live output is never
+    """Outputs of 64 KiB and more reuse memory of freed outputs: a live output is never
     overwritten, results stay right when memory is reused, and empty_output_cache frees it."""
     rng = np.random.default_rng(12)
     images = rng.random((120, 50, 50)) * (rng.random((120, 50, 50)) < 0.2)
