@@ -21,8 +21,10 @@ class Staging {
   Staging(size_t index_bytes, size_t value_bytes)
       : index_bytes_(index_bytes), value_bytes_(value_bytes) {}
 
-  // Room for `more` entries after the used ones, growing by at least half of the capacity.
-  void reserve(int64_t more);
+  // Room for `more` entries after the used ones. When it must grow, to at least `expected`
+  // entries (what the caller projects it will hold in the end) and by at least half: every
+  // growth copies what was written.
+  void reserve(int64_t more, int64_t expected = 0);
   int64_t used() const { return used_; }
   int64_t capacity() const { return capacity_; }
   void advance(int64_t written) { used_ += written; }
@@ -49,13 +51,16 @@ class Staging {
 };
 
 // The destination of one range of images: image n goes to cols / vals + offsets[n] when
-// offsets is given, else after the staging's used entries.
+// offsets is given, else after the staging's used entries. A staging that must grow
+// projects its final size from the entries written so far: output per input entry, times
+// `entries_to_hold` (the input entries of every image whose output it will hold).
 template <typename index_t, typename scalar_t>
 struct ImageDestination {
   index_t* cols = nullptr;
   scalar_t* vals = nullptr;
   const int64_t* offsets = nullptr;
   Staging* staging = nullptr;
+  int64_t entries_to_hold = 0;
 };
 
 // How many entries an image of `entries` entries can write at most: one per product, and

@@ -23,9 +23,9 @@ namespace torch_sparse_conv {
 
 namespace toeplitz_direct {
 
-void Staging::reserve(int64_t more) {
+void Staging::reserve(int64_t more, int64_t expected) {
   if (capacity_ - used_ >= more) return;
-  const int64_t capacity = std::max(used_ + more, 2 * capacity_);
+  const int64_t capacity = std::max({used_ + more, expected, capacity_ + capacity_ / 2});
   c10::DataPtr cols = allocate_output(capacity * index_bytes_);
   c10::DataPtr vals = allocate_output(capacity * value_bytes_);
   if (used_ > 0) {
@@ -134,6 +134,39 @@ int64_t staging_guess(const int64_t* crow, const ToeplitzGeometry& g, int64_t be
   return output_bound(crow, g, begin, end, 2 * (crow[end] - crow[begin]) + 4096);
 }
 
+// Copies shares [first, end) of the staging into the output at their row pointers, in
+// pieces of about equal size across threads: with two threads the second share alone was
+// copied by one thread while the other waited.
+template <typename index_t, typename scalar_t>
+void copy_shares(const std::vector<Staging>& staging, const std::vector<int64_t>& bounds,
+                 const int64_t* row_ptr, size_t first, index_t* cols, scalar_t* vals) {
+  constexpr int64_t kPiece = int64_t(1) << 16;  // entries: about 1 MiB of both arrays
+  struct Piece {
+    const Staging* from;
+    int64_t begin, end, at;  // staging entries [begin, end) go to output entry `at`
+  };
+  std::vector<Piece> pieces;
+  for (size_t p = first; p < staging.size(); ++p) {
+    for (int64_t i = 0; i < staging[p].used(); i += kPiece) {
+      pieces.push_back({&staging[p], i, std::min(i + kPiece, staging[p].used()),
+                        row_ptr[bounds[p]] + i});
+    }
+  }
+  const auto copy = [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const Piece& piece = pieces[i];
+      const int64_t count = piece.end - piece.begin;
+      std::memcpy(cols + piece.at, piece.from->template cols<index_t>() + piece.begin,
+                  count * sizeof(index_t));
+      std::memcpy(vals + piece.at, piece.from->template vals<scalar_t>() + piece.begin,
+                  count * sizeof(scalar_t));
+    }
+  };
+  const int64_t count = static_cast<int64_t>(pieces.size());
+  if (count <= 1) return copy(0, count);
+  at::parallel_for(0, count, 1, copy);
+}
+
 }  // namespace
 
 template <typename index_t, typename scalar_t>
@@ -173,11 +206,12 @@ DirectOutput direct_method(const int64_t* crow, const int64_t* col, const scalar
   staging.reserve(shares);
   for (int64_t p = 0; p < shares; ++p) staging.emplace_back(sizeof(index_t), sizeof(scalar_t));
   for_each_share(shares, [&](int64_t p) {
-    // The first share's buffer is sized to hold every share: it becomes the output.
-    staging[p].reserve(p == 0 ? staging_guess(crow, g, 0, batch)
-                              : staging_guess(crow, g, bounds[p], bounds[p + 1]));
+    // The first share's buffer is meant to hold every share: it becomes the output.
+    const int64_t from = p == 0 ? 0 : bounds[p], to = p == 0 ? batch : bounds[p + 1];
+    staging[p].reserve(staging_guess(crow, g, from, to));
     ImageDestination<index_t, scalar_t> dst;
     dst.staging = &staging[p];
+    dst.entries_to_hold = crow[to] - crow[from];
     run_pass(drop_zeros, crow, col, val, kernel, g, bounds[p], bounds[p + 1], dst, counts);
   });
   close_row_ptr();
@@ -194,15 +228,8 @@ DirectOutput direct_method(const int64_t* crow, const int64_t* col, const scalar
     out.cols = allocate_output(out.capacity * sizeof(index_t));
     out.vals = allocate_output(out.capacity * sizeof(scalar_t));
   }
-  auto* cols = static_cast<index_t*>(out.cols.get());
-  auto* vals = static_cast<scalar_t*>(out.vals.get());
-  for_each_share(shares, [&](int64_t p) {
-    if (p == 0 && first_in_place) return;
-    const int64_t at = row_ptr[bounds[p]], count = staging[p].used();
-    if (count == 0) return;
-    std::memcpy(cols + at, staging[p].template cols<index_t>(), count * sizeof(index_t));
-    std::memcpy(vals + at, staging[p].template vals<scalar_t>(), count * sizeof(scalar_t));
-  });
+  copy_shares(staging, bounds, row_ptr, first_in_place ? 1 : 0,
+              static_cast<index_t*>(out.cols.get()), static_cast<scalar_t*>(out.vals.get()));
   return out;
 }
 
