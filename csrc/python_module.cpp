@@ -35,7 +35,7 @@ py::array contiguous(py::handle array, int dims, const char* name) {
 
 // An index array's entries as int64 (widened into storage when they are int32).
 const int64_t* index_array(const py::array& array, const char* name,
-                           std::vector<int64_t>& storage) {
+                           c10::DataPtr& storage) {
   const bool is_int32 = holds<int32_t>(array);
   TORCH_CHECK_TYPE(is_int32 || holds<int64_t>(array), "_toeplitz_conv2d_scipy_numpy: ", name,
                    " must hold int32 or int64 indices, got ",
@@ -84,7 +84,7 @@ py::tuple toeplitz_conv2d_scipy_numpy(py::handle indptr, py::handle indices, py:
   torch_sparse_conv::ToeplitzGeometry g =
       torch_sparse_conv::toeplitz_geometry(taps.shape(0), taps.shape(1), {height, width}, mode);
   g.batch = row_pointers.size() - 1;
-  std::vector<int64_t> wide_indptr, wide_indices;
+  c10::DataPtr wide_indptr, wide_indices;
   const int64_t* crow = index_array(row_pointers, "indptr", wide_indptr);
   const int64_t* col = index_array(columns, "indices", wide_indices);
   torch_sparse_conv::check_csr_arrays(crow, col, g.batch, columns.size(), g.in_h * g.in_w,

@@ -12,7 +12,7 @@ from torch_sparse_conv.bench import __main__ as cli
 from torch_sparse_conv.bench import (plots, report, resnet50, sparse_filter,
                                      sparse_filter_layers, toeplitz, toeplitz_workloads)
 from torch_sparse_conv.bench.peers import probe, tf32
-from torch_sparse_conv.bench.timing import check_same, time_interleaved
+from torch_sparse_conv.bench.timing import check_same, needs_lead_in, time_interleaved
 
 needs_matplotlib = pytest.mark.skipif(not plots.available(), reason="matplotlib not installed")
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -140,6 +140,26 @@ def test_time_interleaved_and_probe():
     assert set(seconds) == {"x", "y"} and all(t >= 0 for t in seconds.values())
     assert probe(lambda: None) is None
     assert "boom" in probe(lambda: (_ for _ in ()).throw(RuntimeError("boom\nmore")))
+
+
+def test_lead_in_calls_only_where_the_thread_pool_changes():
+    """A round runs torch's pool's contenders, then numba's; a contender whose predecessor
+    ran on the other pool gets one untimed call first, the others are called only to be
+    timed."""
+    calls = {"ours:a": 0, "sc:direct+numba": 0, "ours:b": 0, "sc:lazy+numpy": 0}
+
+    def counter(name):
+        def call():
+            calls[name] += 1
+        return call
+
+    time_interleaved({name: counter(name) for name in calls}, rounds=3, warmup=0)
+    # Round order ours:a, ours:b, sc:lazy+numpy, sc:direct+numba, wrapping to ours:a.
+    assert calls == {"ours:a": 6, "ours:b": 3, "sc:direct+numba": 6, "sc:lazy+numpy": 3}
+    assert needs_lead_in("sc:direct+numba", "ours:compat")
+    assert needs_lead_in("ours:compat", "sc:direct+numba")
+    assert not needs_lead_in("ours:compat", "torch:conv2d")
+    assert not needs_lead_in(None, "sc:direct+numba")
 
 
 def test_tf32_switch_is_restored():

@@ -76,8 +76,10 @@ ScipyCsrBuffers toeplitz_conv2d_scipy_buffers(const int64_t* crow, const int64_t
                                               const void* values, const void* kernel,
                                               at::ScalarType dtype, const ToeplitzGeometry& g);
 
-// `size` indices as int64: the data itself, or (int32 data) a copy widened into storage.
+// `size` indices as int64: the data itself, or (int32 data) a copy widened into storage, a
+// buffer from the output cache (scipy's int32 indices are widened on every compat call, and a
+// fresh buffer of that size faulted every page).
 const int64_t* as_int64_indices(const void* data, bool is_int32, int64_t size,
-                                std::vector<int64_t>& storage);
+                                c10::DataPtr& storage);
 
 }  // namespace torch_sparse_conv

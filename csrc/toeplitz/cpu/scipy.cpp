@@ -55,11 +55,13 @@ ScipyCsrBuffers convolve(const int64_t* r, const int64_t* c, const scalar_t* v,
 }  // namespace
 
 const int64_t* as_int64_indices(const void* data, bool is_int32, int64_t size,
-                                std::vector<int64_t>& storage) {
+                                c10::DataPtr& storage) {
   if (!is_int32) return static_cast<const int64_t*>(data);
+  storage = allocate_output(size * sizeof(int64_t));
   const int32_t* narrow = static_cast<const int32_t*>(data);
-  storage.assign(narrow, narrow + size);
-  return storage.data();
+  int64_t* wide = static_cast<int64_t*>(storage.get());
+  std::copy(narrow, narrow + size, wide);
+  return wide;
 }
 
 ScipyCsrBuffers toeplitz_conv2d_scipy_buffers(const int64_t* crow, const int64_t* col,
@@ -87,7 +89,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> toeplitz_conv2d_scipy_cpu(
   }
   // The kernels read int64 indices; the input is the small side of the work.
   const at::Tensor cr = crow.contiguous(), cc = col.contiguous();
-  std::vector<int64_t> wide_crow, wide_col;
+  c10::DataPtr wide_crow, wide_col;
   const int64_t* r = as_int64_indices(cr.data_ptr(), cr.scalar_type() == at::kInt, cr.numel(),
                                       wide_crow);
   const int64_t* c = as_int64_indices(cc.data_ptr(), cc.scalar_type() == at::kInt, cc.numel(),
