@@ -102,3 +102,30 @@ def test_outputs_far_larger_than_the_input_and_empty_outputs():
         native = tsc.toeplitz_conv2d(csr_from_scipy(x), torch.zeros(15, 15, dtype=torch.float64),
                                      (h, w), "same")
         assert native.values().numel() == out.nnz and not native.values().any()
+
+
+def test_nearly_full_outputs_with_gaps():
+    """Images covering the whole frame go into upper-bound slots (no staging), and the gaps
+    left by uncovered pixels (a hole in the image) or by exact zeros (compat) are closed in
+    place, image after image: the result must equal scipy's at any thread count."""
+    rng = np.random.default_rng(5)
+    h, w, batch = 24, 30, 9
+    images = rng.standard_normal((batch, h, w)) * (rng.random((batch, h, w)) < 0.95)
+    images[::2, 5:12, 8:15] = 0.0     # a hole: pixels no 3x3 footprint covers
+    images[1::3, :, :] = np.where(rng.random((h, w)) < 0.5, 1.0, -1.0)  # zero sums occur
+    x = scipy.sparse.csr_matrix(images.reshape(batch, -1))
+    kernel = np.ones((3, 3))
+    kernel[1, 1] = 0.0
+    expected = scipy_reference(images, kernel, "same")
+    for threads in (1, 2):
+        native, compat = at_threads(threads, lambda: both_outputs(x, kernel, (h, w), "same"))
+        crow, col, values = native
+        dense = np.zeros_like(expected)
+        for n in range(batch):
+            assert np.all(np.diff(col[crow[n]:crow[n + 1]]) > 0)
+            dense[n, col[crow[n]:crow[n + 1]]] = values[crow[n]:crow[n + 1]]
+        np.testing.assert_allclose(dense, expected, atol=1e-12)
+        assert crow[-1] < batch * h * w              # the hole's centre is not stored
+        compat.check_format(full_check=True)
+        np.testing.assert_allclose(compat.toarray(), expected, atol=1e-12)
+        assert compat.nnz == np.count_nonzero(expected) < crow[-1]
