@@ -85,8 +85,10 @@ void for_each_share(int64_t shares, const F& f) {
 // density 0.1 with a 5x5 kernel, 93 % coverage; a count pass before, since removed, had lost
 // up to 4x there).
 bool dense_outputs(const ToeplitzGeometry& g, int64_t input_entries) {
-  const int64_t pixels = g.out_h * g.out_w, taps = g.kernel_h * g.kernel_w;
-  return g.batch > 0 && input_entries / g.batch >= (7 * pixels + taps - 1) / taps;
+  if (g.batch == 0) return false;
+  // In 128 bits: frames may have up to 2^63 pixels.
+  const __int128 per_image = input_entries / g.batch, taps = g.kernel_h * g.kernel_w;
+  return per_image * taps >= __int128(7) * g.out_h * g.out_w;
 }
 
 // Moves image n's entries from slots[n] down to row_ptr[n] (never later) in place, in
