@@ -15,28 +15,15 @@ namespace torch_sparse_conv {
 
 // The direct method on images [begin, end) of the CSR batch (crow, col, val), columns
 // already checked to lie in [0, H*W), written to dst (image n's entries sorted by column);
-// counts[n]: how many entries image n wrote. Compiled per instruction set in
+// counts[n]: how many entries image n wrote. Out is toeplitz_direct::KeepAll (every covered
+// pixel, the operator's convention) or Sink<int32_t or int64_t, true> (exact zeros left out,
+// scipy's); scalar_t float or double. Compiled per instruction set in
 // csrc/toeplitz/cpu/direct/passes.cpp.
-#define TSC_DECLARE_PASSES(SCALAR)                                                             \
-  /* Every covered pixel kept (the operator's convention). */                                  \
-  void direct_pass(const int64_t* crow, const int64_t* col, const SCALAR* val,                 \
-                   const SCALAR* kernel, const ToeplitzGeometry& g, int64_t begin, int64_t end, \
-                   const toeplitz_direct::ImageDestination<int64_t, SCALAR>& dst,              \
-                   int64_t* counts);                                                           \
-  /* Pixels whose value is exactly zero left out (scipy's convention). */                      \
-  void direct_pass_dropping_zeros(const int64_t* crow, const int64_t* col, const SCALAR* val,  \
-                                  const SCALAR* kernel, const ToeplitzGeometry& g,             \
-                                  int64_t begin, int64_t end,                                  \
-                                  const toeplitz_direct::ImageDestination<int32_t, SCALAR>& dst, \
-                                  int64_t* counts);                                            \
-  void direct_pass_dropping_zeros(const int64_t* crow, const int64_t* col, const SCALAR* val,  \
-                                  const SCALAR* kernel, const ToeplitzGeometry& g,             \
-                                  int64_t begin, int64_t end,                                  \
-                                  const toeplitz_direct::ImageDestination<int64_t, SCALAR>& dst, \
-                                  int64_t* counts);
-TSC_DECLARE_PASSES(float)
-TSC_DECLARE_PASSES(double)
-#undef TSC_DECLARE_PASSES
+template <typename Out, typename scalar_t>
+void direct_pass(const int64_t* crow, const int64_t* col, const scalar_t* val,
+                 const scalar_t* kernel, const ToeplitzGeometry& g, int64_t begin, int64_t end,
+                 const toeplitz_direct::ImageDestination<typename Out::index, scalar_t>& dst,
+                 int64_t* counts);
 
 // The direct method's output for a whole batch: columns (index_t) and values, image after
 // image, in buffers of `capacity` >= `entries` elements (csrc/toeplitz/cpu/direct/run.cpp).

@@ -1,6 +1,7 @@
 // Where the direct method writes a range of images' entries (toeplitz/cpu/direct/image.h):
-// slots known beforehand (dense outputs' upper bounds), or a staging buffer that grows as the
-// images are written, one image after another, with no count pass before it.
+// which entries and index type (Sink), and where: slots known beforehand (dense outputs'
+// upper bounds), or a staging buffer that grows as the images are written, one image after
+// another, with no count pass before it.
 #pragma once
 
 #include <c10/core/Allocator.h>
@@ -13,18 +14,34 @@
 namespace torch_sparse_conv {
 namespace toeplitz_direct {
 
+// What the direct method writes: the column index type, and whether outputs that are exactly
+// zero are dropped (scipy's convention) or kept (the operator's: every covered pixel).
+template <typename index_t, bool kDropZeros>
+struct Sink {
+  using index = index_t;
+  static constexpr bool drop_zeros = kDropZeros;
+  template <typename scalar_t>
+  static int64_t keeps(scalar_t value) {
+    return kDropZeros ? value != scalar_t(0) : 1;
+  }
+};
+using KeepAll = Sink<int64_t, false>;
+
 // Columns and values written one image after another. Memory comes from the output cache
 // (csrc/common/output_buffer_cache.h), so a buffer of the previous call's size is reused
 // without page faults; it is grown (contents kept) before each image by the image's bound.
 class Staging {
  public:
-  Staging(size_t index_bytes, size_t value_bytes)
-      : index_bytes_(index_bytes), value_bytes_(value_bytes) {}
+  // entries_to_hold: the input entries of every image whose output it will hold in the end.
+  Staging(size_t index_bytes, size_t value_bytes, int64_t entries_to_hold)
+      : index_bytes_(index_bytes), value_bytes_(value_bytes), entries_to_hold_(entries_to_hold) {}
 
   // Room for `more` entries after the used ones. When it must grow, to at least `expected`
-  // entries (what the caller projects it will hold in the end) and by at least half: every
-  // growth copies what was written.
+  // entries and by at least half: every growth copies what was written.
   void reserve(int64_t more, int64_t expected = 0);
+  // Room for the next image's `bound` entries, after images with `entries_written` input
+  // entries: when it must grow, to the size projected from the output per input entry so far.
+  void make_room(int64_t bound, int64_t entries_written);
   int64_t used() const { return used_; }
   int64_t capacity() const { return capacity_; }
   void advance(int64_t written) { used_ += written; }
@@ -46,21 +63,19 @@ class Staging {
     return std::move(data);
   }
   size_t index_bytes_, value_bytes_;
+  int64_t entries_to_hold_;
   c10::DataPtr cols_, vals_;
   int64_t used_ = 0, capacity_ = 0;
 };
 
 // The destination of one range of images: image n goes to cols / vals + offsets[n] when
-// offsets is given, else after the staging's used entries. A staging that must grow
-// projects its final size from the entries written so far: output per input entry, times
-// `entries_to_hold` (the input entries of every image whose output it will hold).
+// offsets is given, else after the staging's used entries.
 template <typename index_t, typename scalar_t>
 struct ImageDestination {
   index_t* cols = nullptr;
   scalar_t* vals = nullptr;
   const int64_t* offsets = nullptr;
   Staging* staging = nullptr;
-  int64_t entries_to_hold = 0;
 };
 
 // How many entries an image of `entries` entries can write at most: one per product, and

@@ -126,12 +126,7 @@ void convolve_images(const int64_t* crow, const int64_t* col, const scalar_t* va
       cols = dst.cols + dst.offsets[n];
       vals = dst.vals + dst.offsets[n];
     } else {
-      const int64_t bound = image_output_bound(crow[n + 1] - crow[n], g);
-      const int64_t done = crow[n] - crow[begin];
-      const double expected =
-          done > 0 ? 1.05 * double(dst.staging->used()) * double(dst.entries_to_hold) / done
-                   : 0.0;
-      dst.staging->reserve(bound, static_cast<int64_t>(std::min(expected, 9.0e18)));
+      dst.staging->make_room(image_output_bound(crow[n + 1] - crow[n], g), crow[n] - crow[begin]);
       cols = dst.staging->template cols<index_t>() + dst.staging->used();
       vals = dst.staging->template vals<scalar_t>() + dst.staging->used();
     }

@@ -8,13 +8,15 @@
 #include "csrc/toeplitz/cpu/direct/image.h"
 
 namespace torch_sparse_conv {
-namespace {
 
-using toeplitz_direct::convolve_images;
 using toeplitz_direct::ImageDestination;
 using toeplitz_direct::KeepAll;
 using DropZeros32 = toeplitz_direct::Sink<int32_t, true>;
 using DropZeros64 = toeplitz_direct::Sink<int64_t, true>;
+
+namespace {
+
+using toeplitz_direct::convolve_images;
 
 #define TSC_DEFINE_PASS(NAME, OUT, SCALAR, ISA, TARGET)                                        \
   TARGET __attribute__((flatten)) void NAME##_##ISA(                                          \
@@ -41,29 +43,22 @@ TSC_DEFINE_PASS_VARIANTS(pass_dz64_f64, DropZeros64, double)
 
 }  // namespace
 
-#define TSC_PASSES(SCALAR, SUFFIX)                                                             \
-  void direct_pass(const int64_t* crow, const int64_t* col, const SCALAR* val,                 \
-                   const SCALAR* kernel, const ToeplitzGeometry& g, int64_t begin, int64_t end, \
-                   const ImageDestination<int64_t, SCALAR>& dst, int64_t* counts) {            \
-    TSC_PASS(pass_##SUFFIX)(crow, col, val, kernel, g, begin, end, dst, counts);               \
-  }                                                                                            \
-  void direct_pass_dropping_zeros(const int64_t* crow, const int64_t* col, const SCALAR* val,  \
-                                  const SCALAR* kernel, const ToeplitzGeometry& g,             \
-                                  int64_t begin, int64_t end,                                  \
-                                  const ImageDestination<int32_t, SCALAR>& dst,                \
-                                  int64_t* counts) {                                           \
-    TSC_PASS(pass_dz32_##SUFFIX)(crow, col, val, kernel, g, begin, end, dst, counts);          \
-  }                                                                                            \
-  void direct_pass_dropping_zeros(const int64_t* crow, const int64_t* col, const SCALAR* val,  \
-                                  const SCALAR* kernel, const ToeplitzGeometry& g,             \
-                                  int64_t begin, int64_t end,                                  \
-                                  const ImageDestination<int64_t, SCALAR>& dst,                \
-                                  int64_t* counts) {                                           \
-    TSC_PASS(pass_dz64_##SUFFIX)(crow, col, val, kernel, g, begin, end, dst, counts);          \
+// direct_pass for one sink and dtype: the variant of pass NAME for this process.
+#define TSC_PASS_ENTRY(OUT, SCALAR, NAME)                                                       \
+  template <>                                                                                  \
+  void direct_pass<OUT, SCALAR>(const int64_t* crow, const int64_t* col, const SCALAR* val,    \
+                                const SCALAR* kernel, const ToeplitzGeometry& g, int64_t begin, \
+                                int64_t end, const ImageDestination<OUT::index, SCALAR>& dst,  \
+                                int64_t* counts) {                                             \
+    TSC_PASS(NAME)(crow, col, val, kernel, g, begin, end, dst, counts);                        \
   }
-TSC_PASSES(float, f32)
-TSC_PASSES(double, f64)
-#undef TSC_PASSES
+TSC_PASS_ENTRY(KeepAll, float, pass_f32)
+TSC_PASS_ENTRY(DropZeros32, float, pass_dz32_f32)
+TSC_PASS_ENTRY(DropZeros64, float, pass_dz64_f32)
+TSC_PASS_ENTRY(KeepAll, double, pass_f64)
+TSC_PASS_ENTRY(DropZeros32, double, pass_dz32_f64)
+TSC_PASS_ENTRY(DropZeros64, double, pass_dz64_f64)
+#undef TSC_PASS_ENTRY
 #undef TSC_PASS
 
 }  // namespace torch_sparse_conv

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "csrc/common/arithmetic.h"
@@ -35,6 +36,14 @@ void Staging::reserve(int64_t more, int64_t expected) {
   cols_ = std::move(cols);
   vals_ = std::move(vals);
   capacity_ = capacity;
+}
+
+void Staging::make_room(int64_t bound, int64_t entries_written) {
+  if (capacity_ - used_ >= bound) return;
+  const double expected = entries_written > 0 ? 1.05 * double(used_) *
+                                                    double(entries_to_hold_) / entries_written
+                                              : 0.0;
+  reserve(bound, static_cast<int64_t>(std::min(expected, 9.0e18)));
 }
 
 }  // namespace toeplitz_direct
@@ -109,13 +118,14 @@ template <typename index_t, typename scalar_t>
 void run_pass(bool drop_zeros, const int64_t* crow, const int64_t* col, const scalar_t* val,
               const scalar_t* kernel, const ToeplitzGeometry& g, int64_t begin, int64_t end,
               const ImageDestination<index_t, scalar_t>& dst, int64_t* counts) {
+  using DropZeros = toeplitz_direct::Sink<index_t, true>;
   if constexpr (std::is_same_v<index_t, int32_t>) {
     TORCH_INTERNAL_ASSERT(drop_zeros, "int32 outputs are scipy's, which drop zeros");
-    direct_pass_dropping_zeros(crow, col, val, kernel, g, begin, end, dst, counts);
+    direct_pass<DropZeros>(crow, col, val, kernel, g, begin, end, dst, counts);
   } else if (drop_zeros) {
-    direct_pass_dropping_zeros(crow, col, val, kernel, g, begin, end, dst, counts);
+    direct_pass<DropZeros>(crow, col, val, kernel, g, begin, end, dst, counts);
   } else {
-    direct_pass(crow, col, val, kernel, g, begin, end, dst, counts);
+    direct_pass<toeplitz_direct::KeepAll>(crow, col, val, kernel, g, begin, end, dst, counts);
   }
 }
 
@@ -200,20 +210,27 @@ DirectOutput direct_method(const int64_t* crow, const int64_t* col, const scalar
       run_pass(drop_zeros, crow, col, val, kernel, g, bounds[p], bounds[p + 1], dst, counts);
     });
     close_row_ptr();
-    if (row_ptr[batch] != slots[batch]) close_gaps(dst.cols, dst.vals, slots.data(), row_ptr, batch);
+    if (row_ptr[batch] != slots[batch]) {
+      close_gaps(dst.cols, dst.vals, slots.data(), row_ptr, batch);
+    }
     out.entries = row_ptr[batch];
     return out;
   }
   std::vector<Staging> staging;
   staging.reserve(shares);
-  for (int64_t p = 0; p < shares; ++p) staging.emplace_back(sizeof(index_t), sizeof(scalar_t));
+  // The first share's buffer is meant to hold every share: it becomes the output.
+  auto held = [&](int64_t p) {
+    return std::make_pair(p == 0 ? 0 : bounds[p], p == 0 ? batch : bounds[p + 1]);
+  };
+  for (int64_t p = 0; p < shares; ++p) {
+    const auto [from, to] = held(p);
+    staging.emplace_back(sizeof(index_t), sizeof(scalar_t), crow[to] - crow[from]);
+  }
   for_each_share(shares, [&](int64_t p) {
-    // The first share's buffer is meant to hold every share: it becomes the output.
-    const int64_t from = p == 0 ? 0 : bounds[p], to = p == 0 ? batch : bounds[p + 1];
+    const auto [from, to] = held(p);
     staging[p].reserve(staging_guess(crow, g, from, to));
     ImageDestination<index_t, scalar_t> dst;
     dst.staging = &staging[p];
-    dst.entries_to_hold = crow[to] - crow[from];
     run_pass(drop_zeros, crow, col, val, kernel, g, bounds[p], bounds[p + 1], dst, counts);
   });
   close_row_ptr();

@@ -1,5 +1,5 @@
-// What the direct method's passes share per thread (toeplitz/cpu/direct/): where the fill
-// pass writes (Sink), and the buffers every path of an image reuses (Scratch).
+// What the direct method shares per thread (toeplitz/cpu/direct/): the buffers every path of
+// an image reuses (Scratch).
 #pragma once
 
 #include <algorithm>
@@ -11,19 +11,6 @@
 
 namespace torch_sparse_conv {
 namespace toeplitz_direct {
-
-// Where the fill pass writes: the column index type, and whether outputs that are exactly
-// zero are dropped (scipy's convention) or kept (the operator's: every covered pixel).
-template <typename index_t, bool kDropZeros>
-struct Sink {
-  using index = index_t;
-  static constexpr bool drop_zeros = kDropZeros;
-  template <typename scalar_t>
-  static int64_t keeps(scalar_t value) {
-    return kDropZeros ? value != scalar_t(0) : 1;
-  }
-};
-using KeepAll = Sink<int64_t, false>;
 
 template <typename scalar_t>
 struct Scratch {
