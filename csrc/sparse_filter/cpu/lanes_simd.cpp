@@ -93,27 +93,34 @@ TSC_INLINE void transpose(Vec<double>::type (&v)[4]) {
   v[3] = __builtin_shuffle(a1, a3, I{2, 3, 6, 7});
 }
 
-// interleave_impl and deinterleave_impl move whole blocks of L positions; a run that does
-// not divide into them ends with a block that overlaps the one before (rewriting equal
-// values), so only runs shorter than one block take the scalar loop.
+// Calls block(q) for the blocks of L positions q .. q + L - 1 that cover [0, len): a run that
+// does not divide into blocks ends with one that overlaps the block before (rewriting equal
+// values). Returns false, calling nothing, for runs shorter than one block (the callers' scalar
+// loops take those).
+template <int L, typename Block>
+TSC_INLINE bool for_each_block(int64_t len, Block&& block) {
+  if (len < L) return false;
+  for (int64_t next = 0;; next += L) {
+    const int64_t q = std::min<int64_t>(next, len - L);
+    block(q);
+    if (q == len - L) return true;
+  }
+}
+
 template <typename scalar_t>
 TSC_INLINE void interleave_impl(const scalar_t* src, int64_t src_stride, int64_t len,
                                 scalar_t* dst) {
   using V = Vec<scalar_t>;
   constexpr int L = V::lanes;
-  if (len < L) {
-    for (int64_t q = 0; q < len; ++q) {
-      for (int s = 0; s < L; ++s) dst[q * L + s] = src[s * src_stride + q];
-    }
-    return;
-  }
-  for (int64_t next = 0;; next += L) {
-    const int64_t q = std::min<int64_t>(next, len - L);
+  const bool blocked = for_each_block<L>(len, [&](int64_t q) __attribute__((always_inline)) {
     typename V::type v[L];
     for (int s = 0; s < L; ++s) v[s] = V::load(src + s * src_stride + q);
     transpose(v);
     for (int i = 0; i < L; ++i) V::store(dst + (q + i) * L, v[i]);
-    if (q == len - L) return;
+  });
+  if (blocked) return;
+  for (int64_t q = 0; q < len; ++q) {
+    for (int s = 0; s < L; ++s) dst[q * L + s] = src[s * src_stride + q];
   }
 }
 
@@ -122,19 +129,15 @@ TSC_INLINE void deinterleave_impl(const scalar_t* src, int64_t len, int64_t samp
                                   scalar_t* dst, int64_t dst_stride) {
   using V = Vec<scalar_t>;
   constexpr int L = V::lanes;
-  if (len < L) {
-    for (int64_t q = 0; q < len; ++q) {
-      for (int s = 0; s < samples; ++s) dst[s * dst_stride + q] = src[q * L + s];
-    }
-    return;
-  }
-  for (int64_t next = 0;; next += L) {
-    const int64_t q = std::min<int64_t>(next, len - L);
+  const bool blocked = for_each_block<L>(len, [&](int64_t q) __attribute__((always_inline)) {
     typename V::type v[L];
     for (int i = 0; i < L; ++i) v[i] = V::load(src + (q + i) * L);
     transpose(v);
     for (int s = 0; s < samples; ++s) V::store(dst + s * dst_stride + q, v[s]);
-    if (q == len - L) return;
+  });
+  if (blocked) return;
+  for (int64_t q = 0; q < len; ++q) {
+    for (int s = 0; s < samples; ++s) dst[s * dst_stride + q] = src[q * L + s];
   }
 }
 
