@@ -1,5 +1,9 @@
 // The public C++ API of the sparse-input (Toeplitz) convolution (torch_sparse_conv.h): calls
 // through the operators' fronts, so the Autograd kernel records gradients for C++ callers.
+#include <ATen/SparseCsrTensorUtils.h>
+
+#include <optional>
+
 #include "csrc/toeplitz/geometry.h"
 #include "csrc/toeplitz/ops.h"
 #include "csrc/torch_sparse_conv.h"
@@ -44,6 +48,11 @@ at::Tensor toeplitz_conv2d(const at::Tensor& images, const at::Tensor& kernel,
                      images.values()};
   const CsrImages out = toeplitz_conv2d(in, kernel, image_shape, mode, method);
   const std::vector<int64_t> out_shape = toeplitz_output_shape(image_shape, kernel.sizes(), mode);
+  // The operator built a valid CSR: it is not checked again where the user turned on
+  // torch.sparse.check_sparse_tensor_invariants (an O(entries) pass), as Python's
+  // torch.sparse_csr_tensor(..., check_invariants=False) does it.
+  std::optional<at::sparse_csr::CheckSparseTensorInvariants> trusted;
+  if (at::globalContext().checkSparseTensorInvariants().value_or(false)) trusted.emplace(false);
   // at::sparse_compressed_tensor, not at::sparse_csr_tensor: only the former records the
   // values in the autograd graph (torch 2.11), like Python's torch.sparse_csr_tensor.
   return at::sparse_compressed_tensor(out.crow, out.col, out.values,

@@ -256,6 +256,13 @@ def toeplitz_conv2d(x: Tensor, kernel: Tensor, image_shape: List[int], mode: str
         pixel is stored when the kernel's footprint of a stored input entry covers it), dense
         for dense ``x``. Differentiable w.r.t. ``kernel`` and ``x``'s values.
     """
+    if not torch.jit.is_scripting():
+        if not torch.compiler.is_compiling():
+            # The same operator in one C++ call, for eager calls on a CSR tensor whose
+            # arguments pass every check below; None otherwise (_toeplitz_conv2d_csr).
+            out = _C._toeplitz_conv2d_csr(x, kernel, image_shape, mode, method)
+            if out is not None:
+                return out
     out_shape = check_arguments(x, kernel, image_shape, mode, method)
     if x.layout == torch.strided:
         return dense_convolution(x, kernel, image_shape, mode, out_shape)
