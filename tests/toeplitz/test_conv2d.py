@@ -153,6 +153,32 @@ def test_operator_keeps_every_covered_pixel_and_compat_only_nonzeros(mode):
             np.testing.assert_array_equal(scipy_out.toarray(), expected)
 
 
+@pytest.mark.parametrize("kernel_shape", [(11, 11), (7, 15), (3, 64)])
+def test_footprint_of_dense_boxes_wider_than_a_word(kernel_shape):
+    """Images that cover their box densely yet are too sparse for the dense tile (their sums
+    over the box, flags ORed from each input row's line of footprint bits, 64 pixels a word):
+    boxes wider than a word that start and end inside a word, kernel zeros and cancelling
+    entries. The pattern is the footprint and the values are exact, twice in a row (the box's
+    sums must be left zero for the next image)."""
+    rng = np.random.default_rng(12)
+    h, w = 60, 200
+    images = np.zeros((3, h, w))
+    images[:, 5:50, 21:171] = rng.integers(-1, 2, (3, 45, 150)) * (
+        rng.random((3, 45, 150)) < 0.1)
+    images[1, :, 21:171:2] = -images[1, :, 22:172:2]  # pairs cancel under [1, 1] rows
+    kernel = rng.integers(-1, 2, kernel_shape).astype(np.float64)
+    kernel[0, :2] = [1.0, 1.0]
+    x = torch.tensor(images.reshape(3, -1)).to_sparse_csr()
+    expected = scipy_reference(images, kernel, "same")
+    for _ in range(2):
+        out = tsc.toeplitz_conv2d(x, torch.tensor(kernel), (h, w), "same", "direct")
+        pattern = np.zeros(expected.shape, dtype=bool)
+        for n in range(3):
+            pattern[n, out.col_indices()[out.crow_indices()[n]:out.crow_indices()[n + 1]]] = True
+        np.testing.assert_array_equal(pattern, footprint(images, kernel.shape, "same"))
+        np.testing.assert_array_equal(out.to_dense().numpy(), expected)
+
+
 def test_images_down_different_paths_share_scratch_safely():
     """One thread, one call: a dense box whose flags come from footprints (a narrow, tall
     box), then an image too spread out for a box, summed row by row, then a tall box one
@@ -192,6 +218,11 @@ def test_dense_images_through_the_dense_tile_match_scipy(dtype):
             out = tsc.toeplitz_conv2d(x, torch.tensor(kernel, dtype=dtype), (h, w), mode)
             np.testing.assert_allclose(out.to_dense().double().numpy(), expected,
                                        atol=tolerance, rtol=tolerance)
+            pattern = np.zeros(expected.shape, dtype=bool)
+            for n in range(3):
+                row = slice(out.crow_indices()[n], out.crow_indices()[n + 1])
+                pattern[n, out.col_indices()[row].numpy()] = True
+            np.testing.assert_array_equal(pattern, footprint(images, kernel.shape, mode))
             compat = Toeplitz_convolution2d((h, w), kernel, mode, dtype=np.dtype(
                 "float64" if dtype == torch.float64 else "float32"))(
                 scipy.sparse.csr_matrix(images.reshape(3, -1)))

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 
 #include "csrc/toeplitz/cpu/direct/pixel_split.h"
 #include "csrc/toeplitz/cpu/direct/scratch.h"
@@ -58,57 +57,40 @@ void scatter_into_box(const int64_t* col, const scalar_t* val, int64_t begin, in
   }
 }
 
-// Touched flags of a densely covered box from the entries' footprints rather than from every
-// product: each entry marks the kW box columns it reaches on its input row's line once, and
-// output row r's flags are the OR of the lines of the (at most kH) input rows that reach it,
-// a few vector passes per row.
+// The footprint of an image in its box, in bits: the pixels some entry's kernel window
+// covers, which an output keeping every covered pixel emits whatever their sums. Each input
+// row gets a line of the box columns its entries reach (one set_bits per entry); output row
+// r's flags are then the OR of the lines of the (at most kH) input rows that reach it, a few
+// words per box row, instead of a mark per product. Lines are row_words words long.
 template <typename scalar_t>
-void mark_lines(const int64_t* col, int64_t begin, int64_t end, const ToeplitzGeometry& g,
-                const Box& box, Scratch<scalar_t>& s) {
-  s.lines.assign((box.a1 - box.a0 + 1) * box.width, 0);
-  if (static_cast<int64_t>(s.touched.size()) < box.width) s.touched.resize(box.width);
+void mark_footprint_lines(const int64_t* col, int64_t begin, int64_t end,
+                          const ToeplitzGeometry& g, const Box& box, int64_t row_words,
+                          Scratch<scalar_t>& s) {
+  s.line_bits.assign((box.a1 - box.a0 + 1) * row_words, 0);
   const PixelSplit split(g.in_w);
   for (int64_t e = begin; e < end; ++e) {
     const auto [a, b] = split(col[e]);
     const int64_t lo = std::max<int64_t>(b - g.offset_w, box.c0);
     const int64_t hi = std::min<int64_t>(b - g.offset_w + g.kernel_w, box.c1 + 1);
-    char* line = s.lines.data() + (a - box.a0) * box.width;
-    for (int64_t c = lo; c < hi; ++c) line[c - box.c0] = 1;
+    set_bits(s.line_bits.data() + (a - box.a0) * row_words, lo - box.c0, hi - box.c0);
   }
 }
 
-// Output row r's touched flags (after mark_lines), box.width of them, in s.touched.
+// Output row r's flags (after mark_footprint_lines): row_words words in s.row_bits.
 template <typename scalar_t>
-const char* touched_in_row(int64_t r, const ToeplitzGeometry& g, const Box& box,
-                           Scratch<scalar_t>& s) {
+uint64_t* footprint_row(int64_t r, const ToeplitzGeometry& g, const Box& box,
+                        int64_t row_words, Scratch<scalar_t>& s) {
   // Input rows a reach output row r when r + offset_h - kH < a <= r + offset_h.
   const int64_t a_lo = std::max<int64_t>(box.a0, r + g.offset_h - g.kernel_h + 1);
   const int64_t a_hi = std::min<int64_t>(box.a1, r + g.offset_h);
-  char* row = s.touched.data();
-  std::fill(row, row + box.width, 0);
-  // Eight flags a step: ROI boxes are a few dozen pixels wide, too narrow for the compiler's
-  // vector loop, which left them to its byte-by-byte remainder.
-  const int64_t words = box.width / 8;
+  if (static_cast<int64_t>(s.row_bits.size()) < row_words) s.row_bits.resize(row_words);
+  uint64_t* row = s.row_bits.data();
+  std::fill(row, row + row_words, 0);
   for (int64_t a = a_lo; a <= a_hi; ++a) {
-    const char* line = s.lines.data() + (a - box.a0) * box.width;
-    for (int64_t w = 0; w < words; ++w) {
-      uint64_t have, add;
-      std::memcpy(&have, row + 8 * w, 8);
-      std::memcpy(&add, line + 8 * w, 8);
-      have |= add;
-      std::memcpy(row + 8 * w, &have, 8);
-    }
-    for (int64_t j = 8 * words; j < box.width; ++j) row[j] |= line[j];
+    const uint64_t* line = s.line_bits.data() + (a - box.a0) * row_words;
+    for (int64_t w = 0; w < row_words; ++w) row[w] |= line[w];
   }
   return row;
-}
-
-// Whether a dense box's flags come cheaper from footprints (mark_lines, touched_in_row: a
-// mark per entry, then kH vector ORs per box row) than from a mark per entry and kernel row.
-// Measured on sparse_convolution's grid: footprints win where entries are dense along rows
-// (density 0.1), per-row marks where a few entries fall in a large box.
-inline bool flags_by_lines(int64_t entries, const Box& box) {
-  return 2 * entries > (box.r1 - box.r0 + 1) * (box.width / 32 + 2);
 }
 
 }  // namespace toeplitz_direct

@@ -20,27 +20,30 @@
 namespace torch_sparse_conv {
 namespace toeplitz_direct {
 
-// A box the image covers densely (output keeping every covered pixel): sums over the whole
-// box, then a vectorized compaction of each box row keeping its touched pixels.
+// A box the image covers densely (output keeping every covered pixel): the products summed
+// over the box, each box row emitted where the footprint's bits (mark_footprint_lines) say.
+// Rows start on 64-pixel boundaries, as in convolve_sparse_box, whose sums it shares: every
+// product lands on a flagged pixel, which the compaction reads and clears, so the sums stay
+// all zero between images and the box is never zeroed first.
 template <typename Out, typename scalar_t>
 int64_t convolve_dense_box(const int64_t* col, const scalar_t* val, int64_t begin, int64_t end,
-                           const scalar_t* kernel, const ToeplitzGeometry& g, const Box& box,
+                           const scalar_t* kernel, const ToeplitzGeometry& g, Box box,
                            Scratch<scalar_t>& s, typename Out::index* cols, scalar_t* vals) {
   static_assert(!Out::drop_zeros, "outputs dropping zeros go through convolve_scanned_box");
-  const bool by_lines = flags_by_lines(end - begin, box);
-  if (!by_lines) s.touched.assign(box.area, 0);
-  s.acc.assign(box.area, scalar_t(0));
-  char* touched = s.touched.data();
-  scatter_into_box(col, val, begin, end, kernel, g, box, s.acc.data(),
-                   [touched, by_lines](int64_t from, int64_t to) {
-                     if (!by_lines) std::fill(touched + from, touched + to, 1);
-                   });
-  if (by_lines) mark_lines(col, begin, end, g, box, s);
+  box.stride = (box.width + 63) & ~int64_t(63);
+  const int64_t rows = box.r1 - box.r0 + 1, row_words = box.stride >> 6;
+  // Grown with zeros; already zero below the old size.
+  if (static_cast<int64_t>(s.box_acc.size()) < rows * box.stride) {
+    s.box_acc.resize(rows * box.stride, 0);
+  }
+  scalar_t* acc = s.box_acc.data();
+  scatter_into_box(col, val, begin, end, kernel, g, box, acc, [](int64_t, int64_t) {});
+  mark_footprint_lines(col, begin, end, g, box, row_words, s);
   int64_t count = 0;
-  for (int64_t r = box.r0, i = 0; r <= box.r1; ++r, i += box.width) {
-    const char* flags = by_lines ? touched_in_row(r, g, box, s) : s.touched.data() + i;
-    count += compact_flagged(s.acc.data() + i, flags, box.width, r * g.out_w + box.c0,
-                             cols + count, vals + count);
+  for (int64_t r = box.r0, i = 0; r <= box.r1; ++r, i += box.stride) {
+    count += compact_marked(acc + i, footprint_row(r, g, box, row_words, s), 1, row_words,
+                            g.out_w, /*drop_zeros=*/false, r * g.out_w + box.c0, cols + count,
+                            vals + count);
   }
   return count;
 }
@@ -106,7 +109,8 @@ int64_t convolve_dense_tile(const int64_t* col, const scalar_t* val, int64_t beg
     // Every entry of the box's image lies in the tile; the test only guards memory.
     if (i >= 0 && i < tile_rows && j >= 0 && j < stride) s.tile[i * stride + j] += val[e];
   }
-  if (!Out::drop_zeros) mark_lines(col, begin, end, g, box, s);
+  const int64_t row_words = ceil_div(box.width, 64);
+  if (!Out::drop_zeros) mark_footprint_lines(col, begin, end, g, box, row_words, s);
   s.tile_row.resize(padded_width);
   int64_t count = 0;
   for (int64_t i = 0; i < rows; ++i) {
@@ -116,8 +120,9 @@ int64_t convolve_dense_tile(const int64_t* col, const scalar_t* val, int64_t beg
     count += Out::drop_zeros
                  ? compact_nonzeros(s.tile_row.data(), box.width, first, cols + count,
                                     vals + count)
-                 : compact_flagged(s.tile_row.data(), touched_in_row(r, g, box, s), box.width,
-                                   first, cols + count, vals + count);
+                 : compact_marked(s.tile_row.data(), footprint_row(r, g, box, row_words, s),
+                                  1, row_words, g.out_w, /*drop_zeros=*/false, first,
+                                  cols + count, vals + count);
   }
   return count;
 }
