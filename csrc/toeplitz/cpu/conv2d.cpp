@@ -7,9 +7,10 @@
 // * its output bounding box is small next to its contributions (small frames, ROIs): summed
 //   over the box and emitted in raster order. Entries that fill the box densely go into a
 //   dense input tile correlated with the kernel at full vector width; otherwise the entries
-//   are scattered into sums over the box, with flags in bytes cleared per image when the
-//   products cover the box, else in bits (sums and bits stay zero between images, so a
-//   sparsely covered box costs a bit a pixel); zero-dropping outputs need no flags at all;
+//   are scattered into sums over the box, with flags in bits: from each input row's
+//   footprint when the products cover the box, else a mark per product (sums and bits stay
+//   zero between images, so a sparsely covered box costs a bit a pixel); zero-dropping
+//   outputs need no flags at all;
 // * otherwise the stored entries, sorted by pixel, are grouped by input row and only output
 //   rows within kH - 1 of an input row are visited, in increasing order, so the work never
 //   depends on the frame size. Each such row sums the contributions of the (at most kH)
