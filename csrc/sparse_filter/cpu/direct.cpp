@@ -182,6 +182,10 @@ void sparse_filter_direct_forward_cpu(const at::Tensor& input, const at::Tensor&
                                       const at::Tensor& col_idx, const at::Tensor& values,
                                       const c10::optional<at::Tensor>& bias,
                                       const SparseFilterGeometry& g, at::Tensor& output) {
+  if (direct_pointwise_applies(g, input.scalar_type())) {
+    sparse_filter_direct_pointwise_forward_cpu(input, row_ptr, col_idx, values, bias, g, output);
+    return;
+  }
   if (direct_lanes_pay(g, input.scalar_type())) {
     sparse_filter_direct_lanes_forward_cpu(input, row_ptr, col_idx, values, bias, g, output);
     return;

@@ -18,6 +18,19 @@ struct SparseFilterSimd {
   void (*conv_block)(const scalar_t* sample, const int64_t* cols, const int64_t* column_offset,
                      const scalar_t* values, int64_t nnz, bool accumulate, scalar_t init,
                      scalar_t* out, int64_t count);
+  // For output channels i < channels and p < count (whole vectors of vector_lanes()):
+  //   out[i * out_stride + p] = (accumulate ? out[i * out_stride + p] : init_i)
+  //       + sum_{k in [tap_bounds[i * bounds_stride], tap_bounds[i * bounds_stride + 1])}
+  //             values[k] * x[offsets[k] + p]
+  // with init_i = init ? init[i] : 0. Positions go in tiles of a few full-width vectors,
+  // every channel of a tile before the next tile, so the input a tile reads stays in L1
+  // while all channels read it (pointwise.cpp: 1x1 convolutions read in place).
+  void (*pointwise_tiles)(const scalar_t* x, const int64_t* offsets, const scalar_t* values,
+                          const int64_t* tap_bounds, int64_t bounds_stride, int64_t channels,
+                          bool accumulate, const scalar_t* init, scalar_t* out,
+                          int64_t out_stride, int64_t count);
+  // Positions per tile of pointwise_tiles.
+  int64_t pointwise_tile;
   // sum_p a[p] * b[p]
   scalar_t (*dot)(const scalar_t* a, const scalar_t* b, int64_t len);
   // y[p] += alpha * x[p]

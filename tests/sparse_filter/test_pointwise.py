@@ -1,0 +1,105 @@
+"""The CPU 'direct' method's in-place path for 1x1 convolutions with stride 1 and no padding
+(csrc/sparse_filter/cpu/pointwise.cpp), against F.conv2d.
+
+The path reads the (N, C, H, W) input and writes the output where they are, in tiles of 8
+vectors, the last H*W mod 16 (float32; 8 for float64) positions of each plane gathered with
+other samples' into a zero-padded vector. It is taken for planes of at least one tile (128
+float32 / 64 float64 positions); smaller planes take the other layouts, checked here beside
+it. Planes with and without a tail, several input-channel chunks, groups, empty and full
+patterns, channels-last input, batches that do and do not fill a tail vector, and an input
+read in place from inside a larger buffer are checked.
+"""
+import random
+import zlib
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import torch_sparse_conv as tsc
+
+from testing import random_weight
+
+
+def random_config(rng):
+    groups = rng.choice([1, 1, 2, 4])
+    return dict(batch=rng.choice([1, 2, 8, 9]), cin=groups * rng.randint(1, 40),
+                cout=groups * rng.randint(1, 40), groups=groups,
+                size=rng.choice([(1, 1), (1, 15), (4, 4), (7, 7), (5, 13), (23, 23), (32, 16),
+                                 (3, 200), (28, 28)]),
+                density=rng.choice([0.0, 0.05, 0.1, 0.5, 1.0]))
+
+
+GRID = [random_config(random.Random(2000 + seed)) for seed in range(40)]
+
+
+def case(cfg, dtype):
+    gen = torch.Generator().manual_seed(zlib.crc32(repr(sorted(cfg.items())).encode()))
+    x = torch.randn(cfg["batch"], cfg["cin"], *cfg["size"], dtype=dtype, generator=gen)
+    w = random_weight((cfg["cout"], cfg["cin"] // cfg["groups"], 1, 1), cfg["density"], dtype,
+                      gen)
+    b = torch.randn(cfg["cout"], dtype=dtype, generator=gen)
+    return x, w, b
+
+
+def tolerance(dtype):
+    return dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("cfg", GRID, ids=[f"cfg{i}" for i in range(len(GRID))])
+def test_direct_matches_conv2d(cfg, dtype):
+    x, w, b = case(cfg, dtype)
+    for bias in (b, None):
+        got = tsc.sparse_conv2d(x, w, bias, 1, 0, 1, cfg["groups"], method="direct")
+        torch.testing.assert_close(got, F.conv2d(x, w, bias, 1, 0, 1, cfg["groups"]),
+                                   **tolerance(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("size", [(23, 23), (12, 12), (9, 15), (1, 200)])
+def test_input_read_in_place_from_inside_a_larger_buffer(size, dtype):
+    """The kernel reads a contiguous input where it is: here a view at an offset inside a
+    buffer of NaN, so anything read from before or after it would reach the output as NaN
+    (the sanitizer stage checks the same reads for overruns)."""
+    h, w_ = size
+    gen = torch.Generator().manual_seed(h * 100 + w_)
+    numel = 3 * 20 * h * w_
+    storage = torch.full((numel + 80,), float("nan"), dtype=dtype)
+    x = storage[16: 16 + numel].view(3, 20, h, w_)
+    x.copy_(torch.randn(3, 20, h, w_, dtype=dtype, generator=gen))
+    weight = random_weight((33, 20, 1, 1), 0.3, dtype, gen)
+    got = tsc.sparse_conv2d(x, weight, None, method="direct")
+    torch.testing.assert_close(got, F.conv2d(x.clone(), weight), **tolerance(dtype))
+
+
+def test_many_input_channel_chunks_some_empty():
+    """2048 input channels split into chunks; output channels whose taps skip whole chunks
+    or that keep none at all."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 2048, 9, 9, generator=gen)
+    w = random_weight((40, 2048, 1, 1), 0.02, torch.float32, gen)
+    w[:10, 200:1900] = 0
+    w[11] = 0
+    b = torch.randn(40, generator=gen)
+    got = tsc.sparse_conv2d(x, w, b, method="direct")
+    torch.testing.assert_close(got, F.conv2d(x, w, b), rtol=1e-4, atol=1e-4)
+
+
+def test_channels_last_input_gives_channels_last_output():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(8, 24, 14, 14, generator=gen).to(memory_format=torch.channels_last)
+    w = random_weight((48, 24, 1, 1), 0.1, torch.float32, gen)
+    got = tsc.sparse_conv2d(x, w, None, method="direct")
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got, F.conv2d(x, w), rtol=1e-4, atol=1e-4)
+
+
+def test_module_gradients_through_the_path():
+    """The backward is unchanged; the forward it pairs with now comes from this path."""
+    gen = torch.Generator().manual_seed(2)
+    conv = torch.nn.Conv2d(6, 10, 1, dtype=torch.float64)
+    layer = tsc.SparseConv2d.from_dense(conv, mask=torch.rand(10, 6, 1, 1, generator=gen) > 0.5,
+                                        method="direct")
+    x = torch.randn(3, 6, 5, 7, dtype=torch.float64, requires_grad=True, generator=gen)
+    assert torch.autograd.gradcheck(layer, (x,))
