@@ -32,8 +32,9 @@ SparseFilterMethod choose_sparse_filter_method_cpu(const at::Tensor& row_ptr,
     }
     return models[0];
   };
-  const DirectCostModel model = direct_lanes_pay(g, dtype) ? pick(kDirectLanesCostModels)
-                                                           : pick(kDirectCostModels);
+  const DirectCostModel model = direct_pointwise_applies(g, dtype) ? pick(kDirectPointwiseCostModels)
+                                 : direct_lanes_pay(g, dtype)      ? pick(kDirectLanesCostModels)
+                                                                   : pick(kDirectCostModels);
   // Laying out the input costs in proportion to the input, which a stride makes larger
   // relative to the output (and so to dense's work): 4x for stride 2.
   const double overhead = model.overhead * double(g.stride_h * g.stride_w);

@@ -1,13 +1,12 @@
 """The CPU 'direct' method's in-place path for 1x1 convolutions with stride 1 and no padding
 (csrc/sparse_filter/cpu/pointwise.cpp), against F.conv2d.
 
-The path reads the (N, C, H, W) input and writes the output where they are, in tiles of 8
-vectors, the last H*W mod 16 (float32; 8 for float64) positions of each plane gathered with
-other samples' into a zero-padded vector. It is taken for planes of at least one tile (128
+The path reads the (N, C, H, W) input and writes the output where they are when a plane is
+whole vectors (H*W a multiple of 16 float32 / 8 float64 positions), else through copies with
+each plane zero-padded to whole vectors. It is taken for planes of at least one tile (128
 float32 / 64 float64 positions); smaller planes take the other layouts, checked here beside
-it. Planes with and without a tail, several input-channel chunks, groups, empty and full
-patterns, channels-last input, batches that do and do not fill a tail vector, and an input
-read in place from inside a larger buffer are checked.
+it. Both kinds of plane, several input-channel chunks, groups, empty and full patterns,
+channels-last input, and an input read in place from inside a larger buffer are checked.
 """
 import random
 import zlib

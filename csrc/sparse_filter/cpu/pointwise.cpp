@@ -10,11 +10,11 @@
 // output channels, the partial sums accumulated in the output itself. Inside it the inner
 // loop (simd.h's pointwise_tiles) takes tiles of 8 full-width vectors, every output channel
 // of a tile before the next tile, the input channels visited in chunks (sorted_taps.h) whose
-// rows of one tile fit L1; a tap costs one index load, one broadcast and 8 aligned-or-not
-// loads and multiply-adds. Only whole vectors are read and written in place: the last
-// H*W mod vector_lanes positions of each plane are gathered, several samples' side by side,
-// into a zero-padded vector per channel, so no load or store crosses into the next plane or
-// past the tensor.
+// rows of one tile fit L1; a tap costs one index load, one broadcast and 8 loads and
+// multiply-adds. Only planes of whole vectors (H*W a multiple of 16 float32 / 8 float64,
+// ResNet-50's 56x56 and 28x28) are read and written in place; other planes (14x14) go
+// through a copy of the sample with each plane zero-padded to whole vectors and a block of
+// output copied out, so no load or store crosses into the next plane or past the tensor.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -52,88 +52,74 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   TORCH_INTERNAL_ASSERT(g.out_h == g.in_h && g.out_w == g.in_w && g.phase_h == g.in_h &&
                         g.phase_w == g.in_w);
   const int64_t plane = g.in_h * g.in_w;  // also out_h * out_w
-  const int64_t body = plane / lanes * lanes;
-  const int64_t tail = plane - body;
-  const int64_t block = std::min(body, kBlockPositions);  // a multiple of lanes
-  const int64_t body_blocks = block > 0 ? ceil_div(body, block) : 0;
-  // The tails of `per_tail` samples side by side fill one zero-padded vector per channel.
-  const int64_t per_tail = tail > 0 ? lanes / tail : 1;
-  const int64_t tail_groups = tail > 0 ? ceil_div(g.batch, per_tail) : 0;
+  // Planes of whole vectors are read and written in place; others through padded copies.
+  const bool in_place = plane % lanes == 0;
+  const int64_t run = ceil_div(plane, lanes) * lanes;  // positions computed per plane
+  const int64_t block = std::min(run, kBlockPositions);  // a multiple of lanes
+  const int64_t blocks = ceil_div(run, block);
 
   const int64_t chunk_channels = chunk_channels_for(
       g, col_idx.size(0),
-      kChunkBytes / (std::clamp<int64_t>(body, lanes, simd.pointwise_tile) * int64_t(sizeof(scalar_t))));
+      kChunkBytes / (std::min(block, simd.pointwise_tile) * int64_t(sizeof(scalar_t))));
   const SortedTaps<scalar_t> taps =
       sort_taps<scalar_t>(row_ptr, col_idx, values, g, chunk_channels, /*interleave=*/1);
+  // Tap k reads input channel first_channel(oc) + cols[k] (a 1x1 filter's column is its
+  // channel), at that channel's plane of `run` positions.
   const int64_t* rp = row_ptr.data_ptr<int64_t>();
-  const std::vector<int64_t> offsets = taps.tap_offsets(rp);
-  // Tap k's offset in the tails' buffer, where channel c of the sample's group starts at
-  // c * lanes.
-  std::vector<int64_t> tail_offsets;
-  if (tail > 0) {
-    tail_offsets.resize(col_idx.size(0));
-    const int64_t cpg = g.in_channels_per_group(), ocpg = g.out_channels_per_group();
-    at::parallel_for(0, g.out_channels, 64, [&](int64_t oc_begin, int64_t oc_end) {
-      for (int64_t oc = oc_begin; oc < oc_end; ++oc) {
-        const int64_t first_channel = oc / ocpg * cpg;  // a 1x1 filter's column is its channel
-        for (int64_t k = rp[oc]; k < rp[oc + 1]; ++k) {
-          tail_offsets[k] = (first_channel + taps.cols[k]) * lanes;
-        }
-      }
-    });
-  }
+  std::vector<int64_t> offsets(col_idx.size(0));
+  const int64_t cpg = g.in_channels_per_group(), ocpg = g.out_channels_per_group();
+  at::parallel_for(0, g.out_channels, 64, [&](int64_t oc_begin, int64_t oc_end) {
+    for (int64_t oc = oc_begin; oc < oc_end; ++oc) {
+      const int64_t first_channel = oc / ocpg * cpg;
+      for (int64_t k = rp[oc]; k < rp[oc + 1]; ++k) offsets[k] = (first_channel + taps.cols[k]) * run;
+    }
+  });
 
   const int64_t sample_in = g.in_channels * plane;
-  const int64_t body_tasks = g.batch * body_blocks;
-  const int64_t wanted_tasks = 4 * at::get_num_threads();
-  const int64_t oc_splits =
-      std::clamp<int64_t>(wanted_tasks / std::max<int64_t>(1, body_tasks + tail_groups), 1,
-                          std::max<int64_t>(1, g.out_channels));
+  const int64_t items = g.batch * blocks;
+  const int64_t oc_splits = std::clamp<int64_t>(4 * at::get_num_threads() / items, 1,
+                                                std::max<int64_t>(1, g.out_channels));
   const int64_t oc_per_task = ceil_div(g.out_channels, oc_splits);
 
-  at::parallel_for(0, (body_tasks + tail_groups) * oc_splits, 1, [&](int64_t begin, int64_t end) {
-    std::vector<scalar_t> tail_in, tail_out;
+  at::parallel_for(0, items * oc_splits, 1, [&](int64_t begin, int64_t end) {
+    // Padded copies (planes that are not whole vectors): the input of one sample, each
+    // channel's plane zero-padded to `run`, and one block's output.
+    std::vector<scalar_t> padded_in, padded_out;
+    int64_t padded_sample = -1;
     for (int64_t task = begin; task < end; ++task) {
-      // Channel ranges outermost: each thread's contiguous range of tasks then holds body
-      // and tail items alike (a tail item is a vector, a body item up to 16).
-      const int64_t item = task % (body_tasks + tail_groups);
-      const int64_t oc0 = task / (body_tasks + tail_groups) * oc_per_task;
+      const int64_t item = task % items;
+      const int64_t oc0 = task / items * oc_per_task;
       const int64_t oc1 = std::min(g.out_channels, oc0 + oc_per_task);
       if (oc0 >= oc1) continue;  // the last splits may be empty
-      if (item < body_tasks) {
-        const int64_t n = item / body_blocks;
-        const int64_t p0 = item % body_blocks * block;
-        const int64_t count = std::min(block, body - p0);
-        const scalar_t* sample = in + n * sample_in + p0;
-        scalar_t* sample_out = out + (n * g.out_channels + oc0) * plane + p0;
-        for (int64_t j = 0; j < taps.chunks; ++j) {
-          simd.pointwise_tiles(sample, offsets.data(), taps.values,
-                               taps.chunk_ptr.data() + oc0 * (taps.chunks + 1) + j,
-                               taps.chunks + 1, oc1 - oc0, /*accumulate=*/j > 0,
-                               b ? b + oc0 : nullptr, sample_out, plane, count);
+      const int64_t n = item / blocks;
+      const int64_t p0 = item % blocks * block;
+      const int64_t count = std::min(block, run - p0);
+      const scalar_t* x = in + n * sample_in;
+      if (!in_place) {
+        if (padded_sample != n) {
+          padded_in.resize(g.in_channels * run);
+          for (int64_t c = 0; c < g.in_channels; ++c) {
+            scalar_t* to = std::copy(x + c * plane, x + (c + 1) * plane, padded_in.data() + c * run);
+            std::fill(to, padded_in.data() + (c + 1) * run, scalar_t(0));
+          }
+          padded_sample = n;
         }
-        continue;
+        x = padded_in.data();
+        padded_out.resize((oc1 - oc0) * block);
       }
-      // A group of samples' tails: element s * tail + i of channel c's vector is position
-      // body + i of sample n0 + s.
-      const int64_t n0 = (item - body_tasks) * per_tail;
-      const int64_t samples = std::min(per_tail, g.batch - n0);
-      tail_in.assign(g.in_channels * lanes, scalar_t(0));
-      for (int64_t s = 0; s < samples; ++s) {
-        const scalar_t* sample = in + (n0 + s) * sample_in + body;
-        for (int64_t c = 0; c < g.in_channels; ++c) {
-          std::copy(sample + c * plane, sample + c * plane + tail,
-                    tail_in.data() + c * lanes + s * tail);
-        }
+      scalar_t* y = in_place ? out + (n * g.out_channels + oc0) * plane + p0 : padded_out.data();
+      const int64_t y_stride = in_place ? plane : block;
+      for (int64_t j = 0; j < taps.chunks; ++j) {
+        simd.pointwise_tiles(x + p0, offsets.data(), taps.values,
+                             taps.chunk_ptr.data() + oc0 * (taps.chunks + 1) + j,
+                             taps.chunks + 1, oc1 - oc0, /*accumulate=*/j > 0,
+                             b ? b + oc0 : nullptr, y, y_stride, count);
       }
-      tail_out.resize((oc1 - oc0) * lanes);
-      simd.pointwise_tiles(tail_in.data(), tail_offsets.data(), taps.values, rp + oc0, 1,
-                           oc1 - oc0, /*accumulate=*/false, b ? b + oc0 : nullptr,
-                           tail_out.data(), lanes, lanes);
-      for (int64_t s = 0; s < samples; ++s) {
+      if (!in_place) {
+        const int64_t valid = std::min(count, plane - p0);
         for (int64_t oc = oc0; oc < oc1; ++oc) {
-          const scalar_t* from = tail_out.data() + (oc - oc0) * lanes + s * tail;
-          std::copy(from, from + tail, out + ((n0 + s) * g.out_channels + oc) * plane + body);
+          const scalar_t* from = padded_out.data() + (oc - oc0) * block;
+          std::copy(from, from + valid, out + (n * g.out_channels + oc) * plane + p0);
         }
       }
     }
