@@ -32,12 +32,15 @@ SparseFilterMethod choose_sparse_filter_method_cpu(const at::Tensor& row_ptr,
     }
     return models[0];
   };
-  const DirectCostModel model = direct_pointwise_applies(g, dtype) ? pick(kDirectPointwiseCostModels)
-                                 : direct_lanes_pay(g, dtype)      ? pick(kDirectLanesCostModels)
-                                                                   : pick(kDirectCostModels);
+  const bool pointwise = direct_pointwise_applies(g, dtype);
+  const DirectCostModel model = pointwise                    ? pick(kDirectPointwiseCostModels)
+                                : direct_lanes_pay(g, dtype) ? pick(kDirectLanesCostModels)
+                                                             : pick(kDirectCostModels);
   // Laying out the input costs in proportion to the input, which a stride makes larger
-  // relative to the output (and so to dense's work): 4x for stride 2.
-  const double overhead = model.overhead * double(g.stride_h * g.stride_w);
+  // relative to the output (and so to dense's work): 4x for stride 2. The 1x1 path copies
+  // only the pixels a stride reads (ResNet-50's stride-2 1x1 layers at 5-30 % density: the
+  // stride-1 model held).
+  const double overhead = model.overhead * double(pointwise ? 1 : g.stride_h * g.stride_w);
   const double direct_gain = 1.0 / (density / model.efficiency + overhead);
   // union_fraction >= density: skip its O(nnz) pass when even that bound can't win.
   const double best_other = std::max(direct_gain, kAutoMinGain);

@@ -27,7 +27,7 @@ constexpr DirectCostModel kDirectLanesCostModels[] = {
     {512, 0.50, 0.09}, {128, 0.45, 0.10}, {0, 0.40, 0.15}};
 constexpr DirectCostModel kDirectCostModels[] = {
     {2048, 0.32, 0.15}, {512, 0.32, 0.13}, {128, 0.27, 0.08}, {0, 0.24, 0.19}};
-// 1x1 stride-1 layers read in place (cpu/pointwise.cpp), fitted to ResNet-50's 1x1 layers at
+// 1x1 layers read in place (cpu/pointwise.cpp), fitted to ResNet-50's stride-1 1x1 layers at
 // densities 5-60 %, batch 1 and 8 (2026-12-02, Intel Xeon with AVX-512, 2 threads): planes of
 // 56x56 and 28x28 at 0.95 / 0.15-0.20; 14x14 (copied through padded planes) at 0.35 / 0.20.
 constexpr DirectCostModel kDirectPointwiseCostModels[] = {{512, 0.95, 0.17}, {0, 0.35, 0.20}};

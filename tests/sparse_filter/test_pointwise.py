@@ -1,4 +1,4 @@
-"""The CPU 'direct' method's in-place path for 1x1 convolutions with stride 1 and no padding
+"""The CPU 'direct' method's in-place path for 1x1 convolutions without padding
 (csrc/sparse_filter/cpu/pointwise.cpp), against F.conv2d.
 
 The path reads the (N, C, H, W) input and writes the output where they are when a plane is
@@ -6,7 +6,8 @@ whole vectors (H*W a multiple of 16 float32 / 8 float64 positions), else through
 each plane zero-padded to whole vectors. It is taken for planes of at least one tile (128
 float32 / 64 float64 positions); smaller planes take the other layouts, checked here beside
 it. Both kinds of plane, several input-channel chunks, groups, empty and full patterns,
-channels-last input, and an input read in place from inside a larger buffer are checked.
+channels-last input, an input read in place from inside a larger buffer, and strides
+(which sample the input first) are checked.
 """
 import random
 import zlib
@@ -102,3 +103,21 @@ def test_module_gradients_through_the_path():
                                         method="direct")
     x = torch.randn(3, 6, 5, 7, dtype=torch.float64, requires_grad=True, generator=gen)
     assert torch.autograd.gradcheck(layer, (x,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("stride,size", [((2, 2), (56, 56)), ((2, 2), (27, 29)), ((2, 1), (30, 17)),
+                                         ((3, 2), (40, 33)), ((2, 2), (13, 13)),
+                                         ((5, 1), (1, 300)), ((1, 4), (130, 3))])
+def test_strided_1x1_matches_conv2d(stride, size, dtype):
+    """Strided 1x1 layers (ResNet-50's downsampling shortcuts) sample the input first; odd
+    sizes leave the last row or column unread, and a single output row caps the stride."""
+    gen = torch.Generator().manual_seed(size[0] * 1000 + size[1] + stride[0])
+    x = torch.randn(3, 24, *size, dtype=dtype, generator=gen)
+    w = random_weight((20, 24, 1, 1), 0.3, dtype, gen)
+    b = torch.randn(20, dtype=dtype, generator=gen)
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        xm = x.to(memory_format=memory_format)
+        got = tsc.sparse_conv2d(xm, w, b, stride, method="direct")
+        torch.testing.assert_close(got, F.conv2d(xm, w, b, stride), **tolerance(dtype))
+        assert got.is_contiguous(memory_format=memory_format)

@@ -1,6 +1,7 @@
-// The 'direct' method for 1x1 convolutions with stride 1 and no padding, read and written in
-// place. There the polyphase layout (geometry.h) is the (N, C, H, W) input itself (channel c
-// of a sample at c * H * W) and the wide run is the output plane, so the one-sample kernel's
+// The 'direct' method for 1x1 convolutions without padding (a stride samples the input
+// first), read and written in place. There the polyphase layout (geometry.h) is the
+// (N, C, H, W) input itself (channel c of a sample at c * H * W) and the wide run is the
+// output plane, so the one-sample kernel's
 // input copy and output scatter move data for nothing, and the batch-in-lanes layout's
 // transposes cost more than the multiply-adds: a 1x1 layer reuses each input element only
 // C_out x density times (6.4 for 256->64 at 90 %), and 64->256 @56 transposed 26 MB of
@@ -52,9 +53,10 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   TORCH_INTERNAL_ASSERT(g.out_h == g.in_h && g.out_w == g.in_w && g.phase_h == g.in_h &&
                         g.phase_w == g.in_w);
   const int64_t plane = g.in_h * g.in_w;  // also out_h * out_w
-  // Planes of whole vectors are read and written in place; others through padded copies.
+  // Planes of whole vectors are read and written in place; others through copies with each
+  // plane zero-padded to whole vectors (`run` positions).
   const bool in_place = plane % lanes == 0;
-  const int64_t run = ceil_div(plane, lanes) * lanes;  // positions computed per plane
+  const int64_t run = ceil_div(plane, lanes) * lanes;
   const int64_t block = std::min(run, kBlockPositions);  // a multiple of lanes
   const int64_t blocks = ceil_div(run, block);
 
@@ -82,11 +84,13 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   const int64_t oc_per_task = ceil_div(g.out_channels, oc_splits);
 
   at::parallel_for(0, items * oc_splits, 1, [&](int64_t begin, int64_t end) {
-    // Padded copies (planes that are not whole vectors): the input of one sample, each
-    // channel's plane zero-padded to `run`, and one block's output.
+    // The copies of planes that are not whole vectors: a sample's input, and one block's
+    // output.
     std::vector<scalar_t> padded_in, padded_out;
     int64_t padded_sample = -1;
     for (int64_t task = begin; task < end; ++task) {
+      // Channel ranges outermost: each thread's contiguous range of tasks then spans the
+      // positions evenly.
       const int64_t item = task % items;
       const int64_t oc0 = task / items * oc_per_task;
       const int64_t oc1 = std::min(g.out_channels, oc0 + oc_per_task);
@@ -115,12 +119,11 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
                              taps.chunks + 1, oc1 - oc0, /*accumulate=*/j > 0,
                              b ? b + oc0 : nullptr, y, y_stride, count);
       }
-      if (!in_place) {
-        const int64_t valid = std::min(count, plane - p0);
-        for (int64_t oc = oc0; oc < oc1; ++oc) {
-          const scalar_t* from = padded_out.data() + (oc - oc0) * block;
-          std::copy(from, from + valid, out + (n * g.out_channels + oc) * plane + p0);
-        }
+      if (in_place) continue;
+      const int64_t valid = std::min(count, plane - p0);
+      for (int64_t oc = oc0; oc < oc1; ++oc) {
+        const scalar_t* from = padded_out.data() + (oc - oc0) * block;
+        std::copy(from, from + valid, out + (n * g.out_channels + oc) * plane + p0);
       }
     }
   });
@@ -129,17 +132,19 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
 }  // namespace
 
 bool direct_pointwise_applies(const SparseFilterGeometry& g, at::ScalarType dtype) {
-  if (g.kernel_h != 1 || g.kernel_w != 1 || g.stride_h != 1 || g.stride_w != 1 || g.pad_h != 0 ||
-      g.pad_w != 0 || (dtype != at::kFloat && dtype != at::kDouble)) {
+  if (g.kernel_h != 1 || g.kernel_w != 1 || g.pad_h != 0 || g.pad_w != 0 ||
+      (dtype != at::kFloat && dtype != at::kDouble)) {
     return false;
   }
-  // At least one full tile of positions per plane. Below it (ResNet-50's 7x7 planes: three
-  // vectors and a tail) the tiles are too short to hide the multiply-add latency and the
-  // per-call plan outweighs them: 2048->512 @7 at 90 % took 0.72 ms at batch 1 against 0.63
-  // for the one-sample layout, and at batch 8 the lanes layout was as fast (2 threads).
+  // At least one full tile of output positions per plane. Below it (ResNet-50's 7x7
+  // planes: three vectors and a tail) the tiles are too short to hide the multiply-add
+  // latency and the per-call plan outweighs them: 2048->512 @7 at 90 % took 0.72 ms at batch
+  // 1 against 0.63 for the one-sample layout. Copying the planes of several samples one
+  // after another into a run did not help there: 1.3-1.4x dense at batch 8 against 1.45-1.7x
+  // for the lanes layout (2 threads).
   const int64_t tile = dtype == at::kFloat ? sparse_filter_simd<float>().pointwise_tile
                                            : sparse_filter_simd<double>().pointwise_tile;
-  return g.in_h * g.in_w >= tile;
+  return g.out_h * g.out_w >= tile;
 }
 
 void sparse_filter_direct_pointwise_forward_cpu(const at::Tensor& input,
@@ -149,9 +154,20 @@ void sparse_filter_direct_pointwise_forward_cpu(const at::Tensor& input,
                                                 const c10::optional<at::Tensor>& bias,
                                                 const SparseFilterGeometry& g,
                                                 at::Tensor& output) {
+  // A strided 1x1 convolution without padding reads every stride-th pixel (ResNet-50's
+  // downsampling shortcuts): on those pixels, copied out, it is a stride-1 one.
+  at::Tensor x = input;
+  SparseFilterGeometry unit = g;
+  if (g.stride_h != 1 || g.stride_w != 1) {
+    x = input.slice(2, 0, g.in_h, g.stride_h).slice(3, 0, g.in_w, g.stride_w).contiguous();
+    unit.in_h = unit.phase_h = g.out_h;
+    unit.in_w = unit.phase_w = g.out_w;
+    unit.stride_h = unit.stride_w = 1;
+    TORCH_INTERNAL_ASSERT(x.size(2) == g.out_h && x.size(3) == g.out_w);
+  }
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "sparse_filter_direct_pointwise_forward_cpu",
                              [&] {
-    pointwise_forward<scalar_t>(input, row_ptr, col_idx, values, bias, g, output);
+    pointwise_forward<scalar_t>(x, row_ptr, col_idx, values, bias, unit, output);
   });
 }
 

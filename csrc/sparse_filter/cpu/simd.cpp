@@ -103,6 +103,9 @@ TSC_INLINE void pointwise_tile(const scalar_t* x, const int64_t* offsets, const 
   }
 }
 
+// The run's vectors in as few tiles of at most U as possible, of sizes differing by at most
+// one (19 vectors: 7 + 6 + 6, not 8 + 8 + 3): a tile of few vectors has too few independent
+// multiply-add chains to hide their latency.
 template <typename scalar_t, int BYTES, int U>
 TSC_INLINE void pointwise_tiles_impl(const scalar_t* x, const int64_t* offsets,
                                      const scalar_t* values, const int64_t* tap_bounds,
@@ -111,22 +114,23 @@ TSC_INLINE void pointwise_tiles_impl(const scalar_t* x, const int64_t* offsets,
                                      int64_t count) {
   constexpr int64_t lanes = Vec<scalar_t, BYTES>::lanes;
   const int64_t nvec = count / lanes;
-  int64_t v = 0;
-  for (; v + U <= nvec; v += U) {
-    pointwise_tile<scalar_t, BYTES, U>(x + v * lanes, offsets, values, tap_bounds, bounds_stride,
-                                       channels, accumulate, init, out + v * lanes, out_stride);
-  }
-  const scalar_t* s = x + v * lanes;
-  scalar_t* o = out + v * lanes;
-  switch (nvec - v) {
-#define TSC_TAIL(N)                                                                         \
+  const int64_t tiles = ceil_div(nvec, int64_t(U));
+  for (int64_t t = 0, v = 0; t < tiles; ++t) {
+    const int64_t size = nvec / tiles + (t < nvec % tiles ? 1 : 0);
+    const scalar_t* s = x + v * lanes;
+    scalar_t* o = out + v * lanes;
+    switch (size) {
+#define TSC_TILE(N)                                                                         \
   case N:                                                                                  \
     pointwise_tile<scalar_t, BYTES, N>(s, offsets, values, tap_bounds, bounds_stride,      \
                                        channels, accumulate, init, o, out_stride);         \
     break;
-    TSC_TAIL(1) TSC_TAIL(2) TSC_TAIL(3) TSC_TAIL(4) TSC_TAIL(5) TSC_TAIL(6) TSC_TAIL(7)
-#undef TSC_TAIL
-    default: break;
+      TSC_TILE(1) TSC_TILE(2) TSC_TILE(3) TSC_TILE(4) TSC_TILE(5) TSC_TILE(6) TSC_TILE(7)
+      TSC_TILE(8)
+#undef TSC_TILE
+      default: break;
+    }
+    v += size;
   }
 }
 
