@@ -1,6 +1,6 @@
 // The kept taps of a packed filter as the CPU 'direct' kernels read them: in place, from the
 // packed arrays. Per call the plan costs a look at each output channel's columns (are they
-// sorted?) and a binary search per (output channel, chunk), not a copy per tap: at batch 1
+// sorted?) and a walk along each output channel's columns, not a copy per tap: at batch 1
 // on small planes (512@7) a per-tap copy cost as much as the convolution.
 #pragma once
 
@@ -110,14 +110,17 @@ SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_
   sorted.chunk_ptr.resize(g.out_channels * (sorted.chunks + 1));
   at::parallel_for(0, g.out_channels, 64, [&](int64_t oc_begin, int64_t oc_end) {
     for (int64_t oc = oc_begin; oc < oc_end; ++oc) {
+      // One walk along the channel's sorted columns: a binary search per chunk mispredicted
+      // its branches at every step (9 % of 2048->512 @7 at batch 8, 26 chunks).
       int64_t* bounds = sorted.chunk_ptr.data() + oc * (sorted.chunks + 1);
-      const int64_t* first = sorted.cols + rp[oc];
-      const int64_t* last = sorted.cols + rp[oc + 1];
+      int64_t k = rp[oc];
+      const int64_t end = rp[oc + 1];
       for (int64_t j = 0; j < sorted.chunks; ++j) {
         const int64_t first_column = j * chunk_channels * taps_per_channel;
-        bounds[j] = std::lower_bound(first, last, first_column) - sorted.cols;
+        while (k < end && sorted.cols[k] < first_column) ++k;
+        bounds[j] = k;
       }
-      bounds[sorted.chunks] = rp[oc + 1];
+      bounds[sorted.chunks] = end;
     }
   });
   return sorted;
