@@ -6,8 +6,9 @@
   core is one 512-bit FMA a cycle (16 float32 lanes x 2): what AMD Zen 4 sustains (it runs a
   512-bit FMA as two 256-bit halves on its two FMA pipes) and the figure the issue gives for
   this machine. A virtual machine often reports its nominal clock, not the boost one: where
-  a kernel's useful GFLOP/s come out above the peak, the cores ran faster than reported. So
-  the peak record also has :func:`sgemm_gflops`, a large float32 matmul through torch, as
+  a kernel's useful GFLOP/s come out above the peak, the cores ran faster than reported; on
+  an Intel Xeon with two 512-bit FMA units a core retires 64 FLOP a cycle, twice the figure.
+  So the peak record also has :func:`sgemm_gflops`, a large float32 matmul through torch, as
   the rate this machine attains in practice.
 * :func:`pin_heap`: glibc's malloc, left alone, hands a large tensor fresh pages on every
   call (through mmap, or after trimming the top of the heap), and faulting them in costs more
