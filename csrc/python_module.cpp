@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "csrc/common/dtypes.h"
 #include "csrc/common/output_buffer_cache.h"
 #include "csrc/toeplitz/cpu/direct.h"
 #include "csrc/toeplitz/geometry.h"
@@ -138,11 +139,6 @@ bool text_of(PyObject* object, std::string& text) {
   return true;
 }
 
-bool is_operator_dtype(at::ScalarType dtype) {
-  return dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf ||
-         dtype == at::kBFloat16;
-}
-
 // toeplitz_conv2d(x, kernel, image_shape, mode, method) in one C++ call for the eager call
 // on plain tensors that passes every argument check: x a sparse CSR (B, H*W) batch, kernel a
 // dense nonempty (kH, kW) of x's dtype and device. The Python wrapper's checks, its three
@@ -166,15 +162,17 @@ py::object toeplitz_conv2d_csr(py::handle x_object, py::handle kernel_object,
       !text_of(method_object.ptr(), method)) {
     return py::none();
   }
-  const bool known_mode = mode == "same" || mode == "full" || mode == "valid";
-  const bool known_method = method == "auto" || method == "direct" || method == "precomputed";
+  const std::optional<torch_sparse_conv::ToeplitzMode> parsed_mode =
+      torch_sparse_conv::toeplitz_mode_named(mode);
   int64_t pixels = 0;
-  if (!known_mode || !known_method || __builtin_mul_overflow(h, w, &pixels) ||
+  if (!parsed_mode || !torch_sparse_conv::toeplitz_method_named(method) ||
+      __builtin_mul_overflow(h, w, &pixels) ||
       x.layout() != at::kSparseCsr || x.dim() != 2 || x.size(1) != pixels ||
       kernel.layout() != at::kStrided || kernel.dim() != 2 || kernel.size(0) < 1 ||
-      kernel.size(1) < 1 || !is_operator_dtype(x.scalar_type()) ||
+      kernel.size(1) < 1 || !torch_sparse_conv::is_supported_dtype(x.scalar_type()) ||
       kernel.scalar_type() != x.scalar_type() || kernel.device() != x.device() ||
-      (mode == "valid" && (kernel.size(0) > h || kernel.size(1) > w))) {
+      (*parsed_mode == torch_sparse_conv::ToeplitzMode::Valid &&
+       (kernel.size(0) > h || kernel.size(1) > w))) {
     return py::none();
   }
   at::Tensor out;

@@ -1,25 +1,38 @@
 #include "csrc/toeplitz/geometry.h"
 
 #include <limits>
+#include <optional>
 
 #include "csrc/common/dtypes.h"
 
 namespace torch_sparse_conv {
 
-ToeplitzMode parse_toeplitz_mode(c10::string_view mode) {
+std::optional<ToeplitzMode> toeplitz_mode_named(c10::string_view mode) {
   if (mode == "full") return ToeplitzMode::Full;
   if (mode == "same") return ToeplitzMode::Same;
   if (mode == "valid") return ToeplitzMode::Valid;
-  TORCH_CHECK(false, "toeplitz_conv2d: mode must be 'full', 'same' or 'valid', got '",
-              std::string(mode), "'");
+  return std::nullopt;
 }
 
-ToeplitzMethod parse_toeplitz_method(c10::string_view method) {
+std::optional<ToeplitzMethod> toeplitz_method_named(c10::string_view method) {
   if (method == "auto") return ToeplitzMethod::Auto;
   if (method == "direct") return ToeplitzMethod::Direct;
   if (method == "precomputed") return ToeplitzMethod::Precomputed;
-  TORCH_CHECK_VALUE(false, "toeplitz_conv2d: method must be one of 'auto', 'direct', "
-                    "'precomputed', got '", std::string(method), "'");
+  return std::nullopt;
+}
+
+ToeplitzMode parse_toeplitz_mode(c10::string_view mode) {
+  const std::optional<ToeplitzMode> parsed = toeplitz_mode_named(mode);
+  TORCH_CHECK(parsed.has_value(), "toeplitz_conv2d: mode must be 'full', 'same' or 'valid', got '",
+              std::string(mode), "'");
+  return *parsed;
+}
+
+ToeplitzMethod parse_toeplitz_method(c10::string_view method) {
+  const std::optional<ToeplitzMethod> parsed = toeplitz_method_named(method);
+  TORCH_CHECK_VALUE(parsed.has_value(), "toeplitz_conv2d: method must be one of 'auto', "
+                    "'direct', 'precomputed', got '", std::string(method), "'");
+  return *parsed;
 }
 
 ToeplitzGeometry toeplitz_geometry(const at::Tensor& kernel, at::IntArrayRef image_shape,

@@ -9,6 +9,8 @@
 
 #include <ATen/ATen.h>
 
+#include <optional>
+
 #include "csrc/common/csr_check.h"
 
 namespace torch_sparse_conv {
@@ -20,6 +22,10 @@ struct ToeplitzGeometry {
   int64_t batch = 0, in_h = 0, in_w = 0, kernel_h = 0, kernel_w = 0;
   int64_t out_h = 0, out_w = 0, offset_h = 0, offset_w = 0;
 };
+
+// The mode or method of that name, or nullopt (for callers that must not throw).
+std::optional<ToeplitzMode> toeplitz_mode_named(c10::string_view mode);
+std::optional<ToeplitzMethod> toeplitz_method_named(c10::string_view method);
 
 ToeplitzMode parse_toeplitz_mode(c10::string_view mode);
 // 'auto', 'direct' or 'precomputed'; the error names every valid method.
