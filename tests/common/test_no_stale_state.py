@@ -45,6 +45,29 @@ def test_value_writes_without_a_version_bump_are_seen(method, write):
     torch.testing.assert_close(layer(x), reference(layer, x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("write", ["data", "numpy"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_pointwise_path_sees_writes_and_corrupt_columns(write, stride):
+    """The 1x1 in-place path (planes of at least 128 positions: 12x12 here, 24x24 strided)
+    plans its taps per call too: value writes without a version bump are seen, and a column
+    corrupted through .data is rejected before anything is read."""
+    torch.manual_seed(1)
+    conv = torch.nn.Conv2d(6, 8, 1, stride=stride)
+    with torch.no_grad():
+        conv.weight.mul_(torch.rand_like(conv.weight) > 0.5)
+    layer = tsc.SparseConv2d.from_dense(conv, method="direct")
+    x = torch.randn(2, 6, 12 * stride, 12 * stride)
+    layer(x)
+    if write == "data":
+        layer.values.data.mul_(-0.5)
+    else:
+        layer.values.detach().numpy()[:] *= 3.0
+    torch.testing.assert_close(layer(x), reference(layer, x), rtol=1e-5, atol=1e-5)
+    layer.col_idx.data[0] = 6  # C_in * 1 * 1 = 6 columns
+    with pytest.raises(RuntimeError, match=r"must lie in \[0, 6\) .*, but col_idx\[0\] = 6"):
+        layer(x)
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_inference_mode_layers_follow_their_values(method):
     layer = half_pruned_layer(method, inference=True)
