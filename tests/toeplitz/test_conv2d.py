@@ -179,6 +179,35 @@ def test_footprint_of_dense_boxes_wider_than_a_word(kernel_shape):
         np.testing.assert_array_equal(out.to_dense().numpy(), expected)
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kw", [1, 2, 5, 31, 63, 64, 65, 70])
+def test_footprint_bits_spread_across_words(mode, kw):
+    """The footprint's lines come from one bit per entry spread over the kernel's width,
+    word by word (box.h, spread_bits_down; a run per entry past 64 columns): frames just under,
+    at and over a word wide and several words wide, entries in the first and last columns,
+    densities that take the dense box and the dense tile. Pattern = footprint, values exact."""
+    rng = np.random.default_rng(kw)
+    for h, w in [(6, 63), (5, 64), (7, 65), (4, 130), (3, 200)]:
+        if mode == "valid" and kw > w:
+            continue
+        for density in (0.15, 0.7):
+            images = rng.integers(1, 4, (3, h, w)) * (rng.random((3, h, w)) < density)
+            images = images.astype(np.float64)
+            images[0, :, 0] = 1.0
+            images[1, :, w - 1] = 2.0
+            kernel = rng.integers(-1, 2, (2, kw)).astype(np.float64)
+            expected = scipy_reference(images, kernel, mode)
+            x = torch.tensor(images.reshape(3, -1)).to_sparse_csr()
+            out = tsc.toeplitz_conv2d(x, torch.tensor(kernel), (h, w), mode, "direct")
+            pattern = np.zeros(expected.shape, dtype=bool)
+            for n in range(3):
+                cols = out.col_indices()[out.crow_indices()[n]:out.crow_indices()[n + 1]]
+                pattern[n, cols.numpy()] = True
+            np.testing.assert_array_equal(pattern, footprint(images, kernel.shape, mode),
+                                          err_msg=f"{h}x{w} density {density}")
+            np.testing.assert_allclose(out.to_dense().numpy(), expected, atol=1e-12)
+
+
 def test_images_down_different_paths_share_scratch_safely():
     """One thread, one call: a dense box whose flags come from footprints (a narrow, tall
     box), then an image too spread out for a box, summed row by row, then a tall box one

@@ -111,18 +111,28 @@ int64_t convolve_dense_tile(const int64_t* col, const scalar_t* val, int64_t beg
   }
   const int64_t row_words = ceil_div(box.width, 64);
   if (!Out::drop_zeros) mark_footprint_lines(col, begin, end, g, box, row_words, s);
-  s.tile_row.resize(padded_width);
+  // Output rows two at a time (correlate_row_pair shares each tile load between them), the
+  // last one alone when the box has an odd number of rows.
+  s.tile_row.resize(2 * padded_width);
   int64_t count = 0;
-  for (int64_t i = 0; i < rows; ++i) {
-    const int64_t r = box.r0 + i, first = r * g.out_w + box.c0;
-    correlate_row(s.tile.data() + i * stride, stride, s.flipped_kernel.data(), kh, kw,
-                  box.width, s.tile_row.data());
-    count += Out::drop_zeros
-                 ? compact_nonzeros(s.tile_row.data(), box.width, first, cols + count,
-                                    vals + count)
-                 : compact_marked(s.tile_row.data(), footprint_row(r, g, box, row_words, s),
-                                  1, row_words, g.out_w, /*drop_zeros=*/false, first,
-                                  cols + count, vals + count);
+  for (int64_t i = 0; i < rows; i += 2) {
+    const bool pair = i + 1 < rows;
+    if (pair) {
+      correlate_row_pair(s.tile.data() + i * stride, stride, s.flipped_kernel.data(), kh, kw,
+                         box.width, s.tile_row.data(), padded_width);
+    } else {
+      correlate_row(s.tile.data() + i * stride, stride, s.flipped_kernel.data(), kh, kw,
+                    box.width, s.tile_row.data());
+    }
+    for (int64_t k = 0; k < (pair ? 2 : 1); ++k) {
+      scalar_t* sums = s.tile_row.data() + k * padded_width;
+      const int64_t r = box.r0 + i + k, first = r * g.out_w + box.c0;
+      count += Out::drop_zeros
+                   ? compact_nonzeros(sums, box.width, first, cols + count, vals + count)
+                   : compact_marked(sums, footprint_row(r, g, box, row_words, s), 1, row_words,
+                                    g.out_w, /*drop_zeros=*/false, first, cols + count,
+                                    vals + count);
+    }
   }
   return count;
 }

@@ -50,6 +50,48 @@ inline void correlate_block(const scalar_t* tile, int64_t stride, const scalar_t
   for (int v = 0; v < kVectors; ++v) std::memcpy(out + v * lanes, &acc[v], sizeof(vec));
 }
 
+// One tile row's contribution to a block of two output rows (see correlate_block_pair):
+// through taps row w0 to the first row's sums and through w1 to the second's, each only where
+// the template says the tile row reaches that output row.
+template <bool kFirst, bool kSecond, int kVectors, typename scalar_t, typename vec>
+inline void accumulate_tile_row(const scalar_t* row, const scalar_t* w0, const scalar_t* w1,
+                                int64_t kw, vec* acc0, vec* acc1) {
+  constexpr int64_t lanes = TileVector<scalar_t>::lanes;
+  for (int64_t t = 0; t < kw; ++t) {
+#pragma GCC unroll 4
+    for (int v = 0; v < kVectors; ++v) {
+      vec x;  // an unaligned load, shared by both rows
+      std::memcpy(&x, row + t + v * lanes, sizeof(vec));
+      if constexpr (kFirst) acc0[v] += w0[t] * x;
+      if constexpr (kSecond) acc1[v] += w1[t] * x;
+    }
+  }
+}
+
+// Outputs [0, kVectors * lanes) of two consecutive output rows, out and out + out_stride.
+// Tile row q feeds the first through taps row q and the second through taps row q - 1, so each
+// loaded vector serves both, and the 2 * kVectors sums are independent chains: one row's four
+// chains were bound by the multiply-add's latency and kept one of two FMA units idle.
+template <int kVectors, typename scalar_t>
+inline void correlate_block_pair(const scalar_t* tile, int64_t stride, const scalar_t* taps,
+                                 int64_t kh, int64_t kw, scalar_t* out, int64_t out_stride) {
+  using vec = typename TileVector<scalar_t>::type;
+  constexpr int64_t lanes = TileVector<scalar_t>::lanes;
+  vec acc0[kVectors] = {}, acc1[kVectors] = {};
+  accumulate_tile_row<true, false, kVectors>(tile, taps, taps, kw, acc0, acc1);
+  for (int64_t q = 1; q < kh; ++q) {
+    accumulate_tile_row<true, true, kVectors>(tile + q * stride, taps + q * kw,
+                                              taps + (q - 1) * kw, kw, acc0, acc1);
+  }
+  accumulate_tile_row<false, true, kVectors>(tile + kh * stride, taps, taps + (kh - 1) * kw,
+                                             kw, acc0, acc1);
+#pragma GCC unroll 4
+  for (int v = 0; v < kVectors; ++v) {
+    std::memcpy(out + v * lanes, &acc0[v], sizeof(vec));
+    std::memcpy(out + out_stride + v * lanes, &acc1[v], sizeof(vec));
+  }
+}
+
 // out[j] = sum over u < kh, t < kw of taps[u * kw + t] * tile[u * stride + j + t], for
 // j < width. Reads columns up to round_up(width, lanes) + kw - 2 of tile rows 0 .. kh - 1 (the
 // caller pads the tile) and writes out[0, round_up(width, lanes)).
@@ -65,6 +107,25 @@ inline void correlate_row(const scalar_t* tile, int64_t stride, const scalar_t* 
     case 3: return correlate_block<3>(tile + j0, stride, taps, kh, kw, out + j0);
     case 2: return correlate_block<2>(tile + j0, stride, taps, kh, kw, out + j0);
     case 1: return correlate_block<1>(tile + j0, stride, taps, kh, kw, out + j0);
+    default: return;
+  }
+}
+
+// correlate_row for two consecutive output rows: the first from tile rows 0 .. kh - 1 into
+// out, the second from tile rows 1 .. kh into out + out_stride.
+template <typename scalar_t>
+inline void correlate_row_pair(const scalar_t* tile, int64_t stride, const scalar_t* taps,
+                               int64_t kh, int64_t kw, int64_t width, scalar_t* out,
+                               int64_t out_stride) {
+  constexpr int64_t lanes = kTileLanes<scalar_t>;
+  int64_t j0 = 0;
+  for (; width - j0 > 3 * lanes; j0 += 4 * lanes) {  // then at most three vectors are left
+    correlate_block_pair<4>(tile + j0, stride, taps, kh, kw, out + j0, out_stride);
+  }
+  switch ((width - j0 + lanes - 1) / lanes) {
+    case 3: return correlate_block_pair<3>(tile + j0, stride, taps, kh, kw, out + j0, out_stride);
+    case 2: return correlate_block_pair<2>(tile + j0, stride, taps, kh, kw, out + j0, out_stride);
+    case 1: return correlate_block_pair<1>(tile + j0, stride, taps, kh, kw, out + j0, out_stride);
     default: return;
   }
 }

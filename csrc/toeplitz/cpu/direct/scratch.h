@@ -20,9 +20,9 @@ struct Scratch {
   std::vector<int64_t> group_row, group_begin;  // input row of each group, first entry
   std::vector<scalar_t> acc;
   std::vector<char> touched;
-  // A dense box's or tile's footprint (box.h): a line of bits per input row, and one
-  // output row's flags.
-  std::vector<uint64_t> line_bits, row_bits;
+  // A dense box's or tile's footprint (box.h): a bit per entry and a line of bits per input
+  // row, and one output row's flags.
+  std::vector<uint64_t> entry_bits, line_bits, row_bits;
   std::vector<std::pair<int64_t, scalar_t>> pairs;
   // The box path's flags (one bit a pixel) and sums, all zero between images: each image
   // clears what it touched while emitting it, so it never pays for the box's untouched area
@@ -58,7 +58,7 @@ struct Scratch {
     };
     release(order), release(sorted_pixel), release(sorted_value), release(column);
     release(group_row), release(group_begin), release(acc), release(touched);
-    release(line_bits), release(row_bits), release(pairs), release(box_bits), release(box_acc);
+    release(entry_bits), release(line_bits), release(row_bits), release(pairs), release(box_bits), release(box_acc);
     release(tile), release(tile_row), release(flipped_kernel);
   }
 };
