@@ -108,8 +108,9 @@ def _scipy_csr_matrix(data, indices, indptr, shape):
     if not _CSR_FIELDS:
         return scipy.sparse.csr_matrix((data, indices, indptr), shape=shape, copy=False)
     matrix = object.__new__(scipy.sparse.csr_matrix)
-    matrix.__dict__.update(_shape=(int(shape[0]), int(shape[1])), maxprint=_CSR_FIELDS["maxprint"],
-                           indices=indices, indptr=indptr, data=data)
+    matrix.__dict__ = {"_shape": (int(shape[0]), int(shape[1])),
+                       "maxprint": _CSR_FIELDS["maxprint"], "indices": indices,
+                       "indptr": indptr, "data": data}
     return matrix
 
 
@@ -202,6 +203,9 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
         self._kernel_array = np.array(self.k, dtype=self.dtype, order="C")
         self._kernel_tensor = None
         self._matrices = {}  # mode -> _toeplitz.MatrixCache, for method 'precomputed'
+        # The output's shape by mode, checked and worked out on a mode's first call (a
+        # batch-1 call takes a few microseconds, of which this took a tenth).
+        self._out_shapes = {}
 
     @property
     def _kernel(self) -> torch.Tensor:
@@ -211,21 +215,30 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
             self._kernel_tensor = kernel if self.device.type == "cpu" else kernel.to(self.device)
         return self._kernel_tensor
 
+    def _output_shape(self, mode: str):
+        """(H_out, W_out) for ``mode``, checked and worked out once per mode."""
+        out_shape = self._out_shapes.get(mode)
+        if out_shape is None:
+            if mode not in _MODES:
+                raise ValueError(f"mode must be 'full', 'same' or 'valid', got {mode!r}")
+            _check_kernel_fits(mode, self.k.shape, self.x_shape)
+            out_shape = self._out_shapes[mode] = _toeplitz.output_shape(
+                self.x_shape, self.k.shape, mode)
+        return out_shape
+
     def __call__(self, x, batching: bool = True, mode=None):
         import numpy as np
         import scipy.sparse
 
-        if not scipy.sparse.issparse(x):
+        sparse = scipy.sparse.issparse(x)
+        if not sparse:
             x = np.asarray(x)
             if x.dtype.kind not in "biuf":
                 raise TypeError("x must be a scipy.sparse matrix or a real numeric array, got "
                                 f"{type(x).__name__} of dtype {x.dtype}")
         mode = self.mode if mode is None else mode
-        if mode not in _MODES:
-            raise ValueError(f"mode must be 'full', 'same' or 'valid', got {mode!r}")
+        out_h, out_w = self._output_shape(mode)
         h, w = self.x_shape
-        kh, kw = self.k.shape
-        _check_kernel_fits(mode, (kh, kw), self.x_shape)
         shape = x.shape
         if batching:
             if len(shape) != 2 or shape[1] != h * w:
@@ -235,8 +248,7 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
             raise ValueError(f"When batching=False, x.shape ({tuple(shape)}) must equal "
                              f"x_shape ({self.x_shape})")
         rows = shape[0] if batching else 1
-        out_h, out_w = _toeplitz.output_shape(self.x_shape, (kh, kw), mode)
-        if not scipy.sparse.issparse(x):
+        if not sparse:
             dense = torch.as_tensor(np.asarray(x, dtype=self.dtype).reshape(rows, h * w),
                                     device=self.device)
             out = _toeplitz.toeplitz_conv2d(dense, self._kernel, self.x_shape, mode)
@@ -262,7 +274,7 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
         if not batching:  # as the package: scipy's reshape of the one-row result
             result = result.reshape(out_h, out_w)
         fmt = output_format(self.method, self.backend, batching)
-        return result if fmt is None else result.asformat(fmt)
+        return result if fmt is None or fmt == result.format else result.asformat(fmt)
 
     def _call_operator(self, crow, col, values, mode, rows, out_pixels):
         """The public operators (any device, T kept for 'precomputed'), converted to scipy's

@@ -87,6 +87,8 @@ def _is_positive_int(value: int) -> bool:
     """Whether ``value`` is an int above 0: a Python int or what has ``__index__`` (numpy's
     integers), bools excluded (TorchScript: an int by its annotation)."""
     if not torch.jit.is_scripting():
+        if type(value) is int:  # the usual case, answered before the general one
+            return value > 0
         if isinstance(value, bool) or not hasattr(value, "__index__"):
             return False
         value = value.__index__()
@@ -95,7 +97,7 @@ def _is_positive_int(value: int) -> bool:
 
 def check_image_shape(image_shape: List[int], caller: str, name: str = "image_shape") -> None:
     if (not isinstance(image_shape, (tuple, list)) or len(image_shape) != 2  # torch.Size too
-            or not all([_is_positive_int(s) for s in image_shape])):
+            or not (_is_positive_int(image_shape[0]) and _is_positive_int(image_shape[1]))):
         raise ValueError(f"{caller}: {name} must be two positive ints (H, W), got "
                          f"{show(image_shape)}")
 
