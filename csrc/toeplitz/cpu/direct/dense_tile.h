@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 namespace torch_sparse_conv {
 namespace {  // internal linkage: each kernel build inlines its own copy
@@ -70,8 +71,9 @@ inline void accumulate_tile_row(const scalar_t* row, const scalar_t* w0, const s
 
 // Outputs [0, kVectors * lanes) of two consecutive output rows, out and out + out_stride.
 // Tile row q feeds the first through taps row q and the second through taps row q - 1, so each
-// loaded vector serves both, and the 2 * kVectors sums are independent chains: one row's four
-// chains were bound by the multiply-add's latency and kept one of two FMA units idle.
+// loaded vector serves both, and the 2 * kVectors sums are independent chains (one row's four
+// chains are bound by the multiply-add's latency). Measured, the gain is small: GCC still folds
+// the load into each multiply-add, so the unaligned loads remain the limit (BENCHMARKS.md).
 template <int kVectors, typename scalar_t>
 inline void correlate_block_pair(const scalar_t* tile, int64_t stride, const scalar_t* taps,
                                  int64_t kh, int64_t kw, scalar_t* out, int64_t out_stride) {
@@ -92,23 +94,30 @@ inline void correlate_block_pair(const scalar_t* tile, int64_t stride, const sca
   }
 }
 
+// Calls block(j0, std::integral_constant<int, V>{}) over a row of `width` outputs: blocks of
+// four vectors from j0 = 0, then one of the one to three vectors left.
+template <typename scalar_t, typename Block>
+inline void for_each_row_block(int64_t width, const Block& block) {
+  constexpr int64_t lanes = kTileLanes<scalar_t>;
+  int64_t j0 = 0;
+  for (; width - j0 > 3 * lanes; j0 += 4 * lanes) block(j0, std::integral_constant<int, 4>{});
+  switch ((width - j0 + lanes - 1) / lanes) {
+    case 3: return block(j0, std::integral_constant<int, 3>{});
+    case 2: return block(j0, std::integral_constant<int, 2>{});
+    case 1: return block(j0, std::integral_constant<int, 1>{});
+    default: return;
+  }
+}
+
 // out[j] = sum over u < kh, t < kw of taps[u * kw + t] * tile[u * stride + j + t], for
 // j < width. Reads columns up to round_up(width, lanes) + kw - 2 of tile rows 0 .. kh - 1 (the
 // caller pads the tile) and writes out[0, round_up(width, lanes)).
 template <typename scalar_t>
 inline void correlate_row(const scalar_t* tile, int64_t stride, const scalar_t* taps,
                           int64_t kh, int64_t kw, int64_t width, scalar_t* out) {
-  constexpr int64_t lanes = kTileLanes<scalar_t>;
-  int64_t j0 = 0;
-  for (; width - j0 > 3 * lanes; j0 += 4 * lanes) {  // then at most three vectors are left
-    correlate_block<4>(tile + j0, stride, taps, kh, kw, out + j0);
-  }
-  switch ((width - j0 + lanes - 1) / lanes) {
-    case 3: return correlate_block<3>(tile + j0, stride, taps, kh, kw, out + j0);
-    case 2: return correlate_block<2>(tile + j0, stride, taps, kh, kw, out + j0);
-    case 1: return correlate_block<1>(tile + j0, stride, taps, kh, kw, out + j0);
-    default: return;
-  }
+  for_each_row_block<scalar_t>(width, [&](int64_t j0, auto vectors) {
+    correlate_block<decltype(vectors)::value>(tile + j0, stride, taps, kh, kw, out + j0);
+  });
 }
 
 // correlate_row for two consecutive output rows: the first from tile rows 0 .. kh - 1 into
@@ -117,17 +126,10 @@ template <typename scalar_t>
 inline void correlate_row_pair(const scalar_t* tile, int64_t stride, const scalar_t* taps,
                                int64_t kh, int64_t kw, int64_t width, scalar_t* out,
                                int64_t out_stride) {
-  constexpr int64_t lanes = kTileLanes<scalar_t>;
-  int64_t j0 = 0;
-  for (; width - j0 > 3 * lanes; j0 += 4 * lanes) {  // then at most three vectors are left
-    correlate_block_pair<4>(tile + j0, stride, taps, kh, kw, out + j0, out_stride);
-  }
-  switch ((width - j0 + lanes - 1) / lanes) {
-    case 3: return correlate_block_pair<3>(tile + j0, stride, taps, kh, kw, out + j0, out_stride);
-    case 2: return correlate_block_pair<2>(tile + j0, stride, taps, kh, kw, out + j0, out_stride);
-    case 1: return correlate_block_pair<1>(tile + j0, stride, taps, kh, kw, out + j0, out_stride);
-    default: return;
-  }
+  for_each_row_block<scalar_t>(width, [&](int64_t j0, auto vectors) {
+    correlate_block_pair<decltype(vectors)::value>(tile + j0, stride, taps, kh, kw, out + j0,
+                                                   out_stride);
+  });
 }
 
 }  // namespace
