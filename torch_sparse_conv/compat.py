@@ -203,9 +203,6 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
         self._kernel_array = np.array(self.k, dtype=self.dtype, order="C")
         self._kernel_tensor = None
         self._matrices = {}  # mode -> _toeplitz.MatrixCache, for method 'precomputed'
-        # The output's shape by mode, checked and worked out on a mode's first call (a
-        # batch-1 call takes a few microseconds, of which this took a tenth).
-        self._out_shapes = {}
 
     @property
     def _kernel(self) -> torch.Tensor:
@@ -216,15 +213,12 @@ class Toeplitz_convolution2d:  # noqa: N801  (the sparse_convolution package's n
         return self._kernel_tensor
 
     def _output_shape(self, mode: str):
-        """(H_out, W_out) for ``mode``, checked and worked out once per mode."""
-        out_shape = self._out_shapes.get(mode)
-        if out_shape is None:
-            if mode not in _MODES:
-                raise ValueError(f"mode must be 'full', 'same' or 'valid', got {mode!r}")
-            _check_kernel_fits(mode, self.k.shape, self.x_shape)
-            out_shape = self._out_shapes[mode] = _toeplitz.output_shape(
-                self.x_shape, self.k.shape, mode)
-        return out_shape
+        """(H_out, W_out) for ``mode``, checked against the object's current x_shape and k
+        (worked out on every call: a kept copy would miss a later assignment to either)."""
+        if mode not in _MODES:
+            raise ValueError(f"mode must be 'full', 'same' or 'valid', got {mode!r}")
+        _check_kernel_fits(mode, self.k.shape, self.x_shape)
+        return _toeplitz.output_shape(self.x_shape, self.k.shape, mode)
 
     def __call__(self, x, batching: bool = True, mode=None):
         import numpy as np

@@ -47,6 +47,24 @@ def test_compat_dtype_and_mode_override():
     assert out.shape == (3, 8 * 9) and out.dtype == np.float32
 
 
+def test_compat_output_shape_follows_a_reassigned_x_shape():
+    """The output's shape comes from the object's x_shape at each call, not from one kept at
+    the first call: a later assignment of x_shape (the package's public attribute) gives the
+    new frame's result, equal to scipy's, in every mode."""
+    rng = np.random.default_rng(3)
+    k = rng.random((3, 3))
+    conv = Toeplitz_convolution2d((6, 7), k, "same")
+    for shape in [(6, 7), (9, 5)]:
+        conv.x_shape = shape
+        images = rng.random((2, *shape)) * (rng.random((2, *shape)) < 0.3)
+        x = scipy.sparse.csr_matrix(images.reshape(2, -1))
+        for mode in MODES:
+            out = conv(x, mode=mode)
+            expected = scipy_reference(images, k, mode)
+            assert out.shape == expected.shape, (shape, mode)
+            np.testing.assert_allclose(out.toarray(), expected, atol=1e-12)
+
+
 def test_compat_drops_exact_zeros_and_uses_int32():
     """Outputs that cancel exactly are not stored (as sparse_convolution), in the sparse and
     the dense-output paths (the latter allocates upper-bound slots and closes the gaps)."""

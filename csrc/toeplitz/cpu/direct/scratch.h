@@ -58,7 +58,8 @@ struct Scratch {
     };
     release(order), release(sorted_pixel), release(sorted_value), release(column);
     release(group_row), release(group_begin), release(acc), release(touched);
-    release(entry_bits), release(line_bits), release(row_bits), release(pairs), release(box_bits), release(box_acc);
+    release(entry_bits), release(line_bits), release(row_bits), release(pairs);
+    release(box_bits), release(box_acc);
     release(tile), release(tile_row), release(flipped_kernel);
   }
 };
