@@ -45,6 +45,9 @@ class alignas(64) Staging {
   void reserve(int64_t more, int64_t expected = 0);
   // Room for the next image's `bound` entries, after images with `entries_written` input
   // entries: when it must grow, to the size projected from the output per input entry so far.
+  // Once a sixteenth of the entries is written it also grows to that projection if it falls
+  // short, while the copy is still small: growing only when full copied a first guess of a
+  // third of a dense output, 8 % of a call (100x100 images, batch 500, density 0.1).
   void make_room(int64_t bound, int64_t entries_written);
   int64_t used() const { return used_; }
   int64_t capacity() const { return capacity_; }
@@ -70,6 +73,7 @@ class alignas(64) Staging {
   int64_t entries_to_hold_;
   c10::DataPtr cols_, vals_;
   int64_t used_ = 0, capacity_ = 0;
+  bool projected_ = false;  // the early projection (make_room) was made
 };
 
 // The destination of one range of images: image n goes to cols / vals + offsets[n] when

@@ -39,11 +39,17 @@ void Staging::reserve(int64_t more, int64_t expected) {
 }
 
 void Staging::make_room(int64_t bound, int64_t entries_written) {
-  if (capacity_ - used_ >= bound) return;
+  const bool project_now = !projected_ && entries_written * 16 >= entries_to_hold_;
+  if (capacity_ - used_ >= bound && !project_now) return;
   const double expected = entries_written > 0 ? 1.05 * double(used_) *
                                                     double(entries_to_hold_) / entries_written
                                               : 0.0;
-  reserve(bound, static_cast<int64_t>(std::min(expected, 9.0e18)));
+  const int64_t projection = static_cast<int64_t>(std::min(expected, 9.0e18));
+  if (project_now) {
+    projected_ = true;
+    if (projection > capacity_) reserve(projection - used_, projection);
+  }
+  reserve(bound, projection);
 }
 
 }  // namespace toeplitz_direct
