@@ -12,7 +12,7 @@
 #include "csrc/toeplitz/cpu/direct/axpy_row.h"
 #include "csrc/toeplitz/cpu/direct/box.h"
 #include "csrc/toeplitz/cpu/direct/compact_sums.h"
-#include "csrc/toeplitz/cpu/direct/dense_tile.h"
+#include "csrc/toeplitz/cpu/direct/correlate_rows.h"
 #include "csrc/toeplitz/cpu/direct/pixel_split.h"
 #include "csrc/toeplitz/cpu/direct/scratch.h"
 #include "csrc/toeplitz/geometry.h"
@@ -85,7 +85,7 @@ inline bool dense_tile_pays(int64_t entries, const Box& box, const ToeplitzGeome
 
 // A box the image's entries fill densely (dense frames, filled ROI masks): the entries go into
 // a zero-padded dense tile of the input, and each output row is a correlation of the tile
-// with the flipped kernel (correlate_row: whole vectors of outputs kept in registers over all
+// with the flipped kernel (correlate_rows: whole vectors of outputs kept in registers over all
 // taps). That is more multiply-adds than the products, but none of the scatter's
 // read-modify-writes of overlapping sums, which stall on each other. Kept pixels are the
 // nonzero sums, or (keeping every covered pixel) the entries' footprints. Needs the pass's
@@ -96,7 +96,7 @@ int64_t convolve_dense_tile(const int64_t* col, const scalar_t* val, int64_t beg
                             Scratch<scalar_t>& s, typename Out::index* cols, scalar_t* vals) {
   const int64_t kh = g.kernel_h, kw = g.kernel_w, rows = box.r1 - box.r0 + 1;
   // Tile pixel (i, j) is input pixel (top + i, left + j): output row r0 + i reads tile rows
-  // i .. i + kh - 1, and columns up to the last vector's end (correlate_row).
+  // i .. i + kh - 1, and columns up to the last vector's end (correlate_rows).
   const int64_t top = box.r0 + g.offset_h - (kh - 1), left = box.c0 + g.offset_w - (kw - 1);
   const int64_t tile_rows = rows + kh - 1;
   const int64_t padded_width = round_up(box.width, kTileLanes<scalar_t>);
@@ -111,20 +111,15 @@ int64_t convolve_dense_tile(const int64_t* col, const scalar_t* val, int64_t beg
   }
   const int64_t row_words = ceil_div(box.width, 64);
   if (!Out::drop_zeros) mark_footprint_lines(col, begin, end, g, box, row_words, s);
-  // Output rows two at a time (correlate_row_pair shares each tile load between them), the
-  // last one alone when the box has an odd number of rows.
+  // Output rows two at a time (correlate_rows shares each tile load between them), the last
+  // one alone when the box has an odd number of rows.
   s.tile_row.resize(2 * padded_width);
   int64_t count = 0;
   for (int64_t i = 0; i < rows; i += 2) {
-    const bool pair = i + 1 < rows;
-    if (pair) {
-      correlate_row_pair(s.tile.data() + i * stride, stride, s.flipped_kernel.data(), kh, kw,
-                         box.width, s.tile_row.data(), padded_width);
-    } else {
-      correlate_row(s.tile.data() + i * stride, stride, s.flipped_kernel.data(), kh, kw,
-                    box.width, s.tile_row.data());
-    }
-    for (int64_t k = 0; k < (pair ? 2 : 1); ++k) {
+    const int pair_rows = i + 1 < rows ? 2 : 1;
+    correlate_rows(s.tile.data() + i * stride, stride, s.flipped_kernel.data(), kh, kw,
+                   box.width, pair_rows, s.tile_row.data(), padded_width);
+    for (int64_t k = 0; k < pair_rows; ++k) {
       scalar_t* sums = s.tile_row.data() + k * padded_width;
       const int64_t r = box.r0 + i + k, first = r * g.out_w + box.c0;
       count += Out::drop_zeros

@@ -1,10 +1,11 @@
-// One output row of a small 2-D correlation over a dense tile: the inner loop of the Toeplitz
-// direct kernel's dense-tile path (csrc/toeplitz/cpu/direct/box_paths.h), for images whose entries
-// fill their bounding box densely.
+// Output rows of a small 2-D correlation over a dense tile: the inner loops of the Toeplitz
+// direct kernel's dense-tile path (csrc/toeplitz/cpu/direct/box_paths.h), for images whose
+// entries fill their bounding box densely. Included only by correlate_rows.cpp, which compiles
+// them once per instruction set.
 //
 // Written with GCC's vector extensions and internal linkage, so every instruction-set clone
-// of the kernel inlines its own copy at its own vector width (64-byte vectors become one
-// AVX-512 register, two AVX2 ones or four SSE2 ones).
+// inlines its own copy at its own vector width (64-byte vectors become one AVX-512 register,
+// two AVX2 ones or four SSE2 ones).
 #pragma once
 
 #include <algorithm>
@@ -12,21 +13,22 @@
 #include <cstring>
 #include <type_traits>
 
+#include "csrc/toeplitz/cpu/direct/correlate_rows.h"
+
 namespace torch_sparse_conv {
+namespace toeplitz_direct {
 namespace {  // internal linkage: each kernel build inlines its own copy
 
 template <typename scalar_t>
 struct TileVector {
-  typedef scalar_t type __attribute__((vector_size(64)));
-  static constexpr int64_t lanes = 64 / sizeof(scalar_t);
+  typedef scalar_t type __attribute__((vector_size(kTileVectorBytes)));
+  static constexpr int64_t lanes = kTileLanes<scalar_t>;
 };
 
 // Outputs are computed up to four vectors at a time, kept in registers over every tap: each
 // tap then costs a broadcast and, per vector, a load and a multiply-add, with no store in
 // the loop. A row's last block takes only the vectors it needs: ROI boxes are 10-35 pixels
 // wide, and four vectors (32 doubles) for all of them wasted a third to a half of the work.
-template <typename scalar_t>
-constexpr int64_t kTileLanes = TileVector<scalar_t>::lanes;
 
 // Outputs [0, kVectors * lanes) of one block (see correlate_row).
 template <int kVectors, typename scalar_t>
@@ -54,7 +56,13 @@ inline void correlate_block(const scalar_t* tile, int64_t stride, const scalar_t
 // One tile row's contribution to a block of two output rows (see correlate_block_pair):
 // through taps row w0 to the first row's sums and through w1 to the second's, each only where
 // the template says the tile row reaches that output row.
-template <bool kFirst, bool kSecond, int kVectors, typename scalar_t, typename vec>
+//
+// kPinLoads keeps each loaded vector in a register for both multiply-adds. Left alone, GCC
+// folds the load into each of them, two loads where one does, and seven in eight of these
+// unaligned 64-byte loads cross a cache line: the loads, not the multiply-adds, were the
+// limit. Pinning needs the vector to be one register (the AVX-512 build).
+template <bool kFirst, bool kSecond, bool kPinLoads, int kVectors, typename scalar_t,
+          typename vec>
 inline void accumulate_tile_row(const scalar_t* row, const scalar_t* w0, const scalar_t* w1,
                                 int64_t kw, vec* acc0, vec* acc1) {
   constexpr int64_t lanes = TileVector<scalar_t>::lanes;
@@ -63,6 +71,7 @@ inline void accumulate_tile_row(const scalar_t* row, const scalar_t* w0, const s
     for (int v = 0; v < kVectors; ++v) {
       vec x;  // an unaligned load, shared by both rows
       std::memcpy(&x, row + t + v * lanes, sizeof(vec));
+      if constexpr (kFirst && kSecond && kPinLoads) asm("" : "+v"(x));
       if constexpr (kFirst) acc0[v] += w0[t] * x;
       if constexpr (kSecond) acc1[v] += w1[t] * x;
     }
@@ -72,21 +81,21 @@ inline void accumulate_tile_row(const scalar_t* row, const scalar_t* w0, const s
 // Outputs [0, kVectors * lanes) of two consecutive output rows, out and out + out_stride.
 // Tile row q feeds the first through taps row q and the second through taps row q - 1, so each
 // loaded vector serves both, and the 2 * kVectors sums are independent chains (one row's four
-// chains are bound by the multiply-add's latency). Measured, the gain is small: GCC still folds
-// the load into each multiply-add, so the unaligned loads remain the limit (BENCHMARKS.md).
-template <int kVectors, typename scalar_t>
+// chains are bound by the multiply-add's latency). Each load feeds two multiply-adds only if
+// it stays in a register (kPinLoads, accumulate_tile_row).
+template <bool kPinLoads, int kVectors, typename scalar_t>
 inline void correlate_block_pair(const scalar_t* tile, int64_t stride, const scalar_t* taps,
                                  int64_t kh, int64_t kw, scalar_t* out, int64_t out_stride) {
   using vec = typename TileVector<scalar_t>::type;
   constexpr int64_t lanes = TileVector<scalar_t>::lanes;
   vec acc0[kVectors] = {}, acc1[kVectors] = {};
-  accumulate_tile_row<true, false, kVectors>(tile, taps, taps, kw, acc0, acc1);
+  accumulate_tile_row<true, false, kPinLoads, kVectors>(tile, taps, taps, kw, acc0, acc1);
   for (int64_t q = 1; q < kh; ++q) {
-    accumulate_tile_row<true, true, kVectors>(tile + q * stride, taps + q * kw,
-                                              taps + (q - 1) * kw, kw, acc0, acc1);
+    accumulate_tile_row<true, true, kPinLoads, kVectors>(tile + q * stride, taps + q * kw,
+                                                         taps + (q - 1) * kw, kw, acc0, acc1);
   }
-  accumulate_tile_row<false, true, kVectors>(tile + kh * stride, taps, taps + (kh - 1) * kw,
-                                             kw, acc0, acc1);
+  accumulate_tile_row<false, true, kPinLoads, kVectors>(tile + kh * stride, taps,
+                                                        taps + (kh - 1) * kw, kw, acc0, acc1);
 #pragma GCC unroll 4
   for (int v = 0; v < kVectors; ++v) {
     std::memcpy(out + v * lanes, &acc0[v], sizeof(vec));
@@ -122,15 +131,16 @@ inline void correlate_row(const scalar_t* tile, int64_t stride, const scalar_t* 
 
 // correlate_row for two consecutive output rows: the first from tile rows 0 .. kh - 1 into
 // out, the second from tile rows 1 .. kh into out + out_stride.
-template <typename scalar_t>
+template <bool kPinLoads, typename scalar_t>
 inline void correlate_row_pair(const scalar_t* tile, int64_t stride, const scalar_t* taps,
                                int64_t kh, int64_t kw, int64_t width, scalar_t* out,
                                int64_t out_stride) {
   for_each_row_block<scalar_t>(width, [&](int64_t j0, auto vectors) {
-    correlate_block_pair<decltype(vectors)::value>(tile + j0, stride, taps, kh, kw, out + j0,
-                                                   out_stride);
+    correlate_block_pair<kPinLoads, decltype(vectors)::value>(tile + j0, stride, taps, kh, kw,
+                                                              out + j0, out_stride);
   });
 }
 
 }  // namespace
+}  // namespace toeplitz_direct
 }  // namespace torch_sparse_conv
