@@ -73,14 +73,15 @@ int64_t convolve_scanned_box(const int64_t* col, const scalar_t* val, int64_t be
 // Whether an image is cheaper through the dense tile: its cost is a multiply-add per tap and
 // box pixel (rows padded to whole vectors of `lanes` outputs), at full vector width; the
 // scatter's is a few operations per entry and kernel row. Measured on 100x100 images (batch
-// 50, float64, 1 thread; rows padded to 128), the tile wins above densities of about 0.07
-// (3x3 kernels), 0.09 (5x5), 0.14 (11x11) and 0.22 (21x21): entries per padded box pixel
-// above (kW + 6) / 160.
+// 50, float64, 1 thread, Intel Xeon with AVX-512, after correlate_rows kept its loads in
+// registers), the tile wins above densities of about 0.045 (3x3 kernels), 0.05 (5x5), 0.095
+// (11x11) and 0.17 (21x21), for both output conventions: entries per padded box pixel above
+// (kW + 2) / 140.
 inline bool dense_tile_pays(int64_t entries, const Box& box, const ToeplitzGeometry& g,
                             int64_t lanes) {
   const int64_t padded_width = ceil_div(box.width, lanes) * lanes;
   const double padded_area = double(box.r1 - box.r0 + 1) * double(padded_width);
-  return double(entries) * 160.0 >= padded_area * double(g.kernel_w + 6);
+  return double(entries) * 140.0 >= padded_area * double(g.kernel_w + 2);
 }
 
 // A box the image's entries fill densely (dense frames, filled ROI masks): the entries go into
