@@ -83,7 +83,9 @@ std::vector<int64_t> share_images(const int64_t* crow, const ToeplitzGeometry& g
   return bounds;
 }
 
-// Runs f(p) for every share p, across threads when there are several.
+// Runs f(p) for every share p, across threads when there are several. There are at most as
+// many shares as threads, and ATen's OpenMP backend gives index p to the team's thread p, so
+// share p runs on the same thread in every region (copy_shares relies on it, for speed only).
 template <typename F>
 void for_each_share(int64_t shares, const F& f) {
   if (shares == 1) return f(int64_t(0));
@@ -152,40 +154,23 @@ int64_t staging_guess(const int64_t* crow, const ToeplitzGeometry& g, int64_t be
   return output_bound(crow, g, begin, end, 2 * (crow[end] - crow[begin]) + 4096);
 }
 
-// Copies shares [first, end) of the staging into the output at their row pointers, in
-// pieces of about equal size across threads: with two threads the second share alone was
-// copied by one thread while the other waited.
+// Copies shares [first, end) of the staging into the output at their row pointers, each share
+// on the thread that wrote it (for_each_share gives share p to the same thread every time):
+// a share's staging then never leaves that core's cache. Copied by the other thread, the
+// staging lines it read were shared between the cores, and the next call's writes to them
+// had to take them back, one cross-core invalidation per line: on 50x50 k11 b500 d0.001
+// the second thread's pass took 37 us instead of 8 (2 threads, Intel Xeon VM).
 template <typename index_t, typename scalar_t>
 void copy_shares(const std::vector<Staging>& staging, const std::vector<int64_t>& bounds,
-                 const int64_t* row_ptr, size_t first, index_t* cols, scalar_t* vals) {
-  // Entries: 96-192 KiB of both arrays. Pieces of 64K entries left a second share of 53K
-  // (sparse_convolution's 50x50 k11 b500 d0.001) in one piece, copied by one thread in 0.040
-  // ms; in pieces of 8K both threads take part, 0.026 ms.
-  constexpr int64_t kPiece = int64_t(1) << 13;
-  struct Piece {
-    const Staging* from;
-    int64_t begin, end, at;  // staging entries [begin, end) go to output entry `at`
-  };
-  std::vector<Piece> pieces;
-  for (size_t p = first; p < staging.size(); ++p) {
-    for (int64_t i = 0; i < staging[p].used(); i += kPiece) {
-      pieces.push_back({&staging[p], i, std::min(i + kPiece, staging[p].used()),
-                        row_ptr[bounds[p]] + i});
-    }
-  }
-  const auto copy = [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const Piece& piece = pieces[i];
-      const int64_t count = piece.end - piece.begin;
-      std::memcpy(cols + piece.at, piece.from->template cols<index_t>() + piece.begin,
-                  count * sizeof(index_t));
-      std::memcpy(vals + piece.at, piece.from->template vals<scalar_t>() + piece.begin,
-                  count * sizeof(scalar_t));
-    }
-  };
-  const int64_t count = static_cast<int64_t>(pieces.size());
-  if (count <= 1) return copy(0, count);
-  at::parallel_for(0, count, 1, copy);
+                 const int64_t* row_ptr, int64_t first, index_t* cols, scalar_t* vals) {
+  const int64_t shares = static_cast<int64_t>(staging.size());
+  for_each_share(shares, [&](int64_t p) {
+    if (p < first) return;
+    const Staging& from = staging[p];
+    const int64_t at = row_ptr[bounds[p]];
+    std::memcpy(cols + at, from.template cols<index_t>(), from.used() * sizeof(index_t));
+    std::memcpy(vals + at, from.template vals<scalar_t>(), from.used() * sizeof(scalar_t));
+  });
 }
 
 }  // namespace
