@@ -154,16 +154,63 @@ int64_t staging_guess(const int64_t* crow, const ToeplitzGeometry& g, int64_t be
   return output_bound(crow, g, begin, end, 2 * (crow[end] - crow[begin]) + 4096);
 }
 
-// Copies shares [first, end) of the staging into the output at their row pointers, each share
-// on the thread that wrote it (for_each_share gives share p to the same thread every time):
-// a share's staging then never leaves that core's cache. Copied by the other thread, the
-// staging lines it read were shared between the cores, and the next call's writes to them
-// had to take them back, one cross-core invalidation per line: on 50x50 k11 b500 d0.001
-// the second thread's pass took 37 us instead of 8 (2 threads, Intel Xeon VM).
+// Copies shares [first, end) of the staging into the output at their row pointers, in
+// pieces of about equal size across threads: with two threads the second share alone was
+// copied by one thread while the other waited.
+template <typename index_t, typename scalar_t>
+void copy_shares_in_pieces(const std::vector<Staging>& staging,
+                           const std::vector<int64_t>& bounds, const int64_t* row_ptr,
+                           int64_t first, index_t* cols, scalar_t* vals) {
+  // Entries: 96-192 KiB of both arrays, so both threads take part in a share of tens of
+  // thousands of entries (pieces of 64K had left one such share to one thread).
+  constexpr int64_t kPiece = int64_t(1) << 13;
+  struct Piece {
+    const Staging* from;
+    int64_t begin, end, at;  // staging entries [begin, end) go to output entry `at`
+  };
+  std::vector<Piece> pieces;
+  for (int64_t p = first; p < static_cast<int64_t>(staging.size()); ++p) {
+    for (int64_t i = 0; i < staging[p].used(); i += kPiece) {
+      pieces.push_back({&staging[p], i, std::min(i + kPiece, staging[p].used()),
+                        row_ptr[bounds[p]] + i});
+    }
+  }
+  const auto copy = [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const Piece& piece = pieces[i];
+      const int64_t count = piece.end - piece.begin;
+      std::memcpy(cols + piece.at, piece.from->template cols<index_t>() + piece.begin,
+                  count * sizeof(index_t));
+      std::memcpy(vals + piece.at, piece.from->template vals<scalar_t>() + piece.begin,
+                  count * sizeof(scalar_t));
+    }
+  };
+  const int64_t count = static_cast<int64_t>(pieces.size());
+  if (count <= 1) return copy(0, count);
+  at::parallel_for(0, count, 1, copy);
+}
+
+// Shares whose staging is at most this many bytes (indices and values) are copied each by the
+// thread that wrote it (for_each_share gives share p to the same thread every time), so a
+// small share's staging never leaves that core's cache. Copied by the other thread, the lines
+// it read were left shared between the cores and the next call's writes had to take each one
+// back: on 50x50 k11 b50 d0.001 the second thread's pass took 37 us instead of 8 (2 threads,
+// Intel Xeon VM with 2 MiB of L2 a core). Larger shares leave the cache anyway, and copying
+// them on both threads wins: measured, a share of 1.2 MB copied by its own thread was 17 %
+// faster and one of 2.2 MB 5 % slower than in pieces.
+constexpr int64_t kOwnThreadCopyBytes = int64_t(3) << 19;  // 1.5 MiB
+
+// Copies shares [first, end) of the staging into the output at their row pointers: each by
+// its own thread when all are small, else in pieces (copy_shares_in_pieces).
 template <typename index_t, typename scalar_t>
 void copy_shares(const std::vector<Staging>& staging, const std::vector<int64_t>& bounds,
                  const int64_t* row_ptr, int64_t first, index_t* cols, scalar_t* vals) {
   const int64_t shares = static_cast<int64_t>(staging.size());
+  int64_t largest = 0;
+  for (int64_t p = first; p < shares; ++p) largest = std::max(largest, staging[p].used());
+  if (largest * int64_t(sizeof(index_t) + sizeof(scalar_t)) > kOwnThreadCopyBytes) {
+    return copy_shares_in_pieces(staging, bounds, row_ptr, first, cols, vals);
+  }
   for_each_share(shares, [&](int64_t p) {
     if (p < first) return;
     const Staging& from = staging[p];
