@@ -212,8 +212,8 @@ void copy_shares(const std::vector<Staging>& staging, const std::vector<int64_t>
     return copy_shares_in_pieces(staging, bounds, row_ptr, first, cols, vals);
   }
   for_each_share(shares, [&](int64_t p) {
-    if (p < first) return;
     const Staging& from = staging[p];
+    if (p < first || from.used() == 0) return;  // an empty share may have no buffer at all
     const int64_t at = row_ptr[bounds[p]];
     std::memcpy(cols + at, from.template cols<index_t>(), from.used() * sizeof(index_t));
     std::memcpy(vals + at, from.template vals<scalar_t>(), from.used() * sizeof(scalar_t));
