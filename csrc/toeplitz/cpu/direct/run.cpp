@@ -45,11 +45,9 @@ void Staging::make_room(int64_t bound, int64_t entries_written) {
                                                     double(entries_to_hold_) / entries_written
                                               : 0.0;
   const int64_t projection = static_cast<int64_t>(std::min(expected, 9.0e18));
-  if (project_now) {
-    projected_ = true;
-    if (projection > capacity_) reserve(projection - used_, projection);
-  }
-  reserve(bound, projection);
+  projected_ = projected_ || project_now;
+  // The early projection asks for room for all of it at once (nothing moves if it fits).
+  reserve(project_now ? std::max(bound, projection - used_) : bound, projection);
 }
 
 }  // namespace toeplitz_direct
@@ -154,6 +152,15 @@ int64_t staging_guess(const int64_t* crow, const ToeplitzGeometry& g, int64_t be
   return output_bound(crow, g, begin, end, 2 * (crow[end] - crow[begin]) + 4096);
 }
 
+// Copies staging entries [begin, end) of `from` to output entry `at`.
+template <typename index_t, typename scalar_t>
+void copy_entries(const Staging& from, int64_t begin, int64_t end, int64_t at, index_t* cols,
+                  scalar_t* vals) {
+  std::memcpy(cols + at, from.template cols<index_t>() + begin, (end - begin) * sizeof(index_t));
+  std::memcpy(vals + at, from.template vals<scalar_t>() + begin,
+              (end - begin) * sizeof(scalar_t));
+}
+
 // Copies shares [first, end) of the staging into the output at their row pointers, in
 // pieces of about equal size across threads: with two threads the second share alone was
 // copied by one thread while the other waited.
@@ -178,11 +185,7 @@ void copy_shares_in_pieces(const std::vector<Staging>& staging,
   const auto copy = [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const Piece& piece = pieces[i];
-      const int64_t count = piece.end - piece.begin;
-      std::memcpy(cols + piece.at, piece.from->template cols<index_t>() + piece.begin,
-                  count * sizeof(index_t));
-      std::memcpy(vals + piece.at, piece.from->template vals<scalar_t>() + piece.begin,
-                  count * sizeof(scalar_t));
+      copy_entries(*piece.from, piece.begin, piece.end, piece.at, cols, vals);
     }
   };
   const int64_t count = static_cast<int64_t>(pieces.size());
@@ -214,9 +217,7 @@ void copy_shares(const std::vector<Staging>& staging, const std::vector<int64_t>
   for_each_share(shares, [&](int64_t p) {
     const Staging& from = staging[p];
     if (p < first || from.used() == 0) return;  // an empty share may have no buffer at all
-    const int64_t at = row_ptr[bounds[p]];
-    std::memcpy(cols + at, from.template cols<index_t>(), from.used() * sizeof(index_t));
-    std::memcpy(vals + at, from.template vals<scalar_t>(), from.used() * sizeof(scalar_t));
+    copy_entries(from, 0, from.used(), row_ptr[bounds[p]], cols, vals);
   });
 }
 
