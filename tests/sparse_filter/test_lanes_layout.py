@@ -147,3 +147,21 @@ print("ok")
 def test_avx2_tiles_match_conv2d():
     """AVX2 has 16 vector registers: its tiles hold 12 accumulators, not 28."""
     run_script(AVX2_SCRIPT, TSC_CPU_ISA="avx2")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("width", [1, 2, 3, 5, 7, 9, 14, 15, 28, 29, 56, 57])
+def test_two_pixel_vectors_at_every_row_tail(width, dtype):
+    """On AVX-512 a tile vector holds two adjacent pixels; an odd output width leaves the last
+    vector of each row half used, computed from what follows the row (the next row, or past
+    the last row the layout's zeroed slack) and never written. Odd padded row widths also put
+    every other row's vectors across cache lines. Heights 1-7 take tiles of 1-7 rows."""
+    gen = torch.Generator().manual_seed(width)
+    for height in (1, 4, 7):
+        x = torch.randn(8, 6, height, width, dtype=dtype, generator=gen)
+        w = random_weight((5, 6, 3, 3), 0.5, dtype, gen)
+        for padding in (0, 1):
+            if height + 2 * padding < 3 or width + 2 * padding < 3:
+                continue
+            got = tsc.sparse_conv2d(x, w, None, 1, padding, method="direct")
+            torch.testing.assert_close(got, F.conv2d(x, w, None, 1, padding), **tolerance(dtype))

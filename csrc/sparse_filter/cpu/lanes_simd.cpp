@@ -14,12 +14,13 @@ namespace {
 
 #define TSC_INLINE inline __attribute__((always_inline))
 
-// A 32-byte vector of scalar_t through GCC's vector extension: ymm registers, of which
-// AVX-512 has 32 and AVX2 16.
-template <typename scalar_t>
+// A vector of Bytes bytes of scalar_t through GCC's vector extension: 32 bytes (ymm registers,
+// of which AVX-512 has 32 and AVX2 16) for the transposes and the AVX2 tiles, 64 (zmm) for the
+// AVX-512 tiles.
+template <typename scalar_t, int Bytes = 32>
 struct Vec {
-  typedef scalar_t type __attribute__((vector_size(32)));
-  static constexpr int lanes = 32 / sizeof(scalar_t);
+  typedef scalar_t type __attribute__((vector_size(Bytes)));
+  static constexpr int lanes = Bytes / sizeof(scalar_t);
   static TSC_INLINE type load(const scalar_t* p) {
     type v;
     std::memcpy(&v, p, sizeof(v));
@@ -30,30 +31,31 @@ struct Vec {
 };
 
 // The tile of LaneKernels::tile with its shape fixed at compile time, so the R * T
-// accumulators are registers and every load is base + constant.
-template <typename scalar_t, int R, int T>
+// accumulators are registers and every load is base + constant. A vector of Bytes holds
+// Bytes / 32 adjacent pixels of the block (one 32-byte lanes group each).
+template <typename scalar_t, int Bytes, int R, int T>
 TSC_INLINE void tile_impl(const scalar_t* x, int64_t row_stride, const int64_t* offsets,
                           const scalar_t* values, int64_t taps, bool accumulate, scalar_t init,
                           scalar_t* out) {
-  using V = Vec<scalar_t>;
-  constexpr int L = V::lanes;
+  using V = Vec<scalar_t, Bytes>;
+  constexpr int VL = V::lanes;
   // The pragmas unroll past GCC's default of 16 iterations, which would leave the
   // accumulators in memory.
   typename V::type acc[R * T];
 #pragma GCC unroll 32
-  for (int u = 0; u < R * T; ++u) acc[u] = accumulate ? V::load(out + u * L) : V::broadcast(init);
-  const int64_t rs = row_stride * L;
+  for (int u = 0; u < R * T; ++u) acc[u] = accumulate ? V::load(out + u * VL) : V::broadcast(init);
+  const int64_t rs = row_stride * lanes<scalar_t>();
   for (int64_t k = 0; k < taps; ++k) {
     const scalar_t* src = x + offsets[k];
     const typename V::type w = V::broadcast(values[k]);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 32
-      for (int t = 0; t < T; ++t) acc[r * T + t] += w * V::load(src + r * rs + t * L);
+      for (int t = 0; t < T; ++t) acc[r * T + t] += w * V::load(src + r * rs + t * VL);
     }
   }
 #pragma GCC unroll 32
-  for (int u = 0; u < R * T; ++u) V::store(out + u * L, acc[u]);
+  for (int u = 0; u < R * T; ++u) V::store(out + u * VL, acc[u]);
 }
 
 // In-register transpose of a lanes x lanes block: v[i][j] -> v[j][i].
@@ -143,15 +145,16 @@ TSC_INLINE void deinterleave_impl(const scalar_t* src, int64_t len, int64_t samp
 
 using std::integer_sequence;
 
-// One instruction set's kernels. MAX_TILE accumulators plus the broadcast weight fit its
-// vector registers.
-#define TSC_DEFINE_LANE_ISA(NAME, TARGET, MAX_TILE)                                          \
+// One instruction set's kernels. MAX_TILE accumulators of VECTOR_BYTES each, plus the
+// broadcast weight, fit its vector registers.
+#define TSC_DEFINE_LANE_ISA(NAME, TARGET, VECTOR_BYTES, MAX_TILE)                            \
   struct NAME {                                                                             \
+    static constexpr int vector_bytes = VECTOR_BYTES;                                       \
     static constexpr int max_tile = MAX_TILE;                                               \
     template <typename scalar_t, int R, int T>                                              \
     TARGET static void tile(const scalar_t* x, int64_t rs, const int64_t* o,                \
                             const scalar_t* v, int64_t n, bool acc, scalar_t i, scalar_t* out) { \
-      tile_impl<scalar_t, R, T>(x, rs, o, v, n, acc, i, out);                               \
+      tile_impl<scalar_t, VECTOR_BYTES, R, T>(x, rs, o, v, n, acc, i, out);                 \
     }                                                                                       \
     template <typename scalar_t>                                                            \
     TARGET static void interleave(const scalar_t* src, int64_t ss, int64_t len,             \
@@ -165,10 +168,10 @@ using std::integer_sequence;
     }                                                                                       \
   };
 
-TSC_DEFINE_LANE_ISA(Avx512, TSC_TARGET_AVX512, 28)
-TSC_DEFINE_LANE_ISA(Avx2, TSC_TARGET_AVX2, 12)
+TSC_DEFINE_LANE_ISA(Avx512, TSC_TARGET_AVX512, 64, 28)
+TSC_DEFINE_LANE_ISA(Avx2, TSC_TARGET_AVX2, 32, 12)
 
-constexpr int kMaxRows = 4;
+constexpr int kMaxRows = 7;
 constexpr int kMaxCols = 28;
 
 template <typename scalar_t>
@@ -182,13 +185,16 @@ constexpr std::array<TileFn<scalar_t>, kMaxCols> tile_row(integer_sequence<int, 
                                          : nullptr)...}};
 }
 
+template <typename Isa, typename scalar_t, int... R>
+constexpr std::array<std::array<TileFn<scalar_t>, kMaxCols>, kMaxRows> tile_rows(
+    integer_sequence<int, R...>) {
+  return {{tile_row<Isa, scalar_t, R + 1>(std::make_integer_sequence<int, kMaxCols>())...}};
+}
+
 template <typename Isa, typename scalar_t>
 struct TileTable {
-  std::array<std::array<TileFn<scalar_t>, kMaxCols>, kMaxRows> table{
-      {tile_row<Isa, scalar_t, 1>(std::make_integer_sequence<int, kMaxCols>()),
-       tile_row<Isa, scalar_t, 2>(std::make_integer_sequence<int, kMaxCols>()),
-       tile_row<Isa, scalar_t, 3>(std::make_integer_sequence<int, kMaxCols>()),
-       tile_row<Isa, scalar_t, 4>(std::make_integer_sequence<int, kMaxCols>())}};
+  std::array<std::array<TileFn<scalar_t>, kMaxCols>, kMaxRows> table =
+      tile_rows<Isa, scalar_t>(std::make_integer_sequence<int, kMaxRows>());
 };
 
 template <typename Isa, typename scalar_t>
@@ -202,7 +208,8 @@ void tile_dispatch(const scalar_t* x, int64_t row_stride, const int64_t* offsets
 template <typename Isa, typename scalar_t>
 LaneKernels<scalar_t> kernels_for() {
   return {&tile_dispatch<Isa, scalar_t>, &Isa::template interleave<scalar_t>,
-          &Isa::template deinterleave<scalar_t>, Isa::max_tile};
+          &Isa::template deinterleave<scalar_t>, Isa::max_tile, kMaxRows,
+          Isa::vector_bytes / 32};
 }
 
 }  // namespace

@@ -1,6 +1,9 @@
 // The inner loops of the batch-in-lanes 'direct' forward (direct_lanes.cpp): a block of
-// lanes<scalar_t>() samples sits in the lanes of one 32-byte vector, so the input of every
-// tap at every output pixel is one aligned vector load. Compiled per instruction set
+// lanes<scalar_t>() samples sits in the lanes of one 32-byte pixel, so the input of every
+// tap at every output pixel is one vector load. AVX-512's tiles load 64-byte vectors, two
+// adjacent pixels each: taps at odd column offsets (a third of a 3x3's) then cross a cache
+// line. The tile's loop from L1 at 1 thread, 28 accumulators: 104-114 GFLOP/s with 32-byte
+// vectors, 129 (crossing) to 158 (aligned) with 64-byte ones. Compiled per instruction set
 // (csrc/common/cpu_isa.h); there is no baseline variant: without AVX2 the 'direct' method
 // keeps its one-sample layout.
 #pragma once
@@ -15,11 +18,13 @@ constexpr int64_t lanes() { return 32 / sizeof(scalar_t); }
 
 template <typename scalar_t>
 struct LaneKernels {
-  // An output tile of `rows` x `cols` pixels, each a vector of the block's samples, stored
-  // row-major at out (rows * cols * lanes elements):
+  // An output tile of `rows` x `cols` vectors, each vector `pixels` (pixels_per_vector)
+  // adjacent pixels of the block's samples, stored row-major at out
+  // (rows * cols * pixels * lanes elements); with e = (r * row_stride + c * pixels) * lanes:
   //   out[r][c] = (accumulate ? out[r][c] : init)
-  //               + sum_k values[k] * x[offsets[k] + (r * row_stride + c) * lanes .. + lanes]
-  // The accumulators stay in registers across all taps. rows * cols <= max_tile.
+  //               + sum_k values[k] * x[offsets[k] + e .. + pixels * lanes]
+  // The accumulators stay in registers across all taps. rows * cols <= max_tile,
+  // rows <= max_rows.
   void (*tile)(const scalar_t* x, int64_t row_stride, const int64_t* offsets,
                const scalar_t* values, int64_t taps, bool accumulate, scalar_t init,
                scalar_t* out, int rows, int cols);
@@ -29,6 +34,10 @@ struct LaneKernels {
   void (*deinterleave)(const scalar_t* src, int64_t len, int64_t samples, scalar_t* dst,
                        int64_t dst_stride);
   int max_tile;  // accumulators that fit the vector registers with room to spare
+  int max_rows;
+  // Pixels in one of the tile's vectors: 2 where the machine's widest vectors (64 bytes,
+  // AVX-512) hold two 32-byte pixels, else 1.
+  int pixels_per_vector;
 };
 
 // The kernels for this process's instruction set; nullptr where it lacks AVX2.
