@@ -50,8 +50,13 @@ TSC_INLINE void tile_impl(const scalar_t* x, int64_t row_stride, const int64_t* 
     const typename V::type w = V::broadcast(values[k]);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
+      const scalar_t* row = src + r * rs;
+      // One register per row, its loads at constant offsets from it: without this GCC kept
+      // an index register per load of rows after the first (spilling some), an extra
+      // instruction for each multiply-add.
+      asm("" : "+r"(row));
 #pragma GCC unroll 32
-      for (int t = 0; t < T; ++t) acc[r * T + t] += w * V::load(src + r * rs + t * VL);
+      for (int t = 0; t < T; ++t) acc[r * T + t] += w * V::load(row + t * VL);
     }
   }
 #pragma GCC unroll 32
