@@ -12,10 +12,13 @@
 // loop (simd.h's pointwise_tiles) takes tiles of 8 full-width vectors, every output channel
 // of a tile before the next tile, the input channels visited in chunks (sorted_taps.h) whose
 // rows of one tile fit L1; a tap costs one index load, one broadcast and 8 loads and
-// multiply-adds. Only planes of whole vectors (H*W a multiple of 16 float32 / 8 float64,
-// ResNet-50's 56x56 and 28x28) are read and written in place; other planes (14x14) go
-// through a copy of the sample with each plane zero-padded to whole vectors and a block of
-// output copied out, so no load or store crosses into the next plane or past the tensor.
+// multiply-adds. The output is written in place. So is the input read where its planes are
+// whole vectors (H*W a multiple of 16 float32 / 8 float64, ResNet-50's 56x56 and 28x28);
+// other planes (14x14) are read from a copy of the sample with each plane zero-padded to
+// whole vectors, so that no load crosses into the next plane or past the tensor, and the
+// last vector of each output channel's run waits in a small buffer until the last chunk.
+// (Copying a block of output out of a padded buffer as well cost 12 % of 256->1024 @14 at
+// batch 8.)
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -84,9 +87,9 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   const int64_t oc_per_task = ceil_div(g.out_channels, oc_splits);
 
   at::parallel_for(0, items * oc_splits, 1, [&](int64_t begin, int64_t end) {
-    // The copies of planes that are not whole vectors: a sample's input, and one block's
-    // output.
-    std::vector<scalar_t> padded_in, padded_out;
+    // The copy of a sample's input whose planes are not whole vectors, and the last
+    // vectors of a block's output channels.
+    std::vector<scalar_t> padded_in, tails;
     int64_t padded_sample = -1;
     for (int64_t task = begin; task < end; ++task) {
       // Channel ranges outermost: each thread's contiguous range of tasks then spans the
@@ -109,21 +112,21 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
           padded_sample = n;
         }
         x = padded_in.data();
-        padded_out.resize((oc1 - oc0) * block);
       }
-      scalar_t* y = in_place ? out + (n * g.out_channels + oc0) * plane + p0 : padded_out.data();
-      const int64_t y_stride = in_place ? plane : block;
+      scalar_t* y = out + (n * g.out_channels + oc0) * plane + p0;
+      const int64_t valid = std::min(count, plane - p0);
+      tails.resize((oc1 - oc0) * lanes);
       for (int64_t j = 0; j < taps.chunks; ++j) {
         simd.pointwise_tiles(x + p0, offsets.data(), taps.values,
                              taps.chunk_ptr.data() + oc0 * (taps.chunks + 1) + j,
                              taps.chunks + 1, oc1 - oc0, /*accumulate=*/j > 0,
-                             b ? b + oc0 : nullptr, y, y_stride, count);
+                             b ? b + oc0 : nullptr, y, plane, valid, tails.data());
       }
-      if (in_place) continue;
-      const int64_t valid = std::min(count, plane - p0);
+      const int64_t tail = valid % lanes;
+      if (tail == 0) continue;
       for (int64_t oc = oc0; oc < oc1; ++oc) {
-        const scalar_t* from = padded_out.data() + (oc - oc0) * block;
-        std::copy(from, from + valid, out + (n * g.out_channels + oc) * plane + p0);
+        const scalar_t* from = tails.data() + (oc - oc0) * lanes;
+        std::copy(from, from + tail, y + (oc - oc0) * plane + (valid - tail));
       }
     }
   });

@@ -82,24 +82,29 @@ TSC_INLINE void conv_block_impl(const scalar_t* sample, const int64_t* cols,
   }
 }
 
-// pointwise_tiles (simd.h) for one tile of U vectors.
-template <typename scalar_t, int BYTES, int U>
+// pointwise_tiles (simd.h) for one tile of U vectors; with Partial, its last vector is
+// channel i's whole vector at tail + i * lanes instead of in out.
+template <typename scalar_t, int BYTES, int U, bool Partial>
 TSC_INLINE void pointwise_tile(const scalar_t* x, const int64_t* offsets, const scalar_t* values,
                                const int64_t* tap_bounds, int64_t bounds_stride,
                                int64_t channels, bool accumulate, const scalar_t* init,
-                               scalar_t* out, int64_t out_stride) {
+                               scalar_t* out, int64_t out_stride, scalar_t* tail) {
   using V = Vec<scalar_t, BYTES>;
-  for (int64_t i = 0; i < channels; ++i, out += out_stride) {
+  constexpr int Full = Partial ? U - 1 : U;  // vectors read and written in out
+  for (int64_t i = 0; i < channels; ++i, out += out_stride, tail += V::lanes) {
     typename V::type acc[U];
     const scalar_t start = init ? init[i] : scalar_t(0);
-    for (int u = 0; u < U; ++u) acc[u] = accumulate ? V::load(out + u * V::lanes) : V::broadcast(start);
+    for (int u = 0; u < U; ++u) {
+      const scalar_t* from = Partial && u == Full ? tail : out + u * V::lanes;
+      acc[u] = accumulate ? V::load(from) : V::broadcast(start);
+    }
     const int64_t k1 = tap_bounds[i * bounds_stride + 1];
     for (int64_t k = tap_bounds[i * bounds_stride]; k < k1; ++k) {
       const scalar_t* src = x + offsets[k];
       const typename V::type w = V::broadcast(values[k]);
       for (int u = 0; u < U; ++u) acc[u] += w * V::load(src + u * V::lanes);
     }
-    for (int u = 0; u < U; ++u) V::store(out + u * V::lanes, acc[u]);
+    for (int u = 0; u < U; ++u) V::store(Partial && u == Full ? tail : out + u * V::lanes, acc[u]);
   }
 }
 
@@ -111,19 +116,27 @@ TSC_INLINE void pointwise_tiles_impl(const scalar_t* x, const int64_t* offsets,
                                      const scalar_t* values, const int64_t* tap_bounds,
                                      int64_t bounds_stride, int64_t channels, bool accumulate,
                                      const scalar_t* init, scalar_t* out, int64_t out_stride,
-                                     int64_t count) {
+                                     int64_t count, scalar_t* tail) {
   constexpr int64_t lanes = Vec<scalar_t, BYTES>::lanes;
-  const int64_t nvec = count / lanes;
+  const int64_t nvec = ceil_div(count, lanes);
   const int64_t tiles = ceil_div(nvec, int64_t(U));
   for (int64_t t = 0, v = 0; t < tiles; ++t) {
     const int64_t size = nvec / tiles + (t < nvec % tiles ? 1 : 0);
     const scalar_t* s = x + v * lanes;
     scalar_t* o = out + v * lanes;
+    const bool partial = t == tiles - 1 && count % lanes != 0;
     switch (size) {
 #define TSC_TILE(N)                                                                         \
   case N:                                                                                  \
-    pointwise_tile<scalar_t, BYTES, N>(s, offsets, values, tap_bounds, bounds_stride,      \
-                                       channels, accumulate, init, o, out_stride);         \
+    if (partial) {                                                                         \
+      pointwise_tile<scalar_t, BYTES, N, true>(s, offsets, values, tap_bounds,             \
+                                               bounds_stride, channels, accumulate, init,  \
+                                               o, out_stride, tail);                       \
+    } else {                                                                               \
+      pointwise_tile<scalar_t, BYTES, N, false>(s, offsets, values, tap_bounds,            \
+                                                bounds_stride, channels, accumulate, init, \
+                                                o, out_stride, tail);                      \
+    }                                                                                      \
     break;
       TSC_TILE(1) TSC_TILE(2) TSC_TILE(3) TSC_TILE(4) TSC_TILE(5) TSC_TILE(6) TSC_TILE(7)
       TSC_TILE(8)
@@ -172,8 +185,9 @@ TSC_INLINE void axpy_impl(scalar_t alpha, const scalar_t* x, scalar_t* y, int64_
   TARGET void pointwise_tiles_##NAME(const scalar_t* x, const int64_t* o, const scalar_t* v,  \
                                      const int64_t* b, int64_t bs, int64_t ch, bool acc,     \
                                      const scalar_t* i, scalar_t* out, int64_t os,           \
-                                     int64_t cnt) {                                          \
-    pointwise_tiles_impl<scalar_t, PW_BYTES, 8>(x, o, v, b, bs, ch, acc, i, out, os, cnt);   \
+                                     int64_t cnt, scalar_t* tail) {                          \
+    pointwise_tiles_impl<scalar_t, PW_BYTES, 8>(x, o, v, b, bs, ch, acc, i, out, os, cnt,    \
+                                                tail);                                       \
   }                                                                                            \
   template <typename scalar_t>                                                                 \
   TARGET scalar_t dot_##NAME(const scalar_t* a, const scalar_t* b, int64_t len) {              \

@@ -18,17 +18,21 @@ struct SparseFilterSimd {
   void (*conv_block)(const scalar_t* sample, const int64_t* cols, const int64_t* column_offset,
                      const scalar_t* values, int64_t nnz, bool accumulate, scalar_t init,
                      scalar_t* out, int64_t count);
-  // For output channels i < channels and p < count (whole vectors of vector_lanes()):
+  // For output channels i < channels and p < count:
   //   out[i * out_stride + p] = (accumulate ? out[i * out_stride + p] : init_i)
   //       + sum_{k in [tap_bounds[i * bounds_stride], tap_bounds[i * bounds_stride + 1])}
   //             values[k] * x[offsets[k] + p]
-  // with init_i = init ? init[i] : 0. Positions go in tiles of a few full-width vectors,
+  // with init_i = init ? init[i] : 0. x is read in whole vectors of vector_lanes() (count
+  // rounded up). Where count is not whole vectors, channel i's last vector is kept at
+  // tail + i * vector_lanes() instead of in out (the caller copies its first count %
+  // vector_lanes() positions out after the last call). Positions go in tiles of a few
+  // full-width vectors,
   // every channel of a tile before the next tile, so the input a tile reads stays in L1
   // while all channels read it (pointwise.cpp: 1x1 convolutions read in place).
   void (*pointwise_tiles)(const scalar_t* x, const int64_t* offsets, const scalar_t* values,
                           const int64_t* tap_bounds, int64_t bounds_stride, int64_t channels,
                           bool accumulate, const scalar_t* init, scalar_t* out,
-                          int64_t out_stride, int64_t count);
+                          int64_t out_stride, int64_t count, scalar_t* tail);
   // Positions per tile of pointwise_tiles.
   int64_t pointwise_tile;
   // sum_p a[p] * b[p]
