@@ -115,17 +115,18 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
       }
       scalar_t* y = out + (n * g.out_channels + oc0) * plane + p0;
       const int64_t valid = std::min(count, plane - p0);
-      tails.resize((oc1 - oc0) * lanes);
+      const int64_t vector = simd.pointwise_vector;
+      tails.resize((oc1 - oc0) * vector);
       for (int64_t j = 0; j < taps.chunks; ++j) {
         simd.pointwise_tiles(x + p0, offsets.data(), taps.values,
                              taps.chunk_ptr.data() + oc0 * (taps.chunks + 1) + j,
                              taps.chunks + 1, oc1 - oc0, /*accumulate=*/j > 0,
                              b ? b + oc0 : nullptr, y, plane, valid, tails.data());
       }
-      const int64_t tail = valid % lanes;
+      const int64_t tail = valid % vector;
       if (tail == 0) continue;
       for (int64_t oc = oc0; oc < oc1; ++oc) {
-        const scalar_t* from = tails.data() + (oc - oc0) * lanes;
+        const scalar_t* from = tails.data() + (oc - oc0) * vector;
         std::copy(from, from + tail, y + (oc - oc0) * plane + (valid - tail));
       }
     }

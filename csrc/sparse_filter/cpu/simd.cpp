@@ -208,6 +208,7 @@ SparseFilterSimd<scalar_t> pick_simd() {
                       &conv_block_baseline<scalar_t>),
           isa_variant(&pointwise_tiles_avx512<scalar_t>, &pointwise_tiles_avx2<scalar_t>,
                       &pointwise_tiles_baseline<scalar_t>),
+          isa_variant<int64_t>(64, 32, 16) / int64_t(sizeof(scalar_t)),
           8 * isa_variant<int64_t>(64, 32, 16) / int64_t(sizeof(scalar_t)),
           isa_variant(&dot_avx512<scalar_t>, &dot_avx2<scalar_t>, &dot_baseline<scalar_t>),
           isa_variant(&axpy_avx512<scalar_t>, &axpy_avx2<scalar_t>, &axpy_baseline<scalar_t>),

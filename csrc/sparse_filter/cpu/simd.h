@@ -23,9 +23,10 @@ struct SparseFilterSimd {
   //       + sum_{k in [tap_bounds[i * bounds_stride], tap_bounds[i * bounds_stride + 1])}
   //             values[k] * x[offsets[k] + p]
   // with init_i = init ? init[i] : 0. x is read in whole vectors of vector_lanes() (count
-  // rounded up). Where count is not whole vectors, channel i's last vector is kept at
-  // tail + i * vector_lanes() instead of in out (the caller copies its first count %
-  // vector_lanes() positions out after the last call). Positions go in tiles of a few
+  // rounded up). Where count is not whole vectors of pointwise_vector positions, channel i's
+  // last vector is kept at tail + i * pointwise_vector instead of in out (the caller copies
+  // its first count % pointwise_vector positions out after the last call). Positions go in
+  // tiles of a few
   // full-width vectors,
   // every channel of a tile before the next tile, so the input a tile reads stays in L1
   // while all channels read it (pointwise.cpp: 1x1 convolutions read in place).
@@ -33,8 +34,8 @@ struct SparseFilterSimd {
                           const int64_t* tap_bounds, int64_t bounds_stride, int64_t channels,
                           bool accumulate, const scalar_t* init, scalar_t* out,
                           int64_t out_stride, int64_t count, scalar_t* tail);
-  // Positions per tile of pointwise_tiles.
-  int64_t pointwise_tile;
+  // Positions per vector and per tile (8 vectors) of pointwise_tiles.
+  int64_t pointwise_vector, pointwise_tile;
   // sum_p a[p] * b[p]
   scalar_t (*dot)(const scalar_t* a, const scalar_t* b, int64_t len);
   // y[p] += alpha * x[p]
