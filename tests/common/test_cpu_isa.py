@@ -12,7 +12,8 @@ torch.manual_seed(0)
 for dtype in (torch.float32, torch.float64):
     for (n, c, h, w, o, k, s, p, d, g) in [(2, 8, 13, 11, 6, 3, 1, 1, 1, 1), (3, 6, 9, 30, 4, 3, 2, 1, 2, 2),
                                            (9, 16, 5, 5, 8, 3, 1, 1, 1, 1), (1, 300, 20, 21, 5, 3, 1, 1, 1, 1),
-                                           (3, 40, 13, 11, 9, 1, 1, 0, 1, 1)]:  # 1x1: pointwise.cpp
+                                           (3, 40, 13, 11, 9, 1, 1, 0, 1, 1),  # 1x1: pointwise.cpp
+                                           (8, 30, 7, 7, 5, 1, 1, 0, 1, 1)]:  # 1x1, lanes
         x = torch.randn(n, c, h, w, dtype=dtype)
         wt = torch.randn(o, c // g, k, k, dtype=dtype) * (torch.rand(o, c // g, k, k) < 0.3)
         b = torch.randn(o, dtype=dtype)

@@ -165,3 +165,20 @@ def test_two_pixel_vectors_at_every_row_tail(width, dtype):
                 continue
             got = tsc.sparse_conv2d(x, w, None, 1, padding, method="direct")
             torch.testing.assert_close(got, F.conv2d(x, w, None, 1, padding), **tolerance(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("size,stride,padding", [
+    ((1, 1), 1, 0), ((3, 5), 1, 0), ((7, 7), 1, 0), ((9, 9), 1, 0), ((14, 14), 2, 0),
+    ((13, 13), 2, 0), ((21, 21), 1, 1), ((20, 19), 1, 2), ((11, 12), 3, 1)])
+def test_one_by_one_planes_are_tiled_as_one_row(size, stride, padding, dtype):
+    """A 1x1 kernel's layout rows have no halo columns: the lanes path cuts the whole plane
+    into tiles as one row (tiles cross row ends; an odd pixel count leaves the last vector
+    half used). Several input-channel chunks, some output channels empty."""
+    gen = torch.Generator().manual_seed(size[0] * 100 + size[1] + stride)
+    x = torch.randn(8, 70, *size, dtype=dtype, generator=gen)
+    w = random_weight((9, 70, 1, 1), 0.2, dtype, gen)
+    w[3] = 0
+    b = torch.randn(9, dtype=dtype, generator=gen)
+    got = tsc.sparse_conv2d(x, w, b, stride, padding, method="direct")
+    torch.testing.assert_close(got, F.conv2d(x, w, b, stride, padding), **tolerance(dtype))

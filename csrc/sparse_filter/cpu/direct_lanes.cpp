@@ -42,19 +42,34 @@ struct TileShape {
   int64_t pixel_cols() const { return cols * pixels_per_vector; }
 };
 
+// The output plane as the tiles cut it: h rows of w pixels, `stride` pixels apart in the
+// layout. Where the layout's rows have no halo columns (1x1 kernels without padding) the plane
+// is one row of out_h * out_w pixels, so that tiles need not stop at a row's end: a 7x7 plane
+// is one tile of 25 vectors, not 7 x 4 with every row's eighth pixel computed for nothing.
+struct TiledPlane {
+  int64_t h, w, stride;
+};
+
+TiledPlane tiled_plane(const SparseFilterGeometry& g) {
+  if (g.kernel_h == 1 && g.kernel_w == 1 && g.phase_w == g.out_w) {
+    return {1, g.out_h * g.out_w, g.out_h * g.out_w};
+  }
+  return {g.out_h, g.out_w, g.phase_w};
+}
+
 // Output tiles as wide as the row allows up to half of max_tile vectors (rows cut evenly),
 // then as many rows as the accumulators allow: on AVX-512 (two pixels a vector) 56 -> 2 x 14,
 // 28 -> 2 x 14, 14 -> 4 x 7, 7 -> 7 x 4 (the last vector of each row half used). At least
 // two rows: a 1 x 28 tile of 56 pixels reads 3 x 58 pixels of each input channel, so its
 // chunk of input channels (8 taps at 90 %) overflowed L1.
 template <typename scalar_t>
-TileShape choose_tile(const SparseFilterGeometry& g, const LaneKernels<scalar_t>& kernels) {
+TileShape choose_tile(const TiledPlane& plane, const LaneKernels<scalar_t>& kernels) {
   const int64_t pixels = kernels.pixels_per_vector;
-  const int64_t row_vectors = ceil_div(g.out_w, pixels);
-  const int64_t max_cols = g.out_h > 1 ? kernels.max_tile / 2 : kernels.max_tile;
+  const int64_t row_vectors = ceil_div(plane.w, pixels);
+  const int64_t max_cols = plane.h > 1 ? kernels.max_tile / 2 : kernels.max_tile;
   const int64_t cols = ceil_div(row_vectors, ceil_div(row_vectors, max_cols));
   const int64_t rows = std::max<int64_t>(
-      1, std::min({kernels.max_tile / cols, int64_t(kernels.max_rows), g.out_h}));
+      1, std::min({kernels.max_tile / cols, int64_t(kernels.max_rows), plane.h}));
   return {rows, cols, pixels};
 }
 
@@ -141,9 +156,10 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   const scalar_t* b = bias_c.defined() ? bias_c.data_ptr<scalar_t>() : nullptr;
   io_t* out = output.data_ptr<io_t>();
 
-  const TileShape tile = choose_tile(g, kernels);
-  const int64_t row_tiles = ceil_div(g.out_h, tile.rows);
-  const int64_t col_tiles = ceil_div(g.out_w, tile.pixel_cols());
+  const TiledPlane plane = tiled_plane(g);
+  const TileShape tile = choose_tile(plane, kernels);
+  const int64_t row_tiles = ceil_div(plane.h, tile.rows);
+  const int64_t col_tiles = ceil_div(plane.w, tile.pixel_cols());
   // What a tile reads of one input channel: in each phase plane, its rows and columns plus
   // the kernel's reach.
   const int64_t rows_read = tile.rows + (g.kernel_h - 1) * g.dilation_h / g.stride_h;
@@ -217,16 +233,17 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
         const int64_t block = t / (row_tiles * col_tiles);
         const int64_t oh0 = t / col_tiles % row_tiles * tile.rows;
         const int64_t ow0 = t % col_tiles * tile.pixel_cols();
-        const int rows = static_cast<int>(std::min(tile.rows, g.out_h - oh0));
-        const int64_t cols = std::min(tile.pixel_cols(), g.out_w - ow0);  // pixels written
+        const int rows = static_cast<int>(std::min(tile.rows, plane.h - oh0));
+        const int64_t cols = std::min(tile.pixel_cols(), plane.w - ow0);  // pixels written
         const int vectors = static_cast<int>(ceil_div(cols, tile.pixels_per_vector));
         const int64_t computed_cols = vectors * tile.pixels_per_vector;
-        const scalar_t* base = x + block * block_elements + (oh0 * g.phase_w + ow0) * L;
+        const scalar_t* base = x + block * block_elements + (oh0 * plane.stride + ow0) * L;
         for (int64_t j = 0; j < taps.chunks; ++j) {
           for (int64_t oc = oc0; oc < oc1; ++oc) {
             const int64_t k0 = taps.bounds(oc)[j], k1 = taps.bounds(oc)[j + 1];
             if (j > 0 && k0 == k1) continue;
-            kernels.tile(base, g.phase_w, offsets.data() + k0, taps.values + k0, k1 - k0, /*accumulate=*/j > 0, b ? b[oc] : scalar_t(0),
+            kernels.tile(base, plane.stride, offsets.data() + k0, taps.values + k0, k1 - k0,
+                         /*accumulate=*/j > 0, b ? b[oc] : scalar_t(0),
                          partial.data() + (oc - oc0) * tile_elements, rows, vectors);
           }
         }
@@ -235,11 +252,11 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
         const int64_t samples = std::min(L, g.batch - n0);
         const int64_t sample_stride = g.out_channels * out_plane;
         // A tile of whole rows is one run in each output plane.
-        const bool whole_rows = computed_cols == g.out_w;
+        const bool whole_rows = computed_cols == plane.w;
         const int64_t run = whole_rows ? rows * cols : cols;
         const int64_t runs = whole_rows ? 1 : rows;
         auto destination = [&](int64_t oc, int64_t r) {
-          return out + (n0 * g.out_channels + oc) * out_plane + (oh0 + r) * g.out_w + ow0;
+          return out + (n0 * g.out_channels + oc) * out_plane + (oh0 + r) * plane.w + ow0;
         };
         for (int64_t oc = oc0; oc < oc1; ++oc) {
           if (oc + kPrefetchChannels < oc1) {
