@@ -10,6 +10,7 @@
 // Wide positions with ow >= out_w are padding columns that kernels compute and drop.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -42,10 +43,18 @@ struct SparseFilterGeometry {
            column / stride_w;
   }
   // tap_offset of every filter column (index col < taps_per_filter()): kernels look offsets
-  // up per nonzero instead of dividing per nonzero.
+  // up per nonzero instead of dividing per nonzero. Built channel by channel from the first
+  // channel's kernel_h * kernel_w offsets (three divisions a column cost 3 % of a batch-1
+  // 512@7 call).
   std::vector<int64_t> column_offsets() const {
+    const int64_t taps_per_channel = kernel_h * kernel_w;
     std::vector<int64_t> offsets(taps_per_filter());
-    for (int64_t col = 0; col < taps_per_filter(); ++col) offsets[col] = tap_offset(col);
+    for (int64_t t = 0; t < std::min(taps_per_channel, taps_per_filter()); ++t) {
+      offsets[t] = tap_offset(t);
+    }
+    for (int64_t col = taps_per_channel; col < taps_per_filter(); ++col) {
+      offsets[col] = offsets[col - taps_per_channel] + channel_block();
+    }
     return offsets;
   }
 };

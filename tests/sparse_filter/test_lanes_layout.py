@@ -70,20 +70,24 @@ def test_many_input_channel_chunks_some_empty(batch):
     torch.testing.assert_close(got, F.conv2d(x, w, None, 1, 1), rtol=1e-4, atol=1e-4)
 
 
-def test_unsorted_columns_give_the_same_result():
-    """A hand-made CSR whose columns are not sorted within a row."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(8, 20, 11, 13, generator=gen)
-    w = random_weight((6, 20, 3, 3), 0.3, torch.float32, gen)
+@pytest.mark.parametrize("batch,channels,kernel", [(8, 20, 3), (8, 300, 3), (1, 300, 3),
+                                                   (8, 300, 1), (1, 300, 1)])
+def test_unsorted_columns_give_the_same_result(batch, channels, kernel):
+    """A hand-made CSR whose columns are not sorted within a row: the chunk bounds are found
+    again on a sorted copy (300 input channels: many chunks, taps on their boundaries)."""
+    gen = torch.Generator().manual_seed(channels + batch)
+    x = torch.randn(batch, channels, 11, 13, generator=gen)
+    w = random_weight((6, channels, kernel, kernel), 0.3, torch.float32, gen)
     row_ptr, col_idx, values = tsc.pack_sparse_filter(w)
     shuffled_cols, shuffled_vals = col_idx.clone(), values.clone()
     for row in range(6):
         lo, hi = row_ptr[row].item(), row_ptr[row + 1].item()
         order = torch.randperm(hi - lo, generator=gen) + lo
         shuffled_cols[lo:hi], shuffled_vals[lo:hi] = col_idx[order], values[order]
+    padding = kernel // 2
     got = tsc.sparse_conv2d_packed(x, row_ptr, shuffled_cols, shuffled_vals, list(w.shape), None,
-                                   [1, 1], [1, 1], [0, 0], [1, 1], 1, "direct")
-    torch.testing.assert_close(got, F.conv2d(x, w, None, 1, 1), rtol=1e-4, atol=1e-4)
+                                   [1, 1], [padding] * 2, [0, 0], [1, 1], 1, "direct")
+    torch.testing.assert_close(got, F.conv2d(x, w, None, 1, padding), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("layout", ["channels_last", "batch_view", "transposed"])

@@ -8,6 +8,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <numeric>
 #include <vector>
 
@@ -85,15 +86,46 @@ SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_
   sorted.column_offset = g.column_offsets();
   for (int64_t& offset : sorted.column_offset) offset *= interleave;
 
-  // pack_sparse_filter emits sorted columns; only a hand-made CSR needs sorted copies.
+  // One pass over each output channel's columns finds its chunk bounds and whether they are
+  // sorted (pack_sparse_filter emits sorted columns; only a hand-made CSR needs sorted
+  // copies, and then a second pass). Branch-free: each tap stores its index + 1 as the bound
+  // of the chunk after its own (the last tap of a chunk wins), and a running maximum then
+  // fills the bounds of chunks without taps. A loop that advanced to each chunk's first tap
+  // mispredicted at every chunk; with a sortedness check of its own that plan cost 20 % of a
+  // batch-1 512@7 call at 90 %.
+  const int64_t chunk_columns = chunk_channels * taps_per_channel;
+  const double per_chunk = 1.0 / double(chunk_columns);
+  sorted.chunk_ptr.resize(g.out_channels * (sorted.chunks + 1));
+  auto find_bounds = [&](const int64_t* cols) {
+    std::atomic<bool> in_order{true};
+    at::parallel_for(0, g.out_channels, 64, [&](int64_t oc_begin, int64_t oc_end) {
+      bool ordered = true;
+      for (int64_t oc = oc_begin; oc < oc_end; ++oc) {
+        int64_t* bounds = sorted.chunk_ptr.data() + oc * (sorted.chunks + 1);
+        std::fill(bounds, bounds + sorted.chunks + 1, rp[oc]);
+        int64_t previous = 0;
+        for (int64_t k = rp[oc]; k < rp[oc + 1]; ++k) {
+          const int64_t column = cols[k];
+          ordered &= column >= previous;
+          previous = column;
+          // column / chunk_columns, by a multiplication corrected by one either way.
+          int64_t chunk = static_cast<int64_t>(double(column) * per_chunk);
+          chunk -= chunk * chunk_columns > column;
+          chunk += (chunk + 1) * chunk_columns <= column;
+          bounds[chunk + 1] = k + 1;
+        }
+        for (int64_t j = 1; j <= sorted.chunks; ++j) bounds[j] = std::max(bounds[j], bounds[j - 1]);
+        bounds[sorted.chunks] = rp[oc + 1];
+      }
+      if (!ordered) in_order = false;
+    });
+    return in_order.load();
+  };
+
   sorted.cols_tensor = col_idx;
   sorted.values_tensor = values;
-  const int64_t* ci = col_idx.data_ptr<int64_t>();
-  bool in_order = true;
-  for (int64_t oc = 0; oc < g.out_channels && in_order; ++oc) {
-    in_order = std::is_sorted(ci + rp[oc], ci + rp[oc + 1]);
-  }
-  if (!in_order) {
+  if (!find_bounds(col_idx.data_ptr<int64_t>())) {
+    const int64_t* ci = col_idx.data_ptr<int64_t>();
     std::vector<int64_t> order(col_idx.size(0));
     std::iota(order.begin(), order.end(), 0);
     for (int64_t oc = 0; oc < g.out_channels; ++oc) {
@@ -103,26 +135,10 @@ SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_
     const at::Tensor index = at::tensor(order, col_idx.options());
     sorted.cols_tensor = col_idx.index_select(0, index);
     sorted.values_tensor = values.index_select(0, index);
+    find_bounds(sorted.cols_tensor.template data_ptr<int64_t>());
   }
   sorted.cols = sorted.cols_tensor.template data_ptr<int64_t>();
   sorted.values = sorted.values_tensor.template data_ptr<scalar_t>();
-
-  sorted.chunk_ptr.resize(g.out_channels * (sorted.chunks + 1));
-  at::parallel_for(0, g.out_channels, 64, [&](int64_t oc_begin, int64_t oc_end) {
-    for (int64_t oc = oc_begin; oc < oc_end; ++oc) {
-      // One walk along the channel's sorted columns: a binary search per chunk mispredicted
-      // its branches at every step (9 % of 2048->512 @7 at batch 8, 26 chunks).
-      int64_t* bounds = sorted.chunk_ptr.data() + oc * (sorted.chunks + 1);
-      int64_t k = rp[oc];
-      const int64_t end = rp[oc + 1];
-      for (int64_t j = 0; j < sorted.chunks; ++j) {
-        const int64_t first_column = j * chunk_channels * taps_per_channel;
-        while (k < end && sorted.cols[k] < first_column) ++k;
-        bounds[j] = k;
-      }
-      bounds[sorted.chunks] = end;
-    }
-  });
   return sorted;
 }
 
