@@ -3,6 +3,7 @@
 #include "csrc/sparse_filter/cpu/direct.h"
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 namespace torch_sparse_conv {
@@ -33,21 +34,34 @@ SparseFilterMethod choose_sparse_filter_method_cpu(const at::Tensor& row_ptr,
     return models[0];
   };
   const bool pointwise = direct_pointwise_applies(g, dtype);
-  const DirectCostModel model = pointwise                    ? pick(kDirectPointwiseCostModels)
-                                : direct_lanes_pay(g, dtype) ? pick(kDirectLanesCostModels)
-                                                             : pick(kDirectCostModels);
-  // Laying out the input costs in proportion to the input, which a stride makes larger
-  // relative to the output (and so to dense's work): 4x for stride 2. The 1x1 path copies
-  // only the pixels a stride reads (ResNet-50's stride-2 1x1 layers at 5-30 % density: the
-  // stride-1 model held).
-  const double overhead = model.overhead * double(pointwise ? 1 : g.stride_h * g.stride_w);
-  const double direct_gain = 1.0 / (density / model.efficiency + overhead);
-  // union_fraction >= density: skip its O(nnz) pass when even that bound can't win.
+  const bool lanes = !pointwise && direct_lanes_pay(g, dtype);
+  const DirectCostModel model = pointwise ? pick(kDirectPointwiseCostModels)
+                                : lanes   ? pick(kDirectLanesCostModels)
+                                          : pick(kDirectCostModels);
+  // A stride lays out more input per output; a 1x1 kernel without padding first copies out
+  // the pixels a stride reads, then runs as stride 1 (cpu/direct.cpp).
+  const bool picks_pixels = g.kernel_h == 1 && g.kernel_w == 1 && g.pad_h == 0 && g.pad_w == 0;
+  const double extra_phases = picks_pixels ? 0.0 : double(g.stride_h * g.stride_w - 1);
+  const double overhead =
+      model.overhead * (lanes ? 1.0 + extra_phases * kLanesStrideOverhead
+                              : 1.0 + extra_phases * kOneSampleStrideOverhead);
+  const double efficiency =
+      model.efficiency * (lanes && extra_phases > 0 ? kLanesStrideEfficiency : 1.0);
+  const double direct_time = density / efficiency + overhead;
+  const double outputs = double(g.batch) * double(g.out_h) * double(g.out_w);
+  const double dense_time =
+      1.0 + kDenseRebuild * (1.0 + kDenseRebuildPerDensity * density) /
+                std::sqrt(std::max(outputs, 1.0));
+  const double direct_gain = dense_time / direct_time;
+  // unfold wins only if the union of kept columns is below this fraction of the taps. It is
+  // at least the density; past that, the union is measured only as far as needed to rule
+  // unfold out (a full pass over the taps cost a quarter of a batch-1 512@7 call at 90 %).
   const double best_other = std::max(direct_gain, kAutoMinGain);
-  double unfold_gain = density > 0 ? kUnfoldEfficiency / density : 1e9;
-  if (unfold_gain >= best_other) {
+  const double unfold_limit = dense_time * kUnfoldEfficiency / best_other;
+  double unfold_gain = 0.0;
+  if (density <= unfold_limit && !union_fraction_exceeds(row_ptr, col_idx, g, unfold_limit)) {
     const double kept = union_fraction(kept_columns(row_ptr, col_idx, g), g);
-    unfold_gain = kept > 0 ? kUnfoldEfficiency / kept : 1e9;
+    unfold_gain = kept > 0 ? dense_time * kUnfoldEfficiency / kept : 1e9;
   }
   if (std::max(direct_gain, unfold_gain) < kAutoMinGain) return SparseFilterMethod::Dense;
   return direct_gain >= unfold_gain ? SparseFilterMethod::Direct : SparseFilterMethod::Unfold;

@@ -38,6 +38,28 @@ double union_fraction(const std::vector<std::vector<int64_t>>& kept,
   return g.groups * taps == 0 ? 0.0 : double(union_size) / double(g.groups * taps);
 }
 
+bool union_fraction_exceeds(const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                            const SparseFilterGeometry& g, double limit) {
+  const int64_t* r = row_ptr.data_ptr<int64_t>();
+  const int64_t* c = col_idx.data_ptr<int64_t>();
+  const int64_t taps = g.taps_per_filter();
+  const int64_t ocpg = g.out_channels_per_group();
+  const double bound = limit * double(g.groups * taps);
+  std::vector<char> seen(taps);
+  int64_t union_size = 0;
+  for (int64_t group = 0; group < g.groups; ++group) {
+    std::fill(seen.begin(), seen.end(), 0);
+    for (int64_t oc = group * ocpg; oc < (group + 1) * ocpg; ++oc) {
+      for (int64_t k = r[oc]; k < r[oc + 1]; ++k) {
+        union_size += !seen[c[k]];
+        seen[c[k]] = 1;
+      }
+      if (double(union_size) > bound) return true;  // checked per channel: no branch per tap
+    }
+  }
+  return false;
+}
+
 at::Tensor dense_weight_cpu(const at::Tensor& row_ptr, const at::Tensor& col_idx,
                             const at::Tensor& values, at::IntArrayRef weight_size) {
   const int64_t rows = weight_size[0];

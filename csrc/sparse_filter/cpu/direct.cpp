@@ -182,6 +182,22 @@ void sparse_filter_direct_forward_cpu(const at::Tensor& input, const at::Tensor&
                                       const at::Tensor& col_idx, const at::Tensor& values,
                                       const c10::optional<at::Tensor>& bias,
                                       const SparseFilterGeometry& g, at::Tensor& output) {
+  if (g.kernel_h == 1 && g.kernel_w == 1 && g.pad_h == 0 && g.pad_w == 0 &&
+      (g.stride_h != 1 || g.stride_w != 1)) {
+    // A strided 1x1 convolution without padding reads every stride-th pixel (ResNet-50's
+    // downsampling shortcuts): on those pixels, copied out, it is a stride-1 one. (The
+    // layouts would otherwise lay out every phase plane of which it reads one.)
+    const at::Tensor picked = input.slice(2, 0, g.in_h, g.stride_h)
+                                  .slice(3, 0, g.in_w, g.stride_w)
+                                  .contiguous();
+    SparseFilterGeometry unit = g;
+    unit.in_h = unit.phase_h = g.out_h;
+    unit.in_w = unit.phase_w = g.out_w;
+    unit.stride_h = unit.stride_w = 1;
+    TORCH_INTERNAL_ASSERT(picked.size(2) == g.out_h && picked.size(3) == g.out_w);
+    sparse_filter_direct_forward_cpu(picked, row_ptr, col_idx, values, bias, unit, output);
+    return;
+  }
   if (direct_pointwise_applies(g, input.scalar_type())) {
     sparse_filter_direct_pointwise_forward_cpu(input, row_ptr, col_idx, values, bias, g, output);
     return;

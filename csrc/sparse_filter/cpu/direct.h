@@ -22,9 +22,10 @@ void sparse_filter_direct_lanes_forward_cpu(const at::Tensor& input, const at::T
                                             const SparseFilterGeometry& g, at::Tensor& output);
 bool direct_lanes_pay(const SparseFilterGeometry& g, at::ScalarType dtype);
 
-// The same for 1x1 convolutions without padding, in float32 or float64: read and written in
-// place, with no layout at all (a stride first copies out the pixels read; pointwise.cpp);
-// where direct_pointwise_applies(g, dtype of the input).
+// The same for 1x1 convolutions without padding or stride, in float32 or float64: read and
+// written in place, with no layout at all (pointwise.cpp); where
+// direct_pointwise_applies(g, dtype of the input). (sparse_filter_direct_forward_cpu copies a
+// strided one's pixels out first.)
 void sparse_filter_direct_pointwise_forward_cpu(const at::Tensor& input,
                                                 const at::Tensor& row_ptr,
                                                 const at::Tensor& col_idx,

@@ -158,20 +158,10 @@ void sparse_filter_direct_pointwise_forward_cpu(const at::Tensor& input,
                                                 const c10::optional<at::Tensor>& bias,
                                                 const SparseFilterGeometry& g,
                                                 at::Tensor& output) {
-  // A strided 1x1 convolution without padding reads every stride-th pixel (ResNet-50's
-  // downsampling shortcuts): on those pixels, copied out, it is a stride-1 one.
-  at::Tensor x = input;
-  SparseFilterGeometry unit = g;
-  if (g.stride_h != 1 || g.stride_w != 1) {
-    x = input.slice(2, 0, g.in_h, g.stride_h).slice(3, 0, g.in_w, g.stride_w).contiguous();
-    unit.in_h = unit.phase_h = g.out_h;
-    unit.in_w = unit.phase_w = g.out_w;
-    unit.stride_h = unit.stride_w = 1;
-    TORCH_INTERNAL_ASSERT(x.size(2) == g.out_h && x.size(3) == g.out_w);
-  }
+  TORCH_INTERNAL_ASSERT(g.stride_h == 1 && g.stride_w == 1);  // direct.cpp took the stride out
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "sparse_filter_direct_pointwise_forward_cpu",
                              [&] {
-    pointwise_forward<scalar_t>(x, row_ptr, col_idx, values, bias, unit, output);
+    pointwise_forward<scalar_t>(input, row_ptr, col_idx, values, bias, g, output);
   });
 }
 
