@@ -43,8 +43,8 @@ struct TileShape {
 };
 
 // The output plane as the tiles cut it: h rows of w pixels, `stride` pixels apart in the
-// layout. Where the layout's rows have no halo columns (1x1 kernels without padding) the plane
-// is one row of out_h * out_w pixels, so that tiles need not stop at a row's end: a 7x7 plane
+// layout. Where the layout's rows have no halo columns (1x1 kernels: a layout row is an
+// output row, padding included) the plane is one row of out_h * out_w pixels, so that tiles need not stop at a row's end: a 7x7 plane
 // is one tile of 25 vectors, not 7 x 4 with every row's eighth pixel computed for nothing.
 struct TiledPlane {
   int64_t h, w, stride;
