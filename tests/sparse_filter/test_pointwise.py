@@ -73,6 +73,26 @@ def test_input_read_in_place_from_inside_a_larger_buffer(size, dtype):
     torch.testing.assert_close(got, F.conv2d(x.clone(), weight), **tolerance(dtype))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch", [1, 2, 3])
+@pytest.mark.parametrize("size", [(13, 13), (14, 14), (9, 15)])
+def test_planes_not_whole_vectors_at_the_end_of_their_storage(size, batch, dtype):
+    """Planes that are not whole vectors: each plane's last vector reads on into the next
+    plane (those lanes are dropped), and the last sample is read from a copy, since its last
+    plane ends where the tensor's memory ends (here the end of its storage: the sanitizer
+    stage would report a read past it)."""
+    h, w_ = size
+    gen = torch.Generator().manual_seed(h * 100 + w_ + batch)
+    numel = batch * 40 * h * w_
+    storage = torch.full((numel + 16,), float("nan"), dtype=dtype)
+    x = storage[16:].view(batch, 40, h, w_)
+    x.copy_(torch.randn(batch, 40, h, w_, dtype=dtype, generator=gen))
+    weight = random_weight((21, 40, 1, 1), 0.3, dtype, gen)
+    bias = torch.randn(21, dtype=dtype, generator=gen)
+    got = tsc.sparse_conv2d(x, weight, bias, method="direct")
+    torch.testing.assert_close(got, F.conv2d(x.clone(), weight, bias), **tolerance(dtype))
+
+
 def test_many_input_channel_chunks_some_empty():
     """2048 input channels split into chunks; output channels whose taps skip whole chunks
     or that keep none at all."""

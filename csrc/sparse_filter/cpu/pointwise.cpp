@@ -12,13 +12,13 @@
 // loop (simd.h's pointwise_tiles) takes tiles of 8 full-width vectors, every output channel
 // of a tile before the next tile, the input channels visited in chunks (sorted_taps.h) whose
 // rows of one tile fit L1; a tap costs one index load, one broadcast and 8 loads and
-// multiply-adds. The output is written in place. So is the input read where its planes are
-// whole vectors (H*W a multiple of 16 float32 / 8 float64, ResNet-50's 56x56 and 28x28);
-// other planes (14x14) are read from a copy of the sample with each plane zero-padded to
-// whole vectors, so that no load crosses into the next plane or past the tensor, and the
-// last vector of each output channel's run waits in a small buffer until the last chunk.
-// (Copying a block of output out of a padded buffer as well cost 12 % of 256->1024 @14 at
-// batch 8.)
+// multiply-adds. Input and output are read and written in place. Where a plane is not whole
+// vectors (14x14; H*W not a multiple of 16 float32 / 8 float64) its last vector reads on into
+// the next plane, lanes whose sums are dropped: each output channel's last vector waits in a
+// small buffer until the last chunk and only its valid positions are copied out, and the last
+// sample, whose last plane would read past the tensor, is read from a copy. (Copying every
+// sample into planes padded to whole vectors, and the output out of such planes, cost 12-15 %
+// each of the 14x14 layers at batch 8.)
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -56,9 +56,8 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   TORCH_INTERNAL_ASSERT(g.out_h == g.in_h && g.out_w == g.in_w && g.phase_h == g.in_h &&
                         g.phase_w == g.in_w);
   const int64_t plane = g.in_h * g.in_w;  // also out_h * out_w
-  // Planes of whole vectors are read and written in place; others through copies with each
-  // plane zero-padded to whole vectors (`run` positions).
-  const bool in_place = plane % lanes == 0;
+  // Positions are computed in whole vectors: `run` a plane.
+  const bool whole_vectors = plane % lanes == 0;
   const int64_t run = ceil_div(plane, lanes) * lanes;
   const int64_t block = std::min(run, kBlockPositions);  // a multiple of lanes
   const int64_t blocks = ceil_div(run, block);
@@ -69,14 +68,14 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   const SortedTaps<scalar_t> taps =
       sort_taps<scalar_t>(row_ptr, col_idx, values, g, chunk_channels, /*interleave=*/1);
   // Tap k reads input channel first_channel(oc) + cols[k] (a 1x1 filter's column is its
-  // channel), at that channel's plane of `run` positions.
+  // channel), at that channel's plane (plane positions apart).
   const int64_t* rp = row_ptr.data_ptr<int64_t>();
   std::vector<int64_t> offsets(col_idx.size(0));
   const int64_t cpg = g.in_channels_per_group(), ocpg = g.out_channels_per_group();
   at::parallel_for(0, g.out_channels, 64, [&](int64_t oc_begin, int64_t oc_end) {
     for (int64_t oc = oc_begin; oc < oc_end; ++oc) {
       const int64_t first_channel = oc / ocpg * cpg;
-      for (int64_t k = rp[oc]; k < rp[oc + 1]; ++k) offsets[k] = (first_channel + taps.cols[k]) * run;
+      for (int64_t k = rp[oc]; k < rp[oc + 1]; ++k) offsets[k] = (first_channel + taps.cols[k]) * plane;
     }
   });
 
@@ -87,8 +86,8 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   const int64_t oc_per_task = ceil_div(g.out_channels, oc_splits);
 
   at::parallel_for(0, items * oc_splits, 1, [&](int64_t begin, int64_t end) {
-    // The copy of a sample's input whose planes are not whole vectors, and the last
-    // vectors of a block's output channels.
+    // The copy of the last sample where planes are not whole vectors, and the last vectors
+    // of a block's output channels.
     std::vector<scalar_t> padded_in, tails;
     int64_t padded_sample = -1;
     for (int64_t task = begin; task < end; ++task) {
@@ -102,13 +101,14 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
       const int64_t p0 = item % blocks * block;
       const int64_t count = std::min(block, run - p0);
       const scalar_t* x = in + n * sample_in;
-      if (!in_place) {
+      if (!whole_vectors && n == g.batch - 1) {
+        // The last vector of a plane reads into the next plane; past the last sample's last
+        // plane that would be past the tensor, so the last sample is read from a copy with
+        // a vector of zeros after it.
         if (padded_sample != n) {
-          padded_in.resize(g.in_channels * run);
-          for (int64_t c = 0; c < g.in_channels; ++c) {
-            scalar_t* to = std::copy(x + c * plane, x + (c + 1) * plane, padded_in.data() + c * run);
-            std::fill(to, padded_in.data() + (c + 1) * run, scalar_t(0));
-          }
+          padded_in.resize(sample_in + lanes);
+          std::copy(x, x + sample_in, padded_in.data());
+          std::fill(padded_in.data() + sample_in, padded_in.data() + sample_in + lanes, scalar_t(0));
           padded_sample = n;
         }
         x = padded_in.data();
