@@ -59,9 +59,9 @@ SparseFilterMethod choose_sparse_filter_method_cpu(const at::Tensor& row_ptr,
   const double best_other = std::max(direct_gain, kAutoMinGain);
   const double unfold_limit = dense_time * kUnfoldEfficiency / best_other;
   double unfold_gain = 0.0;
-  if (density <= unfold_limit && !union_fraction_exceeds(row_ptr, col_idx, g, unfold_limit)) {
-    const double kept = union_fraction(kept_columns(row_ptr, col_idx, g), g);
-    unfold_gain = kept > 0 ? dense_time * kUnfoldEfficiency / kept : 1e9;
+  if (density <= unfold_limit) {
+    const double kept = union_fraction(row_ptr, col_idx, g, unfold_limit);
+    if (kept <= unfold_limit) unfold_gain = kept > 0 ? dense_time * kUnfoldEfficiency / kept : 1e9;
   }
   if (std::max(direct_gain, unfold_gain) < kAutoMinGain) return SparseFilterMethod::Dense;
   return direct_gain >= unfold_gain ? SparseFilterMethod::Direct : SparseFilterMethod::Unfold;

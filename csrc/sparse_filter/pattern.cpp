@@ -30,21 +30,14 @@ std::vector<std::vector<int64_t>> kept_columns(const at::Tensor& row_ptr,
   return kept;
 }
 
-double union_fraction(const std::vector<std::vector<int64_t>>& kept,
-                      const SparseFilterGeometry& g) {
-  const int64_t taps = g.taps_per_filter();
-  int64_t union_size = 0;
-  for (const auto& columns : kept) union_size += static_cast<int64_t>(columns.size());
-  return g.groups * taps == 0 ? 0.0 : double(union_size) / double(g.groups * taps);
-}
-
-bool union_fraction_exceeds(const at::Tensor& row_ptr, const at::Tensor& col_idx,
-                            const SparseFilterGeometry& g, double limit) {
+double union_fraction(const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                      const SparseFilterGeometry& g, double stop_above) {
   const int64_t* r = row_ptr.data_ptr<int64_t>();
   const int64_t* c = col_idx.data_ptr<int64_t>();
   const int64_t taps = g.taps_per_filter();
   const int64_t ocpg = g.out_channels_per_group();
-  const double bound = limit * double(g.groups * taps);
+  const double pairs = double(g.groups * taps);
+  if (pairs == 0) return 0.0;
   std::vector<char> seen(taps);
   int64_t union_size = 0;
   for (int64_t group = 0; group < g.groups; ++group) {
@@ -54,10 +47,11 @@ bool union_fraction_exceeds(const at::Tensor& row_ptr, const at::Tensor& col_idx
         union_size += !seen[c[k]];
         seen[c[k]] = 1;
       }
-      if (double(union_size) > bound) return true;  // checked per channel: no branch per tap
+      // Checked per channel: no branch per tap.
+      if (double(union_size) > stop_above * pairs) return double(union_size) / pairs;
     }
   }
-  return false;
+  return double(union_size) / pairs;
 }
 
 at::Tensor dense_weight_cpu(const at::Tensor& row_ptr, const at::Tensor& col_idx,

@@ -23,15 +23,12 @@ std::vector<std::vector<int64_t>> kept_columns(const at::Tensor& row_ptr,
                                                const at::Tensor& col_idx,
                                                const SparseFilterGeometry& g);
 
-// Fraction of the (group, column) pairs that kept_columns holds.
-double union_fraction(const std::vector<std::vector<int64_t>>& kept,
-                      const SparseFilterGeometry& g);
-// Whether the kept columns' union is above `limit` of the taps (union_fraction > limit),
-// found without building it: the walk stops at the first output channel that passes the
-// limit (with random patterns after a few channels), where 'auto' only needs to know that
-// unfold cannot win.
-bool union_fraction_exceeds(const at::Tensor& row_ptr, const at::Tensor& col_idx,
-                            const SparseFilterGeometry& g, double limit);
+// Fraction of the (group, column) pairs that kept_columns holds, counted without building
+// them; the walk stops at the first output channel past `stop_above` and returns what it has
+// then (above stop_above): 'auto' only needs to know that unfold cannot win, which with
+// random patterns is plain after a few channels.
+double union_fraction(const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                      const SparseFilterGeometry& g, double stop_above);
 
 // The dense (C_out, C_in/groups, kH, kW) weight, on the CPU: each output channel's row
 // zeroed and its kept values added (duplicates sum), in parallel over rows. row_ptr, col_idx
