@@ -1,5 +1,7 @@
 #include "csrc/sparse_filter/polyphase.h"
 
+#include "csrc/common/memory_format.h"
+
 namespace torch_sparse_conv {
 
 at::Tensor to_polyphase(const at::Tensor& input, const SparseFilterGeometry& g) {
@@ -9,7 +11,7 @@ at::Tensor to_polyphase(const at::Tensor& input, const SparseFilterGeometry& g) 
   if (g.pad_h != 0 || g.pad_w != 0 || extra_h != 0 || extra_w != 0) {
     padded = at::constant_pad_nd(input, {g.pad_w, extra_w, g.pad_h, extra_h}, 0);
   }
-  padded = padded.contiguous();
+  padded = nchw_contiguous(padded);
   return padded.view({g.batch, g.in_channels, g.phase_h, g.stride_h, g.phase_w, g.stride_w})
       .permute({0, 1, 3, 5, 2, 4})
       .contiguous();
@@ -25,7 +27,7 @@ at::Tensor from_polyphase(const at::Tensor& polyphase, const SparseFilterGeometr
 
 at::Tensor to_wide(const at::Tensor& dense, const SparseFilterGeometry& g) {
   at::Tensor wide = at::zeros({dense.size(0), dense.size(1), g.out_h, g.phase_w}, dense.options());
-  wide.narrow(3, 0, g.out_w).copy_(dense);
+  wide.narrow(3, 0, g.out_w).copy_(nchw_contiguous(dense));
   return wide.view({dense.size(0), dense.size(1), g.out_h * g.phase_w});
 }
 

@@ -63,3 +63,46 @@ def test_opcheck_channels_last():
     for method in CPU_METHODS:
         torch.library.opcheck(OP.default, (x, row_ptr, col_idx, values, list(w.shape), b, [1, 1],
                                            [1, 1], [1, 1], 1, method))
+
+
+# The CPU kernels convert a channels-last input to NCHW and their NCHW output back with a
+# blocked transpose (csrc/common/memory_format.cpp): tiles of 64 x 64 float32 (32 x 32
+# float64) made of 8 x 8 (4 x 4) vector blocks, elements left over on each side, and an
+# element-wise path for 2-byte dtypes. These shapes put channel and pixel counts on both
+# sides of each of those sizes. The conversion only moves elements, so the result must be
+# bitwise the NCHW call's.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16,
+                                   torch.bfloat16])
+@pytest.mark.parametrize("in_channels, out_channels, size, kernel, stride, batch", [
+    (3, 5, (3, 5), 3, 1, 2),       # nothing fills a vector block
+    (8, 16, (4, 4), 1, 1, 1),      # whole blocks only
+    (13, 70, (17, 20), 1, 1, 2),   # 340 pixels: bands of 64 and a rest; 70 channels out
+    (70, 9, (9, 9), 3, 1, 3),      # 70 channels in: 64 by vectors, 6 by elements
+    (24, 40, (15, 14), 1, 2, 2),   # a strided 1x1: the pixels picked in channels-last
+    (16, 16, (12, 11), 3, 1, 9),   # a batch that fills a lanes block and a sample more
+])
+def test_channels_last_conversions_are_exact(dtype, in_channels, out_channels, size, kernel,
+                                             stride, batch):
+    torch.manual_seed(11)
+    x = torch.randn(batch, in_channels, *size).to(dtype)
+    w = random_weight((out_channels, in_channels, kernel, kernel), 0.3, torch.float32).to(dtype)
+    b = torch.randn(out_channels).to(dtype)
+    padding = 0 if kernel == 1 else 1
+    x_last = x.contiguous(memory_format=torch.channels_last)
+    out = tsc.sparse_conv2d(x_last, w, b, stride=stride, padding=padding, method="direct")
+    nchw = tsc.sparse_conv2d(x, w, b, stride=stride, padding=padding, method="direct")
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out, nchw)
+    if dtype in (torch.float32, torch.float64):
+        torch.testing.assert_close(out, F.conv2d(x, w, b, stride=stride, padding=padding))
+
+
+def test_channels_last_views_that_are_not_contiguous():
+    """A channels-last tensor sliced so that it is contiguous in neither format goes through
+    ATen's copy: the same result."""
+    torch.manual_seed(12)
+    x = torch.randn(2, 16, 10, 12).contiguous(memory_format=torch.channels_last)[:, 2:13, 1:]
+    assert not x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last)
+    w = random_weight((7, 11, 3, 3), 0.3, torch.float32)
+    out = tsc.sparse_conv2d(x, w, None, padding=1, method="direct")
+    torch.testing.assert_close(out, F.conv2d(x, w, None, padding=1))

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "csrc/common/arithmetic.h"
+#include "csrc/common/memory_format.h"
 #include "csrc/sparse_filter/cpu/simd.h"
 #include "csrc/sparse_filter/cpu/sorted_taps.h"
 #include "csrc/sparse_filter/polyphase.h"
@@ -103,7 +104,7 @@ void direct_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   constexpr at::ScalarType compute_dtype = c10::CppTypeToScalarType<scalar_t>::value;
   constexpr int64_t lanes = vector_lanes<scalar_t>();
   const auto& simd = sparse_filter_simd<scalar_t>();
-  const at::Tensor input_c = input.contiguous();
+  const at::Tensor input_c = nchw_contiguous(input);
   const io_t* in = input_c.data_ptr<io_t>();
   at::Tensor bias_c = bias.has_value() && bias->defined()
                           ? bias->to(compute_dtype).contiguous() : at::Tensor();
@@ -187,9 +188,10 @@ void sparse_filter_direct_forward_cpu(const at::Tensor& input, const at::Tensor&
     // A strided 1x1 convolution without padding reads every stride-th pixel (ResNet-50's
     // downsampling shortcuts): on those pixels, copied out, it is a stride-1 one. (The
     // layouts would otherwise lay out every phase plane of which it reads one.)
-    const at::Tensor picked = input.slice(2, 0, g.in_h, g.stride_h)
-                                  .slice(3, 0, g.in_w, g.stride_w)
-                                  .contiguous();
+    // (Picked in the input's own memory format: a channels-last gather copies whole pixels.)
+    const at::Tensor picked = nchw_contiguous(input.slice(2, 0, g.in_h, g.stride_h)
+                                                  .slice(3, 0, g.in_w, g.stride_w)
+                                                  .contiguous(input.suggest_memory_format()));
     SparseFilterGeometry unit = g;
     unit.in_h = unit.phase_h = g.out_h;
     unit.in_w = unit.phase_w = g.out_w;

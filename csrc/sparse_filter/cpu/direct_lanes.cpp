@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "csrc/common/arithmetic.h"
+#include "csrc/common/memory_format.h"
 #include "csrc/common/output_buffer_cache.h"
 #include "csrc/sparse_filter/cpu/direct.h"
 #include "csrc/sparse_filter/cpu/lanes_simd.h"
@@ -149,7 +150,7 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   constexpr at::ScalarType compute_dtype = c10::CppTypeToScalarType<scalar_t>::value;
   constexpr int64_t L = lanes<scalar_t>();
   const LaneKernels<scalar_t>& kernels = *lane_kernels<scalar_t>();
-  const at::Tensor input_c = input.contiguous();
+  const at::Tensor input_c = nchw_contiguous(input);
   const io_t* in = input_c.data_ptr<io_t>();
   at::Tensor bias_c = bias.has_value() && bias->defined()
                           ? bias->to(compute_dtype).contiguous() : at::Tensor();

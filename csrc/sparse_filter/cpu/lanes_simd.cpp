@@ -2,33 +2,15 @@
 
 #include <algorithm>
 #include <array>
-#include <cstring>
 #include <utility>
 
 #include "csrc/common/cpu_isa.h"
+#include "csrc/common/vector.h"
 
 namespace torch_sparse_conv {
 
 #ifdef TSC_X86_ISAS
 namespace {
-
-#define TSC_INLINE inline __attribute__((always_inline))
-
-// A vector of Bytes bytes of scalar_t through GCC's vector extension: 32 bytes (ymm registers,
-// of which AVX-512 has 32 and AVX2 16) for the transposes and the AVX2 tiles, 64 (zmm) for the
-// AVX-512 tiles.
-template <typename scalar_t, int Bytes = 32>
-struct Vec {
-  typedef scalar_t type __attribute__((vector_size(Bytes)));
-  static constexpr int lanes = Bytes / sizeof(scalar_t);
-  static TSC_INLINE type load(const scalar_t* p) {
-    type v;
-    std::memcpy(&v, p, sizeof(v));
-    return v;
-  }
-  static TSC_INLINE void store(scalar_t* p, type v) { std::memcpy(p, &v, sizeof(v)); }
-  static TSC_INLINE type broadcast(scalar_t s) { return type{} + s; }
-};
 
 // The tile of LaneKernels::tile with its shape fixed at compile time, so the R * T
 // accumulators are registers and every load is base + constant. A vector of Bytes holds
@@ -61,43 +43,6 @@ TSC_INLINE void tile_impl(const scalar_t* x, int64_t row_stride, const int64_t* 
   }
 #pragma GCC unroll 32
   for (int u = 0; u < R * T; ++u) V::store(out + u * VL, acc[u]);
-}
-
-// In-register transpose of a lanes x lanes block: v[i][j] -> v[j][i].
-TSC_INLINE void transpose(Vec<float>::type (&v)[8]) {
-  using F = Vec<float>::type;
-  using I = int __attribute__((vector_size(32)));
-  F a[8], b[8];
-  for (int i = 0; i < 8; i += 2) {  // interleave pairs of rows, element by element
-    a[i] = __builtin_shuffle(v[i], v[i + 1], I{0, 8, 1, 9, 4, 12, 5, 13});
-    a[i + 1] = __builtin_shuffle(v[i], v[i + 1], I{2, 10, 3, 11, 6, 14, 7, 15});
-  }
-  for (int i = 0; i < 8; i += 4) {  // then pairs of elements
-    for (int j = 0; j < 2; ++j) {
-      b[i + j] = __builtin_shuffle(a[i + j], a[i + j + 2], I{0, 1, 8, 9, 4, 5, 12, 13});
-      b[i + j + 2] = __builtin_shuffle(a[i + j], a[i + j + 2], I{2, 3, 10, 11, 6, 7, 14, 15});
-    }
-  }
-  for (int i = 0; i < 4; ++i) {  // then halves
-    v[i] = __builtin_shuffle(b[i], b[i + 4], I{0, 1, 2, 3, 8, 9, 10, 11});
-    v[i + 4] = __builtin_shuffle(b[i], b[i + 4], I{4, 5, 6, 7, 12, 13, 14, 15});
-  }
-  // The steps above leave the columns in the order 0 2 1 3 4 6 5 7.
-  F t[8] = {v[0], v[2], v[1], v[3], v[4], v[6], v[5], v[7]};
-  for (int i = 0; i < 8; ++i) v[i] = t[i];
-}
-
-TSC_INLINE void transpose(Vec<double>::type (&v)[4]) {
-  using D = Vec<double>::type;
-  using I = long __attribute__((vector_size(32)));
-  const D a0 = __builtin_shuffle(v[0], v[1], I{0, 4, 2, 6});
-  const D a1 = __builtin_shuffle(v[0], v[1], I{1, 5, 3, 7});
-  const D a2 = __builtin_shuffle(v[2], v[3], I{0, 4, 2, 6});
-  const D a3 = __builtin_shuffle(v[2], v[3], I{1, 5, 3, 7});
-  v[0] = __builtin_shuffle(a0, a2, I{0, 1, 4, 5});
-  v[1] = __builtin_shuffle(a1, a3, I{0, 1, 4, 5});
-  v[2] = __builtin_shuffle(a0, a2, I{2, 3, 6, 7});
-  v[3] = __builtin_shuffle(a1, a3, I{2, 3, 6, 7});
 }
 
 // Calls block(q) for the blocks of L positions q .. q + L - 1 that cover [0, len): a run that

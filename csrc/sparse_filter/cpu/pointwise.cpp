@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "csrc/common/arithmetic.h"
+#include "csrc/common/memory_format.h"
 #include "csrc/sparse_filter/cpu/direct.h"
 #include "csrc/sparse_filter/cpu/simd.h"
 #include "csrc/sparse_filter/cpu/sorted_taps.h"
@@ -46,7 +47,7 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
                        at::Tensor& output) {
   constexpr int64_t lanes = vector_lanes<scalar_t>();
   const auto& simd = sparse_filter_simd<scalar_t>();
-  const at::Tensor input_c = input.contiguous();
+  const at::Tensor input_c = nchw_contiguous(input);
   const scalar_t* in = input_c.data_ptr<scalar_t>();
   const at::Tensor bias_c =
       bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();

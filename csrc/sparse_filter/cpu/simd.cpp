@@ -1,15 +1,14 @@
 #include "csrc/sparse_filter/cpu/simd.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "csrc/common/arithmetic.h"
 #include "csrc/common/cpu_isa.h"
+#include "csrc/common/vector.h"
 
 namespace torch_sparse_conv {
 namespace {
 
-#define TSC_INLINE inline __attribute__((always_inline))
 // With AVX-512 enabled, 32-byte vectors (12 of the 32 ymm registers) measured faster than
 // 64-byte ones: an unaligned 64-byte load always splits across cache lines, a 32-byte one
 // only half the time, and the runs start at arbitrary tap shifts.
@@ -17,23 +16,6 @@ namespace {
 #define TSC_AVX512_BYTES 32
 #define TSC_AVX512_UNROLL 12
 #endif
-
-// BYTES-wide vectors through GCC's vector extension: each instruction set uses its native
-// width (64 bytes: zmm, 32: ymm, 16: xmm), so accumulators never spill.
-template <typename scalar_t, int BYTES>
-struct Vec {
-  typedef scalar_t type __attribute__((vector_size(BYTES)));
-  static constexpr int lanes = BYTES / sizeof(scalar_t);
-  static TSC_INLINE type load(const scalar_t* p) {
-    type v;
-    std::memcpy(&v, p, sizeof(v));  // unaligned load
-    return v;
-  }
-  static TSC_INLINE void store(scalar_t* p, type v) { std::memcpy(p, &v, sizeof(v)); }
-  // One vbroadcastss/sd. A loop filling the lanes compiled to a chain of 7 vinsertps per
-  // weight, which saturated the shuffle port: 1x1 256->64 @56 ran at 33 GFLOP/s in the loop.
-  static TSC_INLINE type broadcast(scalar_t s) { return type{} + s; }
-};
 
 // U consecutive vectors of out: accumulators in registers, every nonzero streamed through.
 // They start from out's current values (accumulate) or from init.
