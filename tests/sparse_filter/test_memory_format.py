@@ -66,7 +66,7 @@ def test_opcheck_channels_last():
 
 
 # The CPU kernels convert a channels-last input to NCHW and their NCHW output back with a
-# blocked transpose (csrc/common/memory_format.cpp): tiles of 64 x 64 float32 (32 x 32
+# blocked transpose (csrc/common/memory_format.cpp): tiles of 32 x 32 float32 (16 x 16
 # float64) made of 8 x 8 (4 x 4) vector blocks, elements left over on each side, and an
 # element-wise path for 2-byte dtypes. These shapes put channel and pixel counts on both
 # sides of each of those sizes. The conversion only moves elements, so the result must be
@@ -76,7 +76,7 @@ def test_opcheck_channels_last():
 @pytest.mark.parametrize("in_channels, out_channels, size, kernel, stride, batch", [
     (3, 5, (3, 5), 3, 1, 2),       # nothing fills a vector block
     (8, 16, (4, 4), 1, 1, 1),      # whole blocks only
-    (13, 70, (17, 20), 1, 1, 2),   # 340 pixels: bands of 64 and a rest; 70 channels out
+    (13, 70, (17, 20), 1, 1, 2),   # 340 pixels: bands of 32 and a rest; 70 channels out
     (70, 9, (9, 9), 3, 1, 3),      # 70 channels in: 64 by vectors, 6 by elements
     (24, 40, (15, 14), 1, 2, 2),   # a strided 1x1: the pixels picked in channels-last
     (16, 16, (12, 11), 3, 1, 9),   # a batch that fills a lanes block and a sample more
