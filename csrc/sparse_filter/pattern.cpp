@@ -97,6 +97,82 @@ SparseFilterGeometry check_sparse_filter_backward_args(
   return g;
 }
 
+TransposedFilter transposed_filter(const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                                   const at::Tensor& values, const SparseFilterGeometry& g) {
+  const int64_t* r = row_ptr.data_ptr<int64_t>();
+  const int64_t* c = col_idx.data_ptr<int64_t>();
+  const int64_t nnz = col_idx.size(0);
+  const int64_t kernel = g.kernel_h * g.kernel_w;
+  const int64_t ocpg = g.out_channels_per_group(), icpg = g.in_channels_per_group();
+  // Per filter column: its input channel in the group, and its tap flipped in both
+  // dimensions (tables, so the passes over the taps do not divide).
+  std::vector<int64_t> channel_of(g.taps_per_filter()), flipped_of(g.taps_per_filter());
+  for (int64_t col = 0; col < g.taps_per_filter(); ++col) {
+    const int64_t tap = col % kernel;
+    channel_of[col] = col / kernel;
+    flipped_of[col] = (g.kernel_h - 1 - tap / g.kernel_w) * g.kernel_w +
+                      (g.kernel_w - 1 - tap % g.kernel_w);
+  }
+  // A counting sort in parallel: each part of the output channels counts its taps per input
+  // channel, then writes them from its own offsets, so the rows keep output-channel order.
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(),
+                                                               g.out_channels / 16));
+  const int64_t per_part = (g.out_channels + parts - 1) / parts;
+  const int64_t channels = g.in_channels;
+  std::vector<int64_t> offset(parts * channels, 0);  // offset[p * channels + ic]
+  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      int64_t* count = offset.data() + p * channels;
+      for (int64_t oc = p * per_part; oc < std::min(g.out_channels, (p + 1) * per_part); ++oc) {
+        const int64_t first_channel = oc / ocpg * icpg;
+        for (int64_t k = r[oc]; k < r[oc + 1]; ++k) ++count[first_channel + channel_of[c[k]]];
+      }
+    }
+  });
+  std::vector<int64_t> start(channels + 1, 0);
+  int64_t running = 0;
+  for (int64_t ic = 0; ic < channels; ++ic) {
+    start[ic] = running;
+    for (int64_t p = 0; p < parts; ++p) {
+      const int64_t count = offset[p * channels + ic];
+      offset[p * channels + ic] = running;
+      running += count;
+    }
+  }
+  start[channels] = running;
+  TransposedFilter t;
+  t.row_ptr = at::from_blob(start.data(), {channels + 1}, at::kLong).clone();
+  t.col_idx = at::empty({nnz}, col_idx.options());
+  t.values = at::empty({nnz}, values.options());
+  t.weight_size = {g.in_channels, ocpg, g.kernel_h, g.kernel_w};
+  int64_t* tc = t.col_idx.data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "transposed_filter", [&] {
+    const scalar_t* v = values.data_ptr<scalar_t>();
+    scalar_t* tv = t.values.data_ptr<scalar_t>();
+    at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) {
+        int64_t* fill = offset.data() + p * channels;
+        for (int64_t oc = p * per_part; oc < std::min(g.out_channels, (p + 1) * per_part);
+             ++oc) {
+          const int64_t first_channel = oc / ocpg * icpg, first_column = oc % ocpg * kernel;
+          // Backwards: flipping reverses the taps' order inside a channel pair, so a row
+          // sorted by column gives rows sorted by column (the forward then need not sort).
+          for (int64_t k = r[oc + 1] - 1; k >= r[oc]; --k) {
+            const int64_t slot = fill[first_channel + channel_of[c[k]]]++;
+            tc[slot] = first_column + flipped_of[c[k]];
+            tv[slot] = v[k];
+          }
+        }
+      }
+    });
+  });
+  return t;
+}
+
+std::array<int64_t, 2> transposed_padding(const SparseFilterGeometry& g) {
+  return {g.dilation_h * (g.kernel_h - 1) - g.pad_h, g.dilation_w * (g.kernel_w - 1) - g.pad_w};
+}
+
 FilterTaps make_filter_taps(
     const at::Tensor& row_ptr, const at::Tensor& col_idx, const SparseFilterGeometry& g) {
   auto rp = row_ptr.contiguous();

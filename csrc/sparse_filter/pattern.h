@@ -10,6 +10,7 @@
 
 #include <ATen/ATen.h>
 
+#include <array>
 #include <cstdint>
 #include <vector>
 
@@ -49,6 +50,22 @@ SparseFilterGeometry check_sparse_filter_backward_args(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& row_ptr,
     const at::Tensor& col_idx, const at::Tensor& values, at::IntArrayRef weight_size,
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups);
+
+// The filter of the gradient of the input: for stride 1, the input's gradient is the
+// convolution of grad_output with every tap moved to (input channel, output channel) and
+// flipped in both kernel dimensions, padded d (k - 1) - p (transposed_padding). Its CSR over
+// the input channels, (C_in, C_out/groups, kH, kW), by a counting sort of the taps: O(nnz +
+// C_in), each row in order of output channel. Taps of one (output, input) channel pair keep
+// their values; duplicates stay duplicates.
+struct TransposedFilter {
+  at::Tensor row_ptr, col_idx, values;
+  std::vector<int64_t> weight_size;
+};
+TransposedFilter transposed_filter(const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                                   const at::Tensor& values, const SparseFilterGeometry& g);
+// d (k - 1) - p per dimension: the padding of the gradient's convolution (negative where the
+// forward's padding exceeds its kernel's reach; then it is not a convolution).
+std::array<int64_t, 2> transposed_padding(const SparseFilterGeometry& g);
 
 // Per-nonzero facts every kernel needs: the output channel of each nonzero and the offset of
 // its tap inside the polyphase layout of the whole sample (group and channel included).

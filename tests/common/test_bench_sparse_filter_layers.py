@@ -256,8 +256,11 @@ def test_resnet_suite_on_a_tiny_resnet18():
     assert len(rows) == resnet50.cells(config) == 1
     row = rows[0]
     assert row["convs"] == 20 and 0.09 < row["density"] < 0.11
-    # default_config folds batch norm for a second pair of contenders
-    assert {"dense", "ours:auto", "dense+fold-bn", "ours:auto+fold-bn"} == set(row["seconds"])
+    # default_config folds batch norm for a second pair of contenders, and runs dense and
+    # ours:auto+fold-bn channels-last too
+    contenders = {"dense", "ours:auto", "dense+fold-bn", "ours:auto+fold-bn",
+                  "dense/channels-last", "ours:auto+fold-bn/channels-last"}
+    assert set(row["seconds"]) == contenders
     assert "ours:no-such-method" in row["unavailable"]
     assert row["useful_gflop"] < row["dense_gflop"]
     assert row["images_per_second"]["dense"] == pytest.approx(1 / row["seconds"]["dense"])
@@ -267,8 +270,7 @@ def test_resnet_suite_on_a_tiny_resnet18():
     assert text.startswith("## Sparse-filter conv2d: the whole ResNet-50 on CPU")
     assert "20 convolutions pruned" in text and "Useful GFLOP/s (images/s)" in text
     assert isinstance(resnet50.losses(result), list)
-    assert set(resnet50.summarize(rows)["per_batch"]["1"]) == {
-        "dense", "ours:auto", "dense+fold-bn", "ours:auto+fold-bn"}
+    assert set(resnet50.summarize(rows)["per_batch"]["1"]) == contenders
 
 
 def test_resnet_suite_says_why_without_torchvision(monkeypatch, tmp_path):

@@ -1,7 +1,9 @@
 // _sparse_filter_conv2d_backward on CPU.
 //
-// Both gradients reuse the forward's layouts: the input in polyphase layout and grad_output
-// in wide layout (zeros in the padding columns), so each kept tap is one contiguous run:
+// At stride 1 the gradient of the input is a forward convolution with the transposed filter
+// (pattern.h) and runs on the forward's kernels. Otherwise both gradients use the polyphase
+// layout of the input and the wide layout of grad_output (zeros in the padding columns), so
+// each kept tap is one contiguous run:
 //   grad_values[k] = sum_n dot(grad_output_wide[n, oc(k)], input_polyphase[n] + offset(k))
 //   grad_input_polyphase[n] + offset(k) += values[k] * grad_output_wide[n, oc(k)]
 #include <ATen/ATen.h>
@@ -16,6 +18,7 @@
 #include "csrc/sparse_filter/geometry.h"
 #include "csrc/sparse_filter/polyphase.h"
 #include "csrc/sparse_filter/pattern.h"
+#include "csrc/sparse_filter/cpu/forward.h"
 #include "csrc/sparse_filter/cpu/simd.h"
 
 namespace torch_sparse_conv {
@@ -102,11 +105,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
   if (!output_mask[0] && !output_mask[1]) return {grad_input, grad_values, grad_bias};
 
   at::Tensor rp = row_ptr.contiguous(), ci = col_idx.contiguous(), val = values.contiguous();
-  const FilterTaps taps = make_filter_taps(rp, ci, g);
   const bool empty = g.batch == 0 || g.out_h * g.out_w == 0;
-  at::Tensor grad_wide = empty ? at::Tensor() : to_wide(grad_output, g);
+  const bool transposed = output_mask[0] && !empty && stride[0] == 1 && stride[1] == 1 &&
+                          transposed_padding(g)[0] >= 0 && transposed_padding(g)[1] >= 0;
+  // What the polyphase kernels below read: the taps' offsets and grad_output in wide layout.
+  const bool polyphase_kernels = output_mask[1] || (output_mask[0] && !transposed);
+  const FilterTaps taps = polyphase_kernels ? make_filter_taps(rp, ci, g) : FilterTaps();
+  at::Tensor grad_wide = empty || !polyphase_kernels ? at::Tensor() : to_wide(grad_output, g);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "sparse_filter_conv2d_backward_cpu", [&] {
-    if (output_mask[0]) {
+    if (transposed) {
+      // The convolution of grad_output with the transposed filter, on the forward's kernels
+      // ('auto' picks among them as for any layer of this shape and density).
+      const TransposedFilter t = transposed_filter(rp, ci, val, g);
+      grad_input = sparse_filter_conv2d_cpu(
+          grad_output, t.row_ptr, t.col_idx, t.values, t.weight_size, c10::nullopt, {1, 1},
+          transposed_padding(g), {g.dilation_h, g.dilation_w}, g.groups, "auto");
+    } else if (output_mask[0]) {
       at::Tensor grad_polyphase = at::zeros(
           {g.batch, g.in_channels, g.stride_h, g.stride_w, g.phase_h, g.phase_w}, input.options());
       if (!empty) grad_input_cpu<scalar_t>(grad_wide, val, taps, g, grad_polyphase);

@@ -12,6 +12,7 @@
 #include "csrc/common/memory_format.h"
 #include "csrc/sparse_filter/method.h"
 #include "csrc/sparse_filter/cpu/direct.h"
+#include "csrc/sparse_filter/cpu/forward.h"
 #include "csrc/sparse_filter/geometry.h"
 #include "csrc/sparse_filter/polyphase.h"
 #include "csrc/sparse_filter/checks.h"
@@ -95,6 +96,8 @@ void unfold_forward(const at::Tensor& polyphase, const at::Tensor& row_ptr,
   }
 }
 
+}  // namespace
+
 at::Tensor sparse_filter_conv2d_cpu(const at::Tensor& input, const at::Tensor& row_ptr,
                                     const at::Tensor& col_idx, const at::Tensor& values,
                                     at::IntArrayRef weight_size,
@@ -143,7 +146,6 @@ at::Tensor sparse_filter_conv2d_cpu(const at::Tensor& input, const at::Tensor& r
   return in_memory_format_of(input, output);
 }
 
-}  // namespace
 }  // namespace torch_sparse_conv
 
 TORCH_LIBRARY_IMPL(torch_sparse_conv, CPU, m) {

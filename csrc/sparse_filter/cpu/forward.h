@@ -1,0 +1,17 @@
+// sparse_filter_conv2d's CPU kernel (forward.cpp), also called directly by the CPU backward:
+// the gradient of the input at stride 1 is this convolution with the transposed filter
+// (pattern.h, transposed_filter), so it runs on the forward's fast layouts.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace torch_sparse_conv {
+
+at::Tensor sparse_filter_conv2d_cpu(const at::Tensor& input, const at::Tensor& row_ptr,
+                                    const at::Tensor& col_idx, const at::Tensor& values,
+                                    at::IntArrayRef weight_size,
+                                    const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                    at::IntArrayRef padding, at::IntArrayRef dilation,
+                                    int64_t groups, c10::string_view method_name);
+
+}  // namespace torch_sparse_conv

@@ -1,0 +1,124 @@
+"""The gradient of the input at stride 1: the forward convolution of grad_output with the
+transposed, flipped filter (csrc/sparse_filter/pattern.h, transposed_filter), on the forward's
+kernels; at other strides, or where the padding exceeds the kernel's reach (the transposed
+padding would be negative), the scatter kernel. Both against autograd of F.conv2d."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import torch_sparse_conv as tsc
+
+from testing import random_weight
+
+BACKWARD = torch.ops.torch_sparse_conv._sparse_filter_conv2d_backward
+
+
+def _grad_input(x, w, grad_out, stride, padding, dilation, groups):
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(w)
+    grad_input, _, _ = BACKWARD(grad_out, x, row_ptr, col_idx, values, list(w.shape),
+                                list(stride), list(padding), list(dilation), groups,
+                                [True, False, False])
+    return grad_input
+
+
+def _expected(x, w, grad_out, stride, padding, dilation, groups):
+    leaf = x.clone().requires_grad_()
+    out = F.conv2d(leaf, w, None, stride, padding, dilation, groups)
+    (grad,) = torch.autograd.grad(out, leaf, grad_out)
+    return grad
+
+
+# (batch, in, out, groups, size, kernel, padding, dilation): batches that do and do not fill
+# a lanes block (8 float32, 4 float64), 1x1 (pointwise), 3x3, non-square and even kernels,
+# groups, dilation, zero and partial padding, odd channel counts.
+CASES = [
+    (1, 5, 7, 1, (9, 8), (3, 3), (1, 1), (1, 1)),
+    (8, 16, 24, 1, (7, 7), (3, 3), (1, 1), (1, 1)),
+    (9, 12, 10, 1, (14, 14), (1, 1), (0, 0), (1, 1)),
+    (3, 8, 6, 2, (10, 12), (3, 2), (0, 1), (1, 1)),
+    (4, 6, 9, 3, (11, 9), (5, 3), (2, 1), (1, 2)),
+    (2, 7, 5, 1, (8, 10), (2, 4), (1, 0), (2, 1)),
+    (8, 4, 4, 4, (6, 6), (3, 3), (1, 1), (1, 1)),  # depthwise
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", CASES, ids=[f"case{i}" for i in range(len(CASES))])
+@pytest.mark.parametrize("density", [0.1, 1.0])
+def test_transposed_filter_gives_the_input_gradient(dtype, case, density):
+    batch, cin, cout, groups, size, kernel, padding, dilation = case
+    gen = torch.Generator().manual_seed(sum(size) + cin)
+    x = torch.randn(batch, cin, *size, dtype=dtype, generator=gen)
+    w = random_weight((cout, cin // groups, *kernel), density, dtype, gen)
+    out_shape = F.conv2d(x, w, None, 1, padding, dilation, groups).shape
+    grad_out = torch.randn(out_shape, dtype=dtype, generator=gen)
+    got = _grad_input(x, w, grad_out, (1, 1), padding, dilation, groups)
+    expected = _expected(x, w, grad_out, (1, 1), padding, dilation, groups)
+    tolerance = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10,
+                                                                              atol=1e-10)
+    torch.testing.assert_close(got, expected, **tolerance)
+
+
+@pytest.mark.parametrize("stride, padding", [((2, 2), (1, 1)), ((1, 2), (0, 1)),
+                                             ((1, 1), (3, 2)), ((1, 1), (2, 0))])
+def test_strides_and_wide_padding_take_the_scatter_kernel(stride, padding):
+    """Stride 2, and padding beyond d (k - 1) (a negative transposed padding)."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 6, 9, 10, dtype=torch.float64, generator=gen)
+    w = random_weight((5, 6, 3, 2), 0.4, torch.float64, gen)
+    out_shape = F.conv2d(x, w, None, stride, padding).shape
+    grad_out = torch.randn(out_shape, dtype=torch.float64, generator=gen)
+    torch.testing.assert_close(_grad_input(x, w, grad_out, stride, padding, (1, 1), 1),
+                               _expected(x, w, grad_out, stride, padding, (1, 1), 1))
+
+
+def test_unsorted_and_duplicate_taps():
+    """A hand-made CSR with columns out of order and a column twice (their values add)."""
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(8, 3, 6, 7, dtype=torch.float64, generator=gen)
+    w = random_weight((4, 3, 3, 3), 0.5, torch.float64, gen)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(w)
+    first = int(row_ptr[1])
+    assert first >= 2
+    col_idx = torch.cat([col_idx[:first].flip(0), col_idx[:1], col_idx[first:]])
+    values = torch.cat([values[:first].flip(0), torch.tensor([0.5], dtype=torch.float64),
+                        values[first:]])
+    row_ptr = torch.cat([row_ptr[:1], row_ptr[1:] + 1])
+    dense = tsc.unpack_sparse_filter(row_ptr, col_idx, values, [4, 3, 3, 3])
+    grad_out = torch.randn(8, 4, 6, 7, dtype=torch.float64, generator=gen)
+    grad_input, _, _ = BACKWARD(grad_out, x, row_ptr, col_idx, values, [4, 3, 3, 3], [1, 1],
+                                [1, 1], [1, 1], 1, [True, False, False])
+    torch.testing.assert_close(grad_input, _expected(x, dense, grad_out, 1, (1, 1), 1, 1))
+
+
+def test_channels_last_and_expanded_grad_output():
+    """grad_output channels-last, or expanded from a scalar (what out.sum().backward()
+    sends): the same gradient."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(8, 16, 7, 7, generator=gen).contiguous(memory_format=torch.channels_last)
+    w = random_weight((16, 16, 3, 3), 0.1, torch.float32, gen)
+    leaf = x.clone().requires_grad_()
+    layer = tsc.SparseConv2d.from_dense(torch.nn.Conv2d(16, 16, 3, padding=1, bias=False),
+                                        mask=w != 0)
+    layer(leaf).sum().backward()
+    ref = x.clone().requires_grad_()
+    F.conv2d(ref, layer.dense_weight().detach(), None, 1, 1).sum().backward()
+    torch.testing.assert_close(leaf.grad, ref.grad, rtol=1e-4, atol=1e-4)
+    grad_out = torch.randn(8, 16, 7, 7, generator=gen).contiguous(
+        memory_format=torch.channels_last)
+    torch.testing.assert_close(_grad_input(x, w, grad_out, (1, 1), (1, 1), (1, 1), 1),
+                               _expected(x, w, grad_out, 1, (1, 1), 1, 1), rtol=1e-4,
+                               atol=1e-4)
+
+
+def test_gradcheck_float64_through_the_transposed_filter():
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(4, 4, 6, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    w = random_weight((6, 2, 3, 2), 0.5, torch.float64, gen)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(w)
+    values = values.clone().requires_grad_()
+
+    def fn(x, values):
+        return torch.ops.torch_sparse_conv.sparse_filter_conv2d(
+            x, row_ptr, col_idx, values, list(w.shape), None, [1, 1], [1, 0], [2, 1], 2, "auto")
+    assert torch.autograd.gradcheck(fn, (x, values))
