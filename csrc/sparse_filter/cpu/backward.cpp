@@ -24,7 +24,10 @@
 namespace torch_sparse_conv {
 namespace {
 
-// Parallel over the kept taps: each tap's gradient is a dot product over the batch.
+// Parallel over the kept taps: each tap's gradient is a dot product over the batch. A task
+// takes its taps sample by sample, so one sample's input (all its channels: 0.9 MB at
+// 64x56x56) is read from L2 by every tap of the task; tap by tap, each tap read its planes
+// of all samples from L3 (10 ms against dense's 7.5 on 64x56x56 at 90 %, batch 8).
 template <typename scalar_t>
 void grad_values_cpu(const at::Tensor& grad_wide, const at::Tensor& polyphase,
                      const FilterTaps& taps, const SparseFilterGeometry& g,
@@ -39,14 +42,12 @@ void grad_values_cpu(const at::Tensor& grad_wide, const at::Tensor& polyphase,
   const int64_t nnz = grad_values.size(0);
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, len * g.batch));
   at::parallel_for(0, nnz, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t k = begin; k < end; ++k) {
-      const int64_t oc = taps.out_channel[k];
-      scalar_t sum = 0;
-      for (int64_t n = 0; n < g.batch; ++n) {
-        sum += simd.dot(go + (n * g.out_channels + oc) * wide_plane,
-                        in + n * sample_block + taps.input_offset[k], len);
+    for (int64_t k = begin; k < end; ++k) gv[k] = 0;
+    for (int64_t n = 0; n < g.batch; ++n) {
+      for (int64_t k = begin; k < end; ++k) {
+        gv[k] += simd.dot(go + (n * g.out_channels + taps.out_channel[k]) * wide_plane,
+                          in + n * sample_block + taps.input_offset[k], len);
       }
-      gv[k] = sum;
     }
   });
 }
