@@ -10,15 +10,18 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <array>
 #include <numeric>
 #include <vector>
 
+#include "csrc/common/memory_format.h"
 #include "csrc/common/reduced_precision.h"
 #include "csrc/sparse_filter/geometry.h"
 #include "csrc/sparse_filter/polyphase.h"
 #include "csrc/sparse_filter/pattern.h"
 #include "csrc/sparse_filter/cpu/forward.h"
+#include "csrc/sparse_filter/cpu/lanes_simd.h"
 #include "csrc/sparse_filter/cpu/simd.h"
 
 namespace torch_sparse_conv {
@@ -50,6 +53,94 @@ void grad_values_cpu(const at::Tensor& grad_wide, const at::Tensor& polyphase,
       }
     }
   });
+}
+
+// grad_values at stride 1 with a block of lanes<scalar_t>() samples in the vector lanes
+// (the forward's lanes layout, lanes_simd.h): the block's input, zero-padded, as
+// [channel][padded pixel][lane] and grad_output as [channel][out row][padded width][lane]
+// (zeros past out_w), so a tap's sum over the block is one dot product of contiguous runs
+// of rows x padded width x lanes elements, 8x longer than one sample's (a 7x7 plane's runs
+// were 61 elements: 1.9 million dots at 512x7x7, batch 8). The rows go in bands of
+// kBandPixels padded pixels, so a band's input (all channels) stays in L2 while every output
+// channel of the task reads it. Parallel over output channels: each tap's sum is its own,
+// added band by band and block by block in a fixed order. grad_values starts at zero.
+template <typename scalar_t>
+void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& input,
+                           const at::Tensor& row_ptr, const FilterTaps& taps,
+                           const SparseFilterGeometry& g, at::Tensor& grad_values) {
+  constexpr int64_t L = lanes<scalar_t>();
+  constexpr int64_t kBandPixels = 256;
+  const LaneKernels<scalar_t>& kernels = *lane_kernels<scalar_t>();
+  const auto& simd = sparse_filter_simd<scalar_t>();
+  const at::Tensor x = nchw_contiguous(input), go = nchw_contiguous(grad_output);
+  const scalar_t* xp = x.data_ptr<scalar_t>();
+  const scalar_t* gp = go.data_ptr<scalar_t>();
+  const int64_t* rp = row_ptr.data_ptr<int64_t>();
+  scalar_t* gv = grad_values.data_ptr<scalar_t>();
+  // stride 1: the polyphase plane is the padded plane, and a tap's offset in it is its
+  // offset in the layout below divided by the lanes.
+  const int64_t hp = g.phase_h, wp = g.phase_w, plane = hp * wp;
+  const int64_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w;
+  const int64_t run = g.out_h * wp;  // padded pixels of a wide output plane
+  at::Tensor x_lanes = at::zeros({g.in_channels * plane * L}, x.options());
+  at::Tensor go_lanes = at::zeros({g.out_channels * run * L}, go.options());
+  scalar_t* xl = x_lanes.data_ptr<scalar_t>();
+  scalar_t* gl = go_lanes.data_ptr<scalar_t>();
+  // One row of `len` pixels of `samples` samples (src: the first sample's row, samples
+  // `sample_stride` apart) into lanes at dst; missing samples' lanes stay zero.
+  auto interleave_row = [&](const scalar_t* src, int64_t sample_stride, int64_t samples,
+                            int64_t len, scalar_t* dst) {
+    if (samples == L) return kernels.interleave(src, sample_stride, len, dst);
+    for (int64_t q = 0; q < len; ++q) {
+      for (int64_t s = 0; s < samples; ++s) dst[q * L + s] = src[s * sample_stride + q];
+    }
+  };
+  for (int64_t n0 = 0; n0 < g.batch; n0 += L) {
+    const int64_t samples = std::min<int64_t>(L, g.batch - n0);
+    if (samples < L) {  // a partial block after a full one: clear the lanes it leaves
+      x_lanes.zero_();
+      go_lanes.zero_();
+    }
+    at::parallel_for(0, g.in_channels + g.out_channels, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t item = begin; item < end; ++item) {
+        if (item < g.in_channels) {
+          const int64_t c = item;
+          for (int64_t r = 0; r < g.in_h; ++r) {
+            interleave_row(xp + (n0 * g.in_channels + c) * in_plane + r * g.in_w,
+                           g.in_channels * in_plane, samples, g.in_w,
+                           xl + (c * plane + (r + g.pad_h) * wp + g.pad_w) * L);
+          }
+        } else {
+          const int64_t oc = item - g.in_channels;
+          for (int64_t r = 0; r < g.out_h; ++r) {
+            interleave_row(gp + (n0 * g.out_channels + oc) * out_plane + r * g.out_w,
+                           g.out_channels * out_plane, samples, g.out_w,
+                           gl + (oc * run + r * wp) * L);
+          }
+        }
+      }
+    });
+    // Up to the last row's out_w pixels (the wide run): a tap never reads past its channel.
+    const int64_t wide = g.wide_len();
+    at::parallel_for(0, g.out_channels, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t q0 = 0; q0 < wide; q0 += kBandPixels) {
+        const int64_t len = std::min(kBandPixels, wide - q0) * L;
+        for (int64_t oc = begin; oc < end; ++oc) {
+          const scalar_t* band = gl + (oc * run + q0) * L;
+          for (int64_t k = rp[oc]; k < rp[oc + 1]; ++k) {
+            gv[k] += simd.dot(band, xl + (taps.input_offset[k] + q0) * L, len);
+          }
+        }
+      }
+    });
+  }
+}
+
+// Where grad_values_lanes_cpu runs: stride 1, a CPU with the lane kernels.
+bool grad_values_lanes_apply(const SparseFilterGeometry& g, at::ScalarType dtype) {
+  const bool has_kernels =
+      dtype == at::kDouble ? lane_kernels<double>() != nullptr : lane_kernels<float>() != nullptr;
+  return has_kernels && g.stride_h == 1 && g.stride_w == 1;
 }
 
 // Parallel over (sample, input channel): the taps that read an input channel are gathered
@@ -109,9 +200,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
   const bool empty = g.batch == 0 || g.out_h * g.out_w == 0;
   const bool transposed = output_mask[0] && !empty && stride[0] == 1 && stride[1] == 1 &&
                           transposed_padding(g)[0] >= 0 && transposed_padding(g)[1] >= 0;
+  const bool lanes_values = output_mask[1] && grad_values_lanes_apply(g, input.scalar_type());
   // What the polyphase kernels below read: the taps' offsets and grad_output in wide layout.
-  const bool polyphase_kernels = output_mask[1] || (output_mask[0] && !transposed);
-  const FilterTaps taps = polyphase_kernels ? make_filter_taps(rp, ci, g) : FilterTaps();
+  const bool polyphase_kernels = (output_mask[1] && !lanes_values) ||
+                                 (output_mask[0] && !transposed);
+  const FilterTaps taps = output_mask[1] || polyphase_kernels ? make_filter_taps(rp, ci, g)
+                                                              : FilterTaps();
   at::Tensor grad_wide = empty || !polyphase_kernels ? at::Tensor() : to_wide(grad_output, g);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "sparse_filter_conv2d_backward_cpu", [&] {
     if (transposed) {
@@ -129,7 +223,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
     }
     if (output_mask[1]) {
       grad_values = at::zeros_like(val);
-      if (!empty) {
+      if (!empty && lanes_values) {
+        grad_values_lanes_cpu<scalar_t>(grad_output, input, rp, taps, g, grad_values);
+      } else if (!empty) {
         grad_values_cpu<scalar_t>(grad_wide, to_polyphase(input, g), taps, g, grad_values);
       }
     }

@@ -1,0 +1,99 @@
+"""The gradient of the kept values at stride 1 with a block of samples in the vector lanes
+(csrc/sparse_filter/cpu/backward.cpp, grad_values_lanes_cpu; 8 float32 or 4 float64
+samples a block), and at other strides the per-sample kernel: both against autograd of
+F.conv2d on the masked weight, sampled at the kept taps."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import torch_sparse_conv as tsc
+
+from testing import random_weight
+
+BACKWARD = torch.ops.torch_sparse_conv._sparse_filter_conv2d_backward
+
+
+def _grad_values(x, w, grad_out, stride, padding, dilation, groups):
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(w)
+    _, grad_values, _ = BACKWARD(grad_out, x, row_ptr, col_idx, values, list(w.shape),
+                                 list(stride), list(padding), list(dilation), groups,
+                                 [False, True, False])
+    return tsc.unpack_sparse_filter(row_ptr, col_idx, grad_values, list(w.shape))
+
+
+def _expected(x, w, grad_out, stride, padding, dilation, groups):
+    leaf = w.clone().requires_grad_()
+    out = F.conv2d(x, leaf, None, stride, padding, dilation, groups)
+    (grad,) = torch.autograd.grad(out, leaf, grad_out)
+    return grad * (w != 0)
+
+
+# (batch, in, out, groups, size, kernel, padding, dilation): batches below one block, of
+# whole blocks, and of whole blocks and a partial one (its lanes cleared after a full block);
+# planes longer than one band of 256 padded pixels; 1x1, non-square and even kernels,
+# dilation, groups, no padding.
+CASES = [
+    (1, 5, 7, 1, (9, 8), (3, 3), (1, 1), (1, 1)),
+    (8, 16, 12, 1, (7, 7), (3, 3), (1, 1), (1, 1)),
+    (11, 6, 9, 1, (20, 19), (3, 3), (1, 1), (1, 1)),
+    (9, 12, 10, 1, (14, 14), (1, 1), (0, 0), (1, 1)),
+    (5, 8, 6, 2, (10, 12), (3, 2), (0, 1), (1, 1)),
+    (4, 6, 9, 3, (11, 9), (5, 3), (2, 1), (1, 2)),
+    (17, 4, 4, 4, (6, 6), (3, 3), (1, 1), (1, 1)),  # depthwise, two full blocks and one
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", CASES, ids=[f"case{i}" for i in range(len(CASES))])
+@pytest.mark.parametrize("density", [0.1, 1.0])
+def test_lanes_blocks_give_the_values_gradient(dtype, case, density):
+    batch, cin, cout, groups, size, kernel, padding, dilation = case
+    gen = torch.Generator().manual_seed(sum(size) + batch)
+    x = torch.randn(batch, cin, *size, dtype=dtype, generator=gen)
+    w = random_weight((cout, cin // groups, *kernel), density, dtype, gen)
+    out_shape = F.conv2d(x, w, None, 1, padding, dilation, groups).shape
+    grad_out = torch.randn(out_shape, dtype=dtype, generator=gen)
+    got = _grad_values(x, w, grad_out, (1, 1), padding, dilation, groups)
+    expected = _expected(x, w, grad_out, (1, 1), padding, dilation, groups)
+    tolerance = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-10,
+                                                                              atol=1e-10)
+    torch.testing.assert_close(got, expected, **tolerance)
+
+
+@pytest.mark.parametrize("stride", [(2, 2), (1, 2)])
+def test_strided_layers_take_the_per_sample_kernel(stride):
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(9, 6, 9, 10, dtype=torch.float64, generator=gen)
+    w = random_weight((5, 6, 3, 2), 0.4, torch.float64, gen)
+    out_shape = F.conv2d(x, w, None, stride, 1).shape
+    grad_out = torch.randn(out_shape, dtype=torch.float64, generator=gen)
+    torch.testing.assert_close(_grad_values(x, w, grad_out, stride, (1, 1), (1, 1), 1),
+                               _expected(x, w, grad_out, stride, (1, 1), (1, 1), 1))
+
+
+def test_inputs_channels_last_and_repeated_calls_agree_bitwise():
+    """The same call twice gives the same bits (no atomics, a fixed order), and a
+    channels-last input or grad_output gives those bits too."""
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(10, 16, 12, 12, generator=gen)
+    w = random_weight((24, 16, 3, 3), 0.1, torch.float32, gen)
+    grad_out = torch.randn(10, 24, 12, 12, generator=gen)
+    first = _grad_values(x, w, grad_out, (1, 1), (1, 1), (1, 1), 1)
+    assert torch.equal(first, _grad_values(x, w, grad_out, (1, 1), (1, 1), (1, 1), 1))
+    last = torch.channels_last
+    assert torch.equal(first, _grad_values(x.contiguous(memory_format=last), w,
+                                           grad_out.contiguous(memory_format=last), (1, 1),
+                                           (1, 1), (1, 1), 1))
+
+
+def test_gradcheck_float64_on_blocks():
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(5, 4, 5, 6, dtype=torch.float64, generator=gen, requires_grad=True)
+    w = random_weight((6, 2, 3, 2), 0.5, torch.float64, gen)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(w)
+    values = values.clone().requires_grad_()
+
+    def fn(x, values):
+        return torch.ops.torch_sparse_conv.sparse_filter_conv2d(
+            x, row_ptr, col_idx, values, list(w.shape), None, [1, 1], [1, 0], [2, 1], 2, "auto")
+    assert torch.autograd.gradcheck(fn, (x, values))
