@@ -67,6 +67,12 @@ SparseFilterMethod choose_sparse_filter_method_cpu(const at::Tensor& row_ptr,
   return direct_gain >= unfold_gain ? SparseFilterMethod::Direct : SparseFilterMethod::Unfold;
 }
 
+bool grad_values_sparse_pays(const SparseFilterGeometry& g, int64_t nnz, bool lanes) {
+  const double taps = double(g.out_channels) * double(g.taps_per_filter());
+  const double density = taps > 0 ? double(nnz) / taps : 0.0;
+  return density <= (lanes ? kGradValuesLanesMaxDensity : kGradValuesOneSampleMaxDensity);
+}
+
 at::Tensor unpack_sparse_filter_dense(const at::Tensor& row_ptr, const at::Tensor& col_idx,
                                       const at::Tensor& values, at::IntArrayRef weight_size) {
   TORCH_CHECK(weight_size.size() == 4, "unpack_sparse_filter: weight_size must have 4 elements");

@@ -50,6 +50,18 @@ constexpr double kDenseRebuild = 1.5;
 constexpr double kDenseRebuildPerDensity = 2.5;
 constexpr double kAutoMinGain = 1.05;  // leave dense only for a predicted 5% win
 
+// The CPU backward's rule for the gradient of the kept values (cpu/backward.cpp): its sparse
+// kernels up to a density, above it oneDNN's weight gradient read at the kept taps. Their
+// time relative to oneDNN's, ResNet-50's 3x3 layers (64@56 .. 512@7), 2 threads, Intel Xeon
+// with AVX-512 (2026-12-02): with the batch in the lanes (batch 8) 0.56-0.70 at 10 %,
+// 0.76-0.95 at 15 %, 1.02-1.30 at 20 %; one sample at a time (batch 1) 0.61-0.94 at 10 %,
+// 0.76-1.37 at 15 %, 1.04-1.74 at 20 %.
+constexpr double kGradValuesLanesMaxDensity = 0.15;
+constexpr double kGradValuesOneSampleMaxDensity = 0.10;
+// Whether the sparse kernels compute grad_values (`lanes`: the batch-in-lanes one takes the
+// whole blocks of samples).
+bool grad_values_sparse_pays(const SparseFilterGeometry& g, int64_t nnz, bool lanes);
+
 // "auto" | "direct" | "unfold" | "dense" | "spmm" (CUDA only); anything else is an error
 // that names the valid choices.
 SparseFilterMethod parse_sparse_filter_method(c10::string_view name);

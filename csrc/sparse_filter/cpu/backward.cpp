@@ -18,6 +18,7 @@
 #include "csrc/common/memory_format.h"
 #include "csrc/common/reduced_precision.h"
 #include "csrc/sparse_filter/geometry.h"
+#include "csrc/sparse_filter/method.h"
 #include "csrc/sparse_filter/polyphase.h"
 #include "csrc/sparse_filter/pattern.h"
 #include "csrc/sparse_filter/cpu/forward.h"
@@ -27,7 +28,8 @@
 namespace torch_sparse_conv {
 namespace {
 
-// Parallel over the kept taps: each tap's gradient is a dot product over the batch. A task
+// Adds to grad_values each tap's sum over the batch, a dot product per sample; parallel over
+// the kept taps. A task
 // takes its taps sample by sample, so one sample's input (all its channels: 0.9 MB at
 // 64x56x56) is read from L2 by every tap of the task; tap by tap, each tap read its planes
 // of all samples from L3 (10 ms against dense's 7.5 on 64x56x56 at 90 %, batch 8).
@@ -45,7 +47,6 @@ void grad_values_cpu(const at::Tensor& grad_wide, const at::Tensor& polyphase,
   const int64_t nnz = grad_values.size(0);
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, len * g.batch));
   at::parallel_for(0, nnz, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t k = begin; k < end; ++k) gv[k] = 0;
     for (int64_t n = 0; n < g.batch; ++n) {
       for (int64_t k = begin; k < end; ++k) {
         gv[k] += simd.dot(go + (n * g.out_channels + taps.out_channel[k]) * wide_plane,
@@ -63,7 +64,9 @@ void grad_values_cpu(const at::Tensor& grad_wide, const at::Tensor& polyphase,
 // were 61 elements: 1.9 million dots at 512x7x7, batch 8). The rows go in bands of
 // kBandPixels padded pixels, so a band's input (all channels) stays in L2 while every output
 // channel of the task reads it. Parallel over output channels: each tap's sum is its own,
-// added band by band and block by block in a fixed order. grad_values starts at zero.
+// added band by band and block by block in a fixed order. Adds to grad_values the sums over
+// the whole blocks of the batch; the caller takes the samples after them one at a time
+// (a block of one sample in eight lanes cost 4x dense's time at batch 1).
 template <typename scalar_t>
 void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& input,
                            const at::Tensor& row_ptr, const FilterTaps& taps,
@@ -82,40 +85,27 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
   const int64_t hp = g.phase_h, wp = g.phase_w, plane = hp * wp;
   const int64_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w;
   const int64_t run = g.out_h * wp;  // padded pixels of a wide output plane
+  // The padding and the wide columns stay zero; each block rewrites the rest.
   at::Tensor x_lanes = at::zeros({g.in_channels * plane * L}, x.options());
   at::Tensor go_lanes = at::zeros({g.out_channels * run * L}, go.options());
   scalar_t* xl = x_lanes.data_ptr<scalar_t>();
   scalar_t* gl = go_lanes.data_ptr<scalar_t>();
-  // One row of `len` pixels of `samples` samples (src: the first sample's row, samples
-  // `sample_stride` apart) into lanes at dst; missing samples' lanes stay zero.
-  auto interleave_row = [&](const scalar_t* src, int64_t sample_stride, int64_t samples,
-                            int64_t len, scalar_t* dst) {
-    if (samples == L) return kernels.interleave(src, sample_stride, len, dst);
-    for (int64_t q = 0; q < len; ++q) {
-      for (int64_t s = 0; s < samples; ++s) dst[q * L + s] = src[s * sample_stride + q];
-    }
-  };
-  for (int64_t n0 = 0; n0 < g.batch; n0 += L) {
-    const int64_t samples = std::min<int64_t>(L, g.batch - n0);
-    if (samples < L) {  // a partial block after a full one: clear the lanes it leaves
-      x_lanes.zero_();
-      go_lanes.zero_();
-    }
+  for (int64_t n0 = 0; n0 + L <= g.batch; n0 += L) {
     at::parallel_for(0, g.in_channels + g.out_channels, 1, [&](int64_t begin, int64_t end) {
       for (int64_t item = begin; item < end; ++item) {
         if (item < g.in_channels) {
           const int64_t c = item;
           for (int64_t r = 0; r < g.in_h; ++r) {
-            interleave_row(xp + (n0 * g.in_channels + c) * in_plane + r * g.in_w,
-                           g.in_channels * in_plane, samples, g.in_w,
-                           xl + (c * plane + (r + g.pad_h) * wp + g.pad_w) * L);
+            kernels.interleave(xp + (n0 * g.in_channels + c) * in_plane + r * g.in_w,
+                               g.in_channels * in_plane, g.in_w,
+                               xl + (c * plane + (r + g.pad_h) * wp + g.pad_w) * L);
           }
         } else {
           const int64_t oc = item - g.in_channels;
           for (int64_t r = 0; r < g.out_h; ++r) {
-            interleave_row(gp + (n0 * g.out_channels + oc) * out_plane + r * g.out_w,
-                           g.out_channels * out_plane, samples, g.out_w,
-                           gl + (oc * run + r * wp) * L);
+            kernels.interleave(gp + (n0 * g.out_channels + oc) * out_plane + r * g.out_w,
+                               g.out_channels * out_plane, g.out_w,
+                               gl + (oc * run + r * wp) * L);
           }
         }
       }
@@ -136,11 +126,40 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
   }
 }
 
-// Where grad_values_lanes_cpu runs: stride 1, a CPU with the lane kernels.
+// Where grad_values_lanes_cpu runs: stride 1, a CPU with the lane kernels, a whole block.
 bool grad_values_lanes_apply(const SparseFilterGeometry& g, at::ScalarType dtype) {
-  const bool has_kernels =
-      dtype == at::kDouble ? lane_kernels<double>() != nullptr : lane_kernels<float>() != nullptr;
-  return has_kernels && g.stride_h == 1 && g.stride_w == 1;
+  const bool is_double = dtype == at::kDouble;
+  const bool has_kernels = is_double ? lane_kernels<double>() != nullptr
+                                     : lane_kernels<float>() != nullptr;
+  const int64_t block = is_double ? lanes<double>() : lanes<float>();
+  return has_kernels && g.stride_h == 1 && g.stride_w == 1 && g.batch >= block;
+}
+
+// grad_values from oneDNN's dense weight gradient, read at the kept taps (duplicates of a
+// tap each get its gradient): where the sparse kernels would be slower (method.h). The
+// weight gradient does not depend on the weight, which is passed as zeros of its shape:
+// writing the dense weight from the taps (index_add) took 4 ms at 512x7x7, 20 %.
+template <typename scalar_t>
+at::Tensor dense_grad_values(const at::Tensor& grad_output, const at::Tensor& input,
+                             const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                             at::IntArrayRef weight_size, at::IntArrayRef stride,
+                             at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  const at::Tensor grad_weight = std::get<1>(at::convolution_backward(
+      grad_output, input, at::zeros(weight_size, input.options()), c10::nullopt, stride,
+      padding, dilation, /*transposed=*/false, /*output_padding=*/{0, 0}, groups,
+      {false, true, false})).contiguous();
+  const int64_t cols = weight_size[1] * weight_size[2] * weight_size[3];
+  const int64_t* rp = row_ptr.data_ptr<int64_t>();
+  const int64_t* ci = col_idx.data_ptr<int64_t>();
+  const scalar_t* gw = grad_weight.data_ptr<scalar_t>();
+  at::Tensor grad_values = at::empty({col_idx.size(0)}, input.options());
+  scalar_t* gv = grad_values.data_ptr<scalar_t>();
+  at::parallel_for(0, weight_size[0], 64, [&](int64_t begin, int64_t end) {
+    for (int64_t oc = begin; oc < end; ++oc) {
+      for (int64_t k = rp[oc]; k < rp[oc + 1]; ++k) gv[k] = gw[oc * cols + ci[k]];
+    }
+  });
+  return grad_values;
 }
 
 // Parallel over (sample, input channel): the taps that read an input channel are gathered
@@ -201,11 +220,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
   const bool transposed = output_mask[0] && !empty && stride[0] == 1 && stride[1] == 1 &&
                           transposed_padding(g)[0] >= 0 && transposed_padding(g)[1] >= 0;
   const bool lanes_values = output_mask[1] && grad_values_lanes_apply(g, input.scalar_type());
-  // What the polyphase kernels below read: the taps' offsets and grad_output in wide layout.
-  const bool polyphase_kernels = (output_mask[1] && !lanes_values) ||
+  const bool dense_values =
+      output_mask[1] && !empty && !grad_values_sparse_pays(g, ci.size(0), lanes_values);
+  // What the polyphase kernels below read: the taps' offsets and grad_output in wide layout
+  // (all of it where the lanes take no sample: the whole batch goes one sample at a time).
+  const bool polyphase_kernels = (output_mask[1] && !lanes_values && !dense_values) ||
                                  (output_mask[0] && !transposed);
-  const FilterTaps taps = output_mask[1] || polyphase_kernels ? make_filter_taps(rp, ci, g)
-                                                              : FilterTaps();
+  const bool need_taps = (output_mask[1] && !dense_values) || polyphase_kernels;
+  const FilterTaps taps = need_taps ? make_filter_taps(rp, ci, g) : FilterTaps();
   at::Tensor grad_wide = empty || !polyphase_kernels ? at::Tensor() : to_wide(grad_output, g);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "sparse_filter_conv2d_backward_cpu", [&] {
     if (transposed) {
@@ -221,12 +243,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
       if (!empty) grad_input_cpu<scalar_t>(grad_wide, val, taps, g, grad_polyphase);
       grad_input = from_polyphase(grad_polyphase, g);
     }
-    if (output_mask[1]) {
+    if (dense_values) {
+      grad_values = dense_grad_values<scalar_t>(grad_output, input, rp, ci, weight_size,
+                                                stride, padding, dilation, groups);
+    } else if (output_mask[1]) {
       grad_values = at::zeros_like(val);
-      if (!empty && lanes_values) {
+      // Whole blocks of samples in the lanes, the samples after them one at a time.
+      const int64_t blocked = lanes_values ? g.batch / lanes<scalar_t>() * lanes<scalar_t>() : 0;
+      if (!empty && blocked > 0) {
         grad_values_lanes_cpu<scalar_t>(grad_output, input, rp, taps, g, grad_values);
-      } else if (!empty) {
-        grad_values_cpu<scalar_t>(grad_wide, to_polyphase(input, g), taps, g, grad_values);
+      }
+      if (!empty && blocked < g.batch) {
+        SparseFilterGeometry rest = g;
+        rest.batch = g.batch - blocked;
+        grad_values_cpu<scalar_t>(
+            blocked > 0 ? to_wide(grad_output.narrow(0, blocked, rest.batch), rest) : grad_wide,
+            to_polyphase(input.narrow(0, blocked, rest.batch), rest), taps, rest, grad_values);
       }
     }
   });
