@@ -10,7 +10,8 @@ import torch
 
 from torch_sparse_conv.bench import __main__ as cli
 from torch_sparse_conv.bench import (plots, report, resnet50, sparse_filter,
-                                     sparse_filter_layers, toeplitz, toeplitz_workloads)
+                                     sparse_filter_layers, sparse_filter_train, toeplitz,
+                                     toeplitz_workloads)
 from torch_sparse_conv.bench.peers import probe, tf32
 from torch_sparse_conv.bench.timing import check_same, needs_lead_in, time_interleaved
 
@@ -27,6 +28,11 @@ def tiny_layers_config(quick=True, device="cpu", batch=None, rounds=None):
     return dict(layers=[dict(in_channels=6, out_channels=4, kernel=1, stride=1, size=5),
                         dict(in_channels=4, out_channels=4, kernel=3, stride=2, size=7)],
                 sparsities=[0.9], batch=batch or 2, rounds=1, methods=["direct", "auto"])
+
+
+def tiny_train_config(quick=True, device="cpu", batch=None, rounds=None):
+    return dict(tiny_layers_config(quick, device, batch, rounds), deepsparse=False,
+                training=True)
 
 
 def tiny_resnet_config(quick=True, device="cpu", batch=None, rounds=None):
@@ -265,6 +271,7 @@ def tiny_suites(monkeypatch):
         monkeypatch.setattr(suite, "default_config", tiny_workload_config(name))
     for suite in sparse_filter_layers.SUITES.values():
         monkeypatch.setattr(suite, "default_config", tiny_layers_config)
+    monkeypatch.setattr(sparse_filter_train, "default_config", tiny_train_config)
     monkeypatch.setattr(resnet50, "default_config", tiny_resnet_config)
     # The whole-model suite has its own tests (test_bench_sparse_filter_layers.py); here it
     # is skipped as without torchvision, which --suite all reports and goes on.
@@ -277,8 +284,8 @@ def test_cli_quick_run_writes_json_markdown_and_plots(tmp_path, tiny_suites, cap
              + ([] if plots.available() else ["--no-plots"]))
     assert "skipping suite resnet50: no torchvision (test)" in capsys.readouterr().err
     assert not (out / "resnet50-cpu.json").exists()
-    suites = ["sparse-filter", *sparse_filter_layers.SUITES, "toeplitz", "roi", "events",
-              "lidar"]
+    suites = ["sparse-filter", *sparse_filter_layers.SUITES, "sparse-filter-train", "toeplitz",
+              "roi", "events", "lidar"]
     for suite in suites:
         result = json.loads((out / f"{suite}-cpu.json").read_text())
         assert result["suite"] == suite and result["rows"] and result["machine"]["torch"]

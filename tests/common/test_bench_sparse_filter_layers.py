@@ -12,7 +12,7 @@ import torch
 
 from torch_sparse_conv.bench import (__main__ as cli, deepsparse_peer, deepsparse_worker,
                                      machine, onnx_spec, report, resnet50, sparse_filter,
-                                     sparse_filter_layers)
+                                     sparse_filter_layers, sparse_filter_train)
 from torch_sparse_conv.bench.timing import RemoteTimed, time_interleaved_stats
 
 needs_torchvision = pytest.mark.skipif(resnet50.unavailable() is not None,
@@ -279,3 +279,42 @@ def test_resnet_suite_says_why_without_torchvision(monkeypatch, tmp_path):
     with pytest.raises(SystemExit, match="torchvision"):
         cli.main(["--suite", "resnet50", "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()  # refused before anything ran
+
+
+def test_training_suite_checks_and_counts_three_passes():
+    """The training suite's rows: every contender's step timed after its output and both
+    gradients were checked against dense's, useful GFLOP counting the three passes."""
+    layers = [dict(in_channels=6, out_channels=4, kernel=3, stride=1, size=6),
+              dict(in_channels=4, out_channels=8, kernel=1, stride=2, size=7)]
+    config = dict(sparse_filter_train.default_config(True, "cpu"), layers=layers, batch=3,
+                  rounds=1)
+    rows = sparse_filter_train.run(config)
+    assert len(rows) == sparse_filter_train.cells(config) == 2
+    for row in rows:
+        assert {"dense", "prune-mask", "ours:auto", "ours:direct"} == set(row["seconds"])
+        forward = sparse_filter.useful_flop(row["kept"], 3, row["out_size"])
+        assert row["useful_gflop"] == pytest.approx(3 * forward / 1e9)
+    result = dict(suite=sparse_filter_train.NAME, device="cpu", config=config, rows=rows,
+                  machine=dict(peak=machine.cpu_peak(2, measure=False)))
+    text = report.section(result)
+    assert text.startswith("## " + sparse_filter_train.TITLE)
+    assert "a training step of nn.Conv2d" in text and "3 passes x 2 x kept taps" in text
+
+
+def test_training_suite_refuses_a_wrong_gradient(monkeypatch):
+    """A contender whose weight gradient is off at one kept tap stops the cell."""
+    spec = sparse_filter.layer_spec(dict(in_channels=4, out_channels=4, kernel=3, stride=1,
+                                         size=5))
+    weight = torch.randn(4, 4, 3, 3)
+    mask = (torch.rand(4, 4, 3, 3) > 0.5).float()
+    steps, dense_grads, _ = sparse_filter_train._contenders(torch.randn(2, 4, 5, 5), weight,
+                                                            mask, spec, ["direct"])
+    sparse_filter_train._check(steps, dense_grads)  # as they are: equal
+    right = steps["ours:direct"]
+
+    def wrong():
+        out, grad_x, grad_values = right()
+        return out, grad_x, grad_values + (torch.arange(grad_values.numel()) == 0)
+    steps["ours:direct"] = wrong
+    with pytest.raises(AssertionError, match="'ours:direct' disagrees"):
+        sparse_filter_train._check(steps, dense_grads)

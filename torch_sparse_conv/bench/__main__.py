@@ -12,7 +12,9 @@ turns result JSONs into BENCHMARKS.md sections (replacing the ones it wrote befo
 redraws the PNGs. The suites: sparse-filter, ResNet-50's 3x3 layers at batch 8 over a
 sparsity sweep (bench/sparse_filter.py); sparse-filter-batch1, sparse-filter-1x1 and
 sparse-filter-stride2, the same cells on batch 1 and on the 1x1 and stride-2 layers
-(bench/sparse_filter_layers.py); resnet50, the whole pruned model sparsified against dense
+(bench/sparse_filter_layers.py); sparse-filter-train, a training step (forward and both
+gradients) on those layers against dense nn.Conv2d's (bench/sparse_filter_train.py);
+resnet50, the whole pruned model sparsified against dense
 torch (bench/resnet50.py; needs torchvision); toeplitz, the sparse-input grid and sweeps
 (bench/toeplitz.py); roi, events and lidar, the sparse-input conv on generated ROI
 footprints, event-camera frames and LiDAR grids (bench/toeplitz_workloads.py).

@@ -3,7 +3,8 @@ package and the benchmark itself work without it).
 
     sparse-filter-speedup.png   speedup over the baseline against sparsity, one panel a layer,
                                 the crossover of ours:auto marked (sparse-filter-batch1 too)
-    sparse-filter-1x1-speedup.png, sparse-filter-stride2-speedup.png, resnet50-speedup.png
+    sparse-filter-1x1-speedup.png, sparse-filter-stride2-speedup.png,
+    sparse-filter-train-speedup.png, resnet50-speedup.png
                                 each cell's speedup over dense, every contender
     toeplitz-grid.png           the 36-cell grid: each cell's winner and our best speedup
     toeplitz-sweeps.png         time against batch, density, image size and kernel size
@@ -14,7 +15,8 @@ import math
 import os
 from typing import Dict, List
 
-from . import resnet50, sparse_filter, sparse_filter_layers, toeplitz, toeplitz_workloads
+from . import (resnet50, sparse_filter, sparse_filter_layers, sparse_filter_train, toeplitz,
+               toeplitz_workloads)
 
 
 def available() -> bool:
@@ -239,6 +241,10 @@ def make(result: Dict, directory: str) -> List[str]:
             return [sparse_filter_speedup(result, path)]
         return [cells_speedup(result, path, lambda r: f"{r['layer']} {r['sparsity']:.0%}",
                               layers.title)]
+    if suite == sparse_filter_train.NAME:
+        return [cells_speedup(result, os.path.join(directory, f"{suite}-speedup.png"),
+                              lambda r: f"{r['layer']} {r['sparsity']:.0%}",
+                              sparse_filter_train.TITLE)]
     if suite == "resnet50":
         return [cells_speedup(result, os.path.join(directory, "resnet50-speedup.png"),
                               lambda r: f"b{r['batch']} {r['sparsity']:.0%}", resnet50.TITLE)]

@@ -246,11 +246,15 @@ def _measure_cell(x, weight, mask, spec: Dict, device: str, config: Dict,
     return stats["seconds"], stats["faults"], unavailable
 
 
-def run(config: Dict, device: str = "cpu", progress=None) -> List[Dict]:
+def run(config: Dict, device: str = "cpu", progress=None, measure=None,
+        passes: int = 1) -> List[Dict]:
     """One row per (layer, batch, sparsity): seconds, speedup over the baseline, useful
     GFLOP/s and minor page faults per call of each contender. With ``config['deepsparse']``
     the DeepSparse peer is tried (CPU only) and what was found is recorded in
-    ``config['deepsparse_peer']``."""
+    ``config['deepsparse_peer']``. ``measure`` replaces the forward cell's measurement (the
+    training suite's steps, bench/sparse_filter_train.py), each of ``passes`` passes as
+    much useful work as the forward."""
+    measure = measure or _measure_cell
     rows = []
     generator = torch.Generator().manual_seed(0)
     batches = _batches(config)
@@ -270,11 +274,11 @@ def run(config: Dict, device: str = "cpu", progress=None) -> List[Dict]:
             for batch in batches:
                 x = x_all[:batch].contiguous()
                 for sparsity, mask in masks:
-                    seconds, faults, unavailable = _measure_cell(
+                    seconds, faults, unavailable = measure(
                         x, weight.to(device), mask.to(device), spec, device, config, session,
                         f"{label.replace(' ', '_').replace('>', '')}-b{batch}-s{sparsity}")
                     kept = int(mask.sum())
-                    flop = useful_flop(kept, batch, spec["out_size"])
+                    flop = passes * useful_flop(kept, batch, spec["out_size"])
                     row = dict(layer=label, kind=layer_kind(spec), channels=spec["in_channels"],
                                in_channels=spec["in_channels"],
                                out_channels=spec["out_channels"], kernel=spec["kernel"],
