@@ -75,10 +75,14 @@ def _contenders(x, weight, mask, spec: Dict, methods: List[str]):
     prune.custom_from_mask(masked, "weight", mask)
     x = x.detach().requires_grad_()
     out_size = spec["out_size"]
-    grad_output = torch.randn(x.shape[0], spec["out_channels"], out_size, out_size)
+    grad_output = torch.randn(x.shape[0], spec["out_channels"], out_size, out_size,
+                              generator=torch.Generator().manual_seed(0))
     steps = {BASELINE: _step(conv, conv.weight, x, grad_output),
              "prune-mask": _step(masked, masked.weight_orig, x, grad_output)}
-    dense_grads = {BASELINE: lambda g: g * mask, "prune-mask": lambda g: g * mask}
+    # The kept taps are the pattern's: a weight that is exactly zero under the mask (randn
+    # gives one now and then) is pruned too, and has no value to get a gradient.
+    kept = (pruned != 0).to(pruned.dtype)
+    dense_grads = {BASELINE: lambda g: g * kept, "prune-mask": lambda g: g * kept}
     unavailable = {}
     for method in methods:
         layer = SparseConv2d.from_dense(conv, method=method)
