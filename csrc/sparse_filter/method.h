@@ -56,8 +56,11 @@ constexpr double kAutoMinGain = 1.05;  // leave dense only for a predicted 5% wi
 // with AVX-512 (2026-12-02): with the batch in the lanes (batch 8) 0.56-0.70 at 10 %,
 // 0.76-0.95 at 15 %, 1.02-1.30 at 20 %; one sample at a time (batch 1) 0.61-0.94 at 10 %,
 // 0.76-1.37 at 15 %, 1.04-1.74 at 20 %.
+// Strided layers (one sample at a time, a run per phase): 0.93-1.21 at 10 %, 0.65-0.93 at
+// 5 % (ResNet-50's stride-2 3x3 layers, batch 8).
 constexpr double kGradValuesLanesMaxDensity = 0.15;
 constexpr double kGradValuesOneSampleMaxDensity = 0.10;
+constexpr double kGradValuesStridedMaxDensity = 0.07;
 // Whether the sparse kernels compute grad_values (`lanes`: the batch-in-lanes one takes the
 // whole blocks of samples).
 bool grad_values_sparse_pays(const SparseFilterGeometry& g, int64_t nnz, bool lanes);

@@ -173,6 +173,76 @@ std::array<int64_t, 2> transposed_padding(const SparseFilterGeometry& g) {
   return {g.dilation_h * (g.kernel_h - 1) - g.pad_h, g.dilation_w * (g.kernel_w - 1) - g.pad_w};
 }
 
+std::array<int64_t, 2> phase_padding(const SparseFilterGeometry& g) {
+  return {g.dilation_h * (g.kernel_h - 1) / g.stride_h,
+          g.dilation_w * (g.kernel_w - 1) / g.stride_w};
+}
+
+std::vector<TransposedFilter> phase_filters(const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                                            const at::Tensor& values,
+                                            const SparseFilterGeometry& g) {
+  const int64_t* r = row_ptr.data_ptr<int64_t>();
+  const int64_t* c = col_idx.data_ptr<int64_t>();
+  const int64_t kernel = g.kernel_h * g.kernel_w;
+  const int64_t ocpg = g.out_channels_per_group(), icpg = g.in_channels_per_group();
+  const std::array<int64_t, 2> shift = phase_padding(g);
+  const int64_t rows = shift[0] + 1, cols = shift[1] + 1;  // each phase filter's kernel
+  const int64_t phases = g.stride_h * g.stride_w;
+  // Per filter column: its input channel in the group, its phase, its (flipped) column in
+  // the phase filter.
+  std::vector<int64_t> channel_of(g.taps_per_filter()), phase_of(g.taps_per_filter()),
+      column_of(g.taps_per_filter());
+  for (int64_t col = 0; col < g.taps_per_filter(); ++col) {
+    const int64_t tap = col % kernel;
+    const int64_t row = tap / g.kernel_w * g.dilation_h, column = tap % g.kernel_w * g.dilation_w;
+    channel_of[col] = col / kernel;
+    phase_of[col] = row % g.stride_h * g.stride_w + column % g.stride_w;
+    column_of[col] = (shift[0] - row / g.stride_h) * cols + (shift[1] - column / g.stride_w);
+  }
+  // Counting sort by (phase, input channel), rows in output-channel order.
+  std::vector<int64_t> start(phases * g.in_channels + 1, 0);
+  for (int64_t oc = 0; oc < g.out_channels; ++oc) {
+    const int64_t first_channel = oc / ocpg * icpg;
+    for (int64_t k = r[oc]; k < r[oc + 1]; ++k) {
+      ++start[phase_of[c[k]] * g.in_channels + first_channel + channel_of[c[k]] + 1];
+    }
+  }
+  for (int64_t i = 0; i < phases * g.in_channels; ++i) start[i + 1] += start[i];
+  std::vector<TransposedFilter> filters(phases);
+  for (int64_t phase = 0; phase < phases; ++phase) {
+    TransposedFilter& f = filters[phase];
+    const int64_t first = start[phase * g.in_channels];
+    f.row_ptr = at::empty({g.in_channels + 1}, row_ptr.options());
+    int64_t* fr = f.row_ptr.data_ptr<int64_t>();
+    for (int64_t ic = 0; ic <= g.in_channels; ++ic) fr[ic] = start[phase * g.in_channels + ic] - first;
+    f.col_idx = at::empty({fr[g.in_channels]}, col_idx.options());
+    f.values = at::empty({fr[g.in_channels]}, values.options());
+    f.weight_size = {g.in_channels, ocpg, rows, cols};
+  }
+  std::vector<int64_t> fill(start.begin(), start.end() - 1);
+  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "phase_filters", [&] {
+    const scalar_t* v = values.data_ptr<scalar_t>();
+    std::vector<int64_t*> columns(phases);
+    std::vector<scalar_t*> kept(phases);
+    for (int64_t phase = 0; phase < phases; ++phase) {
+      columns[phase] = filters[phase].col_idx.data_ptr<int64_t>();
+      kept[phase] = filters[phase].values.data_ptr<scalar_t>();
+    }
+    for (int64_t oc = 0; oc < g.out_channels; ++oc) {
+      const int64_t first_channel = oc / ocpg * icpg, first_column = oc % ocpg * rows * cols;
+      // Backwards, as in transposed_filter: rows sorted by column stay sorted.
+      for (int64_t k = r[oc + 1] - 1; k >= r[oc]; --k) {
+        const int64_t phase = phase_of[c[k]];
+        const int64_t slot = fill[phase * g.in_channels + first_channel + channel_of[c[k]]]++ -
+                             start[phase * g.in_channels];
+        columns[phase][slot] = first_column + column_of[c[k]];
+        kept[phase][slot] = v[k];
+      }
+    }
+  });
+  return filters;
+}
+
 FilterTaps make_filter_taps(
     const at::Tensor& row_ptr, const at::Tensor& col_idx, const SparseFilterGeometry& g) {
   auto rp = row_ptr.contiguous();

@@ -67,6 +67,17 @@ TransposedFilter transposed_filter(const at::Tensor& row_ptr, const at::Tensor& 
 // forward's padding exceeds its kernel's reach; then it is not a convolution).
 std::array<int64_t, 2> transposed_padding(const SparseFilterGeometry& g);
 
+// The same for a stride of s_h x s_w > 1, one filter per phase (phi, psi) of the input's
+// polyphase layout (index phi * s_w + psi): a tap at kernel row a reads phase row
+// (d a) mod s, shifted (d a) div s = alpha_a rows; the phase's plane of the input's gradient
+// is the stride-1 convolution of grad_output, padded alpha_max = (d (k - 1)) div s, with the
+// phase's taps at row alpha_max - alpha_a (flipped), kernel alpha_max + 1, dilation 1.
+std::vector<TransposedFilter> phase_filters(const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                                            const at::Tensor& values,
+                                            const SparseFilterGeometry& g);
+// alpha_max per dimension: the padding of phase_filters' convolutions.
+std::array<int64_t, 2> phase_padding(const SparseFilterGeometry& g);
+
 // Per-nonzero facts every kernel needs: the output channel of each nonzero and the offset of
 // its tap inside the polyphase layout of the whole sample (group and channel included).
 struct FilterTaps {

@@ -1,7 +1,9 @@
-"""The gradient of the input at stride 1: the forward convolution of grad_output with the
-transposed, flipped filter (csrc/sparse_filter/pattern.h, transposed_filter), on the forward's
-kernels; at other strides, or where the padding exceeds the kernel's reach (the transposed
-padding would be negative), the scatter kernel. Both against autograd of F.conv2d."""
+"""The gradient of the input on the forward's kernels (csrc/sparse_filter/pattern.h): at
+stride 1 the forward convolution of grad_output with the transposed, flipped filter
+(transposed_filter); at other strides, or where the padding exceeds the kernel's reach (the
+transposed padding would be negative), one such convolution per phase of the input's
+polyphase layout (phase_filters), each written to every s-th row and column. Both against
+autograd of F.conv2d."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -59,17 +61,46 @@ def test_transposed_filter_gives_the_input_gradient(dtype, case, density):
     torch.testing.assert_close(got, expected, **tolerance)
 
 
-@pytest.mark.parametrize("stride, padding", [((2, 2), (1, 1)), ((1, 2), (0, 1)),
-                                             ((1, 1), (3, 2)), ((1, 1), (2, 0))])
-def test_strides_and_wide_padding_take_the_scatter_kernel(stride, padding):
-    """Stride 2, and padding beyond d (k - 1) (a negative transposed padding)."""
-    gen = torch.Generator().manual_seed(3)
-    x = torch.randn(3, 6, 9, 10, dtype=torch.float64, generator=gen)
-    w = random_weight((5, 6, 3, 2), 0.4, torch.float64, gen)
-    out_shape = F.conv2d(x, w, None, stride, padding).shape
+# (stride, padding, dilation, kernel, size): strides 2 and 3, unequal ones, padding beyond
+# d (k - 1) at stride 1 (a negative transposed padding), padding larger than the stride,
+# dilation with a stride, sizes whose last phase row reads no output, a 1x1 stride 2 (the
+# downsampling shortcuts: one phase has every tap, the others none).
+PHASE_CASES = [
+    ((2, 2), (1, 1), (1, 1), (3, 3), (9, 10)),
+    ((1, 2), (0, 1), (1, 1), (3, 2), (9, 10)),
+    ((1, 1), (3, 2), (1, 1), (3, 2), (9, 10)),
+    ((1, 1), (2, 0), (1, 1), (3, 2), (9, 10)),
+    ((3, 2), (2, 1), (1, 1), (3, 3), (11, 8)),
+    ((2, 2), (2, 3), (2, 1), (3, 3), (12, 13)),
+    ((2, 3), (0, 0), (1, 2), (2, 3), (10, 14)),
+    ((2, 2), (0, 0), (1, 1), (1, 1), (14, 14)),
+    ((2, 2), (3, 3), (1, 1), (7, 7), (16, 15)),
+    ((2, 2), (0, 0), (1, 1), (2, 2), (9, 11)),  # the last row and column read no output
+]
+
+
+@pytest.mark.parametrize("batch", [3, 9])
+@pytest.mark.parametrize("case", PHASE_CASES, ids=[f"phase{i}" for i in range(len(PHASE_CASES))])
+def test_strides_and_wide_padding_go_phase_by_phase(case, batch):
+    stride, padding, dilation, kernel, size = case
+    gen = torch.Generator().manual_seed(3 + sum(size))
+    x = torch.randn(batch, 6, *size, dtype=torch.float64, generator=gen)
+    w = random_weight((8, 6, *kernel), 0.4, torch.float64, gen)
+    out_shape = F.conv2d(x, w, None, stride, padding, dilation).shape
     grad_out = torch.randn(out_shape, dtype=torch.float64, generator=gen)
-    torch.testing.assert_close(_grad_input(x, w, grad_out, stride, padding, (1, 1), 1),
-                               _expected(x, w, grad_out, stride, padding, (1, 1), 1))
+    torch.testing.assert_close(_grad_input(x, w, grad_out, stride, padding, dilation, 1),
+                               _expected(x, w, grad_out, stride, padding, dilation, 1))
+
+
+def test_phase_by_phase_float32_groups_and_channels_last():
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn(8, 12, 15, 16, generator=gen).contiguous(memory_format=torch.channels_last)
+    w = random_weight((9, 4, 3, 3), 0.2, torch.float32, gen)
+    out_shape = F.conv2d(x, w, None, 2, 1, 1, 3).shape
+    grad_out = torch.randn(out_shape, generator=gen)
+    torch.testing.assert_close(_grad_input(x, w, grad_out, (2, 2), (1, 1), (1, 1), 3),
+                               _expected(x, w, grad_out, (2, 2), (1, 1), (1, 1), 3),
+                               rtol=1e-4, atol=1e-4)
 
 
 def test_unsorted_and_duplicate_taps():

@@ -1,18 +1,20 @@
 // _sparse_filter_conv2d_backward on CPU.
 //
-// At stride 1 the gradient of the input is a forward convolution with the transposed filter
-// (pattern.h) and runs on the forward's kernels. Otherwise both gradients use the polyphase
-// layout of the input and the wide layout of grad_output (zeros in the padding columns), so
-// each kept tap is one contiguous run:
+// The gradient of the input is a forward convolution of grad_output, so it runs on the
+// forward's kernels: with the transposed filter at stride 1, phase by phase of the input's
+// polyphase layout otherwise (pattern.h). The gradient of the values is a sum per kept tap:
+// with a block of samples in the vector lanes at stride 1, else one sample at a time on the
+// polyphase layout of the input and the wide layout of grad_output (zeros in the padding
+// columns), where each kept tap is one contiguous run:
 //   grad_values[k] = sum_n dot(grad_output_wide[n, oc(k)], input_polyphase[n] + offset(k))
-//   grad_input_polyphase[n] + offset(k) += values[k] * grad_output_wide[n, oc(k)]
+// and above the densities where those pay (method.h), oneDNN's weight gradient read at the
+// kept taps.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <array>
-#include <numeric>
 #include <vector>
 
 #include "csrc/common/memory_format.h"
@@ -162,46 +164,6 @@ at::Tensor dense_grad_values(const at::Tensor& grad_output, const at::Tensor& in
   return grad_values;
 }
 
-// Parallel over (sample, input channel): the taps that read an input channel are gathered
-// first, so every task owns its slice of grad_input and no two tasks write the same memory.
-template <typename scalar_t>
-void grad_input_cpu(const at::Tensor& grad_wide, const at::Tensor& values,
-                    const FilterTaps& taps, const SparseFilterGeometry& g,
-                    at::Tensor& grad_polyphase) {
-  const auto& simd = sparse_filter_simd<scalar_t>();
-  const scalar_t* go = grad_wide.data_ptr<scalar_t>();
-  const scalar_t* val = values.data_ptr<scalar_t>();
-  scalar_t* gi = grad_polyphase.data_ptr<scalar_t>();
-  const int64_t len = g.wide_len();
-  const int64_t wide_plane = g.out_h * g.phase_w;
-  const int64_t block = g.channel_block();
-  const int64_t sample_block = g.in_channels * block;
-  const int64_t nnz = values.size(0);
-
-  // Counting sort of the taps by the input channel they read.
-  std::vector<int64_t> channel_start(g.in_channels + 1, 0);
-  std::vector<int64_t> channel_of(nnz);
-  for (int64_t k = 0; k < nnz; ++k) {
-    channel_of[k] = taps.input_offset[k] / block;
-    ++channel_start[channel_of[k] + 1];
-  }
-  std::partial_sum(channel_start.begin(), channel_start.end(), channel_start.begin());
-  std::vector<int64_t> by_channel(nnz);
-  std::vector<int64_t> fill(channel_start.begin(), channel_start.end() - 1);
-  for (int64_t k = 0; k < nnz; ++k) by_channel[fill[channel_of[k]]++] = k;
-
-  at::parallel_for(0, g.batch * g.in_channels, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t n = item / g.in_channels, c = item % g.in_channels;
-      for (int64_t j = channel_start[c]; j < channel_start[c + 1]; ++j) {
-        const int64_t k = by_channel[j];
-        simd.axpy(val[k], go + (n * g.out_channels + taps.out_channel[k]) * wide_plane,
-                  gi + n * sample_block + taps.input_offset[k], len);
-      }
-    }
-  });
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& row_ptr,
     const at::Tensor& col_idx, const at::Tensor& values, at::IntArrayRef weight_size,
@@ -217,15 +179,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
 
   at::Tensor rp = row_ptr.contiguous(), ci = col_idx.contiguous(), val = values.contiguous();
   const bool empty = g.batch == 0 || g.out_h * g.out_w == 0;
-  const bool transposed = output_mask[0] && !empty && stride[0] == 1 && stride[1] == 1 &&
+  // The input's gradient: one convolution with the transposed filter at stride 1 (where the
+  // padding is within the kernel's reach), else one per phase of the polyphase layout.
+  const bool transposed = output_mask[0] && !empty && g.stride_h == 1 && g.stride_w == 1 &&
                           transposed_padding(g)[0] >= 0 && transposed_padding(g)[1] >= 0;
+  const bool by_phase = output_mask[0] && !empty && !transposed;
   const bool lanes_values = output_mask[1] && grad_values_lanes_apply(g, input.scalar_type());
   const bool dense_values =
       output_mask[1] && !empty && !grad_values_sparse_pays(g, ci.size(0), lanes_values);
   // What the polyphase kernels below read: the taps' offsets and grad_output in wide layout
   // (all of it where the lanes take no sample: the whole batch goes one sample at a time).
-  const bool polyphase_kernels = (output_mask[1] && !lanes_values && !dense_values) ||
-                                 (output_mask[0] && !transposed);
+  const bool polyphase_kernels = output_mask[1] && !lanes_values && !dense_values;
   const bool need_taps = (output_mask[1] && !dense_values) || polyphase_kernels;
   const FilterTaps taps = need_taps ? make_filter_taps(rp, ci, g) : FilterTaps();
   at::Tensor grad_wide = empty || !polyphase_kernels ? at::Tensor() : to_wide(grad_output, g);
@@ -237,11 +201,42 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
       grad_input = sparse_filter_conv2d_cpu(
           grad_output, t.row_ptr, t.col_idx, t.values, t.weight_size, c10::nullopt, {1, 1},
           transposed_padding(g), {g.dilation_h, g.dilation_w}, g.groups, "auto");
-    } else if (output_mask[0]) {
-      at::Tensor grad_polyphase = at::zeros(
-          {g.batch, g.in_channels, g.stride_h, g.stride_w, g.phase_h, g.phase_w}, input.options());
-      if (!empty) grad_input_cpu<scalar_t>(grad_wide, val, taps, g, grad_polyphase);
-      grad_input = from_polyphase(grad_polyphase, g);
+    } else if (by_phase) {
+      // Each phase of the input's polyphase layout is such a convolution with the phase's
+      // taps (pattern.h, phase_filters); its plane is every s-th row and column of the input
+      // from the phase's first, written in place.
+      grad_input = at::empty(input.sizes(), input.options());
+      const std::vector<TransposedFilter> filters = phase_filters(rp, ci, val, g);
+      for (int64_t phase = 0; phase < g.stride_h * g.stride_w; ++phase) {
+        const int64_t phi = phase / g.stride_w, psi = phase % g.stride_w;
+        // The first input row and column in the phase, and their row and column in its plane.
+        const int64_t row0 = ((phi - g.pad_h) % g.stride_h + g.stride_h) % g.stride_h;
+        const int64_t col0 = ((psi - g.pad_w) % g.stride_w + g.stride_w) % g.stride_w;
+        if (row0 >= g.in_h || col0 >= g.in_w) continue;
+        at::Tensor plane = grad_input.slice(2, row0, g.in_h, g.stride_h)
+                               .slice(3, col0, g.in_w, g.stride_w);
+        const TransposedFilter& f = filters[phase];
+        if (f.col_idx.size(0) == 0) {
+          plane.zero_();
+          continue;
+        }
+        const at::Tensor part = sparse_filter_conv2d_cpu(
+            grad_output, f.row_ptr, f.col_idx, f.values, f.weight_size, c10::nullopt, {1, 1},
+            phase_padding(g), {1, 1}, g.groups, "auto");
+        const int64_t first_row = (row0 + g.pad_h - phi) / g.stride_h;
+        const int64_t first_col = (col0 + g.pad_w - psi) / g.stride_w;
+        // The convolution has out_h + alpha_max rows: the plane's last row may be beyond
+        // them, and reads no output (zero).
+        const int64_t rows = std::min(plane.size(2), part.size(2) - first_row);
+        const int64_t cols = std::min(plane.size(3), part.size(3) - first_col);
+        if (rows < plane.size(2) || cols < plane.size(3)) plane.zero_();
+        if (rows > 0 && cols > 0) {
+          plane.narrow(2, 0, rows).narrow(3, 0, cols)
+              .copy_(part.narrow(2, first_row, rows).narrow(3, first_col, cols));
+        }
+      }
+    } else if (output_mask[0]) {  // no output: nothing reached the input
+      grad_input = at::zeros_like(input, at::MemoryFormat::Contiguous);
     }
     if (dense_values) {
       grad_values = dense_grad_values<scalar_t>(grad_output, input, rp, ci, weight_size,
