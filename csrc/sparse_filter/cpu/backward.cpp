@@ -50,9 +50,23 @@ void grad_values_cpu(const at::Tensor& grad_wide, const at::Tensor& polyphase,
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, len * g.batch));
   at::parallel_for(0, nnz, grain, [&](int64_t begin, int64_t end) {
     for (int64_t n = 0; n < g.batch; ++n) {
-      for (int64_t k = begin; k < end; ++k) {
-        gv[k] += simd.dot(go + (n * g.out_channels + taps.out_channel[k]) * wide_plane,
-                          in + n * sample_block + taps.input_offset[k], len);
+      const scalar_t* sample = in + n * sample_block;
+      int64_t k = begin;
+      while (k < end) {
+        const int64_t oc = taps.out_channel[k];
+        const scalar_t* plane = go + (n * g.out_channels + oc) * wide_plane;
+        // Four taps of one output channel share its plane of grad_output.
+        if (k + 4 <= end && taps.out_channel[k + 3] == oc) {
+          const scalar_t* runs[4];
+          scalar_t sums[4];
+          for (int t = 0; t < 4; ++t) runs[t] = sample + taps.input_offset[k + t];
+          simd.dot4(plane, runs, len, sums);
+          for (int t = 0; t < 4; ++t) gv[k + t] += sums[t];
+          k += 4;
+        } else {
+          gv[k] += simd.dot(plane, sample + taps.input_offset[k], len);
+          ++k;
+        }
       }
     }
   });
@@ -119,7 +133,15 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
         const int64_t len = std::min(kBandPixels, wide - q0) * L;
         for (int64_t oc = begin; oc < end; ++oc) {
           const scalar_t* band = gl + (oc * run + q0) * L;
-          for (int64_t k = rp[oc]; k < rp[oc + 1]; ++k) {
+          int64_t k = rp[oc];
+          for (; k + 4 <= rp[oc + 1]; k += 4) {  // the band loaded once for four taps
+            const scalar_t* runs[4];
+            scalar_t sums[4];
+            for (int t = 0; t < 4; ++t) runs[t] = xl + (taps.input_offset[k + t] + q0) * L;
+            simd.dot4(band, runs, len, sums);
+            for (int t = 0; t < 4; ++t) gv[k + t] += sums[t];
+          }
+          for (; k < rp[oc + 1]; ++k) {
             gv[k] += simd.dot(band, xl + (taps.input_offset[k] + q0) * L, len);
           }
         }

@@ -146,12 +146,27 @@ TSC_INLINE scalar_t dot_impl(const scalar_t* a, const scalar_t* b, int64_t len) 
 }
 
 template <typename scalar_t, int BYTES>
-TSC_INLINE void axpy_impl(scalar_t alpha, const scalar_t* x, scalar_t* y, int64_t len) {
+TSC_INLINE void dot4_impl(const scalar_t* a, const scalar_t* const* b, int64_t len,
+                          scalar_t* out) {
   using V = Vec<scalar_t, BYTES>;
-  const typename V::type a = V::broadcast(alpha);
+  constexpr int kRuns = 4;
+  typename V::type acc0[kRuns], acc1[kRuns];
+  for (int t = 0; t < kRuns; ++t) acc0[t] = acc1[t] = V::broadcast(0);
   int64_t p = 0;
-  for (; p + V::lanes <= len; p += V::lanes) V::store(y + p, V::load(y + p) + a * V::load(x + p));
-  for (; p < len; ++p) y[p] += alpha * x[p];
+  for (; p + 2 * V::lanes <= len; p += 2 * V::lanes) {
+    const typename V::type a0 = V::load(a + p), a1 = V::load(a + p + V::lanes);
+    for (int t = 0; t < kRuns; ++t) {
+      acc0[t] += a0 * V::load(b[t] + p);
+      acc1[t] += a1 * V::load(b[t] + p + V::lanes);
+    }
+  }
+  for (int t = 0; t < kRuns; ++t) {
+    const typename V::type total = acc0[t] + acc1[t];
+    scalar_t sum = 0;
+    for (int i = 0; i < V::lanes; ++i) sum += total[i];
+    for (int64_t q = p; q < len; ++q) sum += a[q] * b[t][q];
+    out[t] = sum;
+  }
 }
 
 // One set of entry points per instruction set: native vector width, and UNROLL accumulators
@@ -176,8 +191,9 @@ TSC_INLINE void axpy_impl(scalar_t alpha, const scalar_t* x, scalar_t* y, int64_
     return dot_impl<scalar_t, BYTES>(a, b, len);                                               \
   }                                                                                            \
   template <typename scalar_t>                                                                 \
-  TARGET void axpy_##NAME(scalar_t a, const scalar_t* x, scalar_t* y, int64_t len) {           \
-    axpy_impl<scalar_t, BYTES>(a, x, y, len);                                                  \
+  TARGET void dot4_##NAME(const scalar_t* a, const scalar_t* const* b, int64_t len,            \
+                          scalar_t* out) {                                                     \
+    dot4_impl<scalar_t, BYTES>(a, b, len, out);                                                \
   }
 
 TSC_DEFINE_ISA(avx512, TSC_TARGET_AVX512, TSC_AVX512_BYTES, TSC_AVX512_UNROLL, 64)
@@ -193,7 +209,7 @@ SparseFilterSimd<scalar_t> pick_simd() {
           isa_variant<int64_t>(64, 32, 16) / int64_t(sizeof(scalar_t)),
           8 * isa_variant<int64_t>(64, 32, 16) / int64_t(sizeof(scalar_t)),
           isa_variant(&dot_avx512<scalar_t>, &dot_avx2<scalar_t>, &dot_baseline<scalar_t>),
-          isa_variant(&axpy_avx512<scalar_t>, &axpy_avx2<scalar_t>, &axpy_baseline<scalar_t>),
+          isa_variant(&dot4_avx512<scalar_t>, &dot4_avx2<scalar_t>, &dot4_baseline<scalar_t>),
           cpu_isa_name(cpu_isa())};
 }
 

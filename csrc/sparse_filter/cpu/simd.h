@@ -38,8 +38,9 @@ struct SparseFilterSimd {
   int64_t pointwise_vector, pointwise_tile;
   // sum_p a[p] * b[p]
   scalar_t (*dot)(const scalar_t* a, const scalar_t* b, int64_t len);
-  // y[p] += alpha * x[p]
-  void (*axpy)(scalar_t alpha, const scalar_t* x, scalar_t* y, int64_t len);
+  // out[t] = dot(a, b[t], len) for t < 4, the same sums in the same order, each vector of a
+  // loaded once for the four (the values' gradient: a grad_output band against four taps).
+  void (*dot4)(const scalar_t* a, const scalar_t* const* b, int64_t len, scalar_t* out);
   const char* isa;  // "avx512", "avx2" or "baseline"
 };
 
