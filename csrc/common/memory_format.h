@@ -1,7 +1,7 @@
 // Outputs keep their input's memory format, as ATen's convolutions do: a channels-last input
-// gives a channels-last output. The CPU kernels read and write NCHW; these two functions are
-// the only conversions, once each way, and cost nothing when the input is NCHW. The fake
-// kernels follow the same rule (torch_sparse_conv/sparse_filter/_fake.py).
+// gives a channels-last output. The CPU kernels read and write NCHW and convert with these two
+// functions, which cost nothing when the input is NCHW. The fake kernels follow the same rule
+// (torch_sparse_conv/sparse_filter/_fake.py); the backward's input gradient is NCHW.
 #pragma once
 
 #include <ATen/ATen.h>

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "csrc/common/cpu_isa.h"
+
 namespace torch_sparse_conv {
 
 #define TSC_INLINE inline __attribute__((always_inline))
@@ -27,6 +29,7 @@ struct Vec {
   static TSC_INLINE type broadcast(scalar_t s) { return type{} + s; }
 };
 
+#ifdef TSC_X86_ISAS  // __builtin_shuffle is GCC's; the files that transpose check this too
 // In-register transpose of an 8 x 8 block of 32-byte rows: v[i][j] -> v[j][i].
 TSC_INLINE void transpose(Vec<float>::type (&v)[8]) {
   using F = Vec<float>::type;
@@ -64,5 +67,6 @@ TSC_INLINE void transpose(Vec<double>::type (&v)[4]) {
   v[2] = __builtin_shuffle(a0, a2, I{2, 3, 6, 7});
   v[3] = __builtin_shuffle(a1, a3, I{2, 3, 6, 7});
 }
+#endif
 
 }  // namespace torch_sparse_conv

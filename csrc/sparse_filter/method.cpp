@@ -22,6 +22,8 @@ SparseFilterMethod choose_sparse_filter_method_cpu(const at::Tensor& row_ptr,
                                                    const at::Tensor& col_idx,
                                                    const SparseFilterGeometry& g,
                                                    at::ScalarType dtype) {
+  // A plane without input rows or columns (the output all padding): oneDNN refuses it.
+  if (g.in_h == 0 || g.in_w == 0) return SparseFilterMethod::Direct;
   const int64_t taps = g.taps_per_filter();
   const int64_t nnz = col_idx.size(0);
   const double density =

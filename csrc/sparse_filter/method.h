@@ -61,6 +61,11 @@ constexpr double kAutoMinGain = 1.05;  // leave dense only for a predicted 5% wi
 constexpr double kGradValuesLanesMaxDensity = 0.15;
 constexpr double kGradValuesOneSampleMaxDensity = 0.10;
 constexpr double kGradValuesStridedMaxDensity = 0.07;
+// The input's gradient at a stride is one convolution per stride phase that the kernel's taps
+// read, each reading all of grad_output; past this many (a 16x16 patchify layer of stride 16
+// has 256) oneDNN's input gradient, on the dense weight, is taken instead.
+constexpr int64_t kMaxPhaseConvolutions = 16;
+
 // Whether the sparse kernels compute grad_values (`lanes`: the batch-in-lanes one takes the
 // whole blocks of samples).
 bool grad_values_sparse_pays(const SparseFilterGeometry& g, int64_t nnz, bool lanes);

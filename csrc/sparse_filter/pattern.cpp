@@ -187,16 +187,26 @@ std::vector<TransposedFilter> phase_filters(const at::Tensor& row_ptr, const at:
   const int64_t ocpg = g.out_channels_per_group(), icpg = g.in_channels_per_group();
   const std::array<int64_t, 2> shift = phase_padding(g);
   const int64_t rows = shift[0] + 1, cols = shift[1] + 1;  // each phase filter's kernel
-  const int64_t phases = g.stride_h * g.stride_w;
-  // Per filter column: its input channel in the group, its phase, its (flipped) column in
-  // the phase filter.
+  // The phases the kernel's taps read (a stride far above the kernel leaves most empty).
+  std::vector<int64_t> phase_of_tap(kernel);
+  for (int64_t tap = 0; tap < kernel; ++tap) {
+    const int64_t row = tap / g.kernel_w * g.dilation_h, column = tap % g.kernel_w * g.dilation_w;
+    phase_of_tap[tap] = row % g.stride_h * g.stride_w + column % g.stride_w;
+  }
+  std::vector<int64_t> phase_ids(phase_of_tap);
+  std::sort(phase_ids.begin(), phase_ids.end());
+  phase_ids.erase(std::unique(phase_ids.begin(), phase_ids.end()), phase_ids.end());
+  const int64_t phases = static_cast<int64_t>(phase_ids.size());
+  // Per filter column: its input channel in the group, its phase (an index into phase_ids),
+  // its (flipped) column in the phase filter.
   std::vector<int64_t> channel_of(g.taps_per_filter()), phase_of(g.taps_per_filter()),
       column_of(g.taps_per_filter());
   for (int64_t col = 0; col < g.taps_per_filter(); ++col) {
     const int64_t tap = col % kernel;
     const int64_t row = tap / g.kernel_w * g.dilation_h, column = tap % g.kernel_w * g.dilation_w;
     channel_of[col] = col / kernel;
-    phase_of[col] = row % g.stride_h * g.stride_w + column % g.stride_w;
+    phase_of[col] = std::lower_bound(phase_ids.begin(), phase_ids.end(), phase_of_tap[tap]) -
+                    phase_ids.begin();
     column_of[col] = (shift[0] - row / g.stride_h) * cols + (shift[1] - column / g.stride_w);
   }
   // Counting sort by (phase, input channel), rows in output-channel order.
@@ -218,6 +228,7 @@ std::vector<TransposedFilter> phase_filters(const at::Tensor& row_ptr, const at:
     f.col_idx = at::empty({fr[g.in_channels]}, col_idx.options());
     f.values = at::empty({fr[g.in_channels]}, values.options());
     f.weight_size = {g.in_channels, ocpg, rows, cols};
+    f.phase = phase_ids[phase];
   }
   std::vector<int64_t> fill(start.begin(), start.end() - 1);
   AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "phase_filters", [&] {

@@ -60,6 +60,7 @@ SparseFilterGeometry check_sparse_filter_backward_args(
 struct TransposedFilter {
   at::Tensor row_ptr, col_idx, values;
   std::vector<int64_t> weight_size;
+  int64_t phase = 0;  // phase_filters: the phase it is for
 };
 TransposedFilter transposed_filter(const at::Tensor& row_ptr, const at::Tensor& col_idx,
                                    const at::Tensor& values, const SparseFilterGeometry& g);
@@ -72,6 +73,7 @@ std::array<int64_t, 2> transposed_padding(const SparseFilterGeometry& g);
 // (d a) mod s, shifted (d a) div s = alpha_a rows; the phase's plane of the input's gradient
 // is the stride-1 convolution of grad_output, padded alpha_max = (d (k - 1)) div s, with the
 // phase's taps at row alpha_max - alpha_a (flipped), kernel alpha_max + 1, dilation 1.
+// Only the phases some column of the kernel reads (at most kH x kW of them), in phase order.
 std::vector<TransposedFilter> phase_filters(const at::Tensor& row_ptr, const at::Tensor& col_idx,
                                             const at::Tensor& values,
                                             const SparseFilterGeometry& g);

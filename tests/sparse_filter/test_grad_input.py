@@ -94,10 +94,11 @@ def test_strides_and_wide_padding_go_phase_by_phase(case, batch):
 
 def test_phase_by_phase_float32_groups_and_channels_last():
     gen = torch.Generator().manual_seed(8)
-    x = torch.randn(8, 12, 15, 16, generator=gen).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(8, 12, 15, 16, generator=gen)
     w = random_weight((9, 4, 3, 3), 0.2, torch.float32, gen)
     out_shape = F.conv2d(x, w, None, 2, 1, 1, 3).shape
-    grad_out = torch.randn(out_shape, generator=gen)
+    grad_out = torch.randn(out_shape, generator=gen).contiguous(
+        memory_format=torch.channels_last)
     torch.testing.assert_close(_grad_input(x, w, grad_out, (2, 2), (1, 1), (1, 1), 3),
                                _expected(x, w, grad_out, (2, 2), (1, 1), (1, 1), 3),
                                rtol=1e-4, atol=1e-4)
@@ -153,3 +154,72 @@ def test_gradcheck_float64_through_the_transposed_filter():
         return torch.ops.torch_sparse_conv.sparse_filter_conv2d(
             x, row_ptr, col_idx, values, list(w.shape), None, [1, 1], [1, 0], [2, 1], 2, "auto")
     assert torch.autograd.gradcheck(fn, (x, values))
+
+
+@pytest.mark.parametrize("stride, kernel, size", [
+    ((5, 5), (5, 5), (20, 21)),       # 25 phases with taps: oneDNN's gradient instead
+    ((4, 4), (2, 2), (13, 9)),        # 4 of 16 phases read: the others get zeros
+    ((999, 999), (1, 1), (1000, 1001)),  # one phase of a million
+    ((5, 4), (3, 3), (3, 3)),         # one output: the stride capped to the padded size
+])
+def test_strides_far_from_the_kernel(stride, kernel, size):
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(2, 3, *size, dtype=torch.float64, generator=gen)
+    w = random_weight((4, 3, *kernel), 0.6, torch.float64, gen)
+    out_shape = F.conv2d(x, w, None, stride, 0).shape
+    grad_out = torch.randn(out_shape, dtype=torch.float64, generator=gen)
+    torch.testing.assert_close(_grad_input(x, w, grad_out, stride, (0, 0), (1, 1), 1),
+                               _expected(x, w, grad_out, stride, (0, 0), (1, 1), 1))
+
+
+def test_empty_planes_and_empty_patterns():
+    """An input with no rows (the output is all padding), and a filter with no kept tap."""
+    x = torch.randn(1, 1, 0, 4, dtype=torch.float64)
+    w = torch.randn(1, 1, 2, 2, dtype=torch.float64)
+    out = tsc.sparse_conv2d(x, w, None, 1, 1)  # F.conv2d refuses a plane without rows
+    assert out.shape == (1, 1, 1, 5) and torch.equal(out, torch.zeros_like(out))
+    grad_out = torch.randn(out.shape, dtype=torch.float64)
+    assert _grad_input(x, w, grad_out, (1, 1), (1, 1), (1, 1), 1).shape == x.shape
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64)
+    w = torch.zeros(4, 3, 3, 3, dtype=torch.float64)
+    for stride in ((1, 1), (2, 2)):
+        grad_out = torch.randn(F.conv2d(x, w, None, stride, 1).shape, dtype=torch.float64)
+        assert torch.equal(_grad_input(x, w, grad_out, stride, (1, 1), (1, 1), 1),
+                           torch.zeros_like(x))
+
+
+def test_input_gradient_is_nchw_as_the_fake_kernel_says():
+    """A channels-last grad_output still gives an NCHW input gradient on every path, the
+    strides torch.library.opcheck compares with the fake kernel's."""
+    gen = torch.Generator().manual_seed(10)
+    x = torch.randn(8, 8, 7, 7, dtype=torch.float64, generator=gen, requires_grad=True)
+    w = random_weight((8, 8, 3, 3), 0.3, torch.float64, gen)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(w)
+    for stride in ([1, 1], [2, 2]):
+        out_shape = F.conv2d(x, w, None, stride, 1).shape
+        grad_out = torch.randn(out_shape, dtype=torch.float64, generator=gen).contiguous(
+            memory_format=torch.channels_last)
+        args = (grad_out, x.detach(), row_ptr, col_idx, values, [8, 8, 3, 3], stride, [1, 1],
+                [1, 1], 1, [True, True, False])
+        assert BACKWARD(*args)[0].is_contiguous()
+        torch.library.opcheck(BACKWARD.default, args)
+
+
+def test_input_gradient_repeats_bit_for_bit_at_any_thread_count():
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(9, 16, 12, 12, generator=gen)
+    w = random_weight((16, 16, 3, 3), 0.1, torch.float32, gen)
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2, 1):
+            torch.set_num_threads(count)
+            for stride in ((1, 1), (2, 2)):
+                grad_out = torch.randn(F.conv2d(x, w, None, stride, 1).shape,
+                                       generator=torch.Generator().manual_seed(1))
+                results.append(_grad_input(x, w, grad_out, stride, (1, 1), (1, 1), 1))
+    finally:
+        torch.set_num_threads(threads)
+    for first, other in zip(results[:2], results[2:4]):
+        assert torch.equal(first, other)
+    assert all(torch.equal(a, b) for a, b in zip(results[:2], results[4:]))

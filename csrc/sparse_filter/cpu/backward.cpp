@@ -186,6 +186,47 @@ at::Tensor dense_grad_values(const at::Tensor& grad_output, const at::Tensor& in
   return grad_values;
 }
 
+// The input's gradient phase by phase: each phase of the input's polyphase layout that the
+// taps read is a stride-1 convolution of grad_output with the phase's taps (pattern.h,
+// phase_filters); its plane is every s-th row and column of the input from the phase's
+// first, written in place. The phases no tap reads get no gradient.
+at::Tensor grad_input_by_phase(const at::Tensor& grad_output, const at::Tensor& input,
+                               const std::vector<TransposedFilter>& filters,
+                               const SparseFilterGeometry& g) {
+  at::Tensor grad_input =
+      static_cast<int64_t>(filters.size()) < g.stride_h * g.stride_w
+          ? at::zeros(input.sizes(), input.options())
+          : at::empty(input.sizes(), input.options());
+  for (const TransposedFilter& f : filters) {
+    const int64_t phi = f.phase / g.stride_w, psi = f.phase % g.stride_w;
+    // The first input row and column in the phase, and their row and column in its plane.
+    const int64_t row0 = ((phi - g.pad_h) % g.stride_h + g.stride_h) % g.stride_h;
+    const int64_t col0 = ((psi - g.pad_w) % g.stride_w + g.stride_w) % g.stride_w;
+    if (row0 >= g.in_h || col0 >= g.in_w) continue;
+    at::Tensor plane =
+        grad_input.slice(2, row0, g.in_h, g.stride_h).slice(3, col0, g.in_w, g.stride_w);
+    if (f.col_idx.size(0) == 0) {
+      plane.zero_();
+      continue;
+    }
+    const at::Tensor part = sparse_filter_conv2d_cpu(
+        grad_output, f.row_ptr, f.col_idx, f.values, f.weight_size, c10::nullopt, {1, 1},
+        phase_padding(g), {1, 1}, g.groups, "auto");
+    const int64_t first_row = (row0 + g.pad_h - phi) / g.stride_h;
+    const int64_t first_col = (col0 + g.pad_w - psi) / g.stride_w;
+    // The convolution has out_h + alpha_max rows: the plane's last row may be beyond them,
+    // and reads no output (zero).
+    const int64_t rows = std::min(plane.size(2), part.size(2) - first_row);
+    const int64_t cols = std::min(plane.size(3), part.size(3) - first_col);
+    if (rows < plane.size(2) || cols < plane.size(3)) plane.zero_();
+    if (rows > 0 && cols > 0) {
+      plane.narrow(2, 0, rows).narrow(3, 0, cols)
+          .copy_(part.narrow(2, first_row, rows).narrow(3, first_col, cols));
+    }
+  }
+  return grad_input;
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& row_ptr,
     const at::Tensor& col_idx, const at::Tensor& values, at::IntArrayRef weight_size,
@@ -204,7 +245,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
   // The input's gradient: one convolution with the transposed filter at stride 1 (where the
   // padding is within the kernel's reach), else one per phase of the polyphase layout.
   const bool transposed = output_mask[0] && !empty && g.stride_h == 1 && g.stride_w == 1 &&
-                          transposed_padding(g)[0] >= 0 && transposed_padding(g)[1] >= 0;
+                          transposed_padding(g)[0] >= 0 && transposed_padding(g)[1] >= 0 &&
+                          g.in_h > 0 && g.in_w > 0;
   const bool by_phase = output_mask[0] && !empty && !transposed;
   const bool lanes_values = output_mask[1] && grad_values_lanes_apply(g, input.scalar_type());
   const bool dense_values =
@@ -220,49 +262,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
       // The convolution of grad_output with the transposed filter, on the forward's kernels
       // ('auto' picks among them as for any layer of this shape and density).
       const TransposedFilter t = transposed_filter(rp, ci, val, g);
-      grad_input = sparse_filter_conv2d_cpu(
+      // NCHW whatever grad_output's format, as the fake kernel says (_fake.py).
+      grad_input = nchw_contiguous(sparse_filter_conv2d_cpu(
           grad_output, t.row_ptr, t.col_idx, t.values, t.weight_size, c10::nullopt, {1, 1},
-          transposed_padding(g), {g.dilation_h, g.dilation_w}, g.groups, "auto");
+          transposed_padding(g), {g.dilation_h, g.dilation_w}, g.groups, "auto"));
     } else if (by_phase) {
-      // Each phase of the input's polyphase layout is such a convolution with the phase's
-      // taps (pattern.h, phase_filters); its plane is every s-th row and column of the input
-      // from the phase's first, written in place.
-      grad_input = at::empty(input.sizes(), input.options());
       const std::vector<TransposedFilter> filters = phase_filters(rp, ci, val, g);
-      for (int64_t phase = 0; phase < g.stride_h * g.stride_w; ++phase) {
-        const int64_t phi = phase / g.stride_w, psi = phase % g.stride_w;
-        // The first input row and column in the phase, and their row and column in its plane.
-        const int64_t row0 = ((phi - g.pad_h) % g.stride_h + g.stride_h) % g.stride_h;
-        const int64_t col0 = ((psi - g.pad_w) % g.stride_w + g.stride_w) % g.stride_w;
-        if (row0 >= g.in_h || col0 >= g.in_w) continue;
-        at::Tensor plane = grad_input.slice(2, row0, g.in_h, g.stride_h)
-                               .slice(3, col0, g.in_w, g.stride_w);
-        const TransposedFilter& f = filters[phase];
-        if (f.col_idx.size(0) == 0) {
-          plane.zero_();
-          continue;
-        }
-        const at::Tensor part = sparse_filter_conv2d_cpu(
-            grad_output, f.row_ptr, f.col_idx, f.values, f.weight_size, c10::nullopt, {1, 1},
-            phase_padding(g), {1, 1}, g.groups, "auto");
-        const int64_t first_row = (row0 + g.pad_h - phi) / g.stride_h;
-        const int64_t first_col = (col0 + g.pad_w - psi) / g.stride_w;
-        // The convolution has out_h + alpha_max rows: the plane's last row may be beyond
-        // them, and reads no output (zero).
-        const int64_t rows = std::min(plane.size(2), part.size(2) - first_row);
-        const int64_t cols = std::min(plane.size(3), part.size(3) - first_col);
-        if (rows < plane.size(2) || cols < plane.size(3)) plane.zero_();
-        if (rows > 0 && cols > 0) {
-          plane.narrow(2, 0, rows).narrow(3, 0, cols)
-              .copy_(part.narrow(2, first_row, rows).narrow(3, first_col, cols));
-        }
+      if (static_cast<int64_t>(filters.size()) <= kMaxPhaseConvolutions) {
+        grad_input = grad_input_by_phase(grad_output, input, filters, g);
+      } else {
+        grad_input = std::get<0>(at::convolution_backward(
+            grad_output, input, dense_weight_cpu(rp, ci, val, weight_size), c10::nullopt,
+            {g.stride_h, g.stride_w}, padding, dilation, /*transposed=*/false,
+            /*output_padding=*/{0, 0}, groups, {true, false, false})).contiguous();
       }
     } else if (output_mask[0]) {  // no output: nothing reached the input
       grad_input = at::zeros_like(input, at::MemoryFormat::Contiguous);
     }
     if (dense_values) {
+      // g's stride: capped where one output row or column makes it irrelevant, as the
+      // forward's 'dense' passes it (oneDNN rejects strides of 2^31 and more).
       grad_values = dense_grad_values<scalar_t>(grad_output, input, rp, ci, weight_size,
-                                                stride, padding, dilation, groups);
+                                                {g.stride_h, g.stride_w}, padding, dilation,
+                                                groups);
     } else if (output_mask[1]) {
       grad_values = at::zeros_like(val);
       // Whole blocks of samples in the lanes, the samples after them one at a time.
