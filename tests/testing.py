@@ -57,6 +57,20 @@ def random_weight(shape, density, dtype, generator=None):
     return weight * keep
 
 
+def gradcheck_packed(x, weight, stride, padding, dilation, groups, method="auto"):
+    """torch.autograd.gradcheck of sparse_filter_conv2d w.r.t. the input and the kept values
+    of ``weight`` (float64), without a bias."""
+    import torch_sparse_conv as tsc
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(weight)
+    values = values.clone().requires_grad_()
+
+    def conv(x, values):
+        return torch.ops.torch_sparse_conv.sparse_filter_conv2d(
+            x, row_ptr, col_idx, values, list(weight.shape), None, list(stride), list(padding),
+            list(dilation), groups, method)
+    return torch.autograd.gradcheck(conv, (x.detach().requires_grad_(), values))
+
+
 # ------------------------------------------------------------------------- sparse images
 
 def random_csr(rng, batch, h, w, density, dtype=torch.float64):

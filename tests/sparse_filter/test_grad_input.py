@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import torch_sparse_conv as tsc
 
-from testing import random_weight
+from testing import gradcheck_packed, random_weight
 
 BACKWARD = torch.ops.torch_sparse_conv._sparse_filter_conv2d_backward
 
@@ -143,17 +143,12 @@ def test_channels_last_and_expanded_grad_output():
                                atol=1e-4)
 
 
-def test_gradcheck_float64_through_the_transposed_filter():
+@pytest.mark.parametrize("stride", [(1, 1), (2, 1)])
+def test_gradcheck_float64_transposed_and_by_phase(stride):
     gen = torch.Generator().manual_seed(6)
-    x = torch.randn(4, 4, 6, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    x = torch.randn(4, 4, 6, 5, dtype=torch.float64, generator=gen)
     w = random_weight((6, 2, 3, 2), 0.5, torch.float64, gen)
-    row_ptr, col_idx, values = tsc.pack_sparse_filter(w)
-    values = values.clone().requires_grad_()
-
-    def fn(x, values):
-        return torch.ops.torch_sparse_conv.sparse_filter_conv2d(
-            x, row_ptr, col_idx, values, list(w.shape), None, [1, 1], [1, 0], [2, 1], 2, "auto")
-    assert torch.autograd.gradcheck(fn, (x, values))
+    assert gradcheck_packed(x, w, stride, (1, 0), (2, 1), 2)
 
 
 @pytest.mark.parametrize("stride, kernel, size", [

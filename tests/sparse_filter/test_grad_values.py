@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import torch_sparse_conv as tsc
 
-from testing import random_weight
+from testing import gradcheck_packed, random_weight
 
 BACKWARD = torch.ops.torch_sparse_conv._sparse_filter_conv2d_backward
 # method.h's kGradValuesOneSampleMaxDensity and kGradValuesStridedMaxDensity: below them the
@@ -113,17 +113,14 @@ def test_inputs_channels_last_and_repeated_calls_agree_bitwise():
                                            (1, 1), (1, 1), 1))
 
 
-def test_gradcheck_float64_on_blocks():
+@pytest.mark.parametrize("stride", [(1, 1), (2, 1)])
+def test_gradcheck_float64_sparse_kernels(stride):
+    """A float64 block of 4 samples and one more, at a density the sparse kernels take."""
     gen = torch.Generator().manual_seed(6)
-    x = torch.randn(5, 4, 5, 6, dtype=torch.float64, generator=gen, requires_grad=True)
-    w = random_weight((6, 2, 3, 2), 0.5, torch.float64, gen)
-    row_ptr, col_idx, values = tsc.pack_sparse_filter(w)
-    values = values.clone().requires_grad_()
-
-    def fn(x, values):
-        return torch.ops.torch_sparse_conv.sparse_filter_conv2d(
-            x, row_ptr, col_idx, values, list(w.shape), None, [1, 1], [1, 0], [2, 1], 2, "auto")
-    assert torch.autograd.gradcheck(fn, (x, values))
+    x = torch.randn(5, 8, 5, 6, dtype=torch.float64, generator=gen)
+    w = random_weight((12, 4, 3, 2), 0.04, torch.float64, gen)
+    assert 0 < int((w != 0).sum()) < STRIDED_SPARSE_KERNELS_BELOW * w.numel()
+    assert gradcheck_packed(x, w, stride, (1, 0), (2, 1), 2)
 
 
 def test_no_kept_tap_gives_zeros():
