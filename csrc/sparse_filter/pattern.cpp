@@ -97,75 +97,97 @@ SparseFilterGeometry check_sparse_filter_backward_args(
   return g;
 }
 
-TransposedFilter transposed_filter(const at::Tensor& row_ptr, const at::Tensor& col_idx,
-                                   const at::Tensor& values, const SparseFilterGeometry& g) {
+namespace {
+
+// The kept taps regrouped into a CSR over blocks x C_in rows: the tap of output channel oc at
+// filter column col goes to row block_of[col] * C_in + (the first input channel of oc's group)
+// + col / (kH kW), at column (oc mod C_out/groups) * out_kernel + column_of[col]. A counting
+// sort in parallel: each part of the output channels counts its taps per row, then writes
+// them from its own offsets, so every row keeps output-channel order. Each channel's taps go
+// backwards: the flips reverse their order inside a channel pair, so a row sorted by column
+// gives rows sorted by column (the forward then need not sort them).
+TransposedFilter regroup_taps(const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                              const at::Tensor& values, const SparseFilterGeometry& g,
+                              const std::vector<int64_t>& block_of,
+                              const std::vector<int64_t>& column_of, int64_t blocks,
+                              int64_t out_kernel) {
   const int64_t* r = row_ptr.data_ptr<int64_t>();
   const int64_t* c = col_idx.data_ptr<int64_t>();
   const int64_t nnz = col_idx.size(0);
   const int64_t kernel = g.kernel_h * g.kernel_w;
   const int64_t ocpg = g.out_channels_per_group(), icpg = g.in_channels_per_group();
-  // Per filter column: its input channel in the group, and its tap flipped in both
-  // dimensions (tables, so the passes over the taps do not divide).
-  std::vector<int64_t> channel_of(g.taps_per_filter()), flipped_of(g.taps_per_filter());
+  const int64_t rows = blocks * g.in_channels;
+  // Per filter column, its row apart from the group's first input channel.
+  std::vector<int64_t> row_of(g.taps_per_filter());
   for (int64_t col = 0; col < g.taps_per_filter(); ++col) {
-    const int64_t tap = col % kernel;
-    channel_of[col] = col / kernel;
-    flipped_of[col] = (g.kernel_h - 1 - tap / g.kernel_w) * g.kernel_w +
-                      (g.kernel_w - 1 - tap % g.kernel_w);
+    row_of[col] = block_of[col] * g.in_channels + col / kernel;
   }
-  // A counting sort in parallel: each part of the output channels counts its taps per input
-  // channel, then writes them from its own offsets, so the rows keep output-channel order.
   const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(),
                                                                g.out_channels / 16));
   const int64_t per_part = (g.out_channels + parts - 1) / parts;
-  const int64_t channels = g.in_channels;
-  std::vector<int64_t> offset(parts * channels, 0);  // offset[p * channels + ic]
+  std::vector<int64_t> offset(parts * rows, 0);  // offset[p * rows + row]
   at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
-      int64_t* count = offset.data() + p * channels;
+      int64_t* count = offset.data() + p * rows;
       for (int64_t oc = p * per_part; oc < std::min(g.out_channels, (p + 1) * per_part); ++oc) {
         const int64_t first_channel = oc / ocpg * icpg;
-        for (int64_t k = r[oc]; k < r[oc + 1]; ++k) ++count[first_channel + channel_of[c[k]]];
+        for (int64_t k = r[oc]; k < r[oc + 1]; ++k) ++count[first_channel + row_of[c[k]]];
       }
     }
   });
-  std::vector<int64_t> start(channels + 1, 0);
+  TransposedFilter t;
+  t.row_ptr = at::empty({rows + 1}, row_ptr.options());
+  int64_t* start = t.row_ptr.data_ptr<int64_t>();
   int64_t running = 0;
-  for (int64_t ic = 0; ic < channels; ++ic) {
-    start[ic] = running;
+  for (int64_t row = 0; row < rows; ++row) {
+    start[row] = running;
     for (int64_t p = 0; p < parts; ++p) {
-      const int64_t count = offset[p * channels + ic];
-      offset[p * channels + ic] = running;
+      const int64_t count = offset[p * rows + row];
+      offset[p * rows + row] = running;
       running += count;
     }
   }
-  start[channels] = running;
-  TransposedFilter t;
-  t.row_ptr = at::from_blob(start.data(), {channels + 1}, at::kLong).clone();
+  start[rows] = running;
   t.col_idx = at::empty({nnz}, col_idx.options());
   t.values = at::empty({nnz}, values.options());
-  t.weight_size = {g.in_channels, ocpg, g.kernel_h, g.kernel_w};
   int64_t* tc = t.col_idx.data_ptr<int64_t>();
-  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "transposed_filter", [&] {
+  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "regroup_taps", [&] {
     const scalar_t* v = values.data_ptr<scalar_t>();
     scalar_t* tv = t.values.data_ptr<scalar_t>();
     at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p) {
-        int64_t* fill = offset.data() + p * channels;
+        int64_t* fill = offset.data() + p * rows;
         for (int64_t oc = p * per_part; oc < std::min(g.out_channels, (p + 1) * per_part);
              ++oc) {
-          const int64_t first_channel = oc / ocpg * icpg, first_column = oc % ocpg * kernel;
-          // Backwards: flipping reverses the taps' order inside a channel pair, so a row
-          // sorted by column gives rows sorted by column (the forward then need not sort).
+          const int64_t first_channel = oc / ocpg * icpg, first_column = oc % ocpg * out_kernel;
           for (int64_t k = r[oc + 1] - 1; k >= r[oc]; --k) {
-            const int64_t slot = fill[first_channel + channel_of[c[k]]]++;
-            tc[slot] = first_column + flipped_of[c[k]];
+            const int64_t slot = fill[first_channel + row_of[c[k]]]++;
+            tc[slot] = first_column + column_of[c[k]];
             tv[slot] = v[k];
           }
         }
       }
     });
   });
+  return t;
+}
+
+}  // namespace
+
+TransposedFilter transposed_filter(const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                                   const at::Tensor& values, const SparseFilterGeometry& g) {
+  const int64_t kernel = g.kernel_h * g.kernel_w;
+  // Per filter column: its tap flipped in both dimensions.
+  std::vector<int64_t> flipped_of(g.taps_per_filter());
+  for (int64_t col = 0; col < g.taps_per_filter(); ++col) {
+    const int64_t tap = col % kernel;
+    flipped_of[col] = (g.kernel_h - 1 - tap / g.kernel_w) * g.kernel_w +
+                      (g.kernel_w - 1 - tap % g.kernel_w);
+  }
+  TransposedFilter t = regroup_taps(row_ptr, col_idx, values, g,
+                                    std::vector<int64_t>(g.taps_per_filter(), 0), flipped_of,
+                                    1, kernel);
+  t.weight_size = {g.in_channels, g.out_channels_per_group(), g.kernel_h, g.kernel_w};
   return t;
 }
 
@@ -181,10 +203,7 @@ std::array<int64_t, 2> phase_padding(const SparseFilterGeometry& g) {
 std::vector<TransposedFilter> phase_filters(const at::Tensor& row_ptr, const at::Tensor& col_idx,
                                             const at::Tensor& values,
                                             const SparseFilterGeometry& g) {
-  const int64_t* r = row_ptr.data_ptr<int64_t>();
-  const int64_t* c = col_idx.data_ptr<int64_t>();
   const int64_t kernel = g.kernel_h * g.kernel_w;
-  const int64_t ocpg = g.out_channels_per_group(), icpg = g.in_channels_per_group();
   const std::array<int64_t, 2> shift = phase_padding(g);
   const int64_t rows = shift[0] + 1, cols = shift[1] + 1;  // each phase filter's kernel
   // The phases the kernel's taps read (a stride far above the kernel leaves most empty).
@@ -197,60 +216,31 @@ std::vector<TransposedFilter> phase_filters(const at::Tensor& row_ptr, const at:
   std::sort(phase_ids.begin(), phase_ids.end());
   phase_ids.erase(std::unique(phase_ids.begin(), phase_ids.end()), phase_ids.end());
   const int64_t phases = static_cast<int64_t>(phase_ids.size());
-  // Per filter column: its input channel in the group, its phase (an index into phase_ids),
-  // its (flipped) column in the phase filter.
-  std::vector<int64_t> channel_of(g.taps_per_filter()), phase_of(g.taps_per_filter()),
-      column_of(g.taps_per_filter());
+  // Per filter column: its phase (an index into phase_ids) and its (flipped) column in the
+  // phase filter.
+  std::vector<int64_t> phase_of(g.taps_per_filter()), column_of(g.taps_per_filter());
   for (int64_t col = 0; col < g.taps_per_filter(); ++col) {
     const int64_t tap = col % kernel;
     const int64_t row = tap / g.kernel_w * g.dilation_h, column = tap % g.kernel_w * g.dilation_w;
-    channel_of[col] = col / kernel;
     phase_of[col] = std::lower_bound(phase_ids.begin(), phase_ids.end(), phase_of_tap[tap]) -
                     phase_ids.begin();
     column_of[col] = (shift[0] - row / g.stride_h) * cols + (shift[1] - column / g.stride_w);
   }
-  // Counting sort by (phase, input channel), rows in output-channel order.
-  std::vector<int64_t> start(phases * g.in_channels + 1, 0);
-  for (int64_t oc = 0; oc < g.out_channels; ++oc) {
-    const int64_t first_channel = oc / ocpg * icpg;
-    for (int64_t k = r[oc]; k < r[oc + 1]; ++k) {
-      ++start[phase_of[c[k]] * g.in_channels + first_channel + channel_of[c[k]] + 1];
-    }
-  }
-  for (int64_t i = 0; i < phases * g.in_channels; ++i) start[i + 1] += start[i];
+  // One CSR over (phase, input channel) rows; each phase's filter is its run of rows.
+  const TransposedFilter all =
+      regroup_taps(row_ptr, col_idx, values, g, phase_of, column_of, phases, rows * cols);
+  const int64_t* start = all.row_ptr.data_ptr<int64_t>();
   std::vector<TransposedFilter> filters(phases);
   for (int64_t phase = 0; phase < phases; ++phase) {
     TransposedFilter& f = filters[phase];
     const int64_t first = start[phase * g.in_channels];
-    f.row_ptr = at::empty({g.in_channels + 1}, row_ptr.options());
-    int64_t* fr = f.row_ptr.data_ptr<int64_t>();
-    for (int64_t ic = 0; ic <= g.in_channels; ++ic) fr[ic] = start[phase * g.in_channels + ic] - first;
-    f.col_idx = at::empty({fr[g.in_channels]}, col_idx.options());
-    f.values = at::empty({fr[g.in_channels]}, values.options());
-    f.weight_size = {g.in_channels, ocpg, rows, cols};
+    const int64_t taps = start[(phase + 1) * g.in_channels] - first;
+    f.row_ptr = all.row_ptr.narrow(0, phase * g.in_channels, g.in_channels + 1) - first;
+    f.col_idx = all.col_idx.narrow(0, first, taps);
+    f.values = all.values.narrow(0, first, taps);
+    f.weight_size = {g.in_channels, g.out_channels_per_group(), rows, cols};
     f.phase = phase_ids[phase];
   }
-  std::vector<int64_t> fill(start.begin(), start.end() - 1);
-  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "phase_filters", [&] {
-    const scalar_t* v = values.data_ptr<scalar_t>();
-    std::vector<int64_t*> columns(phases);
-    std::vector<scalar_t*> kept(phases);
-    for (int64_t phase = 0; phase < phases; ++phase) {
-      columns[phase] = filters[phase].col_idx.data_ptr<int64_t>();
-      kept[phase] = filters[phase].values.data_ptr<scalar_t>();
-    }
-    for (int64_t oc = 0; oc < g.out_channels; ++oc) {
-      const int64_t first_channel = oc / ocpg * icpg, first_column = oc % ocpg * rows * cols;
-      // Backwards, as in transposed_filter: rows sorted by column stay sorted.
-      for (int64_t k = r[oc + 1] - 1; k >= r[oc]; --k) {
-        const int64_t phase = phase_of[c[k]];
-        const int64_t slot = fill[phase * g.in_channels + first_channel + channel_of[c[k]]]++ -
-                             start[phase * g.in_channels];
-        columns[phase][slot] = first_column + column_of[c[k]];
-        kept[phase][slot] = v[k];
-      }
-    }
-  });
   return filters;
 }
 

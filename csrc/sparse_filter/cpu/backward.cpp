@@ -251,11 +251,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
   const bool lanes_values = output_mask[1] && grad_values_lanes_apply(g, input.scalar_type());
   const bool dense_values =
       output_mask[1] && !empty && !grad_values_sparse_pays(g, ci.size(0), lanes_values);
-  // What the polyphase kernels below read: the taps' offsets and grad_output in wide layout
-  // (all of it where the lanes take no sample: the whole batch goes one sample at a time).
-  const bool polyphase_kernels = output_mask[1] && !lanes_values && !dense_values;
-  const bool need_taps = (output_mask[1] && !dense_values) || polyphase_kernels;
-  const FilterTaps taps = need_taps ? make_filter_taps(rp, ci, g) : FilterTaps();
+  // What the sparse values' kernels read: the taps' offsets; the per-sample one also
+  // grad_output in wide layout (all of it where the lanes take no sample).
+  const bool sparse_values = output_mask[1] && !dense_values;
+  const bool polyphase_kernels = sparse_values && !lanes_values;
+  const FilterTaps taps = sparse_values ? make_filter_taps(rp, ci, g) : FilterTaps();
   at::Tensor grad_wide = empty || !polyphase_kernels ? at::Tensor() : to_wide(grad_output, g);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "sparse_filter_conv2d_backward_cpu", [&] {
     if (transposed) {
