@@ -72,8 +72,9 @@ SparseFilterMethod choose_sparse_filter_method_cpu(const at::Tensor& row_ptr,
 bool grad_values_sparse_pays(const SparseFilterGeometry& g, int64_t nnz, bool lanes) {
   const double taps = double(g.out_channels) * double(g.taps_per_filter());
   const double density = taps > 0 ? double(nnz) / taps : 0.0;
-  if (lanes) return density <= kGradValuesLanesMaxDensity;
   const bool strided = g.stride_h * g.stride_w > 1;
+  if (lanes) return density <= (strided ? kGradValuesLanesStridedMaxDensity
+                                        : kGradValuesLanesMaxDensity);
   return density <= (strided ? kGradValuesStridedMaxDensity : kGradValuesOneSampleMaxDensity);
 }
 

@@ -55,10 +55,12 @@ constexpr double kAutoMinGain = 1.05;  // leave dense only for a predicted 5% wi
 // time relative to oneDNN's, ResNet-50's 3x3 layers (64@56 .. 512@7), 2 threads, Intel Xeon
 // with AVX-512 (2026-12-02): with the batch in the lanes (batch 8) 0.56-0.70 at 10 %,
 // 0.76-0.95 at 15 %, 1.02-1.30 at 20 %; one sample at a time (batch 1) 0.61-0.94 at 10 %,
-// 0.76-1.37 at 15 %, 1.04-1.74 at 20 %.
-// Strided layers (one sample at a time, a run per phase): 0.93-1.21 at 10 %, 0.65-0.93 at
-// 5 % (ResNet-50's stride-2 3x3 layers, batch 8).
+// 0.76-1.37 at 15 %, 1.04-1.74 at 20 %. Strided with the batch in the lanes (ResNet's stride-2
+// 3x3 layers, batch 8 and 16, 2026-12-02): 0.55-0.75 at 10 %, 0.71-1.0 at 15 %, 0.93-1.27 at
+// 20 % (ResNet's 7x7 stem 0.37-0.61 at 10 %); one sample at a time 0.93-1.21 at 10 %,
+// 0.65-0.93 at 5 %.
 constexpr double kGradValuesLanesMaxDensity = 0.15;
+constexpr double kGradValuesLanesStridedMaxDensity = 0.12;
 constexpr double kGradValuesOneSampleMaxDensity = 0.10;
 constexpr double kGradValuesStridedMaxDensity = 0.07;
 // The input's gradient at a stride is one convolution per stride phase that the kernel's taps

@@ -1,9 +1,9 @@
-"""The gradient of the kept values at stride 1 with a block of samples in the vector lanes
+"""The gradient of the kept values with a block of samples in the vector lanes
 (csrc/sparse_filter/cpu/backward.cpp, grad_values_lanes_cpu; 8 float32 or 4 float64
-samples a block; the samples after the whole blocks one at a time), and at other strides the
-per-sample kernel; above the densities where those pay (csrc/sparse_filter/method.h: 15 %
-with the lanes, 10 % one sample at a time, 7 % strided), oneDNN's weight gradient read at
-the kept taps.
+samples a block, at any stride whose phases the kernel all reads; the samples after the whole
+blocks one at a time), else the per-sample kernel; above the densities where those pay
+(csrc/sparse_filter/method.h: with the lanes 15 %, 12 % strided; one sample at a time 10 %,
+7 % strided), oneDNN's weight gradient read at the kept taps.
 All against autograd of F.conv2d on the masked weight, sampled at the kept taps."""
 import pytest
 import torch
@@ -74,18 +74,43 @@ def test_lanes_blocks_give_the_values_gradient(dtype, case, density):
     torch.testing.assert_close(got, expected, **tolerance)
 
 
-@pytest.mark.parametrize("stride", [(2, 2), (1, 2)])
-@pytest.mark.parametrize("density", [0.05, 0.6])
-def test_strided_layers_take_the_per_sample_kernel(stride, density):
-    gen = torch.Generator().manual_seed(3)
-    x = torch.randn(9, 12, 9, 10, dtype=torch.float64, generator=gen)
-    w = random_weight((10, 12, 3, 2), density, torch.float64, gen)
-    kept = float((w != 0).float().mean())
-    assert kept < STRIDED_SPARSE_KERNELS_BELOW if density < 0.1 else kept >= 0.5
-    out_shape = F.conv2d(x, w, None, stride, 1).shape
-    grad_out = torch.randn(out_shape, dtype=torch.float64, generator=gen)
-    torch.testing.assert_close(_grad_values(x, w, grad_out, stride, (1, 1), (1, 1), 1),
-                               _expected(x, w, grad_out, stride, (1, 1), (1, 1), 1))
+# (batch, in, out, size, kernel, stride, padding, dilation) of strided layers: kernels that
+# read every phase of the stride (the lanes layout for the whole blocks: stride 2 and 3,
+# unequal strides, a 7x7 stride-2 stem, no padding, odd sizes, batch 9 and 17 with samples
+# after the blocks) and ones that do not (a 1x1 stride 2, a 3x3 dilated by the stride: one
+# phase read; one sample at a time).
+STRIDED_CASES = [
+    (9, 12, 10, (9, 10), (3, 2), (2, 2), (1, 1), (1, 1)),
+    (8, 6, 8, (13, 11), (3, 3), (3, 3), (1, 0), (1, 1)),
+    (17, 5, 7, (12, 9), (3, 3), (1, 2), (1, 1), (1, 1)),
+    (8, 3, 16, (30, 29), (7, 7), (2, 2), (3, 3), (1, 1)),
+    (9, 8, 6, (11, 11), (3, 3), (2, 2), (0, 0), (1, 1)),
+    (8, 10, 12, (14, 14), (1, 1), (2, 2), (0, 0), (1, 1)),
+    (9, 6, 6, (13, 13), (3, 3), (2, 2), (2, 2), (2, 2)),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", STRIDED_CASES, ids=[f"case{i}" for i in range(len(STRIDED_CASES))])
+@pytest.mark.parametrize("density", [0.05, 0.1, 0.6])
+def test_strided_layers_give_the_values_gradient(dtype, case, density):
+    """0.05: the sparse kernels; 0.1: the lanes' kernel, or oneDNN's gradient where one
+    sample at a time would be slower (past 7 %); 0.6: oneDNN's gradient."""
+    batch, cin, cout, size, kernel, stride, padding, dilation = case
+    gen = torch.Generator().manual_seed(sum(size) + batch + sum(stride))
+    x = torch.randn(batch, cin, *size, dtype=dtype, generator=gen)
+    # Exactly round(density x taps) kept: the density sits on its side of the rule's limits.
+    w = torch.randn(cout, cin, *kernel, dtype=dtype, generator=gen).flatten()
+    w[torch.randperm(w.numel(), generator=gen)[round(density * w.numel()):]] = 0
+    w = w.view(cout, cin, *kernel)
+    assert int((w != 0).sum()) == round(density * w.numel())
+    out_shape = F.conv2d(x, w, None, stride, padding, dilation).shape
+    grad_out = torch.randn(out_shape, dtype=dtype, generator=gen)
+    got = _grad_values(x, w, grad_out, stride, padding, dilation, 1)
+    expected = _expected(x, w, grad_out, stride, padding, dilation, 1)
+    tolerance = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-10,
+                                                                              atol=1e-10)
+    torch.testing.assert_close(got, expected, **tolerance)
 
 
 def test_inputs_channels_last_and_repeated_calls_agree_bitwise():

@@ -3,8 +3,8 @@
 // The gradient of the input is a forward convolution of grad_output, so it runs on the
 // forward's kernels: with the transposed filter at stride 1, phase by phase of the input's
 // polyphase layout otherwise (pattern.h). The gradient of the values is a sum per kept tap:
-// with a block of samples in the vector lanes at stride 1, else one sample at a time on the
-// polyphase layout of the input and the wide layout of grad_output (zeros in the padding
+// with a block of samples in the vector lanes (the forward's lanes layout), else one sample
+// at a time on the polyphase layout of the input and the wide layout of grad_output (zeros in the padding
 // columns), where each kept tap is one contiguous run:
 //   grad_values[k] = sum_n dot(grad_output_wide[n, oc(k)], input_polyphase[n] + offset(k))
 // and above the densities where those pay (method.h), oneDNN's weight gradient read at the
@@ -24,6 +24,7 @@
 #include "csrc/sparse_filter/polyphase.h"
 #include "csrc/sparse_filter/pattern.h"
 #include "csrc/sparse_filter/cpu/forward.h"
+#include "csrc/sparse_filter/cpu/lanes_layout.h"
 #include "csrc/sparse_filter/cpu/lanes_simd.h"
 #include "csrc/sparse_filter/cpu/simd.h"
 
@@ -72,17 +73,18 @@ void grad_values_cpu(const at::Tensor& grad_wide, const at::Tensor& polyphase,
   });
 }
 
-// grad_values at stride 1 with a block of lanes<scalar_t>() samples in the vector lanes
-// (the forward's lanes layout, lanes_simd.h): the block's input, zero-padded, as
-// [channel][padded pixel][lane] and grad_output as [channel][out row][padded width][lane]
-// (zeros past out_w), so a tap's sum over the block is one dot product of contiguous runs
-// of rows x padded width x lanes elements, 8x longer than one sample's (a 7x7 plane's runs
-// were 61 elements: 1.9 million dots at 512x7x7, batch 8). The rows go in bands of
-// kBandPixels padded pixels, so a band's input (all channels) stays in L2 while every output
-// channel of the task reads it. Parallel over output channels: each tap's sum is its own,
-// added band by band and block by block in a fixed order. Adds to grad_values the sums over
-// the whole blocks of the batch; the caller takes the samples after them one at a time
-// (a block of one sample in eight lanes cost 4x dense's time at batch 1).
+// grad_values with a block of lanes<scalar_t>() samples in the vector lanes: the block's
+// input in the forward's lanes layout (lanes_layout.h: [channel][polyphase position][lane],
+// zeros in the padding) and grad_output as [channel][out row][phase_w][lane] (zeros past
+// out_w), so a tap's sum over the block is one dot product of contiguous runs of
+// rows x phase_w x lanes elements, 8x longer than one sample's (a 7x7 plane's runs were 61
+// elements: 1.9 million dots at 512x7x7, batch 8), at any stride: a tap is a shift in one
+// phase plane. The rows go in bands of kBandPixels positions, so a band's input (all
+// channels) stays in L2 while every output channel of the task reads it. Parallel over
+// output channels: each tap's sum is its own, added band by band and block by block in a
+// fixed order. Adds to grad_values the sums over the whole blocks of the batch; the caller
+// takes the samples after them one at a time (a block of one sample in eight lanes cost 4x
+// dense's time at batch 1).
 template <typename scalar_t>
 void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& input,
                            const at::Tensor& row_ptr, const FilterTaps& taps,
@@ -96,37 +98,34 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
   const scalar_t* gp = go.data_ptr<scalar_t>();
   const int64_t* rp = row_ptr.data_ptr<int64_t>();
   scalar_t* gv = grad_values.data_ptr<scalar_t>();
-  // stride 1: the polyphase plane is the padded plane, and a tap's offset in it is its
-  // offset in the layout below divided by the lanes.
-  const int64_t hp = g.phase_h, wp = g.phase_w, plane = hp * wp;
+  const int64_t channel_block = g.channel_block();
   const int64_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w;
-  const int64_t run = g.out_h * wp;  // padded pixels of a wide output plane
-  // The padding and the wide columns stay zero; each block rewrites the rest.
-  at::Tensor x_lanes = at::zeros({g.in_channels * plane * L}, x.options());
+  const int64_t run = g.out_h * g.phase_w;  // positions of a wide output plane
+  // The layout writes every position of the input's; grad_output's wide columns stay zero.
+  at::Tensor x_lanes = at::empty({g.in_channels * channel_block * L}, x.options());
   at::Tensor go_lanes = at::zeros({g.out_channels * run * L}, go.options());
   scalar_t* xl = x_lanes.data_ptr<scalar_t>();
   scalar_t* gl = go_lanes.data_ptr<scalar_t>();
   for (int64_t n0 = 0; n0 + L <= g.batch; n0 += L) {
     at::parallel_for(0, g.in_channels + g.out_channels, 1, [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> row_pixels(g.in_w * L);
       for (int64_t item = begin; item < end; ++item) {
         if (item < g.in_channels) {
           const int64_t c = item;
-          for (int64_t r = 0; r < g.in_h; ++r) {
-            kernels.interleave(xp + (n0 * g.in_channels + c) * in_plane + r * g.in_w,
-                               g.in_channels * in_plane, g.in_w,
-                               xl + (c * plane + (r + g.pad_h) * wp + g.pad_w) * L);
-          }
+          lay_out_lanes_channel(xp + (n0 * g.in_channels + c) * in_plane,
+                                g.in_channels * in_plane, g, kernels, row_pixels.data(),
+                                xl + c * channel_block * L);
         } else {
           const int64_t oc = item - g.in_channels;
           for (int64_t r = 0; r < g.out_h; ++r) {
             kernels.interleave(gp + (n0 * g.out_channels + oc) * out_plane + r * g.out_w,
                                g.out_channels * out_plane, g.out_w,
-                               gl + (oc * run + r * wp) * L);
+                               gl + (oc * run + r * g.phase_w) * L);
           }
         }
       }
     });
-    // Up to the last row's out_w pixels (the wide run): a tap never reads past its channel.
+    // Up to the last row's out_w pixels (the wide run): a tap never reads past its plane.
     const int64_t wide = g.wide_len();
     at::parallel_for(0, g.out_channels, 1, [&](int64_t begin, int64_t end) {
       for (int64_t q0 = 0; q0 < wide; q0 += kBandPixels) {
@@ -150,13 +149,27 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
   }
 }
 
-// Where grad_values_lanes_cpu runs: stride 1, a CPU with the lane kernels, a whole block.
+// Whether the kernel's rows (or columns) fall in every one of the stride's phases: the lanes
+// layout writes all phase planes, so a 1x1 stride-2 layer, which reads one plane of four,
+// lays out four times what it reads (0.71-0.85x of oneDNN's time on ResNet's downsampling
+// layers, batch 16, against 1.0-1.3x for the 3x3 stride-2 ones).
+bool reads_every_phase(int64_t kernel, int64_t dilation, int64_t stride) {
+  if (kernel < stride) return false;  // fewer rows than phases
+  std::vector<bool> read(stride, false);
+  for (int64_t k = 0; k < stride; ++k) read[k * dilation % stride] = true;
+  return std::all_of(read.begin(), read.end(), [](bool r) { return r; });
+}
+
+// Where grad_values_lanes_cpu runs: a CPU with the lane kernels, a whole block, and a kernel
+// that reads every phase of the lanes layout.
 bool grad_values_lanes_apply(const SparseFilterGeometry& g, at::ScalarType dtype) {
   const bool is_double = dtype == at::kDouble;
   const bool has_kernels = is_double ? lane_kernels<double>() != nullptr
                                      : lane_kernels<float>() != nullptr;
   const int64_t block = is_double ? lanes<double>() : lanes<float>();
-  return has_kernels && g.stride_h == 1 && g.stride_w == 1 && g.batch >= block;
+  return has_kernels && g.batch >= block &&
+         reads_every_phase(g.kernel_h, g.dilation_h, g.stride_h) &&
+         reads_every_phase(g.kernel_w, g.dilation_w, g.stride_w);
 }
 
 // grad_values from oneDNN's dense weight gradient, read at the kept taps (duplicates of a

@@ -24,6 +24,7 @@
 #include "csrc/common/memory_format.h"
 #include "csrc/common/output_buffer_cache.h"
 #include "csrc/sparse_filter/cpu/direct.h"
+#include "csrc/sparse_filter/cpu/lanes_layout.h"
 #include "csrc/sparse_filter/cpu/lanes_simd.h"
 #include "csrc/sparse_filter/cpu/sorted_taps.h"
 #include "csrc/sparse_filter/polyphase.h"
@@ -90,57 +91,6 @@ inline void prefetch_for_writing(const void* p, int64_t bytes) {
   }
 }
 
-// One channel of a full sample block in the lanes layout: each input row transposed once from
-// the samples' rows (plane: the first sample's channel; sample_stride: elements between
-// samples), zeros in the padding. With stride_w 1 the row is transposed straight into its
-// phase row; with a larger stride into `row_pixels` (in_w * lanes elements), whose pixels are
-// then dealt out to the stride_w phase planes. (Splitting each sample's channel into its
-// phase planes first, then transposing, took a quarter of a stride-2 layer's time.)
-template <typename scalar_t>
-void lay_out_rows(const scalar_t* plane, int64_t sample_stride, const SparseFilterGeometry& g,
-                  const LaneKernels<scalar_t>& kernels, scalar_t* row_pixels, scalar_t* dst) {
-  constexpr int64_t L = lanes<scalar_t>();
-  const int64_t row_elements = g.phase_w * L;
-  const int64_t plane_elements = g.phase_h * row_elements;
-  for (int64_t a = 0; a < g.stride_h; ++a) {
-    for (int64_t i = 0; i < g.phase_h; ++i) {
-      const int64_t row = i * g.stride_h + a - g.pad_h;
-      // Phase row i of the planes (a, b) for b < stride_w.
-      scalar_t* phase_row = dst + a * g.stride_w * plane_elements + i * row_elements;
-      if (row < 0 || row >= g.in_h) {
-        for (int64_t b = 0; b < g.stride_w; ++b) {
-          std::fill_n(phase_row + b * plane_elements, row_elements, scalar_t(0));
-        }
-        continue;
-      }
-      const scalar_t* src = plane + row * g.in_w;
-      if (g.stride_w == 1) {
-        const int64_t first = std::min(g.pad_w, g.phase_w);
-        const int64_t last = std::max(first, std::min(g.phase_w, g.in_w + g.pad_w));
-        std::fill(phase_row, phase_row + first * L, scalar_t(0));
-        if (last > first) {
-          kernels.interleave(src + (first - g.pad_w), sample_stride, last - first,
-                             phase_row + first * L);
-        }
-        std::fill(phase_row + last * L, phase_row + row_elements, scalar_t(0));
-        continue;
-      }
-      kernels.interleave(src, sample_stride, g.in_w, row_pixels);
-      for (int64_t b = 0; b < g.stride_w; ++b) {
-        scalar_t* out = phase_row + b * plane_elements;
-        for (int64_t j = 0; j < g.phase_w; ++j, out += L) {
-          const int64_t column = j * g.stride_w + b - g.pad_w;
-          if (column >= 0 && column < g.in_w) {
-            std::copy_n(row_pixels + column * L, L, out);
-          } else {
-            std::fill_n(out, L, scalar_t(0));
-          }
-        }
-      }
-    }
-  }
-}
-
 template <typename io_t>
 void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
                           const at::Tensor& col_idx, const at::Tensor& values,
@@ -200,8 +150,8 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
         if constexpr (std::is_same_v<io_t, scalar_t>) {
           if (n0 + L <= g.batch) {
             row_pixels.resize(g.in_w * L);
-            lay_out_rows(in + (n0 * g.in_channels + c) * in_plane, g.in_channels * in_plane, g,
-                         kernels, row_pixels.data(), dst);
+            lay_out_lanes_channel(in + (n0 * g.in_channels + c) * in_plane,
+                                  g.in_channels * in_plane, g, kernels, row_pixels.data(), dst);
             continue;
           }
         }
