@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from torch_sparse_conv.bench import __main__ as cli
-from torch_sparse_conv.bench import (plots, report, resnet50, sparse_filter,
+from torch_sparse_conv.bench import (plots, report, resnet18_train, resnet50, sparse_filter,
                                      sparse_filter_layers, sparse_filter_train, toeplitz,
                                      toeplitz_workloads)
 from torch_sparse_conv.bench.peers import probe, tf32
@@ -273,17 +273,22 @@ def tiny_suites(monkeypatch):
         monkeypatch.setattr(suite, "default_config", tiny_layers_config)
     monkeypatch.setattr(sparse_filter_train, "default_config", tiny_train_config)
     monkeypatch.setattr(resnet50, "default_config", tiny_resnet_config)
-    # The whole-model suite has its own tests (test_bench_sparse_filter_layers.py); here it
-    # is skipped as without torchvision, which --suite all reports and goes on.
+    # The whole-model suites have their own tests (test_bench_sparse_filter_layers.py,
+    # test_bench_resnet18_train.py); here they are skipped as without torchvision, which
+    # --suite all reports and goes on.
     monkeypatch.setattr(resnet50, "unavailable", lambda: "no torchvision (test)")
+    monkeypatch.setattr(resnet18_train, "unavailable", lambda: "no torchvision (test)")
 
 
 def test_cli_quick_run_writes_json_markdown_and_plots(tmp_path, tiny_suites, capsys):
     out = tmp_path / "results"
     cli.main(["--suite", "all", "--quick", "--threads", "1", "--out", str(out)]
              + ([] if plots.available() else ["--no-plots"]))
-    assert "skipping suite resnet50: no torchvision (test)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "skipping suite resnet50: no torchvision (test)" in err
+    assert "skipping suite resnet18-train: no torchvision (test)" in err
     assert not (out / "resnet50-cpu.json").exists()
+    assert not (out / "resnet18-train-cpu.json").exists()
     suites = ["sparse-filter", *sparse_filter_layers.SUITES, "sparse-filter-train", "toeplitz",
               "roi", "events", "lidar"]
     for suite in suites:

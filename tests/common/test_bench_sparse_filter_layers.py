@@ -286,10 +286,13 @@ def test_training_suite_checks_and_counts_three_passes():
     gradients were checked against dense's, useful GFLOP counting the three passes."""
     layers = [dict(in_channels=6, out_channels=4, kernel=3, stride=1, size=6),
               dict(in_channels=4, out_channels=8, kernel=1, stride=2, size=7)]
-    config = dict(sparse_filter_train.default_config(True, "cpu"), layers=layers, batch=3,
+    assert sparse_filter_train.default_config(False, "cpu")["batches"] == [8, 32]
+    assert sparse_filter_train.default_config(False, "cpu", batch=4)["batches"] == [4]
+    config = dict(sparse_filter_train.default_config(True, "cpu"), layers=layers, batches=[3],
                   rounds=1)
     rows = sparse_filter_train.run(config)
     assert len(rows) == sparse_filter_train.cells(config) == 2
+    assert {row["batch"] for row in rows} == {3}
     for row in rows:
         assert {"dense", "prune-mask", "ours:auto", "ours:direct"} == set(row["seconds"])
         forward = sparse_filter.useful_flop(row["kept"], 3, row["out_size"])

@@ -15,7 +15,9 @@ sparse-filter-stride2, the same cells on batch 1 and on the 1x1 and stride-2 lay
 (bench/sparse_filter_layers.py); sparse-filter-train, a training step (forward and both
 gradients) on those layers against dense nn.Conv2d's (bench/sparse_filter_train.py);
 resnet50, the whole pruned model sparsified against dense
-torch (bench/resnet50.py; needs torchvision); toeplitz, the sparse-input grid and sweeps
+torch (bench/resnet50.py; needs torchvision); resnet18-train, SGD steps on the whole pruned
+ResNet-18 against the masked dense model and its torch.compile (bench/resnet18_train.py);
+toeplitz, the sparse-input grid and sweeps
 (bench/toeplitz.py); roi, events and lidar, the sparse-input conv on generated ROI
 footprints, event-camera frames and LiDAR grids (bench/toeplitz_workloads.py).
 
@@ -196,12 +198,12 @@ def parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     run_parser.add_argument("--batch", type=int, default=None,
                             help="sparse-filter suites' batch (default 8 on CPU, 64 on CUDA; "
-                                 "batch1 1; resnet50 both 1 and 8)")
+                                 "batch1 1; resnet50 both 1 and 8; resnet18-train 16)")
     run_parser.add_argument("--quick", action="store_true",
                             help="a few cells and rounds: a smoke test, not numbers to quote")
     run_parser.add_argument("--rounds", type=int, default=None,
                             help="interleaved rounds per cell (default 15 sparse-filter*, "
-                                 "10 resnet50, 5 toeplitz, roi, events and lidar; fewer with "
+                                 "10 resnet50, 20 SGD steps resnet18-train, 5 toeplitz, roi, events and lidar; fewer with "
                                  "--quick)")
     run_parser.add_argument("--out", default="bench_results")
     run_parser.add_argument("--no-plots", action="store_true")

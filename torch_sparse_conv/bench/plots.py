@@ -15,8 +15,8 @@ import math
 import os
 from typing import Dict, List
 
-from . import (resnet50, sparse_filter, sparse_filter_layers, sparse_filter_train, toeplitz,
-               toeplitz_workloads)
+from . import (resnet18_train, resnet50, sparse_filter, sparse_filter_layers,
+               sparse_filter_train, toeplitz, toeplitz_workloads)
 
 
 def available() -> bool:
@@ -248,6 +248,10 @@ def make(result: Dict, directory: str) -> List[str]:
     if suite == "resnet50":
         return [cells_speedup(result, os.path.join(directory, "resnet50-speedup.png"),
                               lambda r: f"b{r['batch']} {r['sparsity']:.0%}", resnet50.TITLE)]
+    if suite == resnet18_train.NAME:
+        return [cells_speedup(result, os.path.join(directory, f"{suite}-speedup.png"),
+                              lambda r: f"b{r['batch']} {r['sparsity']:.0%}",
+                              resnet18_train.TITLE)]
     if suite == "toeplitz":
         paths = []
         if toeplitz.in_group(result["rows"], "grid"):

@@ -8,15 +8,16 @@ import os
 import re
 from typing import Dict, List, Optional
 
-from . import (resnet50, sparse_filter, sparse_filter_layers, sparse_filter_train, toeplitz,
-               toeplitz_workloads)
+from . import (resnet18_train, resnet50, sparse_filter, sparse_filter_layers,
+               sparse_filter_train, toeplitz, toeplitz_workloads)
 
 SUITES = {"sparse-filter": sparse_filter, **sparse_filter_layers.SUITES,
           sparse_filter_train.NAME: sparse_filter_train, "resnet50": resnet50,
-          "toeplitz": toeplitz, **toeplitz_workloads.SUITES}
+          resnet18_train.NAME: resnet18_train, "toeplitz": toeplitz, **toeplitz_workloads.SUITES}
 TITLES = {"sparse-filter": "Sparse-filter conv2d", "toeplitz": "Sparse-input (Toeplitz) conv2d",
           **{name: suite.title for name, suite in sparse_filter_layers.SUITES.items()},
           sparse_filter_train.NAME: sparse_filter_train.TITLE, "resnet50": resnet50.TITLE,
+          resnet18_train.NAME: resnet18_train.TITLE,
           **{name: suite.title for name, suite in toeplitz_workloads.SUITES.items()}}
 MAX_LOSS_LINES = 20
 

@@ -4,7 +4,7 @@ One step = the forward, the gradient of the input and the gradient of the weight
 of the kept values), for a fixed random grad_output, as a layer pruned during training
 (gradual magnitude pruning, sparse fine-tuning) runs them on every batch. Layers: the 3x3
 stride-1 ones (64@56, 128@28, 256@14, 512@7), the eight 1x1 ones and the three stride-2 3x3
-ones of bench/sparse_filter_layers.py; batch 8, 90 % and 95 % sparsity. Contenders:
+ones of bench/sparse_filter_layers.py; batch 8 and 32, 90 % and 95 % sparsity. Contenders:
   dense       an nn.Conv2d holding the pruned weight (oneDNN forward and backward): the
               baseline
   prune-mask  the layer pruned with torch.nn.utils.prune.custom_from_mask (the weight times
@@ -26,6 +26,7 @@ from .timing import check_same
 NAME = "sparse-filter-train"
 TITLE = "Sparse-filter training step on ResNet-50's layers"
 SPARSITIES = [0.9, 0.95]
+BATCHES = [8, 32]  # issue 16's batch, and a larger one as training runs it
 OUR_METHODS = ["auto", "direct"]
 BASELINE = sparse_filter.BASELINE
 PASSES = 3  # forward, gradient of the input, gradient of the weight
@@ -43,9 +44,10 @@ def layers(quick: bool) -> List:
 
 def default_config(quick: bool, device: str, batch: Optional[int] = None,
                    rounds: Optional[int] = None) -> Dict:
-    """What to run; ``batch`` replaces the default 8."""
+    """What to run; ``batch`` replaces the default batches (8 and 32; 8 when quick)."""
     return dict(layers=layers(quick), sparsities=[0.9] if quick else SPARSITIES,
-                batch=batch or 8, rounds=rounds or (5 if quick else 15),
+                batches=[batch] if batch else (BATCHES[:1] if quick else BATCHES),
+                rounds=rounds or (5 if quick else 15),
                 methods=OUR_METHODS, deepsparse=False, training=True)
 
 
