@@ -198,13 +198,14 @@ def parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     run_parser.add_argument("--batch", type=int, default=None,
                             help="sparse-filter suites' batch (default 8 on CPU, 64 on CUDA; "
-                                 "batch1 1; resnet50 both 1 and 8; resnet18-train 16)")
+                                 "batch1 1; resnet50 both 1 and 8; sparse-filter-train 8 "
+                                 "and 32; resnet18-train 16)")
     run_parser.add_argument("--quick", action="store_true",
                             help="a few cells and rounds: a smoke test, not numbers to quote")
     run_parser.add_argument("--rounds", type=int, default=None,
                             help="interleaved rounds per cell (default 15 sparse-filter*, "
-                                 "10 resnet50, 20 SGD steps resnet18-train, 5 toeplitz, roi, events and lidar; fewer with "
-                                 "--quick)")
+                                 "10 resnet50, 20 SGD steps resnet18-train, 5 toeplitz, roi, "
+                                 "events and lidar; fewer with --quick)")
     run_parser.add_argument("--out", default="bench_results")
     run_parser.add_argument("--no-plots", action="store_true")
     report_parser = commands.add_parser("report", help="Markdown sections from result JSONs")
