@@ -2,8 +2,9 @@
 stride 1 the forward convolution of grad_output with the transposed, flipped filter
 (transposed_filter); at other strides, or where the padding exceeds the kernel's reach (the
 transposed padding would be negative), one such convolution per phase of the input's
-polyphase layout (phase_filters), each written to every s-th row and column. Both against
-autograd of F.conv2d."""
+polyphase layout (phase_filters), each written to every s-th row and column; where the
+values' gradient is oneDNN's and the taps read every phase, oneDNN's, from the same call. All
+against autograd of F.conv2d."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -90,6 +91,56 @@ def test_strides_and_wide_padding_go_phase_by_phase(case, batch):
     grad_out = torch.randn(out_shape, dtype=torch.float64, generator=gen)
     torch.testing.assert_close(_grad_input(x, w, grad_out, stride, padding, dilation, 1),
                                _expected(x, w, grad_out, stride, padding, dilation, 1))
+
+
+@pytest.mark.parametrize("batch, density", [(3, 0.4), (9, 0.1), (9, 0.4)])
+@pytest.mark.parametrize("case", PHASE_CASES, ids=[f"phase{i}" for i in range(len(PHASE_CASES))])
+def test_both_gradients_where_the_values_gradient_is_onednns(case, batch, density):
+    """Both gradients at once. Where the values' gradient goes to oneDNN (above method.h's
+    limits: batch 3 at any of these densities, 0.4 at batch 9) and the taps read every stride
+    phase, the input's gradient comes from the same oneDNN call; a 1x1 stride-2 layer (one
+    phase read) keeps its sparse input gradient; batch 9 at 0.1 is sparse for both."""
+    stride, padding, dilation, kernel, size = case
+    gen = torch.Generator().manual_seed(5 + sum(size))
+    x = torch.randn(batch, 6, *size, dtype=torch.float64, generator=gen)
+    w = random_weight((8, 6, *kernel), density, torch.float64, gen)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(w)
+    out_shape = F.conv2d(x, w, None, stride, padding, dilation).shape
+    grad_out = torch.randn(out_shape, dtype=torch.float64, generator=gen)
+    grad_input, grad_values, grad_bias = BACKWARD(
+        grad_out, x, row_ptr, col_idx, values, list(w.shape), list(stride), list(padding),
+        list(dilation), 1, [True, True, False])
+    leaf_x, leaf_w = x.clone().requires_grad_(), w.clone().requires_grad_()
+    out = F.conv2d(leaf_x, leaf_w, None, stride, padding, dilation)
+    expected_x, expected_w = torch.autograd.grad(out, (leaf_x, leaf_w), grad_out)
+    torch.testing.assert_close(grad_input, expected_x)
+    assert grad_input.is_contiguous() and grad_bias is None
+    torch.testing.assert_close(tsc.unpack_sparse_filter(row_ptr, col_idx, grad_values,
+                                                        list(w.shape)),
+                               expected_w * (w != 0))
+
+
+def test_both_gradients_through_onednn_with_duplicate_taps():
+    """A column twice in a strided layer's CSR: the input's gradient sees their sum, each
+    duplicate gets the tap's gradient (oneDNN's weight gradient read at the kept taps)."""
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(3, 3, 9, 8, dtype=torch.float64, generator=gen)
+    w = random_weight((4, 3, 3, 3), 0.5, torch.float64, gen)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(w)
+    col_idx = torch.cat([col_idx[:1], col_idx])
+    values = torch.cat([torch.tensor([0.25], dtype=torch.float64), values])
+    row_ptr = torch.cat([row_ptr[:1], row_ptr[1:] + 1])
+    dense = tsc.unpack_sparse_filter(row_ptr, col_idx, values, [4, 3, 3, 3])
+    grad_out = torch.randn(3, 4, 5, 4, dtype=torch.float64, generator=gen)
+    grad_input, grad_values, _ = BACKWARD(grad_out, x, row_ptr, col_idx, values, [4, 3, 3, 3],
+                                          [2, 2], [1, 1], [1, 1], 1, [True, True, False])
+    torch.testing.assert_close(grad_input, _expected(x, dense, grad_out, 2, (1, 1), 1, 1))
+    leaf = dense.clone().requires_grad_()
+    (grad_w,) = torch.autograd.grad(F.conv2d(x, leaf, None, 2, 1), leaf, grad_out)
+    flat = grad_w.reshape(4, -1)
+    rows = torch.repeat_interleave(torch.arange(4), row_ptr.diff())
+    torch.testing.assert_close(grad_values, flat[rows, col_idx])
+    assert grad_values[0] == grad_values[1]  # the duplicated tap
 
 
 def test_phase_by_phase_float32_groups_and_channels_last():

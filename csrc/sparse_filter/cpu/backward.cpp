@@ -172,10 +172,29 @@ bool grad_values_lanes_apply(const SparseFilterGeometry& g, at::ScalarType dtype
          reads_every_phase(g.kernel_w, g.dilation_w, g.stride_w);
 }
 
-// grad_values from oneDNN's dense weight gradient, read at the kept taps (duplicates of a
-// tap each get its gradient): where the sparse kernels would be slower (method.h). The
-// weight gradient does not depend on the weight, which is passed as zeros of its shape:
-// writing the dense weight from the taps (index_add) took 4 ms at 512x7x7, 20 %.
+// A dense weight gradient read at the kept taps (duplicates of a tap each get its gradient).
+template <typename scalar_t>
+at::Tensor values_at_taps(const at::Tensor& grad_weight_any, const at::Tensor& row_ptr,
+                          const at::Tensor& col_idx, at::IntArrayRef weight_size) {
+  const at::Tensor grad_weight = grad_weight_any.contiguous();
+  const int64_t cols = weight_size[1] * weight_size[2] * weight_size[3];
+  const int64_t* rp = row_ptr.data_ptr<int64_t>();
+  const int64_t* ci = col_idx.data_ptr<int64_t>();
+  const scalar_t* gw = grad_weight.data_ptr<scalar_t>();
+  at::Tensor grad_values = at::empty({col_idx.size(0)}, grad_weight.options());
+  scalar_t* gv = grad_values.data_ptr<scalar_t>();
+  at::parallel_for(0, weight_size[0], 64, [&](int64_t begin, int64_t end) {
+    for (int64_t oc = begin; oc < end; ++oc) {
+      for (int64_t k = rp[oc]; k < rp[oc + 1]; ++k) gv[k] = gw[oc * cols + ci[k]];
+    }
+  });
+  return grad_values;
+}
+
+// grad_values from oneDNN's dense weight gradient, read at the kept taps: where the sparse
+// kernels would be slower (method.h). The weight gradient does not depend on the weight,
+// which is passed as zeros of its shape: writing the dense weight from the taps (index_add)
+// took 4 ms at 512x7x7, 20 %.
 template <typename scalar_t>
 at::Tensor dense_grad_values(const at::Tensor& grad_output, const at::Tensor& input,
                              const at::Tensor& row_ptr, const at::Tensor& col_idx,
@@ -184,19 +203,8 @@ at::Tensor dense_grad_values(const at::Tensor& grad_output, const at::Tensor& in
   const at::Tensor grad_weight = std::get<1>(at::convolution_backward(
       grad_output, input, at::zeros(weight_size, input.options()), c10::nullopt, stride,
       padding, dilation, /*transposed=*/false, /*output_padding=*/{0, 0}, groups,
-      {false, true, false})).contiguous();
-  const int64_t cols = weight_size[1] * weight_size[2] * weight_size[3];
-  const int64_t* rp = row_ptr.data_ptr<int64_t>();
-  const int64_t* ci = col_idx.data_ptr<int64_t>();
-  const scalar_t* gw = grad_weight.data_ptr<scalar_t>();
-  at::Tensor grad_values = at::empty({col_idx.size(0)}, input.options());
-  scalar_t* gv = grad_values.data_ptr<scalar_t>();
-  at::parallel_for(0, weight_size[0], 64, [&](int64_t begin, int64_t end) {
-    for (int64_t oc = begin; oc < end; ++oc) {
-      for (int64_t k = rp[oc]; k < rp[oc + 1]; ++k) gv[k] = gw[oc * cols + ci[k]];
-    }
-  });
-  return grad_values;
+      {false, true, false}));
+  return values_at_taps<scalar_t>(grad_weight, row_ptr, col_idx, weight_size);
 }
 
 // The input's gradient phase by phase: each phase of the input's polyphase layout that the
@@ -260,10 +268,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
   const bool transposed = output_mask[0] && !empty && g.stride_h == 1 && g.stride_w == 1 &&
                           transposed_padding(g)[0] >= 0 && transposed_padding(g)[1] >= 0 &&
                           g.in_h > 0 && g.in_w > 0;
-  const bool by_phase = output_mask[0] && !empty && !transposed;
+  const bool strided_input = output_mask[0] && !empty && !transposed;
   const bool lanes_values = output_mask[1] && grad_values_lanes_apply(g, input.scalar_type());
   const bool dense_values =
       output_mask[1] && !empty && !grad_values_sparse_pays(g, ci.size(0), lanes_values);
+  // Where the values' gradient is oneDNN's and the kernel's taps read every stride phase, the
+  // input's gradient is oneDNN's too, both from one call: a convolution per phase does not
+  // pay at the densities where the values' kernels do not (measured in method.h).
+  const bool dense_both = strided_input && dense_values &&
+                          reads_every_phase(g.kernel_h, g.dilation_h, g.stride_h) &&
+                          reads_every_phase(g.kernel_w, g.dilation_w, g.stride_w);
+  const bool by_phase = strided_input && !dense_both;
   // What the sparse values' kernels read: the taps' offsets; the per-sample one also
   // grad_output in wide layout (all of it where the lanes take no sample).
   const bool sparse_values = output_mask[1] && !dense_values;
@@ -271,6 +286,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
   const FilterTaps taps = sparse_values ? make_filter_taps(rp, ci, g) : FilterTaps();
   at::Tensor grad_wide = empty || !polyphase_kernels ? at::Tensor() : to_wide(grad_output, g);
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "sparse_filter_conv2d_backward_cpu", [&] {
+    if (dense_both) {
+      at::Tensor grad_weight;
+      std::tie(grad_input, grad_weight, std::ignore) = at::convolution_backward(
+          grad_output, input, dense_weight_cpu(rp, ci, val, weight_size), c10::nullopt,
+          {g.stride_h, g.stride_w}, padding, dilation, /*transposed=*/false,
+          /*output_padding=*/{0, 0}, groups, {true, true, false});
+      grad_input = grad_input.contiguous();
+      grad_values = values_at_taps<scalar_t>(grad_weight, rp, ci, weight_size);
+      return;
+    }
     if (transposed) {
       // The convolution of grad_output with the transposed filter, on the forward's kernels
       // ('auto' picks among them as for any layer of this shape and density).
