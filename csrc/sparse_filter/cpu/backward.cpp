@@ -101,9 +101,11 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
   const int64_t channel_block = g.channel_block();
   const int64_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w;
   const int64_t run = g.out_h * g.phase_w;  // positions of a wide output plane
-  // The layout writes every position of the input's; grad_output's wide columns stay zero.
+  // The layouts write every position: the input's with its padding, grad_output's with
+  // zeros in its wide columns (a zeroed buffer cost a pass over all of it: the fill was 2 %
+  // of a 64@56 training step at 95 %).
   at::Tensor x_lanes = at::empty({g.in_channels * channel_block * L}, x.options());
-  at::Tensor go_lanes = at::zeros({g.out_channels * run * L}, go.options());
+  at::Tensor go_lanes = at::empty({g.out_channels * run * L}, go.options());
   scalar_t* xl = x_lanes.data_ptr<scalar_t>();
   scalar_t* gl = go_lanes.data_ptr<scalar_t>();
   for (int64_t n0 = 0; n0 + L <= g.batch; n0 += L) {
@@ -118,9 +120,10 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
         } else {
           const int64_t oc = item - g.in_channels;
           for (int64_t r = 0; r < g.out_h; ++r) {
+            scalar_t* row = gl + (oc * run + r * g.phase_w) * L;
             kernels.interleave(gp + (n0 * g.out_channels + oc) * out_plane + r * g.out_w,
-                               g.out_channels * out_plane, g.out_w,
-                               gl + (oc * run + r * g.phase_w) * L);
+                               g.out_channels * out_plane, g.out_w, row);
+            std::fill(row + g.out_w * L, row + std::max(g.out_w, g.phase_w) * L, scalar_t(0));
           }
         }
       }
