@@ -100,6 +100,8 @@ def _effective_weights(model: torch.nn.Module) -> Dict[str, torch.Tensor]:
         if isinstance(module, SparseConv2d):
             weights[name] = unpack_sparse_filter(module.row_ptr, module.col_idx,
                                                  module.values.detach(), module.weight_size)
+        elif hasattr(module, "weight_orig"):  # pruned: what its next forward computes
+            weights[name] = (module.weight_orig * module.weight_mask).detach()
         elif isinstance(module, torch.nn.Conv2d):
             weights[name] = module.weight.detach()
     return weights
@@ -289,8 +291,7 @@ def markdown(result: Dict, compact: bool = False) -> str:
     for r in rows:
         lines.append(f"| {r['sparsity']:.0%} | {r['kept']:,} of {r['taps']:,} | "
                      f"{r['useful_gflop']:.3g} | {r['seconds'][BASELINE] * 1e3:.4g} | "
-                     + " | ".join(f"{r['speedup'][n]:.2f}x ({r['seconds'][n] * 1e3:.4g} ms)"
-                                  if n in r["speedup"] else "n/a" for n in names) + " |")
+                     + resnet50.speedup_cells(r, names) + " |")
     every = sparse_filter.contender_names(rows)
     lines += ["", "Useful GFLOP/s; the largest relative difference of a step's loss from "
               f"`{BASELINE}`'s; the first warm-up step's time (compilation included):", "",

@@ -256,6 +256,12 @@ def summarize(rows: List[Dict]) -> Dict:
     return summary
 
 
+def speedup_cells(row: Dict, names: List[str]) -> str:
+    """A table row's cells for ``names``: speedup (time), or n/a where one did not run."""
+    return " | ".join(f"{row['speedup'][n]:.2f}x ({row['seconds'][n] * 1e3:.4g} ms)"
+                      if n in row["speedup"] else "n/a" for n in names)
+
+
 def markdown(result: Dict, compact: bool = False) -> str:
     """Speedup per cell, useful GFLOP/s and images/s per cell, what was left out."""
     rows = result["rows"]
@@ -272,8 +278,7 @@ def markdown(result: Dict, compact: bool = False) -> str:
     for r in rows:
         lines.append(f"| {r['batch']} | {r['sparsity']:.0%} | {r['kept']:,} of {r['taps']:,} | "
                      f"{r['useful_gflop']:.3g} | {r['seconds'][BASELINE] * 1e3:.4g} | "
-                     + " | ".join(f"{r['speedup'][n]:.2f}x ({r['seconds'][n] * 1e3:.4g} ms)"
-                                  if n in r["speedup"] else "n/a" for n in names) + " |")
+                     + speedup_cells(r, names) + " |")
     every = sparse_filter.contender_names(rows)
     peak = sparse_filter._peak(result)
     lines += ["", "Useful GFLOP/s (images/s)"
