@@ -4,8 +4,8 @@
 // forward's kernels: with the transposed filter at stride 1, phase by phase of the input's
 // polyphase layout otherwise (pattern.h). The gradient of the values is a sum per kept tap:
 // with a block of samples in the vector lanes (the forward's lanes layout), else one sample
-// at a time on the polyphase layout of the input and the wide layout of grad_output (zeros in the padding
-// columns), where each kept tap is one contiguous run:
+// at a time on the polyphase layout of the input and the wide layout of grad_output (zeros
+// in the padding columns), where each kept tap is one contiguous run:
 //   grad_values[k] = sum_n dot(grad_output_wide[n, oc(k)], input_polyphase[n] + offset(k))
 // and above the densities where those pay (method.h), oneDNN's weight gradient read at the
 // kept taps.

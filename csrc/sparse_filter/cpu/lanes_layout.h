@@ -14,10 +14,11 @@ namespace torch_sparse_conv {
 
 // One channel of a full sample block in the lanes layout (channel_block() * lanes elements
 // at dst): each input row transposed once from the samples' rows (plane: the first sample's
-// channel; sample_stride: elements between samples), zeros in the padding. With stride_w 1 the row is transposed straight into its
-// phase row; with a larger stride into `row_pixels` (in_w * lanes elements), whose pixels are
-// then dealt out to the stride_w phase planes. (Splitting each sample's channel into its
-// phase planes first, then transposing, took a quarter of a stride-2 layer's time.)
+// channel; sample_stride: elements between samples), zeros in the padding. With stride_w 1
+// the row is transposed straight into its phase row; with a larger stride into `row_pixels`
+// (in_w * lanes elements), whose pixels are then dealt out to the stride_w phase planes.
+// (Splitting each sample's channel into its phase planes first, then transposing, took a
+// quarter of a stride-2 layer's time.)
 template <typename scalar_t>
 void lay_out_lanes_channel(const scalar_t* plane, int64_t sample_stride,
                            const SparseFilterGeometry& g, const LaneKernels<scalar_t>& kernels,
