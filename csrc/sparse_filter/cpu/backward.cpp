@@ -163,6 +163,12 @@ bool reads_every_phase(int64_t kernel, int64_t dilation, int64_t stride) {
   return std::all_of(read.begin(), read.end(), [](bool r) { return r; });
 }
 
+// Whether the taps fall in every phase plane of the layer's polyphase layout, both ways.
+bool reads_every_phase(const SparseFilterGeometry& g) {
+  return reads_every_phase(g.kernel_h, g.dilation_h, g.stride_h) &&
+         reads_every_phase(g.kernel_w, g.dilation_w, g.stride_w);
+}
+
 // Where grad_values_lanes_cpu runs: a CPU with the lane kernels, a whole block, and a kernel
 // that reads every phase of the lanes layout.
 bool grad_values_lanes_apply(const SparseFilterGeometry& g, at::ScalarType dtype) {
@@ -170,9 +176,7 @@ bool grad_values_lanes_apply(const SparseFilterGeometry& g, at::ScalarType dtype
   const bool has_kernels = is_double ? lane_kernels<double>() != nullptr
                                      : lane_kernels<float>() != nullptr;
   const int64_t block = is_double ? lanes<double>() : lanes<float>();
-  return has_kernels && g.batch >= block &&
-         reads_every_phase(g.kernel_h, g.dilation_h, g.stride_h) &&
-         reads_every_phase(g.kernel_w, g.dilation_w, g.stride_w);
+  return has_kernels && g.batch >= block && reads_every_phase(g);
 }
 
 // A dense weight gradient read at the kept taps (duplicates of a tap each get its gradient).
@@ -278,9 +282,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
   // Where the values' gradient is oneDNN's and the kernel's taps read every stride phase, the
   // input's gradient is oneDNN's too, both from one call: a convolution per phase does not
   // pay at the densities where the values' kernels do not (measured in method.h).
-  const bool dense_both = strided_input && dense_values &&
-                          reads_every_phase(g.kernel_h, g.dilation_h, g.stride_h) &&
-                          reads_every_phase(g.kernel_w, g.dilation_w, g.stride_w);
+  const bool dense_both = strided_input && dense_values && reads_every_phase(g);
   const bool by_phase = strided_input && !dense_both;
   // What the sparse values' kernels read: the taps' offsets; the per-sample one also
   // grad_output in wide layout (all of it where the lanes take no sample).
