@@ -113,6 +113,29 @@ def test_strided_layers_give_the_values_gradient(dtype, case, density):
     torch.testing.assert_close(got, expected, **tolerance)
 
 
+def test_per_sample_sums_do_not_depend_on_how_taps_fall_into_tasks():
+    """One sample at a time the taps are summed four at a time (dot4) and the rest of a
+    task's one by one (dot): at 2 threads the tasks split the taps where 1 thread does not,
+    so dot4 and dot must give the same bits for the same tap. A plane of 40x41 (runs of about
+    1,700 elements: whole vectors, half vectors and single elements after them) cuts the
+    taps into tasks of a few each."""
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(1, 24, 40, 41, generator=gen)
+    w = random_weight((30, 24, 3, 3), 0.05, torch.float32, gen)
+    grad_out = torch.randn(1, 30, 40, 41, generator=gen)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _grad_values(x, w, grad_out, (1, 1), (1, 1), (1, 1), 1)
+        torch.set_num_threads(2)
+        two = _grad_values(x, w, grad_out, (1, 1), (1, 1), (1, 1), 1)
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(one, _expected(x, w, grad_out, (1, 1), (1, 1), (1, 1), 1),
+                               rtol=1e-4, atol=1e-3)
+    assert torch.equal(one, two)
+
+
 def test_inputs_channels_last_and_repeated_calls_agree_bitwise():
     """The same call gives the same bits at 1 and 2 threads (no atomics, a fixed order), and
     a channels-last input or grad_output gives those bits too."""
