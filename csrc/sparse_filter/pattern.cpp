@@ -110,8 +110,9 @@ namespace {
 // each its own stream, and missed the caches in turn: the writing loop prefetches each row's
 // next line, and reads through restrict-qualified locals (with plain pointers the compiler
 // reloaded the row bounds and spilled pointers after every store). 512x7x7 at 10 %, batch
-// 8: the transposed filter took 2.4-2.6 ms of the input's gradient's 8-9 ms at 1 thread
-// (1.3-1.5 of 6 at 2 threads), now 1.6 (1.1-1.3).
+// 8: the transposed filter took 2.4-2.6 ms of the input's gradient at 1 thread (1.3-1.5 at 2
+// threads), now 1.2-1.6 (0.8-1.3). Sorting in two passes, into bundles of rows first, and
+// giving each thread a share of the rows (all taps read, its rows written) were both slower.
 TransposedFilter regroup_taps(const at::Tensor& row_ptr, const at::Tensor& col_idx,
                               const at::Tensor& values, const SparseFilterGeometry& g,
                               const std::vector<int64_t>& block_of,
