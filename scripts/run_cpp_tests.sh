@@ -62,4 +62,6 @@ echo "== C++ tests (GoogleTest, TorchScript, examples/cpp)"
   { cat build/cpp-tests-configure.log; exit 1; }
 "$CMAKE" --build build/cpp-tests -j"$JOBS"
 cd build/cpp-tests
-"$CTEST" --output-on-failure
+# JOBS tests at a time (fixtures still run before the tests that need them): the emulated
+# kernels under ASan (two minutes, one core) overlap the rest.
+"$CTEST" --output-on-failure -j"$JOBS"
