@@ -114,11 +114,11 @@ def test_strided_layers_give_the_values_gradient(dtype, case, density):
 
 
 def test_per_sample_sums_do_not_depend_on_how_taps_fall_into_tasks():
-    """One sample at a time the taps are summed four at a time (dot4) and the rest of a
-    task's one by one (dot): at 2 threads the tasks split the taps where 1 thread does not,
-    so dot4 and dot must give the same bits for the same tap. A plane of 40x41 (runs of about
-    1,700 elements: whole vectors, half vectors and single elements after them) cuts the
-    taps into tasks of a few each."""
+    """One sample at a time the taps of one output channel are summed up to eight at a time
+    (dot_runs), in runs cut where a task ends: at 2 threads the tasks split the taps where 1
+    thread does not, so a tap's sum must have the same bits in runs of any length. A plane of
+    40x41 (runs of about 1,700 elements: whole vectors, half vectors and single elements
+    after them) cuts the taps into tasks of a few each."""
     gen = torch.Generator().manual_seed(11)
     x = torch.randn(1, 24, 40, 41, generator=gen)
     w = random_weight((30, 24, 3, 3), 0.05, torch.float32, gen)
@@ -180,3 +180,41 @@ def test_no_kept_tap_gives_zeros():
                                  col_idx, values, [4, 3, 3, 3], [1, 1], [1, 1], [1, 1], 1,
                                  [False, True, False])
     assert grad_values.shape == (0,)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(8, 30, 20, (7, 7), 1), (8, 12, 16, (14, 14), 2),
+                                   (9, 40, 9, (5, 6), 1)])
+def test_taps_in_any_order_and_duplicates(dtype, shape):
+    """A row's columns in any order, and a tap stored twice, give each stored tap the same
+    bits as the sorted row's tap (the kernels take an output channel's taps a few at a time,
+    in the row's order: dot_runs), and the sorted row's gradient is autograd's. Blocks of
+    samples in the lanes, with groups, and a sample after a block."""
+    batch, cin, cout, size, groups = shape
+    gen = torch.Generator().manual_seed(cin + cout)
+    x = torch.randn(batch, cin, *size, dtype=dtype, generator=gen)
+    w = random_weight((cout, cin // groups, 3, 3), 0.06, dtype, gen)
+    grad_out = torch.randn(batch, cout, *size, dtype=dtype, generator=gen)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(w)
+
+    def grad(rp, ci, val):
+        return BACKWARD(grad_out, x, rp, ci, val, list(w.shape), [1, 1], [1, 1], [1, 1],
+                        groups, [False, True, False])[1]
+
+    sorted_grad = grad(row_ptr, col_idx, values)
+    expected = _expected(x, w, grad_out, (1, 1), (1, 1), (1, 1), groups)
+    tolerance = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else {}
+    torch.testing.assert_close(
+        tsc.unpack_sparse_filter(row_ptr, col_idx, sorted_grad, list(w.shape)), expected,
+        **tolerance)
+    # Each row reversed and its first tap stored again at its end.
+    rows, cols, vals, picks = [0], [], [], []
+    for oc in range(cout):
+        lo, hi = int(row_ptr[oc]), int(row_ptr[oc + 1])
+        order = list(range(hi - 1, lo - 1, -1)) + ([lo] if hi > lo else [])
+        picks += order
+        cols.append(col_idx[order])
+        vals.append(values[order])
+        rows.append(rows[-1] + len(order))
+    shuffled = grad(torch.tensor(rows), torch.cat(cols), torch.cat(vals))
+    assert torch.equal(shuffled, sorted_grad[torch.tensor(picks)])

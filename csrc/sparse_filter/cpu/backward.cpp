@@ -35,11 +35,14 @@ namespace {
 // the kept taps. A task takes its taps sample by sample, so one sample's input (all its
 // channels: 0.9 MB at 64x56x56) is read from L2 by every tap of the task; tap by tap, each
 // tap read its planes of all samples from L3 (10 ms against dense's 7.5 on 64x56x56 at 90 %,
-// batch 8). dot4 and dot give the same bits, so how the taps fall into tasks does not matter.
+// batch 8). A run of taps of one output channel shares each load of its grad_output plane
+// (dot_runs), and a tap's sum has the same bits whichever run it falls in, so how the taps
+// fall into tasks does not matter.
 template <typename scalar_t>
 void grad_values_cpu(const at::Tensor& grad_wide, const at::Tensor& polyphase,
                      const FilterTaps& taps, const SparseFilterGeometry& g,
                      at::Tensor& grad_values) {
+  constexpr int64_t kRun = 8;
   const auto& simd = sparse_filter_simd<scalar_t>();
   const scalar_t* go = grad_wide.data_ptr<scalar_t>();
   const scalar_t* in = polyphase.data_ptr<scalar_t>();
@@ -50,24 +53,19 @@ void grad_values_cpu(const at::Tensor& grad_wide, const at::Tensor& polyphase,
   const int64_t nnz = grad_values.size(0);
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, len * g.batch));
   at::parallel_for(0, nnz, grain, [&](int64_t begin, int64_t end) {
+    const scalar_t* runs[kRun];
+    scalar_t sums[kRun];
     for (int64_t n = 0; n < g.batch; ++n) {
       const scalar_t* sample = in + n * sample_block;
-      int64_t k = begin;
-      while (k < end) {
+      for (int64_t k = begin; k < end;) {
         const int64_t oc = taps.out_channel[k];
-        const scalar_t* plane = go + (n * g.out_channels + oc) * wide_plane;
-        // Four taps of one output channel share its plane of grad_output.
-        if (k + 4 <= end && taps.out_channel[k + 3] == oc) {
-          const scalar_t* runs[4];
-          scalar_t sums[4];
-          for (int t = 0; t < 4; ++t) runs[t] = sample + taps.input_offset[k + t];
-          simd.dot4(plane, runs, len, sums);
-          for (int t = 0; t < 4; ++t) gv[k + t] += sums[t];
-          k += 4;
-        } else {
-          gv[k] += simd.dot(plane, sample + taps.input_offset[k], len);
-          ++k;
+        int64_t count = 0;
+        for (; count < kRun && k + count < end && taps.out_channel[k + count] == oc; ++count) {
+          runs[count] = sample + taps.input_offset[k + count];
         }
+        simd.dot_runs(go + (n * g.out_channels + oc) * wide_plane, runs, count, len, sums);
+        for (int64_t t = 0; t < count; ++t) gv[k + t] += sums[t];
+        k += count;
       }
     }
   });
@@ -108,6 +106,10 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
   at::Tensor go_lanes = at::empty({g.out_channels * run * L}, go.options());
   scalar_t* xl = x_lanes.data_ptr<scalar_t>();
   scalar_t* gl = go_lanes.data_ptr<scalar_t>();
+  int64_t max_row = 0;
+  for (int64_t oc = 0; oc < g.out_channels; ++oc) {
+    max_row = std::max(max_row, rp[oc + 1] - rp[oc]);
+  }
   for (int64_t n0 = 0; n0 + L <= g.batch; n0 += L) {
     at::parallel_for(0, g.in_channels + g.out_channels, 1, [&](int64_t begin, int64_t end) {
       std::vector<scalar_t> row_pixels(g.in_w * L);
@@ -131,21 +133,18 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
     // Up to the last row's out_w pixels (the wide run): a tap never reads past its plane.
     const int64_t wide = g.wide_len();
     at::parallel_for(0, g.out_channels, 1, [&](int64_t begin, int64_t end) {
+      std::vector<const scalar_t*> runs(max_row);
+      std::vector<scalar_t> sums(max_row);
       for (int64_t q0 = 0; q0 < wide; q0 += kBandPixels) {
         const int64_t len = std::min(kBandPixels, wide - q0) * L;
         for (int64_t oc = begin; oc < end; ++oc) {
-          const scalar_t* band = gl + (oc * run + q0) * L;
-          int64_t k = rp[oc];
-          for (; k + 4 <= rp[oc + 1]; k += 4) {  // the band loaded once for four taps
-            const scalar_t* runs[4];
-            scalar_t sums[4];
-            for (int t = 0; t < 4; ++t) runs[t] = xl + (taps.input_offset[k + t] + q0) * L;
-            simd.dot4(band, runs, len, sums);
-            for (int t = 0; t < 4; ++t) gv[k + t] += sums[t];
+          // All the output channel's taps against its band of grad_output.
+          const int64_t first = rp[oc], count = rp[oc + 1] - rp[oc];
+          for (int64_t t = 0; t < count; ++t) {
+            runs[t] = xl + (taps.input_offset[first + t] + q0) * L;
           }
-          for (; k < rp[oc + 1]; ++k) {
-            gv[k] += simd.dot(band, xl + (taps.input_offset[k] + q0) * L, len);
-          }
+          simd.dot_runs(gl + (oc * run + q0) * L, runs.data(), count, len, sums.data());
+          for (int64_t t = 0; t < count; ++t) gv[first + t] += sums[t];
         }
       }
     });

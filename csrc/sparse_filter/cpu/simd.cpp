@@ -131,7 +131,7 @@ TSC_INLINE void pointwise_tiles_impl(const scalar_t* x, const int64_t* offsets,
 
 // The sum of a vector's lanes, halving it until 16 bytes are left, then lane by lane: a
 // chain of log2 steps, not one add per lane (16 dependent adds per tap were a quarter of a
-// dot4 on 61-position runs, 512x7x7's values' gradient).
+// dot_runs on 61-position runs, 512x7x7's values' gradient).
 template <typename scalar_t, int BYTES>
 TSC_INLINE scalar_t sum_lanes(typename Vec<scalar_t, BYTES>::type v) {
   if constexpr (BYTES > 16) {
@@ -164,25 +164,13 @@ TSC_INLINE scalar_t dot_rest(const scalar_t* a, const scalar_t* b, int64_t p, in
   }
 }
 
-template <typename scalar_t, int BYTES>
-TSC_INLINE scalar_t dot_impl(const scalar_t* a, const scalar_t* b, int64_t len) {
+// out[t] = sum_p a[p] * b[t][p] for t < kRuns: two accumulators a run over pairs of vectors,
+// their sum's lanes, then dot_rest. Every run's sum takes the same operations in the same
+// order whatever kRuns is (so the same bits); a's vectors are loaded once for all runs.
+template <typename scalar_t, int BYTES, int kRuns>
+TSC_INLINE void dot_runs_impl(const scalar_t* a, const scalar_t* const* b, int64_t len,
+                              scalar_t* out) {
   using V = Vec<scalar_t, BYTES>;
-  typename V::type acc0 = V::broadcast(0), acc1 = V::broadcast(0);
-  int64_t p = 0;
-  for (; p + 2 * V::lanes <= len; p += 2 * V::lanes) {
-    acc0 += V::load(a + p) * V::load(b + p);
-    acc1 += V::load(a + p + V::lanes) * V::load(b + p + V::lanes);
-  }
-  return sum_lanes<scalar_t, BYTES>(acc0 + acc1) + dot_rest<scalar_t, BYTES>(a, b, p, len);
-}
-
-// out[t] = dot(a, b[t], len) for t < 4, the same operations in the same order as dot_impl
-// (so the same bits): a's vectors loaded once for the four runs.
-template <typename scalar_t, int BYTES>
-TSC_INLINE void dot4_impl(const scalar_t* a, const scalar_t* const* b, int64_t len,
-                          scalar_t* out) {
-  using V = Vec<scalar_t, BYTES>;
-  constexpr int kRuns = 4;
   typename V::type acc0[kRuns], acc1[kRuns];
   for (int t = 0; t < kRuns; ++t) acc0[t] = acc1[t] = V::broadcast(0);
   int64_t p = 0;
@@ -199,9 +187,23 @@ TSC_INLINE void dot4_impl(const scalar_t* a, const scalar_t* const* b, int64_t l
   }
 }
 
+// dot_runs_impl for a count of runs known at run time: kMax at a time (2 kMax accumulators
+// and a's two vectors fit the registers), then the 1 .. kMax - 1 left.
+template <typename scalar_t, int BYTES, int kMax>
+TSC_INLINE void dot_runs_any(const scalar_t* a, const scalar_t* const* b, int64_t runs,
+                             int64_t len, scalar_t* out) {
+  for (; runs >= kMax; runs -= kMax, b += kMax, out += kMax) {
+    dot_runs_impl<scalar_t, BYTES, kMax>(a, b, len, out);
+  }
+  if constexpr (kMax > 1) {
+    if (runs > 0) dot_runs_any<scalar_t, BYTES, kMax - 1>(a, b, runs, len, out);
+  }
+}
+
 // One set of entry points per instruction set: native vector width, and UNROLL accumulators
-// (of 16 or 32 registers) leaving room for the broadcast weight and addresses.
-#define TSC_DEFINE_ISA(NAME, TARGET, BYTES, UNROLL, PW_BYTES)                                                   \
+// (of 16 or 32 registers) leaving room for the broadcast weight and addresses; dot_runs
+// takes DOT_RUNS runs at a time (two accumulators each).
+#define TSC_DEFINE_ISA(NAME, TARGET, BYTES, UNROLL, PW_BYTES, DOT_RUNS)                     \
   template <typename scalar_t>                                                                 \
   TARGET void conv_block_##NAME(const scalar_t* s, const int64_t* c, const int64_t* o,        \
                                 const scalar_t* v, int64_t n, bool acc, scalar_t i,            \
@@ -217,18 +219,14 @@ TSC_INLINE void dot4_impl(const scalar_t* a, const scalar_t* const* b, int64_t l
                                                 tail);                                       \
   }                                                                                            \
   template <typename scalar_t>                                                                 \
-  TARGET scalar_t dot_##NAME(const scalar_t* a, const scalar_t* b, int64_t len) {              \
-    return dot_impl<scalar_t, BYTES>(a, b, len);                                               \
-  }                                                                                            \
-  template <typename scalar_t>                                                                 \
-  TARGET void dot4_##NAME(const scalar_t* a, const scalar_t* const* b, int64_t len,            \
-                          scalar_t* out) {                                                     \
-    dot4_impl<scalar_t, BYTES>(a, b, len, out);                                                \
+  TARGET void dot_runs_##NAME(const scalar_t* a, const scalar_t* const* b, int64_t runs,       \
+                              int64_t len, scalar_t* out) {                                    \
+    dot_runs_any<scalar_t, BYTES, DOT_RUNS>(a, b, runs, len, out);                             \
   }
 
-TSC_DEFINE_ISA(avx512, TSC_TARGET_AVX512, TSC_AVX512_BYTES, TSC_AVX512_UNROLL, 64)
-TSC_DEFINE_ISA(avx2, TSC_TARGET_AVX2, 32, 12, 32)
-TSC_DEFINE_ISA(baseline, , 16, 12, 16)
+TSC_DEFINE_ISA(avx512, TSC_TARGET_AVX512, TSC_AVX512_BYTES, TSC_AVX512_UNROLL, 64, 8)
+TSC_DEFINE_ISA(avx2, TSC_TARGET_AVX2, 32, 12, 32, 4)
+TSC_DEFINE_ISA(baseline, , 16, 12, 16, 4)
 
 template <typename scalar_t>
 SparseFilterSimd<scalar_t> pick_simd() {
@@ -238,8 +236,8 @@ SparseFilterSimd<scalar_t> pick_simd() {
                       &pointwise_tiles_baseline<scalar_t>),
           isa_variant<int64_t>(64, 32, 16) / int64_t(sizeof(scalar_t)),
           8 * isa_variant<int64_t>(64, 32, 16) / int64_t(sizeof(scalar_t)),
-          isa_variant(&dot_avx512<scalar_t>, &dot_avx2<scalar_t>, &dot_baseline<scalar_t>),
-          isa_variant(&dot4_avx512<scalar_t>, &dot4_avx2<scalar_t>, &dot4_baseline<scalar_t>),
+          isa_variant(&dot_runs_avx512<scalar_t>, &dot_runs_avx2<scalar_t>,
+                      &dot_runs_baseline<scalar_t>),
           cpu_isa_name(cpu_isa())};
 }
 

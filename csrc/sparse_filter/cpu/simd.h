@@ -36,11 +36,11 @@ struct SparseFilterSimd {
                           int64_t out_stride, int64_t count, scalar_t* tail);
   // Positions per vector and per tile (8 vectors) of pointwise_tiles.
   int64_t pointwise_vector, pointwise_tile;
-  // sum_p a[p] * b[p]
-  scalar_t (*dot)(const scalar_t* a, const scalar_t* b, int64_t len);
-  // out[t] = dot(a, b[t], len) for t < 4, the same sums in the same order, each vector of a
-  // loaded once for the four (the values' gradient: a grad_output band against four taps).
-  void (*dot4)(const scalar_t* a, const scalar_t* const* b, int64_t len, scalar_t* out);
+  // out[t] = sum_p a[p] * b[t][p] for t < runs, p < len: each vector of a loaded once for a
+  // few runs at a time (the values' gradient: a grad_output band against the taps of one
+  // output channel). A run's sum has the same bits whichever runs it is computed with.
+  void (*dot_runs)(const scalar_t* a, const scalar_t* const* b, int64_t runs, int64_t len,
+                   scalar_t* out);
   const char* isa;  // "avx512", "avx2" or "baseline"
 };
 
