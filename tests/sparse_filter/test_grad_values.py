@@ -136,6 +136,57 @@ def test_per_sample_sums_do_not_depend_on_how_taps_fall_into_tasks():
     assert torch.equal(one, two)
 
 
+# Both gradients in one call. Where the layer is 'same' at stride 1 (2 p = d (k - 1) both
+# ways) and the input's gradient runs with the batch in the lanes, the values' gradient reads
+# grad_output from the input gradient's lanes layout of it (backward.cpp, wide_lanes_in);
+# elsewhere it lays grad_output out itself. (batch, in, out, groups, size, kernel, padding,
+# dilation): one block; a plane longer than a band with a sample after the block; two blocks
+# with groups and a non-square kernel; dilation; then two layers that are not 'same'.
+BOTH_GRADIENTS_CASES = [
+    (8, 16, 12, 1, (7, 7), (3, 3), (1, 1), (1, 1)),
+    (11, 6, 9, 1, (20, 19), (3, 3), (1, 1), (1, 1)),
+    (16, 8, 8, 2, (10, 12), (5, 3), (2, 1), (1, 1)),
+    (8, 6, 6, 1, (12, 11), (3, 3), (2, 2), (2, 2)),
+    (8, 8, 10, 1, (9, 9), (3, 3), (0, 0), (1, 1)),
+    (9, 8, 8, 1, (9, 9), (3, 3), (2, 2), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", BOTH_GRADIENTS_CASES,
+                         ids=[f"case{i}" for i in range(len(BOTH_GRADIENTS_CASES))])
+def test_both_gradients_in_one_call(dtype, case, channels_last):
+    """Each gradient has the bits it has when asked for alone (with an NCHW grad_output), and
+    autograd's values."""
+    batch, cin, cout, groups, size, kernel, padding, dilation = case
+    gen = torch.Generator().manual_seed(batch + cin + sum(size))
+    x = torch.randn(batch, cin, *size, dtype=dtype, generator=gen)
+    w = random_weight((cout, cin // groups, *kernel), 0.05, dtype, gen)
+    out_shape = F.conv2d(x, w, None, 1, padding, dilation, groups).shape
+    grad_out = torch.randn(out_shape, dtype=dtype, generator=gen)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(w)
+
+    def backward(grad, mask):
+        return BACKWARD(grad, x, row_ptr, col_idx, values, list(w.shape), [1, 1],
+                        list(padding), list(dilation), groups, mask)
+
+    both = grad_out.contiguous(memory_format=torch.channels_last) if channels_last else grad_out
+    grad_input, grad_values, _ = backward(both, [True, True, False])
+    assert torch.equal(grad_values, backward(grad_out, [False, True, False])[1])
+    assert torch.equal(grad_input, backward(grad_out, [True, False, False])[0])
+    x_leaf, w_leaf = x.clone().requires_grad_(), w.clone().requires_grad_()
+    expected_input, expected_weight = torch.autograd.grad(
+        F.conv2d(x_leaf, w_leaf, None, 1, padding, dilation, groups), (x_leaf, w_leaf),
+        grad_out)
+    tolerance = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-10,
+                                                                              atol=1e-10)
+    torch.testing.assert_close(grad_input, expected_input, **tolerance)
+    torch.testing.assert_close(
+        tsc.unpack_sparse_filter(row_ptr, col_idx, grad_values, list(w.shape)),
+        expected_weight * (w != 0), **tolerance)
+
+
 def test_inputs_channels_last_and_repeated_calls_agree_bitwise():
     """The same call gives the same bits at 1 and 2 threads (no atomics, a fixed order), and
     a channels-last input or grad_output gives those bits too."""

@@ -3,7 +3,8 @@
 // The gradient of the input is a forward convolution of grad_output, so it runs on the
 // forward's kernels: with the transposed filter at stride 1, phase by phase of the input's
 // polyphase layout otherwise (pattern.h). The gradient of the values is a sum per kept tap:
-// with a block of samples in the vector lanes (the forward's lanes layout), else one sample
+// with a block of samples in the vector lanes (the forward's lanes layout; grad_output read
+// from the input gradient's lanes layout of it where the layer is 'same'), else one sample
 // at a time on the polyphase layout of the input and the wide layout of grad_output (zeros
 // in the padding columns), where each kept tap is one contiguous run:
 //   grad_values[k] = sum_n dot(grad_output_wide[n, oc(k)], input_polyphase[n] + offset(k))
@@ -17,6 +18,7 @@
 #include <array>
 #include <vector>
 
+#include "csrc/common/arithmetic.h"
 #include "csrc/common/memory_format.h"
 #include "csrc/common/reduced_precision.h"
 #include "csrc/sparse_filter/geometry.h"
@@ -82,6 +84,42 @@ void grad_values_cpu(const at::Tensor& grad_wide, const at::Tensor& polyphase,
   });
 }
 
+// grad_output in the wide lanes layout: per block of lanes<scalar_t>() samples and per
+// channel, out_h rows of phase_w positions of lanes elements, zeros past out_w.
+template <typename scalar_t>
+struct WideLanes {
+  const scalar_t* first = nullptr;  // block 0, channel 0, position 0
+  int64_t channel_stride = 0, block_stride = 0;  // elements
+  const scalar_t* plane(int64_t block, int64_t channel) const {
+    return first + block * block_stride + channel * channel_stride;
+  }
+};
+
+// grad_output's wide lanes planes inside the lanes layout that the input's gradient laid out
+// (direct.h, lanes_layout), where the two agree: a stride-1 convolution padded d (k - 1) / 2
+// both ways ('same') pads grad_output by as much for the gradient, so its padded rows are
+// phase_w long and a plane's wide run starts at (pad, pad): a row's right halo and the next
+// row's left halo are the zeros past out_w. Elsewhere `first` is null.
+template <typename scalar_t>
+WideLanes<scalar_t> wide_lanes_in(const at::Tensor& layout, const SparseFilterGeometry& g) {
+  WideLanes<scalar_t> wide;
+  if (!layout.defined() || layout.scalar_type() != c10::CppTypeToScalarType<scalar_t>::value) {
+    return wide;
+  }
+  constexpr int64_t L = lanes<scalar_t>();
+  const std::array<int64_t, 2> pad = transposed_padding(g);
+  const int64_t phase_h = g.out_h + 2 * pad[0], phase_w = g.out_w + 2 * pad[1];
+  if (g.stride_h != 1 || g.stride_w != 1 || pad[0] < 0 || pad[1] < 0 || phase_w != g.phase_w) {
+    return wide;
+  }
+  wide.channel_stride = phase_h * phase_w * L;
+  wide.block_stride = g.out_channels * wide.channel_stride;
+  TORCH_INTERNAL_ASSERT(layout.numel() >= ceil_div(g.batch, L) * wide.block_stride,
+                        "the input gradient's lanes layout is smaller than grad_output");
+  wide.first = layout.data_ptr<scalar_t>() + (pad[0] * phase_w + pad[1]) * L;
+  return wide;
+}
+
 // grad_values with a block of lanes<scalar_t>() samples in the vector lanes: the block's
 // input in the forward's lanes layout (lanes_layout.h: [channel][polyphase position][lane],
 // zeros in the padding) and grad_output as [channel][out row][phase_w][lane] (zeros past
@@ -93,18 +131,22 @@ void grad_values_cpu(const at::Tensor& grad_wide, const at::Tensor& polyphase,
 // output channels: each tap's sum is its own, added band by band and block by block in a
 // fixed order. Adds to grad_values the sums over the whole blocks of the batch; the caller
 // takes the samples after them one at a time (a block of one sample in eight lanes cost 4x
-// dense's time at batch 1).
+// dense's time at batch 1). grad_output is read from `shared` where the input's gradient
+// left it so laid out (wide_lanes_in), else laid out here.
 template <typename scalar_t>
 void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& input,
                            const at::Tensor& row_ptr, const FilterTaps& taps,
-                           const SparseFilterGeometry& g, at::Tensor& grad_values) {
+                           const SparseFilterGeometry& g, const WideLanes<scalar_t>& shared,
+                           at::Tensor& grad_values) {
   constexpr int64_t L = lanes<scalar_t>();
   constexpr int64_t kBandPixels = 256;
   const LaneKernels<scalar_t>& kernels = *lane_kernels<scalar_t>();
   const auto& simd = sparse_filter_simd<scalar_t>();
-  const at::Tensor x = nchw_contiguous(input), go = nchw_contiguous(grad_output);
+  const bool lay_out_go = shared.first == nullptr;
+  const at::Tensor x = nchw_contiguous(input);
+  const at::Tensor go = lay_out_go ? nchw_contiguous(grad_output) : at::Tensor();
   const scalar_t* xp = x.data_ptr<scalar_t>();
-  const scalar_t* gp = go.data_ptr<scalar_t>();
+  const scalar_t* gp = lay_out_go ? go.data_ptr<scalar_t>() : nullptr;
   const int64_t* rp = row_ptr.data_ptr<int64_t>();
   scalar_t* gv = grad_values.data_ptr<scalar_t>();
   const int64_t channel_block = g.channel_block();
@@ -114,11 +156,16 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
   // zeros in its wide columns (a zeroed buffer cost a pass over all of it: the fill was 2 %
   // of a 64@56 training step at 95 %).
   at::Tensor x_lanes = at::empty({g.in_channels * channel_block * L}, x.options());
-  at::Tensor go_lanes = at::empty({g.out_channels * run * L}, go.options());
+  at::Tensor go_lanes =
+      at::empty({lay_out_go ? g.out_channels * run * L : int64_t(0)}, x.options());
   scalar_t* xl = x_lanes.data_ptr<scalar_t>();
   scalar_t* gl = go_lanes.data_ptr<scalar_t>();
+  const WideLanes<scalar_t> own{gl, run * L, 0};  // one block at a time
   for (int64_t n0 = 0; n0 + L <= g.batch; n0 += L) {
-    at::parallel_for(0, g.in_channels + g.out_channels, 1, [&](int64_t begin, int64_t end) {
+    const int64_t block = lay_out_go ? 0 : n0 / L;
+    const WideLanes<scalar_t>& go_planes = lay_out_go ? own : shared;
+    const int64_t items = g.in_channels + (lay_out_go ? g.out_channels : 0);
+    at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
       std::vector<scalar_t> row_pixels(g.in_w * L);
       for (int64_t item = begin; item < end; ++item) {
         if (item < g.in_channels) {
@@ -143,8 +190,8 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
       for (int64_t q0 = 0; q0 < wide; q0 += kBandPixels) {
         const int64_t len = std::min(kBandPixels, wide - q0) * L;
         for (int64_t oc = begin; oc < end; ++oc) {
-          add_tap_dots(simd, gl + (oc * run + q0) * L, xl + q0 * L, taps.input_offset.data(), L,
-                       rp[oc], rp[oc + 1], len, gv);
+          add_tap_dots(simd, go_planes.plane(block, oc) + q0 * L, xl + q0 * L,
+                       taps.input_offset.data(), L, rp[oc], rp[oc + 1], len, gv);
         }
       }
     });
@@ -289,6 +336,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
   const bool polyphase_kernels = sparse_values && !lanes_values;
   const FilterTaps taps = sparse_values ? make_filter_taps(rp, ci, g) : FilterTaps();
   at::Tensor grad_wide = empty || !polyphase_kernels ? at::Tensor() : to_wide(grad_output, g);
+  // The input's gradient leaves grad_output's lanes layout here where the values' lanes
+  // kernel can read it (wide_lanes_in).
+  at::Tensor grad_output_lanes;
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "sparse_filter_conv2d_backward_cpu", [&] {
     if (dense_both) {
       at::Tensor grad_weight;
@@ -305,9 +355,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
       // ('auto' picks among them as for any layer of this shape and density).
       const TransposedFilter t = transposed_filter(rp, ci, val, g);
       // NCHW whatever grad_output's format, as the fake kernel says (_fake.py).
-      grad_input = nchw_contiguous(sparse_filter_conv2d_cpu(
+      grad_input = nchw_contiguous(sparse_filter_conv2d_cpu_keeping_layout(
           grad_output, t.row_ptr, t.col_idx, t.values, t.weight_size, c10::nullopt, {1, 1},
-          transposed_padding(g), {g.dilation_h, g.dilation_w}, g.groups, "auto"));
+          transposed_padding(g), {g.dilation_h, g.dilation_w}, g.groups, "auto",
+          lanes_values ? &grad_output_lanes : nullptr));
     } else if (by_phase) {
       const std::vector<TransposedFilter> filters = phase_filters(rp, ci, val, g);
       if (static_cast<int64_t>(filters.size()) <= kMaxPhaseConvolutions) {
@@ -332,7 +383,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
       // Whole blocks of samples in the lanes, the samples after them one at a time.
       const int64_t blocked = lanes_values ? g.batch / lanes<scalar_t>() * lanes<scalar_t>() : 0;
       if (!empty && blocked > 0) {
-        grad_values_lanes_cpu<scalar_t>(grad_output, input, rp, taps, g, grad_values);
+        grad_values_lanes_cpu<scalar_t>(grad_output, input, rp, taps, g,
+                                        wide_lanes_in<scalar_t>(grad_output_lanes, g),
+                                        grad_values);
       }
       if (!empty && blocked < g.batch) {
         SparseFilterGeometry rest = g;

@@ -182,7 +182,8 @@ void direct_forward(const at::Tensor& input, const at::Tensor& row_ptr,
 void sparse_filter_direct_forward_cpu(const at::Tensor& input, const at::Tensor& row_ptr,
                                       const at::Tensor& col_idx, const at::Tensor& values,
                                       const c10::optional<at::Tensor>& bias,
-                                      const SparseFilterGeometry& g, at::Tensor& output) {
+                                      const SparseFilterGeometry& g, at::Tensor& output,
+                                      at::Tensor* lanes_layout) {
   if (g.kernel_h == 1 && g.kernel_w == 1 && g.pad_h == 0 && g.pad_w == 0 &&
       (g.stride_h != 1 || g.stride_w != 1)) {
     // A strided 1x1 convolution without padding reads every stride-th pixel (ResNet-50's
@@ -205,7 +206,8 @@ void sparse_filter_direct_forward_cpu(const at::Tensor& input, const at::Tensor&
     return;
   }
   if (direct_lanes_pay(g, input.scalar_type())) {
-    sparse_filter_direct_lanes_forward_cpu(input, row_ptr, col_idx, values, bias, g, output);
+    sparse_filter_direct_lanes_forward_cpu(input, row_ptr, col_idx, values, bias, g, output,
+                                           lanes_layout);
     return;
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),

@@ -8,18 +8,24 @@
 namespace torch_sparse_conv {
 
 // output (N, C_out, out_h, out_w), contiguous, preallocated. Reads only the kept taps.
+// lanes_layout: see sparse_filter_direct_lanes_forward_cpu (left alone on the other paths).
 void sparse_filter_direct_forward_cpu(const at::Tensor& input, const at::Tensor& row_ptr,
                                       const at::Tensor& col_idx, const at::Tensor& values,
                                       const c10::optional<at::Tensor>& bias,
-                                      const SparseFilterGeometry& g, at::Tensor& output);
+                                      const SparseFilterGeometry& g, at::Tensor& output,
+                                      at::Tensor* lanes_layout = nullptr);
 
 // The same with the batch in the vector lanes (direct_lanes.cpp); only where
 // direct_lanes_pay(g, dtype of the input): the instruction set has the kernels and the
-// batch fills the lanes.
+// batch fills the lanes. Where lanes_layout is given, the input is float32 or float64 and
+// the whole batch was laid out at once, *lanes_layout is set to that layout (lanes_layout.h):
+// ceil(N / lanes) sample blocks of C_in * channel_block() * lanes elements, zeros in the
+// padding and in the lanes past the batch. (The CPU backward reads grad_output from it.)
 void sparse_filter_direct_lanes_forward_cpu(const at::Tensor& input, const at::Tensor& row_ptr,
                                             const at::Tensor& col_idx, const at::Tensor& values,
                                             const c10::optional<at::Tensor>& bias,
-                                            const SparseFilterGeometry& g, at::Tensor& output);
+                                            const SparseFilterGeometry& g, at::Tensor& output,
+                                            at::Tensor* lanes_layout = nullptr);
 bool direct_lanes_pay(const SparseFilterGeometry& g, at::ScalarType dtype);
 
 // The same for 1x1 convolutions without padding or stride, in float32 or float64: read and

@@ -95,7 +95,7 @@ template <typename io_t>
 void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
                           const at::Tensor& col_idx, const at::Tensor& values,
                           const c10::optional<at::Tensor>& bias, const SparseFilterGeometry& g,
-                          at::Tensor& output) {
+                          at::Tensor& output, at::Tensor* lanes_layout) {
   using scalar_t = at::opmath_type<io_t>;
   constexpr at::ScalarType compute_dtype = c10::CppTypeToScalarType<scalar_t>::value;
   constexpr int64_t L = lanes<scalar_t>();
@@ -237,6 +237,9 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
       }
     });
   }
+  if (lanes_layout != nullptr && wave == blocks && std::is_same_v<io_t, scalar_t>) {
+    *lanes_layout = laid_out;
+  }
 }
 
 }  // namespace
@@ -256,10 +259,12 @@ bool direct_lanes_pay(const SparseFilterGeometry& g, at::ScalarType dtype) {
 void sparse_filter_direct_lanes_forward_cpu(const at::Tensor& input, const at::Tensor& row_ptr,
                                             const at::Tensor& col_idx, const at::Tensor& values,
                                             const c10::optional<at::Tensor>& bias,
-                                            const SparseFilterGeometry& g, at::Tensor& output) {
+                                            const SparseFilterGeometry& g, at::Tensor& output,
+                                            at::Tensor* lanes_layout) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "sparse_filter_direct_lanes_forward_cpu", [&] {
-    direct_lanes_forward<scalar_t>(input, row_ptr, col_idx, values, bias, g, output);
+    direct_lanes_forward<scalar_t>(input, row_ptr, col_idx, values, bias, g, output,
+                                   lanes_layout);
   });
 }
 

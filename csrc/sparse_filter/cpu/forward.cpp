@@ -104,6 +104,16 @@ at::Tensor sparse_filter_conv2d_cpu(const at::Tensor& input, const at::Tensor& r
                                     const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
                                     at::IntArrayRef padding, at::IntArrayRef dilation,
                                     int64_t groups, c10::string_view method_name) {
+  return sparse_filter_conv2d_cpu_keeping_layout(input, row_ptr, col_idx, values, weight_size,
+                                                 bias, stride, padding, dilation, groups,
+                                                 method_name, /*lanes_layout=*/nullptr);
+}
+
+at::Tensor sparse_filter_conv2d_cpu_keeping_layout(
+    const at::Tensor& input, const at::Tensor& row_ptr, const at::Tensor& col_idx,
+    const at::Tensor& values, at::IntArrayRef weight_size, const c10::optional<at::Tensor>& bias,
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+    c10::string_view method_name, at::Tensor* lanes_layout) {
   const SparseFilterGeometry g =
       check_sparse_filter_conv2d_args(input, row_ptr, col_idx, values, weight_size, bias, stride,
                                       padding, dilation, groups);
@@ -136,7 +146,7 @@ at::Tensor sparse_filter_conv2d_cpu(const at::Tensor& input, const at::Tensor& r
       at::empty({g.batch, g.out_channels, g.out_h, g.out_w}, input.options());
   if (output.numel() == 0) return in_memory_format_of(input, output);
   if (method == SparseFilterMethod::Direct) {
-    sparse_filter_direct_forward_cpu(input, rp, ci, val, bias, g, output);
+    sparse_filter_direct_forward_cpu(input, rp, ci, val, bias, g, output, lanes_layout);
     return in_memory_format_of(input, output);
   }
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "sparse_filter_conv2d_cpu", [&] {
