@@ -261,8 +261,8 @@ std::vector<TransposedFilter> phase_filters(const at::Tensor& row_ptr, const at:
   return filters;
 }
 
-FilterTaps make_filter_taps(
-    const at::Tensor& row_ptr, const at::Tensor& col_idx, const SparseFilterGeometry& g) {
+FilterTaps make_filter_taps(const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                            const SparseFilterGeometry& g, bool with_out_channel) {
   auto rp = row_ptr.contiguous();
   auto ci = col_idx.contiguous();
   const int64_t* r = rp.data_ptr<int64_t>();
@@ -271,16 +271,19 @@ FilterTaps make_filter_taps(
   const int64_t group_block = g.in_channels_per_group() * g.channel_block();
   const std::vector<int64_t> column_offset = g.column_offsets();
   FilterTaps taps;
-  taps.out_channel.resize(nnz);
-  taps.input_offset.resize(nnz);
+  if (with_out_channel) taps.out_channel.reset(new int64_t[nnz]);
+  taps.input_offset.reset(new int64_t[nnz]);
+  int64_t* out_channel = taps.out_channel.get();
+  int64_t* input_offset = taps.input_offset.get();
   // Each output channel fills only its own range of the arrays.
   at::parallel_for(0, g.out_channels, 16, [&](int64_t begin, int64_t end) {
     for (int64_t oc = begin; oc < end; ++oc) {
       const int64_t group = oc / g.out_channels_per_group();
+      const int64_t group_offset = group * group_block;
       for (int64_t k = r[oc]; k < r[oc + 1]; ++k) {
-        taps.out_channel[k] = oc;
-        taps.input_offset[k] = group * group_block + column_offset[c[k]];
+        input_offset[k] = group_offset + column_offset[c[k]];
       }
+      if (out_channel != nullptr) std::fill(out_channel + r[oc], out_channel + r[oc + 1], oc);
     }
   });
   return taps;

@@ -12,6 +12,7 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "csrc/sparse_filter/geometry.h"
@@ -80,13 +81,15 @@ std::vector<TransposedFilter> phase_filters(const at::Tensor& row_ptr, const at:
 // alpha_max per dimension: the padding of phase_filters' convolutions.
 std::array<int64_t, 2> phase_padding(const SparseFilterGeometry& g);
 
-// Per-nonzero facts every kernel needs: the output channel of each nonzero and the offset of
-// its tap inside the polyphase layout of the whole sample (group and channel included).
+// Per-nonzero facts the values' gradient needs: the offset of each nonzero's tap inside the
+// polyphase layout of the whole sample (group and channel included) and, where asked for,
+// its output channel. (Arrays left uninitialised until filled: zeroing them first was a
+// tenth of this pass.)
 struct FilterTaps {
-  std::vector<int64_t> out_channel;   // nnz
-  std::vector<int64_t> input_offset;  // nnz
+  std::unique_ptr<int64_t[]> out_channel;   // nnz, or null
+  std::unique_ptr<int64_t[]> input_offset;  // nnz
 };
-FilterTaps make_filter_taps(
-    const at::Tensor& row_ptr, const at::Tensor& col_idx, const SparseFilterGeometry& g);
+FilterTaps make_filter_taps(const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                            const SparseFilterGeometry& g, bool with_out_channel);
 
 }  // namespace torch_sparse_conv

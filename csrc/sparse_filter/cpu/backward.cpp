@@ -77,7 +77,7 @@ void grad_values_cpu(const at::Tensor& grad_wide, const at::Tensor& polyphase,
         int64_t last = k + 1;
         while (last < end && taps.out_channel[last] == oc) ++last;
         add_tap_dots(simd, go + (n * g.out_channels + oc) * wide_plane, in + n * sample_block,
-                     taps.input_offset.data(), 1, k, last, len, gv);
+                     taps.input_offset.get(), 1, k, last, len, gv);
         k = last;
       }
     }
@@ -191,7 +191,7 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
         const int64_t len = std::min(kBandPixels, wide - q0) * L;
         for (int64_t oc = begin; oc < end; ++oc) {
           add_tap_dots(simd, go_planes.plane(block, oc) + q0 * L, xl + q0 * L,
-                       taps.input_offset.data(), L, rp[oc], rp[oc + 1], len, gv);
+                       taps.input_offset.get(), L, rp[oc], rp[oc + 1], len, gv);
         }
       }
     });
@@ -334,7 +334,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
   // grad_output in wide layout (all of it where the lanes take no sample).
   const bool sparse_values = output_mask[1] && !dense_values;
   const bool polyphase_kernels = sparse_values && !lanes_values;
-  const FilterTaps taps = sparse_values ? make_filter_taps(rp, ci, g) : FilterTaps();
+  // The per-sample kernel (grad_values_cpu) also walks the taps' output channels.
+  const int64_t block = input.scalar_type() == at::kDouble ? lanes<double>() : lanes<float>();
+  const bool per_sample = polyphase_kernels || (lanes_values && g.batch % block != 0);
+  const FilterTaps taps = sparse_values ? make_filter_taps(rp, ci, g, per_sample) : FilterTaps();
   at::Tensor grad_wide = empty || !polyphase_kernels ? at::Tensor() : to_wide(grad_output, g);
   // The input's gradient leaves grad_output's lanes layout here where the values' lanes
   // kernel can read it (wide_lanes_in).
