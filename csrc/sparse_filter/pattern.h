@@ -83,8 +83,7 @@ std::array<int64_t, 2> phase_padding(const SparseFilterGeometry& g);
 
 // Per-nonzero facts the values' gradient needs: the offset of each nonzero's tap inside the
 // polyphase layout of the whole sample (group and channel included) and, where asked for,
-// its output channel. (Arrays left uninitialised until filled: zeroing them first was a
-// tenth of this pass.)
+// its output channel. (Arrays left uninitialised until filled, not written twice.)
 struct FilterTaps {
   std::unique_ptr<int64_t[]> out_channel;   // nnz, or null
   std::unique_ptr<int64_t[]> input_offset;  // nnz
