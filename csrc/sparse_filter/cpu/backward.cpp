@@ -160,9 +160,10 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
       at::empty({lay_out_go ? g.out_channels * run * L : int64_t(0)}, x.options());
   scalar_t* xl = x_lanes.data_ptr<scalar_t>();
   scalar_t* gl = go_lanes.data_ptr<scalar_t>();
-  const WideLanes<scalar_t> own{gl, run * L, 0};  // one block at a time
+  // This block's own layout: one block at a time, so every block's planes are the same.
+  const WideLanes<scalar_t> own{gl, run * L, /*block_stride=*/0};
   for (int64_t n0 = 0; n0 + L <= g.batch; n0 += L) {
-    const int64_t block = lay_out_go ? 0 : n0 / L;
+    const int64_t block = n0 / L;
     const WideLanes<scalar_t>& go_planes = lay_out_go ? own : shared;
     const int64_t items = g.in_channels + (lay_out_go ? g.out_channels : 0);
     at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
@@ -334,10 +335,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
   // grad_output in wide layout (all of it where the lanes take no sample).
   const bool sparse_values = output_mask[1] && !dense_values;
   const bool polyphase_kernels = sparse_values && !lanes_values;
-  // The per-sample kernel (grad_values_cpu) also walks the taps' output channels.
+  // Whole blocks of samples in the lanes, the samples after them one at a time by the
+  // per-sample kernel (grad_values_cpu), which also walks the taps' output channels.
   const int64_t block = input.scalar_type() == at::kDouble ? lanes<double>() : lanes<float>();
-  const bool per_sample = polyphase_kernels || (lanes_values && g.batch % block != 0);
-  const FilterTaps taps = sparse_values ? make_filter_taps(rp, ci, g, per_sample) : FilterTaps();
+  const int64_t blocked = lanes_values ? g.batch / block * block : 0;
+  const FilterTaps taps =
+      sparse_values ? make_filter_taps(rp, ci, g, /*with_out_channel=*/blocked < g.batch)
+                    : FilterTaps();
   at::Tensor grad_wide = empty || !polyphase_kernels ? at::Tensor() : to_wide(grad_output, g);
   // The input's gradient leaves grad_output's lanes layout here where the values' lanes
   // kernel can read it (wide_lanes_in).
@@ -383,8 +387,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
                                                 groups);
     } else if (output_mask[1]) {
       grad_values = at::zeros_like(val);
-      // Whole blocks of samples in the lanes, the samples after them one at a time.
-      const int64_t blocked = lanes_values ? g.batch / lanes<scalar_t>() * lanes<scalar_t>() : 0;
       if (!empty && blocked > 0) {
         grad_values_lanes_cpu<scalar_t>(grad_output, input, rp, taps, g,
                                         wide_lanes_in<scalar_t>(grad_output_lanes, g),
