@@ -155,20 +155,24 @@ def test_avx2_tiles_match_conv2d():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("width", [1, 2, 3, 5, 7, 9, 14, 15, 28, 29, 56, 57])
-def test_two_pixel_vectors_at_every_row_tail(width, dtype):
-    """On AVX-512 a tile vector holds two adjacent pixels; an odd output width leaves the last
-    vector of each row half used, computed from what follows the row (the next row, or past
-    the last row the layout's zeroed slack) and never written. Odd padded row widths also put
-    every other row's vectors across cache lines. Heights 1-7 take tiles of 1-7 rows."""
-    gen = torch.Generator().manual_seed(width)
+@pytest.mark.parametrize("channels", [6, 160])
+def test_two_pixel_vectors_at_every_row_tail(width, channels, dtype):
+    """On AVX-512 a tile vector holds two adjacent pixels; an odd output width ends each row
+    of a tile with a vector half as wide (one pixel), loaded, accumulated and stored on its
+    own. Odd padded row widths also put every other row's vectors across cache lines. Heights
+    1-7 take tiles of 1-7 rows; 160 input channels at 10 % take several input-channel chunks,
+    so the tiles' partial sums, half vectors included, are reloaded and added to."""
+    gen = torch.Generator().manual_seed(width * 1000 + channels)
+    density = 0.5 if channels < 10 else 0.1
     for height in (1, 4, 7):
-        x = torch.randn(8, 6, height, width, dtype=dtype, generator=gen)
-        w = random_weight((5, 6, 3, 3), 0.5, dtype, gen)
+        x = torch.randn(8, channels, height, width, dtype=dtype, generator=gen)
+        w = random_weight((5, channels, 3, 3), density, dtype, gen)
+        b = torch.randn(5, dtype=dtype, generator=gen)
         for padding in (0, 1):
             if height + 2 * padding < 3 or width + 2 * padding < 3:
                 continue
-            got = tsc.sparse_conv2d(x, w, None, 1, padding, method="direct")
-            torch.testing.assert_close(got, F.conv2d(x, w, None, 1, padding), **tolerance(dtype))
+            got = tsc.sparse_conv2d(x, w, b, 1, padding, method="direct")
+            torch.testing.assert_close(got, F.conv2d(x, w, b, 1, padding), **tolerance(dtype))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -177,8 +181,8 @@ def test_two_pixel_vectors_at_every_row_tail(width, dtype):
     ((13, 13), 2, 0), ((21, 21), 1, 1), ((20, 19), 1, 2), ((11, 12), 3, 1)])
 def test_one_by_one_planes_are_tiled_as_one_row(size, stride, padding, dtype):
     """A 1x1 kernel's layout rows have no halo columns: the lanes path cuts the whole plane
-    into tiles as one row (tiles cross row ends; an odd pixel count leaves the last vector
-    half used). Several input-channel chunks, some output channels empty."""
+    into tiles as one row (tiles cross row ends; an odd pixel count ends the last tile with a
+    half-wide vector). Several input-channel chunks, some output channels empty."""
     gen = torch.Generator().manual_seed(size[0] * 100 + size[1] + stride)
     x = torch.randn(8, 70, *size, dtype=dtype, generator=gen)
     w = random_weight((9, 70, 1, 1), 0.2, dtype, gen)

@@ -46,8 +46,8 @@ struct TileShape {
 
 // The output plane as the tiles cut it: h rows of w pixels, `stride` pixels apart in the
 // layout. Where the layout's rows have no halo columns (1x1 kernels: a layout row is an
-// output row, padding included) the plane is one row of out_h * out_w pixels, so that tiles need not stop at a row's end: a 7x7 plane
-// is one tile of 25 vectors, not 7 x 4 with every row's eighth pixel computed for nothing.
+// output row, padding included) the plane is one row of out_h * out_w pixels, so that tiles
+// need not stop at a row's end: a 7x7 plane is one tile of 25 vectors (the last half wide).
 struct TiledPlane {
   int64_t h, w, stride;
 };
@@ -61,7 +61,7 @@ TiledPlane tiled_plane(const SparseFilterGeometry& g) {
 
 // Output tiles as wide as the row allows up to half of max_tile vectors (rows cut evenly),
 // then as many rows as the accumulators allow: on AVX-512 (two pixels a vector) 56 -> 2 x 14,
-// 28 -> 2 x 14, 14 -> 4 x 7, 7 -> 7 x 4 (the last vector of each row half used). At least
+// 28 -> 2 x 14, 14 -> 4 x 7, 7 -> 7 x 4 (the last vector of each row half wide). At least
 // two rows: a 1 x 28 tile of 56 pixels reads 3 x 58 pixels of each input channel, so its
 // chunk of input channels (8 taps at 90 %) overflowed L1.
 template <typename scalar_t>
@@ -128,12 +128,8 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   const int64_t blocks = ceil_div(g.batch, L);
   const int64_t wave = std::clamp<int64_t>(
       kLayoutBytes / std::max<int64_t>(1, block_elements * int64_t(sizeof(scalar_t))), 1, blocks);
-  // A row's last vector may be half beyond the output row; its pixels are computed from
-  // what follows the row, which past the last row of the layout is this zeroed slack.
-  const int64_t slack = tile.pixels_per_vector * L;
-  const at::Tensor laid_out = empty_output(wave * block_elements + slack, compute_dtype);
+  const at::Tensor laid_out = empty_output(wave * block_elements, compute_dtype);
   scalar_t* x = laid_out.data_ptr<scalar_t>();
-  std::fill(x + wave * block_elements, x + wave * block_elements + slack, scalar_t(0));
   const int64_t in_plane = g.in_h * g.in_w;
   const int64_t out_plane = g.out_h * g.out_w;
   const int64_t tile_elements = tile.rows * tile.pixel_cols() * L;
@@ -185,9 +181,7 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
         const int64_t oh0 = t / col_tiles % row_tiles * tile.rows;
         const int64_t ow0 = t % col_tiles * tile.pixel_cols();
         const int rows = static_cast<int>(std::min(tile.rows, plane.h - oh0));
-        const int64_t cols = std::min(tile.pixel_cols(), plane.w - ow0);  // pixels written
-        const int vectors = static_cast<int>(ceil_div(cols, tile.pixels_per_vector));
-        const int64_t computed_cols = vectors * tile.pixels_per_vector;
+        const int cols = static_cast<int>(std::min(tile.pixel_cols(), plane.w - ow0));
         const scalar_t* base = x + block * block_elements + (oh0 * plane.stride + ow0) * L;
         for (int64_t j = 0; j < taps.chunks; ++j) {
           for (int64_t oc = oc0; oc < oc1; ++oc) {
@@ -195,7 +189,7 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
             if (j > 0 && k0 == k1) continue;
             kernels.tile(base, plane.stride, offsets.data() + k0, taps.values + k0, k1 - k0,
                          /*accumulate=*/j > 0, b ? b[oc] : scalar_t(0),
-                         partial.data() + (oc - oc0) * tile_elements, rows, vectors);
+                         partial.data() + (oc - oc0) * tile_elements, rows, cols);
           }
         }
         // Back to (N, C_out, H_out, W_out): each tile row to its samples' output rows.
@@ -203,7 +197,7 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
         const int64_t samples = std::min(L, g.batch - n0);
         const int64_t sample_stride = g.out_channels * out_plane;
         // A tile of whole rows is one run in each output plane.
-        const bool whole_rows = computed_cols == plane.w;
+        const bool whole_rows = cols == plane.w;
         const int64_t run = whole_rows ? rows * cols : cols;
         const int64_t runs = whole_rows ? 1 : rows;
         auto destination = [&](int64_t oc, int64_t r) {
@@ -220,7 +214,7 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
           }
           for (int64_t r = 0; r < runs; ++r) {
             const scalar_t* src =
-                partial.data() + (oc - oc0) * tile_elements + r * computed_cols * L;
+                partial.data() + (oc - oc0) * tile_elements + r * cols * L;
             io_t* dst = destination(oc, r);
             if constexpr (std::is_same_v<io_t, scalar_t>) {
               kernels.deinterleave(src, run, samples, dst, sample_stride);

@@ -12,24 +12,40 @@ namespace torch_sparse_conv {
 #ifdef TSC_X86_ISAS
 namespace {
 
-// The tile of LaneKernels::tile with its shape fixed at compile time, so the R * T
-// accumulators are registers and every load is base + constant. A vector of Bytes holds
-// Bytes / 32 adjacent pixels of the block (one 32-byte lanes group each).
-template <typename scalar_t, int Bytes, int R, int T>
+// The tile of LaneKernels::tile with its shape fixed at compile time, so the accumulators
+// are registers and every load is base + constant. A vector of Bytes holds Bytes / 32
+// adjacent pixels of the block (one 32-byte lanes group each). With Half, each row's last
+// vector is half as wide (one pixel where a full one holds two): a row of an odd number of
+// pixels (7x7 planes) is computed exactly, not rounded up to an even one (an eighth more
+// multiply-adds and loads on a 7-pixel row). Rows are stored (2 T - Half) pixels apart.
+template <typename scalar_t, int Bytes, int R, int T, bool Half>
 TSC_INLINE void tile_impl(const scalar_t* x, int64_t row_stride, const int64_t* offsets,
                           const scalar_t* values, int64_t taps, bool accumulate, scalar_t init,
                           scalar_t* out) {
   using V = Vec<scalar_t, Bytes>;
+  using H = Vec<scalar_t, Bytes / 2>;
   constexpr int VL = V::lanes;
+  constexpr int F = Half ? T - 1 : T;                    // full vectors a row
+  constexpr int pitch = T * VL - (Half ? VL / 2 : 0);    // elements between output rows
   // The pragmas unroll past GCC's default of 16 iterations, which would leave the
   // accumulators in memory.
-  typename V::type acc[R * T];
+  typename V::type acc[R * F > 0 ? R * F : 1];
+  typename H::type tail[R];  // the half vectors, where Half
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 32
-  for (int u = 0; u < R * T; ++u) acc[u] = accumulate ? V::load(out + u * VL) : V::broadcast(init);
+    for (int t = 0; t < F; ++t) {
+      acc[r * F + t] = accumulate ? V::load(out + r * pitch + t * VL) : V::broadcast(init);
+    }
+    if constexpr (Half) {
+      tail[r] = accumulate ? H::load(out + r * pitch + F * VL) : H::broadcast(init);
+    }
+  }
   const int64_t rs = row_stride * lanes<scalar_t>();
   for (int64_t k = 0; k < taps; ++k) {
     const scalar_t* src = x + offsets[k];
     const typename V::type w = V::broadcast(values[k]);
+    const typename H::type w_half = H::broadcast(values[k]);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const scalar_t* row = src + r * rs;
@@ -38,11 +54,16 @@ TSC_INLINE void tile_impl(const scalar_t* x, int64_t row_stride, const int64_t* 
       // instruction for each multiply-add.
       asm("" : "+r"(row));
 #pragma GCC unroll 32
-      for (int t = 0; t < T; ++t) acc[r * T + t] += w * V::load(row + t * VL);
+      for (int t = 0; t < F; ++t) acc[r * F + t] += w * V::load(row + t * VL);
+      if constexpr (Half) tail[r] += w_half * H::load(row + F * VL);
     }
   }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 32
-  for (int u = 0; u < R * T; ++u) V::store(out + u * VL, acc[u]);
+    for (int t = 0; t < F; ++t) V::store(out + r * pitch + t * VL, acc[r * F + t]);
+    if constexpr (Half) H::store(out + r * pitch + F * VL, tail[r]);
+  }
 }
 
 // Calls block(q) for the blocks of L positions q .. q + L - 1 that cover [0, len): a run that
@@ -101,10 +122,10 @@ using std::integer_sequence;
   struct NAME {                                                                             \
     static constexpr int vector_bytes = VECTOR_BYTES;                                       \
     static constexpr int max_tile = MAX_TILE;                                               \
-    template <typename scalar_t, int R, int T>                                              \
+    template <typename scalar_t, int R, int T, bool Half>                                   \
     TARGET static void tile(const scalar_t* x, int64_t rs, const int64_t* o,                \
                             const scalar_t* v, int64_t n, bool acc, scalar_t i, scalar_t* out) { \
-      tile_impl<scalar_t, VECTOR_BYTES, R, T>(x, rs, o, v, n, acc, i, out);                 \
+      tile_impl<scalar_t, VECTOR_BYTES, R, T, Half>(x, rs, o, v, n, acc, i, out);           \
     }                                                                                       \
     template <typename scalar_t>                                                            \
     TARGET static void interleave(const scalar_t* src, int64_t ss, int64_t len,             \
@@ -128,31 +149,39 @@ template <typename scalar_t>
 using TileFn = void (*)(const scalar_t*, int64_t, const int64_t*, const scalar_t*, int64_t,
                         bool, scalar_t, scalar_t*);
 
-// table[R - 1][T - 1]: the tile of R rows and T columns, for R * T <= Isa::max_tile.
-template <typename Isa, typename scalar_t, int R, int... T>
+// table[Half][R - 1][T - 1]: the tile of R rows and T columns, for R * T <= Isa::max_tile;
+// half tails only where a vector holds two pixels.
+template <typename Isa, typename scalar_t, bool Half, int R, int... T>
 constexpr std::array<TileFn<scalar_t>, kMaxCols> tile_row(integer_sequence<int, T...>) {
-  return {{(R * (T + 1) <= Isa::max_tile ? &Isa::template tile<scalar_t, R, T + 1>
-                                         : nullptr)...}};
+  constexpr bool has_half = Isa::vector_bytes == 64;
+  return {{(R * (T + 1) <= Isa::max_tile && (!Half || has_half)
+                ? &Isa::template tile<scalar_t, R, T + 1, Half && has_half>
+                : nullptr)...}};
 }
 
-template <typename Isa, typename scalar_t, int... R>
+template <typename Isa, typename scalar_t, bool Half, int... R>
 constexpr std::array<std::array<TileFn<scalar_t>, kMaxCols>, kMaxRows> tile_rows(
     integer_sequence<int, R...>) {
-  return {{tile_row<Isa, scalar_t, R + 1>(std::make_integer_sequence<int, kMaxCols>())...}};
+  return {{tile_row<Isa, scalar_t, Half, R + 1>(std::make_integer_sequence<int, kMaxCols>())...}};
 }
 
 template <typename Isa, typename scalar_t>
 struct TileTable {
-  std::array<std::array<TileFn<scalar_t>, kMaxCols>, kMaxRows> table =
-      tile_rows<Isa, scalar_t>(std::make_integer_sequence<int, kMaxRows>());
+  std::array<std::array<std::array<TileFn<scalar_t>, kMaxCols>, kMaxRows>, 2> table = {
+      tile_rows<Isa, scalar_t, false>(std::make_integer_sequence<int, kMaxRows>()),
+      tile_rows<Isa, scalar_t, true>(std::make_integer_sequence<int, kMaxRows>())};
 };
 
 template <typename Isa, typename scalar_t>
 void tile_dispatch(const scalar_t* x, int64_t row_stride, const int64_t* offsets,
                    const scalar_t* values, int64_t taps, bool accumulate, scalar_t init,
-                   scalar_t* out, int rows, int cols) {
+                   scalar_t* out, int rows, int pixel_cols) {
   static const TileTable<Isa, scalar_t> tiles;
-  tiles.table[rows - 1][cols - 1](x, row_stride, offsets, values, taps, accumulate, init, out);
+  constexpr int pixels = Isa::vector_bytes / 32;
+  const int vectors = (pixel_cols + pixels - 1) / pixels;
+  const bool half = vectors * pixels != pixel_cols;
+  tiles.table[half][rows - 1][vectors - 1](x, row_stride, offsets, values, taps, accumulate,
+                                           init, out);
 }
 
 template <typename Isa, typename scalar_t>

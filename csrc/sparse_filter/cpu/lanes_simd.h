@@ -18,16 +18,16 @@ constexpr int64_t lanes() { return 32 / sizeof(scalar_t); }
 
 template <typename scalar_t>
 struct LaneKernels {
-  // An output tile of `rows` x `cols` vectors, each vector `pixels` (pixels_per_vector)
-  // adjacent pixels of the block's samples, stored row-major at out
-  // (rows * cols * pixels * lanes elements); with e = (r * row_stride + c * pixels) * lanes:
+  // An output tile of `rows` x `pixel_cols` pixels of the block's samples, stored row-major
+  // at out (rows * pixel_cols * lanes elements); with e = (r * row_stride + c) * lanes:
   //   out[r][c] = (accumulate ? out[r][c] : init)
-  //               + sum_k values[k] * x[offsets[k] + e .. + pixels * lanes]
-  // The accumulators stay in registers across all taps. rows * cols <= max_tile,
-  // rows <= max_rows.
+  //               + sum_k values[k] * x[offsets[k] + e .. + lanes]
+  // The accumulators, ceil(pixel_cols / pixels_per_vector) vectors a row (the last one half
+  // wide where pixel_cols is odd and a vector holds two pixels), stay in registers across
+  // all taps. rows * ceil(pixel_cols / pixels_per_vector) <= max_tile, rows <= max_rows.
   void (*tile)(const scalar_t* x, int64_t row_stride, const int64_t* offsets,
                const scalar_t* values, int64_t taps, bool accumulate, scalar_t init,
-               scalar_t* out, int rows, int cols);
+               scalar_t* out, int rows, int pixel_cols);
   // dst[q * lanes + s] = src[s * src_stride + q] for q < len, s < lanes.
   void (*interleave)(const scalar_t* src, int64_t src_stride, int64_t len, scalar_t* dst);
   // dst[s * dst_stride + q] = src[q * lanes + s] for q < len, s < samples (<= lanes).
