@@ -113,6 +113,46 @@ def test_strided_layers_give_the_values_gradient(dtype, case, density):
     torch.testing.assert_close(got, expected, **tolerance)
 
 
+# (in, out, groups, size, stride): enough input channels that the lanes kernel visits them in
+# several chunks of 256 KiB of input band (backward.cpp, grad_values_lanes_cpu; a 14x14 plane
+# is about 8 KiB a channel, so 32 channels a chunk), with groups, at stride 2, and a plane
+# longer than one band.
+CHUNKED_CASES = [
+    (200, 6, 1, (14, 14), 1),
+    (240, 12, 3, (14, 14), 1),
+    (180, 5, 1, (15, 14), 2),
+    (70, 4, 1, (40, 33), 1),
+]
+
+
+@pytest.mark.parametrize("case", CHUNKED_CASES, ids=[f"case{i}" for i in range(len(CHUNKED_CASES))])
+@pytest.mark.parametrize("shuffled", [False, True], ids=["packed", "unsorted_columns"])
+def test_lanes_kernel_visits_input_channels_in_chunks(case, shuffled):
+    """Each output channel's taps are cut by input-channel chunk along their sorted columns; a
+    hand-made CSR with unsorted columns takes one chunk. Against autograd, and bitwise equal
+    whether the columns were shuffled (a tap's sum does not depend on how taps are grouped)."""
+    cin, cout, groups, size, stride = case
+    gen = torch.Generator().manual_seed(cin + cout)
+    x = torch.randn(8, cin, *size, generator=gen)
+    w = random_weight((cout, cin // groups, 3, 3), 0.05, torch.float32, gen)
+    out_shape = F.conv2d(x, w, None, stride, 1, 1, groups).shape
+    grad_out = torch.randn(out_shape, generator=gen)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(w)
+    order = torch.arange(col_idx.numel())
+    if shuffled:
+        for row in range(cout):
+            lo, hi = row_ptr[row].item(), row_ptr[row + 1].item()
+            order[lo:hi] = torch.randperm(hi - lo, generator=gen) + lo
+    args = (list(w.shape), [stride] * 2, [1, 1], [1, 1], groups, [False, True, False])
+    _, got, _ = BACKWARD(grad_out, x, row_ptr, col_idx[order], values[order], *args)
+    _, packed, _ = BACKWARD(grad_out, x, row_ptr, col_idx, values, *args)
+    assert torch.equal(got, packed[order])
+    expected = _expected(x, w, grad_out, (stride, stride), (1, 1), (1, 1), groups)
+    torch.testing.assert_close(
+        tsc.unpack_sparse_filter(row_ptr, col_idx[order], got, list(w.shape)), expected,
+        rtol=1e-4, atol=1e-3)
+
+
 def test_per_sample_sums_do_not_depend_on_how_taps_fall_into_tasks():
     """One sample at a time the taps of one output channel are summed up to eight at a time
     (dot_runs), in runs cut where a task ends: at 2 threads the tasks split the taps where 1

@@ -70,6 +70,53 @@ inline int64_t chunk_channels_for(const SparseFilterGeometry& g, int64_t nnz,
       {1, l1_channels, static_cast<int64_t>(std::min(for_taps, double(g.in_channels_per_group())))});
 }
 
+// Each filter column's chunk of chunk_channels input channels (of its group), looked up by
+// find_chunk_bounds (a division per tap cost more than the walk).
+inline std::vector<int32_t> chunk_of_columns(const SparseFilterGeometry& g,
+                                             int64_t chunk_channels) {
+  const int64_t chunk_columns = chunk_channels * g.kernel_h * g.kernel_w;
+  std::vector<int32_t> chunk_of(g.taps_per_filter());
+  for (int64_t column = 0, chunk = 0; column < g.taps_per_filter(); chunk++) {
+    const int64_t end = std::min(column + chunk_columns, g.taps_per_filter());
+    std::fill(chunk_of.begin() + column, chunk_of.begin() + end, static_cast<int32_t>(chunk));
+    column = end;
+  }
+  return chunk_of;
+}
+
+// bounds[oc * (chunks + 1) + j]: output channel oc's first tap in chunk j (chunk_of_columns),
+// bounds[.. + chunks] its end, in one pass over each channel's columns; returns whether every
+// channel's columns are sorted (pack_sparse_filter emits sorted columns; only a hand-made CSR
+// has others, and then the bounds mean nothing). Branch-free: each tap stores its index + 1
+// as the bound of the chunk after its own (the last tap of a chunk wins), and a running
+// maximum then fills the bounds of chunks without taps. A loop that advanced to each chunk's
+// first tap mispredicted at every chunk; with a sortedness check of its own that plan cost
+// 20 % of a batch-1 512@7 call at 90 %.
+inline bool find_chunk_bounds(const int64_t* row_ptr, const int64_t* cols, int64_t out_channels,
+                              const std::vector<int32_t>& chunk_of, int64_t chunks,
+                              int64_t* bounds_out) {
+  std::atomic<bool> in_order{true};
+  at::parallel_for(0, out_channels, 64, [&](int64_t oc_begin, int64_t oc_end) {
+    bool ordered = true;
+    for (int64_t oc = oc_begin; oc < oc_end; ++oc) {
+      int64_t* bounds = bounds_out + oc * (chunks + 1);
+      std::fill(bounds, bounds + chunks + 1, row_ptr[oc]);
+      int64_t previous = 0;
+      const int64_t end = row_ptr[oc + 1];
+      for (int64_t k = row_ptr[oc]; k < end; ++k) {
+        const int64_t column = cols[k];
+        ordered &= column >= previous;
+        previous = column;
+        bounds[chunk_of[column] + 1] = k + 1;
+      }
+      for (int64_t j = 1; j <= chunks; ++j) bounds[j] = std::max(bounds[j], bounds[j - 1]);
+      bounds[chunks] = row_ptr[oc + 1];
+    }
+    if (!ordered) in_order = false;
+  });
+  return in_order.load();
+}
+
 // `values` of the dtype computed in (scalar_t); chunks of `chunk_channels` input channels;
 // offsets in elements of a layout that interleaves `interleave` samples per position.
 // row_ptr and col_idx must have passed check_csr_contents.
@@ -78,7 +125,6 @@ SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_
                                const at::Tensor& values, const SparseFilterGeometry& g,
                                int64_t chunk_channels, int64_t interleave) {
   const int64_t* rp = row_ptr.data_ptr<int64_t>();
-  const int64_t taps_per_channel = g.kernel_h * g.kernel_w;
   SortedTaps<scalar_t> sorted;
   sorted.chunks = ceil_div(g.in_channels_per_group(), chunk_channels);
   sorted.group_block = g.in_channels_per_group() * g.channel_block() * interleave;
@@ -86,44 +132,11 @@ SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_
   sorted.column_offset = g.column_offsets();
   for (int64_t& offset : sorted.column_offset) offset *= interleave;
 
-  // One pass over each output channel's columns finds its chunk bounds and whether they are
-  // sorted (pack_sparse_filter emits sorted columns; only a hand-made CSR needs sorted
-  // copies, and then a second pass). Branch-free: each tap stores its index + 1 as the bound
-  // of the chunk after its own (the last tap of a chunk wins), and a running maximum then
-  // fills the bounds of chunks without taps. A loop that advanced to each chunk's first tap
-  // mispredicted at every chunk; with a sortedness check of its own that plan cost 20 % of a
-  // batch-1 512@7 call at 90 %.
-
-  // Each filter column's chunk, looked up (a division per tap cost more than the walk).
-  const int64_t chunk_columns = chunk_channels * taps_per_channel;
-  std::vector<int32_t> chunk_of(g.taps_per_filter());
-  for (int64_t column = 0, chunk = 0; column < g.taps_per_filter(); chunk++) {
-    const int64_t end = std::min(column + chunk_columns, g.taps_per_filter());
-    std::fill(chunk_of.begin() + column, chunk_of.begin() + end, static_cast<int32_t>(chunk));
-    column = end;
-  }
   sorted.chunk_ptr.resize(g.out_channels * (sorted.chunks + 1));
+  const std::vector<int32_t> chunk_of = chunk_of_columns(g, chunk_channels);
   auto find_bounds = [&](const int64_t* cols) {
-    std::atomic<bool> in_order{true};
-    at::parallel_for(0, g.out_channels, 64, [&](int64_t oc_begin, int64_t oc_end) {
-      bool ordered = true;
-      for (int64_t oc = oc_begin; oc < oc_end; ++oc) {
-        int64_t* bounds = sorted.chunk_ptr.data() + oc * (sorted.chunks + 1);
-        std::fill(bounds, bounds + sorted.chunks + 1, rp[oc]);
-        int64_t previous = 0;
-        const int64_t end = rp[oc + 1];
-        for (int64_t k = rp[oc]; k < end; ++k) {
-          const int64_t column = cols[k];
-          ordered &= column >= previous;
-          previous = column;
-          bounds[chunk_of[column] + 1] = k + 1;
-        }
-        for (int64_t j = 1; j <= sorted.chunks; ++j) bounds[j] = std::max(bounds[j], bounds[j - 1]);
-        bounds[sorted.chunks] = rp[oc + 1];
-      }
-      if (!ordered) in_order = false;
-    });
-    return in_order.load();
+    return find_chunk_bounds(rp, cols, g.out_channels, chunk_of, sorted.chunks,
+                             sorted.chunk_ptr.data());
   };
 
   sorted.cols_tensor = col_idx;
