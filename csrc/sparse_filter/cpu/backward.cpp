@@ -130,9 +130,10 @@ WideLanes<scalar_t> wide_lanes_in(const at::Tensor& layout, const SparseFilterGe
 // phase plane. The rows go in bands of kBandPixels positions and the input channels in
 // chunks, so a chunk's band of input stays in L2 while every output channel of the task
 // reads it (a band of all channels is 1.3 MB at 512x7x7). Parallel over output channels:
-// each tap's sum is its own, added band by band and block by block in a fixed order. Adds to grad_values the sums over the whole blocks of the batch; the caller
-// takes the samples after them one at a time (a block of one sample in eight lanes cost 4x
-// dense's time at batch 1). grad_output is read from `shared` where the input's gradient
+// each tap's sum is its own, added band by band and block by block in a fixed order. Adds
+// to grad_values the sums over the whole blocks of the batch; the caller takes the samples
+// after them one at a time (a block of one sample in eight lanes cost 4x dense's time at
+// batch 1). grad_output is read from `shared` where the input's gradient
 // left it so laid out (wide_lanes_in), else laid out here.
 template <typename scalar_t>
 void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& input,

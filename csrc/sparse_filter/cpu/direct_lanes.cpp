@@ -61,7 +61,8 @@ TiledPlane tiled_plane(const SparseFilterGeometry& g) {
 
 // Output tiles as wide as the row allows up to half of max_tile vectors (rows cut evenly),
 // then as many rows as the accumulators allow: on AVX-512 (two pixels a vector) 56 -> 2 x 14,
-// 28 -> 2 x 14, 14 -> 4 x 7, 7 -> 7 x 4 (the last vector of each row half wide). At least
+// 28 -> 2 x 14, 14 -> 4 x 7 (at most: the 14 rows go 3, 4, 3, 4), 7 -> 7 x 4 (the last
+// vector of each row half wide). At least
 // two rows: a 1 x 28 tile of 56 pixels reads 3 x 58 pixels of each input channel, so its
 // chunk of input channels (8 taps at 90 %) overflowed L1.
 template <typename scalar_t>
@@ -178,9 +179,12 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
         const int64_t oc1 = std::min(g.out_channels, oc0 + oc_per_task);
         const int64_t t = task / oc_splits;
         const int64_t block = t / (row_tiles * col_tiles);
-        const int64_t oh0 = t / col_tiles % row_tiles * tile.rows;
+        // The rows dealt out evenly (14 -> 3, 4, 3, 4, not 4, 4, 4, 2), so that tasks of one
+        // thread do as much as the other's.
+        const int64_t row_tile = t / col_tiles % row_tiles;
+        const int64_t oh0 = row_tile * plane.h / row_tiles;
         const int64_t ow0 = t % col_tiles * tile.pixel_cols();
-        const int rows = static_cast<int>(std::min(tile.rows, plane.h - oh0));
+        const int rows = static_cast<int>((row_tile + 1) * plane.h / row_tiles - oh0);
         const int cols = static_cast<int>(std::min(tile.pixel_cols(), plane.w - ow0));
         const scalar_t* base = x + block * block_elements + (oh0 * plane.stride + ow0) * L;
         for (int64_t j = 0; j < taps.chunks; ++j) {
