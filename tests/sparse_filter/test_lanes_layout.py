@@ -160,11 +160,12 @@ def test_two_pixel_vectors_at_every_row_tail(width, channels, dtype):
     """On AVX-512 a tile vector holds two adjacent pixels; an odd output width ends each row
     of a tile with a vector half as wide (one pixel), loaded, accumulated and stored on its
     own. Odd padded row widths also put every other row's vectors across cache lines. Heights
-    1-7 take tiles of 1-7 rows; 160 input channels at 10 % take several input-channel chunks,
-    so the tiles' partial sums, half vectors included, are reloaded and added to."""
+    1-7 take tiles of 1-7 rows, 14 rows tiles of 3 and 4 (rows dealt out evenly); 160 input
+    channels at 10 % take several input-channel chunks, so the tiles' partial sums, half
+    vectors included, are reloaded and added to."""
     gen = torch.Generator().manual_seed(width * 1000 + channels)
     density = 0.5 if channels < 10 else 0.1
-    for height in (1, 4, 7):
+    for height in (1, 4, 7, 14):
         x = torch.randn(8, channels, height, width, dtype=dtype, generator=gen)
         w = random_weight((5, channels, 3, 3), density, dtype, gen)
         b = torch.randn(5, dtype=dtype, generator=gen)
