@@ -62,9 +62,8 @@ TiledPlane tiled_plane(const SparseFilterGeometry& g) {
 // Output tiles as wide as the row allows up to half of max_tile vectors (rows cut evenly),
 // then as many rows as the accumulators allow: on AVX-512 (two pixels a vector) 56 -> 2 x 14,
 // 28 -> 2 x 14, 14 -> 4 x 7 (at most: the 14 rows go 3, 4, 3, 4), 7 -> 7 x 4 (the last
-// vector of each row half wide). At least
-// two rows: a 1 x 28 tile of 56 pixels reads 3 x 58 pixels of each input channel, so its
-// chunk of input channels (8 taps at 90 %) overflowed L1.
+// vector of each row half wide). At least two rows: a 1 x 28 tile of 56 pixels reads 3 x 58
+// pixels of each input channel, so its chunk of input channels (8 taps at 90 %) overflowed L1.
 template <typename scalar_t>
 TileShape choose_tile(const TiledPlane& plane, const LaneKernels<scalar_t>& kernels) {
   const int64_t pixels = kernels.pixels_per_vector;
