@@ -133,8 +133,8 @@ WideLanes<scalar_t> wide_lanes_in(const at::Tensor& layout, const SparseFilterGe
 // each tap's sum is its own, added band by band and block by block in a fixed order. Adds
 // to grad_values the sums over the whole blocks of the batch; the caller takes the samples
 // after them one at a time (a block of one sample in eight lanes cost 4x dense's time at
-// batch 1). grad_output is read from `shared` where the input's gradient
-// left it so laid out (wide_lanes_in), else laid out here.
+// batch 1). grad_output is read from `shared` where the input's gradient left it so laid
+// out (wide_lanes_in), else laid out here.
 template <typename scalar_t>
 void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& input,
                            const at::Tensor& row_ptr, const at::Tensor& col_idx,
@@ -171,8 +171,8 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
   // Up to the last row's out_w pixels (the wide run): a tap never reads past its plane.
   const int64_t wide = g.wide_len();
   // The input channels in chunks whose band of input (with the taps' reach into it) fits
-  // kChunkBytes, each output channel's taps in a chunk found by their sorted columns (a
-  // hand-made CSR with unsorted ones: one chunk).
+  // kChunkBytes, each output channel's taps in a chunk found by their sorted columns (one
+  // chunk: its row as it is, also for a hand-made CSR with unsorted columns).
   const int64_t band = std::min(kBandPixels, wide);
   const std::array<int64_t, 2> reach = phase_padding(g);
   const int64_t channel_band = std::min(
@@ -182,7 +182,8 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
       1, std::max<int64_t>(1, g.in_channels_per_group()));
   int64_t chunks = ceil_div(g.in_channels_per_group(), chunk_channels);
   std::vector<int64_t> chunk_ptr(g.out_channels * (chunks + 1));
-  if (!find_chunk_bounds(rp, col_idx.data_ptr<int64_t>(), g.out_channels,
+  if (chunks == 1 ||
+      !find_chunk_bounds(rp, col_idx.data_ptr<int64_t>(), g.out_channels,
                          chunk_of_columns(g, chunk_channels), chunks, chunk_ptr.data())) {
     chunks = 1;
     chunk_ptr.resize(g.out_channels * 2);
