@@ -45,15 +45,14 @@ SparseFilterMethod choose_sparse_filter_method_cpu(const at::Tensor& row_ptr,
   const bool picks_pixels = g.kernel_h == 1 && g.kernel_w == 1 && g.pad_h == 0 && g.pad_w == 0;
   const double extra_phases = picks_pixels ? 0.0 : double(g.stride_h * g.stride_w - 1);
   const double overhead =
-      model.overhead * (lanes ? 1.0 + extra_phases * kLanesStrideOverhead
-                              : 1.0 + extra_phases * kOneSampleStrideOverhead);
-  const double efficiency =
-      model.efficiency * (lanes && extra_phases > 0 ? kLanesStrideEfficiency : 1.0);
+      model.overhead * (lanes ? 1.0 + extra_phases * kLanesStrideOverhead : 1.0);
+  const double stride_efficiency = lanes ? kLanesStrideEfficiency : kOneSampleStrideEfficiency;
+  const double efficiency = model.efficiency * (extra_phases > 0 ? stride_efficiency : 1.0);
   const double direct_time = density / efficiency + overhead;
   const double outputs = double(g.batch) * double(g.out_h) * double(g.out_w);
   const double dense_time =
       1.0 + kDenseRebuild * (1.0 + kDenseRebuildPerDensity * density) /
-                std::sqrt(std::max(outputs, 1.0));
+                std::pow(std::max(outputs, 1.0), kDenseRebuildOutputsPower);
   const double direct_gain = dense_time / direct_time;
   // unfold wins only if the union of kept columns is below this fraction of the taps. It is
   // at least the density; past that, the union is measured only as far as needed to rule

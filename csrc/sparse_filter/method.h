@@ -14,13 +14,14 @@ enum class SparseFilterMethod { Auto, Direct, Unfold, Dense, Spmm };
 // efficiency (multiply-adds per second relative to oneDNN) and the fixed overhead (laying
 // out the input, writing the output) depend on the layout direct takes (1x1 in place, the
 // batch in the vector lanes or one sample at a time, cpu/direct.h) and the length of the
-// output run; a stride raises the overhead (more input laid out per output) and lowers the
-// lanes layout's efficiency (its tiles read more input per output). 'dense' is not free
-// either: it writes the dense weight every call, which costs the most relative to the
-// convolution where the output is small (see kDenseRebuild). unfold: a GEMM over the union of
-// kept taps, time/dense = union_fraction / kUnfoldEfficiency. Fitted to ResNet-50's 3x3
-// layers, stride 1 and 2, densities 2-50 %, batch 1 and 8, 2 threads, on the Intel Xeon with
-// AVX-512 (2026-12-02, after the two-pixel lanes tiles; BENCHMARKS.md has the data).
+// output run; a stride raises the lanes layout's overhead (more input laid out per output)
+// and lowers both layouts' efficiency (their tiles read more input per output). 'dense' is
+// not free either: it writes the dense weight every call, which costs the most relative to
+// the convolution where the output is small (see kDenseRebuild). unfold: a GEMM over the
+// union of kept taps, time/dense = union_fraction / kUnfoldEfficiency. Fitted (least squares,
+// the cells near the crossover weighted 3x) to the medians of three interleaved sweeps of
+// ResNet-50's 3x3 layers at stride 1 and 2 and its 1x1 layers, densities 2-50 %, batch 1
+// and 8, 2 threads, on the AMD EPYC Zen 4 VM (2026-12-04; BENCHMARKS.md has the data).
 struct DirectCostModel {
   int64_t min_run;  // applies to wide runs at least this long
   double efficiency;
@@ -28,26 +29,27 @@ struct DirectCostModel {
 };
 
 constexpr DirectCostModel kDirectLanesCostModels[] = {
-    {2048, 0.62, 0.22}, {512, 0.59, 0.13}, {128, 0.45, 0.13}, {0, 0.38, 0.13}};
+    {2048, 0.86, 0.22}, {512, 0.85, 0.17}, {128, 0.59, 0.13}, {0, 0.42, 0.12}};
 constexpr DirectCostModel kDirectCostModels[] = {
-    {2048, 0.32, 0.16}, {512, 0.31, 0.145}, {128, 0.32, 0.10}, {0, 0.32, 0.07}};
-// A stride of stride_h * stride_w phases: overhead x (1 + (phases - 1) x k...StrideOverhead),
-// and the lanes layout's efficiency x kLanesStrideEfficiency (stride-2 fits: overheads 1.6-2.3x
-// and 2.1-3.3x the stride-1 ones, lanes efficiencies 0.8-0.95x).
-constexpr double kLanesStrideOverhead = 1.0 / 3;
-constexpr double kOneSampleStrideOverhead = 2.0 / 3;
-constexpr double kLanesStrideEfficiency = 0.85;
-// 1x1 layers read in place (cpu/pointwise.cpp), fitted to ResNet-50's stride-1 1x1 layers at
-// densities 5-70 %, batch 1 and 8 (2026-12-02, Intel Xeon with AVX-512, 2 threads): planes of
-// 56x56 and 28x28 at 0.95 / 0.15-0.20; 14x14 (input through padded planes) at 0.43-0.48 /
-// 0.17-0.25.
-constexpr DirectCostModel kDirectPointwiseCostModels[] = {{512, 0.95, 0.17}, {0, 0.45, 0.20}};
+    {2048, 0.46, 0.16}, {512, 0.41, 0.20}, {128, 0.35, 0.05}, {0, 0.46, 0.30}};
+// A stride of stride_h * stride_w phases: the lanes layout's overhead x (1 + (phases - 1) x
+// kLanesStrideOverhead) and efficiency x kLanesStrideEfficiency; one sample at a time, the
+// efficiency x kOneSampleStrideEfficiency (its overhead fitted no higher than at stride 1).
+constexpr double kLanesStrideOverhead = 0.35;
+constexpr double kLanesStrideEfficiency = 0.975;
+constexpr double kOneSampleStrideEfficiency = 0.925;
+// 1x1 layers read in place (cpu/pointwise.cpp): planes of 512 positions and more (56x56,
+// 28x28) 0.95 / 0.17; 14x14 0.51 / 0.23.
+constexpr DirectCostModel kDirectPointwiseCostModels[] = {{512, 0.95, 0.17}, {0, 0.51, 0.23}};
 constexpr double kUnfoldEfficiency = 0.30;
 // 'dense' relative to at::conv2d: 1 + kDenseRebuild x (1 + kDenseRebuildPerDensity x density)
-// / sqrt(batch x out_h x out_w). Measured 1.22-1.59 on 512@7 at batch 1 (2-50 %), 1.11-1.31 on
-// 256@14, 1.08-1.16 on 512@7 at batch 8, 1.03-1.06 on 64@56 at batch 1.
-constexpr double kDenseRebuild = 1.5;
-constexpr double kDenseRebuildPerDensity = 2.5;
+// / (batch x out_h x out_w)^kDenseRebuildOutputsPower: writing the weight and reading the CSR
+// (12 bytes a tap) against a convolution that reuses each weight once per output position.
+// Measured 1.09-1.25 at 2-30 % and 1.55-1.67 at 50 % on the 7x7 outputs at batch 1, 1.03-1.15
+// on them at batch 8, 0.97-1.07 on 56x56 at batch 1.
+constexpr double kDenseRebuild = 0.54;
+constexpr double kDenseRebuildPerDensity = 18.0;
+constexpr double kDenseRebuildOutputsPower = 0.6;
 constexpr double kAutoMinGain = 1.05;  // leave dense only for a predicted 5% win
 
 // The CPU backward's rule for the gradient of the kept values (cpu/backward.cpp): its sparse
