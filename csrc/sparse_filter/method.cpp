@@ -72,8 +72,10 @@ bool grad_values_sparse_pays(const SparseFilterGeometry& g, int64_t nnz, bool la
   const double taps = double(g.out_channels) * double(g.taps_per_filter());
   const double density = taps > 0 ? double(nnz) / taps : 0.0;
   const bool strided = g.stride_h * g.stride_w > 1;
-  if (lanes) return density <= (strided ? kGradValuesLanesStridedMaxDensity
-                                        : kGradValuesLanesMaxDensity);
+  const bool pointwise = g.kernel_h * g.kernel_w == 1;
+  if (lanes) return density <= (strided     ? kGradValuesLanesStridedMaxDensity
+                                : pointwise ? kGradValuesLanesPointwiseMaxDensity
+                                            : kGradValuesLanesMaxDensity);
   return density <= (strided ? kGradValuesStridedMaxDensity : kGradValuesOneSampleMaxDensity);
 }
 

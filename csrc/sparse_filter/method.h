@@ -54,24 +54,26 @@ constexpr double kAutoMinGain = 1.05;  // leave dense only for a predicted 5% wi
 
 // The CPU backward's rule for the gradient of the kept values (cpu/backward.cpp): its sparse
 // kernels up to a density, above it oneDNN's weight gradient read at the kept taps. Their
-// time relative to oneDNN's, ResNet-50's 3x3 layers (64@56 .. 512@7), 2 threads, Intel Xeon
-// with AVX-512 (2026-12-02): with the batch in the lanes (batch 8) 0.56-0.70 at 10 %,
-// 0.76-0.95 at 15 %, 1.02-1.30 at 20 %; one sample at a time (batch 1) 0.61-0.94 at 10 %,
-// 0.76-1.37 at 15 %, 1.04-1.74 at 20 %. Strided with the batch in the lanes (ResNet's stride-2
-// 3x3 layers, batch 8 and 16, 2026-12-02): 0.55-0.75 at 10 %, 0.71-1.0 at 15 %, 0.93-1.27 at
-// 20 % (ResNet's 7x7 stem 0.37-0.61 at 10 %); one sample at a time 0.93-1.21 at 10 %,
-// 0.65-0.93 at 5 %.
-constexpr double kGradValuesLanesMaxDensity = 0.15;
-constexpr double kGradValuesLanesStridedMaxDensity = 0.12;
-constexpr double kGradValuesOneSampleMaxDensity = 0.10;
-constexpr double kGradValuesStridedMaxDensity = 0.07;
+// time relative to oneDNN's on the AMD EPYC Zen 4 VM (2026-12-04, 2 threads, medians of two
+// or three interleaved sweeps; strided: the whole backward, as the input's gradient follows
+// the values' choice there). Batch in the lanes (batch 8): ResNet-50's 3x3 layers 0.38-0.47
+// at 20 %, 0.47-0.55 at 30 %, 0.62-0.68 at 40 %, 0.70-0.81 at 50 %; its 1x1 layers 0.53-0.81
+// at 25 %, 0.71-0.97 at 30 %, 0.90-1.14 at 40 %. Strided (3x3 stride 2, batch 8) 0.47-0.75
+// at 20 %, 0.76-0.82 at 30 %, 0.76-1.10 at 40 %. One sample at a time (batch 1) 0.41-0.74 at
+// 20 %, 0.48-0.88 at 25 %, 0.55-1.05 at 30 % (512@7 the slowest); strided (3x3 stride 2 at
+// batch 1, 1x1 stride 2 at batch 1 and 8) 0.34-0.84 at 15 %, 0.40-1.00 at 20 %.
+constexpr double kGradValuesLanesMaxDensity = 0.45;
+constexpr double kGradValuesLanesPointwiseMaxDensity = 0.25;  // 1x1 kernels
+constexpr double kGradValuesLanesStridedMaxDensity = 0.30;
+constexpr double kGradValuesOneSampleMaxDensity = 0.22;
+constexpr double kGradValuesStridedMaxDensity = 0.15;
 // Where a strided kernel reads every phase and the values' gradient goes to oneDNN (density
-// above the limits above), the input's gradient goes with it, both from one oneDNN call:
-// ResNet-50's stride-2 3x3 layers at batch 8, 2 threads, AMD EPYC Zen 4 (2026-12-03), the
-// input's gradient phase by phase against oneDNN's: 128->256@28 5.6 / 6.2 ms, 256->512@14
-// 8.7 / 6.1 ms at 80 %; 7.3 / 5.8 and 8.8 / 6.1 ms at 85 % (the whole backward 0.80-0.93x
-// of oneDNN's). A 1x1 stride-2 layer reads one phase of four: its input's gradient is one
-// sparse convolution, 2.3-3.5x faster than oneDNN's at 80-90 %, and stays sparse.
+// above the limits above), the input's gradient goes with it, both from one oneDNN call
+// (hence the strided limits were measured on the whole backward). Phase by phase the input's
+// gradient alone can be slower than oneDNN's (256->512@14 at 80 %, batch 8: 8.7 against 6.1
+// ms, 2026-12-03), the values' kernels more than make up for it below the limits. A 1x1
+// stride-2 layer reads one phase of four: its input's gradient is one sparse convolution and
+// stays sparse.
 // The input's gradient at a stride is one convolution per stride phase that the kernel's taps
 // read, each reading all of grad_output; past this many (a 16x16 patchify layer of stride 16
 // has 256) oneDNN's input gradient, on the dense weight, is taken instead.

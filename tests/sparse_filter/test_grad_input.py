@@ -93,11 +93,11 @@ def test_strides_and_wide_padding_go_phase_by_phase(case, batch):
                                _expected(x, w, grad_out, stride, padding, dilation, 1))
 
 
-@pytest.mark.parametrize("batch, density", [(3, 0.4), (9, 0.1), (9, 0.4)])
+@pytest.mark.parametrize("batch, density", [(3, 0.4), (9, 0.1), (9, 0.5)])
 @pytest.mark.parametrize("case", PHASE_CASES, ids=[f"phase{i}" for i in range(len(PHASE_CASES))])
 def test_both_gradients_where_the_values_gradient_is_onednns(case, batch, density):
     """Both gradients at once. Where the values' gradient goes to oneDNN (above method.h's
-    limits: batch 3 at any of these densities, 0.4 at batch 9) and the taps read every stride
+    limits: batch 3 at any of these densities, 0.5 at batch 9) and the taps read every stride
     phase, the input's gradient comes from the same oneDNN call; a 1x1 stride-2 layer (one
     phase read) keeps its sparse input gradient; batch 9 at 0.1 is sparse for both."""
     stride, padding, dilation, kernel, size = case
