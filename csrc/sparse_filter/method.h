@@ -47,8 +47,8 @@ constexpr double kUnfoldEfficiency = 0.30;
 // (12 bytes a tap) against a convolution that reuses each weight once per output position.
 // Measured 1.09-1.25 at 2-30 % and 1.55-1.67 at 50 % on the 7x7 outputs at batch 1, 1.03-1.15
 // on them at batch 8, 0.97-1.07 on 56x56 at batch 1.
-constexpr double kDenseRebuild = 0.54;
-constexpr double kDenseRebuildPerDensity = 18.0;
+constexpr double kDenseRebuild = 0.66;
+constexpr double kDenseRebuildPerDensity = 14.5;
 constexpr double kDenseRebuildOutputsPower = 0.6;
 constexpr double kAutoMinGain = 1.05;  // leave dense only for a predicted 5% win
 
