@@ -56,11 +56,11 @@ constexpr double kAutoMinGain = 1.05;  // leave dense only for a predicted 5% wi
 // kernels up to a density, above it oneDNN's weight gradient read at the kept taps. Their
 // time relative to oneDNN's on the AMD EPYC Zen 4 VM (2026-12-04, 2 threads, medians of two
 // or three interleaved sweeps; strided: the whole backward, as the input's gradient follows
-// the values' choice there). Batch in the lanes (batch 8): ResNet-50's 3x3 layers 0.38-0.47
-// at 20 %, 0.47-0.55 at 30 %, 0.62-0.68 at 40 %, 0.70-0.81 at 50 %; its 1x1 layers 0.53-0.81
-// at 25 %, 0.71-0.97 at 30 %, 0.90-1.14 at 40 %. Strided (3x3 stride 2, batch 8) 0.47-0.75
-// at 20 %, 0.76-0.82 at 30 %, 0.76-1.10 at 40 %. One sample at a time (batch 1) 0.41-0.74 at
-// 20 %, 0.48-0.88 at 25 %, 0.55-1.05 at 30 % (512@7 the slowest); strided (3x3 stride 2 at
+// the values' choice there). Batch in the lanes (batch 8): ResNet-50's 3x3 layers 0.38-0.43
+// at 20 %, 0.47-0.55 at 30 %, 0.62-0.68 at 40 %, 0.70-0.81 at 50 %; its 1x1 layers 0.59-0.81
+// at 25 %, 0.70-0.90 at 30 %, 0.90-1.14 at 40 %. Strided (3x3 stride 2, batch 8) 0.60-0.63
+// at 20 %, 0.76-0.82 at 30 %, 0.76-1.10 at 40 %. One sample at a time (batch 1) 0.39-0.74 at
+// 20 %, 0.46-0.88 at 25 %, 0.54-1.01 at 30 % (512@7 the slowest); strided (3x3 stride 2 at
 // batch 1, 1x1 stride 2 at batch 1 and 8) 0.34-0.84 at 15 %, 0.40-1.00 at 20 %.
 constexpr double kGradValuesLanesMaxDensity = 0.45;
 constexpr double kGradValuesLanesPointwiseMaxDensity = 0.25;  // 1x1 kernels
