@@ -38,8 +38,10 @@ if stage repro; then
 fi
 if stage cuda; then
   echo "== pytest -k cuda"
+  # Under xdist: a worker that crashes fails its test and is replaced, the run goes on
+  # (2026-12-04 one segfault ended the whole run and its failure report).
   timeout "${CUDA_TESTS_S:-240}" python3 -m pytest -q -p no:cacheprovider -rf --tb=short \
-    --timeout=120 -k cuda tests > "$LOGS/pytest_cuda.log" 2>&1
+    --timeout=120 -n "${CUDA_XDIST:-4}" -k cuda tests > "$LOGS/pytest_cuda.log" 2>&1
   echo "rc=$?"; grep -E "^FAILED|passed|failed" "$LOGS/pytest_cuda.log" | tail -15
 fi
 if stage bench; then
