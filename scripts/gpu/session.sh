@@ -2,7 +2,8 @@
 # One device call for issue 19: build with the system compiler for the local GPU, then the
 # stages named in STAGES (default all, most valuable first), each under its own time limit:
 #   repro   an error message with an integer from a CUDA op (crashed on 2026-11-24)
-#   cuda    pytest's CUDA tests (-k cuda), one process
+#   dense   where the CUDA 'dense' method (auto's) spends its time beyond cuDNN's
+#   cuda    pytest's CUDA tests (-k cuda), under pytest-xdist
 #   bench   python -m torch_sparse_conv.bench --device cuda: sparse-filter and toeplitz
 #   all     the whole pytest suite, in parallel (pytest-xdist, XDIST workers)
 #   ctest   the C++ library with its CUDA kernels (CMake), GoogleTest, TorchScript, examples
@@ -15,7 +16,7 @@ cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/tsc_out}
 LOGS=$OUT/run; mkdir -p "$LOGS"
-STAGES=${STAGES:-repro cuda bench all ctest}
+STAGES=${STAGES:-repro dense cuda bench all ctest}
 pack() { tar -C "$OUT" -czf "$OUT/gpu_run.tar.gz" run; }
 trap pack EXIT
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -36,6 +37,11 @@ if stage repro; then
   timeout 60 python3 scripts/gpu/repro_bad_index.py > "$LOGS/repro.txt" 2>&1
   echo "rc=$?"; head -3 "$LOGS/repro.txt"
 fi
+if stage dense; then
+  echo "== the CUDA dense path's per-call cost"
+  timeout 90 python3 scripts/gpu/probe_dense_overhead.py > "$LOGS/dense_overhead.txt" 2>&1
+  echo "rc=$?"; head -7 "$LOGS/dense_overhead.txt"
+fi
 if stage cuda; then
   echo "== pytest -k cuda"
   # Under xdist: a worker that crashes fails its test and is replaced, the run goes on
@@ -47,7 +53,7 @@ fi
 if stage bench; then
   for suite in sparse-filter toeplitz; do
     echo "== bench $suite --device cuda"
-    timeout "${BENCH_S:-150}" python3 -m torch_sparse_conv.bench --suite "$suite" --device cuda \
+    timeout "${BENCH_S:-300}" python3 -m torch_sparse_conv.bench --suite "$suite" --device cuda \
       --rounds "${BENCH_ROUNDS:-5}" --out "$LOGS/bench" --no-plots > "$LOGS/bench_$suite.log" 2>&1
     echo "rc=$?"; tail -3 "$LOGS/bench_$suite.log"
   done
