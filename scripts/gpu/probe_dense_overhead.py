@@ -9,30 +9,19 @@ unpacked alone (unpack_sparse_filter, ATen ops); F.conv2d on a freshly unpacked 
 the profiler's table of one layer's calls (CPU and CUDA time per op and kernel), which shows
 the CSR check's host wait and every kernel the unpacking launches.
 """
-import statistics
 import sys
 
 import torch
 import torch.nn.functional as F
 
 import torch_sparse_conv as tsc
+from cuda_timing import median_ms
 
 LAYERS = [(64, 56), (128, 28), (256, 14), (512, 7)]
 
 
-def timed(fn, reps=50):
-    """Median milliseconds of ``fn`` by CUDA events, after warm-up."""
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+def timed(fn):
+    return median_ms(fn, reps=50, warmup=5)
 
 
 def main():

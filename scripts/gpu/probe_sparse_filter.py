@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import torch_sparse_conv as tsc
+from cuda_timing import median_ms
 
 batch = int(sys.argv[1]) if len(sys.argv) > 1 else 64
 methods = sys.argv[2:] or ["direct", "auto"]
@@ -16,14 +17,7 @@ torch.manual_seed(0)
 
 
 def ms(fn, reps=20):
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record(); fn(); b.record(); torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    return sorted(times)[len(times) // 2]
+    return median_ms(fn, reps, warmup=3)
 
 
 print(torch.cuda.get_device_name(), "torch", torch.__version__, "tf32 conv",

@@ -11,6 +11,7 @@ import scipy.sparse
 import torch
 
 import torch_sparse_conv as tsc
+from cuda_timing import median_ms
 
 try:
     import sparse_convolution as sc
@@ -19,14 +20,7 @@ except ImportError:
 
 
 def cuda_ms(fn, reps=10):
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record(); fn(); b.record(); torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    return sorted(times)[len(times) // 2]
+    return median_ms(fn, reps, warmup=2)
 
 
 def wall_ms(fn, reps=5):
