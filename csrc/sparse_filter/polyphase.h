@@ -22,6 +22,19 @@ at::Tensor from_polyphase(const at::Tensor& polyphase, const SparseFilterGeometr
 // zeros in the padding columns.
 at::Tensor to_wide(const at::Tensor& dense, const SparseFilterGeometry& g);
 
+// The columns j of phase plane column b (< stride_w) whose source column
+// j * stride_w + b - pad_w lies inside the input row: [first, last), empty where first >= last;
+// the others are padding.
+struct PhaseColumns {
+  int64_t first, last;
+};
+inline PhaseColumns phase_columns(const SparseFilterGeometry& g, int64_t b) {
+  const int64_t first = std::max<int64_t>(0, (g.pad_w - b + g.stride_w - 1) / g.stride_w);
+  const int64_t reach = g.in_w - 1 + g.pad_w - b;  // may be negative: no column
+  const int64_t last = reach < 0 ? 0 : std::min<int64_t>(g.phase_w, reach / g.stride_w + 1);
+  return {std::min(first, g.phase_w), std::max(std::min(first, g.phase_w), last)};
+}
+
 // One channel of the polyphase layout: a contiguous (H, W) plane into its channel_block()
 // elements at dst, zeros where the padding is. Row copies, no allocation; a
 // float16/bfloat16 plane is widened on the way (dst_t float).
@@ -36,18 +49,16 @@ void fill_polyphase_channel(const src_t* plane, const SparseFilterGeometry& g, d
           continue;
         }
         const src_t* src = plane + row * g.in_w;
-        // Columns j whose source col = j * stride_w + b - pad_w lies inside the row.
-        const int64_t first = std::max<int64_t>(0, (g.pad_w - b + g.stride_w - 1) / g.stride_w);
-        const int64_t reach = g.in_w - 1 + g.pad_w - b;  // may be negative: no column
-        const int64_t last =
-            reach < 0 ? 0 : std::min<int64_t>(g.phase_w, reach / g.stride_w + 1);  // exclusive
-        std::fill(dst, dst + std::min(first, g.phase_w), dst_t(0));
+        const auto [first, last] = phase_columns(g, b);
+        std::fill(dst, dst + first, dst_t(0));
         if (g.stride_w == 1) {
-          if (last > first) std::copy(src + first + b - g.pad_w, src + last + b - g.pad_w, dst + first);
+          if (last > first) {
+            std::copy(src + first + b - g.pad_w, src + last + b - g.pad_w, dst + first);
+          }
         } else {
           for (int64_t j = first; j < last; ++j) dst[j] = src[j * g.stride_w + b - g.pad_w];
         }
-        std::fill(dst + std::max(first, last), dst + g.phase_w, dst_t(0));
+        std::fill(dst + last, dst + g.phase_w, dst_t(0));
       }
     }
   }

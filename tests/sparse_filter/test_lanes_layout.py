@@ -4,7 +4,9 @@ taken when the batch fills blocks of 8 float32 / 4 float64 samples, against F.co
 Batches that fill the blocks (8, 15, 16, 24 for float32; 4, 8 for float64) take it; 9 and 5
 stay on the one-sample layout and are checked beside them. Shapes cover the tile tails (rows
 and columns that do not divide the tile), several input-channel chunks, empty chunks, empty
-and full patterns, stride, dilation, padding and groups.
+and full patterns, stride, dilation, padding and groups. A channels-last input is laid out
+from its pixels' channels and its output written channels-last without a conversion; each
+case runs in both memory formats (channel counts that do and do not fill an 8 x 8 block).
 """
 import random
 import zlib
@@ -49,25 +51,48 @@ def tolerance(dtype):
     return dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
 
 
+def in_format(x, memory_format):
+    return x.contiguous(memory_format=memory_format)
+
+
+def check_format(got, expected):
+    """The output in the memory format F.conv2d gives (the input's; NCHW where a tensor is
+    both, as with one channel)."""
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        assert got.is_contiguous(memory_format=memory_format) == \
+            expected.is_contiguous(memory_format=memory_format)
+
+
+FORMATS = [torch.contiguous_format, torch.channels_last]
+FORMAT_IDS = ["nchw", "channels_last"]
+
+
+@pytest.mark.parametrize("memory_format", FORMATS, ids=FORMAT_IDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("cfg", GRID, ids=[f"cfg{i}" for i in range(len(GRID))])
-def test_direct_matches_conv2d(cfg, dtype):
+def test_direct_matches_conv2d(cfg, dtype, memory_format):
     x, w, b, args = case(cfg, dtype)
+    x = in_format(x, memory_format)
     for bias in (b, None):
         got = tsc.sparse_conv2d(x, w, bias, *args, method="direct")
-        torch.testing.assert_close(got, F.conv2d(x, w, bias, *args), **tolerance(dtype))
+        expected = F.conv2d(x, w, bias, *args)
+        torch.testing.assert_close(got, expected, **tolerance(dtype))
+        check_format(got, expected)
 
 
+@pytest.mark.parametrize("memory_format", FORMATS, ids=FORMAT_IDS)
 @pytest.mark.parametrize("batch", [8, 16, 9])
-def test_many_input_channel_chunks_some_empty(batch):
+def test_many_input_channel_chunks_some_empty(batch, memory_format):
     """300 input channels split into chunks; output channels whose taps skip whole chunks."""
     gen = torch.Generator().manual_seed(batch)
-    x = torch.randn(batch, 300, 9, 30, generator=gen)
+    x = in_format(torch.randn(batch, 300, 9, 30, generator=gen), memory_format)
     w = random_weight((12, 300, 3, 3), 0.05, torch.float32, gen)
     w[:4, 40:260] = 0  # the middle chunks hold no tap of these channels
     w[5] = 0           # nor any of this one
     got = tsc.sparse_conv2d(x, w, None, 1, 1, method="direct")
-    torch.testing.assert_close(got, F.conv2d(x, w, None, 1, 1), rtol=1e-4, atol=1e-4)
+    expected = F.conv2d(x, w, None, 1, 1)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    check_format(got, expected)
 
 
 @pytest.mark.parametrize("batch,channels,kernel", [(8, 20, 3), (8, 300, 3), (1, 300, 3),
@@ -138,12 +163,15 @@ import torch, torch.nn.functional as F, torch_sparse_conv as tsc
 torch.manual_seed(0)
 for dtype in (torch.float32, torch.float64):
     for (n, c, h, w, o, k, s, p, d) in [(8, 5, 7, 7, 6, 3, 1, 1, 1), (16, 7, 13, 61, 5, 3, 1, 1, 1),
-                                        (8, 4, 20, 30, 3, 5, 2, 2, 2)]:
-        x = torch.randn(n, c, h, w, dtype=dtype)
+                                        (8, 4, 20, 30, 3, 5, 2, 2, 2), (9, 19, 6, 9, 11, 1, 1, 0, 1)]:
+      for memory_format in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(n, c, h, w, dtype=dtype).contiguous(memory_format=memory_format)
         wt = torch.randn(o, c, k, k, dtype=dtype) * (torch.rand(o, c, k, k) < 0.3)
         tol = 1e-4 if dtype == torch.float32 else 1e-10
         out = tsc.sparse_conv2d(x, wt, None, s, p, d, method="direct")
-        torch.testing.assert_close(out, F.conv2d(x, wt, None, s, p, d), rtol=tol, atol=tol)
+        expected = F.conv2d(x, wt, None, s, p, d)
+        torch.testing.assert_close(out, expected, rtol=tol, atol=tol)
+        assert out.stride() == expected.stride()
 print("ok")
 """
 
@@ -153,10 +181,11 @@ def test_avx2_tiles_match_conv2d():
     run_script(AVX2_SCRIPT, TSC_CPU_ISA="avx2")
 
 
+@pytest.mark.parametrize("memory_format", FORMATS, ids=FORMAT_IDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("width", [1, 2, 3, 5, 7, 9, 14, 15, 28, 29, 56, 57])
 @pytest.mark.parametrize("channels", [6, 160])
-def test_two_pixel_vectors_at_every_row_tail(width, channels, dtype):
+def test_two_pixel_vectors_at_every_row_tail(width, channels, dtype, memory_format):
     """On AVX-512 a tile vector holds two adjacent pixels; an odd output width ends each row
     of a tile with a vector half as wide (one pixel), loaded, accumulated and stored on its
     own. Odd padded row widths also put every other row's vectors across cache lines. Heights
@@ -167,27 +196,33 @@ def test_two_pixel_vectors_at_every_row_tail(width, channels, dtype):
     density = 0.5 if channels < 10 else 0.1
     for height in (1, 4, 7, 14):
         x = torch.randn(8, channels, height, width, dtype=dtype, generator=gen)
+        x = in_format(x, memory_format)
         w = random_weight((5, channels, 3, 3), density, dtype, gen)
         b = torch.randn(5, dtype=dtype, generator=gen)
         for padding in (0, 1):
             if height + 2 * padding < 3 or width + 2 * padding < 3:
                 continue
             got = tsc.sparse_conv2d(x, w, b, 1, padding, method="direct")
-            torch.testing.assert_close(got, F.conv2d(x, w, b, 1, padding), **tolerance(dtype))
+            expected = F.conv2d(x, w, b, 1, padding)
+            torch.testing.assert_close(got, expected, **tolerance(dtype))
+            check_format(got, expected)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("size,stride,padding", [
     ((1, 1), 1, 0), ((3, 5), 1, 0), ((7, 7), 1, 0), ((9, 9), 1, 0), ((14, 14), 2, 0),
     ((13, 13), 2, 0), ((21, 21), 1, 1), ((20, 19), 1, 2), ((11, 12), 3, 1)])
-def test_one_by_one_planes_are_tiled_as_one_row(size, stride, padding, dtype):
+@pytest.mark.parametrize("memory_format", FORMATS, ids=FORMAT_IDS)
+def test_one_by_one_planes_are_tiled_as_one_row(size, stride, padding, dtype, memory_format):
     """A 1x1 kernel's layout rows have no halo columns: the lanes path cuts the whole plane
     into tiles as one row (tiles cross row ends; an odd pixel count ends the last tile with a
     half-wide vector). Several input-channel chunks, some output channels empty."""
     gen = torch.Generator().manual_seed(size[0] * 100 + size[1] + stride)
-    x = torch.randn(8, 70, *size, dtype=dtype, generator=gen)
+    x = in_format(torch.randn(8, 70, *size, dtype=dtype, generator=gen), memory_format)
     w = random_weight((9, 70, 1, 1), 0.2, dtype, gen)
     w[3] = 0
     b = torch.randn(9, dtype=dtype, generator=gen)
     got = tsc.sparse_conv2d(x, w, b, stride, padding, method="direct")
-    torch.testing.assert_close(got, F.conv2d(x, w, b, stride, padding), **tolerance(dtype))
+    expected = F.conv2d(x, w, b, stride, padding)
+    torch.testing.assert_close(got, expected, **tolerance(dtype))
+    check_format(got, expected)

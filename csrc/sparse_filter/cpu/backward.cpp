@@ -211,7 +211,7 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
           for (int64_t r = 0; r < g.out_h; ++r) {
             scalar_t* row = gl + (oc * run + r * g.phase_w) * L;
             kernels.interleave(gp + (n0 * g.out_channels + oc) * out_plane + r * g.out_w,
-                               g.out_channels * out_plane, g.out_w, row);
+                               g.out_channels * out_plane, L, g.out_w, row, L);
             std::fill(row + g.out_w * L, row + std::max(g.out_w, g.phase_w) * L, scalar_t(0));
           }
         }

@@ -179,41 +179,46 @@ void direct_forward(const at::Tensor& input, const at::Tensor& row_ptr,
 
 }  // namespace
 
-void sparse_filter_direct_forward_cpu(const at::Tensor& input, const at::Tensor& row_ptr,
-                                      const at::Tensor& col_idx, const at::Tensor& values,
-                                      const c10::optional<at::Tensor>& bias,
-                                      const SparseFilterGeometry& g, at::Tensor& output,
-                                      at::Tensor* lanes_layout) {
+at::Tensor sparse_filter_direct_forward_cpu(const at::Tensor& input, const at::Tensor& row_ptr,
+                                            const at::Tensor& col_idx, const at::Tensor& values,
+                                            const c10::optional<at::Tensor>& bias,
+                                            const SparseFilterGeometry& g,
+                                            at::Tensor* lanes_layout) {
   if (g.kernel_h == 1 && g.kernel_w == 1 && g.pad_h == 0 && g.pad_w == 0 &&
       (g.stride_h != 1 || g.stride_w != 1)) {
     // A strided 1x1 convolution without padding reads every stride-th pixel (ResNet-50's
     // downsampling shortcuts): on those pixels, copied out, it is a stride-1 one. (The
     // layouts would otherwise lay out every phase plane of which it reads one.)
     // (Picked in the input's own memory format: a channels-last gather copies whole pixels.)
-    const at::Tensor picked = nchw_contiguous(input.slice(2, 0, g.in_h, g.stride_h)
-                                                  .slice(3, 0, g.in_w, g.stride_w)
-                                                  .contiguous(input.suggest_memory_format()));
+    const at::Tensor picked = input.slice(2, 0, g.in_h, g.stride_h)
+                                  .slice(3, 0, g.in_w, g.stride_w)
+                                  .contiguous(input.suggest_memory_format());
     SparseFilterGeometry unit = g;
     unit.in_h = unit.phase_h = g.out_h;
     unit.in_w = unit.phase_w = g.out_w;
     unit.stride_h = unit.stride_w = 1;
     TORCH_INTERNAL_ASSERT(picked.size(2) == g.out_h && picked.size(3) == g.out_w);
-    sparse_filter_direct_forward_cpu(picked, row_ptr, col_idx, values, bias, unit, output);
-    return;
+    return sparse_filter_direct_forward_cpu(picked, row_ptr, col_idx, values, bias, unit);
   }
-  if (direct_pointwise_applies(g, input.scalar_type())) {
+  const bool channels_last = direct_lanes_channels_last(input, g);
+  at::Tensor output = at::empty(
+      {g.batch, g.out_channels, g.out_h, g.out_w},
+      input.options().memory_format(channels_last ? at::MemoryFormat::ChannelsLast
+                                                  : at::MemoryFormat::Contiguous));
+  // A channels-last input takes the lanes even with a 1x1 kernel: the in-place 1x1 kernels
+  // read NCHW planes, and converting there and back costs more than the lanes' layout.
+  if (!channels_last && direct_pointwise_applies(g, input.scalar_type())) {
     sparse_filter_direct_pointwise_forward_cpu(input, row_ptr, col_idx, values, bias, g, output);
-    return;
-  }
-  if (direct_lanes_pay(g, input.scalar_type())) {
+  } else if (channels_last || direct_lanes_pay(g, input.scalar_type())) {
     sparse_filter_direct_lanes_forward_cpu(input, row_ptr, col_idx, values, bias, g, output,
                                            lanes_layout);
-    return;
+  } else {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
+                                    "sparse_filter_direct_forward_cpu", [&] {
+      direct_forward<scalar_t>(input, row_ptr, col_idx, values, bias, g, output);
+    });
   }
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
-                                  "sparse_filter_direct_forward_cpu", [&] {
-    direct_forward<scalar_t>(input, row_ptr, col_idx, values, bias, g, output);
-  });
+  return output;
 }
 
 }  // namespace torch_sparse_conv

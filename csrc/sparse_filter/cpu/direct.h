@@ -7,13 +7,15 @@
 
 namespace torch_sparse_conv {
 
-// output (N, C_out, out_h, out_w), contiguous, preallocated. Reads only the kept taps.
-// lanes_layout: see sparse_filter_direct_lanes_forward_cpu (left alone on the other paths).
-void sparse_filter_direct_forward_cpu(const at::Tensor& input, const at::Tensor& row_ptr,
-                                      const at::Tensor& col_idx, const at::Tensor& values,
-                                      const c10::optional<at::Tensor>& bias,
-                                      const SparseFilterGeometry& g, at::Tensor& output,
-                                      at::Tensor* lanes_layout = nullptr);
+// The output (N, C_out, out_h, out_w): NCHW-contiguous, or channels-last where
+// direct_lanes_channels_last(input, g) (the caller puts it in the input's memory format).
+// Reads only the kept taps. lanes_layout: see sparse_filter_direct_lanes_forward_cpu (left
+// alone on the other paths).
+at::Tensor sparse_filter_direct_forward_cpu(const at::Tensor& input, const at::Tensor& row_ptr,
+                                            const at::Tensor& col_idx, const at::Tensor& values,
+                                            const c10::optional<at::Tensor>& bias,
+                                            const SparseFilterGeometry& g,
+                                            at::Tensor* lanes_layout = nullptr);
 
 // The same with the batch in the vector lanes (direct_lanes.cpp); only where
 // direct_lanes_pay(g, dtype of the input): the instruction set has the kernels and the
@@ -21,12 +23,17 @@ void sparse_filter_direct_forward_cpu(const at::Tensor& input, const at::Tensor&
 // the whole batch was laid out at once, *lanes_layout is set to that layout (lanes_layout.h):
 // ceil(N / lanes) sample blocks of C_in * channel_block() * lanes elements, zeros in the
 // padding and in the lanes past the batch. (The CPU backward reads grad_output from it.)
+// output: preallocated, channels-last where direct_lanes_channels_last(input, g), else
+// NCHW-contiguous.
 void sparse_filter_direct_lanes_forward_cpu(const at::Tensor& input, const at::Tensor& row_ptr,
                                             const at::Tensor& col_idx, const at::Tensor& values,
                                             const c10::optional<at::Tensor>& bias,
                                             const SparseFilterGeometry& g, at::Tensor& output,
                                             at::Tensor* lanes_layout = nullptr);
 bool direct_lanes_pay(const SparseFilterGeometry& g, at::ScalarType dtype);
+// Where the lanes forward reads a channels-last input as it is and writes its output
+// channels-last: float32/float64 inputs contiguous in that format, where the lanes pay.
+bool direct_lanes_channels_last(const at::Tensor& input, const SparseFilterGeometry& g);
 
 // The same for 1x1 convolutions without padding or stride, in float32 or float64: read and
 // written in place, with no layout at all (pointwise.cpp); where

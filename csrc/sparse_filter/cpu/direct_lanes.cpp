@@ -11,7 +11,9 @@
 //   stays in L1 while every output channel of the task reads it; the chunks' partial sums
 //   wait in a per-task buffer (L2).
 // * The layout is written by 8x8 (float64: 4x4) in-register transposes, and the output read
-//   back by the same, straight into the (N, C_out, H_out, W_out) result.
+//   back by the same, straight into the (N, C_out, H_out, W_out) result. A channels-last
+//   input is read as it is (a pixel's channels transposed with the block's samples) and its
+//   output written channels-last the same way: no conversion of either.
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
@@ -100,7 +102,10 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   constexpr at::ScalarType compute_dtype = c10::CppTypeToScalarType<scalar_t>::value;
   constexpr int64_t L = lanes<scalar_t>();
   const LaneKernels<scalar_t>& kernels = *lane_kernels<scalar_t>();
-  const at::Tensor input_c = nchw_contiguous(input);
+  // float16/bfloat16 are widened from NCHW planes (fill_polyphase_channel).
+  const bool channels_last =
+      std::is_same_v<io_t, scalar_t> && direct_lanes_channels_last(input, g);
+  const at::Tensor input_c = channels_last ? input : nchw_contiguous(input);
   const io_t* in = input_c.data_ptr<io_t>();
   at::Tensor bias_c = bias.has_value() && bias->defined()
                           ? bias->to(compute_dtype).contiguous() : at::Tensor();
@@ -136,34 +141,52 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
 
   for (int64_t first_block = 0; first_block < blocks; first_block += wave) {
     const int64_t wave_blocks = std::min(wave, blocks - first_block);
-    // Lay out the wave: each (block, channel) from its samples' planes.
-    at::parallel_for(0, wave_blocks * g.in_channels, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> planes, row_pixels;
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t block = item / g.in_channels, c = item % g.in_channels;
-        scalar_t* dst = x + block * block_elements + c * channel_block * L;
-        const int64_t n0 = (first_block + block) * L;
-        if constexpr (std::is_same_v<io_t, scalar_t>) {
-          if (n0 + L <= g.batch) {
-            row_pixels.resize(g.in_w * L);
-            lay_out_lanes_channel(in + (n0 * g.in_channels + c) * in_plane,
-                                  g.in_channels * in_plane, g, kernels, row_pixels.data(), dst);
-            continue;
+    if (channels_last) {
+      if constexpr (std::is_same_v<io_t, scalar_t>) {  // (else never channels-last)
+        // Lay out the wave: each (block, padded phase row) from its samples' rows.
+        const int64_t padded_rows = g.stride_h * g.phase_h;
+        at::parallel_for(0, wave_blocks * padded_rows, 1, [&](int64_t begin, int64_t end) {
+          for (int64_t item = begin; item < end; ++item) {
+            const int64_t block = item / padded_rows, a = item % padded_rows / g.phase_h;
+            const int64_t i = item % g.phase_h;
+            const int64_t n0 = (first_block + block) * L;
+            lay_out_lanes_row_channels_last(in + n0 * g.in_channels * in_plane,
+                                            g.in_channels * in_plane, std::min(L, g.batch - n0),
+                                            a, i, g, kernels, x + block * block_elements);
           }
-        }
-        planes.resize(L * channel_block);
-        for (int64_t s = 0; s < L; ++s) {
-          const int64_t n = (first_block + block) * L + s;
-          scalar_t* plane = planes.data() + s * channel_block;
-          if (n < g.batch) {
-            fill_polyphase_channel(in + (n * g.in_channels + c) * in_plane, g, plane);
-          } else {
-            std::fill(plane, plane + channel_block, scalar_t(0));
-          }
-        }
-        kernels.interleave(planes.data(), channel_block, channel_block, dst);
+        });
       }
-    });
+    } else {
+      // Lay out the wave: each (block, channel) from its samples' planes.
+      at::parallel_for(0, wave_blocks * g.in_channels, 1, [&](int64_t begin, int64_t end) {
+        std::vector<scalar_t> planes, row_pixels;
+        for (int64_t item = begin; item < end; ++item) {
+          const int64_t block = item / g.in_channels, c = item % g.in_channels;
+          scalar_t* dst = x + block * block_elements + c * channel_block * L;
+          const int64_t n0 = (first_block + block) * L;
+          if constexpr (std::is_same_v<io_t, scalar_t>) {
+            if (n0 + L <= g.batch) {
+              row_pixels.resize(g.in_w * L);
+              lay_out_lanes_channel(in + (n0 * g.in_channels + c) * in_plane,
+                                    g.in_channels * in_plane, g, kernels, row_pixels.data(),
+                                    dst);
+              continue;
+            }
+          }
+          planes.resize(L * channel_block);
+          for (int64_t s = 0; s < L; ++s) {
+            const int64_t n = (first_block + block) * L + s;
+            scalar_t* plane = planes.data() + s * channel_block;
+            if (n < g.batch) {
+              fill_polyphase_channel(in + (n * g.in_channels + c) * in_plane, g, plane);
+            } else {
+              std::fill(plane, plane + channel_block, scalar_t(0));
+            }
+          }
+          kernels.interleave(planes.data(), channel_block, L, channel_block, dst, L);
+        }
+      });
+    }
 
     // Split output channels too when the tiles are too few for the threads.
     const int64_t tiles = wave_blocks * row_tiles * col_tiles;
@@ -195,10 +218,25 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
                          partial.data() + (oc - oc0) * tile_elements, rows, cols);
           }
         }
-        // Back to (N, C_out, H_out, W_out): each tile row to its samples' output rows.
         const int64_t n0 = (first_block + block) * L;
         const int64_t samples = std::min(L, g.batch - n0);
         const int64_t sample_stride = g.out_channels * out_plane;
+        if (channels_last) {
+          if constexpr (std::is_same_v<io_t, scalar_t>) {
+            // Each pixel's output channels of the task, transposed with the samples.
+            for (int64_t r = 0; r < rows; ++r) {
+              for (int64_t col = 0; col < cols; ++col) {
+                const int64_t pixel = (oh0 + r) * plane.w + ow0 + col;
+                kernels.deinterleave(partial.data() + (r * cols + col) * L, tile_elements,
+                                     oc1 - oc0, samples,
+                                     out + (n0 * out_plane + pixel) * g.out_channels + oc0,
+                                     sample_stride);
+              }
+            }
+          }
+          continue;
+        }
+        // Back to (N, C_out, H_out, W_out): each tile row to its samples' output rows.
         // A tile of whole rows is one run in each output plane.
         const bool whole_rows = cols == plane.w;
         const int64_t run = whole_rows ? rows * cols : cols;
@@ -220,10 +258,10 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
                 partial.data() + (oc - oc0) * tile_elements + r * cols * L;
             io_t* dst = destination(oc, r);
             if constexpr (std::is_same_v<io_t, scalar_t>) {
-              kernels.deinterleave(src, run, samples, dst, sample_stride);
+              kernels.deinterleave(src, L, run, samples, dst, sample_stride);
             } else {
               rounded.resize(samples * run);
-              kernels.deinterleave(src, run, samples, rounded.data(), run);
+              kernels.deinterleave(src, L, run, samples, rounded.data(), run);
               for (int64_t s = 0; s < samples; ++s) {
                 std::copy(rounded.data() + s * run, rounded.data() + (s + 1) * run,
                           dst + s * sample_stride);
@@ -240,6 +278,13 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
 }
 
 }  // namespace
+
+bool direct_lanes_channels_last(const at::Tensor& input, const SparseFilterGeometry& g) {
+  const at::ScalarType dtype = input.scalar_type();
+  return (dtype == at::kFloat || dtype == at::kDouble) && input.dim() == 4 &&
+         input.suggest_memory_format() == at::MemoryFormat::ChannelsLast &&
+         input.is_contiguous(at::MemoryFormat::ChannelsLast) && direct_lanes_pay(g, dtype);
+}
 
 bool direct_lanes_pay(const SparseFilterGeometry& g, at::ScalarType dtype) {
   const bool is_double = dtype == at::kDouble;

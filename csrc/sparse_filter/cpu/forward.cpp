@@ -142,13 +142,15 @@ at::Tensor sparse_filter_conv2d_cpu_keeping_layout(
         input,
         at::conv2d(input, weight, bias, {g.stride_h, g.stride_w}, padding, dilation, groups));
   }
+  if (g.batch * g.out_channels * g.out_h * g.out_w == 0) {
+    return in_memory_format_of(input, output_without_taps(input, bias, g));
+  }
+  if (method == SparseFilterMethod::Direct) {
+    return in_memory_format_of(
+        input, sparse_filter_direct_forward_cpu(input, rp, ci, val, bias, g, lanes_layout));
+  }
   at::Tensor output =
       at::empty({g.batch, g.out_channels, g.out_h, g.out_w}, input.options());
-  if (output.numel() == 0) return in_memory_format_of(input, output);
-  if (method == SparseFilterMethod::Direct) {
-    sparse_filter_direct_forward_cpu(input, rp, ci, val, bias, g, output, lanes_layout);
-    return in_memory_format_of(input, output);
-  }
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "sparse_filter_conv2d_cpu", [&] {
     unfold_forward<scalar_t>(to_polyphase(input, g), rp, ci, val, kept_columns(rp, ci, g), bias, g,
                              output);

@@ -1,7 +1,8 @@
 // The batch-in-lanes layout of the input, shared by the lanes forward (direct_lanes.cpp) and
 // the lanes gradient of the values (backward.cpp): a block of lanes<scalar_t>() samples as
 // x[channel][polyphase position][sample], the polyphase positions those of polyphase.h (each
-// tap a plain shift in one phase plane), zeros in the padding.
+// tap a plain shift in one phase plane), zeros in the padding. Written from NCHW samples a
+// channel at a time, or from channels-last ones a row at a time.
 #pragma once
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 
 #include "csrc/sparse_filter/cpu/lanes_simd.h"
 #include "csrc/sparse_filter/geometry.h"
+#include "csrc/sparse_filter/polyphase.h"
 
 namespace torch_sparse_conv {
 
@@ -39,17 +41,16 @@ void lay_out_lanes_channel(const scalar_t* plane, int64_t sample_stride,
       }
       const scalar_t* src = plane + row * g.in_w;
       if (g.stride_w == 1) {
-        const int64_t first = std::min(g.pad_w, g.phase_w);
-        const int64_t last = std::max(first, std::min(g.phase_w, g.in_w + g.pad_w));
+        const auto [first, last] = phase_columns(g, 0);
         std::fill(phase_row, phase_row + first * L, scalar_t(0));
         if (last > first) {
-          kernels.interleave(src + (first - g.pad_w), sample_stride, last - first,
-                             phase_row + first * L);
+          kernels.interleave(src + (first - g.pad_w), sample_stride, L, last - first,
+                             phase_row + first * L, L);
         }
         std::fill(phase_row + last * L, phase_row + row_elements, scalar_t(0));
         continue;
       }
-      kernels.interleave(src, sample_stride, g.in_w, row_pixels);
+      kernels.interleave(src, sample_stride, L, g.in_w, row_pixels, L);
       for (int64_t b = 0; b < g.stride_w; ++b) {
         scalar_t* out = phase_row + b * plane_elements;
         for (int64_t j = 0; j < g.phase_w; ++j, out += L) {
@@ -61,6 +62,40 @@ void lay_out_lanes_channel(const scalar_t* plane, int64_t sample_stride,
           }
         }
       }
+    }
+  }
+}
+
+// Phase row i of the phase planes (a, 0 .. stride_w - 1) of every channel of a sample block
+// (channel_block() * lanes elements a channel from dst), from `samples` (<= lanes)
+// channels-last samples, the first at `first_sample`, sample_stride elements apart; zeros in
+// the padding and in the lanes past `samples`. Each input pixel's channels are transposed
+// with the samples' in one interleave (L x L blocks of channels), written to that pixel's
+// position in every channel's plane.
+template <typename scalar_t>
+void lay_out_lanes_row_channels_last(const scalar_t* first_sample, int64_t sample_stride,
+                                     int64_t samples, int64_t a, int64_t i,
+                                     const SparseFilterGeometry& g,
+                                     const LaneKernels<scalar_t>& kernels, scalar_t* dst) {
+  constexpr int64_t L = lanes<scalar_t>();
+  const int64_t channel_elements = g.channel_block() * L;
+  const int64_t row_elements = g.phase_w * L;
+  const int64_t plane_elements = g.phase_h * row_elements;
+  const int64_t row = i * g.stride_h + a - g.pad_h;
+  const bool padding_row = row < 0 || row >= g.in_h;
+  for (int64_t b = 0; b < g.stride_w; ++b) {
+    scalar_t* phase_row = dst + (a * g.stride_w + b) * plane_elements + i * row_elements;
+    const PhaseColumns columns =
+        padding_row ? PhaseColumns{g.phase_w, g.phase_w} : phase_columns(g, b);
+    for (int64_t c = 0; c < g.in_channels; ++c) {
+      scalar_t* channel_row = phase_row + c * channel_elements;
+      std::fill(channel_row, channel_row + columns.first * L, scalar_t(0));
+      std::fill(channel_row + columns.last * L, channel_row + row_elements, scalar_t(0));
+    }
+    for (int64_t j = columns.first; j < columns.last; ++j) {
+      const int64_t column = j * g.stride_w + b - g.pad_w;
+      kernels.interleave(first_sample + (row * g.in_w + column) * g.in_channels, sample_stride,
+                         samples, g.in_channels, phase_row + j * L, channel_elements);
     }
   }
 }

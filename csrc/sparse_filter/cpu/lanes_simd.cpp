@@ -81,36 +81,40 @@ TSC_INLINE bool for_each_block(int64_t len, Block&& block) {
 }
 
 template <typename scalar_t>
-TSC_INLINE void interleave_impl(const scalar_t* src, int64_t src_stride, int64_t len,
-                                scalar_t* dst) {
+TSC_INLINE void interleave_impl(const scalar_t* src, int64_t src_stride, int64_t samples,
+                                int64_t len, scalar_t* dst, int64_t dst_stride) {
   using V = Vec<scalar_t>;
   constexpr int L = V::lanes;
   const bool blocked = for_each_block<L>(len, [&](int64_t q) __attribute__((always_inline)) {
     typename V::type v[L];
-    for (int s = 0; s < L; ++s) v[s] = V::load(src + s * src_stride + q);
+    for (int s = 0; s < L; ++s) {
+      v[s] = s < samples ? V::load(src + s * src_stride + q) : V::broadcast(scalar_t(0));
+    }
     transpose(v);
-    for (int i = 0; i < L; ++i) V::store(dst + (q + i) * L, v[i]);
+    for (int i = 0; i < L; ++i) V::store(dst + (q + i) * dst_stride, v[i]);
   });
   if (blocked) return;
   for (int64_t q = 0; q < len; ++q) {
-    for (int s = 0; s < L; ++s) dst[q * L + s] = src[s * src_stride + q];
+    for (int s = 0; s < L; ++s) {
+      dst[q * dst_stride + s] = s < samples ? src[s * src_stride + q] : scalar_t(0);
+    }
   }
 }
 
 template <typename scalar_t>
-TSC_INLINE void deinterleave_impl(const scalar_t* src, int64_t len, int64_t samples,
-                                  scalar_t* dst, int64_t dst_stride) {
+TSC_INLINE void deinterleave_impl(const scalar_t* src, int64_t src_stride, int64_t len,
+                                  int64_t samples, scalar_t* dst, int64_t dst_stride) {
   using V = Vec<scalar_t>;
   constexpr int L = V::lanes;
   const bool blocked = for_each_block<L>(len, [&](int64_t q) __attribute__((always_inline)) {
     typename V::type v[L];
-    for (int i = 0; i < L; ++i) v[i] = V::load(src + (q + i) * L);
+    for (int i = 0; i < L; ++i) v[i] = V::load(src + (q + i) * src_stride);
     transpose(v);
     for (int s = 0; s < samples; ++s) V::store(dst + s * dst_stride + q, v[s]);
   });
   if (blocked) return;
   for (int64_t q = 0; q < len; ++q) {
-    for (int s = 0; s < samples; ++s) dst[s * dst_stride + q] = src[q * L + s];
+    for (int s = 0; s < samples; ++s) dst[s * dst_stride + q] = src[q * src_stride + s];
   }
 }
 
@@ -128,14 +132,14 @@ using std::integer_sequence;
       tile_impl<scalar_t, VECTOR_BYTES, R, T, Half>(x, rs, o, v, n, acc, i, out);           \
     }                                                                                       \
     template <typename scalar_t>                                                            \
-    TARGET static void interleave(const scalar_t* src, int64_t ss, int64_t len,             \
-                                  scalar_t* dst) {                                          \
-      interleave_impl(src, ss, len, dst);                                                   \
+    TARGET static void interleave(const scalar_t* src, int64_t ss, int64_t samples,         \
+                                  int64_t len, scalar_t* dst, int64_t ds) {                 \
+      interleave_impl(src, ss, samples, len, dst, ds);                                      \
     }                                                                                       \
     template <typename scalar_t>                                                            \
-    TARGET static void deinterleave(const scalar_t* src, int64_t len, int64_t samples,      \
-                                    scalar_t* dst, int64_t ds) {                            \
-      deinterleave_impl(src, len, samples, dst, ds);                                        \
+    TARGET static void deinterleave(const scalar_t* src, int64_t ss, int64_t len,           \
+                                    int64_t samples, scalar_t* dst, int64_t ds) {           \
+      deinterleave_impl(src, ss, len, samples, dst, ds);                                    \
     }                                                                                       \
   };
 

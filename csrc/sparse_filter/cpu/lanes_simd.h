@@ -28,11 +28,15 @@ struct LaneKernels {
   void (*tile)(const scalar_t* x, int64_t row_stride, const int64_t* offsets,
                const scalar_t* values, int64_t taps, bool accumulate, scalar_t init,
                scalar_t* out, int rows, int pixel_cols);
-  // dst[q * lanes + s] = src[s * src_stride + q] for q < len, s < lanes.
-  void (*interleave)(const scalar_t* src, int64_t src_stride, int64_t len, scalar_t* dst);
-  // dst[s * dst_stride + q] = src[q * lanes + s] for q < len, s < samples (<= lanes).
-  void (*deinterleave)(const scalar_t* src, int64_t len, int64_t samples, scalar_t* dst,
-                       int64_t dst_stride);
+  // dst[q * dst_stride + s] = s < samples ? src[s * src_stride + q] : 0 for q < len,
+  // s < lanes, samples <= lanes. dst_stride is lanes for a run of pixels; a channels-last
+  // pixel's channels go to one pixel of each channel's plane (dst_stride: a plane apart).
+  void (*interleave)(const scalar_t* src, int64_t src_stride, int64_t samples, int64_t len,
+                     scalar_t* dst, int64_t dst_stride);
+  // dst[s * dst_stride + q] = src[q * src_stride + s] for q < len, s < samples (<= lanes):
+  // the inverse (src_stride lanes for a run of pixels, a plane apart for a pixel's channels).
+  void (*deinterleave)(const scalar_t* src, int64_t src_stride, int64_t len, int64_t samples,
+                       scalar_t* dst, int64_t dst_stride);
   int max_tile;  // accumulators that fit the vector registers with room to spare
   int max_rows;
   // Pixels in one of the tile's vectors: 2 where the machine's widest vectors (64 bytes,
