@@ -310,3 +310,34 @@ def test_taps_in_any_order_and_duplicates(dtype, shape):
         rows.append(rows[-1] + len(order))
     shuffled = grad(torch.tensor(rows), torch.cat(cols), torch.cat(vals))
     assert torch.equal(shuffled, sorted_grad[torch.tensor(picks)])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch", [8, 13])
+def test_channels_last_forward_layout_serves_the_values_gradient(dtype, batch):
+    """Under autograd the lanes forward keeps its layout of the input for the values'
+    gradient; from a channels-last input it is built from the pixels' channels, so it holds
+    the same bits, and output and both gradients equal the NCHW input's bit for bit (and
+    autograd's of F.conv2d). 13 samples: a block and a partly filled one."""
+    gen = torch.Generator().manual_seed(batch)
+    x = torch.randn(batch, 20, 9, 11, dtype=dtype, generator=gen)
+    w = random_weight((12, 20, 3, 3), 0.05, dtype, gen)
+    grad_out = torch.randn(batch, 12, 9, 11, dtype=dtype, generator=gen)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(w)
+    results = []
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        leaf = x.contiguous(memory_format=memory_format).requires_grad_()
+        kept = values.clone().requires_grad_()
+        out = torch.ops.torch_sparse_conv.sparse_filter_conv2d(
+            leaf, row_ptr, col_idx, kept, list(w.shape), None, [1, 1], [1, 1], [1, 1], 1,
+            "direct")
+        assert out.is_contiguous(memory_format=memory_format)
+        grads = torch.autograd.grad(out, (leaf, kept), grad_out)
+        results.append((out.detach(), *grads))
+    for nchw, last in zip(*results):
+        assert torch.equal(nchw, last)
+    tolerance = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=1e-10,
+                                                                              atol=1e-10)
+    torch.testing.assert_close(
+        tsc.unpack_sparse_filter(row_ptr, col_idx, results[1][2], list(w.shape)),
+        _expected(x, w, grad_out, (1, 1), (1, 1), (1, 1), 1), **tolerance)
