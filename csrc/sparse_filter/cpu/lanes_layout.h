@@ -53,14 +53,12 @@ void lay_out_lanes_channel(const scalar_t* plane, int64_t sample_stride,
       kernels.interleave(src, sample_stride, L, g.in_w, row_pixels, L);
       for (int64_t b = 0; b < g.stride_w; ++b) {
         scalar_t* out = phase_row + b * plane_elements;
-        for (int64_t j = 0; j < g.phase_w; ++j, out += L) {
-          const int64_t column = j * g.stride_w + b - g.pad_w;
-          if (column >= 0 && column < g.in_w) {
-            std::copy_n(row_pixels + column * L, L, out);
-          } else {
-            std::fill_n(out, L, scalar_t(0));
-          }
+        const auto [first, last] = phase_columns(g, b);
+        std::fill(out, out + first * L, scalar_t(0));
+        for (int64_t j = first; j < last; ++j) {
+          std::copy_n(row_pixels + (j * g.stride_w + b - g.pad_w) * L, L, out + j * L);
         }
+        std::fill(out + last * L, out + row_elements, scalar_t(0));
       }
     }
   }
