@@ -3,6 +3,11 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <string>
+
+#ifdef TSC_WITH_CUDA
+#include <c10/cuda/CUDAGraphsC10Utils.h>
+#endif
 
 #include "csrc/common/cpu_isa.h"
 
@@ -97,10 +102,46 @@ void check_csr_arrays(const int64_t* r, const int64_t* c, int64_t rows, int64_t 
   }
 }
 
+namespace {
+
+// Whether work on the current CUDA stream is being captured into a CUDA graph, where a copy
+// to the host (and so a host-side check) cannot happen.
+bool capturing_cuda_graph(const at::Device& device) {
+#ifdef TSC_WITH_CUDA
+  return device.is_cuda() && c10::cuda::currentStreamCaptureStatusMayInitCtx() !=
+                                 c10::cuda::CaptureStatus::None;
+#else
+  (void)device;
+  return false;
+#endif
+}
+
+// check_csr_facts' rules as a device-side assertion, without a host wait: part of the captured
+// graph, it runs on every replay, before the kernels that read the indices, and a broken rule
+// stops the device (the context's error is sticky: no later kernel runs).
+void assert_csr_on_device(const at::Tensor& crow, const at::Tensor& col, int64_t columns,
+                          const CsrNames& n) {
+  const at::Tensor f = pending_csr_facts(crow, col);
+  const int64_t nnz = col.size(0);
+  at::Tensor valid = f[0].eq(0) & f[1].eq(nnz) & f[2].eq(1);
+  if (nnz > 0) valid = valid & f[3].ge(0) & f[4].lt(columns);
+  const std::string message = std::string(n.op) + ": " + n.owner + n.row_pointers + " and " +
+                              n.columns + " must form a valid CSR matrix with columns in [0, " +
+                              std::to_string(columns) + ") (checked on the device: a CUDA " +
+                              "graph is being captured)";
+  at::_assert_async(valid, message);
+}
+
+}  // namespace
+
 void check_csr(const at::Tensor& crow, const at::Tensor& col, int64_t columns,
                const CsrNames& names) {
   if (!crow.device().is_cpu()) {
-    check_csr_facts(csr_facts_on_device(crow, col), col.size(0), columns, names);
+    if (capturing_cuda_graph(crow.device())) {
+      assert_csr_on_device(crow, col, columns, names);
+    } else {
+      check_csr_facts(csr_facts_on_device(crow, col), col.size(0), columns, names);
+    }
     return;
   }
   const at::Tensor r = crow.contiguous(), c = col.contiguous();

@@ -7,7 +7,9 @@
 // searched, to name it, only when the pass fails. On a GPU it computes a few facts with
 // reductions and copies them to the host at once; an operator that checks several matrices
 // gathers their pending facts and copies them together (fetch_to_host), since every copy to
-// the host waits for the GPU.
+// the host waits for the GPU. While a CUDA graph is being captured, where no copy to the host
+// can happen, check_csr asserts the same rules on the device instead (torch's _assert_async):
+// the graph then checks the indices on every replay, before any kernel reads them.
 #pragma once
 
 #include <ATen/ATen.h>

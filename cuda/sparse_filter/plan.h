@@ -95,6 +95,13 @@ inline size_t window_bytes(const TileGeometry& t, size_t element_bytes) {
   return size_t(t.nb) * t.chunk * t.in_th * t.in_tw * element_bytes;
 }
 
+// How many of `keys` (int64, each in [0, n)) equal each value: at::bincount's counts without
+// its host wait (it reads the largest key back to size its output), so that the tables build
+// inside a captured CUDA graph too.
+inline at::Tensor count_keys(const at::Tensor& keys, int64_t n) {
+  return at::zeros({n}, keys.options()).index_add_(0, keys, at::ones_like(keys));
+}
+
 // The taps sorted by (output channel, input channel): tap_ptr[oc * cin_g + c] is where the
 // taps of output channel oc reading input channel c begin. Built on every call.
 inline std::vector<at::Tensor> build_tap_table(const at::Tensor& row_ptr,
@@ -110,7 +117,7 @@ inline std::vector<at::Tensor> build_tap_table(const at::Tensor& row_ptr,
   at::Tensor tap_ptr = at::zeros({g.out_channels * cin_g + 1}, row_ptr.options());
   if (nnz > 0) {
     tap_ptr.narrow(0, 1, g.out_channels * cin_g)
-        .copy_(at::cumsum(at::bincount(key, {}, g.out_channels * cin_g), 0));
+        .copy_(at::cumsum(count_keys(key, g.out_channels * cin_g), 0));
   }
   return {tap_ptr, channel.index_select(0, order),
           col_idx.remainder(taps_per_channel).index_select(0, order),
@@ -141,7 +148,7 @@ inline std::vector<at::Tensor> sort_weight_by_column(const at::Tensor& row_of,
   at::Tensor csc_ptr = at::zeros({g.groups * taps + 1}, col_idx.options());
   if (key.numel() > 0) {
     csc_ptr.narrow(0, 1, g.groups * taps)
-        .copy_(at::cumsum(at::bincount(key, {}, g.groups * taps), 0));
+        .copy_(at::cumsum(count_keys(key, g.groups * taps), 0));
   }
   return {csc_ptr, row_of.index_select(0, order), values.index_select(0, order)};
 }

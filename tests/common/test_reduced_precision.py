@@ -70,7 +70,7 @@ def test_sparsified_model_under_autocast_matches_the_dense_one(device):
         grad = layer.values.grad
         assert grad.dtype == torch.float32  # parameters stay float32, as nn.Conv2d's do
         expected = conv.weight.grad.flatten(1)[conv.weight.flatten(1) != 0]
-        scale = expected.abs().max() + 1
+        scale = float(expected.abs().max()) + 1
         torch.testing.assert_close(grad.cpu() / scale, expected.cpu() / scale, rtol=3e-2,
                                    atol=3e-2)
 

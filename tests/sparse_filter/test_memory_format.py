@@ -29,7 +29,10 @@ def test_channels_last_input_gives_channels_last_output(device, method):
     x_last = x.contiguous(memory_format=torch.channels_last)
     out = tsc.sparse_conv2d(x_last, w, b, stride=(2, 1), padding=1, groups=1, method=method)
     expected = F.conv2d(x_last, w, b, stride=(2, 1), padding=1)
-    assert expected.is_contiguous(memory_format=torch.channels_last)
+    if device == "cpu":
+        # ATen's CPU rule, which ours follows. cuDNN keeps channels-last for reduced and single
+        # precision only: its float64 output is NCHW, ours keeps the input's format there too.
+        assert expected.is_contiguous(memory_format=torch.channels_last)
     assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
     torch.testing.assert_close(out, expected)
     # An NCHW input still gives NCHW.

@@ -144,7 +144,7 @@ def test_cuda_graph_capture_of_a_module():
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream), torch.no_grad():
-        layer(x)  # warm-up: validates and caches the packed filter outside the capture
+        layer(x)  # warm-up outside the capture (torch's advice for every captured module)
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph), torch.no_grad():
@@ -154,3 +154,39 @@ def test_cuda_graph_capture_of_a_module():
     torch.cuda.synchronize()
     with torch.no_grad():
         torch.testing.assert_close(out, layer(x), rtol=1e-5, atol=1e-5)
+
+
+# Replays a captured layer after a write through .data put a column index out of range: the
+# graph's device-side check stops the device before any kernel reads it. In a child process,
+# since a device-side assertion leaves the CUDA context unusable.
+_CORRUPT_REPLAY = """
+import torch, torch_sparse_conv as tsc
+layer = tsc.SparseConv2d(16, 16, 3, padding=1, density=0.1, method="direct").cuda()
+x = torch.randn(2, 16, 12, 12, device="cuda")
+stream = torch.cuda.Stream()
+stream.wait_stream(torch.cuda.current_stream())
+with torch.cuda.stream(stream), torch.no_grad():
+    layer(x)
+torch.cuda.current_stream().wait_stream(stream)
+graph = torch.cuda.CUDAGraph()
+with torch.cuda.graph(graph), torch.no_grad():
+    out = layer(x)
+graph.replay()
+torch.cuda.synchronize()
+print("clean replay ok", flush=True)
+layer.col_idx.data[0] = 10 ** 6
+graph.replay()
+torch.cuda.synchronize()
+print("corrupt replay returned", flush=True)
+"""
+
+
+@needs_gpu
+def test_cuda_graph_replay_checks_the_indices_on_the_device():
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, "-c", _CORRUPT_REPLAY], capture_output=True,
+                         text=True, timeout=120)
+    assert "clean replay ok" in run.stdout, run.stderr
+    assert "corrupt replay returned" not in run.stdout
+    assert run.returncode != 0 and "assert" in run.stderr.lower(), run.stderr
