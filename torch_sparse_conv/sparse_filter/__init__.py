@@ -7,6 +7,8 @@
   (:func:`densify`, :func:`dense_state_dict`).
 * :mod:`.fold`: :func:`fold_batchnorm`, eval-mode batch norm folded into the convolution
   before it (``sparsify(..., fold_batchnorm=True)``).
+* :mod:`.pooling`: :class:`ChannelsLastMaxPool2d`, ``nn.MaxPool2d`` through channels-last
+  for large NCHW CPU tensors (``sparsify(..., pool_channels_last=True)``).
 * ``_fake``: the operators' fake (meta) kernels, registered by ``_library.load()``.
 """
 from .functional import (
@@ -20,9 +22,11 @@ from .functional import (
     unpack_sparse_filter,
 )
 from .fold import fold_batchnorm
+from .pooling import ChannelsLastMaxPool2d, pool_channels_last
 from .nn import DEFAULT_MIN_SPARSITY, SparseConv2d, dense_state_dict, densify, sparsify
 
 __all__ = [
+    "ChannelsLastMaxPool2d",
     "DEFAULT_MIN_SPARSITY",
     "METHODS",
     "PADDING_MODES",
@@ -32,6 +36,7 @@ __all__ = [
     "fold_batchnorm",
     "pack_sparse_filter",
     "pair",
+    "pool_channels_last",
     "resolve_padding",
     "sparse_conv2d",
     "sparse_conv2d_packed",

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.utils import parametrize
 
-from . import fold
+from . import fold, pooling
 from .functional import (
     METHODS,
     PADDING_MODES,
@@ -249,11 +249,13 @@ class SparsifyDecision:
 
 class SparsifyReport(list):
     """The :class:`SparsifyDecision` of every ``nn.Conv2d`` met, in model order; ``str()`` is
-    a table. ``folded``: the (convolution, batch norm) pairs folded first, if asked."""
+    a table. ``folded``: the (convolution, batch norm) pairs folded first, and ``pooled``:
+    the max pools made channels-last, if asked."""
 
     def __init__(self, *decisions):
         super().__init__(*decisions)
         self.folded: List[Tuple[str, str]] = []
+        self.pooled: List[str] = []
 
     @property
     def converted(self) -> List[str]:
@@ -314,7 +316,8 @@ def _decide(name: str, conv: nn.Conv2d, min_sparsity: float,
 def sparsify(model: nn.Module, min_sparsity: float = DEFAULT_MIN_SPARSITY,
              method: str = "auto", *,
              layer_filter: Optional[Callable[[str, nn.Conv2d], bool]] = None,
-             return_report: bool = False, fold_batchnorm: bool = False):
+             return_report: bool = False, fold_batchnorm: bool = False,
+             pool_channels_last: bool = False):
     """Replaces, in place, every ``nn.Conv2d`` of ``model`` whose weight has at least
     ``min_sparsity`` zero taps by an equivalent :class:`SparseConv2d`, and returns ``model``
     (with ``return_report=True``, ``(model, report)``: a :class:`SparsifyReport` saying, for
@@ -334,6 +337,12 @@ def sparsify(model: nn.Module, min_sparsity: float = DEFAULT_MIN_SPARSITY,
     convolution into it (:func:`~torch_sparse_conv.sparse_filter.fold.fold_batchnorm`: not
     bit-exact, and the model must trace with ``torch.fx``); the report's ``folded`` lists
     the pairs.
+
+    ``pool_channels_last=True`` also replaces every ``nn.MaxPool2d`` (without indices) by a
+    :class:`~torch_sparse_conv.sparse_filter.pooling.ChannelsLastMaxPool2d`, which pools
+    large NCHW CPU activations through channels-last: the same bits, 4-8x faster than torch's
+    NCHW pool (ResNet-50's stem pool was 15 % of its sparsified batch-8 forward); the
+    report's ``pooled`` lists them. :func:`densify` turns them back.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"sparsify: model must be an nn.Module, got {type(model).__name__}")
@@ -345,6 +354,8 @@ def sparsify(model: nn.Module, min_sparsity: float = DEFAULT_MIN_SPARSITY,
     report = SparsifyReport()
     if fold_batchnorm:
         report.folded = fold.fold_batchnorm(model)
+    if pool_channels_last:
+        report.pooled = pooling.pool_channels_last(model)
     _sparsify_children(model, "", min_sparsity, method, layer_filter, report)
     return (model, report) if return_report else model
 
@@ -368,9 +379,13 @@ def densify(model: nn.Module) -> nn.Module:
     """The inverse of :func:`sparsify`: replaces, in place, every :class:`SparseConv2d` of
     ``model`` by the equivalent ``nn.Conv2d`` (:meth:`SparseConv2d.to_dense`, zeros at the
     pruned taps) and returns ``model``; a SparseConv2d given alone comes back as its
-    ``nn.Conv2d``. The result's ``state_dict`` loads into the dense architecture."""
+    ``nn.Conv2d``, and a ChannelsLastMaxPool2d (``sparsify(..., pool_channels_last=True)``)
+    as its ``nn.MaxPool2d``. The result's ``state_dict`` loads into the dense architecture."""
     if isinstance(model, SparseConv2d):
         return model.to_dense()
+    if isinstance(model, pooling.ChannelsLastMaxPool2d):
+        return nn.MaxPool2d(model.kernel_size, model.stride, model.padding, model.dilation,
+                            ceil_mode=model.ceil_mode)
     if not isinstance(model, nn.Module):
         raise TypeError(f"densify: model must be an nn.Module, got {type(model).__name__}")
     for name, child in list(model.named_children()):
