@@ -93,6 +93,24 @@ def test_planes_not_whole_vectors_at_the_end_of_their_storage(size, batch, dtype
     torch.testing.assert_close(got, F.conv2d(x.clone(), weight, bias), **tolerance(dtype))
 
 
+@pytest.mark.parametrize("shape,dtype", [((3, 160, 70, 70), torch.float32),
+                                         ((2, 136, 64, 64), torch.float64),
+                                         ((1, 600, 60, 60), torch.float32)])
+def test_large_inputs_prefetched_a_tile_ahead(shape, dtype):
+    """Inputs of 8 MiB and more are prefetched row by row a tile ahead, across chunks and
+    into the next task's rows (planes whole vectors or not, one sample or several), here at
+    the end of their storage."""
+    gen = torch.Generator().manual_seed(shape[1])
+    numel = torch.Size(shape).numel()
+    assert numel * dtype.itemsize >= 8 << 20
+    x = torch.empty(numel + 8, dtype=dtype)[8:].view(shape)
+    x.copy_(torch.randn(shape, dtype=dtype, generator=gen))
+    weight = random_weight((24, shape[1], 1, 1), 0.1, dtype, gen)
+    bias = torch.randn(24, dtype=dtype, generator=gen)
+    got = tsc.sparse_conv2d(x, weight, bias, method="direct")
+    torch.testing.assert_close(got, F.conv2d(x, weight, bias), **tolerance(dtype))
+
+
 def test_many_input_channel_chunks_some_empty():
     """2048 input channels split into chunks; output channels whose taps skip whole chunks
     or that keep none at all."""

@@ -12,7 +12,9 @@
 // loop (simd.h's pointwise_tiles) takes tiles of 8 full-width vectors, every output channel
 // of a tile before the next tile, the input channels visited in chunks (sorted_taps.h) whose
 // rows of one tile fit L1; a tap costs one index load, one broadcast and 8 loads and
-// multiply-adds. Input and output are read and written in place. Where a plane is not whole
+// multiply-adds. Input and output are read and written in place. Large inputs (batch 8 at
+// 56x56) come from memory in 64-256 row streams at once, more than the hardware follows:
+// while a tile computes, its output channels prefetch the next tile's rows into L2. Where a plane is not whole
 // vectors (14x14; H*W not a multiple of 16 float32 / 8 float64) its last vector reads on into
 // the next plane, lanes whose sums are dropped: each output channel's last vector waits in a
 // small buffer until the last chunk and only its valid positions are copied out, and the last
@@ -39,6 +41,11 @@ namespace {
 constexpr int64_t kBlockPositions = 256;
 // Bytes of L1 that one chunk's input rows of one tile may fill (32 KiB L1d on Zen 4).
 constexpr int64_t kChunkBytes = 32 * 1024;
+// Inputs from this size on are prefetched row by row into L2, a tile ahead (PrefetchRows,
+// simd.h): they come from memory, not from the shared L3. At batch 8, 2 threads, 90 % and
+// 95 % (interleaved A/B): 256->64 @56 (25.7 MB) 0.76-0.79x the time, 512->128 @28 (12.8 MB)
+// 0.90-0.93x; inputs of 6.4 MB and less (and every layer at batch 1) 0.95-1.03x, no gain.
+constexpr int64_t kPrefetchInputBytes = 8 << 20;
 
 template <typename scalar_t>
 void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
@@ -81,6 +88,14 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   });
 
   const int64_t sample_in = g.in_channels * plane;
+  // Input chunk j's rows, from the position of a sample that `at` points to.
+  const bool prefetch = g.groups == 1 &&
+                        input.numel() * int64_t(sizeof(scalar_t)) >= kPrefetchInputBytes;
+  auto chunk_rows = [&](const scalar_t* at, int64_t j) {
+    const int64_t first = j * chunk_channels;
+    return PrefetchRows<scalar_t>{at + first * plane,
+                                  std::min(chunk_channels, g.in_channels - first), plane};
+  };
   const int64_t items = g.batch * blocks;
   const int64_t oc_splits = std::clamp<int64_t>(4 * at::get_num_threads() / items, 1,
                                                 std::max<int64_t>(1, g.out_channels));
@@ -119,10 +134,22 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
       const int64_t vector = simd.pointwise_vector;
       tails.resize((oc1 - oc0) * vector);
       for (int64_t j = 0; j < taps.chunks; ++j) {
+        // The rows chunk j reads and those read next: chunk j + 1's here, or chunk 0's of the
+        // next task (only where every output channel reads the same rows: one group).
+        PrefetchRows<scalar_t> rows, after;
+        if (prefetch) {
+          rows = chunk_rows(x + p0, j);
+          if (j + 1 < taps.chunks) {
+            after = chunk_rows(x + p0, j + 1);
+          } else if (task + 1 < end && (task + 1) % items != 0) {
+            const int64_t next = (task + 1) % items;
+            after = chunk_rows(in + next / blocks * sample_in + next % blocks * block, 0);
+          }
+        }
         simd.pointwise_tiles(x + p0, offsets.data(), taps.values,
                              taps.chunk_ptr.data() + oc0 * (taps.chunks + 1) + j,
                              taps.chunks + 1, oc1 - oc0, /*accumulate=*/j > 0,
-                             b ? b + oc0 : nullptr, y, plane, valid, tails.data());
+                             b ? b + oc0 : nullptr, y, plane, valid, tails.data(), rows, after);
       }
       const int64_t tail = valid % vector;
       if (tail == 0) continue;

@@ -70,10 +70,18 @@ template <typename scalar_t, int BYTES, int U, bool Partial>
 TSC_INLINE void pointwise_tile(const scalar_t* x, const int64_t* offsets, const scalar_t* values,
                                const int64_t* tap_bounds, int64_t bounds_stride,
                                int64_t channels, bool accumulate, const scalar_t* init,
-                               scalar_t* out, int64_t out_stride, scalar_t* tail) {
+                               scalar_t* out, int64_t out_stride, scalar_t* tail,
+                               PrefetchRows<scalar_t> next) {
   using V = Vec<scalar_t, BYTES>;
   constexpr int Full = Partial ? U - 1 : U;  // vectors read and written in out
+  constexpr int kLineLanes = 64 / sizeof(scalar_t);
   for (int64_t i = 0; i < channels; ++i, out += out_stride, tail += V::lanes) {
+    if (next.first) {  // channel i's share of the next tile's rows, into L2
+      for (int64_t r = i * next.rows / channels; r < (i + 1) * next.rows / channels; ++r) {
+        const scalar_t* row = next.first + r * next.stride;
+        for (int l = 0; l < U * V::lanes; l += kLineLanes) __builtin_prefetch(row + l, 0, 2);
+      }
+    }
     typename V::type acc[U];
     const scalar_t start = init ? init[i] : scalar_t(0);
     for (int u = 0; u < U; ++u) {
@@ -98,7 +106,8 @@ TSC_INLINE void pointwise_tiles_impl(const scalar_t* x, const int64_t* offsets,
                                      const scalar_t* values, const int64_t* tap_bounds,
                                      int64_t bounds_stride, int64_t channels, bool accumulate,
                                      const scalar_t* init, scalar_t* out, int64_t out_stride,
-                                     int64_t count, scalar_t* tail) {
+                                     int64_t count, scalar_t* tail, PrefetchRows<scalar_t> rows,
+                                     PrefetchRows<scalar_t> after) {
   constexpr int64_t lanes = Vec<scalar_t, BYTES>::lanes;
   const int64_t nvec = ceil_div(count, lanes);
   const int64_t tiles = ceil_div(nvec, int64_t(U));
@@ -107,17 +116,22 @@ TSC_INLINE void pointwise_tiles_impl(const scalar_t* x, const int64_t* offsets,
     const scalar_t* s = x + v * lanes;
     scalar_t* o = out + v * lanes;
     const bool partial = t == tiles - 1 && count % lanes != 0;
+    PrefetchRows<scalar_t> next = after;
+    if (t + 1 < tiles && rows.first) {
+      next = rows;
+      next.first += (v + size) * lanes;
+    }
     switch (size) {
 #define TSC_TILE(N)                                                                         \
   case N:                                                                                  \
     if (partial) {                                                                         \
       pointwise_tile<scalar_t, BYTES, N, true>(s, offsets, values, tap_bounds,             \
                                                bounds_stride, channels, accumulate, init,  \
-                                               o, out_stride, tail);                       \
+                                               o, out_stride, tail, next);                 \
     } else {                                                                               \
       pointwise_tile<scalar_t, BYTES, N, false>(s, offsets, values, tap_bounds,            \
                                                 bounds_stride, channels, accumulate, init, \
-                                                o, out_stride, tail);                      \
+                                                o, out_stride, tail, next);                \
     }                                                                                      \
     break;
       TSC_TILE(1) TSC_TILE(2) TSC_TILE(3) TSC_TILE(4) TSC_TILE(5) TSC_TILE(6) TSC_TILE(7)
@@ -214,9 +228,10 @@ TSC_INLINE void dot_runs_any(const scalar_t* a, const scalar_t* const* b, int64_
   TARGET void pointwise_tiles_##NAME(const scalar_t* x, const int64_t* o, const scalar_t* v,  \
                                      const int64_t* b, int64_t bs, int64_t ch, bool acc,     \
                                      const scalar_t* i, scalar_t* out, int64_t os,           \
-                                     int64_t cnt, scalar_t* tail) {                          \
+                                     int64_t cnt, scalar_t* tail, PrefetchRows<scalar_t> r,  \
+                                     PrefetchRows<scalar_t> a) {                             \
     pointwise_tiles_impl<scalar_t, PW_BYTES, 8>(x, o, v, b, bs, ch, acc, i, out, os, cnt,    \
-                                                tail);                                       \
+                                                tail, r, a);                                 \
   }                                                                                            \
   template <typename scalar_t>                                                                 \
   TARGET void dot_runs_##NAME(const scalar_t* a, const scalar_t* const* b, int64_t runs,       \

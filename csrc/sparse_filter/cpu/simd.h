@@ -7,6 +7,16 @@
 
 namespace torch_sparse_conv {
 
+// Input rows for pointwise_tiles to prefetch into L2 while it computes: `rows` rows,
+// `stride` elements apart from `first` (null: none), one tile's bytes of each. A batch-8 1x1
+// layer's input streams from memory, 64-256 rows at once: more streams than the hardware
+// prefetchers follow.
+template <typename scalar_t>
+struct PrefetchRows {
+  const scalar_t* first = nullptr;
+  int64_t rows = 0, stride = 0;
+};
+
 template <typename scalar_t>
 struct SparseFilterSimd {
   // out[p] = (accumulate ? out[p] : init)
@@ -26,14 +36,16 @@ struct SparseFilterSimd {
   // rounded up). Where count is not whole vectors of pointwise_vector positions, channel i's
   // last vector is kept at tail + i * pointwise_vector instead of in out (the caller copies
   // its first count % pointwise_vector positions out after the last call). Positions go in
-  // tiles of a few
-  // full-width vectors,
-  // every channel of a tile before the next tile, so the input a tile reads stays in L1
-  // while all channels read it (pointwise.cpp: 1x1 convolutions read in place).
+  // tiles of a few full-width vectors, every channel of a tile before the next tile, so the input a tile reads stays in L1
+  // while all channels read it (pointwise.cpp: 1x1 convolutions read in place). While a
+  // tile computes, the channels prefetch between them the rows the next tile reads: `rows`
+  // (the chunk's input rows, at x) moved on by one tile, or `after` (what the caller
+  // computes next) during the last tile.
   void (*pointwise_tiles)(const scalar_t* x, const int64_t* offsets, const scalar_t* values,
                           const int64_t* tap_bounds, int64_t bounds_stride, int64_t channels,
                           bool accumulate, const scalar_t* init, scalar_t* out,
-                          int64_t out_stride, int64_t count, scalar_t* tail);
+                          int64_t out_stride, int64_t count, scalar_t* tail,
+                          PrefetchRows<scalar_t> rows, PrefetchRows<scalar_t> after);
   // Positions per vector and per tile (8 vectors) of pointwise_tiles.
   int64_t pointwise_vector, pointwise_tile;
   // out[t] = sum_p a[p] * b[t][p] for t < runs, p < len: each vector of a loaded once for a
