@@ -38,7 +38,7 @@ def assert_same_bits(a, b):
 
 
 @pytest.mark.parametrize("args", POOLS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 def test_same_values_and_gradients_as_max_pool(args, dtype):
     x = tied_input(dtype)
     assert pools_through_channels_last(x)
