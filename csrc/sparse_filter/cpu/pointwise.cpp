@@ -14,13 +14,14 @@
 // rows of one tile fit L1; a tap costs one index load, one broadcast and 8 loads and
 // multiply-adds. Input and output are read and written in place. Large inputs (batch 8 at
 // 56x56) come from memory in 64-256 row streams at once, more than the hardware follows:
-// while a tile computes, its output channels prefetch the next tile's rows into L2. Where a plane is not whole
-// vectors (14x14; H*W not a multiple of 16 float32 / 8 float64) its last vector reads on into
-// the next plane, lanes whose sums are dropped: each output channel's last vector waits in a
-// small buffer until the last chunk and only its valid positions are copied out, and the last
-// sample, whose last plane would read past the tensor, is read from a copy. (Copying every
-// sample into planes padded to whole vectors, and the output out of such planes, cost 12-15 %
-// each of the 14x14 layers at batch 8.)
+// while a tile computes, its output channels prefetch the next tile's rows into L2.
+//
+// Where a plane is not whole vectors (14x14; H*W not a multiple of 16 float32 / 8 float64)
+// its last vector reads on into the next plane, lanes whose sums are dropped: each output
+// channel's last vector waits in a small buffer until the last chunk and only its valid
+// positions are copied out, and the last sample, whose last plane would read past the
+// tensor, is read from a copy. (Copying every sample into planes padded to whole vectors, and
+// the output out of such planes, cost 12-15 % each of the 14x14 layers at batch 8.)
 #include <ATen/Parallel.h>
 
 #include <algorithm>

@@ -36,11 +36,11 @@ struct SparseFilterSimd {
   // rounded up). Where count is not whole vectors of pointwise_vector positions, channel i's
   // last vector is kept at tail + i * pointwise_vector instead of in out (the caller copies
   // its first count % pointwise_vector positions out after the last call). Positions go in
-  // tiles of a few full-width vectors, every channel of a tile before the next tile, so the input a tile reads stays in L1
-  // while all channels read it (pointwise.cpp: 1x1 convolutions read in place). While a
-  // tile computes, the channels prefetch between them the rows the next tile reads: `rows`
-  // (the chunk's input rows, at x) moved on by one tile, or `after` (what the caller
-  // computes next) during the last tile.
+  // tiles of a few full-width vectors, every channel of a tile before the next tile, so the
+  // input a tile reads stays in L1 while all channels read it (pointwise.cpp: 1x1
+  // convolutions read in place). While a tile computes, the channels prefetch between them
+  // the rows the next tile reads: `rows` (the chunk's input rows, at x) moved on by one tile,
+  // or `after` (what the caller computes next) during the last tile.
   void (*pointwise_tiles)(const scalar_t* x, const int64_t* offsets, const scalar_t* values,
                           const int64_t* tap_bounds, int64_t bounds_stride, int64_t channels,
                           bool accumulate, const scalar_t* init, scalar_t* out,
