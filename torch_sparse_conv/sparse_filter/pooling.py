@@ -5,13 +5,17 @@ channels a step): ResNet-50's stem pool, (8, 64, 112, 112) at 3x3 stride 2, took
 against 1.8 ms channels-last (2 threads, AMD EPYC Zen 4; 15 % of a sparsified ResNet-50's
 batch-8 forward). Converting the input to channels-last, pooling and converting the output
 back took 6.2-6.5 ms: 3.9-8x faster than the NCHW pool on every ResNet-sized tensor
-measured, but 0.5x on tiny ones (4 x 3 x 32 x 32, 1 x 16 x 8 x 8), where the two copies cost
-more than the pool. Hence the rule in :func:`pools_through_channels_last`.
+measured and 1.9-2.9x from 131,072 elements, but 0.66-1.2x at 32,768-65,536 elements and
+0.5x on tiny ones, where the two copies cost more than the pool. Hence the rule in
+:func:`pools_through_channels_last`.
 
 Exact: a maximum rounds nothing, and both kernels scan a window in the same order, so the
-values (NaN where a window holds one), the indices and the gradients are the same bits
-(tests/sparse_filter/test_pooling.py checks ties, NaN and -inf). The output keeps the
-input's NCHW format, so the layers after it see what they saw before.
+values are the same bits, NaN where a window holds one (a bfloat16 NaN's sign and payload may
+differ; tests/sparse_filter/test_pooling.py checks ties, NaN, -inf and -0.0). The output keeps the input's NCHW format, so the layers after it
+see what they saw before. An input autograd records takes ``nn.MaxPool2d``'s path: through
+channels-last, autograd would keep the channels-last copy for the backward (one more
+activation-sized tensor) and hand the layer before a channels-last gradient; the speed-up is
+for inference.
 
 ``sparsify(model, pool_channels_last=True)`` swaps a model's ``nn.MaxPool2d`` layers for
 :class:`ChannelsLastMaxPool2d` (an option, off by default: ``sparsify`` otherwise only touches
@@ -23,20 +27,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# Below these the NCHW pool was faster (the two layout copies cost more than the pool):
-# measured 0.48-0.53x on 4x3x32x32 and 1x16x8x8, 3.9-8.1x from 8x512x7x7 (200,704
-# elements) up, 2 threads.
+# Below these the NCHW pool was as fast or faster (the two layout copies cost more than the
+# pool), 2 threads: 0.48-0.53x on 4x3x32x32 and 1x16x8x8, 0.66-1.18x on tensors of 32,768
+# and 65,536 elements (1x128x16x16, 2x32x32x32, 8x8x32x32, ...); 1.9-2.9x at 131,072
+# (1x512x16x16, 8x64x16x16, 1x8x128x128, 1x32x64x64), 3.9-8.1x from 8x512x7x7 up.
 MIN_CHANNELS = 8
-MIN_ELEMENTS = 1 << 15
+MIN_ELEMENTS = 1 << 17
 
 
 def pools_through_channels_last(input: Tensor, min_channels: int = MIN_CHANNELS,
                                 min_elements: int = MIN_ELEMENTS) -> bool:
     """Whether :class:`ChannelsLastMaxPool2d` pools ``input`` through channels-last: a 4-D
-    CPU tensor, NCHW-contiguous and not also channels-last-contiguous (then it is already
-    fast), with at least ``min_channels`` channels and ``min_elements`` elements. (The
-    limits are arguments, not globals read inside, so that TorchScript compiles it.)"""
-    return (input.dim() == 4 and input.device.type == "cpu"
+    strided CPU tensor that autograd does not record, NCHW-contiguous and not also
+    channels-last-contiguous (then it is already fast), with at least ``min_channels``
+    channels and ``min_elements`` elements. (The limits are arguments, not globals read
+    inside, so that TorchScript compiles it.)"""
+    return (input.dim() == 4 and input.device.type == "cpu" and input.layout == torch.strided
+            and not (input.requires_grad and torch.is_grad_enabled())
             and input.size(1) >= min_channels and input.numel() >= min_elements
             and input.is_contiguous()
             and not input.is_contiguous(memory_format=torch.channels_last))
@@ -44,13 +51,17 @@ def pools_through_channels_last(input: Tensor, min_channels: int = MIN_CHANNELS,
 
 class ChannelsLastMaxPool2d(nn.MaxPool2d):
     """``nn.MaxPool2d`` (without ``return_indices``) that pools large NCHW CPU inputs in
-    channels-last and returns the result NCHW: the same values and gradients, 4-8x faster
-    on ResNet-sized activations. Other inputs (CUDA, channels-last, small) take
-    ``nn.MaxPool2d``'s path unchanged. Build one from an existing layer with
+    channels-last and returns the result NCHW: the same values, 2-8x faster on ResNet-sized
+    activations. Other inputs (CUDA, channels-last, small, requiring grad) take
+    ``nn.MaxPool2d``'s path unchanged. Takes ``nn.MaxPool2d``'s arguments, in its order;
+    ``return_indices=True`` is refused. Build one from an existing layer with
     :meth:`from_max_pool`; its ``state_dict`` is ``nn.MaxPool2d``'s (empty)."""
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1,
-                 ceil_mode: bool = False) -> None:
+                 return_indices: bool = False, ceil_mode: bool = False) -> None:
+        if return_indices:
+            raise ValueError("ChannelsLastMaxPool2d: return_indices=True is not supported "
+                             "(it returns the pooled tensor only); use nn.MaxPool2d")
         super().__init__(kernel_size, stride, padding, dilation, return_indices=False,
                          ceil_mode=ceil_mode)
 
@@ -63,7 +74,8 @@ class ChannelsLastMaxPool2d(nn.MaxPool2d):
         if pool.return_indices:
             raise ValueError("from_max_pool: pool returns indices (return_indices=True); "
                              "ChannelsLastMaxPool2d returns the pooled tensor only")
-        return cls(pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode)
+        return cls(pool.kernel_size, pool.stride, pool.padding, pool.dilation,
+                   ceil_mode=pool.ceil_mode)
 
     def forward(self, input: Tensor) -> Tensor:
         if pools_through_channels_last(input):
@@ -79,7 +91,10 @@ def pool_channels_last(model: nn.Module) -> List[str]:
     """Replaces, in place, every plain ``nn.MaxPool2d`` of ``model`` that does not return
     indices by the equivalent :class:`ChannelsLastMaxPool2d`; returns the names replaced
     (as in ``model.named_modules()``). Subclasses (they may compute something else) and
-    pools returning indices are left as they are."""
+    pools returning indices are left as they are. The new modules are in the old ones'
+    training mode; hooks registered on the old ones are not carried over. ``torch.fx``
+    traces into the new modules' forward (a branch on the input), so fold batch norm
+    (``fold_batchnorm``, which traces) before, as ``sparsify`` does."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"pool_channels_last: model must be an nn.Module, got "
                         f"{type(model).__name__}")
@@ -87,6 +102,7 @@ def pool_channels_last(model: nn.Module) -> List[str]:
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             if type(child) is nn.MaxPool2d and not child.return_indices:
-                setattr(module, child_name, ChannelsLastMaxPool2d.from_max_pool(child))
+                pool = ChannelsLastMaxPool2d.from_max_pool(child).train(child.training)
+                setattr(module, child_name, pool)
                 replaced.append(f"{name}.{child_name}" if name else child_name)
     return replaced
