@@ -45,7 +45,8 @@ constexpr int64_t kChunkBytes = 32 * 1024;
 // Inputs from this size on are prefetched row by row into L2, a tile ahead (PrefetchRows,
 // simd.h): they come from memory, not from the shared L3. At batch 8, 2 threads, 90 % and
 // 95 % (interleaved A/B): 256->64 @56 (25.7 MB) 0.76-0.79x the time, 512->128 @28 (12.8 MB)
-// 0.90-0.93x; inputs of 6.4 MB and less (and every layer at batch 1) 0.95-1.03x, no gain.
+// 0.90-0.93x; an hour later, the VM 25-40 % faster, 0.83-0.92x and 0.97-1.0x; inputs of
+// 6.4 MB and less (and every layer at batch 1) 0.95-1.03x, no gain.
 constexpr int64_t kPrefetchInputBytes = 8 << 20;
 
 template <typename scalar_t>
@@ -89,7 +90,8 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   });
 
   const int64_t sample_in = g.in_channels * plane;
-  // Input chunk j's rows, from the position of a sample that `at` points to.
+  // Input chunk j's rows, from the position of a sample that `at` points to. Only with one
+  // group: then every output channel's chunk j is the same input channels.
   const bool prefetch = g.groups == 1 &&
                         input.numel() * int64_t(sizeof(scalar_t)) >= kPrefetchInputBytes;
   auto chunk_rows = [&](const scalar_t* at, int64_t j) {
@@ -136,7 +138,7 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
       tails.resize((oc1 - oc0) * vector);
       for (int64_t j = 0; j < taps.chunks; ++j) {
         // The rows chunk j reads and those read next: chunk j + 1's here, or chunk 0's of the
-        // next task (only where every output channel reads the same rows: one group).
+        // next task of this thread (its sample as the tensor holds it).
         PrefetchRows<scalar_t> rows, after;
         if (prefetch) {
           rows = chunk_rows(x + p0, j);

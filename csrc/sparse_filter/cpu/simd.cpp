@@ -77,9 +77,14 @@ TSC_INLINE void pointwise_tile(const scalar_t* x, const int64_t* offsets, const 
   constexpr int kLineLanes = 64 / sizeof(scalar_t);
   for (int64_t i = 0; i < channels; ++i, out += out_stride, tail += V::lanes) {
     if (next.first) {  // channel i's share of the next tile's rows, into L2
+      // Addresses as integers: the last row's tile may reach past the tensor's end (a
+      // prefetch never faults; a pointer formed there would be undefined behaviour).
+      const uintptr_t first = reinterpret_cast<uintptr_t>(next.first);
       for (int64_t r = i * next.rows / channels; r < (i + 1) * next.rows / channels; ++r) {
-        const scalar_t* row = next.first + r * next.stride;
-        for (int l = 0; l < U * V::lanes; l += kLineLanes) __builtin_prefetch(row + l, 0, 2);
+        const uintptr_t row = first + uintptr_t(r * next.stride) * sizeof(scalar_t);
+        for (int l = 0; l < U * V::lanes; l += kLineLanes) {
+          __builtin_prefetch(reinterpret_cast<const void*>(row + l * sizeof(scalar_t)), 0, 2);
+        }
       }
     }
     typename V::type acc[U];
