@@ -11,8 +11,9 @@ measured and 1.9-2.9x from 131,072 elements, but 0.66-1.2x at 32,768-65,536 elem
 
 Exact: a maximum rounds nothing, and both kernels scan a window in the same order, so the
 values are the same bits, NaN where a window holds one (a bfloat16 NaN's sign and payload may
-differ; tests/sparse_filter/test_pooling.py checks ties, NaN, -inf and -0.0). The output keeps the input's NCHW format, so the layers after it
-see what they saw before. An input autograd records takes ``nn.MaxPool2d``'s path: through
+differ; tests/sparse_filter/test_pooling.py checks ties, NaN, -inf and -0.0). The output
+keeps the input's NCHW format, so the layers after it see what they saw before. An input
+autograd records takes ``nn.MaxPool2d``'s path: through
 channels-last, autograd would keep the channels-last copy for the backward (one more
 activation-sized tensor) and hand the layer before a channels-last gradient; the speed-up is
 for inference.
