@@ -385,8 +385,7 @@ def densify(model: nn.Module) -> nn.Module:
     if isinstance(model, SparseConv2d):
         return model.to_dense()
     if isinstance(model, pooling.ChannelsLastMaxPool2d):
-        return nn.MaxPool2d(model.kernel_size, model.stride, model.padding, model.dilation,
-                            ceil_mode=model.ceil_mode).train(model.training)
+        return model.to_max_pool()
     if not isinstance(model, nn.Module):
         raise TypeError(f"densify: model must be an nn.Module, got {type(model).__name__}")
     for name, child in list(model.named_children()):

@@ -56,7 +56,8 @@ class ChannelsLastMaxPool2d(nn.MaxPool2d):
     activations. Other inputs (CUDA, channels-last, small, requiring grad) take
     ``nn.MaxPool2d``'s path unchanged. Takes ``nn.MaxPool2d``'s arguments, in its order;
     ``return_indices=True`` is refused. Build one from an existing layer with
-    :meth:`from_max_pool`; its ``state_dict`` is ``nn.MaxPool2d``'s (empty)."""
+    :meth:`from_max_pool` and back with :meth:`to_max_pool`; its ``state_dict`` is
+    ``nn.MaxPool2d``'s (empty)."""
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1,
                  return_indices: bool = False, ceil_mode: bool = False) -> None:
@@ -68,7 +69,8 @@ class ChannelsLastMaxPool2d(nn.MaxPool2d):
 
     @classmethod
     def from_max_pool(cls, pool: nn.MaxPool2d) -> "ChannelsLastMaxPool2d":
-        """The same pooling as ``pool`` (which must not return indices)."""
+        """The same pooling as ``pool`` (which must not return indices), in its training
+        mode."""
         if not isinstance(pool, nn.MaxPool2d):
             raise TypeError(f"from_max_pool: pool must be an nn.MaxPool2d, got "
                             f"{type(pool).__name__}")
@@ -76,16 +78,20 @@ class ChannelsLastMaxPool2d(nn.MaxPool2d):
             raise ValueError("from_max_pool: pool returns indices (return_indices=True); "
                              "ChannelsLastMaxPool2d returns the pooled tensor only")
         return cls(pool.kernel_size, pool.stride, pool.padding, pool.dilation,
-                   ceil_mode=pool.ceil_mode)
+                   ceil_mode=pool.ceil_mode).train(pool.training)
+
+    def to_max_pool(self) -> nn.MaxPool2d:
+        """The equivalent ``nn.MaxPool2d``, in this module's training mode."""
+        return nn.MaxPool2d(self.kernel_size, self.stride, self.padding, self.dilation,
+                            ceil_mode=self.ceil_mode).train(self.training)
 
     def forward(self, input: Tensor) -> Tensor:
-        if pools_through_channels_last(input):
-            pooled = F.max_pool2d(input.contiguous(memory_format=torch.channels_last),
-                                  self.kernel_size, self.stride, self.padding, self.dilation,
-                                  ceil_mode=self.ceil_mode)
-            return pooled.contiguous()
-        return F.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
-                            ceil_mode=self.ceil_mode)
+        through_channels_last = pools_through_channels_last(input)
+        pooled = F.max_pool2d(
+            input.contiguous(memory_format=torch.channels_last) if through_channels_last
+            else input, self.kernel_size, self.stride, self.padding, self.dilation,
+            ceil_mode=self.ceil_mode)
+        return pooled.contiguous() if through_channels_last else pooled
 
 
 def pool_channels_last(model: nn.Module) -> List[str]:
@@ -93,7 +99,8 @@ def pool_channels_last(model: nn.Module) -> List[str]:
     indices by the equivalent :class:`ChannelsLastMaxPool2d`; returns the names replaced
     (as in ``model.named_modules()``). Subclasses (they may compute something else) and
     pools returning indices are left as they are. The new modules are in the old ones'
-    training mode; hooks registered on the old ones are not carried over. ``torch.fx``
+    training mode (:meth:`ChannelsLastMaxPool2d.from_max_pool`); hooks registered on the
+    old ones are not carried over. ``torch.fx``
     traces into the new modules' forward (a branch on the input), so fold batch norm
     (``fold_batchnorm``, which traces) before, as ``sparsify`` does."""
     if not isinstance(model, nn.Module):
@@ -103,7 +110,6 @@ def pool_channels_last(model: nn.Module) -> List[str]:
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             if type(child) is nn.MaxPool2d and not child.return_indices:
-                pool = ChannelsLastMaxPool2d.from_max_pool(child).train(child.training)
-                setattr(module, child_name, pool)
+                setattr(module, child_name, ChannelsLastMaxPool2d.from_max_pool(child))
                 replaced.append(f"{name}.{child_name}" if name else child_name)
     return replaced
