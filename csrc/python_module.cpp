@@ -189,6 +189,9 @@ py::object toeplitz_conv2d_csr(py::handle x_object, py::handle kernel_object,
 PYBIND11_MODULE(_C, m) {
   m.def("_release_cached_outputs", &torch_sparse_conv::release_cached_outputs,
         "Frees the cached memory of freed Toeplitz outputs; returns the bytes released.");
+  m.def("_release_cached_patterns", &torch_sparse_conv::release_cached_patterns,
+        "Frees the transposed sparse-filter patterns the CPU backward keeps; returns the "
+        "bytes released.");
   m.def("_toeplitz_conv2d_scipy_numpy", &toeplitz_conv2d_scipy_numpy,
         "compat.Toeplitz_convolution2d's CPU kernel on numpy arrays: (indptr, indices, data) "
         "of scipy's CSR batch, a C-order 2-D kernel array of data's dtype, H, W, mode -> the "

@@ -15,7 +15,12 @@ from . import _library
 
 _library.load()
 
-from ._library import cuda_version_compiled, empty_output_cache, library_path  # noqa: E402
+from ._library import (  # noqa: E402
+    cuda_version_compiled,
+    empty_output_cache,
+    empty_pattern_cache,
+    library_path,
+)
 from .sparse_filter import (  # noqa: E402
     SparseConv2d,
     dense_state_dict,
@@ -34,6 +39,7 @@ __version__ = "0.1.0"
 __all__ = [
     "cuda_version_compiled",
     "empty_output_cache",
+    "empty_pattern_cache",
     "library_path",
     "SparseConv2d",
     "ToeplitzConv2d",

@@ -7,6 +7,7 @@
 
 #include "csrc/common/output_buffer_cache.h"
 #include "csrc/sparse_filter/checks.h"
+#include "csrc/sparse_filter/pattern_cache.h"
 
 namespace torch_sparse_conv {
 
@@ -101,9 +102,10 @@ namespace {
 
 // The kept taps regrouped into a CSR over blocks x C_in rows: the tap of output channel oc at
 // filter column col goes to row block_of[col] * C_in + (the first input channel of oc's group)
-// + col / (kH kW), at column (oc mod C_out/groups) * out_kernel + column_of[col]. A counting
-// sort in parallel: each part of the output channels counts its taps per row, then writes
-// them from its own offsets, so every row keeps output-channel order whatever the threads.
+// + col / (kH kW), at column (oc mod C_out/groups) * out_kernel + column_of[col], and its
+// source is its index k in the forward's CSR. A counting sort in parallel: each part of the
+// output channels counts its taps per row, then writes them from its own offsets, so every
+// row keeps output-channel order whatever the threads.
 // Each channel's taps go backwards: the flips reverse their order inside a channel pair, so
 // a row sorted by column gives rows sorted by column (the forward then need not sort them).
 // The sort's stores scatter over every row of memory just allocated (512 runs on 512x7x7),
@@ -111,13 +113,14 @@ namespace {
 // next line, and reads through restrict-qualified locals (with plain pointers the compiler
 // reloaded the row bounds and spilled pointers after every store). 512x7x7 at 10 %, batch
 // 8: the transposed filter took 2.4-2.6 ms of the input's gradient at 1 thread (1.3-1.5 at 2
-// threads), now 1.2-1.6 (0.8-1.3). Sorting in two passes, into bundles of rows first, and
-// giving each thread a share of the rows (all taps read, its rows written) were both slower.
-TransposedFilter regroup_taps(const at::Tensor& row_ptr, const at::Tensor& col_idx,
-                              const at::Tensor& values, const SparseFilterGeometry& g,
-                              const std::vector<int64_t>& block_of,
-                              const std::vector<int64_t>& column_of, int64_t blocks,
-                              int64_t out_kernel) {
+// threads), then 1.2-1.6 (0.8-1.3); it is now kept between calls (pattern_cache.h). Sorting
+// in two passes, into bundles of rows first, and giving each thread a share of the rows (all
+// taps read, its rows written) were both slower.
+RegroupedPattern regroup_pattern(const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                                 const SparseFilterGeometry& g,
+                                 const std::vector<int64_t>& block_of,
+                                 const std::vector<int64_t>& column_of, int64_t blocks,
+                                 int64_t out_kernel) {
   const int64_t* __restrict r = row_ptr.data_ptr<int64_t>();
   const int64_t* __restrict c = col_idx.data_ptr<int64_t>();
   const int64_t nnz = col_idx.size(0);
@@ -145,7 +148,7 @@ TransposedFilter regroup_taps(const at::Tensor& row_ptr, const at::Tensor& col_i
       }
     }
   });
-  TransposedFilter t;
+  RegroupedPattern t;
   t.row_ptr = at::empty({rows + 1}, row_ptr.options());
   int64_t* start = t.row_ptr.data_ptr<int64_t>();
   int64_t running = 0;
@@ -159,35 +162,58 @@ TransposedFilter regroup_taps(const at::Tensor& row_ptr, const at::Tensor& col_i
   }
   start[rows] = running;
   t.col_idx = at::empty({nnz}, col_idx.options());
-  t.values = at::empty({nnz}, values.options());
+  t.source = at::empty({nnz}, col_idx.options());
   int64_t* __restrict tc = t.col_idx.data_ptr<int64_t>();
-  constexpr int64_t kAheadBytes = 64;
-  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "regroup_taps", [&] {
-    const scalar_t* __restrict v = values.data_ptr<scalar_t>();
-    scalar_t* __restrict tv = t.values.data_ptr<scalar_t>();
-    at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t p = begin; p < end; ++p) {
-        int64_t* __restrict fill = offset.data() + p * rows;
-        const int64_t last_oc = std::min(g.out_channels, (p + 1) * per_part);
-        for (int64_t oc = p * per_part; oc < last_oc; ++oc) {
-          const int64_t first_channel = oc / ocpg * icpg, first_column = oc % ocpg * out_kernel;
-          const int64_t k_begin = r[oc];
-          for (int64_t k = r[oc + 1] - 1; k >= k_begin; --k) {
-            const int64_t col = c[k];
-            const int64_t slot = fill[first_channel + row_of[col]]++;
-            // The row's next cache line, for writing: each row's run is its own stream,
-            // too many for the hardware prefetcher, into memory just allocated.
-            __builtin_prefetch(tc + slot + kAheadBytes / sizeof(int64_t), 1, 3);
-            __builtin_prefetch(tv + slot + kAheadBytes / sizeof(scalar_t), 1, 3);
-            tc[slot] = first_column + flipped_column[col];
-            tv[slot] = v[k];
-          }
+  int64_t* __restrict ts = t.source.data_ptr<int64_t>();
+  constexpr int64_t kAhead = 64 / sizeof(int64_t);
+  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      int64_t* __restrict fill = offset.data() + p * rows;
+      const int64_t last_oc = std::min(g.out_channels, (p + 1) * per_part);
+      for (int64_t oc = p * per_part; oc < last_oc; ++oc) {
+        const int64_t first_channel = oc / ocpg * icpg, first_column = oc % ocpg * out_kernel;
+        const int64_t k_begin = r[oc];
+        for (int64_t k = r[oc + 1] - 1; k >= k_begin; --k) {
+          const int64_t col = c[k];
+          const int64_t slot = fill[first_channel + row_of[col]]++;
+          // The row's next cache line, for writing: each row's run is its own stream,
+          // too many for the hardware prefetcher, into memory just allocated.
+          __builtin_prefetch(tc + slot + kAhead, 1, 3);
+          __builtin_prefetch(ts + slot + kAhead, 1, 3);
+          tc[slot] = first_column + flipped_column[col];
+          ts[slot] = k;
         }
       }
+    }
+  });
+  return t;
+}
+
+// The regrouped filter of `values`: the kept (or built) pattern, each tap's value gathered
+// from its source.
+TransposedFilter regrouped_filter(const RegroupedPattern& pattern, const at::Tensor& values) {
+  TransposedFilter t;
+  t.row_ptr = pattern.row_ptr;
+  t.col_idx = pattern.col_idx;
+  const int64_t nnz = pattern.source.size(0);
+  t.values = empty_output(nnz, values.scalar_type());
+  const int64_t* __restrict source = pattern.source.data_ptr<int64_t>();
+  AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "regrouped_filter", [&] {
+    const scalar_t* __restrict v = values.data_ptr<scalar_t>();
+    scalar_t* __restrict tv = t.values.data_ptr<scalar_t>();
+    at::parallel_for(0, nnz, 16384, [&](int64_t begin, int64_t end) {
+      for (int64_t j = begin; j < end; ++j) tv[j] = v[source[j]];
     });
   });
   return t;
 }
+
+// What a regrouping of g's filter depends on besides row_ptr and col_idx.
+RegroupKey regroup_key(int64_t kind, const SparseFilterGeometry& g) {
+  return {kind,         g.in_channels, g.out_channels, g.groups,     g.kernel_h,
+          g.kernel_w,   g.stride_h,    g.stride_w,     g.dilation_h, g.dilation_w};
+}
+constexpr int64_t kTransposed = 0, kPhases = 1;
 
 }  // namespace
 
@@ -201,9 +227,11 @@ TransposedFilter transposed_filter(const at::Tensor& row_ptr, const at::Tensor& 
     flipped_of[col] = (g.kernel_h - 1 - tap / g.kernel_w) * g.kernel_w +
                       (g.kernel_w - 1 - tap % g.kernel_w);
   }
-  TransposedFilter t = regroup_taps(row_ptr, col_idx, values, g,
-                                    std::vector<int64_t>(g.taps_per_filter(), 0), flipped_of,
-                                    1, kernel);
+  const auto pattern = regrouped_pattern(regroup_key(kTransposed, g), row_ptr, col_idx, [&] {
+    return regroup_pattern(row_ptr, col_idx, g, std::vector<int64_t>(g.taps_per_filter(), 0),
+                           flipped_of, 1, kernel);
+  });
+  TransposedFilter t = regrouped_filter(*pattern, values);
   t.weight_size = {g.in_channels, g.out_channels_per_group(), g.kernel_h, g.kernel_w};
   return t;
 }
@@ -244,8 +272,10 @@ std::vector<TransposedFilter> phase_filters(const at::Tensor& row_ptr, const at:
     column_of[col] = (shift[0] - row / g.stride_h) * cols + (shift[1] - column / g.stride_w);
   }
   // One CSR over (phase, input channel) rows; each phase's filter is its run of rows.
-  const TransposedFilter all =
-      regroup_taps(row_ptr, col_idx, values, g, phase_of, column_of, phases, rows * cols);
+  const auto pattern = regrouped_pattern(regroup_key(kPhases, g), row_ptr, col_idx, [&] {
+    return regroup_pattern(row_ptr, col_idx, g, phase_of, column_of, phases, rows * cols);
+  });
+  const TransposedFilter all = regrouped_filter(*pattern, values);
   const int64_t* start = all.row_ptr.data_ptr<int64_t>();
   std::vector<TransposedFilter> filters(phases);
   for (int64_t phase = 0; phase < phases; ++phase) {

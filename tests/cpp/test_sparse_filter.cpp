@@ -160,6 +160,39 @@ TEST(SparseFilterConv2d, BackwardMatchesConv2dOnMaskedWeight) {
   }
 }
 
+// The input's gradient keeps its transposed pattern between calls: a second backward finds
+// it (same gradient), a pattern changed in place is not served the old one, and
+// release_cached_patterns frees what is kept.
+TEST(SparseFilterConv2d, BackwardKeepsTransposedPatternsSafely) {
+  torch::manual_seed(5);
+  const at::Tensor weight =
+      at::randn({12, 8, 3, 3}, at::kDouble) * (at::rand({12, 8, 3, 3}) < 0.1);
+  const at::Tensor input = at::randn({2, 8, 9, 9}, at::kDouble);
+  tsc::PackedFilter w = tsc::pack_sparse_filter(weight);
+  auto grad_input = [&](const at::Tensor& dense) {
+    const at::Tensor x = input.clone().requires_grad_();
+    tsc::sparse_filter_conv2d(x, w, c10::nullopt, {1, 1}, {1, 1}, {1, 1}, 1, "direct")
+        .sum().backward();
+    const at::Tensor x_ref = input.clone().requires_grad_();
+    at::conv2d(x_ref, dense, {}, {1, 1}, {1, 1}).sum().backward();
+    tsc_test::expect_close(x.grad(), x_ref.grad());
+  };
+  tsc::release_cached_patterns();
+  grad_input(weight);
+  grad_input(weight);  // found
+  // Every tap moved to the last columns of its row, in place (same tensors, same nnz).
+  const int64_t columns = 8 * 3 * 3;
+  auto rp = w.row_ptr.accessor<int64_t, 1>();
+  auto ci = w.col_idx.accessor<int64_t, 1>();
+  for (int64_t oc = 0; oc < 12; ++oc) {
+    const int64_t taps = rp[oc + 1] - rp[oc];
+    for (int64_t k = rp[oc]; k < rp[oc + 1]; ++k) ci[k] = columns - taps + (k - rp[oc]);
+  }
+  grad_input(tsc::unpack_sparse_filter(w));
+  EXPECT_GT(tsc::release_cached_patterns(), 0);
+  EXPECT_EQ(tsc::release_cached_patterns(), 0);
+}
+
 TEST(SparseFilterConv2d, ErrorsNameTheArgument) {
   const auto x = at::randn({1, 4, 8, 8});
   const auto weight = tsc_test::random_sparse_weight({6, 4, 3, 3}, 0.5, at::kFloat);

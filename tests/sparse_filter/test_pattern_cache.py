@@ -1,0 +1,170 @@
+"""The transposed patterns the CPU backward keeps between calls (csrc/sparse_filter/
+pattern_cache.h): found by row_ptr and col_idx compared bit for bit, so a pattern changed in
+place (same tensors, same version counter) or another layer of the same shape and size is
+never served a stale one; the values are gathered afresh on every call."""
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import torch_sparse_conv as tsc
+
+from testing import random_weight, run_script
+
+BACKWARD = torch.ops.torch_sparse_conv._sparse_filter_conv2d_backward
+
+
+def _grads(x, row_ptr, col_idx, values, shape, stride, grad_out):
+    grad_input, grad_values, _ = BACKWARD(grad_out, x, row_ptr, col_idx, values, list(shape),
+                                          list(stride), [1, 1], [1, 1], 1,
+                                          [True, True, False])
+    return grad_input, grad_values
+
+
+def _expected_grad_input(x, weight, stride, grad_out):
+    leaf = x.clone().requires_grad_()
+    out = F.conv2d(leaf, weight, None, stride, 1)
+    (grad,) = torch.autograd.grad(out, leaf, grad_out)
+    return grad
+
+
+def _dense(row_ptr, col_idx, values, shape):
+    return tsc.unpack_sparse_filter(row_ptr, col_idx, values, list(shape))
+
+
+def _setup(stride, seed=0, density=0.1):
+    """A layer whose backward takes the transposed (stride 1) or per-phase (stride 2) path,
+    which keeps a pattern (at higher densities stride 2 goes to oneDNN: see
+    test_kept_and_rebuilt_patterns_give_the_same_bits, which checks a pattern is kept)."""
+    gen = torch.Generator().manual_seed(seed)
+    shape = (24, 16, 3, 3)
+    weight = random_weight(shape, density, torch.float64, gen)
+    x = torch.randn(3, 16, 11, 11, dtype=torch.float64, generator=gen)
+    out = F.conv2d(x, weight, None, stride, 1)
+    grad_out = torch.randn(out.shape, dtype=torch.float64, generator=gen)
+    return shape, weight, x, grad_out
+
+
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2)])
+def test_pattern_written_in_place_is_not_served_stale(stride):
+    """The same row_ptr and col_idx tensors, rewritten through .data between two calls: a
+    cache keyed on identity or version would serve the first pattern's transpose."""
+    shape, weight, x, grad_out = _setup(stride)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(weight)
+    first, _ = _grads(x, row_ptr, col_idx, values, shape, stride, grad_out)
+    torch.testing.assert_close(first, _expected_grad_input(x, weight, stride, grad_out))
+
+    # Move every tap to another column of its row (same counts, same nnz, still sorted):
+    # only col_idx changes. Then shift taps between two rows: row_ptr changes too.
+    versions = (row_ptr._version, col_idx._version)
+    columns = shape[1] * shape[2] * shape[3]
+    for oc in range(shape[0]):
+        lo, hi = int(row_ptr[oc]), int(row_ptr[oc + 1])
+        col_idx.data[lo:hi] = torch.arange(columns - (hi - lo), columns)
+    second, _ = _grads(x, row_ptr, col_idx, values, shape, stride, grad_out)
+    torch.testing.assert_close(
+        second, _expected_grad_input(x, _dense(row_ptr, col_idx, values, shape), stride, grad_out))
+    assert not torch.equal(first, second)
+
+    moved = int(row_ptr[1]) - 1  # row 0 gives its last tap to row 1
+    assert moved >= int(row_ptr[0])
+    row_ptr.data[1] = moved
+    lo, hi = int(row_ptr[1]), int(row_ptr[2])
+    col_idx.data[lo:hi] = torch.arange(hi - lo)
+    assert (row_ptr._version, col_idx._version) == versions
+    third, _ = _grads(x, row_ptr, col_idx, values, shape, stride, grad_out)
+    torch.testing.assert_close(
+        third, _expected_grad_input(x, _dense(row_ptr, col_idx, values, shape), stride, grad_out))
+
+
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2)])
+def test_values_are_read_afresh_on_every_call(stride):
+    shape, weight, x, grad_out = _setup(stride)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(weight)
+    _grads(x, row_ptr, col_idx, values, shape, stride, grad_out)
+    values.data.mul_(-3.0)
+    got, _ = _grads(x, row_ptr, col_idx, values, shape, stride, grad_out)
+    torch.testing.assert_close(
+        got, _expected_grad_input(x, _dense(row_ptr, col_idx, values, shape), stride, grad_out))
+
+
+def test_layers_of_one_shape_and_size_get_their_own_patterns():
+    """Two patterns of equal shape and nnz, called in turn: each finds its own entry."""
+    shape, _, x, grad_out = _setup((1, 1))
+    packed = []
+    for seed in (1, 2):
+        gen = torch.Generator().manual_seed(seed)
+        keep = torch.zeros(shape).flatten()
+        keep[torch.randperm(keep.numel(), generator=gen)[:400]] = 1
+        w = torch.randn(shape, dtype=torch.float64, generator=gen) * keep.view(shape)
+        packed.append(tsc.pack_sparse_filter(w))
+    assert packed[0][1].numel() == packed[1][1].numel() == 400
+    for _ in range(2):
+        for row_ptr, col_idx, values in packed:
+            got, _ = _grads(x, row_ptr, col_idx, values, shape, (1, 1), grad_out)
+            expected = _expected_grad_input(x, _dense(row_ptr, col_idx, values, shape), (1, 1),
+                                            grad_out)
+            torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2)])
+def test_kept_and_rebuilt_patterns_give_the_same_bits(stride):
+    shape, weight, x, grad_out = _setup(stride)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(weight)
+    tsc.empty_pattern_cache()
+    built = _grads(x, row_ptr, col_idx, values, shape, stride, grad_out)
+    assert tsc.empty_pattern_cache() > 0  # the call above kept its pattern
+    assert tsc.empty_pattern_cache() == 0
+    _grads(x, row_ptr, col_idx, values, shape, stride, grad_out)  # builds and keeps it
+    kept = _grads(x, row_ptr, col_idx, values, shape, stride, grad_out)  # finds it
+    for a, b in zip(built, kept):
+        assert torch.equal(a, b)
+
+
+def test_no_pattern_kept_when_the_limit_is_zero():
+    run_script(
+        "import torch, torch_sparse_conv as tsc, torch.nn.functional as F\n"
+        "w = torch.randn(8, 4, 3, 3, dtype=torch.float64) * (torch.rand(8, 4, 3, 3) < 0.3)\n"
+        "x = torch.randn(2, 4, 6, 6, dtype=torch.float64, requires_grad=True)\n"
+        "rp, ci, v = tsc.pack_sparse_filter(w)\n"
+        "for _ in range(2):\n"
+        "    y = torch.ops.torch_sparse_conv.sparse_filter_conv2d(x, rp, ci, v, [8, 4, 3, 3],"
+        " None, [1, 1], [1, 1], [1, 1], 1, 'direct')\n"
+        "    (g,) = torch.autograd.grad(y.sum(), x)\n"
+        "    (e,) = torch.autograd.grad(F.conv2d(x, w, None, 1, 1).sum(), x)\n"
+        "    torch.testing.assert_close(g, e)\n"
+        "assert tsc.empty_pattern_cache() == 0\n"
+        "print('ok')\n",
+        TSC_PATTERN_CACHE_MB="0")
+
+
+def test_threads_sharing_patterns_get_the_right_gradients():
+    """Four threads, two layers of one shape and size: lookups, builds and evictions race."""
+    shape, _, x, grad_out = _setup((1, 1))
+    layers = []
+    for seed in (3, 4):
+        gen = torch.Generator().manual_seed(seed)
+        keep = torch.zeros(shape).flatten()
+        keep[torch.randperm(keep.numel(), generator=gen)[:300]] = 1
+        w = torch.randn(shape, dtype=torch.float64, generator=gen) * keep.view(shape)
+        layers.append((tsc.pack_sparse_filter(w), _expected_grad_input(x, w, (1, 1), grad_out)))
+    errors = []
+
+    def work(start):
+        try:
+            for i in range(20):
+                (row_ptr, col_idx, values), expected = layers[(start + i) % 2]
+                got, _ = _grads(x, row_ptr, col_idx, values, shape, (1, 1), grad_out)
+                torch.testing.assert_close(got, expected)
+                if i % 7 == start:
+                    tsc.empty_pattern_cache()
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
