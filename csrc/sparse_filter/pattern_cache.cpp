@@ -20,6 +20,12 @@ size_t limit_bytes() {
 // stays short whatever the byte limit.
 constexpr size_t kMaxEntries = 256;
 
+// memcmp of n int64s; empty arrays (an empty vector's data() may be null, which memcmp must
+// not be given) are equal.
+bool same_values(const int64_t* a, const int64_t* b, size_t n) {
+  return n == 0 || std::memcmp(a, b, n * sizeof(int64_t)) == 0;
+}
+
 struct Entry {
   RegroupKey key;
   std::vector<int64_t> row_ptr, col_idx;  // copies of what the pattern was built from
@@ -30,8 +36,8 @@ struct Entry {
     const size_t rows = static_cast<size_t>(rp.numel()), nnz = static_cast<size_t>(ci.numel());
     // row_ptr first: two patterns of one shape and size differ there within a few rows.
     return key == k && row_ptr.size() == rows && col_idx.size() == nnz &&
-           std::memcmp(row_ptr.data(), rp.data_ptr<int64_t>(), rows * sizeof(int64_t)) == 0 &&
-           std::memcmp(col_idx.data(), ci.data_ptr<int64_t>(), nnz * sizeof(int64_t)) == 0;
+           same_values(row_ptr.data(), rp.data_ptr<int64_t>(), rows) &&
+           same_values(col_idx.data(), ci.data_ptr<int64_t>(), nnz);
   }
 };
 

@@ -168,3 +168,16 @@ def test_threads_sharing_patterns_get_the_right_gradients():
     for t in threads:
         t.join()
     assert not errors, errors
+
+
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2)])
+def test_empty_pattern_is_kept_and_found(stride):
+    """A filter with no kept taps (nnz 0): its empty pattern is kept and found like any other
+    (the comparison of empty arrays reads nothing)."""
+    shape, _, x, grad_out = _setup(stride)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(torch.zeros(shape, dtype=torch.float64))
+    assert col_idx.numel() == 0
+    for _ in range(2):
+        grad_input, grad_values = _grads(x, row_ptr, col_idx, values, shape, stride, grad_out)
+        assert torch.equal(grad_input, torch.zeros_like(x))
+        assert grad_values.numel() == 0
