@@ -85,8 +85,8 @@ int64_t release_cached_outputs();
 
 // The CPU backward of a sparse filter keeps the transposed pattern of the input's gradient
 // between calls (found by row_ptr and col_idx, compared bit for bit on every call; up to
-// TSC_PATTERN_CACHE_MB megabytes, default 256, 0 for none). This frees them now; returns the
-// bytes released.
+// TSC_PATTERN_CACHE_MB megabytes, default 256, read at the first backward, 0 for none). This
+// frees them now; returns the bytes they held.
 int64_t release_cached_patterns();
 
 // ---------------------------------------------------------------- build facts

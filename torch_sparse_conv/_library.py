@@ -58,12 +58,13 @@ def empty_output_cache() -> int:
 def empty_pattern_cache() -> int:
     """Frees the transposed filter patterns the CPU backward of a sparse filter keeps.
 
-    The input's gradient convolves with the filter transposed; regrouping the taps costs about
-    as much as a fifth of a training step on 512x7x7, so the regrouped pattern is kept between
-    calls, found by the layer's ``row_ptr`` and ``col_idx`` compared bit for bit on every call
-    (the values are gathered afresh each call). At most ``TSC_PATTERN_CACHE_MB`` megabytes are
-    kept (default 256; set it to 0 before the first call to keep none). Returns the number of
-    bytes released."""
+    The input's gradient convolves with the filter transposed; regrouping the taps took about
+    5 % of a training step on 512x7x7, so the regrouped pattern is kept between calls, found by
+    the layer's ``row_ptr`` and ``col_idx`` compared bit for bit on every call (the values are
+    gathered afresh each call). At most ``TSC_PATTERN_CACHE_MB`` megabytes are kept (default
+    256, read at the first backward; set it to 0 before then to keep none); where a model's
+    patterns exceed it, those kept stay until no call has found them for a while. Returns the
+    number of bytes released (patterns in use by a running call are freed when it ends)."""
     from . import _C
 
     return int(_C._release_cached_patterns())

@@ -227,10 +227,12 @@ TransposedFilter transposed_filter(const at::Tensor& row_ptr, const at::Tensor& 
     flipped_of[col] = (g.kernel_h - 1 - tap / g.kernel_w) * g.kernel_w +
                       (g.kernel_w - 1 - tap % g.kernel_w);
   }
-  const auto pattern = regrouped_pattern(regroup_key(kTransposed, g), row_ptr, col_idx, [&] {
-    return regroup_pattern(row_ptr, col_idx, g, std::vector<int64_t>(g.taps_per_filter(), 0),
-                           flipped_of, 1, kernel);
-  });
+  const auto pattern = regrouped_pattern(
+      regroup_key(kTransposed, g), row_ptr, col_idx,
+      [&](const at::Tensor& rp, const at::Tensor& ci) {
+        return regroup_pattern(rp, ci, g, std::vector<int64_t>(g.taps_per_filter(), 0),
+                               flipped_of, 1, kernel);
+      });
   TransposedFilter t = regrouped_filter(*pattern, values);
   t.weight_size = {g.in_channels, g.out_channels_per_group(), g.kernel_h, g.kernel_w};
   return t;
@@ -272,9 +274,11 @@ std::vector<TransposedFilter> phase_filters(const at::Tensor& row_ptr, const at:
     column_of[col] = (shift[0] - row / g.stride_h) * cols + (shift[1] - column / g.stride_w);
   }
   // One CSR over (phase, input channel) rows; each phase's filter is its run of rows.
-  const auto pattern = regrouped_pattern(regroup_key(kPhases, g), row_ptr, col_idx, [&] {
-    return regroup_pattern(row_ptr, col_idx, g, phase_of, column_of, phases, rows * cols);
-  });
+  const auto pattern = regrouped_pattern(
+      regroup_key(kPhases, g), row_ptr, col_idx,
+      [&](const at::Tensor& rp, const at::Tensor& ci) {
+        return regroup_pattern(rp, ci, g, phase_of, column_of, phases, rows * cols);
+      });
   const TransposedFilter all = regrouped_filter(*pattern, values);
   const int64_t* start = all.row_ptr.data_ptr<int64_t>();
   std::vector<TransposedFilter> filters(phases);

@@ -1,12 +1,14 @@
-// What the sparse-filter kernels derive from a packed filter's pattern, computed afresh on
-// every call from the tensors as they are now.
+// What the sparse-filter kernels derive from a packed filter's pattern, computed on every
+// call from the tensors as they are now.
 //
-// Nothing here is remembered between calls but the transposed filters' patterns, which are
-// found by their row_ptr and col_idx compared bit for bit (pattern_cache.h). A write through `.data`, numpy or another view
-// changes a tensor without bumping its version counter, so a cache keyed on tensor identity
-// and version can serve a stale weight or skip the index check that keeps the kernels in
-// bounds. Each pass is O(nnz) (the dense weight O(C_out * C_in/groups * kH * kW)) beside a
-// convolution of O(N * H_out * W_out * nnz); BENCHMARKS.md ("Per-call checks") has the cost.
+// Nothing here is remembered between calls but the regrouped patterns of the transposed and
+// per-phase filters (pattern_cache.h), found by the call's row_ptr and col_idx compared bit
+// for bit with the copies they were built from; their values are gathered afresh. A write
+// through `.data`, numpy or another view changes a tensor without bumping its version
+// counter, so a cache keyed on tensor identity and version can serve a stale weight or skip
+// the index check that keeps the kernels in bounds. Each pass is O(nnz) (the dense weight
+// O(C_out * C_in/groups * kH * kW)) beside a convolution of O(N * H_out * W_out * nnz);
+// BENCHMARKS.md ("Per-call checks") has the cost.
 #pragma once
 
 #include <ATen/ATen.h>

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <list>
 #include <mutex>
+#include <new>
 #include <vector>
 
 namespace torch_sparse_conv {
@@ -20,39 +21,42 @@ size_t limit_bytes() {
 // stays short whatever the byte limit.
 constexpr size_t kMaxEntries = 256;
 
-// memcmp of n int64s; empty arrays (an empty vector's data() may be null, which memcmp must
-// not be given) are equal.
+// memcmp of n int64s; empty arrays (whose data() may be null, which memcmp must not be given)
+// are equal.
 bool same_values(const int64_t* a, const int64_t* b, size_t n) {
   return n == 0 || std::memcmp(a, b, n * sizeof(int64_t)) == 0;
 }
 
 struct Entry {
   RegroupKey key;
-  std::vector<int64_t> row_ptr, col_idx;  // copies of what the pattern was built from
+  at::Tensor row_ptr, col_idx;  // copies of what the pattern was built from
   std::shared_ptr<const RegroupedPattern> pattern;
   size_t bytes = 0;
 
   bool holds(const RegroupKey& k, const at::Tensor& rp, const at::Tensor& ci) const {
-    const size_t rows = static_cast<size_t>(rp.numel()), nnz = static_cast<size_t>(ci.numel());
-    // row_ptr first: two patterns of one shape and size differ there within a few rows.
-    return key == k && row_ptr.size() == rows && col_idx.size() == nnz &&
-           same_values(row_ptr.data(), rp.data_ptr<int64_t>(), rows) &&
-           same_values(col_idx.data(), ci.data_ptr<int64_t>(), nnz);
+    return key == k && row_ptr.numel() == rp.numel() && col_idx.numel() == ci.numel() &&
+           // row_ptr first: two patterns of one shape and size differ there within a few rows.
+           same_values(row_ptr.data_ptr<int64_t>(), rp.data_ptr<int64_t>(), rp.numel()) &&
+           same_values(col_idx.data_ptr<int64_t>(), ci.data_ptr<int64_t>(), ci.numel());
   }
 };
 
-size_t tensor_bytes(const at::Tensor& t) { return static_cast<size_t>(t.nbytes()); }
-
 class PatternCache {
+  struct Slot {
+    std::shared_ptr<const Entry> entry;
+    uint64_t last_use;  // lookups_ when it was last found or kept
+  };
+
  public:
   std::shared_ptr<const RegroupedPattern> find(const RegroupKey& key, const at::Tensor& rp,
                                                const at::Tensor& ci) {
     std::vector<std::shared_ptr<const Entry>> candidates;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      for (const auto& entry : entries_) {
-        if (entry->key == key && entry->col_idx.size() == static_cast<size_t>(ci.numel())) {
-          candidates.push_back(entry);
+      ++lookups_;
+      for (const Slot& slot : slots_) {
+        if (slot.entry->key == key && slot.entry->col_idx.numel() == ci.numel()) {
+          candidates.push_back(slot.entry);
         }
       }
     }
@@ -60,46 +64,53 @@ class PatternCache {
     for (const auto& entry : candidates) {
       if (!entry->holds(key, rp, ci)) continue;
       std::lock_guard<std::mutex> lock(mutex_);
-      auto it = std::find(entries_.begin(), entries_.end(), entry);
-      if (it != entries_.end()) entries_.splice(entries_.end(), entries_, it);  // most recent
+      auto it = std::find_if(slots_.begin(), slots_.end(),
+                             [&](const Slot& slot) { return slot.entry == entry; });
+      if (it != slots_.end()) {
+        reuse_distance_ = std::max(reuse_distance_, lookups_ - it->last_use);
+        it->last_use = lookups_;
+        slots_.splice(slots_.end(), slots_, it);  // most recently used last
+      }
       return entry->pattern;
     }
     return nullptr;
   }
 
-  void keep(const RegroupKey& key, const at::Tensor& rp, const at::Tensor& ci,
-            std::shared_ptr<const RegroupedPattern> pattern) {
-    auto entry = std::make_shared<Entry>();
-    entry->bytes = tensor_bytes(rp) + tensor_bytes(ci) + tensor_bytes(pattern->row_ptr) +
-                   tensor_bytes(pattern->col_idx) + tensor_bytes(pattern->source);
-    if (entry->bytes > limit_) return;
-    entry->key = key;
-    const int64_t* r = rp.data_ptr<int64_t>();
-    const int64_t* c = ci.data_ptr<int64_t>();
-    entry->row_ptr.assign(r, r + rp.numel());
-    entry->col_idx.assign(c, c + ci.numel());
-    entry->pattern = std::move(pattern);
+  // Keeps `entry` if it fits. To make room it drops only entries that no lookup has found for
+  // twice the longest gap seen between two finds of one entry (training finds each layer's
+  // once per step) or twice the entries, whichever is more. When a model's patterns exceed
+  // the limit, the ones kept stay found, instead of each new one evicting the next layer's in
+  // turn and none ever being found; patterns no longer used (a pruning step changed them) age
+  // out.
+  void keep(std::shared_ptr<const Entry> entry) {
     std::vector<std::shared_ptr<const Entry>> dropped;  // freed outside the lock
     std::lock_guard<std::mutex> lock(mutex_);
-    entries_.push_back(std::move(entry));
-    bytes_ += entries_.back()->bytes;
-    while (bytes_ > limit_ || entries_.size() > kMaxEntries) {
-      bytes_ -= entries_.front()->bytes;
-      dropped.push_back(std::move(entries_.front()));
-      entries_.pop_front();
+    for (const Slot& slot : slots_) {
+      if (slot.entry->holds(entry->key, entry->row_ptr, entry->col_idx)) return;  // a twin
     }
+    const uint64_t stale_after = 2 * std::max<uint64_t>(reuse_distance_, slots_.size() + 1);
+    while (!slots_.empty() &&
+           (bytes_ + entry->bytes > limit_ || slots_.size() + 1 > kMaxEntries) &&
+           lookups_ - slots_.front().last_use > stale_after) {
+      bytes_ -= slots_.front().entry->bytes;
+      dropped.push_back(std::move(slots_.front().entry));
+      slots_.pop_front();
+    }
+    if (bytes_ + entry->bytes > limit_ || slots_.size() + 1 > kMaxEntries) return;
+    slots_.push_back({std::move(entry), lookups_});
+    bytes_ += slots_.back().entry->bytes;
   }
 
   int64_t release_all() {
-    std::list<std::shared_ptr<const Entry>> released;
+    std::list<Slot> released;  // freed after the lock
     std::lock_guard<std::mutex> lock(mutex_);
-    released.swap(entries_);
+    released.swap(slots_);
     const size_t bytes = bytes_;
     bytes_ = 0;
     return static_cast<int64_t>(bytes);
   }
 
-  bool enabled() const { return limit_ > 0; }
+  size_t limit() const { return limit_; }
 
   static PatternCache& instance() {
     // Never destroyed: a backward may run during interpreter shutdown.
@@ -109,8 +120,10 @@ class PatternCache {
 
  private:
   std::mutex mutex_;
-  std::list<std::shared_ptr<const Entry>> entries_;  // least recently used first
+  std::list<Slot> slots_;  // least recently used first
   size_t bytes_ = 0;
+  uint64_t lookups_ = 0;
+  uint64_t reuse_distance_ = 0;  // the most lookups seen between two finds of one entry
   const size_t limit_ = limit_bytes();
 };
 
@@ -118,12 +131,30 @@ class PatternCache {
 
 std::shared_ptr<const RegroupedPattern> regrouped_pattern(
     const RegroupKey& key, const at::Tensor& row_ptr, const at::Tensor& col_idx,
-    const std::function<RegroupedPattern()>& build) {
+    const std::function<RegroupedPattern(const at::Tensor&, const at::Tensor&)>& build) {
   PatternCache& cache = PatternCache::instance();
-  if (!cache.enabled()) return std::make_shared<const RegroupedPattern>(build());
+  if (cache.limit() == 0) {
+    return std::make_shared<const RegroupedPattern>(build(row_ptr, col_idx));
+  }
   if (auto kept = cache.find(key, row_ptr, col_idx)) return kept;
-  auto pattern = std::make_shared<const RegroupedPattern>(build());
-  cache.keep(key, row_ptr, col_idx, pattern);
+  // Built from copies, the ones the entry keeps: what it is found by is what it was built
+  // from, even if another thread wrote the caller's tensors meanwhile.
+  auto entry = std::make_shared<Entry>();
+  entry->key = key;
+  entry->row_ptr = row_ptr.clone();
+  entry->col_idx = col_idx.clone();
+  entry->pattern = std::make_shared<const RegroupedPattern>(build(entry->row_ptr, entry->col_idx));
+  const RegroupedPattern& p = *entry->pattern;
+  entry->bytes = entry->row_ptr.nbytes() + entry->col_idx.nbytes() + p.row_ptr.nbytes() +
+                 p.col_idx.nbytes() + p.source.nbytes();
+  std::shared_ptr<const RegroupedPattern> pattern = entry->pattern;
+  if (entry->bytes <= cache.limit()) {
+    try {
+      cache.keep(std::move(entry));
+    } catch (const std::bad_alloc&) {
+      // Not kept: this call has its pattern all the same.
+    }
+  }
   return pattern;
 }
 

@@ -31,16 +31,17 @@ struct RegroupedPattern {
 using RegroupKey = std::array<int64_t, 10>;
 
 // The regrouped pattern of (row_ptr, col_idx) under `key`: a kept one whose copies of
-// row_ptr and col_idx equal these bit for bit, else `build()`, kept for later calls (the
-// least recently used entries dropped beyond TSC_PATTERN_CACHE_MB megabytes in all, default
-// 256; 0 keeps none). row_ptr and col_idx contiguous int64 on the CPU. Thread-safe; kept
-// patterns are never written.
+// row_ptr and col_idx equal these bit for bit, else `build(copy of row_ptr, copy of
+// col_idx)`, kept for later calls where it fits in TSC_PATTERN_CACHE_MB megabytes in all
+// (default 256, read once; 0 keeps none; at most 256 entries; entries that are no longer
+// found make room, see PatternCache::keep). row_ptr and col_idx contiguous int64 on the CPU.
+// Thread-safe; kept patterns are never written.
 std::shared_ptr<const RegroupedPattern> regrouped_pattern(
     const RegroupKey& key, const at::Tensor& row_ptr, const at::Tensor& col_idx,
-    const std::function<RegroupedPattern()>& build);
+    const std::function<RegroupedPattern(const at::Tensor&, const at::Tensor&)>& build);
 
 // Frees every kept pattern (torch_sparse_conv.empty_pattern_cache()); returns the bytes
-// released.
+// they held (patterns that calls in progress still use are freed when those calls end).
 int64_t release_cached_patterns();
 
 }  // namespace torch_sparse_conv

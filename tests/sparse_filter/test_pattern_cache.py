@@ -46,13 +46,22 @@ def _setup(stride, seed=0, density=0.1):
     return shape, weight, x, grad_out
 
 
+def _keep(x, row_ptr, col_idx, values, shape, stride, grad_out):
+    """Calls the backward with the cache emptied first, checks that the call kept a pattern,
+    and calls it again so that it is kept: the test's next call can then be served."""
+    tsc.empty_pattern_cache()
+    _grads(x, row_ptr, col_idx, values, shape, stride, grad_out)
+    assert tsc.empty_pattern_cache() > 0, "this backward path keeps no pattern"
+    return _grads(x, row_ptr, col_idx, values, shape, stride, grad_out)
+
+
 @pytest.mark.parametrize("stride", [(1, 1), (2, 2)])
 def test_pattern_written_in_place_is_not_served_stale(stride):
     """The same row_ptr and col_idx tensors, rewritten through .data between two calls: a
     cache keyed on identity or version would serve the first pattern's transpose."""
     shape, weight, x, grad_out = _setup(stride)
     row_ptr, col_idx, values = tsc.pack_sparse_filter(weight)
-    first, _ = _grads(x, row_ptr, col_idx, values, shape, stride, grad_out)
+    first, _ = _keep(x, row_ptr, col_idx, values, shape, stride, grad_out)
     torch.testing.assert_close(first, _expected_grad_input(x, weight, stride, grad_out))
 
     # Move every tap to another column of its row (same counts, same nnz, still sorted):
@@ -82,7 +91,7 @@ def test_pattern_written_in_place_is_not_served_stale(stride):
 def test_values_are_read_afresh_on_every_call(stride):
     shape, weight, x, grad_out = _setup(stride)
     row_ptr, col_idx, values = tsc.pack_sparse_filter(weight)
-    _grads(x, row_ptr, col_idx, values, shape, stride, grad_out)
+    _keep(x, row_ptr, col_idx, values, shape, stride, grad_out)
     values.data.mul_(-3.0)
     got, _ = _grads(x, row_ptr, col_idx, values, shape, stride, grad_out)
     torch.testing.assert_close(
@@ -119,6 +128,16 @@ def test_kept_and_rebuilt_patterns_give_the_same_bits(stride):
     _grads(x, row_ptr, col_idx, values, shape, stride, grad_out)  # builds and keeps it
     kept = _grads(x, row_ptr, col_idx, values, shape, stride, grad_out)  # finds it
     for a, b in zip(built, kept):
+        assert torch.equal(a, b)
+    # Built at 1 thread (the counting sort then runs in one part), found at the default.
+    tsc.empty_pattern_cache()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _grads(x, row_ptr, col_idx, values, shape, stride, grad_out)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(built, _grads(x, row_ptr, col_idx, values, shape, stride, grad_out)):
         assert torch.equal(a, b)
 
 
@@ -181,3 +200,32 @@ def test_empty_pattern_is_kept_and_found(stride):
         grad_input, grad_values = _grads(x, row_ptr, col_idx, values, shape, stride, grad_out)
         assert torch.equal(grad_input, torch.zeros_like(x))
         assert grad_values.numel() == 0
+
+
+def test_byte_limit_bounds_what_is_kept():
+    """TSC_PATTERN_CACHE_MB=1: six layers of about 180 KB of pattern each, called in turn
+    three times, keep at most 1 MiB and get their gradients right; a layer whose pattern
+    alone exceeds the limit is not kept."""
+    run_script(
+        "import torch, torch_sparse_conv as tsc, torch.nn.functional as F\n"
+        "torch.manual_seed(0)\n"
+        "def grad(w, x):\n"
+        "    rp, ci, v = tsc.pack_sparse_filter(w)\n"
+        "    y = torch.ops.torch_sparse_conv.sparse_filter_conv2d(x, rp, ci, v, list(w.shape),"
+        " None, [1, 1], [1, 1], [1, 1], 1, 'direct')\n"
+        "    (g,) = torch.autograd.grad(y.sum(), x)\n"
+        "    (e,) = torch.autograd.grad(F.conv2d(x, w, None, 1, 1).sum(), x)\n"
+        "    torch.testing.assert_close(g, e)\n"
+        "x = torch.randn(2, 64, 6, 6, dtype=torch.float64, requires_grad=True)\n"
+        "layers = [torch.randn(64, 64, 3, 3, dtype=torch.float64)"
+        " * (torch.rand(64, 64, 3, 3) < 0.2) for _ in range(6)]\n"
+        "for _ in range(3):\n"
+        "    for w in layers:\n"
+        "        grad(w, x)\n"
+        "kept = tsc.empty_pattern_cache()\n"
+        "assert 0 < kept <= 1 << 20, kept\n"
+        "big = torch.randn(256, 64, 3, 3, dtype=torch.float64) * (torch.rand(256, 64, 3, 3) < 0.5)\n"
+        "grad(big, x)\n"
+        "assert tsc.empty_pattern_cache() == 0\n"
+        "print('ok')\n",
+        TSC_PATTERN_CACHE_MB="1")
