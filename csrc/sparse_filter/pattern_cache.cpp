@@ -78,17 +78,18 @@ class PatternCache {
 
   // Keeps `entry` if it fits. To make room it drops only entries that no lookup has found for
   // twice the longest gap seen between two finds of one entry (training finds each layer's
-  // once per step) or twice the entries, whichever is more. When a model's patterns exceed
-  // the limit, the ones kept stay found, instead of each new one evicting the next layer's in
-  // turn and none ever being found; patterns no longer used (a pruning step changed them) age
-  // out.
+  // once per step), and at least 2 * kMaxEntries lookups, so that a first pass over a model
+  // of up to kMaxEntries layers evicts nothing it will find on the next. When a model's
+  // patterns exceed the limit, the ones kept stay found, instead of each new one evicting the
+  // next layer's in turn and none ever being found; patterns no longer used (a pruning step
+  // changed them) age out.
   void keep(std::shared_ptr<const Entry> entry) {
     std::vector<std::shared_ptr<const Entry>> dropped;  // freed outside the lock
     std::lock_guard<std::mutex> lock(mutex_);
     for (const Slot& slot : slots_) {
       if (slot.entry->holds(entry->key, entry->row_ptr, entry->col_idx)) return;  // a twin
     }
-    const uint64_t stale_after = 2 * std::max<uint64_t>(reuse_distance_, slots_.size() + 1);
+    const uint64_t stale_after = 2 * std::max<uint64_t>(reuse_distance_, kMaxEntries);
     while (!slots_.empty() &&
            (bytes_ + entry->bytes > limit_ || slots_.size() + 1 > kMaxEntries) &&
            lookups_ - slots_.front().last_use > stale_after) {
