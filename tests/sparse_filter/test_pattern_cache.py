@@ -33,6 +33,14 @@ def _dense(row_ptr, col_idx, values, shape):
     return tsc.unpack_sparse_filter(row_ptr, col_idx, values, list(shape))
 
 
+def _weight_with_taps(shape, taps, seed):
+    """A float64 weight of normal values with exactly `taps` of its entries kept."""
+    gen = torch.Generator().manual_seed(seed)
+    keep = torch.zeros(shape).flatten()
+    keep[torch.randperm(keep.numel(), generator=gen)[:taps]] = 1
+    return torch.randn(shape, dtype=torch.float64, generator=gen) * keep.view(shape)
+
+
 def _setup(stride, seed=0, density=0.1):
     """A layer whose backward takes the transposed (stride 1) or per-phase (stride 2) path,
     which keeps a pattern (at higher densities stride 2 goes to oneDNN: see
@@ -101,13 +109,7 @@ def test_values_are_read_afresh_on_every_call(stride):
 def test_layers_of_one_shape_and_size_get_their_own_patterns():
     """Two patterns of equal shape and nnz, called in turn: each finds its own entry."""
     shape, _, x, grad_out = _setup((1, 1))
-    packed = []
-    for seed in (1, 2):
-        gen = torch.Generator().manual_seed(seed)
-        keep = torch.zeros(shape).flatten()
-        keep[torch.randperm(keep.numel(), generator=gen)[:400]] = 1
-        w = torch.randn(shape, dtype=torch.float64, generator=gen) * keep.view(shape)
-        packed.append(tsc.pack_sparse_filter(w))
+    packed = [tsc.pack_sparse_filter(_weight_with_taps(shape, 400, seed)) for seed in (1, 2)]
     assert packed[0][1].numel() == packed[1][1].numel() == 400
     for _ in range(2):
         for row_ptr, col_idx, values in packed:
@@ -159,14 +161,12 @@ def test_no_pattern_kept_when_the_limit_is_zero():
 
 
 def test_threads_sharing_patterns_get_the_right_gradients():
-    """Four threads, two layers of one shape and size: lookups, builds and evictions race."""
+    """Four threads, two layers of one shape and size: lookups, builds, keeps and releases
+    race."""
     shape, _, x, grad_out = _setup((1, 1))
     layers = []
     for seed in (3, 4):
-        gen = torch.Generator().manual_seed(seed)
-        keep = torch.zeros(shape).flatten()
-        keep[torch.randperm(keep.numel(), generator=gen)[:300]] = 1
-        w = torch.randn(shape, dtype=torch.float64, generator=gen) * keep.view(shape)
+        w = _weight_with_taps(shape, 300, seed)
         layers.append((tsc.pack_sparse_filter(w), _expected_grad_input(x, w, (1, 1), grad_out)))
     errors = []
 
