@@ -4,12 +4,13 @@
 #include <c10/core/impl/alloc_cpu.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <list>
 #include <memory>
 #include <mutex>
 #include <vector>
+
+#include "csrc/common/env_megabytes.h"
 
 namespace torch_sparse_conv {
 namespace {
@@ -22,11 +23,7 @@ constexpr size_t kSmallest = size_t(64) << 10;
 // scan for a fitting one stays short.
 constexpr size_t kMaxBuffers = 64;
 
-size_t cache_limit_bytes() {
-  const char* megabytes = std::getenv("TSC_OUTPUT_CACHE_MB");
-  const long long parsed = megabytes ? std::strtoll(megabytes, nullptr, 10) : 512;
-  return static_cast<size_t>(std::max(0LL, std::min(parsed, 1LL << 30))) << 20;
-}
+size_t cache_limit_bytes() { return megabytes_from_env("TSC_OUTPUT_CACHE_MB", 512); }
 
 // Freed buffers, least recently freed first. A buffer in use belongs to its tensor; its
 // deleter brings it back.

@@ -1,21 +1,16 @@
 #include "csrc/sparse_filter/pattern_cache.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <list>
 #include <mutex>
 #include <new>
 #include <vector>
 
+#include "csrc/common/env_megabytes.h"
+
 namespace torch_sparse_conv {
 namespace {
-
-size_t limit_bytes() {
-  const char* megabytes = std::getenv("TSC_PATTERN_CACHE_MB");
-  const long long parsed = megabytes ? std::strtoll(megabytes, nullptr, 10) : 256;
-  return static_cast<size_t>(std::max(0LL, std::min(parsed, 1LL << 30))) << 20;
-}
 
 // At most this many entries (a whole ResNet-50 has 53 convolutions), so the scan for a key
 // stays short whatever the byte limit.
@@ -125,7 +120,7 @@ class PatternCache {
   size_t bytes_ = 0;
   uint64_t lookups_ = 0;
   uint64_t reuse_distance_ = 0;  // the most lookups seen between two finds of one entry
-  const size_t limit_ = limit_bytes();
+  const size_t limit_ = megabytes_from_env("TSC_PATTERN_CACHE_MB", 256);
 };
 
 }  // namespace

@@ -224,7 +224,8 @@ def test_byte_limit_bounds_what_is_kept():
         "        grad(w, x)\n"
         "kept = tsc.empty_pattern_cache()\n"
         "assert 0 < kept <= 1 << 20, kept\n"
-        "big = torch.randn(256, 64, 3, 3, dtype=torch.float64) * (torch.rand(256, 64, 3, 3) < 0.5)\n"
+        "big = torch.randn(256, 64, 3, 3, dtype=torch.float64)"
+        " * (torch.rand(256, 64, 3, 3) < 0.5)\n"
         "grad(big, x)\n"
         "assert tsc.empty_pattern_cache() == 0\n"
         "print('ok')\n",
