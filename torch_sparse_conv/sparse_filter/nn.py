@@ -340,10 +340,10 @@ def sparsify(model: nn.Module, min_sparsity: float = DEFAULT_MIN_SPARSITY,
 
     ``pool_channels_last=True`` also replaces every plain ``nn.MaxPool2d`` (not subclasses,
     not those returning indices) by a
-    :class:`~torch_sparse_conv.sparse_filter.pooling.ChannelsLastMaxPool2d`, which pools
-    large NCHW CPU activations through channels-last in inference: the same bits, 2-8x
-    faster than torch's NCHW pool (ResNet-50's stem pool was 15 % of its sparsified batch-8
-    forward); the report's ``pooled`` lists them. :func:`densify` turns them back.
+    :class:`~torch_sparse_conv.sparse_filter.pooling.ChannelsLastMaxPool2d`, which pools large
+    NCHW CPU activations through channels-last in inference: the same bits, 2-8x faster than
+    torch's NCHW pool (ResNet-50's stem pool was 15 % of its sparsified batch-8 forward); the
+    report's ``pooled`` lists them. :func:`densify` turns them back.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"sparsify: model must be an nn.Module, got {type(model).__name__}")

@@ -13,10 +13,9 @@ Exact: a maximum rounds nothing, and both kernels scan a window in the same orde
 values are the same bits, NaN where a window holds one (a bfloat16 NaN's sign and payload may
 differ; tests/sparse_filter/test_pooling.py checks ties, NaN, -inf and -0.0). The output
 keeps the input's NCHW format, so the layers after it see what they saw before. An input
-autograd records takes ``nn.MaxPool2d``'s path: through
-channels-last, autograd would keep the channels-last copy for the backward (one more
-activation-sized tensor) and hand the layer before a channels-last gradient; the speed-up is
-for inference.
+autograd records takes ``nn.MaxPool2d``'s path: through channels-last, autograd would keep
+the channels-last copy for the backward (one more activation-sized tensor) and hand the layer
+before a channels-last gradient; the speed-up is for inference.
 
 ``sparsify(model, pool_channels_last=True)`` swaps a model's ``nn.MaxPool2d`` layers for
 :class:`ChannelsLastMaxPool2d` (an option, off by default: ``sparsify`` otherwise only touches
@@ -100,9 +99,9 @@ def pool_channels_last(model: nn.Module) -> List[str]:
     (as in ``model.named_modules()``). Subclasses (they may compute something else) and
     pools returning indices are left as they are. The new modules are in the old ones'
     training mode (:meth:`ChannelsLastMaxPool2d.from_max_pool`); hooks registered on the
-    old ones are not carried over. ``torch.fx``
-    traces into the new modules' forward (a branch on the input), so fold batch norm
-    (``fold_batchnorm``, which traces) before, as ``sparsify`` does."""
+    old ones are not carried over. ``torch.fx`` traces into the new modules' forward (a
+    branch on the input), so fold batch norm (``fold_batchnorm``, which traces) before, as
+    ``sparsify`` does."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"pool_channels_last: model must be an nn.Module, got "
                         f"{type(model).__name__}")
