@@ -341,3 +341,51 @@ def test_channels_last_forward_layout_serves_the_values_gradient(dtype, batch):
     torch.testing.assert_close(
         tsc.unpack_sparse_filter(row_ptr, col_idx, results[1][2], list(w.shape)),
         _expected(x, w, grad_out, (1, 1), (1, 1), (1, 1), 1), **tolerance)
+
+
+# Planes of several bands (about 256 positions each, their number a multiple of 4), so that
+# the sums are split by bands: 'same' layers (grad_output read from the input gradient's lanes
+# layout), a stride-2 layer and one not 'same' (grad_output laid out here), whole blocks with
+# and without samples after them. (batch, in, out, size, kernel, stride, padding, dilation)
+BANDED_CASES = [
+    (8, 12, 10, (24, 26), (3, 3), (1, 1), (1, 1), (1, 1)),
+    (16, 6, 9, (33, 31), (3, 3), (1, 1), (2, 2), (2, 2)),
+    (19, 5, 7, (40, 36), (3, 3), (2, 2), (1, 1), (1, 1)),
+    (8, 7, 5, (30, 29), (3, 2), (1, 1), (0, 1), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", BANDED_CASES, ids=[f"case{i}" for i in range(len(BANDED_CASES))])
+def test_sums_split_by_bands_have_the_same_bits_at_any_thread_count(dtype, case):
+    """At 1, 2 and 3 threads the bands fall to the threads differently (3 does not divide
+    their number; at 1 one thread takes them all); each band's sums are kept apart and added
+    in band order, so both gradients have the same bits at every count, and match autograd."""
+    batch, cin, cout, size, kernel, stride, padding, dilation = case
+    gen = torch.Generator().manual_seed(sum(size) + batch)
+    x = torch.randn(batch, cin, *size, dtype=dtype, generator=gen)
+    w = random_weight((cout, cin, *kernel), 0.1, dtype, gen)
+    out_shape = F.conv2d(x, w, None, stride, padding, dilation).shape
+    grad_out = torch.randn(out_shape, dtype=dtype, generator=gen)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(w)
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            results.append(BACKWARD(grad_out, x, row_ptr, col_idx, values, list(w.shape),
+                                    list(stride), list(padding), list(dilation), 1,
+                                    [True, True, False])[:2])
+    finally:
+        torch.set_num_threads(threads)
+    for grad_input, grad_values in results[1:]:
+        assert torch.equal(grad_input, results[0][0])
+        assert torch.equal(grad_values, results[0][1])
+    leaf, x_leaf = w.clone().requires_grad_(), x.clone().requires_grad_()
+    out = F.conv2d(x_leaf, leaf, None, stride, padding, dilation)
+    expected_input, expected_weight = torch.autograd.grad(out, (x_leaf, leaf), grad_out)
+    tolerance = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else {}
+    torch.testing.assert_close(results[0][0], expected_input, **tolerance)
+    torch.testing.assert_close(
+        tsc.unpack_sparse_filter(row_ptr, col_idx, results[0][1], list(w.shape)),
+        expected_weight * (w != 0), **tolerance)

@@ -226,3 +226,33 @@ def test_one_by_one_planes_are_tiled_as_one_row(size, stride, padding, dtype, me
     expected = F.conv2d(x, w, b, stride, padding)
     torch.testing.assert_close(got, expected, **tolerance(dtype))
     check_format(got, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch,size,stride,dilation", [
+    (16, (20, 22), (1, 1), (1, 1)),   # two blocks, ten row tiles each
+    (24, (23, 17), (2, 1), (1, 2)),   # three blocks, a stride and a dilation
+    (8, (31, 9), (1, 1), (3, 1)),     # rows of tiles that do not divide the plane
+])
+def test_layout_by_rows_at_any_thread_count(dtype, batch, size, stride, dilation):
+    """An NCHW input of whole blocks is laid out by the rows of each thread's tiles
+    (direct_lanes.cpp, by_rows): at 1, 2 and 3 threads a thread's rows begin and end at
+    different tiles, and at 3 its range crosses from one block into the next. Every count
+    gives F.conv2d's result with the same bits."""
+    gen = torch.Generator().manual_seed(batch + size[0])
+    L = 8 if dtype == torch.float32 else 4
+    assert batch % L == 0
+    x = torch.randn(batch, 10, *size, dtype=dtype, generator=gen)
+    w = random_weight((12, 10, 3, 3), 0.2, dtype, gen)
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            results.append(tsc.sparse_conv2d(x, w, None, stride, 1, dilation, method="direct"))
+    finally:
+        torch.set_num_threads(threads)
+    for got in results[1:]:
+        assert torch.equal(got, results[0])
+    torch.testing.assert_close(results[0], F.conv2d(x, w, None, stride, 1, dilation),
+                               **tolerance(dtype))

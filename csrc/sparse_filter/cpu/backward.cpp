@@ -121,16 +121,26 @@ WideLanes<scalar_t> wide_lanes_in(const at::Tensor& layout, const SparseFilterGe
   return wide;
 }
 
+// The bands of positions grad_values_lanes_cpu cuts a wide plane of `wide` positions into:
+// about kBandPixels positions each, a multiple of 4 of them where there are several, so that
+// 2 or 4 threads get as many positions each.
+constexpr int64_t kBandPixels = 256;
+inline int64_t band_count(int64_t wide) {
+  const int64_t bands = ceil_div(wide, kBandPixels);
+  return bands <= 1 ? 1 : ceil_div(bands, 4) * 4;
+}
+
 // grad_values with a block of lanes<scalar_t>() samples in the vector lanes: the block's
 // input in the forward's lanes layout (lanes_layout.h: [channel][polyphase position][lane],
 // zeros in the padding) and grad_output as [channel][out row][phase_w][lane] (zeros past
 // out_w), so a tap's sum over the block is one dot product of contiguous runs of
 // rows x phase_w x lanes elements, 8x longer than one sample's (a 7x7 plane's runs were 61
 // elements: 1.9 million dots at 512x7x7, batch 8), at any stride: a tap is a shift in one
-// phase plane. The rows go in bands of kBandPixels positions and the input channels in
-// chunks, so a chunk's band of input stays in L2 while every output channel of the task
-// reads it (a band of all channels is 1.3 MB at 512x7x7). Parallel over output channels:
-// each tap's sum is its own, added band by band and block by block in a fixed order. Adds
+// phase plane. The rows go in bands of about kBandPixels positions and the input channels
+// in chunks, so a chunk's band of input stays in L2 while every output channel of the task
+// reads it (a band of all channels is 1.3 MB at 512x7x7). Parallel over bands (each band's
+// sums apart, then added in band order) or over output channels: each tap's sum is its own,
+// added band by band and block by block in a fixed order, whatever the split. Adds
 // to grad_values the sums over the whole blocks of the batch; the caller takes the samples
 // after them one at a time (a block of one sample in eight lanes cost 4x dense's time at
 // batch 1). grad_output is read from `shared` where the input's gradient left it so laid
@@ -142,7 +152,6 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
                            const SparseFilterGeometry& g, const WideLanes<scalar_t>& shared,
                            at::Tensor& grad_values) {
   constexpr int64_t L = lanes<scalar_t>();
-  constexpr int64_t kBandPixels = 256;
   // Half of L2: measured at 2 threads, batch 8, against one chunk of all channels, the
   // values' gradient took 1.01-1.14x less time on the four 3x3 layers at 90 % and 95 %
   // (most on 512@7 and 256@14, whose band of all channels is 1.3 and 2 MB); 256 and 512 KiB
@@ -173,7 +182,7 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
   // The input channels in chunks whose band of input (with the taps' reach into it) fits
   // kChunkBytes, each output channel's taps in a chunk found by their sorted columns (one
   // chunk: its row as it is, also for a hand-made CSR with unsorted columns).
-  const int64_t band = std::min(kBandPixels, wide);
+  const int64_t band = ceil_div(wide, band_count(wide));
   const std::array<int64_t, 2> reach = phase_padding(g);
   const int64_t channel_band = std::min(
       channel_block, g.stride_h * g.stride_w * (band + reach[0] * g.phase_w + reach[1]));
@@ -192,43 +201,103 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
       chunk_ptr[2 * oc + 1] = rp[oc + 1];
     }
   }
+  // The bands: as even as whole vector pairs allow (64-byte aligned runs of grad_output),
+  // their number fixed by the layer alone, so that each tap's sum is added band by band in
+  // the same order however the work is split.
+  const int64_t bands = band_count(wide);
+  auto band_start = [&](int64_t b) {
+    return b == bands ? wide : b * wide / bands / 2 * 2;
+  };
+  // Split by bands where there are several and their sums are small beside the input's
+  // layout, so that a thread lays out and reads the rows of its own bands, as the lanes
+  // forward does for grad_output's layout (split by output channels, each thread read all
+  // the rows the other wrote: with both split so, a training step of 128x28x28 or 64x56x56
+  // at 95 %, batch 8, took 1.1-1.3x the time when the VM places its two vCPUs far apart);
+  // else by output channels.
+  const int64_t nnz = grad_values.size(0);
+  const bool by_bands = bands > 1 && bands * nnz <= g.in_channels * channel_block * L;
+  std::vector<scalar_t> band_sums(by_bands ? bands * nnz : 0);
+  // The rows of band b in a plane of `rows` rows: from its first position's row to the next
+  // band's, the last band to the plane's end (the phase planes' bottom rows included).
+  auto band_rows = [&](int64_t b, int64_t rows) {
+    const int64_t first = b == 0 ? 0 : band_start(b) / g.phase_w;
+    const int64_t last = b + 1 == bands ? rows : band_start(b + 1) / g.phase_w;
+    return std::array<int64_t, 2>{first, std::max(first, std::min(last, rows))};
+  };
   // This block's own layout: one block at a time, so every block's planes are the same.
   const WideLanes<scalar_t> own{gl, run * L, /*block_stride=*/0};
   for (int64_t n0 = 0; n0 + L <= g.batch; n0 += L) {
     const int64_t block = n0 / L;
     const WideLanes<scalar_t>& go_planes = lay_out_go ? own : shared;
+    auto lay_out_input = [&](int64_t c, int64_t first_row, int64_t last_row,
+                             std::vector<scalar_t>& row_pixels) {
+      lay_out_lanes_channel(xp + (n0 * g.in_channels + c) * in_plane, g.in_channels * in_plane,
+                            g, kernels, row_pixels.data(), xl + c * channel_block * L,
+                            first_row, last_row);
+    };
+    auto lay_out_grad_output = [&](int64_t oc, int64_t first_row, int64_t last_row) {
+      for (int64_t r = first_row; r < last_row; ++r) {
+        scalar_t* row = gl + (oc * run + r * g.phase_w) * L;
+        kernels.interleave(gp + (n0 * g.out_channels + oc) * out_plane + r * g.out_w,
+                           g.out_channels * out_plane, L, g.out_w, row, L);
+        std::fill(row + g.out_w * L, row + std::max(g.out_w, g.phase_w) * L, scalar_t(0));
+      }
+    };
+    // Adds the dots of band b of output channels [begin, end) to sums.
+    auto add_band = [&](int64_t b, int64_t begin, int64_t end, scalar_t* sums) {
+      const int64_t q0 = band_start(b), len = (band_start(b + 1) - q0) * L;
+      for (int64_t j = 0; j < chunks; ++j) {
+        for (int64_t oc = begin; oc < end; ++oc) {
+          const int64_t* bounds = chunk_ptr.data() + oc * (chunks + 1);
+          if (bounds[j] == bounds[j + 1]) continue;
+          add_tap_dots(simd, go_planes.plane(block, oc) + q0 * L, xl + q0 * L,
+                       taps.input_offset.get(), L, bounds[j], bounds[j + 1], len, sums);
+        }
+      }
+    };
+    if (by_bands) {
+      at::parallel_for(0, bands, 1, [&](int64_t begin, int64_t end) {
+        std::vector<scalar_t> row_pixels(g.in_w * L);
+        const int64_t first_row = band_rows(begin, g.phase_h)[0];
+        const int64_t last_row = band_rows(end - 1, g.phase_h)[1];
+        for (int64_t c = 0; c < g.in_channels; ++c) {
+          lay_out_input(c, first_row, last_row, row_pixels);
+        }
+        if (lay_out_go) {
+          const int64_t first = band_rows(begin, g.out_h)[0];
+          const int64_t last = band_rows(end - 1, g.out_h)[1];
+          for (int64_t oc = 0; oc < g.out_channels; ++oc) lay_out_grad_output(oc, first, last);
+        }
+      });
+      at::parallel_for(0, bands, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t b = begin; b < end; ++b) {
+          scalar_t* sums = band_sums.data() + b * nnz;
+          std::fill_n(sums, nnz, scalar_t(0));
+          add_band(b, 0, g.out_channels, sums);
+        }
+      });
+      // Band by band, as the split by output channels adds them.
+      at::parallel_for(0, nnz, 4096, [&](int64_t begin, int64_t end) {
+        for (int64_t b = 0; b < bands; ++b) {
+          const scalar_t* sums = band_sums.data() + b * nnz;
+          for (int64_t k = begin; k < end; ++k) gv[k] += sums[k];
+        }
+      });
+      continue;
+    }
     const int64_t items = g.in_channels + (lay_out_go ? g.out_channels : 0);
     at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
       std::vector<scalar_t> row_pixels(g.in_w * L);
       for (int64_t item = begin; item < end; ++item) {
         if (item < g.in_channels) {
-          const int64_t c = item;
-          lay_out_lanes_channel(xp + (n0 * g.in_channels + c) * in_plane,
-                                g.in_channels * in_plane, g, kernels, row_pixels.data(),
-                                xl + c * channel_block * L);
+          lay_out_input(item, 0, g.phase_h, row_pixels);
         } else {
-          const int64_t oc = item - g.in_channels;
-          for (int64_t r = 0; r < g.out_h; ++r) {
-            scalar_t* row = gl + (oc * run + r * g.phase_w) * L;
-            kernels.interleave(gp + (n0 * g.out_channels + oc) * out_plane + r * g.out_w,
-                               g.out_channels * out_plane, L, g.out_w, row, L);
-            std::fill(row + g.out_w * L, row + std::max(g.out_w, g.phase_w) * L, scalar_t(0));
-          }
+          lay_out_grad_output(item - g.in_channels, 0, g.out_h);
         }
       }
     });
     at::parallel_for(0, g.out_channels, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t q0 = 0; q0 < wide; q0 += kBandPixels) {
-        const int64_t len = std::min(kBandPixels, wide - q0) * L;
-        for (int64_t j = 0; j < chunks; ++j) {
-          for (int64_t oc = begin; oc < end; ++oc) {
-            const int64_t* bounds = chunk_ptr.data() + oc * (chunks + 1);
-            if (bounds[j] == bounds[j + 1]) continue;
-            add_tap_dots(simd, go_planes.plane(block, oc) + q0 * L, xl + q0 * L,
-                         taps.input_offset.get(), L, bounds[j], bounds[j + 1], len, gv);
-          }
-        }
-      }
+      for (int64_t b = 0; b < bands; ++b) add_band(b, begin, end, gv);
     });
   }
 }

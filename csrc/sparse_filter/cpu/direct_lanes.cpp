@@ -138,6 +138,10 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   const int64_t in_plane = g.in_h * g.in_w;
   const int64_t out_plane = g.out_h * g.out_w;
   const int64_t tile_elements = tile.rows * tile.pixel_cols() * L;
+  // NCHW full blocks of a plane of several row tiles are laid out by rows (below); the
+  // layout of a single row tile is read whole by every task anyway.
+  const bool by_rows = !channels_last && std::is_same_v<io_t, scalar_t> &&
+                       g.batch % L == 0 && row_tiles > 1 && plane.h == g.out_h;
 
   for (int64_t first_block = 0; first_block < blocks; first_block += wave) {
     const int64_t wave_blocks = std::min(wave, blocks - first_block);
@@ -156,6 +160,38 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
           }
         });
       }
+    } else if (by_rows) {
+      if constexpr (std::is_same_v<io_t, scalar_t>) {  // (else never by rows)
+        // Lay out the wave: each (block, row tile) the phase rows from the tile's first
+        // output row to the next tile's, in the order of the tile tasks below, so that
+        // parallel_for gives a thread the rows its own tiles read (all but the kernel's reach
+        // past its last tile). Split by channels, each thread wrote half of every tile's
+        // input and read the other half from the other core: a forward of 128x28x28 or
+        // 64x56x56 at 95 %, batch 8, took 1.2-1.6x the time when the VM places its two vCPUs
+        // far apart (BENCHMARKS.md, "The VM's two speeds").
+        at::parallel_for(0, wave_blocks * row_tiles, 1, [&](int64_t begin, int64_t end) {
+          std::vector<scalar_t> row_pixels(g.in_w * L);
+          // A thread's consecutive row tiles of one block as one band of rows, laid out
+          // channel by channel: long runs of each sample's rows (tile by tile, runs of a
+          // few hundred bytes from 8 x 64 planes cost 1.04-1.1x a layer's time).
+          for (int64_t item = begin; item < end;) {
+            const int64_t block = item / row_tiles;
+            const int64_t stop = std::min(end, (block + 1) * row_tiles);
+            const int64_t first_row = item % row_tiles * plane.h / row_tiles;
+            const int64_t last_tile = (stop - 1) % row_tiles;
+            const int64_t last_row =
+                last_tile + 1 == row_tiles ? g.phase_h : (last_tile + 1) * plane.h / row_tiles;
+            const int64_t n0 = (first_block + block) * L;
+            for (int64_t c = 0; c < g.in_channels; ++c) {
+              lay_out_lanes_channel(in + (n0 * g.in_channels + c) * in_plane,
+                                    g.in_channels * in_plane, g, kernels, row_pixels.data(),
+                                    x + block * block_elements + c * channel_block * L,
+                                    first_row, last_row);
+            }
+            item = stop;
+          }
+        });
+      }
     } else {
       // Lay out the wave: each (block, channel) from its samples' planes.
       at::parallel_for(0, wave_blocks * g.in_channels, 1, [&](int64_t begin, int64_t end) {
@@ -169,7 +205,7 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
               row_pixels.resize(g.in_w * L);
               lay_out_lanes_channel(in + (n0 * g.in_channels + c) * in_plane,
                                     g.in_channels * in_plane, g, kernels, row_pixels.data(),
-                                    dst);
+                                    dst, 0, g.phase_h);
               continue;
             }
           }

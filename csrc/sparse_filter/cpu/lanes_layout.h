@@ -20,16 +20,19 @@ namespace torch_sparse_conv {
 // the row is transposed straight into its phase row; with a larger stride into `row_pixels`
 // (in_w * lanes elements), whose pixels are then dealt out to the stride_w phase planes.
 // (Splitting each sample's channel into its phase planes first, then transposing, took a
-// quarter of a stride-2 layer's time.)
+// quarter of a stride-2 layer's time.) Only phase rows [first_row, last_row) of each phase
+// plane are written: the lanes forward lays out each tile's rows in the thread that
+// computes the tile (direct_lanes.cpp).
 template <typename scalar_t>
 void lay_out_lanes_channel(const scalar_t* plane, int64_t sample_stride,
                            const SparseFilterGeometry& g, const LaneKernels<scalar_t>& kernels,
-                           scalar_t* row_pixels, scalar_t* dst) {
+                           scalar_t* row_pixels, scalar_t* dst, int64_t first_row,
+                           int64_t last_row) {
   constexpr int64_t L = lanes<scalar_t>();
   const int64_t row_elements = g.phase_w * L;
   const int64_t plane_elements = g.phase_h * row_elements;
   for (int64_t a = 0; a < g.stride_h; ++a) {
-    for (int64_t i = 0; i < g.phase_h; ++i) {
+    for (int64_t i = first_row; i < last_row; ++i) {
       const int64_t row = i * g.stride_h + a - g.pad_h;
       // Phase row i of the planes (a, b) for b < stride_w.
       scalar_t* phase_row = dst + a * g.stride_w * plane_elements + i * row_elements;
