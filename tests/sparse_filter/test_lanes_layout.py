@@ -230,7 +230,7 @@ def test_one_by_one_planes_are_tiled_as_one_row(size, stride, padding, dtype, me
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("batch,size,stride,dilation", [
-    (16, (20, 22), (1, 1), (1, 1)),   # two blocks, ten row tiles each
+    (16, (20, 22), (1, 1), (1, 1)),   # two blocks, several row tiles each (ten on AVX-512)
     (24, (23, 17), (2, 1), (1, 2)),   # three blocks, a stride and a dilation
     (8, (31, 9), (1, 1), (3, 1)),     # rows of tiles that do not divide the plane
 ])

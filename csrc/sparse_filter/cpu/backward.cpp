@@ -122,8 +122,9 @@ WideLanes<scalar_t> wide_lanes_in(const at::Tensor& layout, const SparseFilterGe
 }
 
 // The bands of positions grad_values_lanes_cpu cuts a wide plane of `wide` positions into:
-// about kBandPixels positions each, a multiple of 4 of them where there are several, so that
-// 2 or 4 threads get as many positions each.
+// at most kBandPixels positions each (down to a quarter of that: their number is rounded up
+// to a multiple of 4 where there are several, so that 2 or 4 threads get as many positions
+// each; smaller bands let the input channels go in larger chunks).
 constexpr int64_t kBandPixels = 256;
 inline int64_t band_count(int64_t wide) {
   const int64_t bands = ceil_div(wide, kBandPixels);
@@ -201,7 +202,8 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
       chunk_ptr[2 * oc + 1] = rp[oc + 1];
     }
   }
-  // The bands: as even as whole vector pairs allow (64-byte aligned runs of grad_output),
+  // The bands: as even as whole vector pairs allow (each starts an even number of positions
+  // from the plane's start),
   // their number fixed by the layer alone, so that each tap's sum is added band by band in
   // the same order however the work is split.
   const int64_t bands = band_count(wide);
@@ -213,7 +215,8 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
   // forward does for grad_output's layout (split by output channels, each thread read all
   // the rows the other wrote: with both split so, a training step of 128x28x28 or 64x56x56
   // at 95 %, batch 8, took 1.1-1.3x the time when the VM places its two vCPUs far apart);
-  // else by output channels.
+  // else by output channels. (A thread computes the bands it laid out under OpenMP's fixed
+  // split of a parallel_for among its threads; that affects speed only.)
   const int64_t nnz = grad_values.size(0);
   const bool by_bands = bands > 1 && bands * nnz <= g.in_channels * channel_block * L;
   std::vector<scalar_t> band_sums(by_bands ? bands * nnz : 0);

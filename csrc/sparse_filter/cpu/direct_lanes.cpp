@@ -168,12 +168,14 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
         // past its last tile). Split by channels, each thread wrote half of every tile's
         // input and read the other half from the other core: a forward of 128x28x28 or
         // 64x56x56 at 95 %, batch 8, took 1.2-1.6x the time when the VM places its two vCPUs
-        // far apart (BENCHMARKS.md, "The VM's two speeds").
+        // far apart (BENCHMARKS.md, "The two speeds measured, and layouts each thread writes for
+        // itself"). This relies on OpenMP's fixed split of a parallel_for among its threads,
+        // and holds about where the threads do not divide the tiles (speed only).
         at::parallel_for(0, wave_blocks * row_tiles, 1, [&](int64_t begin, int64_t end) {
           std::vector<scalar_t> row_pixels(g.in_w * L);
           // A thread's consecutive row tiles of one block as one band of rows, laid out
           // channel by channel: long runs of each sample's rows (tile by tile, runs of a
-          // few hundred bytes from 8 x 64 planes cost 1.04-1.1x a layer's time).
+          // few hundred bytes from 8 x 64 planes cost 1.04-1.11x a layer's time at 1 thread).
           for (int64_t item = begin; item < end;) {
             const int64_t block = item / row_tiles;
             const int64_t stop = std::min(end, (block + 1) * row_tiles);
