@@ -360,8 +360,9 @@ BANDED_CASES = [
                          ids=[f"case{i}" for i in range(len(BANDED_CASES))])
 def test_sums_split_by_bands_have_the_same_bits_at_any_thread_count(dtype, case):
     """At 1, 2, 3 and 5 threads the bands fall to the threads differently (at 5, one band
-    a thread where there are 4; at 1 one thread takes them all); each band's sums are kept apart and added
-    in band order, so both gradients have the same bits at every count, and match autograd."""
+    a thread where there are 4; at 1 one thread takes them all); each band's sums are kept
+    apart and added in band order, so both gradients have the same bits at every count, and
+    match autograd."""
     batch, cin, cout, size, kernel, stride, padding, dilation = case
     gen = torch.Generator().manual_seed(sum(size) + batch)
     x = torch.randn(batch, cin, *size, dtype=dtype, generator=gen)
