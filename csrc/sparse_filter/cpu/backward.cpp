@@ -137,7 +137,7 @@ inline int64_t band_count(int64_t wide) {
 // out_w), so a tap's sum over the block is one dot product of contiguous runs of
 // rows x phase_w x lanes elements, 8x longer than one sample's (a 7x7 plane's runs were 61
 // elements: 1.9 million dots at 512x7x7, batch 8), at any stride: a tap is a shift in one
-// phase plane. The rows go in bands of about kBandPixels positions and the input channels
+// phase plane. The rows go in bands of at most kBandPixels positions and the input channels
 // in chunks, so a chunk's band of input stays in L2 while every output channel of the task
 // reads it (a band of all channels is 1.3 MB at 512x7x7). Parallel over bands (each band's
 // sums apart, then added in band order) or over output channels: each tap's sum is its own,
@@ -183,7 +183,8 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
   // The input channels in chunks whose band of input (with the taps' reach into it) fits
   // kChunkBytes, each output channel's taps in a chunk found by their sorted columns (one
   // chunk: its row as it is, also for a hand-made CSR with unsorted columns).
-  const int64_t band = ceil_div(wide, band_count(wide));
+  const int64_t bands = band_count(wide);
+  const int64_t band = ceil_div(wide, bands);
   const std::array<int64_t, 2> reach = phase_padding(g);
   const int64_t channel_band = std::min(
       channel_block, g.stride_h * g.stride_w * (band + reach[0] * g.phase_w + reach[1]));
@@ -203,10 +204,8 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
     }
   }
   // The bands: as even as whole vector pairs allow (each starts an even number of positions
-  // from the plane's start),
-  // their number fixed by the layer alone, so that each tap's sum is added band by band in
-  // the same order however the work is split.
-  const int64_t bands = band_count(wide);
+  // from the plane's start), their number fixed by the layer alone, so that each tap's sum
+  // is added band by band in the same order however the work is split.
   auto band_start = [&](int64_t b) {
     return b == bands ? wide : b * wide / bands / 2 * 2;
   };
