@@ -22,41 +22,49 @@ class SparseFilterConv2dFunction
                             const at::Tensor& values, at::IntArrayRef weight_size,
                             const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
                             at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                            c10::string_view method) {
+                            c10::string_view method, const c10::optional<at::Tensor>& residual,
+                            bool relu) {
     at::AutoDispatchBelowADInplaceOrView guard;
     at::Tensor output = ops::sparse_filter_conv2d(input, row_ptr, col_idx, values, weight_size,
                                                   bias, stride, padding, dilation, groups,
-                                                  method);
-    ctx->save_for_backward({input, row_ptr, col_idx, values});
+                                                  method, residual, relu);
+    // After a ReLU the output says where the gradient passes (as torch.relu's backward).
+    ctx->save_for_backward({input, row_ptr, col_idx, values, relu ? output : at::Tensor()});
     ctx->saved_data["weight_size"] = weight_size.vec();
     ctx->saved_data["stride"] = stride.vec();
     ctx->saved_data["padding"] = padding.vec();
     ctx->saved_data["dilation"] = dilation.vec();
     ctx->saved_data["groups"] = groups;
     ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
+    ctx->saved_data["has_residual"] = residual.has_value() && residual->defined();
     return output;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const auto saved = ctx->get_saved_variables();
     const bool has_bias = ctx->saved_data["has_bias"].toBool();
-    // needs_input_grad counts tensor arguments: input 0, row_ptr 1, col_idx 2, values 3,
-    // bias 4 (when given).
+    const bool has_residual = ctx->saved_data["has_residual"].toBool();
+    // needs_input_grad counts the tensor arguments given: input 0, row_ptr 1, col_idx 2,
+    // values 3, then bias and residual where given.
     const std::array<bool, 3> mask = {ctx->needs_input_grad(0), ctx->needs_input_grad(3),
                                       has_bias && ctx->needs_input_grad(4)};
+    const bool residual_grad = has_residual && ctx->needs_input_grad(has_bias ? 5 : 4);
+    at::Tensor grad = grad_outputs[0];
+    if (grad.defined() && saved[4].defined()) grad = at::threshold_backward(grad, saved[4], 0);
     at::Tensor grad_input, grad_values, grad_bias;
-    if (grad_outputs[0].defined() && (mask[0] || mask[1] || mask[2])) {
+    if (grad.defined() && (mask[0] || mask[1] || mask[2])) {
       std::tie(grad_input, grad_values, grad_bias) = ops::sparse_filter_conv2d_backward(
-          grad_outputs[0], saved[0], saved[1], saved[2], saved[3],
+          grad, saved[0], saved[1], saved[2], saved[3],
           ctx->saved_data["weight_size"].toIntVector(), ctx->saved_data["stride"].toIntVector(),
           ctx->saved_data["padding"].toIntVector(), ctx->saved_data["dilation"].toIntVector(),
           ctx->saved_data["groups"].toInt(), mask);
     }
     // One entry per argument, in schema order.
-    variable_list grads(11);
+    variable_list grads(13);
     grads[0] = grad_input;
     grads[3] = grad_values;
     grads[5] = grad_bias;
+    if (residual_grad) grads[11] = grad;  // the sum's gradient, where ReLU let it through
     return grads;
   }
 };

@@ -148,6 +148,27 @@ SparseFilterGeometry check_sparse_filter_conv2d_args(
   return g;
 }
 
+Epilogue check_epilogue(const c10::optional<at::Tensor>& residual, bool relu,
+                        const at::Tensor& input, const SparseFilterGeometry& g) {
+  Epilogue epilogue;
+  epilogue.relu = relu;
+  if (!residual.has_value() || !residual->defined()) return epilogue;
+  const at::Tensor& r = *residual;
+  TORCH_CHECK(r.layout() == at::kStrided,
+              "sparse_filter_conv2d: residual must be a dense (strided) tensor, got layout ",
+              r.layout());
+  TORCH_CHECK(r.dim() == 4 && r.size(0) == g.batch && r.size(1) == g.out_channels &&
+                  r.size(2) == g.out_h && r.size(3) == g.out_w,
+              "sparse_filter_conv2d: residual must have the output's shape (", g.batch, ", ",
+              g.out_channels, ", ", g.out_h, ", ", g.out_w, "), got ", r.sizes());
+  TORCH_CHECK(r.scalar_type() == input.scalar_type() && r.device() == input.device(),
+              "sparse_filter_conv2d: residual (", r.scalar_type(), " on ", r.device(),
+              ") must have input's dtype and device (", input.scalar_type(), " on ",
+              input.device(), ")");
+  epilogue.residual = r;
+  return epilogue;
+}
+
 void check_grad_output(const at::Tensor& grad_output, const at::Tensor& input,
                        const SparseFilterGeometry& g) {
   TORCH_CHECK(grad_output.dim() == 4 && grad_output.size(0) == g.batch &&

@@ -4,6 +4,7 @@
 
 #include <ATen/ATen.h>
 
+#include "csrc/sparse_filter/epilogue.h"
 #include "csrc/sparse_filter/geometry.h"
 
 namespace torch_sparse_conv {
@@ -21,6 +22,11 @@ SparseFilterGeometry check_sparse_filter_conv2d_args(
     at::IntArrayRef padding,
     at::IntArrayRef dilation,
     int64_t groups);
+
+// The epilogue's arguments (epilogue.h): a residual of the output's shape, with input's
+// dtype and device, strided.
+Epilogue check_epilogue(const c10::optional<at::Tensor>& residual, bool relu,
+                        const at::Tensor& input, const SparseFilterGeometry& g);
 
 // The backward's extra arguments: grad_output of the forward's output shape, input's dtype
 // and device.

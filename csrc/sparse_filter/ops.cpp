@@ -24,10 +24,11 @@ at::Tensor sparse_filter_conv2d(const at::Tensor& input, const at::Tensor& row_p
                                 at::IntArrayRef weight_size,
                                 const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
                                 at::IntArrayRef padding, at::IntArrayRef dilation,
-                                int64_t groups, c10::string_view method) {
+                                int64_t groups, c10::string_view method,
+                                const c10::optional<at::Tensor>& residual, bool relu) {
   static const auto op = typed_operator<decltype(sparse_filter_conv2d)>("sparse_filter_conv2d");
   return op.call(input, row_ptr, col_idx, values, weight_size, bias, stride, padding, dilation,
-                 groups, method);
+                 groups, method, residual, relu);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward(

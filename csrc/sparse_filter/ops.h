@@ -22,10 +22,12 @@ constexpr const char* kPackSparseFilter =
 // F.conv2d(input, W, bias, stride, padding, dilation, groups) where W is the CSR-packed
 // weight of shape weight_size = (C_out, C_in/groups, kH, kW).
 // method: 'auto' | 'direct' | 'unfold' (CPU) | 'spmm' (CUDA) | 'dense'.
+// The epilogue (epilogue.h): residual, a tensor of the output's shape, is added to the
+// result, then ReLU is applied if relu: relu(conv + bias + residual), as the unfused ops.
 constexpr const char* kSparseFilterConv2d =
     "sparse_filter_conv2d(Tensor input, Tensor row_ptr, Tensor col_idx, Tensor values, "
     "int[4] weight_size, Tensor? bias, int[2] stride, int[2] padding, int[2] dilation, "
-    "int groups, str method) -> Tensor";
+    "int groups, str method, Tensor? residual=None, bool relu=False) -> Tensor";
 
 // Gradients of sparse_filter_conv2d: input, the kept values only, bias. output_mask says
 // which of the three are wanted; the others come back empty.
@@ -46,7 +48,9 @@ at::Tensor sparse_filter_conv2d(const at::Tensor& input, const at::Tensor& row_p
                                 at::IntArrayRef weight_size,
                                 const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
                                 at::IntArrayRef padding, at::IntArrayRef dilation,
-                                int64_t groups, c10::string_view method);
+                                int64_t groups, c10::string_view method,
+                                const c10::optional<at::Tensor>& residual = c10::nullopt,
+                                bool relu = false);
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& row_ptr,

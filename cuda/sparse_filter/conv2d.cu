@@ -30,17 +30,12 @@ SparseFilterMethod choose_cuda_method(SparseFilterMethod method) {
   return method == SparseFilterMethod::Auto ? SparseFilterMethod::Dense : method;
 }
 
-at::Tensor sparse_filter_conv2d_cuda(const at::Tensor& input, const at::Tensor& row_ptr,
-                                     const at::Tensor& col_idx, const at::Tensor& values,
-                                     at::IntArrayRef weight_size,
-                                     const c10::optional<at::Tensor>& bias,
-                                     at::IntArrayRef stride, at::IntArrayRef padding,
-                                     at::IntArrayRef dilation, int64_t groups,
-                                     c10::string_view method_name) {
-  const SparseFilterGeometry g =
-      check_sparse_filter_conv2d_args(input, row_ptr, col_idx, values, weight_size, bias, stride,
-                                      padding, dilation, groups);
-  const c10::cuda::CUDAGuard guard(input.device());
+// The convolution; the epilogue (csrc/sparse_filter/epilogue.h) is a pass after it, below.
+at::Tensor conv2d_cuda(const at::Tensor& input, const at::Tensor& row_ptr,
+                       const at::Tensor& col_idx, const at::Tensor& values,
+                       at::IntArrayRef weight_size, const c10::optional<at::Tensor>& bias,
+                       at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                       c10::string_view method_name, const SparseFilterGeometry& g) {
   check_csr_contents(row_ptr, col_idx, g.taps_per_filter());
   SparseFilterMethod method = parse_sparse_filter_method(method_name);
   TORCH_CHECK(method != SparseFilterMethod::Unfold,
@@ -66,6 +61,25 @@ at::Tensor sparse_filter_conv2d_cuda(const at::Tensor& input, const at::Tensor& 
   at::Tensor output = at::empty({g.batch, g.out_channels, g.out_h, g.out_w}, input.options());
   sparse_filter_direct_forward_cuda(in, row_ptr, col_idx, val, b, g, output);
   return in_memory_format_of(input, output);
+}
+
+at::Tensor sparse_filter_conv2d_cuda(const at::Tensor& input, const at::Tensor& row_ptr,
+                                     const at::Tensor& col_idx, const at::Tensor& values,
+                                     at::IntArrayRef weight_size,
+                                     const c10::optional<at::Tensor>& bias,
+                                     at::IntArrayRef stride, at::IntArrayRef padding,
+                                     at::IntArrayRef dilation, int64_t groups,
+                                     c10::string_view method_name,
+                                     const c10::optional<at::Tensor>& residual, bool relu) {
+  const SparseFilterGeometry g =
+      check_sparse_filter_conv2d_args(input, row_ptr, col_idx, values, weight_size, bias, stride,
+                                      padding, dilation, groups);
+  const Epilogue epilogue = check_epilogue(residual, relu, input, g);
+  const c10::cuda::CUDAGuard guard(input.device());
+  at::Tensor output = conv2d_cuda(input, row_ptr, col_idx, values, weight_size, bias, padding,
+                                  dilation, groups, method_name, g);
+  apply_epilogue(output, epilogue);
+  return output;
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cuda(

@@ -21,12 +21,12 @@ def _pack_sparse_filter_fake(weight):
 
 @torch.library.register_fake("torch_sparse_conv::sparse_filter_conv2d")
 def _sparse_filter_conv2d_fake(input, row_ptr, col_idx, values, weight_size, bias, stride,
-                               padding, dilation, groups, method):
+                               padding, dilation, groups, method, residual=None, relu=False):
     torch._check(input.dim() == 4, lambda: "sparse_filter_conv2d: input must be 4-D")
     # Labels as in the CPU and CUDA kernels' messages.
     check_one_device("sparse_filter_conv2d", ("input", input), **{
         "the packed weight": row_ptr, "the packed weight (col_idx)": col_idx,
-        "the packed weight (values)": values, "bias": bias})
+        "the packed weight (values)": values, "bias": bias, "residual": residual})
     torch._check(values.dtype == input.dtype, lambda: (
         f"sparse_filter_conv2d: values ({values.dtype}) must have the dtype of input "
         f"({input.dtype})"))
@@ -34,9 +34,17 @@ def _sparse_filter_conv2d_fake(input, row_ptr, col_idx, values, weight_size, bia
                  "(C_out, C_in/groups, kH, kW)")
     out_h = _out_size(input.shape[2], weight_size[2], stride[0], padding[0], dilation[0])
     out_w = _out_size(input.shape[3], weight_size[3], stride[1], padding[1], dilation[1])
+    shape = (input.shape[0], weight_size[0], out_h, out_w)
+    if residual is not None:
+        torch._check(residual.dim() == 4 and tuple(residual.shape) == shape, lambda: (
+            f"sparse_filter_conv2d: residual must have the output's shape {shape}, got "
+            f"{tuple(residual.shape)}"))
+        torch._check(residual.dtype == input.dtype, lambda: (
+            f"sparse_filter_conv2d: residual ({residual.dtype}) must have input's dtype "
+            f"({input.dtype})"))
     # The output keeps the input's memory format, as the kernels' (csrc/common/memory_format.h).
-    return torch.empty((input.shape[0], weight_size[0], out_h, out_w), dtype=input.dtype,
-                       device=input.device, memory_format=suggest_memory_format(input))
+    return torch.empty(shape, dtype=input.dtype, device=input.device,
+                       memory_format=suggest_memory_format(input))
 
 
 @torch.library.register_fake("torch_sparse_conv::_sparse_filter_conv2d_backward")

@@ -60,20 +60,23 @@ void fill_sample_group(const io_t* input, int64_t first, int64_t interleave,
 }
 
 // Copies positions [begin, begin + count) of one output channel's interleaved wide run into
-// the output planes of the group's samples, dropping padding columns and absent samples.
+// the output planes of the group's samples, dropping padding columns and absent samples, and
+// applies the epilogue there (residual: nullptr or laid out as the output).
 template <typename scalar_t, typename io_t>
 void scatter_block(const scalar_t* wide, int64_t begin, int64_t count, int64_t first,
                    int64_t interleave, int64_t oc, const SparseFilterGeometry& g,
-                   io_t* output) {
+                   io_t* output, const io_t* residual, bool relu) {
   const int64_t plane = g.out_h * g.out_w;
   if (interleave == 1) {
-    io_t* dst = output + (first * g.out_channels + oc) * plane;
+    const int64_t at = (first * g.out_channels + oc) * plane;
     for (int64_t q = begin, end = begin + count; q < end;) {
       const int64_t oh = q / g.phase_w, ow = q % g.phase_w;
       const int64_t row_end = std::min(end, (oh + 1) * g.phase_w);
       const int64_t valid_end = std::min(row_end, oh * g.phase_w + g.out_w);
       if (q < valid_end) {
-        std::copy(wide + (q - begin), wide + (valid_end - begin), dst + oh * g.out_w + ow);
+        const int64_t to = at + oh * g.out_w + ow;
+        std::copy(wide + (q - begin), wide + (valid_end - begin), output + to);
+        apply_epilogue_run(output + to, residual ? residual + to : nullptr, valid_end - q, relu);
       }
       q = row_end;
     }
@@ -88,7 +91,9 @@ void scatter_block(const scalar_t* wide, int64_t begin, int64_t count, int64_t f
     for (int64_t s = 0; s < samples; ++s) {
       const int64_t q = pixel * interleave + s;
       if (q < begin || q >= begin + count) continue;
-      output[((first + s) * g.out_channels + oc) * plane + oh * g.out_w + ow] = wide[q - begin];
+      const int64_t to = ((first + s) * g.out_channels + oc) * plane + oh * g.out_w + ow;
+      output[to] = wide[q - begin];
+      apply_epilogue_run(output + to, residual ? residual + to : nullptr, 1, relu);
     }
   }
 }
@@ -99,7 +104,7 @@ template <typename io_t>
 void direct_forward(const at::Tensor& input, const at::Tensor& row_ptr,
                     const at::Tensor& col_idx, const at::Tensor& values,
                     const c10::optional<at::Tensor>& bias, const SparseFilterGeometry& g,
-                    at::Tensor& output) {
+                    const Epilogue& epilogue, at::Tensor& output) {
   using scalar_t = at::opmath_type<io_t>;
   constexpr at::ScalarType compute_dtype = c10::CppTypeToScalarType<scalar_t>::value;
   constexpr int64_t lanes = vector_lanes<scalar_t>();
@@ -110,6 +115,8 @@ void direct_forward(const at::Tensor& input, const at::Tensor& row_ptr,
                           ? bias->to(compute_dtype).contiguous() : at::Tensor();
   const scalar_t* b = bias_c.defined() ? bias_c.data_ptr<scalar_t>() : nullptr;
   io_t* out = output.data_ptr<io_t>();
+  const at::Tensor residual = epilogue.residual_in(at::MemoryFormat::Contiguous);
+  const io_t* res = residual.defined() ? residual.data_ptr<io_t>() : nullptr;
 
   const int64_t one_run = g.wide_len();
   const int64_t interleave =
@@ -171,7 +178,7 @@ void direct_forward(const at::Tensor& input, const at::Tensor& row_ptr,
       }
       for (int64_t oc = oc0; oc < oc1; ++oc) {
         scatter_block(partial.data() + (oc - oc0) * block_stride, p0, count,
-                      group * interleave, interleave, oc, g, out);
+                      group * interleave, interleave, oc, g, out, res, epilogue.relu);
       }
     }
   });
@@ -183,6 +190,7 @@ at::Tensor sparse_filter_direct_forward_cpu(const at::Tensor& input, const at::T
                                             const at::Tensor& col_idx, const at::Tensor& values,
                                             const c10::optional<at::Tensor>& bias,
                                             const SparseFilterGeometry& g,
+                                            const Epilogue& epilogue,
                                             at::Tensor* lanes_layout) {
   if (g.kernel_h == 1 && g.kernel_w == 1 && g.pad_h == 0 && g.pad_w == 0 &&
       (g.stride_h != 1 || g.stride_w != 1)) {
@@ -198,7 +206,8 @@ at::Tensor sparse_filter_direct_forward_cpu(const at::Tensor& input, const at::T
     unit.in_w = unit.phase_w = g.out_w;
     unit.stride_h = unit.stride_w = 1;
     TORCH_INTERNAL_ASSERT(picked.size(2) == g.out_h && picked.size(3) == g.out_w);
-    return sparse_filter_direct_forward_cpu(picked, row_ptr, col_idx, values, bias, unit);
+    return sparse_filter_direct_forward_cpu(picked, row_ptr, col_idx, values, bias, unit,
+                                            epilogue);
   }
   const bool channels_last = direct_lanes_channels_last(input, g);
   at::Tensor output = at::empty(
@@ -208,14 +217,15 @@ at::Tensor sparse_filter_direct_forward_cpu(const at::Tensor& input, const at::T
   // A channels-last input takes the lanes even with a 1x1 kernel: the in-place 1x1 kernels
   // read NCHW planes, and converting there and back costs more than the lanes' layout.
   if (!channels_last && direct_pointwise_applies(g, input.scalar_type())) {
-    sparse_filter_direct_pointwise_forward_cpu(input, row_ptr, col_idx, values, bias, g, output);
+    sparse_filter_direct_pointwise_forward_cpu(input, row_ptr, col_idx, values, bias, g,
+                                               epilogue, output);
   } else if (channels_last || direct_lanes_pay(g, input.scalar_type())) {
-    sparse_filter_direct_lanes_forward_cpu(input, row_ptr, col_idx, values, bias, g, output,
-                                           lanes_layout);
+    sparse_filter_direct_lanes_forward_cpu(input, row_ptr, col_idx, values, bias, g, epilogue,
+                                           output, lanes_layout);
   } else {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                     "sparse_filter_direct_forward_cpu", [&] {
-      direct_forward<scalar_t>(input, row_ptr, col_idx, values, bias, g, output);
+      direct_forward<scalar_t>(input, row_ptr, col_idx, values, bias, g, epilogue, output);
     });
   }
   return output;

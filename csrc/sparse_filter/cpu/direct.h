@@ -3,18 +3,21 @@
 
 #include <ATen/ATen.h>
 
+#include "csrc/sparse_filter/epilogue.h"
 #include "csrc/sparse_filter/geometry.h"
 
 namespace torch_sparse_conv {
 
 // The output (N, C_out, out_h, out_w): NCHW-contiguous, or channels-last where
 // direct_lanes_channels_last(input, g) (the caller puts it in the input's memory format).
-// Reads only the kept taps. lanes_layout: see sparse_filter_direct_lanes_forward_cpu (left
-// alone on the other paths).
+// Reads only the kept taps. The epilogue is applied where each path writes its final sums
+// (here and below). lanes_layout: see sparse_filter_direct_lanes_forward_cpu (left alone on
+// the other paths).
 at::Tensor sparse_filter_direct_forward_cpu(const at::Tensor& input, const at::Tensor& row_ptr,
                                             const at::Tensor& col_idx, const at::Tensor& values,
                                             const c10::optional<at::Tensor>& bias,
                                             const SparseFilterGeometry& g,
+                                            const Epilogue& epilogue,
                                             at::Tensor* lanes_layout = nullptr);
 
 // The same with the batch in the vector lanes (direct_lanes.cpp); only where
@@ -28,7 +31,8 @@ at::Tensor sparse_filter_direct_forward_cpu(const at::Tensor& input, const at::T
 void sparse_filter_direct_lanes_forward_cpu(const at::Tensor& input, const at::Tensor& row_ptr,
                                             const at::Tensor& col_idx, const at::Tensor& values,
                                             const c10::optional<at::Tensor>& bias,
-                                            const SparseFilterGeometry& g, at::Tensor& output,
+                                            const SparseFilterGeometry& g,
+                                            const Epilogue& epilogue, at::Tensor& output,
                                             at::Tensor* lanes_layout = nullptr);
 bool direct_lanes_pay(const SparseFilterGeometry& g, at::ScalarType dtype);
 // Where the lanes forward reads a channels-last input as it is and writes its output
@@ -45,7 +49,7 @@ void sparse_filter_direct_pointwise_forward_cpu(const at::Tensor& input,
                                                 const at::Tensor& values,
                                                 const c10::optional<at::Tensor>& bias,
                                                 const SparseFilterGeometry& g,
-                                                at::Tensor& output);
+                                                const Epilogue& epilogue, at::Tensor& output);
 bool direct_pointwise_applies(const SparseFilterGeometry& g, at::ScalarType dtype);
 
 }  // namespace torch_sparse_conv

@@ -97,7 +97,8 @@ template <typename io_t>
 void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
                           const at::Tensor& col_idx, const at::Tensor& values,
                           const c10::optional<at::Tensor>& bias, const SparseFilterGeometry& g,
-                          at::Tensor& output, at::Tensor* lanes_layout) {
+                          const Epilogue& epilogue, at::Tensor& output,
+                          at::Tensor* lanes_layout) {
   using scalar_t = at::opmath_type<io_t>;
   constexpr at::ScalarType compute_dtype = c10::CppTypeToScalarType<scalar_t>::value;
   constexpr int64_t L = lanes<scalar_t>();
@@ -111,6 +112,18 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
                           ? bias->to(compute_dtype).contiguous() : at::Tensor();
   const scalar_t* b = bias_c.defined() ? bias_c.data_ptr<scalar_t>() : nullptr;
   io_t* out = output.data_ptr<io_t>();
+  // The residual laid out as the output: its element for out[i] at res[i].
+  const at::Tensor residual = epilogue.residual_in(
+      channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+  const io_t* res = residual.defined() ? residual.data_ptr<io_t>() : nullptr;
+  // The epilogue on the samples' runs of n outputs written at dst, sample_stride apart.
+  auto finish_runs = [&](io_t* dst, int64_t n, int64_t samples, int64_t sample_stride) {
+    if (epilogue.empty()) return;
+    for (int64_t s = 0; s < samples; ++s) {
+      io_t* sums = dst + s * sample_stride;
+      apply_epilogue_run(sums, res ? res + (sums - out) : nullptr, n, epilogue.relu);
+    }
+  };
 
   const TiledPlane plane = tiled_plane(g);
   const TileShape tile = choose_tile(plane, kernels);
@@ -265,10 +278,10 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
             for (int64_t r = 0; r < rows; ++r) {
               for (int64_t col = 0; col < cols; ++col) {
                 const int64_t pixel = (oh0 + r) * plane.w + ow0 + col;
+                io_t* dst = out + (n0 * out_plane + pixel) * g.out_channels + oc0;
                 kernels.deinterleave(partial.data() + (r * cols + col) * L, tile_elements,
-                                     oc1 - oc0, samples,
-                                     out + (n0 * out_plane + pixel) * g.out_channels + oc0,
-                                     sample_stride);
+                                     oc1 - oc0, samples, dst, sample_stride);
+                finish_runs(dst, oc1 - oc0, samples, sample_stride);
               }
             }
           }
@@ -305,6 +318,7 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
                           dst + s * sample_stride);
               }
             }
+            finish_runs(dst, run, samples, sample_stride);
           }
         }
       }
@@ -339,11 +353,12 @@ bool direct_lanes_pay(const SparseFilterGeometry& g, at::ScalarType dtype) {
 void sparse_filter_direct_lanes_forward_cpu(const at::Tensor& input, const at::Tensor& row_ptr,
                                             const at::Tensor& col_idx, const at::Tensor& values,
                                             const c10::optional<at::Tensor>& bias,
-                                            const SparseFilterGeometry& g, at::Tensor& output,
+                                            const SparseFilterGeometry& g,
+                                            const Epilogue& epilogue, at::Tensor& output,
                                             at::Tensor* lanes_layout) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "sparse_filter_direct_lanes_forward_cpu", [&] {
-    direct_lanes_forward<scalar_t>(input, row_ptr, col_idx, values, bias, g, output,
+    direct_lanes_forward<scalar_t>(input, row_ptr, col_idx, values, bias, g, epilogue, output,
                                    lanes_layout);
   });
 }

@@ -96,58 +96,54 @@ void unfold_forward(const at::Tensor& polyphase, const at::Tensor& row_ptr,
   }
 }
 
-}  // namespace
-
-at::Tensor sparse_filter_conv2d_cpu(const at::Tensor& input, const at::Tensor& row_ptr,
-                                    const at::Tensor& col_idx, const at::Tensor& values,
-                                    at::IntArrayRef weight_size,
-                                    const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
-                                    at::IntArrayRef padding, at::IntArrayRef dilation,
-                                    int64_t groups, c10::string_view method_name) {
-  return sparse_filter_conv2d_cpu_keeping_layout(input, row_ptr, col_idx, values, weight_size,
-                                                 bias, stride, padding, dilation, groups,
-                                                 method_name, /*lanes_layout=*/nullptr);
-}
-
-at::Tensor sparse_filter_conv2d_cpu_keeping_layout(
-    const at::Tensor& input, const at::Tensor& row_ptr, const at::Tensor& col_idx,
-    const at::Tensor& values, at::IntArrayRef weight_size, const c10::optional<at::Tensor>& bias,
-    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-    c10::string_view method_name, at::Tensor* lanes_layout) {
+// The forward of every method, the epilogue (epilogue.h) applied: the 'direct' kernels in
+// their final stores, the other paths as a pass over their output (finished, below).
+at::Tensor forward_cpu(const at::Tensor& input, const at::Tensor& row_ptr,
+                       const at::Tensor& col_idx, const at::Tensor& values,
+                       at::IntArrayRef weight_size, const c10::optional<at::Tensor>& bias,
+                       at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
+                       int64_t groups, c10::string_view method_name,
+                       const c10::optional<at::Tensor>& residual, bool relu,
+                       at::Tensor* lanes_layout) {
   const SparseFilterGeometry g =
       check_sparse_filter_conv2d_args(input, row_ptr, col_idx, values, weight_size, bias, stride,
                                       padding, dilation, groups);
+  const Epilogue epilogue = check_epilogue(residual, relu, input, g);
+  auto finished = [&](at::Tensor output) {
+    apply_epilogue(output, epilogue);
+    return output;
+  };
   SparseFilterMethod method = parse_sparse_filter_method(method_name);
   at::Tensor rp = row_ptr.contiguous(), ci = col_idx.contiguous(), val = values.contiguous();
   check_csr_contents(rp, ci, g.taps_per_filter());
   if (g.taps_per_filter() == 0) {
-    return in_memory_format_of(input, output_without_taps(input, bias, g));
+    return finished(in_memory_format_of(input, output_without_taps(input, bias, g)));
   }
   if (method == SparseFilterMethod::Auto) {
     method = choose_sparse_filter_method_cpu(rp, ci, g, input.scalar_type());
   }
   if (reduced_precision::is_reduced(input.scalar_type()) && method != SparseFilterMethod::Direct) {
     // 'direct' reads and writes float16/bfloat16 itself; the others run their float32 code on
-    // widened arguments.
-    return computed_in_float32<&sparse_filter_conv2d_cpu>()(
+    // widened arguments (the epilogue after, on the output rounded, as the unfused ops).
+    return finished(computed_in_float32<&sparse_filter_conv2d_cpu>()(
         input, row_ptr, col_idx, values, weight_size, bias, stride, padding, dilation, groups,
-        method == SparseFilterMethod::Dense ? "dense" : "unfold");
+        method == SparseFilterMethod::Dense ? "dense" : "unfold", c10::nullopt, false));
   }
 
   if (method == SparseFilterMethod::Dense) {
     const at::Tensor weight = dense_weight_cpu(rp, ci, val, weight_size);
     // g's stride: capped at the padded size where a single output row or column makes the
     // stride irrelevant (oneDNN rejects strides of 2^31 and more).
-    return in_memory_format_of(
+    return finished(in_memory_format_of(
         input,
-        at::conv2d(input, weight, bias, {g.stride_h, g.stride_w}, padding, dilation, groups));
+        at::conv2d(input, weight, bias, {g.stride_h, g.stride_w}, padding, dilation, groups)));
   }
   if (g.batch * g.out_channels * g.out_h * g.out_w == 0) {
     return in_memory_format_of(input, output_without_taps(input, bias, g));
   }
   if (method == SparseFilterMethod::Direct) {
-    return in_memory_format_of(
-        input, sparse_filter_direct_forward_cpu(input, rp, ci, val, bias, g, lanes_layout));
+    return in_memory_format_of(input, sparse_filter_direct_forward_cpu(
+                                          input, rp, ci, val, bias, g, epilogue, lanes_layout));
   }
   at::Tensor output =
       at::empty({g.batch, g.out_channels, g.out_h, g.out_w}, input.options());
@@ -155,7 +151,29 @@ at::Tensor sparse_filter_conv2d_cpu_keeping_layout(
     unfold_forward<scalar_t>(to_polyphase(input, g), rp, ci, val, kept_columns(rp, ci, g), bias, g,
                              output);
   });
-  return in_memory_format_of(input, output);
+  return finished(in_memory_format_of(input, output));
+}
+
+}  // namespace
+
+at::Tensor sparse_filter_conv2d_cpu(const at::Tensor& input, const at::Tensor& row_ptr,
+                                    const at::Tensor& col_idx, const at::Tensor& values,
+                                    at::IntArrayRef weight_size,
+                                    const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                    at::IntArrayRef padding, at::IntArrayRef dilation,
+                                    int64_t groups, c10::string_view method_name,
+                                    const c10::optional<at::Tensor>& residual, bool relu) {
+  return forward_cpu(input, row_ptr, col_idx, values, weight_size, bias, stride, padding,
+                     dilation, groups, method_name, residual, relu, /*lanes_layout=*/nullptr);
+}
+
+at::Tensor sparse_filter_conv2d_cpu_keeping_layout(
+    const at::Tensor& input, const at::Tensor& row_ptr, const at::Tensor& col_idx,
+    const at::Tensor& values, at::IntArrayRef weight_size, const c10::optional<at::Tensor>& bias,
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+    c10::string_view method_name, at::Tensor* lanes_layout) {
+  return forward_cpu(input, row_ptr, col_idx, values, weight_size, bias, stride, padding,
+                     dilation, groups, method_name, c10::nullopt, false, lanes_layout);
 }
 
 }  // namespace torch_sparse_conv

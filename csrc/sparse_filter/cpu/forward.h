@@ -12,10 +12,13 @@ at::Tensor sparse_filter_conv2d_cpu(const at::Tensor& input, const at::Tensor& r
                                     at::IntArrayRef weight_size,
                                     const c10::optional<at::Tensor>& bias, at::IntArrayRef stride,
                                     at::IntArrayRef padding, at::IntArrayRef dilation,
-                                    int64_t groups, c10::string_view method_name);
+                                    int64_t groups, c10::string_view method_name,
+                                    const c10::optional<at::Tensor>& residual = c10::nullopt,
+                                    bool relu = false);
 
-// The same, and where it ran the 'direct' method with the batch in the vector lanes, the
-// input's lanes layout in *lanes_layout (direct.h); elsewhere *lanes_layout is left alone.
+// The same without epilogue, and where it ran the 'direct' method with the batch in the
+// vector lanes, the input's lanes layout in *lanes_layout (direct.h); elsewhere *lanes_layout
+// is left alone.
 at::Tensor sparse_filter_conv2d_cpu_keeping_layout(
     const at::Tensor& input, const at::Tensor& row_ptr, const at::Tensor& col_idx,
     const at::Tensor& values, at::IntArrayRef weight_size, const c10::optional<at::Tensor>& bias,

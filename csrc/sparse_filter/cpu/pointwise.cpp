@@ -53,7 +53,7 @@ template <typename scalar_t>
 void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
                        const at::Tensor& col_idx, const at::Tensor& values,
                        const c10::optional<at::Tensor>& bias, const SparseFilterGeometry& g,
-                       at::Tensor& output) {
+                       const Epilogue& epilogue, at::Tensor& output) {
   constexpr int64_t lanes = vector_lanes<scalar_t>();
   const auto& simd = sparse_filter_simd<scalar_t>();
   const at::Tensor input_c = nchw_contiguous(input);
@@ -62,6 +62,8 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
       bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
   const scalar_t* b = bias_c.defined() ? bias_c.data_ptr<scalar_t>() : nullptr;
   scalar_t* out = output.data_ptr<scalar_t>();
+  const at::Tensor residual = epilogue.residual_in(at::MemoryFormat::Contiguous);
+  const scalar_t* res = residual.defined() ? residual.data_ptr<scalar_t>() : nullptr;
 
   TORCH_INTERNAL_ASSERT(g.out_h == g.in_h && g.out_w == g.in_w && g.phase_h == g.in_h &&
                         g.phase_w == g.in_w);
@@ -155,10 +157,17 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
                              b ? b + oc0 : nullptr, y, plane, valid, tails.data(), rows, after);
       }
       const int64_t tail = valid % vector;
-      if (tail == 0) continue;
+      if (tail != 0) {
+        for (int64_t oc = oc0; oc < oc1; ++oc) {
+          const scalar_t* from = tails.data() + (oc - oc0) * vector;
+          std::copy(from, from + tail, y + (oc - oc0) * plane + (valid - tail));
+        }
+      }
+      if (epilogue.empty()) continue;
+      // The block's sums are final and still in L2: the epilogue here, not in a pass after.
       for (int64_t oc = oc0; oc < oc1; ++oc) {
-        const scalar_t* from = tails.data() + (oc - oc0) * vector;
-        std::copy(from, from + tail, y + (oc - oc0) * plane + (valid - tail));
+        scalar_t* sums = y + (oc - oc0) * plane;
+        apply_epilogue_run(sums, res ? res + (sums - out) : nullptr, valid, epilogue.relu);
       }
     }
   });
@@ -188,11 +197,11 @@ void sparse_filter_direct_pointwise_forward_cpu(const at::Tensor& input,
                                                 const at::Tensor& values,
                                                 const c10::optional<at::Tensor>& bias,
                                                 const SparseFilterGeometry& g,
-                                                at::Tensor& output) {
+                                                const Epilogue& epilogue, at::Tensor& output) {
   TORCH_INTERNAL_ASSERT(g.stride_h == 1 && g.stride_w == 1);  // direct.cpp took the stride out
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "sparse_filter_direct_pointwise_forward_cpu",
                              [&] {
-    pointwise_forward<scalar_t>(input, row_ptr, col_idx, values, bias, g, output);
+    pointwise_forward<scalar_t>(input, row_ptr, col_idx, values, bias, g, epilogue, output);
   });
 }
 
