@@ -257,9 +257,10 @@ def test_resnet_suite_on_a_tiny_resnet18():
     row = rows[0]
     assert row["convs"] == 20 and 0.09 < row["density"] < 0.11
     # default_config folds batch norm for a second pair of contenders (and a third with the
-    # max pool through channels-last), and runs dense and ours:auto+fold-bn channels-last too
+    # max pool through channels-last, a fourth with the epilogues fused, its bits checked
+    # against the third's), and runs dense and ours:auto+fold-bn channels-last too
     contenders = {"dense", "ours:auto", "dense+fold-bn", "ours:auto+fold-bn",
-                  "ours:auto+fold-bn+pool", "dense/channels-last",
+                  "ours:auto+fold-bn+pool", "ours:auto+fold-bn+pool+fuse", "dense/channels-last",
                   "ours:auto+fold-bn/channels-last"}
     assert set(row["seconds"]) == contenders
     assert "ours:no-such-method" in row["unavailable"]

@@ -21,6 +21,9 @@ logit; a whole network sums rounding differences over 53 layers):
   ours:auto+fold-bn+pool  ``sparsify(copy, fold_batchnorm=True, pool_channels_last=True)``:
                  also the stem's max pool through channels-last (ChannelsLastMaxPool2d, the
                  same bits; torch's NCHW pool is 4x slower on that tensor)
+  ours:auto+fold-bn+pool+fuse  the same with ``fuse_epilogues=True``: each block's residual
+                 add and ReLUs applied by the convolutions as they store their outputs
+                 (sparse_filter/fuse.py; the same bits, checked against the unfused model)
   dense/channels-last, ours:auto+fold-bn/channels-last
                  ``dense`` and ``ours:auto+fold-bn`` with the model and the input in
                  channels-last memory format (``.to(memory_format=torch.channels_last)``), as
@@ -141,13 +144,14 @@ def conv_work(model: torch.nn.Module, image: int) -> Dict:
 
 
 def _ours(model: torch.nn.Module, method: str, convs: int, fold: bool = False,
-          pool: bool = False):
+          pool: bool = False, fuse: bool = False):
     """``sparsify`` on a copy with ``method`` (and ``fold_batchnorm=fold``,
-    ``pool_channels_last=pool``); every Conv2d must have been converted."""
+    ``pool_channels_last=pool``, ``fuse_epilogues=fuse``); every Conv2d must have been
+    converted."""
     from .. import SparseConv2d, sparsify
     converted, report = sparsify(copy.deepcopy(model), min_sparsity=0.8, method=method,
                                  return_report=True, fold_batchnorm=fold,
-                                 pool_channels_last=pool)
+                                 pool_channels_last=pool, fuse_epilogues=fuse)
     count = sum(isinstance(m, SparseConv2d) for m in converted.modules())
     if count != convs:
         raise RuntimeError(f"sparsify converted {count} of {convs} convolutions: {report}")
@@ -180,16 +184,18 @@ def run(config: Dict, device: str = "cpu", progress=None) -> List[Dict]:
             work = conv_work(model, config["image"])
             models = {BASELINE: model.to(device)}
             unavailable_ = {}
-            variants = [(f"ours:{m}", m, False, False) for m in config["methods"]]
+            variants = [(f"ours:{m}", m, False, False, False) for m in config["methods"]]
             if config.get("fold_batchnorm"):
                 folded = copy.deepcopy(model)
                 fold_batchnorm(folded)
                 models[FOLDED_BASELINE] = folded.to(device)
-                variants.append(("ours:auto+fold-bn", "auto", True, False))
-                variants.append(("ours:auto+fold-bn+pool", "auto", True, True))
-            for name, method, fold, pool in variants:
+                variants.append(("ours:auto+fold-bn", "auto", True, False, False))
+                variants.append(("ours:auto+fold-bn+pool", "auto", True, True, False))
+                variants.append(("ours:auto+fold-bn+pool+fuse", "auto", True, True, True))
+            for name, method, fold, pool, fuse in variants:
                 try:
-                    models[name] = _ours(model, method, work["convs"], fold, pool).to(device)
+                    models[name] = _ours(model, method, work["convs"], fold, pool,
+                                         fuse).to(device)
                 except (RuntimeError, ValueError, TypeError) as error:
                     first = (str(error).strip().splitlines() or [""])[0]
                     unavailable_[name] = f"{type(error).__name__}: {first}"[:200]
@@ -207,6 +213,10 @@ def run(config: Dict, device: str = "cpu", progress=None) -> List[Dict]:
                 scale = outputs[BASELINE].abs().max().item()
                 tolerance = (TOLERANCE[0], TOLERANCE[1] * max(scale, 1e-6))
                 check_same(outputs, BASELINE, rtol=tolerance[0], atol=tolerance[1])
+                fused, unfused = "ours:auto+fold-bn+pool+fuse", "ours:auto+fold-bn+pool"
+                if fused in outputs and unfused in outputs and \
+                        not torch.equal(outputs[fused], outputs[unfused]):
+                    raise RuntimeError(f"{fused}'s output differs from {unfused}'s bits")
                 cell_unavailable = dict(unavailable_)
                 remote = None
                 if config.get("deepsparse"):

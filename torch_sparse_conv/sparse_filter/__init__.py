@@ -7,6 +7,8 @@
   (:func:`densify`, :func:`dense_state_dict`).
 * :mod:`.fold`: :func:`fold_batchnorm`, eval-mode batch norm folded into the convolution
   before it (``sparsify(..., fold_batchnorm=True)``).
+* :mod:`.fuse`: :func:`fuse_epilogues`, the residual add and ReLU after a SparseConv2d
+  applied in its call (``sparsify(..., fuse_epilogues=True)``).
 * :mod:`.pooling`: :class:`ChannelsLastMaxPool2d`, ``nn.MaxPool2d`` through channels-last
   for large NCHW CPU tensors (``sparsify(..., pool_channels_last=True)``).
 * ``_fake``: the operators' fake (meta) kernels, registered by ``_library.load()``.
@@ -24,6 +26,7 @@ from .functional import (
 from .fold import fold_batchnorm
 from .pooling import ChannelsLastMaxPool2d, pool_channels_last
 from .nn import DEFAULT_MIN_SPARSITY, SparseConv2d, dense_state_dict, densify, sparsify
+from .fuse import fuse_epilogues
 
 __all__ = [
     "ChannelsLastMaxPool2d",
@@ -34,6 +37,7 @@ __all__ = [
     "dense_state_dict",
     "densify",
     "fold_batchnorm",
+    "fuse_epilogues",
     "pack_sparse_filter",
     "pair",
     "pool_channels_last",

@@ -103,25 +103,53 @@ def sparse_conv2d_packed(input: Tensor, row_ptr: Tensor, col_idx: Tensor, values
                          weight_size: List[int], bias: Optional[Tensor], stride: List[int],
                          padding: List[int], extra_padding: List[int], dilation: List[int],
                          groups: int, method: str = "auto",
-                         padding_mode: str = "zeros") -> Tensor:
+                         padding_mode: str = "zeros", residual: Optional[Tensor] = None,
+                         relu: bool = False) -> Tensor:
     """Convolution with a packed weight; arguments already normalised (see SparseConv2d).
 
     ``padding`` is symmetric; ``extra_padding`` is added on the right/bottom only ('same' with
     an even kernel). ``input`` may be ``(N, C, H, W)`` or unbatched ``(C, H, W)``.
+
+    The epilogue: ``relu(conv + residual)`` (either optional), exactly as the separate ops
+    compute it. Where ``residual`` has the output's shape, dtype and device the kernel
+    applies it as it stores the output; any other residual (one that broadcasts, or
+    promotes the dtype) is added after the convolution, as ``+`` would.
     """
     unbatched = input.dim() == 3
     if unbatched:
         input = input.unsqueeze(0)
+        if residual is not None and residual.dim() == 3:
+            residual = residual.unsqueeze(0)
     if padding_mode != "zeros":
         pad = [padding[1], padding[1] + extra_padding[1], padding[0], padding[0] + extra_padding[0]]
         input = torch.nn.functional.pad(input, pad, mode=padding_mode)
         padding = [0, 0]
     elif extra_padding[0] != 0 or extra_padding[1] != 0:
         input = torch.nn.functional.pad(input, [0, extra_padding[1], 0, extra_padding[0]])
+    fused: Optional[Tensor] = None
+    if residual is not None and _fits_output(residual, input, weight_size, stride, padding,
+                                             dilation):
+        fused = residual
     out = torch.ops.torch_sparse_conv.sparse_filter_conv2d(
         input, row_ptr, col_idx, values, weight_size, bias, stride, padding, dilation, groups,
-        method)
+        method, fused, relu and (residual is None or fused is not None))
+    if residual is not None and fused is None:
+        out = out + residual
+        if relu:
+            out = torch.relu(out)
     return out.squeeze(0) if unbatched else out
+
+
+def _fits_output(residual: Tensor, input: Tensor, weight_size: List[int], stride: List[int],
+                 padding: List[int], dilation: List[int]) -> bool:
+    """Whether ``residual`` is what the operator's epilogue takes: a strided tensor of the
+    output's shape, with the input's dtype and device."""
+    shape = [input.shape[0], weight_size[0]]
+    for d in range(2):
+        size = input.shape[2 + d] + 2 * padding[d] - dilation[d] * (weight_size[2 + d] - 1) - 1
+        shape.append(size // stride[d] + 1)
+    return (residual.layout == torch.strided and list(residual.shape) == shape
+            and residual.dtype == input.dtype and residual.device == input.device)
 
 
 def _check_tensors(input: Tensor, weight: Tensor, bias: Optional[Tensor]) -> None:

@@ -188,11 +188,15 @@ class SparseConv2d(nn.Module):
             total *= size
         return self.nnz / total if total else 0.0
 
-    def forward(self, input: Tensor) -> Tensor:
+    def forward(self, input: Tensor, residual: Optional[Tensor] = None,
+                relu: bool = False) -> Tensor:
+        """The convolution of ``input``; with ``residual`` and ``relu``, the epilogue a
+        residual block ends with, ``relu(conv(input) + residual)``, computed as the output
+        is stored (the same bits as the separate ops; see :func:`fuse_epilogues`)."""
         return sparse_conv2d_packed(input, self.row_ptr, self.col_idx, self.values,
                                     self.weight_size, self.bias, self.stride, self._padding,
                                     self._extra_padding, self.dilation, self.groups,
-                                    self.method, self.padding_mode)
+                                    self.method, self.padding_mode, residual, relu)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
@@ -249,13 +253,14 @@ class SparsifyDecision:
 
 class SparsifyReport(list):
     """The :class:`SparsifyDecision` of every ``nn.Conv2d`` met, in model order; ``str()`` is
-    a table. ``folded``: the (convolution, batch norm) pairs folded first, and ``pooled``:
-    the max pools made channels-last, if asked."""
+    a table. ``folded``: the (convolution, batch norm) pairs folded first, ``pooled``: the
+    max pools made channels-last, and ``fused``: the calls that took an epilogue, if asked."""
 
     def __init__(self, *decisions):
         super().__init__(*decisions)
         self.folded: List[Tuple[str, str]] = []
         self.pooled: List[str] = []
+        self.fused: List[str] = []
 
     @property
     def converted(self) -> List[str]:
@@ -317,7 +322,7 @@ def sparsify(model: nn.Module, min_sparsity: float = DEFAULT_MIN_SPARSITY,
              method: str = "auto", *,
              layer_filter: Optional[Callable[[str, nn.Conv2d], bool]] = None,
              return_report: bool = False, fold_batchnorm: bool = False,
-             pool_channels_last: bool = False):
+             pool_channels_last: bool = False, fuse_epilogues: bool = False):
     """Replaces, in place, every ``nn.Conv2d`` of ``model`` whose weight has at least
     ``min_sparsity`` zero taps by an equivalent :class:`SparseConv2d`, and returns ``model``
     (with ``return_report=True``, ``(model, report)``: a :class:`SparsifyReport` saying, for
@@ -344,6 +349,14 @@ def sparsify(model: nn.Module, min_sparsity: float = DEFAULT_MIN_SPARSITY,
     NCHW CPU activations through channels-last in inference: the same bits, 2-8x faster than
     torch's NCHW pool (ResNet-50's stem pool was 15 % of its sparsified batch-8 forward); the
     report's ``pooled`` lists them. :func:`densify` turns them back.
+
+    ``fuse_epilogues=True`` then has every converted layer apply the residual add and the
+    ReLU after it as it stores its output
+    (:func:`~torch_sparse_conv.sparse_filter.fuse.fuse_epilogues`: the same bits; with
+    ``fold_batchnorm`` the ResNet block's ``relu(conv(x) + identity)`` fuses). The model's
+    graph is rewritten, so the result is a new ``torch.fx.GraphModule`` sharing the model's
+    modules and ``state_dict`` keys (the model must trace with ``torch.fx``); the report's
+    ``fused`` lists each fused call. Densify the model before fusing, not the result.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"sparsify: model must be an nn.Module, got {type(model).__name__}")
@@ -358,6 +371,9 @@ def sparsify(model: nn.Module, min_sparsity: float = DEFAULT_MIN_SPARSITY,
     if pool_channels_last:
         report.pooled = pooling.pool_channels_last(model)
     _sparsify_children(model, "", min_sparsity, method, layer_filter, report)
+    if fuse_epilogues:
+        from . import fuse  # (fuse imports this module)
+        model, report.fused = fuse.fuse_epilogues(model)
     return (model, report) if return_report else model
 
 

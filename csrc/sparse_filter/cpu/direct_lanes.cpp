@@ -299,8 +299,9 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
           if (oc + kPrefetchChannels < oc1) {
             for (int64_t r = 0; r < runs; ++r) {
               for (int64_t s = 0; s < samples; ++s) {
-                prefetch_for_writing(destination(oc + kPrefetchChannels, r) + s * sample_stride,
-                                     run * int64_t(sizeof(io_t)));
+                io_t* ahead = destination(oc + kPrefetchChannels, r) + s * sample_stride;
+                prefetch_for_writing(ahead, run * int64_t(sizeof(io_t)));
+                if (res != nullptr) prefetch_for_writing(res + (ahead - out), run * int64_t(sizeof(io_t)));
               }
             }
           }

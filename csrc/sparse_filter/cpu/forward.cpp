@@ -183,15 +183,21 @@ TORCH_LIBRARY_IMPL(torch_sparse_conv, CPU, m) {
   m.impl("sparse_filter_conv2d", &sparse_filter_conv2d_cpu);  // float16/bfloat16 inside
 }
 
-// A sparse `input` would otherwise meet the dispatcher's "could not run with arguments from
-// the 'SparseCPU' backend"; this says what is wrong with which argument. Boxed: it reads only
-// the first argument, whatever the schema's others.
+// A sparse `input` (or residual) would otherwise meet the dispatcher's "could not run with
+// arguments from the 'SparseCPU' backend"; this says what is wrong with which argument.
+// Boxed: it names the first tensor argument that is not strided, whatever the schema.
 namespace {
 void reject_sparse_input(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
-  const auto arguments = torch::jit::last(*stack, op.schema().arguments().size());
-  TORCH_CHECK_TYPE(false, "sparse_filter_conv2d: input must be a dense (strided) tensor, got "
-                   "layout ", arguments[0].toTensor().layout(),
-                   " (the sparse-input convolution is toeplitz_conv2d)");
+  const auto& schema = op.schema().arguments();
+  const auto arguments = torch::jit::last(*stack, schema.size());
+  for (size_t i = 0; i < arguments.size(); ++i) {
+    if (!arguments[i].isTensor() || arguments[i].toTensor().layout() == at::kStrided) continue;
+    TORCH_CHECK_TYPE(false, "sparse_filter_conv2d: ", schema[i].name(),
+                     " must be a dense (strided) tensor, got layout ",
+                     arguments[i].toTensor().layout(),
+                     i == 0 ? " (the sparse-input convolution is toeplitz_conv2d)" : "");
+  }
+  TORCH_CHECK_TYPE(false, "sparse_filter_conv2d: every tensor argument must be dense (strided)");
 }
 }  // namespace
 

@@ -139,6 +139,15 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
       const int64_t vector = simd.pointwise_vector;
       tails.resize((oc1 - oc0) * vector);
       for (int64_t j = 0; j < taps.chunks; ++j) {
+        if (res != nullptr && j + 1 == taps.chunks) {
+          // The residual's rows of the block, asked for while the last chunk computes.
+          for (int64_t oc = oc0; oc < oc1; ++oc) {
+            const scalar_t* from = res + (y - out) + (oc - oc0) * plane;
+            for (int64_t e = 0; e < valid; e += 64 / int64_t(sizeof(scalar_t))) {
+              __builtin_prefetch(from + e, /*rw=*/0, /*locality=*/2);
+            }
+          }
+        }
         // The rows chunk j reads and those read next: chunk j + 1's here, or chunk 0's of the
         // next task of this thread (its sample as the tensor holds it).
         PrefetchRows<scalar_t> rows, after;
