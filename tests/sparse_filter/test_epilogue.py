@@ -38,13 +38,15 @@ def packed(c_out, c_in, k, dtype, density=0.15, seed=0):
 
 # (batch, C_in, C_out, size, kernel, stride, padding, channels_last): each reaches another
 # path of 'direct': the lanes (full and partial blocks, channels-last), the 1x1 kernel in
-# place (whole vectors and not), a strided 1x1, the one-sample layout (small batches).
+# place (whole vectors and not, one chunk of input channels and several), a strided 1x1, the
+# one-sample layout (small batches).
 CASES = [
     (8, 16, 24, 14, 3, 1, 1, False),
     (9, 16, 8, 10, 3, 1, 1, False),
     (8, 16, 24, 14, 3, 1, 1, True),
     (8, 32, 48, 16, 1, 1, 0, False),
     (4, 32, 48, 14, 1, 1, 0, False),
+    (2, 160, 24, 14, 1, 1, 0, False),  # several chunks of input channels before the epilogue
     (8, 32, 16, 14, 1, 2, 0, False),
     (1, 8, 12, 11, 3, 1, 1, False),
     (3, 8, 12, 20, 3, 2, 1, False),

@@ -138,16 +138,10 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
       const int64_t valid = std::min(count, plane - p0);
       const int64_t vector = simd.pointwise_vector;
       tails.resize((oc1 - oc0) * vector);
+      // The epilogue as the last chunk stores the block's full vectors; the tails below.
+      const StoreEpilogue<scalar_t> last_stores{res ? res + (y - out) : nullptr,
+                                                epilogue.relu};
       for (int64_t j = 0; j < taps.chunks; ++j) {
-        if (res != nullptr && j + 1 == taps.chunks) {
-          // The residual's rows of the block, asked for while the last chunk computes.
-          for (int64_t oc = oc0; oc < oc1; ++oc) {
-            const scalar_t* from = res + (y - out) + (oc - oc0) * plane;
-            for (int64_t e = 0; e < valid; e += 64 / int64_t(sizeof(scalar_t))) {
-              __builtin_prefetch(from + e, /*rw=*/0, /*locality=*/2);
-            }
-          }
-        }
         // The rows chunk j reads and those read next: chunk j + 1's here, or chunk 0's of the
         // next task of this thread (its sample as the tensor holds it).
         PrefetchRows<scalar_t> rows, after;
@@ -163,20 +157,16 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
         simd.pointwise_tiles(x + p0, offsets.data(), taps.values,
                              taps.chunk_ptr.data() + oc0 * (taps.chunks + 1) + j,
                              taps.chunks + 1, oc1 - oc0, /*accumulate=*/j > 0,
-                             b ? b + oc0 : nullptr, y, plane, valid, tails.data(), rows, after);
+                             b ? b + oc0 : nullptr, y, plane, valid, tails.data(), rows, after,
+                             j + 1 == taps.chunks ? last_stores : StoreEpilogue<scalar_t>{});
       }
       const int64_t tail = valid % vector;
-      if (tail != 0) {
-        for (int64_t oc = oc0; oc < oc1; ++oc) {
-          const scalar_t* from = tails.data() + (oc - oc0) * vector;
-          std::copy(from, from + tail, y + (oc - oc0) * plane + (valid - tail));
-        }
-      }
-      if (epilogue.empty()) continue;
-      // The block's sums are final and still in L2: the epilogue here, not in a pass after.
+      if (tail == 0) continue;
       for (int64_t oc = oc0; oc < oc1; ++oc) {
-        scalar_t* sums = y + (oc - oc0) * plane;
-        apply_epilogue_run(sums, res ? res + (sums - out) : nullptr, valid, epilogue.relu);
+        const scalar_t* from = tails.data() + (oc - oc0) * vector;
+        scalar_t* sums = y + (oc - oc0) * plane + (valid - tail);
+        std::copy(from, from + tail, sums);
+        apply_epilogue_run(sums, res ? res + (sums - out) : nullptr, tail, epilogue.relu);
       }
     }
   });

@@ -71,11 +71,22 @@ TSC_INLINE void pointwise_tile(const scalar_t* x, const int64_t* offsets, const 
                                const int64_t* tap_bounds, int64_t bounds_stride,
                                int64_t channels, bool accumulate, const scalar_t* init,
                                scalar_t* out, int64_t out_stride, scalar_t* tail,
-                               PrefetchRows<scalar_t> next) {
+                               PrefetchRows<scalar_t> next, StoreEpilogue<scalar_t> epilogue) {
   using V = Vec<scalar_t, BYTES>;
   constexpr int Full = Partial ? U - 1 : U;  // vectors read and written in out
   constexpr int kLineLanes = 64 / sizeof(scalar_t);
-  for (int64_t i = 0; i < channels; ++i, out += out_stride, tail += V::lanes) {
+  // The residual's rows of the tile this many channels ahead are asked for: a few at a time,
+  // not the block's hundreds of rows at once, which stalled on the fill buffers.
+  constexpr int64_t kResidualAhead = 2;
+  const scalar_t* residual = epilogue.residual;
+  for (int64_t i = 0; i < channels;
+       ++i, out += out_stride, tail += V::lanes, residual += residual ? out_stride : 0) {
+    if (residual && i + kResidualAhead < channels) {
+      const auto row = reinterpret_cast<uintptr_t>(residual + kResidualAhead * out_stride);
+      for (int l = 0; l < Full * V::lanes; l += kLineLanes) {
+        __builtin_prefetch(reinterpret_cast<const void*>(row + l * sizeof(scalar_t)), 0, 3);
+      }
+    }
     if (next.first) {  // channel i's share of the next tile's rows, into L2
       // Addresses as integers: the last row's tile may reach past the tensor's end (a
       // prefetch never faults; a pointer formed there would be undefined behaviour).
@@ -99,6 +110,14 @@ TSC_INLINE void pointwise_tile(const scalar_t* x, const int64_t* offsets, const 
       const typename V::type w = V::broadcast(values[k]);
       for (int u = 0; u < U; ++u) acc[u] += w * V::load(src + u * V::lanes);
     }
+    if (residual) {
+      for (int u = 0; u < Full; ++u) acc[u] += V::load(residual + u * V::lanes);
+    }
+    if (epilogue.relu) {
+      // Not max(x, 0): NaN and -0.0 stay, as in torch.relu.
+      const typename V::type zero = V::broadcast(0);
+      for (int u = 0; u < Full; ++u) acc[u] = acc[u] < zero ? zero : acc[u];
+    }
     for (int u = 0; u < U; ++u) V::store(Partial && u == Full ? tail : out + u * V::lanes, acc[u]);
   }
 }
@@ -112,7 +131,8 @@ TSC_INLINE void pointwise_tiles_impl(const scalar_t* x, const int64_t* offsets,
                                      int64_t bounds_stride, int64_t channels, bool accumulate,
                                      const scalar_t* init, scalar_t* out, int64_t out_stride,
                                      int64_t count, scalar_t* tail, PrefetchRows<scalar_t> rows,
-                                     PrefetchRows<scalar_t> after) {
+                                     PrefetchRows<scalar_t> after,
+                                     StoreEpilogue<scalar_t> epilogue) {
   constexpr int64_t lanes = Vec<scalar_t, BYTES>::lanes;
   const int64_t nvec = ceil_div(count, lanes);
   const int64_t tiles = ceil_div(nvec, int64_t(U));
@@ -120,6 +140,8 @@ TSC_INLINE void pointwise_tiles_impl(const scalar_t* x, const int64_t* offsets,
     const int64_t size = nvec / tiles + (t < nvec % tiles ? 1 : 0);
     const scalar_t* s = x + v * lanes;
     scalar_t* o = out + v * lanes;
+    StoreEpilogue<scalar_t> e = epilogue;
+    if (e.residual) e.residual += v * lanes;
     const bool partial = t == tiles - 1 && count % lanes != 0;
     PrefetchRows<scalar_t> next = after;
     if (t + 1 < tiles && rows.first) {
@@ -132,11 +154,11 @@ TSC_INLINE void pointwise_tiles_impl(const scalar_t* x, const int64_t* offsets,
     if (partial) {                                                                         \
       pointwise_tile<scalar_t, BYTES, N, true>(s, offsets, values, tap_bounds,             \
                                                bounds_stride, channels, accumulate, init,  \
-                                               o, out_stride, tail, next);                 \
+                                               o, out_stride, tail, next, e);              \
     } else {                                                                               \
       pointwise_tile<scalar_t, BYTES, N, false>(s, offsets, values, tap_bounds,            \
                                                 bounds_stride, channels, accumulate, init, \
-                                                o, out_stride, tail, next);                \
+                                                o, out_stride, tail, next, e);             \
     }                                                                                      \
     break;
       TSC_TILE(1) TSC_TILE(2) TSC_TILE(3) TSC_TILE(4) TSC_TILE(5) TSC_TILE(6) TSC_TILE(7)
@@ -234,9 +256,9 @@ TSC_INLINE void dot_runs_any(const scalar_t* a, const scalar_t* const* b, int64_
                                      const int64_t* b, int64_t bs, int64_t ch, bool acc,     \
                                      const scalar_t* i, scalar_t* out, int64_t os,           \
                                      int64_t cnt, scalar_t* tail, PrefetchRows<scalar_t> r,  \
-                                     PrefetchRows<scalar_t> a) {                             \
+                                     PrefetchRows<scalar_t> a, StoreEpilogue<scalar_t> e) {  \
     pointwise_tiles_impl<scalar_t, PW_BYTES, 8>(x, o, v, b, bs, ch, acc, i, out, os, cnt,    \
-                                                tail, r, a);                                 \
+                                                tail, r, a, e);                              \
   }                                                                                            \
   template <typename scalar_t>                                                                 \
   TARGET void dot_runs_##NAME(const scalar_t* a, const scalar_t* const* b, int64_t runs,       \

@@ -17,6 +17,14 @@ struct PrefetchRows {
   int64_t rows = 0, stride = 0;
 };
 
+// What pointwise_tiles does to the sums it stores last (csrc/sparse_filter/epilogue.h):
+// add residual (laid out as out, null: none), then ReLU.
+template <typename scalar_t>
+struct StoreEpilogue {
+  const scalar_t* residual = nullptr;
+  bool relu = false;
+};
+
 template <typename scalar_t>
 struct SparseFilterSimd {
   // out[p] = (accumulate ? out[p] : init)
@@ -40,12 +48,15 @@ struct SparseFilterSimd {
   // input a tile reads stays in L1 while all channels read it (pointwise.cpp: 1x1
   // convolutions read in place). While a tile computes, the channels prefetch between them
   // the rows the next tile reads: `rows` (the chunk's input rows, at x) moved on by one tile,
-  // or `after` (what the caller computes next) during the last tile.
+  // or `after` (what the caller computes next) during the last tile. The epilogue is
+  // applied to the vectors stored in out (not to the tail's), its residual prefetched a few
+  // channels ahead: the caller passes it with the last chunk only.
   void (*pointwise_tiles)(const scalar_t* x, const int64_t* offsets, const scalar_t* values,
                           const int64_t* tap_bounds, int64_t bounds_stride, int64_t channels,
                           bool accumulate, const scalar_t* init, scalar_t* out,
                           int64_t out_stride, int64_t count, scalar_t* tail,
-                          PrefetchRows<scalar_t> rows, PrefetchRows<scalar_t> after);
+                          PrefetchRows<scalar_t> rows, PrefetchRows<scalar_t> after,
+                          StoreEpilogue<scalar_t> epilogue);
   // Positions per vector and per tile (8 vectors) of pointwise_tiles.
   int64_t pointwise_vector, pointwise_tile;
   // out[t] = sum_p a[p] * b[t][p] for t < runs, p < len: each vector of a loaded once for a
