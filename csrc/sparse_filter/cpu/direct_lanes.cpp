@@ -116,13 +116,13 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   const at::Tensor residual = epilogue.residual_in(
       channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
   const io_t* res = residual.defined() ? residual.data_ptr<io_t>() : nullptr;
-  // The epilogue on the samples' runs of n outputs written at dst, sample_stride apart.
-  auto finish_runs = [&](io_t* dst, int64_t n, int64_t samples, int64_t sample_stride) {
-    if (epilogue.empty()) return;
-    for (int64_t s = 0; s < samples; ++s) {
-      io_t* sums = dst + s * sample_stride;
-      apply_epilogue_run(sums, res ? res + (sums - out) : nullptr, n, epilogue.relu);
+  // The epilogue of the deinterleave that writes float32/float64 output at dst.
+  auto stores_at = [&](const io_t* dst) {
+    StoreEpilogue<scalar_t> stores;
+    if constexpr (std::is_same_v<io_t, scalar_t>) {
+      stores = {res ? res + (dst - out) : nullptr, epilogue.relu};
     }
+    return stores;
   };
 
   const TiledPlane plane = tiled_plane(g);
@@ -280,8 +280,7 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
                 const int64_t pixel = (oh0 + r) * plane.w + ow0 + col;
                 io_t* dst = out + (n0 * out_plane + pixel) * g.out_channels + oc0;
                 kernels.deinterleave(partial.data() + (r * cols + col) * L, tile_elements,
-                                     oc1 - oc0, samples, dst, sample_stride);
-                finish_runs(dst, oc1 - oc0, samples, sample_stride);
+                                     oc1 - oc0, samples, dst, sample_stride, stores_at(dst));
               }
             }
           }
@@ -310,16 +309,18 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
                 partial.data() + (oc - oc0) * tile_elements + r * cols * L;
             io_t* dst = destination(oc, r);
             if constexpr (std::is_same_v<io_t, scalar_t>) {
-              kernels.deinterleave(src, L, run, samples, dst, sample_stride);
+              kernels.deinterleave(src, L, run, samples, dst, sample_stride, stores_at(dst));
             } else {
+              // Rounded first, then the epilogue on the rounded values (as the separate ops).
               rounded.resize(samples * run);
-              kernels.deinterleave(src, L, run, samples, rounded.data(), run);
+              kernels.deinterleave(src, L, run, samples, rounded.data(), run, {});
               for (int64_t s = 0; s < samples; ++s) {
-                std::copy(rounded.data() + s * run, rounded.data() + (s + 1) * run,
-                          dst + s * sample_stride);
+                io_t* sums = dst + s * sample_stride;
+                std::copy(rounded.data() + s * run, rounded.data() + (s + 1) * run, sums);
+                apply_epilogue_run(sums, res ? res + (sums - out) : nullptr, run,
+                                   epilogue.relu);
               }
             }
-            finish_runs(dst, run, samples, sample_stride);
           }
         }
       }

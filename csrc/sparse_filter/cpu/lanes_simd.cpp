@@ -103,18 +103,30 @@ TSC_INLINE void interleave_impl(const scalar_t* src, int64_t src_stride, int64_t
 
 template <typename scalar_t>
 TSC_INLINE void deinterleave_impl(const scalar_t* src, int64_t src_stride, int64_t len,
-                                  int64_t samples, scalar_t* dst, int64_t dst_stride) {
+                                  int64_t samples, scalar_t* dst, int64_t dst_stride,
+                                  StoreEpilogue<scalar_t> epilogue) {
   using V = Vec<scalar_t>;
   constexpr int L = V::lanes;
+  const scalar_t* residual = epilogue.residual;
+  const bool finish = residual || epilogue.relu;
   const bool blocked = for_each_block<L>(len, [&](int64_t q) __attribute__((always_inline)) {
     typename V::type v[L];
     for (int i = 0; i < L; ++i) v[i] = V::load(src + (q + i) * src_stride);
     transpose(v);
-    for (int s = 0; s < samples; ++s) V::store(dst + s * dst_stride + q, v[s]);
+    for (int s = 0; s < samples; ++s) {
+      const int64_t at = s * dst_stride + q;
+      V::store(dst + at, finish ? finished_vector<V>(v[s], residual ? residual + at : nullptr,
+                                                     epilogue.relu)
+                                : v[s]);
+    }
   });
   if (blocked) return;
   for (int64_t q = 0; q < len; ++q) {
-    for (int s = 0; s < samples; ++s) dst[s * dst_stride + q] = src[q * src_stride + s];
+    for (int s = 0; s < samples; ++s) {
+      const int64_t at = s * dst_stride + q;
+      dst[at] = finished_scalar(src[q * src_stride + s], residual ? residual + at : nullptr,
+                                epilogue.relu);
+    }
   }
 }
 
@@ -138,8 +150,9 @@ using std::integer_sequence;
     }                                                                                       \
     template <typename scalar_t>                                                            \
     TARGET static void deinterleave(const scalar_t* src, int64_t ss, int64_t len,           \
-                                    int64_t samples, scalar_t* dst, int64_t ds) {           \
-      deinterleave_impl(src, ss, len, samples, dst, ds);                                    \
+                                    int64_t samples, scalar_t* dst, int64_t ds,             \
+                                    StoreEpilogue<scalar_t> e) {                            \
+      deinterleave_impl(src, ss, len, samples, dst, ds, e);                                 \
     }                                                                                       \
   };
 

@@ -10,6 +10,8 @@
 
 #include <cstdint>
 
+#include "csrc/sparse_filter/cpu/store_epilogue.h"
+
 namespace torch_sparse_conv {
 
 // Samples per vector: 8 float32, 4 float64.
@@ -34,9 +36,10 @@ struct LaneKernels {
   void (*interleave)(const scalar_t* src, int64_t src_stride, int64_t samples, int64_t len,
                      scalar_t* dst, int64_t dst_stride);
   // dst[s * dst_stride + q] = src[q * src_stride + s] for q < len, s < samples (<= lanes):
-  // the inverse (src_stride lanes for a run of pixels, a plane apart for a pixel's channels).
+  // the inverse (src_stride lanes for a run of pixels, a plane apart for a pixel's channels),
+  // with the epilogue applied (its residual laid out as dst).
   void (*deinterleave)(const scalar_t* src, int64_t src_stride, int64_t len, int64_t samples,
-                       scalar_t* dst, int64_t dst_stride);
+                       scalar_t* dst, int64_t dst_stride, StoreEpilogue<scalar_t> epilogue);
   int max_tile;  // accumulators that fit the vector registers with room to spare
   int max_rows;
   // Pixels in one of the tile's vectors: 2 where the machine's widest vectors (64 bytes,

@@ -110,13 +110,11 @@ TSC_INLINE void pointwise_tile(const scalar_t* x, const int64_t* offsets, const 
       const typename V::type w = V::broadcast(values[k]);
       for (int u = 0; u < U; ++u) acc[u] += w * V::load(src + u * V::lanes);
     }
-    if (residual) {
-      for (int u = 0; u < Full; ++u) acc[u] += V::load(residual + u * V::lanes);
-    }
-    if (epilogue.relu) {
-      // Not max(x, 0): NaN and -0.0 stay, as in torch.relu.
-      const typename V::type zero = V::broadcast(0);
-      for (int u = 0; u < Full; ++u) acc[u] = acc[u] < zero ? zero : acc[u];
+    if (residual || epilogue.relu) {
+      for (int u = 0; u < Full; ++u) {
+        acc[u] = finished_vector<V>(acc[u], residual ? residual + u * V::lanes : nullptr,
+                                    epilogue.relu);
+      }
     }
     for (int u = 0; u < U; ++u) V::store(Partial && u == Full ? tail : out + u * V::lanes, acc[u]);
   }

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "csrc/sparse_filter/cpu/store_epilogue.h"
+
 namespace torch_sparse_conv {
 
 // Input rows for pointwise_tiles to prefetch into L2 while it computes: `rows` rows,
@@ -15,14 +17,6 @@ template <typename scalar_t>
 struct PrefetchRows {
   const scalar_t* first = nullptr;
   int64_t rows = 0, stride = 0;
-};
-
-// What pointwise_tiles does to the sums it stores last (csrc/sparse_filter/epilogue.h):
-// add residual (laid out as out, null: none), then ReLU.
-template <typename scalar_t>
-struct StoreEpilogue {
-  const scalar_t* residual = nullptr;
-  bool relu = false;
 };
 
 template <typename scalar_t>

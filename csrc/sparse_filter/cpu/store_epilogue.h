@@ -1,0 +1,35 @@
+// The epilogue (csrc/sparse_filter/epilogue.h) as the CPU kernels' vector loops apply it to
+// the sums they store last: add the residual, then ReLU. Light on purpose: the kernels'
+// headers (simd.h, lanes_simd.h) include it.
+#pragma once
+
+namespace torch_sparse_conv {
+
+// residual: laid out as the output the sums go to (null: none).
+template <typename scalar_t>
+struct StoreEpilogue {
+  const scalar_t* residual = nullptr;
+  bool relu = false;
+};
+
+// One vector of sums (a csrc/common/vector.h Vec) with the epilogue applied, its residual
+// read at `residual` (null: none). Not max(x, 0): NaN and -0.0 stay, as in torch.relu.
+template <typename V, typename scalar_t>
+inline __attribute__((always_inline)) typename V::type finished_vector(
+    typename V::type sums, const scalar_t* residual, bool relu) {
+  if (residual) sums += V::load(residual);
+  if (relu) {
+    const typename V::type zero = V::broadcast(0);
+    sums = sums < zero ? zero : sums;
+  }
+  return sums;
+}
+
+// The same for one element.
+template <typename scalar_t>
+inline scalar_t finished_scalar(scalar_t sum, const scalar_t* residual, bool relu) {
+  if (residual) sum += *residual;
+  return relu && sum < scalar_t(0) ? scalar_t(0) : sum;
+}
+
+}  // namespace torch_sparse_conv
