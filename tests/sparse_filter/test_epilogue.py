@@ -118,6 +118,11 @@ def test_gradcheck_with_epilogue(method, relu):
         return op(x, row_ptr, col_idx, values, [6, 4, 3, 3], bias, [1, 1], [1, 1], [1, 1], 1,
                   method, residual, relu)
     assert torch.autograd.gradcheck(f, (x, values, bias, residual))
+    # Without a bias the residual is the fifth tensor argument, not the sixth.
+    assert torch.autograd.gradcheck(lambda x, v, r: f(x, v, None, r), (x, values, residual))
+    # The residual's gradient alone (it is also computed when only it is wanted).
+    assert torch.autograd.gradcheck(lambda r: f(x.detach(), values.detach(), None, r),
+                                    (residual,))
     # Without a residual: the ReLU's gradient alone.
     assert torch.autograd.gradcheck(lambda x, v: f(x, v, None, None), (x, values))
 
