@@ -147,8 +147,11 @@ def test_module_call_takes_the_epilogue_or_adds_after():
     assert same_bits(conv(x, channelwise, True), torch.relu(plain + channelwise))
     wider = residual.double()
     assert same_bits(conv(x, wider), plain + wider)
-    # Unbatched input with an unbatched residual.
+    # Unbatched input with an unbatched residual, and with a batched one (which broadcasts
+    # the result back to 4-D, as + does), and a number.
     assert same_bits(conv(x[0], residual[0], True), torch.relu(conv(x[0]) + residual[0]))
+    assert same_bits(conv(x[0], residual[:1], True), torch.relu(conv(x[0]) + residual[:1]))
+    assert same_bits(conv(x, 2.5, True), torch.relu(plain + 2.5))
     scripted = torch.jit.script(conv)
     assert same_bits(scripted(x, residual, True), torch.relu(plain + residual))
 
@@ -193,6 +196,26 @@ class NotFusable(nn.Module):
         return torch.add(self.c(z), z, alpha=2) + y
 
 
+class InPlaceBetween(nn.Module):
+    """Adds that must stay: the input changed in place between the convolution and the add
+    (moving the convolution to the add would read the changed input), a convolution's output
+    added to itself, and a number added."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(4, 4, 3, padding=1)
+        self.b = nn.Conv2d(4, 4, 3, padding=1)
+        self.c = nn.Conv2d(4, 4, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        x = x * 1
+        out = self.a(x)
+        identity = self.relu(x)  # changes x in place
+        twice = self.b(out + identity)
+        return self.c(twice + twice) + x.size(1)
+
+
 def sparse(model):
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
@@ -227,6 +250,16 @@ def test_fuse_epilogues_leaves_what_it_must():
     model = sparse(NotFusable())
     fused, names = fuse_epilogues(model)
     assert names == []
+    x = torch.randn(2, 4, 6, 6)
+    assert same_bits(fused(x), model(x))
+
+
+def test_fuse_epilogues_keeps_the_order_of_in_place_changes():
+    torch.manual_seed(0)
+    model = sparse(InPlaceBetween())
+    fused, names = fuse_epilogues(model)
+    # Only the number's add fuses (added after the call); a's and b's adds stay.
+    assert names == ["c: residual"]
     x = torch.randn(2, 4, 6, 6)
     assert same_bits(fused(x), model(x))
 

@@ -118,26 +118,37 @@ def sparse_conv2d_packed(input: Tensor, row_ptr: Tensor, col_idx: Tensor, values
     unbatched = input.dim() == 3
     if unbatched:
         input = input.unsqueeze(0)
-        if residual is not None and residual.dim() == 3:
-            residual = residual.unsqueeze(0)
     if padding_mode != "zeros":
         pad = [padding[1], padding[1] + extra_padding[1], padding[0], padding[0] + extra_padding[0]]
         input = torch.nn.functional.pad(input, pad, mode=padding_mode)
         padding = [0, 0]
     elif extra_padding[0] != 0 or extra_padding[1] != 0:
         input = torch.nn.functional.pad(input, [0, extra_padding[1], 0, extra_padding[0]])
+    # The residual the kernel takes (an unbatched call's 3-D one, batched), or the one added
+    # after the call as `+` would add it (any other: a broadcast, another dtype, a number).
     fused: Optional[Tensor] = None
-    if residual is not None and _fits_output(residual, input, weight_size, stride, padding,
-                                             dilation):
-        fused = residual
+    late: Optional[Tensor] = residual
+    if residual is not None and isinstance(residual, Tensor):
+        if not unbatched:
+            candidate = residual
+        elif residual.dim() == 3:
+            candidate = residual.unsqueeze(0)
+        else:
+            candidate = None
+        if candidate is not None and _fits_output(candidate, input, weight_size, stride,
+                                                  padding, dilation):
+            fused = candidate
+            late = None
     out = torch.ops.torch_sparse_conv.sparse_filter_conv2d(
         input, row_ptr, col_idx, values, weight_size, bias, stride, padding, dilation, groups,
-        method, fused, relu and (residual is None or fused is not None))
-    if residual is not None and fused is None:
-        out = out + residual
+        method, fused, relu and late is None)
+    if unbatched:
+        out = out.squeeze(0)
+    if late is not None:
+        out = out + late
         if relu:
             out = torch.relu(out)
-    return out.squeeze(0) if unbatched else out
+    return out
 
 
 def _fits_output(residual: Tensor, input: Tensor, weight_size: List[int], stride: List[int],

@@ -12,7 +12,9 @@ the model's modules under the same names (its ``state_dict`` is the model's).
 Rewritten, where a SparseConv2d's output is used by nothing else:
   * ``conv(x) + y`` and ``y + conv(x)`` (``+``, ``torch.add``, ``.add`` without ``alpha``;
     ``conv(x).add_(y)`` but not ``y.add_(conv(x))``, which changes ``y``) ->
-    ``conv(x, residual=y)``. (torch.fx records ``out += y`` as ``out + y``, a new tensor:
+    ``conv(x, residual=y)``, called where the add was: not where anything between the
+    convolution and the add may work in place (an in-place op or module could change ``x``
+    or ``y`` in between), nor for ``conv(x) + conv(x)``'s one node. (torch.fx records ``out += y`` as ``out + y``, a new tensor:
     the rewritten model computes what the traced one does.)
   * ``relu(conv(...))`` (``nn.ReLU``, ``F.relu``, ``torch.relu``, ``.relu``, in place or not)
     -> ``conv(..., relu=True)``.
@@ -75,6 +77,28 @@ def _is_relu(root: nn.Module, node: fx.Node) -> bool:
     return node.op == "call_method" and node.target in ("relu", "relu_") and len(node.args) == 1
 
 
+_IN_PLACE_OPERATORS = (operator.iadd, operator.isub, operator.imul, operator.itruediv,
+                       operator.ifloordiv, operator.imod, operator.ipow, operator.imatmul,
+                       operator.iand, operator.ior, operator.ixor, operator.ilshift,
+                       operator.irshift, operator.setitem)
+
+
+def _may_mutate(root: nn.Module, node: fx.Node) -> bool:
+    """Whether a node may change a tensor in place: an in-place method or function (a name
+    ending in '_'), an in-place operator or setitem, an ``inplace=True`` argument, or a
+    module set to work in place."""
+    if node.kwargs.get("inplace", False):
+        return True
+    if node.op == "call_module":
+        return bool(getattr(_module(root, node), "inplace", False))
+    if node.op == "call_method":
+        return node.target.endswith("_")
+    if node.op == "call_function":
+        return node.target in _IN_PLACE_OPERATORS or \
+            getattr(node.target, "__name__", "").endswith("_")
+    return False
+
+
 def fuse_epilogues(model: nn.Module) -> Tuple[fx.GraphModule, List[str]]:
     """``model`` as a ``GraphModule`` whose SparseConv2d calls take the residual adds and
     ReLUs after them (see the module's docstring), and the names of the convolutions that
@@ -104,14 +128,22 @@ def fuse_epilogues(model: nn.Module) -> Tuple[fx.GraphModule, List[str]]:
         for conv, other in ((first, second), (second, first)):
             if conv is second and in_place:
                 break  # y += conv(x) changes y: not the same as a new tensor
-            if _sparse_call(model, conv, "residual") and isinstance(other, fx.Node):
-                with graph.inserting_before(node):
-                    call = graph.call_module(conv.target, conv.args, {"residual": other})
-                node.replace_all_uses_with(call)
-                graph.erase_node(node)
-                graph.erase_node(conv)
-                fused.append(f"{conv.target}: residual")
-                break
+            if not (_sparse_call(model, conv, "residual") and isinstance(other, fx.Node)
+                    and other is not conv):
+                continue
+            # The fused call reads the input and the residual where the add was: only if
+            # nothing between the convolution and the add may change either in place.
+            order = {n: i for i, n in enumerate(graph.nodes)}
+            if any(_may_mutate(model, n) for n in graph.nodes
+                   if order[conv] < order[n] < order[node]):
+                continue
+            with graph.inserting_before(node):
+                call = graph.call_module(conv.target, conv.args, {"residual": other})
+            node.replace_all_uses_with(call)
+            graph.erase_node(node)
+            graph.erase_node(conv)
+            fused.append(f"{conv.target}: residual")
+            break
     for node in list(graph.nodes):
         if not _is_relu(model, node):
             continue
