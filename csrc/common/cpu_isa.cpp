@@ -3,6 +3,8 @@
 #include <cstdlib>
 #include <string>
 
+#include <unistd.h>
+
 namespace torch_sparse_conv {
 
 CpuIsa detect_cpu_isa() {
@@ -29,6 +31,18 @@ const char* cpu_isa_name(CpuIsa isa) {
       break;
   }
   return "baseline";
+}
+
+int64_t l1_data_cache_bytes() {
+  static const int64_t bytes = [] {
+    constexpr int64_t kDefault = 32 * 1024;
+#ifdef _SC_LEVEL1_DCACHE_SIZE
+    const long reported = sysconf(_SC_LEVEL1_DCACHE_SIZE);
+    if (reported >= 16 * 1024 && reported <= 256 * 1024) return int64_t(reported);
+#endif
+    return kDefault;
+  }();
+  return bytes;
 }
 
 }  // namespace torch_sparse_conv

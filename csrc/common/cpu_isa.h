@@ -8,6 +8,8 @@
 // TSC_NO_AVX512=1 is the same as TSC_CPU_ISA=avx2.
 #pragma once
 
+#include <cstdint>
+
 namespace torch_sparse_conv {
 
 enum class CpuIsa { Baseline, Avx2, Avx512 };
@@ -20,6 +22,11 @@ inline CpuIsa cpu_isa() {
   return isa;
 }
 const char* cpu_isa_name(CpuIsa isa);  // "avx512", "avx2" or "baseline"
+
+// Bytes of a core's level-1 data cache, as the C library reports it (sysconf), read once:
+// 32 KiB on AMD Zen 4, 48 KiB on Intel since Ice Lake. Where it is not reported, or is
+// outside 16-256 KiB, 32 KiB. The kernels size the input they keep in L1 by it.
+int64_t l1_data_cache_bytes();
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define TSC_X86_ISAS 1

@@ -33,6 +33,8 @@ namespace torch_sparse_conv {
 namespace {
 
 constexpr int64_t kBlockPositions = 512;
+// Not the processor's L1 size (cpu_isa.h): on the Intel Xeon VM (48 KiB L1d) chunks of 48 KiB
+// took 1.0-1.13x the time of 32 KiB ones at batch 1 (3x3 layers at 90 % and 95 %, 2 threads).
 constexpr int64_t kL1Bytes = 32 * 1024;
 constexpr int64_t kMinRunForOneSample = 128;  // shorter wide runs interleave samples
 

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "csrc/common/arithmetic.h"
+#include "csrc/common/cpu_isa.h"
 #include "csrc/common/memory_format.h"
 #include "csrc/common/output_buffer_cache.h"
 #include "csrc/sparse_filter/cpu/direct.h"
@@ -34,9 +35,11 @@
 namespace torch_sparse_conv {
 namespace {
 
-// Bytes of L1 (32 KiB) the input of one chunk may fill; the rest holds the partial sums in
-// flight and the taps.
-constexpr int64_t kChunkBytes = 24 * 1024;
+// Bytes of L1 the input of one chunk may fill: three quarters of it (24 KiB of Zen 4's 32,
+// 36 of Intel's 48); the rest holds the partial sums in flight and the taps. On the Intel
+// Xeon VM (48 KiB), 36 KiB against 24: 512@7 at 90 %, batch 8, 0.91x the time, the other
+// 3x3 layers at 90 % and 95 % 0.97-1.0x (2 threads, 12 interleaved rounds).
+inline int64_t chunk_bytes() { return l1_data_cache_bytes() * 3 / 4; }
 // Sample blocks laid out at a time: at least one, else as many as fit this many bytes.
 constexpr int64_t kLayoutBytes = int64_t(64) << 20;
 
@@ -136,7 +139,7 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   const int64_t channel_bytes =
       g.stride_h * g.stride_w * rows_read * cols_read * L * int64_t(sizeof(scalar_t));
   const int64_t chunk_channels =
-      chunk_channels_for(g, col_idx.size(0), kChunkBytes / channel_bytes);
+      chunk_channels_for(g, col_idx.size(0), chunk_bytes() / channel_bytes);
   const SortedTaps<scalar_t> taps = sort_taps<scalar_t>(
       row_ptr, col_idx, values.to(compute_dtype), g, chunk_channels, L);
   const std::vector<int64_t> offsets = taps.tap_offsets(row_ptr.data_ptr<int64_t>());
