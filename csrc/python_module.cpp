@@ -15,6 +15,7 @@
 
 #include "csrc/common/dtypes.h"
 #include "csrc/common/output_buffer_cache.h"
+#include "csrc/sparse_filter/method.h"
 #include "csrc/toeplitz/cpu/direct.h"
 #include "csrc/toeplitz/geometry.h"
 #include "csrc/torch_sparse_conv.h"
@@ -192,6 +193,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("_release_cached_patterns", &torch_sparse_conv::release_cached_patterns,
         "Frees the transposed sparse-filter patterns the CPU backward keeps; returns the "
         "bytes released.");
+  m.def("_cpu_auto_rule", [] { return std::string(torch_sparse_conv::cpu_auto_rule().name); },
+        "The name of the constants the CPU 'auto' rule of sparse_filter_conv2d uses on this "
+        "processor ('zen4' or 'intel-xeon').");
   m.def("_toeplitz_conv2d_scipy_numpy", &toeplitz_conv2d_scipy_numpy,
         "compat.Toeplitz_convolution2d's CPU kernel on numpy arrays: (indptr, indices, data) "
         "of scipy's CSR batch, a C-order 2-D kernel array of data's dtype, H, W, mode -> the "

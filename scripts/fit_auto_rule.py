@@ -46,12 +46,20 @@ LANES = 8             # float32 samples a vector block (lanes<float>() on AVX-51
 POINTWISE_TILE = 128  # float32 positions a 1x1 tile (simd.cpp: 8 vectors of 64 bytes)
 NEAR_CROSSOVER = (0.6, 1.6)  # cells whose direct/dense ratio lies here weigh 3x in the fit
 
-# method.h before the eighteenth session's refit (Intel Xeon constants), to compare against.
-INTEL = dict(models={"lanes": {2048: (0.62, 0.22), 512: (0.59, 0.13), 128: (0.45, 0.13), 0: (0.38, 0.13)},
-                     "one-sample": {2048: (0.32, 0.16), 512: (0.31, 0.145), 128: (0.32, 0.10),
-                                    0: (0.32, 0.07)},
-                     "pointwise": {512: (0.95, 0.17), 0: (0.45, 0.20)}},
-             stride={"lanes": (1 / 3, 0.85), "one-sample": (2 / 3, 1.0)}, dense=(1.5, 2.5, 0.5))
+# method.h's two sets (AutoRule), to compare against: fitted on the AMD EPYC Zen 4 VM
+# (2026-12-04) and on the Intel Xeon VM (2026-12-05).
+RULES = {
+    "zen4": dict(models={"lanes": {2048: (0.86, 0.22), 512: (0.85, 0.17), 128: (0.59, 0.13), 0: (0.42, 0.12)},
+                         "one-sample": {2048: (0.46, 0.16), 512: (0.41, 0.20), 128: (0.35, 0.05),
+                                        0: (0.46, 0.30)},
+                         "pointwise": {512: (0.95, 0.17), 0: (0.51, 0.23)}},
+                 stride={"lanes": (0.35, 0.975), "one-sample": (0.0, 0.925)}, dense=(0.66, 14.5, 0.6)),
+    "intel-xeon": dict(models={"lanes": {2048: (0.60, 0.21), 512: (0.58, 0.15), 128: (0.40, 0.14), 0: (0.42, 0.28)},
+                               "one-sample": {2048: (0.27, 0.19), 512: (0.26, 0.16), 128: (0.29, 0.14),
+                                              0: (0.33, 0.30)},
+                               "pointwise": {512: (0.91, 0.13), 0: (0.43, 0.19)}},
+                       stride={"lanes": (0.05, 0.925), "one-sample": (0.0, 0.900)}, dense=(1.84, 4.5, 0.6)),
+}
 
 
 def sweep(rounds: int, seed: int = 0) -> list:
@@ -203,7 +211,7 @@ def report(constants: dict, rows: list) -> None:
         print(f"  stride, {kind}: overhead x (1 + {per_phase:.2f} (phases - 1)), efficiency x {eff:.3f}")
     scale, per_density, power = constants["dense"]
     print(f"  dense: 1 + {scale:.2f} (1 + {per_density:.1f} density) / outputs^{power}")
-    for name, c in (("Intel constants", INTEL), ("refitted", constants)):
+    for name, c in [(f"method.h's {n} rule", r) for n, r in RULES.items()] + [("refitted", constants)]:
         picks = regret(c, rows)
         worst = max(picks, key=lambda p: p[0])
         print(f"{name}: {sum(p[0] > 1.05 for p in picks)} of {len(picks)} cells more than 5 % "

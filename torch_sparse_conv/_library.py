@@ -43,6 +43,16 @@ def cuda_version_compiled() -> int:
     return int(torch.ops.torch_sparse_conv._cuda_version())
 
 
+def cpu_auto_rule() -> str:
+    """The constants the CPU ``auto`` method of the sparse-filter convolution chooses with on
+    this processor: ``"zen4"`` (fitted on an AMD EPYC Zen 4; also other vendors' processors) or
+    ``"intel-xeon"`` (an Intel Xeon), by CPUID's vendor; the environment variable
+    ``TSC_AUTO_RULE`` picks one by name before the first call."""
+    from . import _C
+
+    return str(_C._cpu_auto_rule())
+
+
 def empty_output_cache() -> int:
     """Frees the memory the CPU Toeplitz kernels keep from outputs that were freed.
 

@@ -33,6 +33,18 @@ const char* cpu_isa_name(CpuIsa isa) {
   return "baseline";
 }
 
+CpuVendor cpu_vendor() {
+  static const CpuVendor vendor = [] {
+#ifdef TSC_X86_ISAS
+    __builtin_cpu_init();
+    if (__builtin_cpu_is("amd")) return CpuVendor::Amd;
+    if (__builtin_cpu_is("intel")) return CpuVendor::Intel;
+#endif
+    return CpuVendor::Other;
+  }();
+  return vendor;
+}
+
 int64_t l1_data_cache_bytes() {
   static const int64_t bytes = [] {
     constexpr int64_t kDefault = 32 * 1024;

@@ -23,6 +23,11 @@ inline CpuIsa cpu_isa() {
 }
 const char* cpu_isa_name(CpuIsa isa);  // "avx512", "avx2" or "baseline"
 
+// Who made the processor (CPUID's vendor string), decided once; Other off x86-64 or with
+// another compiler. The 'auto' rule's constants are fitted per vendor (sparse_filter/method.h).
+enum class CpuVendor { Amd, Intel, Other };
+CpuVendor cpu_vendor();
+
 // Bytes of a core's level-1 data cache, as the C library reports it (sysconf), read once:
 // 32 KiB on AMD Zen 4, 48 KiB on Intel since Ice Lake. Where it is not reported, or is
 // outside 16-256 KiB, 32 KiB. The kernels size the input they keep in L1 by it.

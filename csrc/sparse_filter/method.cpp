@@ -1,9 +1,12 @@
 #include "csrc/sparse_filter/method.h"
+#include "csrc/common/cpu_isa.h"
 #include "csrc/sparse_filter/pattern.h"
 #include "csrc/sparse_filter/cpu/direct.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 namespace torch_sparse_conv {
@@ -16,6 +19,21 @@ SparseFilterMethod parse_sparse_filter_method(c10::string_view name) {
   if (name == "spmm") return SparseFilterMethod::Spmm;
   TORCH_CHECK(false, "sparse_filter_conv2d: method must be one of 'auto', 'direct', 'unfold', "
               "'dense', 'spmm', got '", std::string(name), "'");
+}
+
+const AutoRule& cpu_auto_rule() {
+  static const AutoRule& rule = []() -> const AutoRule& {
+    const char* name = std::getenv("TSC_AUTO_RULE");
+    if (name != nullptr && *name != '\0') {
+      for (const AutoRule* r : {&kZen4AutoRule, &kIntelXeonAutoRule}) {
+        if (std::strcmp(name, r->name) == 0) return *r;
+      }
+      TORCH_WARN("TSC_AUTO_RULE must be 'zen4' or 'intel-xeon', got '", name,
+                 "'; using the processor's rule");
+    }
+    return cpu_vendor() == CpuVendor::Intel ? kIntelXeonAutoRule : kZen4AutoRule;
+  }();
+  return rule;
 }
 
 SparseFilterMethod choose_sparse_filter_method_cpu(const at::Tensor& row_ptr,
@@ -37,22 +55,24 @@ SparseFilterMethod choose_sparse_filter_method_cpu(const at::Tensor& row_ptr,
   };
   const bool pointwise = direct_pointwise_applies(g, dtype);
   const bool lanes = !pointwise && direct_lanes_pay(g, dtype);
-  const DirectCostModel model = pointwise ? pick(kDirectPointwiseCostModels)
-                                : lanes   ? pick(kDirectLanesCostModels)
-                                          : pick(kDirectCostModels);
+  const AutoRule& rule = cpu_auto_rule();
+  const DirectCostModel model = pointwise ? pick(rule.pointwise)
+                                : lanes   ? pick(rule.lanes)
+                                          : pick(rule.one_sample);
   // A stride lays out more input per output; a 1x1 kernel without padding first copies out
   // the pixels a stride reads, then runs as stride 1 (cpu/direct.cpp).
   const bool picks_pixels = g.kernel_h == 1 && g.kernel_w == 1 && g.pad_h == 0 && g.pad_w == 0;
   const double extra_phases = picks_pixels ? 0.0 : double(g.stride_h * g.stride_w - 1);
   const double overhead =
-      model.overhead * (lanes ? 1.0 + extra_phases * kLanesStrideOverhead : 1.0);
-  const double stride_efficiency = lanes ? kLanesStrideEfficiency : kOneSampleStrideEfficiency;
+      model.overhead * (lanes ? 1.0 + extra_phases * rule.lanes_stride_overhead : 1.0);
+  const double stride_efficiency =
+      lanes ? rule.lanes_stride_efficiency : rule.one_sample_stride_efficiency;
   const double efficiency = model.efficiency * (extra_phases > 0 ? stride_efficiency : 1.0);
   const double direct_time = density / efficiency + overhead;
   const double outputs = double(g.batch) * double(g.out_h) * double(g.out_w);
   const double dense_time =
-      1.0 + kDenseRebuild * (1.0 + kDenseRebuildPerDensity * density) /
-                std::pow(std::max(outputs, 1.0), kDenseRebuildOutputsPower);
+      1.0 + rule.dense_rebuild * (1.0 + rule.dense_rebuild_per_density * density) /
+                std::pow(std::max(outputs, 1.0), rule.dense_rebuild_outputs_power);
   const double direct_gain = dense_time / direct_time;
   // unfold wins only if the union of kept columns is below this fraction of the taps. It is
   // at least the density; past that, the union is measured only as far as needed to rule

@@ -17,39 +17,67 @@ enum class SparseFilterMethod { Auto, Direct, Unfold, Dense, Spmm };
 // output run; a stride raises the lanes layout's overhead (more input laid out per output)
 // and lowers both layouts' efficiency (their tiles read more input per output). 'dense' is
 // not free either: it writes the dense weight every call, which costs the most relative to
-// the convolution where the output is small (see kDenseRebuild). unfold: a GEMM over the
-// union of kept taps, time/dense = union_fraction / kUnfoldEfficiency. Fitted (least squares,
-// the cells near the crossover weighted 3x) to the medians of three interleaved sweeps of
-// ResNet-50's 3x3 layers at stride 1 and 2 and its 1x1 layers, densities 2-50 %, batch 1
-// and 8, 2 threads, on the AMD EPYC Zen 4 VM (2026-12-04; BENCHMARKS.md has the data).
+// the convolution where the output is small (`dense_rebuild`). unfold: a GEMM over the
+// union of kept taps, time/dense = union_fraction / kUnfoldEfficiency.
+//
+// The constants are the processor's: oneDNN's rate against ours differs by machine (Intel
+// Xeons run two 512-bit multiply-adds a cycle, which oneDNN's dense kernels use and our
+// load-bound sparse ones cannot; Zen 4 runs one), so one set picked direct where it lost on
+// the other (256@14 at 50 %, batch 8, 0.73x dense on the Intel Xeon VM with Zen 4's). Each
+// set is fitted by scripts/fit_auto_rule.py (least squares, the cells near the crossover
+// weighted 3x) to the medians of three interleaved sweeps of ResNet-50's 3x3 layers at
+// stride 1 and 2 and its 1x1 layers, densities 2-50 %, batch 1 and 8, 2 threads;
+// BENCHMARKS.md has the data.
 struct DirectCostModel {
   int64_t min_run;  // applies to wide runs at least this long
   double efficiency;
   double overhead;
 };
 
-constexpr DirectCostModel kDirectLanesCostModels[] = {
-    {2048, 0.86, 0.22}, {512, 0.85, 0.17}, {128, 0.59, 0.13}, {0, 0.42, 0.12}};
-constexpr DirectCostModel kDirectCostModels[] = {
-    {2048, 0.46, 0.16}, {512, 0.41, 0.20}, {128, 0.35, 0.05}, {0, 0.46, 0.30}};
-// A stride of stride_h * stride_w phases: the lanes layout's overhead x (1 + (phases - 1) x
-// kLanesStrideOverhead) and efficiency x kLanesStrideEfficiency; one sample at a time, the
-// efficiency x kOneSampleStrideEfficiency (its overhead fitted no higher than at stride 1).
-constexpr double kLanesStrideOverhead = 0.35;
-constexpr double kLanesStrideEfficiency = 0.975;
-constexpr double kOneSampleStrideEfficiency = 0.925;
-// 1x1 layers read in place (cpu/pointwise.cpp): planes of 512 positions and more (56x56,
-// 28x28) 0.95 / 0.17; 14x14 0.51 / 0.23.
-constexpr DirectCostModel kDirectPointwiseCostModels[] = {{512, 0.95, 0.17}, {0, 0.51, 0.23}};
+struct AutoRule {
+  const char* name;
+  // By output run, longest first; the last applies to every run.
+  DirectCostModel lanes[4];
+  DirectCostModel one_sample[4];
+  // 1x1 layers read in place (cpu/pointwise.cpp): planes of 512 positions and more (56x56,
+  // 28x28), then 14x14.
+  DirectCostModel pointwise[2];
+  // A stride of stride_h * stride_w phases: the lanes layout's overhead x (1 + (phases - 1)
+  // x lanes_stride_overhead) and efficiency x lanes_stride_efficiency; one sample at a time,
+  // the efficiency x one_sample_stride_efficiency (its overhead fitted no higher than at
+  // stride 1).
+  double lanes_stride_overhead, lanes_stride_efficiency, one_sample_stride_efficiency;
+  // 'dense' relative to at::conv2d: 1 + rebuild x (1 + per_density x density) / (batch x
+  // out_h x out_w)^outputs_power: writing the weight and reading the CSR (12 bytes a tap)
+  // against a convolution that reuses each weight once per output position.
+  double dense_rebuild, dense_rebuild_per_density, dense_rebuild_outputs_power;
+};
+
+// The AMD EPYC Zen 4 VM (2026-12-04). 'dense' measured 1.09-1.25 at 2-30 % and 1.55-1.67 at
+// 50 % on the 7x7 outputs at batch 1, 1.03-1.15 on them at batch 8, 0.97-1.07 on 56x56 at
+// batch 1. Also the rule of processors that are neither AMD's nor Intel's.
+constexpr AutoRule kZen4AutoRule = {
+    "zen4",
+    {{2048, 0.86, 0.22}, {512, 0.85, 0.17}, {128, 0.59, 0.13}, {0, 0.42, 0.12}},
+    {{2048, 0.46, 0.16}, {512, 0.41, 0.20}, {128, 0.35, 0.05}, {0, 0.46, 0.30}},
+    {{512, 0.95, 0.17}, {0, 0.51, 0.23}},
+    0.35, 0.975, 0.925,
+    0.66, 14.5, 0.6};
+
+// The Intel Xeon VM (Emerald Rapids, 2026-12-05).
+constexpr AutoRule kIntelXeonAutoRule = {
+    "intel-xeon",
+    {{2048, 0.60, 0.21}, {512, 0.58, 0.15}, {128, 0.40, 0.14}, {0, 0.42, 0.28}},
+    {{2048, 0.27, 0.19}, {512, 0.26, 0.16}, {128, 0.29, 0.14}, {0, 0.33, 0.30}},
+    {{512, 0.91, 0.13}, {0, 0.43, 0.19}},
+    0.05, 0.925, 0.900,
+    1.84, 4.5, 0.6};
+
+// The rule for this process's processor (CPUID's vendor), read once; TSC_AUTO_RULE=zen4 or
+// intel-xeon picks one by name (tests, comparisons).
+const AutoRule& cpu_auto_rule();
+
 constexpr double kUnfoldEfficiency = 0.30;
-// 'dense' relative to at::conv2d: 1 + kDenseRebuild x (1 + kDenseRebuildPerDensity x density)
-// / (batch x out_h x out_w)^kDenseRebuildOutputsPower: writing the weight and reading the CSR
-// (12 bytes a tap) against a convolution that reuses each weight once per output position.
-// Measured 1.09-1.25 at 2-30 % and 1.55-1.67 at 50 % on the 7x7 outputs at batch 1, 1.03-1.15
-// on them at batch 8, 0.97-1.07 on 56x56 at batch 1.
-constexpr double kDenseRebuild = 0.66;
-constexpr double kDenseRebuildPerDensity = 14.5;
-constexpr double kDenseRebuildOutputsPower = 0.6;
 constexpr double kAutoMinGain = 1.05;  // leave dense only for a predicted 5% win
 
 // The CPU backward's rule for the gradient of the kept values (cpu/backward.cpp): its sparse

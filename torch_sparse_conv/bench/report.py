@@ -36,7 +36,8 @@ def load(path: str) -> Dict:
 def machine_lines(result: Dict) -> List[str]:
     m = result.get("machine", {})
     lines = [f"- CPU: {m.get('processor', 'unknown')} ({m.get('cores', '?')} cores seen, "
-             f"CPU capability {m.get('cpu_capability', '?')}), {m.get('threads', '?')} threads"]
+             f"CPU capability {m.get('cpu_capability', '?')}), {m.get('threads', '?')} threads"
+             + (f"; `auto` rule {m['auto_rule']}" if m.get("auto_rule") else "")]
     if m.get("gpu"):
         lines.append(f"- GPU: {m['gpu']} (CUDA {m.get('cuda', '?')}, cuDNN {m.get('cudnn', '?')})")
     versions = ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())
