@@ -95,6 +95,24 @@ def test_many_input_channel_chunks_some_empty(batch, memory_format):
     check_format(got, expected)
 
 
+@pytest.mark.parametrize("memory_format", FORMATS, ids=FORMAT_IDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("cout,size", [(257, 14), (130, 28), (600, 7)])
+def test_output_channels_split_by_partial_sums(cout, size, dtype, memory_format):
+    """Output channels whose partial sums of one tile exceed kMaxPartialBytes (128 KiB) are
+    split among tasks, the last one shorter where the split does not divide them (257 and 130
+    channels), with several input-channel chunks each."""
+    gen = torch.Generator().manual_seed(cout)
+    x = in_format(torch.randn(8, 96, size, size, dtype=dtype, generator=gen), memory_format)
+    w = random_weight((cout, 96, 3, 3), 0.1, dtype, gen)
+    w[-1] = 0  # the last task's last channel: no tap at all
+    b = torch.randn(cout, dtype=dtype, generator=gen)
+    got = tsc.sparse_conv2d(x, w, b, 1, 1, method="direct")
+    expected = F.conv2d(x, w, b, 1, 1)
+    torch.testing.assert_close(got, expected, **tolerance(dtype))
+    check_format(got, expected)
+
+
 @pytest.mark.parametrize("batch,channels,kernel", [(8, 20, 3), (8, 300, 3), (1, 300, 3),
                                                    (8, 300, 1), (1, 300, 1)])
 def test_unsorted_columns_give_the_same_result(batch, channels, kernel):
