@@ -15,6 +15,7 @@
 
 #include "csrc/common/dtypes.h"
 #include "csrc/common/output_buffer_cache.h"
+#include "csrc/sparse_filter/cpu/simd.h"
 #include "csrc/sparse_filter/method.h"
 #include "csrc/toeplitz/cpu/direct.h"
 #include "csrc/toeplitz/geometry.h"
@@ -196,6 +197,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("_cpu_auto_rule", [] { return std::string(torch_sparse_conv::cpu_auto_rule().name); },
         "The name of the constants the CPU 'auto' rule of sparse_filter_conv2d uses on this "
         "processor ('zen4' or 'intel-xeon').");
+  m.def("_conv_block_vector_bytes",
+        [] { return torch_sparse_conv::sparse_filter_simd<float>().conv_block_bytes; },
+        "The bytes of the vectors the CPU sparse-filter 'direct' kernel of one-sample runs "
+        "computes in (64 or 32 with AVX-512, by processor or TSC_CONV_VECTOR_BYTES).");
   m.def("_toeplitz_conv2d_scipy_numpy", &toeplitz_conv2d_scipy_numpy,
         "compat.Toeplitz_convolution2d's CPU kernel on numpy arrays: (indptr, indices, data) "
         "of scipy's CSR batch, a C-order 2-D kernel array of data's dtype, H, W, mode -> the "

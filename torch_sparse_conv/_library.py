@@ -53,6 +53,17 @@ def cpu_auto_rule() -> str:
     return str(_C._cpu_auto_rule())
 
 
+def conv_block_vector_bytes() -> int:
+    """The bytes of the vectors the CPU sparse-filter ``direct`` kernel for one sample's runs
+    (batch 1, large planes) computes in: 64 on an Intel processor with AVX-512 (two 512-bit
+    multiply-add units), 32 on others (AMD Zen 4 splits a 512-bit one in two), 32 or 16 below
+    AVX-512; ``TSC_CONV_VECTOR_BYTES=32|64`` picks the AVX-512 width before the first call.
+    The results are the same bits either way."""
+    from . import _C
+
+    return int(_C._conv_block_vector_bytes())
+
+
 def empty_output_cache() -> int:
     """Frees the memory the CPU Toeplitz kernels keep from outputs that were freed.
 

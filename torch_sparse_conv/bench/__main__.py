@@ -45,7 +45,7 @@ except ImportError as error:  # requirements-dev.txt and the package's "bench" e
     raise ImportError("python -m torch_sparse_conv.bench needs tqdm: pip install -r "
                       "requirements-dev.txt, or torch_sparse_conv[bench]") from error
 
-from .._library import cpu_auto_rule
+from .._library import conv_block_vector_bytes, cpu_auto_rule
 from . import machine as machine_info
 from . import plots, report
 
@@ -81,6 +81,7 @@ def machine_description(device: str) -> dict:
     if device == "cpu":
         info["peak"] = machine_info.cpu_peak(torch.get_num_threads())
         info["auto_rule"] = cpu_auto_rule()
+        info["conv_block_bytes"] = conv_block_vector_bytes()
     versions = {name: _version(name) for name in
                 ("numpy", "scipy", "sparse_convolution", "numba", "matplotlib")}
     info["versions"] = {name: v for name, v in versions.items() if v is not None}

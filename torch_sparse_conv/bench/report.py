@@ -37,7 +37,9 @@ def machine_lines(result: Dict) -> List[str]:
     m = result.get("machine", {})
     lines = [f"- CPU: {m.get('processor', 'unknown')} ({m.get('cores', '?')} cores seen, "
              f"CPU capability {m.get('cpu_capability', '?')}), {m.get('threads', '?')} threads"
-             + (f"; `auto` rule {m['auto_rule']}" if m.get("auto_rule") else "")]
+             + (f"; `auto` rule {m['auto_rule']}" if m.get("auto_rule") else "")
+             + (f"; `direct`'s one-sample kernel in {m['conv_block_bytes']}-byte vectors"
+                if m.get("conv_block_bytes") else "")]
     if m.get("gpu"):
         lines.append(f"- GPU: {m['gpu']} (CUDA {m.get('cuda', '?')}, cuDNN {m.get('cudnn', '?')})")
     versions = ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())

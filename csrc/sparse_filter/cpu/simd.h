@@ -30,6 +30,8 @@ struct SparseFilterSimd {
   void (*conv_block)(const scalar_t* sample, const int64_t* cols, const int64_t* column_offset,
                      const scalar_t* values, int64_t nnz, bool accumulate, scalar_t init,
                      scalar_t* out, int64_t count);
+  // The bytes of conv_block's vectors: with AVX-512 32 or 64 by processor (simd.cpp).
+  int conv_block_bytes;
   // For output channels i < channels and p < count:
   //   out[i * out_stride + p] = (accumulate ? out[i * out_stride + p] : init_i)
   //       + sum_{k in [tap_bounds[i * bounds_stride], tap_bounds[i * bounds_stride + 1])}
