@@ -144,6 +144,23 @@ at::Tensor empty_output(int64_t size, at::ScalarType dtype) {
                                    std::nullopt);
 }
 
+at::Tensor empty_activation(at::IntArrayRef sizes, const at::TensorOptions& options,
+                            at::MemoryFormat format) {
+  // glibc's largest mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX).
+  constexpr int64_t kAlwaysMappedBytes = int64_t(32) << 20;
+  const int64_t numel = c10::multiply_integers(sizes);
+  const bool channels_last = format == at::MemoryFormat::ChannelsLast;
+  TORCH_INTERNAL_ASSERT(format == at::MemoryFormat::Contiguous ||
+                        (channels_last && sizes.size() == 4));
+  if (options.device().type() != c10::DeviceType::CPU ||
+      numel * int64_t(options.dtype().itemsize()) < kAlwaysMappedBytes || cache_limit_bytes() == 0) {
+    return at::empty(sizes, options.memory_format(format));
+  }
+  const at::Tensor flat = empty_output(numel, options.dtype().toScalarType());
+  if (!channels_last) return flat.view(sizes);
+  return flat.view({sizes[0], sizes[2], sizes[3], sizes[1]}).permute({0, 3, 1, 2});
+}
+
 c10::DataPtr allocate_output(size_t bytes) { return output_allocator(bytes)->allocate(bytes); }
 
 int64_t release_cached_outputs() { return OutputBufferCache::instance().release_all(); }

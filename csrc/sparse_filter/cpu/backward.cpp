@@ -20,6 +20,7 @@
 
 #include "csrc/common/arithmetic.h"
 #include "csrc/common/memory_format.h"
+#include "csrc/common/output_buffer_cache.h"
 #include "csrc/common/reduced_precision.h"
 #include "csrc/sparse_filter/geometry.h"
 #include "csrc/sparse_filter/method.h"
@@ -374,9 +375,8 @@ at::Tensor grad_input_by_phase(const at::Tensor& grad_output, const at::Tensor& 
                                const std::vector<TransposedFilter>& filters,
                                const SparseFilterGeometry& g) {
   at::Tensor grad_input =
-      static_cast<int64_t>(filters.size()) < g.stride_h * g.stride_w
-          ? at::zeros(input.sizes(), input.options())
-          : at::empty(input.sizes(), input.options());
+      empty_activation(input.sizes(), input.options(), at::MemoryFormat::Contiguous);
+  if (static_cast<int64_t>(filters.size()) < g.stride_h * g.stride_w) grad_input.zero_();
   for (const TransposedFilter& f : filters) {
     const int64_t phi = f.phase / g.stride_w, psi = f.phase % g.stride_w;
     // The first input row and column in the phase, and their row and column in its plane.

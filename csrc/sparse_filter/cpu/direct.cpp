@@ -25,6 +25,7 @@
 
 #include "csrc/common/arithmetic.h"
 #include "csrc/common/memory_format.h"
+#include "csrc/common/output_buffer_cache.h"
 #include "csrc/sparse_filter/cpu/simd.h"
 #include "csrc/sparse_filter/cpu/sorted_taps.h"
 #include "csrc/sparse_filter/polyphase.h"
@@ -218,10 +219,9 @@ at::Tensor sparse_filter_direct_forward_cpu(const at::Tensor& input, const at::T
                                             epilogue);
   }
   const bool channels_last = direct_lanes_channels_last(input, g);
-  at::Tensor output = at::empty(
-      {g.batch, g.out_channels, g.out_h, g.out_w},
-      input.options().memory_format(channels_last ? at::MemoryFormat::ChannelsLast
-                                                  : at::MemoryFormat::Contiguous));
+  at::Tensor output = empty_activation(
+      {g.batch, g.out_channels, g.out_h, g.out_w}, input.options(),
+      channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
   // A channels-last input takes the lanes even with a 1x1 kernel: the in-place 1x1 kernels
   // read NCHW planes, and converting there and back costs more than the lanes' layout.
   if (!channels_last && direct_pointwise_applies(g, input.scalar_type())) {
