@@ -65,11 +65,12 @@ def conv_block_vector_bytes() -> int:
 
 
 def empty_output_cache() -> int:
-    """Frees the memory the CPU Toeplitz kernels keep from outputs that were freed.
+    """Frees the memory the CPU kernels keep from outputs that were freed.
 
-    Outputs of 64 KiB and more are written into memory kept from earlier, freed outputs
-    (fresh memory costs a page fault per 4 KiB, as long as the convolution itself on large
-    batches). At most ``TSC_OUTPUT_CACHE_MB`` megabytes are kept (default 512; set it to 0
+    Toeplitz outputs of 64 KiB and more, and sparse-filter results (outputs, input gradients)
+    of 32 MiB and more, are written into memory kept from earlier, freed outputs (fresh memory
+    costs a page fault per 4 KiB, as long as the convolution itself on large batches; below
+    32 MiB the C library's malloc reuses memory itself once its thresholds rise). At most ``TSC_OUTPUT_CACHE_MB`` megabytes are kept (default 512; set it to 0
     before the first call to keep none). Returns the number of bytes released."""
     from . import _C
 
