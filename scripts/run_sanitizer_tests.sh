@@ -87,7 +87,7 @@ export CUDA_VISIBLE_DEVICES=""  # a CPU-only build: CUDA tests skip, also on a G
 export TSC_SANITIZED_BUILD=$ROOT/build/sanitize-py
 SANITIZE_PRELOAD="$LIBASAN $LIBUBSAN${LD_PRELOAD:+ $LD_PRELOAD}"
 SUBSET=(tests/sparse_filter tests/toeplitz tests/common/test_cpu_isa.py)
-CACHE_TESTS="output_cache or reuse_freed_memory or outputs_own_their_memory"
+CACHE_TESTS="output_cache or reuse_freed_memory or outputs_own_their_memory or large_output or large_input"
 # Reports must survive the abort: pytest captures only sys.stdout/stderr (--capture=sys), so
 # what the runtimes write to fd 2 reaches the log, and ASan writes its reports, also those of
 # the tests' subprocesses (whose stderr the tests capture), to files
@@ -110,15 +110,17 @@ pytest_sanitized() {
   return "$rc"
 }
 
-# Outputs of 1 MiB and more come from a cache of freed outputs, where ASan sees neither the
-# exact size nor the free: turned off here, so every output is a plain allocation...
+# Toeplitz outputs of 64 KiB and more and sparse-filter results of 32 MiB and more come from a
+# cache of freed outputs, where ASan sees neither the exact size nor the free: turned off
+# here, so every output is a plain allocation (the tests that need the cache skip)...
 stage "pytest subset under ASan + UBSan, output cache off"
 TSC_OUTPUT_CACHE_MB=0 pytest_sanitized subset "${SUBSET[@]}" \
   -k "not compile and not sparse_convolution_package and not reuse_freed_memory" "$@" ||
   status=$?
 # ...and on for the tests of the cache itself.
 stage "pytest: the output cache's tests under ASan + UBSan, cache on"
-pytest_sanitized output-cache tests/toeplitz/test_output_cache.py -k "$CACHE_TESTS" "$@" ||
+pytest_sanitized output-cache tests/toeplitz/test_output_cache.py \
+  tests/sparse_filter/test_large_outputs.py -k "$CACHE_TESTS" "$@" ||
   status=$?
 
 stage "done (status $status)"

@@ -54,11 +54,13 @@ def cpu_auto_rule() -> str:
 
 
 def conv_block_vector_bytes() -> int:
-    """The bytes of the vectors the CPU sparse-filter ``direct`` kernel for one sample's runs
-    (batch 1, large planes) computes in: 64 on an Intel processor with AVX-512 (two 512-bit
-    multiply-add units), 32 on others (AMD Zen 4 splits a 512-bit one in two), 32 or 16 below
-    AVX-512; ``TSC_CONV_VECTOR_BYTES=32|64`` picks the AVX-512 width before the first call.
-    The results are the same bits either way."""
+    """The bytes of the vectors the CPU sparse-filter ``direct`` kernel that lays out one
+    sample (or a few interleaved, on small planes) computes in; it serves batches below the
+    lanes layout's 8 float32 samples (4 float64). 64 on Intel processors
+    with AVX-512 (chosen for those with two 512-bit multiply-add units, where it measured
+    faster), 32 on others with AVX-512 (AMD Zen 4 splits a 512-bit one in two), 32 with AVX2,
+    16 below it; ``TSC_CONV_VECTOR_BYTES=32|64`` picks the AVX-512 width before the first
+    call. The results are the same bits either way."""
     from . import _C
 
     return int(_C._conv_block_vector_bytes())
@@ -67,11 +69,14 @@ def conv_block_vector_bytes() -> int:
 def empty_output_cache() -> int:
     """Frees the memory the CPU kernels keep from outputs that were freed.
 
-    Toeplitz outputs of 64 KiB and more, and sparse-filter results (outputs, input gradients)
-    of 32 MiB and more, are written into memory kept from earlier, freed outputs (fresh memory
-    costs a page fault per 4 KiB, as long as the convolution itself on large batches; below
-    32 MiB the C library's malloc reuses memory itself once its thresholds rise). At most ``TSC_OUTPUT_CACHE_MB`` megabytes are kept (default 512; set it to 0
-    before the first call to keep none). Returns the number of bytes released."""
+    Toeplitz outputs of 64 KiB and more, and the sparse filter's ``direct`` results (outputs,
+    input gradients) of 32 MiB and more, are written into memory kept from earlier, freed
+    outputs: fresh memory costs a page fault per 4 KiB, as long as the convolution itself on
+    large batches, and below 32 MiB the C library's malloc reuses memory itself once its
+    thresholds rise. (A channels-last result below the lanes layout's batch is computed NCHW
+    and converted into fresh memory.) At most ``TSC_OUTPUT_CACHE_MB`` megabytes are kept
+    (default 512; set it to 0 before the first call to keep none). Returns the number of bytes
+    released."""
     from . import _C
 
     return int(_C._release_cached_outputs())

@@ -67,6 +67,8 @@ constexpr AutoRule kZen4AutoRule = {
 // The Intel Xeon VM (Emerald Rapids, 2026-12-05); the one-sample models refitted the same day
 // after that kernel moved to 64-byte vectors there (simd.cpp), which made it 1.2-1.5x faster:
 // with the earlier ones auto took oneDNN at batch 1 and 70 % where direct ran 1.09x faster.
+// (So they assume that width: with TSC_CONV_VECTOR_BYTES=32 or below AVX-512 they overrate
+// the one-sample layout.)
 constexpr AutoRule kIntelXeonAutoRule = {
     "intel-xeon",
     {{2048, 0.60, 0.21}, {512, 0.58, 0.15}, {128, 0.40, 0.14}, {0, 0.42, 0.28}},

@@ -149,13 +149,15 @@ void direct_forward(const at::Tensor& input, const at::Tensor& row_ptr,
       row_ptr, col_idx, values.to(compute_dtype), g, chunk_channels, interleave);
 
   // Split output channels too when (sample group, block) pairs are too few for the threads:
-  // at least 4 tasks a thread, so that no thread waits long for the last (64@56 at batch 1
-  // has 7 blocks: on 2 threads 7 tasks ran 1.09x the time of 14).
+  // about 4 tasks a thread where there are channels enough, so that no thread waits long for
+  // the last (64@56 at batch 1 has 7 blocks: on 2 threads 7 tasks ran 1.09x the time of 14).
   const int64_t wanted_tasks = 4 * at::get_num_threads();
-  const int64_t oc_splits = std::min<int64_t>(
-      std::max<int64_t>(1, g.out_channels),
-      ceil_div(wanted_tasks, sample_groups * blocks));
-  const int64_t oc_per_task = ceil_div(g.out_channels, oc_splits);
+  const int64_t wanted_splits = std::min<int64_t>(
+      std::max<int64_t>(1, g.out_channels), ceil_div(wanted_tasks, sample_groups * blocks));
+  const int64_t oc_per_task = ceil_div(g.out_channels, wanted_splits);
+  // No task without channels (it would lay out its group for nothing): 10 channels in 8
+  // splits are 5 of 2.
+  const int64_t oc_splits = oc_per_task > 0 ? ceil_div(g.out_channels, oc_per_task) : 1;
 
   at::parallel_for(0, sample_groups * blocks * oc_splits, 1, [&](int64_t begin, int64_t end) {
     std::vector<scalar_t> partial(oc_per_task * block_stride);

@@ -19,7 +19,9 @@ namespace {
 // of the 32 ymm registers) measured faster. Intel Xeons with two 512-bit FMA units run 64-byte
 // ones faster despite the splits: on the Intel Xeon VM, in a loop with its input in L1, 72
 // GFLOP/s a core against 59 for 32-byte ones; batch-1 3x3 layers at 90 %, 2 threads,
-// 0.87-0.92x the time. (Aligned 64-byte loads would reach 130 GFLOP/s there.)
+// 0.87-0.92x the time. (Aligned 64-byte loads would reach 130 GFLOP/s there.) The choice is
+// by vendor only: Intel parts with a single 512-bit FMA unit get 64-byte vectors too (not
+// measured), and method.h's intel-xeon constants for the one-sample layout assume them.
 // TSC_CONV_VECTOR_BYTES=32|64 picks one whatever the processor (tests, comparisons).
 constexpr int kZen4ConvBytes = 32, kZen4ConvUnroll = 12;
 constexpr int kIntelConvBytes = 64, kIntelConvUnroll = 16;
@@ -74,7 +76,9 @@ TSC_INLINE void conv_block_impl(const scalar_t* sample, const int64_t* cols,
   switch (nvec - v) {
 #define TSC_TAIL(N) \
   case N:                                                                          \
-    conv_vectors<scalar_t, BYTES, N>(s, cols, column_offset, values, nnz, accumulate, init, o); \
+    if constexpr (N < UNROLL) {  /* only tails shorter than a group are compiled */ \
+      conv_vectors<scalar_t, BYTES, N>(s, cols, column_offset, values, nnz, accumulate, init, o); \
+    }                                                                              \
     break;
     TSC_TAIL(1) TSC_TAIL(2) TSC_TAIL(3) TSC_TAIL(4) TSC_TAIL(5) TSC_TAIL(6) TSC_TAIL(7)
     TSC_TAIL(8) TSC_TAIL(9) TSC_TAIL(10) TSC_TAIL(11) TSC_TAIL(12) TSC_TAIL(13) TSC_TAIL(14)
@@ -295,6 +299,8 @@ TSC_INLINE void dot_runs_any(const scalar_t* a, const scalar_t* const* b, int64_
     dot_runs_any<scalar_t, BYTES, DOT_RUNS>(a, b, runs, len, out);                             \
   }
 
+// (dot_runs keeps 32-byte vectors on every AVX-512 processor: 64-byte ones measured 1.02-1.04x
+// slower on the Intel Xeon VM, its runs streaming from L2.)
 TSC_DEFINE_ISA(avx512, TSC_TARGET_AVX512, kZen4ConvBytes, kZen4ConvUnroll, 64, 8)
 
 template <typename scalar_t>
