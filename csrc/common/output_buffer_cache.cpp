@@ -126,11 +126,16 @@ class OutputBufferCache final : public c10::Allocator {
   const size_t limit_ = cache_limit_bytes();
 };
 
+// Whether TSC_OUTPUT_CACHE_MB lets the cache keep anything, read once.
+bool cache_enabled() {
+  static const bool enabled = cache_limit_bytes() > 0;
+  return enabled;
+}
+
 // The allocator for a buffer of this size: the cache from 64 KiB up (when enabled), else
 // ATen's CPU allocator.
 c10::Allocator* output_allocator(size_t bytes) {
-  static const bool enabled = cache_limit_bytes() > 0;
-  if (bytes < kSmallest || !enabled) return c10::GetCPUAllocator();
+  if (bytes < kSmallest || !cache_enabled()) return c10::GetCPUAllocator();
   return &OutputBufferCache::instance();
 }
 
@@ -152,8 +157,9 @@ at::Tensor empty_activation(at::IntArrayRef sizes, const at::TensorOptions& opti
   const bool channels_last = format == at::MemoryFormat::ChannelsLast;
   TORCH_INTERNAL_ASSERT(format == at::MemoryFormat::Contiguous ||
                         (channels_last && sizes.size() == 4));
-  if (options.device().type() != c10::DeviceType::CPU ||
-      numel * int64_t(options.dtype().itemsize()) < kAlwaysMappedBytes || cache_limit_bytes() == 0) {
+  const int64_t bytes = numel * int64_t(options.dtype().itemsize());
+  if (options.device().type() != c10::DeviceType::CPU || bytes < kAlwaysMappedBytes ||
+      !cache_enabled()) {
     return at::empty(sizes, options.memory_format(format));
   }
   const at::Tensor flat = empty_output(numel, options.dtype().toScalarType());

@@ -19,9 +19,9 @@ at::Tensor empty_output(int64_t size, at::ScalarType dtype);
 
 // at::empty(sizes, options) in `format` (Contiguous, or ChannelsLast for 4-D sizes) for an
 // activation-sized result of the sparse-filter CPU kernels: from the cache above (when it is
-// enabled) at 32 MiB and more, from which size glibc's malloc maps fresh pages for every request whatever
-// its thresholds (the bench's raised ones included); below that, at::empty, which malloc then
-// serves from memory it kept. A 51 MB output (ResNet's stem at batch 16) cost 13 ms of page
+// enabled) at 32 MiB and more, from which size glibc's malloc maps fresh pages for every
+// request whatever its thresholds (the bench's raised ones included); below that, at::empty,
+// which malloc then serves from memory it kept. A 51 MB output (ResNet's stem at batch 16) cost 13 ms of page
 // faults a call, twice the convolution's 6.5 ms.
 at::Tensor empty_activation(at::IntArrayRef sizes, const at::TensorOptions& options,
                             at::MemoryFormat format);

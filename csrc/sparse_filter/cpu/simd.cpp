@@ -26,15 +26,19 @@ namespace {
 constexpr int kZen4ConvBytes = 32, kZen4ConvUnroll = 12;
 constexpr int kIntelConvBytes = 64, kIntelConvUnroll = 16;
 
+// Decided once for both dtypes' kernels (so a bad value warns once).
 int avx512_conv_block_bytes() {
-  const char* bytes = std::getenv("TSC_CONV_VECTOR_BYTES");
-  if (bytes != nullptr && *bytes != '\0') {
-    if (std::strcmp(bytes, "32") == 0) return 32;
-    if (std::strcmp(bytes, "64") == 0) return 64;
-    TORCH_WARN("TSC_CONV_VECTOR_BYTES must be 32 or 64, got '", bytes,
-               "'; using the processor's width");
-  }
-  return cpu_vendor() == CpuVendor::Intel ? kIntelConvBytes : kZen4ConvBytes;
+  static const int chosen = [] {
+    const char* bytes = std::getenv("TSC_CONV_VECTOR_BYTES");
+    if (bytes != nullptr && *bytes != '\0') {
+      if (std::strcmp(bytes, "32") == 0) return 32;
+      if (std::strcmp(bytes, "64") == 0) return 64;
+      TORCH_WARN("TSC_CONV_VECTOR_BYTES must be 32 or 64, got '", bytes,
+                 "'; using the processor's width");
+    }
+    return cpu_vendor() == CpuVendor::Intel ? kIntelConvBytes : kZen4ConvBytes;
+  }();
+  return chosen;
 }
 
 // U consecutive vectors of out: accumulators in registers, every nonzero streamed through.
