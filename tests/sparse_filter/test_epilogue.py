@@ -47,6 +47,7 @@ CASES = [
     (8, 32, 48, 16, 1, 1, 0, False),
     (4, 32, 48, 14, 1, 1, 0, False),
     (2, 160, 24, 14, 1, 1, 0, False),  # several chunks of input channels before the epilogue
+    (4, 16, 200, 14, 1, 1, 0, False),  # 30 taps a channel: the input copied to whole vectors
     (8, 32, 16, 14, 1, 2, 0, False),
     (1, 8, 12, 11, 3, 1, 1, False),
     (3, 8, 12, 20, 3, 2, 1, False),

@@ -1,13 +1,14 @@
 """The CPU 'direct' method's in-place path for 1x1 convolutions without padding
 (csrc/sparse_filter/cpu/pointwise.cpp), against F.conv2d.
 
-The path reads the (N, C, H, W) input and writes the output where they are when a plane is
-whole vectors (H*W a multiple of 16 float32 / 8 float64 positions), else through copies with
-each plane zero-padded to whole vectors. It is taken for planes of at least one tile (128
-float32 / 64 float64 positions); smaller planes take the other layouts, checked here beside
-it. Both kinds of plane, several input-channel chunks, groups, empty and full patterns,
-channels-last input, an input read in place from inside a larger buffer, and strides
-(which sample the input first) are checked.
+The path writes the output where it is, and reads the (N, C, H, W) input in place where a
+plane is whole vectors (H*W a multiple of 16 float32 / 8 float64 positions) or where each
+input element is read by fewer than 24 taps; else from a copy with each plane zero-padded to
+whole vectors (aligned loads). It is taken for planes of at least one tile (128 float32 / 64
+float64 positions); smaller planes take the other layouts, checked here beside it. Both
+kinds of plane, both sides of the copy's rule, several input-channel chunks, groups, empty
+and full patterns, channels-last input, an input read in place from inside a larger buffer,
+and strides (which sample the input first) are checked.
 """
 import random
 import zlib
@@ -111,6 +112,41 @@ def test_large_inputs_prefetched_a_tile_ahead(shape, dtype):
     bias = torch.randn(24, dtype=dtype, generator=gen)
     got = tsc.sparse_conv2d(x, weight, bias, method="direct")
     torch.testing.assert_close(got, F.conv2d(x, weight, bias), **tolerance(dtype))
+
+
+# Taps per input channel of the 1x1 kernel's rule (pointwise.cpp, kAlignedReuse): from it on,
+# planes that are not whole vectors are read from a copy padded to whole vectors.
+ALIGNED_REUSE = 24
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("size", [(14, 14), (13, 13), (9, 15), (12, 12)])
+@pytest.mark.parametrize("groups,cin,cout,density", [
+    (1, 40, 120, 0.5),    # 60 taps a channel: copied
+    (1, 40, 120, 0.1),    # 12: in place
+    (2, 24, 100, 0.6),    # 30 a channel, per group: copied
+    (1, 300, 64, 0.5),    # 32, several chunks of input channels: copied
+])
+def test_input_copied_to_whole_vectors_where_each_is_read_often(groups, cin, cout, density,
+                                                                 size, batch, dtype):
+    """Planes that are not whole vectors: copied to planes padded to whole vectors where
+    each input element is read by at least ALIGNED_REUSE taps, read in place below that (the
+    zeros past each copied plane reach only dropped lanes); with bias, and at the end of the
+    input's storage (the sanitizer stage checks reads past it)."""
+    h, w_ = size
+    gen = torch.Generator().manual_seed(h * 1000 + w_ * 10 + batch + cin)
+    numel = batch * cin * h * w_
+    storage = torch.full((numel + 16,), float("nan"), dtype=dtype)
+    x = storage[16:].view(batch, cin, h, w_)
+    x.copy_(torch.randn(batch, cin, h, w_, dtype=dtype, generator=gen))
+    weight = random_weight((cout, cin // groups, 1, 1), density, dtype, gen)
+    bias = torch.randn(cout, dtype=dtype, generator=gen)
+    reuse = int((weight != 0).sum()) / cin
+    assert (reuse >= ALIGNED_REUSE) == (density >= 0.5), reuse  # the side of the rule named
+    got = tsc.sparse_conv2d(x, weight, bias, 1, 0, 1, groups, method="direct")
+    torch.testing.assert_close(got, F.conv2d(x.clone(), weight, bias, 1, 0, 1, groups),
+                               **tolerance(dtype))
 
 
 def test_many_input_channel_chunks_some_empty():

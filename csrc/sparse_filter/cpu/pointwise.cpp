@@ -19,9 +19,12 @@
 // Where a plane is not whole vectors (14x14; H*W not a multiple of 16 float32 / 8 float64)
 // its last vector reads on into the next plane, lanes whose sums are dropped: each output
 // channel's last vector waits in a small buffer until the last chunk and only its valid
-// positions are copied out, and the last sample, whose last plane would read past the
-// tensor, is read from a copy. (Copying every sample into planes padded to whole vectors, and
-// the output out of such planes, cost 12-15 % each of the 14x14 layers at batch 8.)
+// positions are copied out. Such planes also start off the vectors' alignment (a 14x14
+// plane 4 floats on from the last), so most input loads cross a cache line: where each input
+// element is read often enough (kAlignedReuse), the input is first copied into planes padded
+// to whole vectors (aligned_planes); else the last sample, whose last plane would read past
+// the tensor, is read from a copy. (The output stays in place: computed in padded planes
+// and copied out, 256->1024 @14 took 1.2x the time of the padded input alone.)
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -48,6 +51,30 @@ constexpr int64_t kChunkBytes = 32 * 1024;
 // 0.90-0.93x; an hour later, the VM 25-40 % faster, 0.83-0.92x and 0.97-1.0x; inputs of
 // 6.4 MB and less (and every layer at batch 1) 0.95-1.03x, no gain.
 constexpr int64_t kPrefetchInputBytes = 8 << 20;
+// Taps per input channel (the times each input element is read) from which the input is
+// copied into aligned planes where its planes are not whole vectors. Measured on the Intel
+// Xeon VM at 2 threads against reading the planes in place (interleaved, the copy included),
+// on 14x14 planes: 256->1024 at 90 % (102 taps a channel) 0.81-0.89x the time at batch 1 and
+// 8, at 95 % (51) 0.86-0.89x; 1024->256 at 90 % (26) 0.93-0.95x; 1024->256 at 95 % (13)
+// 1.01-1.30x, 512->128 at 90 % and 95 % (13, 6) 1.20-1.44x.
+constexpr int64_t kAlignedReuse = 24;
+
+// The input's planes copied into planes of `run` (whole vectors) elements, zeros after
+// each plane's own.
+template <typename scalar_t>
+at::Tensor aligned_planes(const at::Tensor& input, int64_t plane, int64_t run) {
+  const int64_t planes = input.size(0) * input.size(1);
+  at::Tensor padded = at::empty({planes * run}, input.options());
+  const scalar_t* src = input.data_ptr<scalar_t>();
+  scalar_t* dst = padded.data_ptr<scalar_t>();
+  at::parallel_for(0, planes, std::max<int64_t>(1, 32768 / run), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      std::copy(src + i * plane, src + (i + 1) * plane, dst + i * run);
+      std::fill(dst + i * run + plane, dst + (i + 1) * run, scalar_t(0));
+    }
+  });
+  return padded;
+}
 
 template <typename scalar_t>
 void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
@@ -56,8 +83,7 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
                        const Epilogue& epilogue, at::Tensor& output) {
   constexpr int64_t lanes = vector_lanes<scalar_t>();
   const auto& simd = sparse_filter_simd<scalar_t>();
-  const at::Tensor input_c = nchw_contiguous(input);
-  const scalar_t* in = input_c.data_ptr<scalar_t>();
+  at::Tensor input_c = nchw_contiguous(input);
   const at::Tensor bias_c =
       bias.has_value() && bias->defined() ? bias->contiguous() : at::Tensor();
   const scalar_t* b = bias_c.defined() ? bias_c.data_ptr<scalar_t>() : nullptr;
@@ -73,6 +99,12 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   const int64_t run = ceil_div(plane, lanes) * lanes;
   const int64_t block = std::min(run, kBlockPositions);  // a multiple of lanes
   const int64_t blocks = ceil_div(run, block);
+  // The input's planes, in_plane elements apart: in place, or copied to whole vectors.
+  const bool aligned_copy =
+      !whole_vectors && col_idx.size(0) >= kAlignedReuse * g.in_channels;
+  if (aligned_copy) input_c = aligned_planes<scalar_t>(input_c, plane, run);
+  const int64_t in_plane = aligned_copy ? run : plane;
+  const scalar_t* in = input_c.data_ptr<scalar_t>();
 
   const int64_t chunk_channels = chunk_channels_for(
       g, col_idx.size(0),
@@ -80,26 +112,26 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   const SortedTaps<scalar_t> taps =
       sort_taps<scalar_t>(row_ptr, col_idx, values, g, chunk_channels, /*interleave=*/1);
   // Tap k reads input channel first_channel(oc) + cols[k] (a 1x1 filter's column is its
-  // channel), at that channel's plane (plane positions apart).
+  // channel), at that channel's plane (in_plane positions apart).
   const int64_t* rp = row_ptr.data_ptr<int64_t>();
   std::vector<int64_t> offsets(col_idx.size(0));
   const int64_t cpg = g.in_channels_per_group(), ocpg = g.out_channels_per_group();
   at::parallel_for(0, g.out_channels, 64, [&](int64_t oc_begin, int64_t oc_end) {
     for (int64_t oc = oc_begin; oc < oc_end; ++oc) {
       const int64_t first_channel = oc / ocpg * cpg;
-      for (int64_t k = rp[oc]; k < rp[oc + 1]; ++k) offsets[k] = (first_channel + taps.cols[k]) * plane;
+      for (int64_t k = rp[oc]; k < rp[oc + 1]; ++k) offsets[k] = (first_channel + taps.cols[k]) * in_plane;
     }
   });
 
-  const int64_t sample_in = g.in_channels * plane;
+  const int64_t sample_in = g.in_channels * in_plane;
   // Input chunk j's rows, from the position of a sample that `at` points to. Only with one
   // group: then every output channel's chunk j is the same input channels.
   const bool prefetch = g.groups == 1 &&
                         input.numel() * int64_t(sizeof(scalar_t)) >= kPrefetchInputBytes;
   auto chunk_rows = [&](const scalar_t* at, int64_t j) {
     const int64_t first = j * chunk_channels;
-    return PrefetchRows<scalar_t>{at + first * plane,
-                                  std::min(chunk_channels, g.in_channels - first), plane};
+    return PrefetchRows<scalar_t>{at + first * in_plane,
+                                  std::min(chunk_channels, g.in_channels - first), in_plane};
   };
   const int64_t items = g.batch * blocks;
   const int64_t oc_splits = std::clamp<int64_t>(4 * at::get_num_threads() / items, 1,
@@ -107,8 +139,8 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   const int64_t oc_per_task = ceil_div(g.out_channels, oc_splits);
 
   at::parallel_for(0, items * oc_splits, 1, [&](int64_t begin, int64_t end) {
-    // The copy of the last sample where planes are not whole vectors, and the last vectors
-    // of a block's output channels.
+    // The copy of the last sample where planes are not whole vectors (and were not copied
+    // to whole vectors), and the last vectors of a block's output channels.
     std::vector<scalar_t> padded_in, tails;
     int64_t padded_sample = -1;
     for (int64_t task = begin; task < end; ++task) {
@@ -122,7 +154,7 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
       const int64_t p0 = item % blocks * block;
       const int64_t count = std::min(block, run - p0);
       const scalar_t* x = in + n * sample_in;
-      if (!whole_vectors && n == g.batch - 1) {
+      if (!whole_vectors && !aligned_copy && n == g.batch - 1) {
         // The last vector of a plane reads into the next plane; past the last sample's last
         // plane that would be past the tensor, so the last sample is read from a copy with
         // a vector of zeros after it.
