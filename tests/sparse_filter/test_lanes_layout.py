@@ -235,7 +235,10 @@ def test_two_pixel_vectors_at_every_row_tail(width, channels, dtype, memory_form
 def test_one_by_one_planes_are_tiled_as_one_row(size, stride, padding, dtype, memory_format):
     """A 1x1 kernel's layout rows have no halo columns: the lanes path cuts the whole plane
     into tiles as one row (tiles cross row ends; an odd pixel count ends the last tile with a
-    half-wide vector). Several input-channel chunks, some output channels empty."""
+    half-wide vector), except where two pixels share a vector (AVX-512) and the rows are an
+    odd number of pixels: then a column of zeros is added so that every row and plane starts
+    on a whole vector, and the tiles are cut by rows. Several input-channel chunks, some
+    output channels empty."""
     gen = torch.Generator().manual_seed(size[0] * 100 + size[1] + stride)
     x = in_format(torch.randn(8, 70, *size, dtype=dtype, generator=gen), memory_format)
     w = random_weight((9, 70, 1, 1), 0.2, dtype, gen)
@@ -275,3 +278,45 @@ def test_layout_by_rows_at_any_thread_count(dtype, batch, size, stride, dilation
         assert torch.equal(got, results[0])
     torch.testing.assert_close(results[0], F.conv2d(x, w, None, stride, 1, dilation),
                                **tolerance(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kernel,padding,dilation", [((1, 1), (0, 0), (1, 1)),
+                                                     ((3, 1), (1, 0), (1, 1)),
+                                                     ((2, 1), (2, 0), (3, 1))])
+@pytest.mark.parametrize("width", [7, 9, 15, 8])
+@pytest.mark.parametrize("memory_format", FORMATS, ids=FORMAT_IDS)
+def test_one_column_kernels_on_rows_of_odd_width(kernel, padding, dilation, width, dtype,
+                                                 memory_format):
+    """Kernels one column wide on rows of an odd number of pixels: the layout gets a column
+    of zeros more (aligned rows and planes, direct_lanes.cpp's lanes_geometry), which no
+    output may read; an even width beside them keeps its rows."""
+    gen = torch.Generator().manual_seed(width * 10 + kernel[0])
+    x = in_format(torch.randn(8, 40, 7, width, dtype=dtype, generator=gen), memory_format)
+    w = random_weight((24, 40, *kernel), 0.3, dtype, gen)
+    b = torch.randn(24, dtype=dtype, generator=gen)
+    got = tsc.sparse_conv2d(x, w, b, 1, padding, dilation, method="direct")
+    expected = F.conv2d(x, w, b, 1, padding, dilation)
+    torch.testing.assert_close(got, expected, **tolerance(dtype))
+    check_format(got, expected)
+
+
+@pytest.mark.parametrize("cin,cout", [(64, 24), (24, 64)])
+def test_one_by_one_gradients_on_rows_of_odd_width(cin, cout):
+    """The forward lays out a 1x1 layer's 7x7 planes with a zero column more; the input's
+    gradient (a forward of grad_output) keeps the layer's rows, since the values' gradient
+    reads that layout: both gradients against autograd of F.conv2d."""
+    gen = torch.Generator().manual_seed(cin)
+    w = random_weight((cout, cin, 1, 1), 0.1, torch.float32, gen)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(w)
+    values.requires_grad_()
+    x = torch.randn(8, cin, 7, 7, generator=gen, requires_grad=True)
+    go = torch.randn(8, cout, 7, 7, generator=gen)
+    out = torch.ops.torch_sparse_conv.sparse_filter_conv2d(
+        x, row_ptr, col_idx, values, list(w.shape), None, [1, 1], [0, 0], [1, 1], 1, "direct")
+    gx, gv = torch.autograd.grad(out, (x, values), go)
+    x2, w2 = x.detach().requires_grad_(), w.clone().requires_grad_()
+    ex, ew = torch.autograd.grad(F.conv2d(x2, w2), (x2, w2), go)
+    torch.testing.assert_close(gx, ex, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(tsc.unpack_sparse_filter(row_ptr, col_idx, gv, list(w.shape)),
+                               ew * (w != 0), rtol=1e-4, atol=1e-4)
