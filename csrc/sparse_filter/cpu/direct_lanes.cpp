@@ -22,6 +22,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "csrc/common/aligned_buffer.h"
 #include "csrc/common/arithmetic.h"
 #include "csrc/common/cpu_isa.h"
 #include "csrc/common/memory_format.h"
@@ -258,7 +259,7 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
         std::max<int64_t>(1, g.out_channels));
     const int64_t oc_per_task = ceil_div(g.out_channels, oc_splits);
     at::parallel_for(0, tiles * oc_splits, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> partial(oc_per_task * tile_elements);
+      AlignedBuffer<scalar_t> partial(oc_per_task * tile_elements);
       std::vector<scalar_t> rounded;  // float16/bfloat16 output rows before rounding
       for (int64_t task = begin; task < end; ++task) {
         const int64_t oc0 = task % oc_splits * oc_per_task;
