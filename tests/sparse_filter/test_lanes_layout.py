@@ -281,22 +281,23 @@ def test_layout_by_rows_at_any_thread_count(dtype, batch, size, stride, dilation
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("kernel,padding,dilation", [((1, 1), (0, 0), (1, 1)),
-                                                     ((3, 1), (1, 0), (1, 1)),
-                                                     ((2, 1), (2, 0), (3, 1))])
-@pytest.mark.parametrize("width", [7, 9, 15, 8])
+@pytest.mark.parametrize("kernel,stride,padding,dilation", [
+    ((1, 1), (1, 1), (0, 0), (1, 1)), ((3, 1), (1, 1), (1, 0), (1, 1)),
+    ((2, 1), (1, 1), (2, 0), (3, 1)), ((3, 3), (2, 2), (1, 1), (1, 1)),
+    ((3, 3), (1, 2), (1, 1), (1, 1)), ((5, 3), (2, 3), (2, 1), (1, 2))])
+@pytest.mark.parametrize("width", [7, 9, 15, 8, 57])
 @pytest.mark.parametrize("memory_format", FORMATS, ids=FORMAT_IDS)
-def test_one_column_kernels_on_rows_of_odd_width(kernel, padding, dilation, width, dtype,
-                                                 memory_format):
-    """Kernels one column wide on rows of an odd number of pixels: the layout gets a column
-    of zeros more (aligned rows and planes, direct_lanes.cpp's lanes_geometry), which no
-    output may read; an even width beside them keeps its rows."""
-    gen = torch.Generator().manual_seed(width * 10 + kernel[0])
-    x = in_format(torch.randn(8, 40, 7, width, dtype=dtype, generator=gen), memory_format)
+def test_odd_phase_rows_get_a_zero_column(kernel, stride, padding, dilation, width, dtype,
+                                          memory_format):
+    """Kernels one column wide, and strided layers, whose phase rows are an odd number of
+    pixels: the layout gets a column of zeros more (aligned rows and planes, direct_lanes.cpp's
+    lanes_geometry), which no output may read; even widths beside them keep their rows."""
+    gen = torch.Generator().manual_seed(width * 10 + kernel[0] + stride[1])
+    x = in_format(torch.randn(8, 40, 9, width, dtype=dtype, generator=gen), memory_format)
     w = random_weight((24, 40, *kernel), 0.3, dtype, gen)
     b = torch.randn(24, dtype=dtype, generator=gen)
-    got = tsc.sparse_conv2d(x, w, b, 1, padding, dilation, method="direct")
-    expected = F.conv2d(x, w, b, 1, padding, dilation)
+    got = tsc.sparse_conv2d(x, w, b, stride, padding, dilation, method="direct")
+    expected = F.conv2d(x, w, b, stride, padding, dilation)
     torch.testing.assert_close(got, expected, **tolerance(dtype))
     check_format(got, expected)
 

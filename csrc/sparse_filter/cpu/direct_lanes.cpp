@@ -345,18 +345,21 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   }
 }
 
-// The geometry the lanes forward lays its input out in: where the kernel is one column wide
-// (every tap at column offset 0) and a vector holds two pixels, an odd phase_w puts every
-// other row and every other channel's plane half a vector off, so that half the loads cross
-// a cache line; one more column of zeros aligns them all. (A 1x1 layer's 7x7 plane is then
-// tiled as 7 rows of 4 vectors, the last half wide, instead of one run of 25.) At batch 8,
-// 90 %, 2 threads on the Intel Xeon VM: 2048->512 @7 0.95x the time, 512->2048 @7 0.90-0.92x;
-// 512@7 3x3 (odd column offsets cross a line anyway) unchanged, so kept as it is. Not where
-// the layout is handed to the values' gradient, which reads it with the layer's phase_w.
+// The geometry the lanes forward lays its input out in. Where a vector holds two pixels, an
+// odd phase_w puts every other row (and phase plane, and channel) half a vector off, so that
+// half the loads of taps at even column offsets cross a cache line; one more column of zeros
+// aligns them all (those at odd offsets cross a line either way). Measured at batch 8, 90 %,
+// 2 threads on the Intel Xeon VM: kernels one column wide (all taps at offset 0; a 1x1
+// layer's 7x7 plane is then tiled as 7 rows of 4 vectors, the last half wide, instead of
+// one run of 25) 2048->512 @7 0.95x the time, 512->2048 @7 0.90-0.92x; ResNet-50's stride-2
+// 3x3 layers (phase planes 29, 15 and 8 wide) 0.92-0.96x; 512@7 3x3 at stride 1 1.01-1.03x,
+// so left as it is. Not where the layout is handed to the values' gradient, which reads it
+// with the layer's phase_w.
 SparseFilterGeometry lanes_geometry(const SparseFilterGeometry& g, bool layout_shared,
                                     int64_t pixels_per_vector) {
   SparseFilterGeometry aligned = g;
-  if (!layout_shared && pixels_per_vector == 2 && g.kernel_w == 1 && g.phase_w % 2 == 1) {
+  if (!layout_shared && pixels_per_vector == 2 && (g.kernel_w == 1 || g.stride_w > 1) &&
+      g.phase_w % 2 == 1) {
     aligned.phase_w += 1;
   }
   return aligned;
