@@ -150,13 +150,18 @@ def test_memory_formats_and_views(layout):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_is_the_float32_result_rounded_once(dtype):
+@pytest.mark.parametrize("size,kernel,stride", [(14, 3, 1), (57, 3, 2), (7, 1, 1)],
+                         ids=["3x3", "odd-phase-rows-strided", "odd-rows-1x1"])
+def test_half_precision_is_the_float32_result_rounded_once(dtype, size, kernel, stride):
+    """Also where the layout gets a zero column (odd phase rows: a strided 3x3 on 57 columns,
+    a 1x1 on 7), laid out from the half-precision planes by the polyphase fill."""
     gen = torch.Generator().manual_seed(2)
-    x = torch.randn(16, 9, 14, 14, generator=gen).to(dtype)
-    w = random_weight((10, 9, 3, 3), 0.2, torch.float32, gen).to(dtype)
+    x = torch.randn(16, 9, size, size, generator=gen).to(dtype)
+    w = random_weight((10, 9, kernel, kernel), 0.2, torch.float32, gen).to(dtype)
     b = torch.randn(10, generator=gen).to(dtype)
-    got = tsc.sparse_conv2d(x, w, b, 1, 1, method="direct")
-    expected = tsc.sparse_conv2d(x.float(), w.float(), b.float(), 1, 1, method="direct")
+    pad = kernel // 2
+    got = tsc.sparse_conv2d(x, w, b, stride, pad, method="direct")
+    expected = tsc.sparse_conv2d(x.float(), w.float(), b.float(), stride, pad, method="direct")
     assert got.dtype == dtype
     assert torch.equal(got, expected.to(dtype))
 
