@@ -26,6 +26,9 @@ at::Tensor from_polyphase(const at::Tensor& polyphase, const SparseFilterGeometr
 }
 
 at::Tensor to_wide(const at::Tensor& dense, const SparseFilterGeometry& g) {
+  if (g.phase_w == g.out_w) {  // no padding columns (a 1x1 kernel without padding): as it is
+    return nchw_contiguous(dense).view({dense.size(0), dense.size(1), g.out_h * g.phase_w});
+  }
   at::Tensor wide = at::zeros({dense.size(0), dense.size(1), g.out_h, g.phase_w}, dense.options());
   wide.narrow(3, 0, g.out_w).copy_(nchw_contiguous(dense));
   return wide.view({dense.size(0), dense.size(1), g.out_h * g.phase_w});

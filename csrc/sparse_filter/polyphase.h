@@ -19,7 +19,8 @@ at::Tensor to_polyphase(const at::Tensor& input, const SparseFilterGeometry& g);
 at::Tensor from_polyphase(const at::Tensor& polyphase, const SparseFilterGeometry& g);
 
 // A dense (N, C, out_h, out_w) tensor in the wide layout (N, C, out_h * phase_w), with
-// zeros in the padding columns.
+// zeros in the padding columns; where there are none (phase_w == out_w) a view of the tensor
+// itself (or of its NCHW copy), to be read only.
 at::Tensor to_wide(const at::Tensor& dense, const SparseFilterGeometry& g);
 
 // The columns j of phase plane column b (< stride_w) whose source column

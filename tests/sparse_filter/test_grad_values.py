@@ -391,3 +391,28 @@ def test_sums_split_by_bands_have_the_same_bits_at_any_thread_count(dtype, case)
     torch.testing.assert_close(
         tsc.unpack_sparse_filter(row_ptr, col_idx, results[0][1], list(w.shape)),
         expected_weight * (w != 0), **tolerance)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch,size", [(8, (16, 16)), (16, (12, 11)), (8, (14, 14)),
+                                        (8, (7, 7)), (9, (20, 20))])
+@pytest.mark.parametrize("grad_format", ["contiguous", "channels_last"])
+def test_one_by_one_planes_read_in_place(dtype, batch, size, grad_format):
+    """1x1 layers whose forward reads the input in place (planes of at least one tile: 128
+    float32 / 64 float64 positions) take the per-sample kernel on the NCHW planes of the
+    input and of grad_output themselves, at any batch (backward.cpp, grad_values_lanes_apply;
+    grad_output's wide layout is then the tensor itself, or its NCHW copy where it is
+    channels-last); 7x7 planes keep the lanes. Against autograd, and the same bits twice."""
+    gen = torch.Generator().manual_seed(batch * 100 + size[0])
+    x = torch.randn(batch, 24, *size, dtype=dtype, generator=gen)
+    w = random_weight((40, 24, 1, 1), 0.1, dtype, gen)
+    grad_out = torch.randn(batch, 40, *size, dtype=dtype, generator=gen)
+    if grad_format == "channels_last":
+        grad_out = grad_out.contiguous(memory_format=torch.channels_last)
+    got = _grad_values(x, w, grad_out, (1, 1), (0, 0), (1, 1), 1)
+    again = _grad_values(x, w, grad_out, (1, 1), (0, 0), (1, 1), 1)
+    assert torch.equal(got, again)
+    expected = _expected(x, w, grad_out, (1, 1), (0, 0), (1, 1), 1)
+    tolerance = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-10,
+                                                                              atol=1e-10)
+    torch.testing.assert_close(got, expected, **tolerance)
