@@ -22,6 +22,9 @@ class AlignedBuffer {
  public:
   AlignedBuffer() = default;
   explicit AlignedBuffer(int64_t size) { resize(size); }
+  // Scratch belongs to one task or thread: neither copied nor moved.
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
 
   // At least `size` elements from data(), zeros where the memory is new: growing drops the
   // old contents (every user writes before it reads).

@@ -26,7 +26,7 @@ at::Tensor from_polyphase(const at::Tensor& polyphase, const SparseFilterGeometr
 }
 
 at::Tensor to_wide(const at::Tensor& dense, const SparseFilterGeometry& g) {
-  if (g.phase_w == g.out_w) {  // no padding columns (a 1x1 kernel without padding): as it is
+  if (g.phase_w == g.out_w) {  // no padding columns (e.g. a 1x1 kernel without padding)
     return nchw_contiguous(dense).view({dense.size(0), dense.size(1), g.out_h * g.phase_w});
   }
   at::Tensor wide = at::zeros({dense.size(0), dense.size(1), g.out_h, g.phase_w}, dense.options());

@@ -13,11 +13,14 @@ import torch.nn.functional as F
 
 import torch_sparse_conv as tsc
 
-from testing import random_weight
+from testing import random_weight, run_python
 
-# (batch, C_in, C_out, H, W, kernel, stride, padding, dilation, groups): rows rounded up
-# (56 + 2 -> 64, 28 + 2 -> 32, 62 -> 64, stride 2: 59 / 2 -> 30 -> 32, 5x3 on 62 -> 64) and
-# left (20 + 2 = 22: 32 would add a half; dilation 2 on 30 + 4 = 34; 7x7 interleaves samples).
+# (batch, C_in, C_out, H, W, kernel, stride, padding, dilation, groups). With 16-element
+# vectors (float32 in Intel's 64-byte kernel) rows rounded up (56 + 2 -> 64, 28 + 2 -> 32,
+# 62 -> 64, stride 2: 59 / 2 -> 30 -> 32, 5x3 on 62 -> 64) and left (20 + 2 = 22: 32 would add
+# a half; dilation 2 on 30 + 4 = 34; 7x7 interleaves samples). With 8-element vectors
+# (float64 there, float32 in 32-byte ones) 22 -> 24 and 34 -> 40 are rounded too, and only
+# the 7x7 plane is left: test_rows_at_the_other_vector_width runs them with 32-byte vectors.
 CASES = [
     (1, 12, 10, 56, 56, (3, 3), (1, 1), (1, 1), (1, 1), 1),
     (2, 8, 12, 28, 28, (3, 3), (1, 1), (1, 1), (1, 1), 1),
@@ -86,3 +89,29 @@ def test_input_gradient_on_rounded_rows(case):
     (expected,) = torch.autograd.grad(
         F.conv2d(x2, weight, None, stride, padding, dilation, groups), x2, go)
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
+OTHER_WIDTH_SCRIPT = r"""
+import torch, torch.nn.functional as F, torch_sparse_conv as tsc
+from torch_sparse_conv._library import conv_block_vector_bytes
+CASES = %r
+for dtype in (torch.float32, torch.float64):
+    for n, cin, cout, h, w, kernel, stride, padding, dilation, groups in CASES:
+        gen = torch.Generator().manual_seed(h * 100 + w)
+        x = torch.randn(n, cin, h, w, dtype=dtype, generator=gen)
+        wt = torch.randn(cout, cin // groups, *kernel, dtype=dtype, generator=gen)
+        wt = wt * (torch.rand(wt.shape, generator=gen) < 0.3)
+        got = tsc.sparse_conv2d(x, wt, None, stride, padding, dilation, groups, method="direct")
+        tol = 1e-4 if dtype == torch.float32 else 1e-10
+        torch.testing.assert_close(got, F.conv2d(x, wt, None, stride, padding, dilation,
+                                                 groups), rtol=tol, atol=tol)
+print(conv_block_vector_bytes(), "ok")
+"""
+
+
+def test_rows_at_the_other_vector_width():
+    """The rounding follows the one-sample kernel's vector: with 32-byte vectors (AMD's width,
+    picked by TSC_CONV_VECTOR_BYTES where the kernel has the choice) more rows round up."""
+    result = run_python("-c", OTHER_WIDTH_SCRIPT % (CASES,), TSC_CONV_VECTOR_BYTES="32")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[-1] == "ok"

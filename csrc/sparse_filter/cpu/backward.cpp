@@ -325,13 +325,16 @@ bool reads_every_phase(const SparseFilterGeometry& g) {
 
 // Where grad_values_lanes_cpu runs: a CPU with the lane kernels, a whole block, and a kernel
 // that reads every phase of the lanes layout; not where the forward reads a 1x1 layer's
-// input in place (pointwise.cpp). There both the input's planes and grad_output's are the
-// per-sample kernel's runs as they are (to_polyphase and to_wide copy nothing), so the lanes'
-// two transposes moved data for nothing: a training step (forward and both gradients) at
-// batch 8 on the Intel Xeon VM, 2 threads, took 0.44-0.70x the time on ResNet-50's 1x1
-// layers of 56x56 and 28x28 at 90 % and 95 %, 0.76-0.95x on 14x14; batch 32 0.63x (64->256
-// @56) and 0.96x (1024->256 @14). (On 7x7 planes, which the pointwise forward leaves to the
-// lanes, the per-sample kernel's 49-position runs took 1.08-1.32x.)
+// NCHW input in place (pointwise.cpp). There both the input's planes and grad_output's are
+// the per-sample kernel's runs as they are (to_polyphase and to_wide copy nothing for NCHW
+// tensors; channels-last ones are converted once), so the lanes' two transposes moved data
+// for nothing: a training step (forward and both gradients) at batch 8 on the Intel Xeon VM,
+// 2 threads, took 0.44-0.70x the time on ResNet-50's 1x1 layers of 56x56 and 28x28 at 90 %
+// and 95 %, 0.76-0.95x on 14x14; batch 32 0.63x (64->256 @56) and 0.96x (1024->256 @14).
+// (On 7x7 planes, which the pointwise forward leaves to the lanes, the per-sample kernel's
+// 49-position runs took 1.08-1.32x.) Such layers now go to oneDNN's gradient above the
+// per-sample kernel's density limit (method.h: 22 %) instead of the lanes' 1x1 one (25 %);
+// that band was not measured for them.
 bool grad_values_lanes_apply(const SparseFilterGeometry& g, at::ScalarType dtype) {
   const bool is_double = dtype == at::kDouble;
   const bool has_kernels = is_double ? lane_kernels<double>() != nullptr
