@@ -125,12 +125,14 @@ SparseFilterGeometry one_sample_geometry(const SparseFilterGeometry& g, int64_t 
 template <typename io_t>
 void direct_forward(const at::Tensor& input, const at::Tensor& row_ptr,
                     const at::Tensor& col_idx, const at::Tensor& values,
-                    const c10::optional<at::Tensor>& bias, const SparseFilterGeometry& g,
+                    const c10::optional<at::Tensor>& bias, const SparseFilterGeometry& layer,
                     const Epilogue& epilogue, at::Tensor& output) {
   using scalar_t = at::opmath_type<io_t>;
   constexpr at::ScalarType compute_dtype = c10::CppTypeToScalarType<scalar_t>::value;
   constexpr int64_t lanes = vector_lanes<scalar_t>();
   const auto& simd = sparse_filter_simd<scalar_t>();
+  const SparseFilterGeometry g =
+      one_sample_geometry(layer, simd.conv_block_bytes / int64_t(sizeof(scalar_t)));
   const at::Tensor input_c = nchw_contiguous(input);
   const io_t* in = input_c.data_ptr<io_t>();
   at::Tensor bias_c = bias.has_value() && bias->defined()
@@ -254,11 +256,7 @@ at::Tensor sparse_filter_direct_forward_cpu(const at::Tensor& input, const at::T
   } else {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                     "sparse_filter_direct_forward_cpu", [&] {
-      using compute_t = at::opmath_type<scalar_t>;
-      const int64_t vector_elements =
-          sparse_filter_simd<compute_t>().conv_block_bytes / int64_t(sizeof(compute_t));
-      direct_forward<scalar_t>(input, row_ptr, col_idx, values, bias,
-                               one_sample_geometry(g, vector_elements), epilogue, output);
+      direct_forward<scalar_t>(input, row_ptr, col_idx, values, bias, g, epilogue, output);
     });
   }
   return output;

@@ -104,16 +104,38 @@ inline void prefetch_for_writing(const void* p, int64_t bytes) {
   }
 }
 
+// The geometry the lanes forward lays its input out in. Where a vector holds two pixels, an
+// odd phase_w puts every other row (and phase plane, and channel) half a vector off, so that
+// half the loads of taps at even column offsets cross a cache line; one more column of zeros
+// aligns them all (those at odd offsets cross a line either way). Measured at batch 8, 90 %,
+// 2 threads on the Intel Xeon VM: kernels one column wide (all taps at offset 0; a 1x1
+// layer's 7x7 plane is then tiled as 7 rows of 4 vectors, the last half wide, instead of
+// one run of 25) 2048->512 @7 0.95x the time, 512->2048 @7 0.90-0.92x; ResNet-50's stride-2
+// 3x3 layers (phase planes 29, 15 and 8 wide) 0.92-0.96x; 512@7 3x3 at stride 1 1.01-1.03x,
+// so left as it is. Not where the layout is handed to the values' gradient, which reads it
+// with the layer's phase_w.
+SparseFilterGeometry lanes_geometry(const SparseFilterGeometry& g, bool layout_shared,
+                                    int64_t pixels_per_vector) {
+  SparseFilterGeometry aligned = g;
+  if (!layout_shared && pixels_per_vector == 2 && (g.kernel_w == 1 || g.stride_w > 1) &&
+      g.phase_w % 2 == 1) {
+    aligned.phase_w += 1;
+  }
+  return aligned;
+}
+
 template <typename io_t>
 void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
                           const at::Tensor& col_idx, const at::Tensor& values,
-                          const c10::optional<at::Tensor>& bias, const SparseFilterGeometry& g,
-                          const Epilogue& epilogue, at::Tensor& output,
-                          at::Tensor* lanes_layout) {
+                          const c10::optional<at::Tensor>& bias,
+                          const SparseFilterGeometry& layer, const Epilogue& epilogue,
+                          at::Tensor& output, at::Tensor* lanes_layout) {
   using scalar_t = at::opmath_type<io_t>;
   constexpr at::ScalarType compute_dtype = c10::CppTypeToScalarType<scalar_t>::value;
   constexpr int64_t L = lanes<scalar_t>();
   const LaneKernels<scalar_t>& kernels = *lane_kernels<scalar_t>();
+  const SparseFilterGeometry g =
+      lanes_geometry(layer, lanes_layout != nullptr, kernels.pixels_per_vector);
   // float16/bfloat16 are widened from NCHW planes (fill_polyphase_channel).
   const bool channels_last =
       std::is_same_v<io_t, scalar_t> && direct_lanes_channels_last(input, g);
@@ -345,26 +367,6 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   }
 }
 
-// The geometry the lanes forward lays its input out in. Where a vector holds two pixels, an
-// odd phase_w puts every other row (and phase plane, and channel) half a vector off, so that
-// half the loads of taps at even column offsets cross a cache line; one more column of zeros
-// aligns them all (those at odd offsets cross a line either way). Measured at batch 8, 90 %,
-// 2 threads on the Intel Xeon VM: kernels one column wide (all taps at offset 0; a 1x1
-// layer's 7x7 plane is then tiled as 7 rows of 4 vectors, the last half wide, instead of
-// one run of 25) 2048->512 @7 0.95x the time, 512->2048 @7 0.90-0.92x; ResNet-50's stride-2
-// 3x3 layers (phase planes 29, 15 and 8 wide) 0.92-0.96x; 512@7 3x3 at stride 1 1.01-1.03x,
-// so left as it is. Not where the layout is handed to the values' gradient, which reads it
-// with the layer's phase_w.
-SparseFilterGeometry lanes_geometry(const SparseFilterGeometry& g, bool layout_shared,
-                                    int64_t pixels_per_vector) {
-  SparseFilterGeometry aligned = g;
-  if (!layout_shared && pixels_per_vector == 2 && (g.kernel_w == 1 || g.stride_w > 1) &&
-      g.phase_w % 2 == 1) {
-    aligned.phase_w += 1;
-  }
-  return aligned;
-}
-
 }  // namespace
 
 bool direct_lanes_channels_last(const at::Tensor& input, const SparseFilterGeometry& g) {
@@ -392,15 +394,10 @@ void sparse_filter_direct_lanes_forward_cpu(const at::Tensor& input, const at::T
                                             const SparseFilterGeometry& g,
                                             const Epilogue& epilogue, at::Tensor& output,
                                             at::Tensor* lanes_layout) {
-  const bool is_double = input.scalar_type() == at::kDouble;
-  const SparseFilterGeometry lanes_g = lanes_geometry(
-      g, lanes_layout != nullptr,
-      is_double ? lane_kernels<double>()->pixels_per_vector
-                : lane_kernels<float>()->pixels_per_vector);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
                                   "sparse_filter_direct_lanes_forward_cpu", [&] {
-    direct_lanes_forward<scalar_t>(input, row_ptr, col_idx, values, bias, lanes_g, epilogue,
-                                   output, lanes_layout);
+    direct_lanes_forward<scalar_t>(input, row_ptr, col_idx, values, bias, g, epilogue, output,
+                                   lanes_layout);
   });
 }
 
