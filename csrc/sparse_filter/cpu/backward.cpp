@@ -18,6 +18,7 @@
 #include <array>
 #include <vector>
 
+#include "csrc/common/aligned_buffer.h"
 #include "csrc/common/arithmetic.h"
 #include "csrc/common/memory_format.h"
 #include "csrc/common/output_buffer_cache.h"
@@ -176,10 +177,7 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
   // zeros in its wide columns (a zeroed buffer cost a pass over all of it: the fill was 2 %
   // of a 64@56 training step at 95 %).
   at::Tensor x_lanes = at::empty({g.in_channels * channel_block * L}, x.options());
-  at::Tensor go_lanes =
-      at::empty({lay_out_go ? g.out_channels * run * L : int64_t(0)}, x.options());
   scalar_t* xl = x_lanes.data_ptr<scalar_t>();
-  scalar_t* gl = go_lanes.data_ptr<scalar_t>();
   // Up to the last row's out_w pixels (the wide run): a tap never reads past its plane.
   const int64_t wide = g.wide_len();
   // The input channels in chunks whose band of input (with the taps' reach into it) fits
@@ -220,6 +218,11 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
   // split of a parallel_for among its threads; that affects speed only.)
   const int64_t nnz = grad_values.size(0);
   const bool by_bands = bands > 1 && bands * nnz <= g.in_channels * channel_block * L;
+  // grad_output's lanes layout of a whole block, where it is not shared and the split is by
+  // output channels (by bands, each band lays out its own rows).
+  at::Tensor go_lanes = at::empty(
+      {lay_out_go && !by_bands ? g.out_channels * run * L : int64_t(0)}, x.options());
+  scalar_t* gl = go_lanes.data_ptr<scalar_t>();
   std::vector<scalar_t> band_sums(by_bands ? bands * nnz : 0);
   // The rows of band b in a plane of `rows` rows: from its first position's row to the next
   // band's, the last band to the plane's end (the phase planes' bottom rows included).
@@ -239,22 +242,27 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
                             g, kernels, row_pixels.data(), xl + c * channel_block * L,
                             first_row, last_row);
     };
-    auto lay_out_grad_output = [&](int64_t oc, int64_t first_row, int64_t last_row) {
+    // Rows [first_row, last_row) of grad_output's channel oc, row r at
+    // dst + (r - dst_row) * phase_w * L.
+    auto lay_out_grad_output = [&](int64_t oc, int64_t first_row, int64_t last_row,
+                                   scalar_t* dst, int64_t dst_row) {
       for (int64_t r = first_row; r < last_row; ++r) {
-        scalar_t* row = gl + (oc * run + r * g.phase_w) * L;
+        scalar_t* row = dst + (r - dst_row) * g.phase_w * L;
         kernels.interleave(gp + (n0 * g.out_channels + oc) * out_plane + r * g.out_w,
                            g.out_channels * out_plane, L, g.out_w, row, L);
         std::fill(row + g.out_w * L, row + std::max(g.out_w, g.phase_w) * L, scalar_t(0));
       }
     };
-    // Adds the dots of band b of output channels [begin, end) to sums.
-    auto add_band = [&](int64_t b, int64_t begin, int64_t end, scalar_t* sums) {
+    // Adds the dots of band b of output channels [begin, end) to sums, grad_output's
+    // position q0 of channel oc at band_go(oc).
+    auto add_band = [&](int64_t b, int64_t begin, int64_t end, scalar_t* sums,
+                        auto&& band_go) {
       const int64_t q0 = band_start(b), len = (band_start(b + 1) - q0) * L;
       for (int64_t j = 0; j < chunks; ++j) {
         for (int64_t oc = begin; oc < end; ++oc) {
           const int64_t* bounds = chunk_ptr.data() + oc * (chunks + 1);
           if (bounds[j] == bounds[j + 1]) continue;
-          add_tap_dots(simd, go_planes.plane(block, oc) + q0 * L, xl + q0 * L,
+          add_tap_dots(simd, band_go(oc), xl + q0 * L,
                        taps.input_offset.get(), L, bounds[j], bounds[j + 1], len, sums);
         }
       }
@@ -267,17 +275,30 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
         for (int64_t c = 0; c < g.in_channels; ++c) {
           lay_out_input(c, first_row, last_row, row_pixels);
         }
-        if (lay_out_go) {
-          const int64_t first = band_rows(begin, g.out_h)[0];
-          const int64_t last = band_rows(end - 1, g.out_h)[1];
-          for (int64_t oc = 0; oc < g.out_channels; ++oc) lay_out_grad_output(oc, first, last);
-        }
       });
       at::parallel_for(0, bands, 1, [&](int64_t begin, int64_t end) {
+        AlignedBuffer<scalar_t> rows;
         for (int64_t b = begin; b < end; ++b) {
           scalar_t* sums = band_sums.data() + b * nnz;
           std::fill_n(sums, nnz, scalar_t(0));
-          add_band(b, 0, g.out_channels, sums);
+          const int64_t q0 = band_start(b);
+          if (!lay_out_go) {
+            add_band(b, 0, g.out_channels, sums,
+                     [&](int64_t oc) { return shared.plane(block, oc) + q0 * L; });
+            continue;
+          }
+          // grad_output's rows of the band, every channel's, laid out just before they are
+          // read, while they are in L2.
+          const int64_t first = q0 / g.phase_w;
+          const int64_t last = std::min(g.out_h, ceil_div(band_start(b + 1), g.phase_w));
+          const int64_t channel = (last - first) * g.phase_w * L;
+          rows.resize(g.out_channels * channel);
+          for (int64_t oc = 0; oc < g.out_channels; ++oc) {
+            lay_out_grad_output(oc, first, last, rows.data() + oc * channel, first);
+          }
+          add_band(b, 0, g.out_channels, sums, [&](int64_t oc) {
+            return rows.data() + oc * channel + (q0 - first * g.phase_w) * L;
+          });
         }
       });
       // Band by band, as the split by output channels adds them.
@@ -296,12 +317,17 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
         if (item < g.in_channels) {
           lay_out_input(item, 0, g.phase_h, row_pixels);
         } else {
-          lay_out_grad_output(item - g.in_channels, 0, g.out_h);
+          const int64_t oc = item - g.in_channels;
+          lay_out_grad_output(oc, 0, g.out_h, gl + oc * run * L, 0);
         }
       }
     });
     at::parallel_for(0, g.out_channels, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t b = 0; b < bands; ++b) add_band(b, begin, end, gv);
+      for (int64_t b = 0; b < bands; ++b) {
+        add_band(b, begin, end, gv, [&](int64_t oc) {
+          return go_planes.plane(block, oc) + band_start(b) * L;
+        });
+      }
     });
   }
 }
