@@ -420,3 +420,48 @@ def test_one_by_one_planes_read_in_place(dtype, batch, size, grad_format):
     tolerance = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-10,
                                                                               atol=1e-10)
     torch.testing.assert_close(got, expected, **tolerance)
+
+
+# Strided 1x1 layers without padding: the values' gradient is the stride-1 one on the picked
+# pixels (every stride-th row and column). Odd sizes (the last row and column picked), unequal
+# strides, groups, batches below, at and past a block, channels-last inputs.
+# (batch, in, out, groups, size, stride)
+PICKED_CASES = [
+    (16, 12, 10, 1, (14, 14), (2, 2)),
+    (9, 8, 6, 2, (13, 11), (2, 3)),
+    (3, 6, 8, 1, (15, 16), (3, 2)),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", PICKED_CASES,
+                         ids=[f"case{i}" for i in range(len(PICKED_CASES))])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_strided_one_by_one_reads_the_picked_pixels(dtype, case, channels_last):
+    """The same bits as the stride-1 gradient on x[:, :, ::s, ::s], and autograd's values;
+    the input's gradient, asked for in the same call, is autograd's too (zero off the
+    picked pixels)."""
+    batch, cin, cout, groups, size, stride = case
+    gen = torch.Generator().manual_seed(batch + sum(size))
+    x = torch.randn(batch, cin, *size, dtype=dtype, generator=gen)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    w = random_weight((cout, cin // groups, 1, 1), 0.1, dtype, gen)
+    out_shape = F.conv2d(x, w, None, stride, 0, 1, groups).shape
+    grad_out = torch.randn(out_shape, dtype=dtype, generator=gen)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(w)
+    grad_input, grad_values, _ = BACKWARD(grad_out, x, row_ptr, col_idx, values,
+                                          list(w.shape), list(stride), [0, 0], [1, 1], groups,
+                                          [True, True, False])
+    picked = x[:, :, ::stride[0], ::stride[1]].contiguous()
+    _, unit_values, _ = BACKWARD(grad_out, picked, row_ptr, col_idx, values, list(w.shape),
+                                 [1, 1], [0, 0], [1, 1], groups, [False, True, False])
+    assert torch.equal(grad_values, unit_values)
+    leaf, x_leaf = w.clone().requires_grad_(), x.clone().requires_grad_()
+    out = F.conv2d(x_leaf, leaf, None, stride, 0, 1, groups)
+    expected_input, expected_weight = torch.autograd.grad(out, (x_leaf, leaf), grad_out)
+    tolerance = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else {}
+    torch.testing.assert_close(
+        tsc.unpack_sparse_filter(row_ptr, col_idx, grad_values, list(w.shape)),
+        expected_weight * (w != 0), **tolerance)
+    torch.testing.assert_close(grad_input, expected_input, **tolerance)

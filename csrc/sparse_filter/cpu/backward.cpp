@@ -461,6 +461,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
 
   at::Tensor rp = row_ptr.contiguous(), ci = col_idx.contiguous(), val = values.contiguous();
   const bool empty = g.batch == 0 || g.out_h * g.out_w == 0;
+  // A strided 1x1 convolution without padding reads every stride-th pixel (ResNet's
+  // downsampling shortcuts): its values' gradient is the stride-1 one's on those pixels,
+  // picked out as the forward picks them (direct.cpp), instead of a polyphase layout of the
+  // whole input of which one phase plane is read. ResNet-18's three at batch 16, 90 %, 2
+  // threads, Intel Xeon VM: 1.60 -> 0.88, 1.02 -> 0.66 and 1.18 -> 0.56 ms.
+  if (output_mask[1] && !empty && g.kernel_h == 1 && g.kernel_w == 1 && g.pad_h == 0 &&
+      g.pad_w == 0 && (g.stride_h != 1 || g.stride_w != 1)) {
+    const at::Tensor picked = input.slice(2, 0, g.in_h, g.stride_h)
+                                  .slice(3, 0, g.in_w, g.stride_w)
+                                  .contiguous(input.suggest_memory_format());
+    TORCH_INTERNAL_ASSERT(picked.size(2) == g.out_h && picked.size(3) == g.out_w);
+    grad_values = std::get<1>(sparse_filter_conv2d_backward_cpu(
+        grad_output, picked, rp, ci, val, weight_size, {1, 1}, {0, 0}, dilation, groups,
+        {false, true, false}));
+    output_mask[1] = false;
+    if (!output_mask[0]) return {grad_input, grad_values, grad_bias};
+  }
   // The input's gradient: one convolution with the transposed filter at stride 1 (where the
   // padding is within the kernel's reach), else one per phase of the polyphase layout.
   const bool transposed = output_mask[0] && !empty && g.stride_h == 1 && g.stride_w == 1 &&
