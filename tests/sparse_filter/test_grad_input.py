@@ -269,3 +269,32 @@ def test_input_gradient_repeats_bit_for_bit_at_any_thread_count():
     for first, other in zip(results[:2], results[2:4]):
         assert torch.equal(first, other)
     assert all(torch.equal(a, b) for a, b in zip(results[:2], results[4:]))
+
+
+# Strided layers whose phase convolutions take the lanes (float32, whole blocks of 8, low
+# density): the first lays grad_output out in the lanes and the others read that layout
+# (backward.cpp, grad_input_by_phase). Phases of different kernel sizes (3x3 and 7x7 at
+# stride 2, 3x3 at stride 3), odd sizes, channels-last grad_output.
+# (batch, in, out, size, kernel, stride, padding)
+SHARED_LAYOUT_CASES = [
+    (8, 6, 8, (18, 17), (3, 3), (2, 2), (1, 1)),
+    (16, 3, 12, (30, 31), (7, 7), (2, 2), (3, 3)),
+    (8, 5, 7, (20, 19), (3, 3), (3, 3), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("case", SHARED_LAYOUT_CASES,
+                         ids=[f"case{i}" for i in range(len(SHARED_LAYOUT_CASES))])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_phase_convolutions_share_grad_outputs_lanes_layout(case, channels_last):
+    batch, cin, cout, size, kernel, stride, padding = case
+    gen = torch.Generator().manual_seed(batch + sum(size))
+    x = torch.randn(batch, cin, *size, generator=gen)
+    w = random_weight((cout, cin, *kernel), 0.1, torch.float32, gen)
+    out_shape = F.conv2d(x, w, None, stride, padding).shape
+    grad_out = torch.randn(out_shape, generator=gen)
+    if channels_last:
+        grad_out = grad_out.to(memory_format=torch.channels_last)
+    got = _grad_input(x, w, grad_out, stride, padding, (1, 1), 1)
+    torch.testing.assert_close(got, _expected(x, w, grad_out, stride, padding, (1, 1), 1),
+                               rtol=1e-4, atol=1e-4)

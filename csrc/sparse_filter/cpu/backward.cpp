@@ -424,6 +424,7 @@ at::Tensor grad_input_by_phase(const at::Tensor& grad_output, const at::Tensor& 
     int64_t first_row = 0, first_col = 0, rows = 0, cols = 0;
   };
   std::vector<PhasePlane> phases(g.stride_h * g.stride_w);
+  at::Tensor grad_output_lanes;
   for (const TransposedFilter& f : filters) {
     if (f.col_idx.size(0) == 0) continue;
     const int64_t phi = f.phase / g.stride_w, psi = f.phase % g.stride_w;
@@ -432,9 +433,11 @@ at::Tensor grad_input_by_phase(const at::Tensor& grad_output, const at::Tensor& 
     const int64_t col0 = ((psi - g.pad_w) % g.stride_w + g.stride_w) % g.stride_w;
     if (row0 >= g.in_h || col0 >= g.in_w) continue;
     PhasePlane& plane = phases[f.phase];
-    plane.part = sparse_filter_conv2d_cpu(
+    // Every phase's convolution reads grad_output with the same padding at stride 1, so the
+    // first that lays it out in the lanes leaves that layout to the others.
+    plane.part = sparse_filter_conv2d_cpu_keeping_layout(
         grad_output, f.row_ptr, f.col_idx, f.values, f.weight_size, c10::nullopt, {1, 1},
-        phase_padding(g), {1, 1}, g.groups, "auto");
+        phase_padding(g), {1, 1}, g.groups, "auto", &grad_output_lanes);
     plane.first_row = (row0 + g.pad_h - phi) / g.stride_h;
     plane.first_col = (col0 + g.pad_w - psi) / g.stride_w;
     // The convolution has out_h + alpha_max rows: the plane's last rows may be beyond them,

@@ -179,7 +179,13 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   const int64_t blocks = ceil_div(g.batch, L);
   const int64_t wave = std::clamp<int64_t>(
       kLayoutBytes / std::max<int64_t>(1, block_elements * int64_t(sizeof(scalar_t))), 1, blocks);
-  const at::Tensor laid_out = empty_output(wave * block_elements, compute_dtype);
+  // A layout an earlier call left of this same input (direct.h): read, not laid out again.
+  const bool given = std::is_same_v<io_t, scalar_t> && lanes_layout != nullptr &&
+                     lanes_layout->defined() && wave == blocks &&
+                     lanes_layout->scalar_type() == compute_dtype &&
+                     lanes_layout->numel() == blocks * block_elements;
+  const at::Tensor laid_out =
+      given ? *lanes_layout : empty_output(wave * block_elements, compute_dtype);
   scalar_t* x = laid_out.data_ptr<scalar_t>();
   const int64_t in_plane = g.in_h * g.in_w;
   const int64_t out_plane = g.out_h * g.out_w;
@@ -191,7 +197,9 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
 
   for (int64_t first_block = 0; first_block < blocks; first_block += wave) {
     const int64_t wave_blocks = std::min(wave, blocks - first_block);
-    if (channels_last) {
+    if (given) {
+      // laid out already
+    } else if (channels_last) {
       if constexpr (std::is_same_v<io_t, scalar_t>) {  // (else never channels-last)
         // Lay out the wave: each (block, padded phase row) from its samples' rows.
         const int64_t padded_rows = g.stride_h * g.phase_h;
