@@ -273,8 +273,9 @@ def test_input_gradient_repeats_bit_for_bit_at_any_thread_count():
 
 # Strided layers whose phase convolutions take the lanes (float32, whole blocks of 8, low
 # density): the first lays grad_output out in the lanes and the others read that layout
-# (backward.cpp, grad_input_by_phase). Phases of different kernel sizes (3x3 and 7x7 at
-# stride 2, 3x3 at stride 3), odd sizes, channels-last grad_output.
+# (backward.cpp, grad_input_by_phase). Layers whose phases have kernels of 2x2 (3x3 at
+# stride 2), 4x4 (7x7 at stride 2) and 1x1 (3x3 at stride 3), odd sizes, channels-last
+# grad_output.
 # (batch, in, out, size, kernel, stride, padding)
 SHARED_LAYOUT_CASES = [
     (8, 6, 8, (18, 17), (3, 3), (2, 2), (1, 1)),

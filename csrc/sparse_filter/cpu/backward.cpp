@@ -411,10 +411,11 @@ at::Tensor dense_grad_values(const at::Tensor& grad_output, const at::Tensor& in
 // phase_filters); its plane is every s-th row and column of the input from the phase's
 // first. The phases no tap reads get no gradient (zeros).
 //
-// The planes are written into the gradient in one pass, row by row: each row zeroed and its
-// phases' values set while it is in L1, so that every line of the gradient goes to memory
-// once. (Zeroing the whole gradient, then copying each phase's plane into its strided view,
-// wrote each line up to 1 + stride_w times.)
+// The planes are written into the gradient in one pass, plane by plane: each (sample,
+// channel) plane zeroed and its phases' values set while it is in cache, so that every line
+// of the gradient goes to memory once. (Zeroing the whole gradient, then copying each phase's
+// plane into its strided view, wrote each line up to 1 + stride_w times.) All the phases'
+// convolutions are held until then: about one more input gradient's memory.
 at::Tensor grad_input_by_phase(const at::Tensor& grad_output, const at::Tensor& input,
                                const std::vector<TransposedFilter>& filters,
                                const SparseFilterGeometry& g) {
@@ -424,6 +425,13 @@ at::Tensor grad_input_by_phase(const at::Tensor& grad_output, const at::Tensor& 
     int64_t first_row = 0, first_col = 0, rows = 0, cols = 0;
   };
   std::vector<PhasePlane> phases(g.stride_h * g.stride_w);
+  // Every phase's convolution reads grad_output with the same padding at stride 1, so where
+  // two or more have taps, the first that lays it out in the lanes leaves that layout to the
+  // others. (A single one keeps the lanes' own geometry: lanes_geometry aligns odd rows of a
+  // layout no one else reads, 0.90-0.95x the time of 1x1 layers on 7x7 planes.)
+  const int64_t convolutions =
+      std::count_if(filters.begin(), filters.end(),
+                    [](const TransposedFilter& f) { return f.col_idx.size(0) > 0; });
   at::Tensor grad_output_lanes;
   for (const TransposedFilter& f : filters) {
     if (f.col_idx.size(0) == 0) continue;
@@ -433,11 +441,10 @@ at::Tensor grad_input_by_phase(const at::Tensor& grad_output, const at::Tensor& 
     const int64_t col0 = ((psi - g.pad_w) % g.stride_w + g.stride_w) % g.stride_w;
     if (row0 >= g.in_h || col0 >= g.in_w) continue;
     PhasePlane& plane = phases[f.phase];
-    // Every phase's convolution reads grad_output with the same padding at stride 1, so the
-    // first that lays it out in the lanes leaves that layout to the others.
     plane.part = sparse_filter_conv2d_cpu_keeping_layout(
         grad_output, f.row_ptr, f.col_idx, f.values, f.weight_size, c10::nullopt, {1, 1},
-        phase_padding(g), {1, 1}, g.groups, "auto", &grad_output_lanes);
+        phase_padding(g), {1, 1}, g.groups, "auto",
+        convolutions > 1 ? &grad_output_lanes : nullptr);
     plane.first_row = (row0 + g.pad_h - phi) / g.stride_h;
     plane.first_col = (col0 + g.pad_w - psi) / g.stride_w;
     // The convolution has out_h + alpha_max rows: the plane's last rows may be beyond them,
@@ -516,7 +523,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
   // downsampling shortcuts): its values' gradient is the stride-1 one's on those pixels,
   // picked out as the forward picks them (direct.cpp), instead of a polyphase layout of the
   // whole input of which one phase plane is read. ResNet-18's three at batch 16, 90 %, 2
-  // threads, Intel Xeon VM: 1.60 -> 0.88, 1.02 -> 0.66 and 1.18 -> 0.56 ms.
+  // threads, Intel Xeon VM: 1.60 -> 0.88, 1.02 -> 0.66 and 1.18 -> 0.56 ms in one process
+  // each way (1.3-4.1 -> 0.77, 1.3-2.5 -> 0.61, 1.1 -> 0.53 in two alternated pairs).
   if (output_mask[1] && !empty && g.kernel_h == 1 && g.kernel_w == 1 && g.pad_h == 0 &&
       g.pad_w == 0 && (g.stride_h != 1 || g.stride_w != 1)) {
     const at::Tensor picked = input.slice(2, 0, g.in_h, g.stride_h)

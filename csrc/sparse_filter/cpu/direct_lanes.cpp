@@ -112,8 +112,9 @@ inline void prefetch_for_writing(const void* p, int64_t bytes) {
 // layer's 7x7 plane is then tiled as 7 rows of 4 vectors, the last half wide, instead of
 // one run of 25) 2048->512 @7 0.95x the time, 512->2048 @7 0.90-0.92x; ResNet-50's stride-2
 // 3x3 layers (phase planes 29, 15 and 8 wide) 0.92-0.96x; 512@7 3x3 at stride 1 1.01-1.03x,
-// so left as it is. Not where the layout is handed to the values' gradient, which reads it
-// with the layer's phase_w.
+// so left as it is. Not where the layout is kept for another reader (layout_shared): the
+// values' gradient, which reads it with the layer's phase_w, or the next phase convolution
+// of a strided layer's input gradient (backward.cpp), which computes its geometry anew.
 SparseFilterGeometry lanes_geometry(const SparseFilterGeometry& g, bool layout_shared,
                                     int64_t pixels_per_vector) {
   SparseFilterGeometry aligned = g;
