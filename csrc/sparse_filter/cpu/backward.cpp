@@ -409,22 +409,13 @@ at::Tensor dense_grad_values(const at::Tensor& grad_output, const at::Tensor& in
 // The input's gradient phase by phase: each phase of the input's polyphase layout that the
 // taps read is a stride-1 convolution of grad_output with the phase's taps (pattern.h,
 // phase_filters); its plane is every s-th row and column of the input from the phase's
-// first. The phases no tap reads get no gradient (zeros).
-//
-// The planes are written into the gradient in one pass, plane by plane: each (sample,
-// channel) plane zeroed and its phases' values set while it is in cache, so that every line
-// of the gradient goes to memory once. (Zeroing the whole gradient, then copying each phase's
-// plane into its strided view, wrote each line up to 1 + stride_w times.) All the phases'
-// convolutions are held until then: about one more input gradient's memory.
+// first, written in place. The phases no tap reads get no gradient.
 at::Tensor grad_input_by_phase(const at::Tensor& grad_output, const at::Tensor& input,
                                const std::vector<TransposedFilter>& filters,
                                const SparseFilterGeometry& g) {
-  // Per phase (phi * stride_w + psi): its convolution and where its plane starts in it.
-  struct PhasePlane {
-    at::Tensor part;
-    int64_t first_row = 0, first_col = 0, rows = 0, cols = 0;
-  };
-  std::vector<PhasePlane> phases(g.stride_h * g.stride_w);
+  at::Tensor grad_input =
+      empty_activation(input.sizes(), input.options(), at::MemoryFormat::Contiguous);
+  if (static_cast<int64_t>(filters.size()) < g.stride_h * g.stride_w) grad_input.zero_();
   // Every phase's convolution reads grad_output with the same padding at stride 1, so where
   // two or more have taps, the first that lays it out in the lanes leaves that layout to the
   // others. (A single one keeps the lanes' own geometry: lanes_geometry aligns odd rows of a
@@ -434,73 +425,33 @@ at::Tensor grad_input_by_phase(const at::Tensor& grad_output, const at::Tensor& 
                     [](const TransposedFilter& f) { return f.col_idx.size(0) > 0; });
   at::Tensor grad_output_lanes;
   for (const TransposedFilter& f : filters) {
-    if (f.col_idx.size(0) == 0) continue;
     const int64_t phi = f.phase / g.stride_w, psi = f.phase % g.stride_w;
     // The first input row and column in the phase, and their row and column in its plane.
     const int64_t row0 = ((phi - g.pad_h) % g.stride_h + g.stride_h) % g.stride_h;
     const int64_t col0 = ((psi - g.pad_w) % g.stride_w + g.stride_w) % g.stride_w;
     if (row0 >= g.in_h || col0 >= g.in_w) continue;
-    PhasePlane& plane = phases[f.phase];
-    plane.part = sparse_filter_conv2d_cpu_keeping_layout(
+    at::Tensor plane =
+        grad_input.slice(2, row0, g.in_h, g.stride_h).slice(3, col0, g.in_w, g.stride_w);
+    if (f.col_idx.size(0) == 0) {
+      plane.zero_();
+      continue;
+    }
+    const at::Tensor part = sparse_filter_conv2d_cpu_keeping_layout(
         grad_output, f.row_ptr, f.col_idx, f.values, f.weight_size, c10::nullopt, {1, 1},
         phase_padding(g), {1, 1}, g.groups, "auto",
         convolutions > 1 ? &grad_output_lanes : nullptr);
-    plane.first_row = (row0 + g.pad_h - phi) / g.stride_h;
-    plane.first_col = (col0 + g.pad_w - psi) / g.stride_w;
-    // The convolution has out_h + alpha_max rows: the plane's last rows may be beyond them,
-    // and read no output (zero).
-    plane.rows = std::max<int64_t>(
-        0, std::min(ceil_div(g.in_h - row0, g.stride_h), plane.part.size(2) - plane.first_row));
-    plane.cols = std::max<int64_t>(
-        0, std::min(ceil_div(g.in_w - col0, g.stride_w), plane.part.size(3) - plane.first_col));
-  }
-  at::Tensor grad_input =
-      empty_activation(input.sizes(), input.options(), at::MemoryFormat::Contiguous);
-  const int64_t planes = g.batch * g.in_channels;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(),
-                                  "grad_input_by_phase", [&] {
-    scalar_t* out = grad_input.data_ptr<scalar_t>();
-    // Per phase: its plane's first element in the part, the part's strides.
-    struct Source {
-      const scalar_t* first = nullptr;
-      int64_t sample = 0, channel = 0, row = 0, col = 0;
-    };
-    std::vector<Source> sources(phases.size());
-    for (size_t f = 0; f < phases.size(); ++f) {
-      const at::Tensor& part = phases[f].part;
-      if (!part.defined()) continue;
-      sources[f] = {part.const_data_ptr<scalar_t>() + phases[f].first_row * part.stride(2) +
-                        phases[f].first_col * part.stride(3),
-                    part.stride(0), part.stride(1), part.stride(2), part.stride(3)};
+    const int64_t first_row = (row0 + g.pad_h - phi) / g.stride_h;
+    const int64_t first_col = (col0 + g.pad_w - psi) / g.stride_w;
+    // The convolution has out_h + alpha_max rows: the plane's last row may be beyond them,
+    // and reads no output (zero).
+    const int64_t rows = std::min(plane.size(2), part.size(2) - first_row);
+    const int64_t cols = std::min(plane.size(3), part.size(3) - first_col);
+    if (rows < plane.size(2) || cols < plane.size(3)) plane.zero_();
+    if (rows > 0 && cols > 0) {
+      plane.narrow(2, 0, rows).narrow(3, 0, cols)
+          .copy_(part.narrow(2, first_row, rows).narrow(3, first_col, cols));
     }
-    const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, g.in_h * g.in_w));
-    at::parallel_for(0, planes, grain, [&](int64_t begin, int64_t end) {
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t n = item / g.in_channels, c = item % g.in_channels;
-        scalar_t* plane_out = out + item * g.in_h * g.in_w;
-        std::fill(plane_out, plane_out + g.in_h * g.in_w, scalar_t(0));
-        for (int64_t f = 0; f < static_cast<int64_t>(phases.size()); ++f) {
-          const PhasePlane& plane = phases[f];
-          const Source& source = sources[f];
-          if (source.first == nullptr) continue;
-          const int64_t phi = f / g.stride_w, psi = f % g.stride_w;
-          const int64_t row0 = ((phi - g.pad_h) % g.stride_h + g.stride_h) % g.stride_h;
-          const int64_t col0 = ((psi - g.pad_w) % g.stride_w + g.stride_w) % g.stride_w;
-          const scalar_t* src = source.first + n * source.sample + c * source.channel;
-          const int64_t step = source.col, every = g.stride_w;
-          for (int64_t i = 0; i < plane.rows; ++i) {
-            scalar_t* dst = plane_out + (row0 + i * g.stride_h) * g.in_w + col0;
-            const scalar_t* from = src + i * source.row;
-            if (step == 1) {
-              for (int64_t j = 0; j < plane.cols; ++j) dst[j * every] = from[j];
-            } else {
-              for (int64_t j = 0; j < plane.cols; ++j) dst[j * every] = from[j * step];
-            }
-          }
-        }
-      }
-    });
-  });
+  }
   return grad_input;
 }
 
@@ -519,24 +470,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
 
   at::Tensor rp = row_ptr.contiguous(), ci = col_idx.contiguous(), val = values.contiguous();
   const bool empty = g.batch == 0 || g.out_h * g.out_w == 0;
-  // A strided 1x1 convolution without padding reads every stride-th pixel (ResNet's
-  // downsampling shortcuts): its values' gradient is the stride-1 one's on those pixels,
-  // picked out as the forward picks them (direct.cpp), instead of a polyphase layout of the
-  // whole input of which one phase plane is read. ResNet-18's three at batch 16, 90 %, 2
-  // threads, Intel Xeon VM: 1.60 -> 0.88, 1.02 -> 0.66 and 1.18 -> 0.56 ms in one process
-  // each way (1.3-4.1 -> 0.77, 1.3-2.5 -> 0.61, 1.1 -> 0.53 in two alternated pairs).
-  if (output_mask[1] && !empty && g.kernel_h == 1 && g.kernel_w == 1 && g.pad_h == 0 &&
-      g.pad_w == 0 && (g.stride_h != 1 || g.stride_w != 1)) {
-    const at::Tensor picked = input.slice(2, 0, g.in_h, g.stride_h)
-                                  .slice(3, 0, g.in_w, g.stride_w)
-                                  .contiguous(input.suggest_memory_format());
-    TORCH_INTERNAL_ASSERT(picked.size(2) == g.out_h && picked.size(3) == g.out_w);
-    grad_values = std::get<1>(sparse_filter_conv2d_backward_cpu(
-        grad_output, picked, rp, ci, val, weight_size, {1, 1}, {0, 0}, dilation, groups,
-        {false, true, false}));
-    output_mask[1] = false;
-    if (!output_mask[0]) return {grad_input, grad_values, grad_bias};
-  }
   // The input's gradient: one convolution with the transposed filter at stride 1 (where the
   // padding is within the kernel's reach), else one per phase of the polyphase layout.
   const bool transposed = output_mask[0] && !empty && g.stride_h == 1 && g.stride_w == 1 &&
