@@ -420,3 +420,108 @@ def test_one_by_one_planes_read_in_place(dtype, batch, size, grad_format):
     tolerance = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else dict(rtol=1e-10,
                                                                               atol=1e-10)
     torch.testing.assert_close(got, expected, **tolerance)
+
+
+# Strided 1x1 layers: the values' gradient is the stride-1 one on the picked pixels (every
+# stride-th row and column inside the input) against grad_output's rows and columns that
+# read them. Odd sizes (the last row and column picked), unequal strides, groups, padding
+# (whose outer output rows read nothing), batches below, at and past a block, channels-last
+# inputs of fewer channels than oneDNN's channel block (see test_no_strided_one_by_one_...).
+# (batch, in, out, groups, size, stride, padding)
+PICKED_CASES = [
+    (16, 12, 10, 1, (14, 14), (2, 2), (0, 0)),
+    (9, 8, 6, 2, (13, 11), (2, 3), (0, 0)),
+    (3, 6, 8, 1, (15, 16), (3, 2), (0, 0)),
+    (8, 6, 5, 1, (9, 10), (2, 2), (1, 2)),
+    (4, 4, 4, 2, (7, 8), (3, 1), (3, 0)),
+]
+
+
+def _autograd_without_onednn(x, w, stride, padding, groups, grad_out):
+    """autograd's input and weight gradients of F.conv2d, off oneDNN: its strided 1x1 weight
+    gradient writes past its workspace for channels-last float32 input of fewer channels than
+    its channel block (torch 2.11, oneDNN issue 6035), corrupting the heap of later tests."""
+    leaf, x_leaf = w.clone().requires_grad_(), x.clone().requires_grad_()
+    enabled = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        out = F.conv2d(x_leaf, leaf, None, stride, padding, 1, groups)
+        return torch.autograd.grad(out, (x_leaf, leaf), grad_out)
+    finally:
+        torch.backends.mkldnn.enabled = enabled
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", PICKED_CASES,
+                         ids=[f"case{i}" for i in range(len(PICKED_CASES))])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_strided_one_by_one_reads_the_picked_pixels(dtype, case, channels_last):
+    """The same bits as the stride-1 gradient of the picked pixels, and autograd's values;
+    the input's gradient, asked for in the same call, is autograd's too (zero off the
+    picked pixels)."""
+    batch, cin, cout, groups, size, stride, padding = case
+    gen = torch.Generator().manual_seed(batch + sum(size))
+    x = torch.randn(batch, cin, *size, dtype=dtype, generator=gen)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    w = random_weight((cout, cin // groups, 1, 1), 0.1, dtype, gen)
+    out_shape = F.conv2d(x, w, None, stride, padding, 1, groups).shape
+    grad_out = torch.randn(out_shape, dtype=dtype, generator=gen)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(w)
+    grad_input, grad_values, _ = BACKWARD(grad_out, x, row_ptr, col_idx, values,
+                                          list(w.shape), list(stride), list(padding), [1, 1],
+                                          groups, [True, True, False])
+    # The output rows and columns whose input pixel is inside the input, and those pixels.
+    inside = [range(-(-p // s), min(o, (n - 1 + p) // s + 1))
+              for o, n, s, p in zip(out_shape[2:], size, stride, padding)]
+    picked = x[:, :, [r * stride[0] - padding[0] for r in inside[0]]][
+        :, :, :, [c * stride[1] - padding[1] for c in inside[1]]].contiguous()
+    read = grad_out[:, :, inside[0].start:inside[0].stop, inside[1].start:inside[1].stop]
+    _, unit_values, _ = BACKWARD(read, picked, row_ptr, col_idx, values, list(w.shape),
+                                 [1, 1], [0, 0], [1, 1], groups, [False, True, False])
+    assert torch.equal(grad_values, unit_values)
+    expected_input, expected_weight = _autograd_without_onednn(x, w, stride, padding, groups,
+                                                               grad_out)
+    tolerance = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else {}
+    torch.testing.assert_close(
+        tsc.unpack_sparse_filter(row_ptr, col_idx, grad_values, list(w.shape)),
+        expected_weight * (w != 0), **tolerance)
+    torch.testing.assert_close(grad_input, expected_input, **tolerance)
+
+
+def test_strided_one_by_one_reading_only_padding():
+    """Padding past the stride: no output pixel reads the input, every value's gradient is
+    zero (and the input's)."""
+    x = torch.randn(2, 3, 2, 2)
+    w = torch.ones(4, 3, 1, 1)
+    grad_out = torch.randn(F.conv2d(x, w, None, 5, 3).shape)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(w)
+    grad_input, grad_values, _ = BACKWARD(grad_out, x, row_ptr, col_idx, values, [4, 3, 1, 1],
+                                          [5, 5], [3, 3], [1, 1], 1, [True, True, False])
+    assert torch.equal(grad_values, torch.zeros_like(values))
+    assert torch.equal(grad_input, torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("stride", [(3, 2), (3, 1), (2, 2)])
+def test_no_strided_one_by_one_weight_gradient_of_onednn(stride, capfd):
+    """A dense-enough strided 1x1 layer (whose values' gradient is oneDNN's) on channels-last
+    float32 input of 6 channels: oneDNN runs the stride-1 weight gradient of the picked
+    pixels, never the strided one that writes past its workspace (oneDNN issue 6035; torch
+    2.11 reports "corrupted size vs. prev_size" in glibc)."""
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(3, 6, 15, 16, generator=gen).to(memory_format=torch.channels_last)
+    w = torch.randn(8, 6, 1, 1, generator=gen)  # every tap kept: oneDNN's gradient
+    grad_out = torch.randn(F.conv2d(x, w, None, stride).shape, generator=gen)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(w)
+    capfd.readouterr()
+    with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+        _, grad_values, _ = BACKWARD(grad_out, x, row_ptr, col_idx, values, [8, 6, 1, 1],
+                                     list(stride), [0, 0], [1, 1], 1, [False, True, False])
+    log = capfd.readouterr().out
+    weight_gradients = [line for line in log.splitlines() if "backward_weights" in line]
+    assert weight_gradients, "oneDNN's weight gradient did not run (its verbose log is empty)"
+    assert all("sh1" in line and "sw1" in line for line in weight_gradients), weight_gradients
+    expected = _autograd_without_onednn(x, w, stride, (0, 0), 1, grad_out)[1]
+    torch.testing.assert_close(
+        tsc.unpack_sparse_filter(row_ptr, col_idx, grad_values, [8, 6, 1, 1]), expected,
+        rtol=1e-4, atol=1e-4)
