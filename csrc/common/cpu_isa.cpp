@@ -57,4 +57,16 @@ int64_t l1_data_cache_bytes() {
   return bytes;
 }
 
+int64_t l2_cache_bytes() {
+  static const int64_t bytes = [] {
+    constexpr int64_t kDefault = 1024 * 1024;
+#ifdef _SC_LEVEL2_CACHE_SIZE
+    const long reported = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (reported >= 128 * 1024 && reported <= 16 * 1024 * 1024) return int64_t(reported);
+#endif
+    return kDefault;
+  }();
+  return bytes;
+}
+
 }  // namespace torch_sparse_conv

@@ -32,6 +32,9 @@ CpuVendor cpu_vendor();
 // 32 KiB on AMD Zen 4, 48 KiB on Intel since Ice Lake. Where it is not reported, or is
 // outside 16-256 KiB, 32 KiB. The kernels size the input they keep in L1 by it.
 int64_t l1_data_cache_bytes();
+// The same for a core's level-2 cache: 1 MiB on AMD Zen 4, 2 MiB on the Intel Xeon VM; 1 MiB
+// where it is not reported or is outside 128 KiB-16 MiB.
+int64_t l2_cache_bytes();
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define TSC_X86_ISAS 1

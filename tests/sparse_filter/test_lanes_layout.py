@@ -330,3 +330,36 @@ def test_one_by_one_gradients_on_rows_of_odd_width(cin, cout):
     torch.testing.assert_close(gx, ex, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(tsc.unpack_sparse_filter(row_ptr, col_idx, gv, list(w.shape)),
                                ew * (w != 0), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("memory_format", FORMATS, ids=FORMAT_IDS)
+@pytest.mark.parametrize("cout,kernel", [(61, 1), (21, 3)])
+def test_input_beyond_l2_runs_a_threads_tasks_together(cout, kernel, memory_format):
+    """A block of 8 samples whose lanes layout outgrows any core's L2 (over 16 MiB: 10240
+    channels of 7x7 float32): a thread runs its consecutive tasks of output channels together,
+    chunk by chunk (direct_lanes.cpp, tasks_at_once). Output channels that do not divide into
+    the tasks, bias, the residual and ReLU epilogue; against F.conv2d, and the same bits at 1 and 2 threads
+    (each output channel's chunks are added in the same order however the tasks group)."""
+    gen = torch.Generator().manual_seed(cout)
+    x = torch.randn(8, 10240, 7, 7, generator=gen).contiguous(memory_format=memory_format)
+    w = random_weight((cout, 10240, kernel, kernel), 0.02, torch.float32, gen)
+    b = torch.randn(cout, generator=gen)
+    padding = kernel // 2
+    expected = F.conv2d(x, w, b, 1, padding)
+    residual = torch.randn(expected.shape, generator=gen).contiguous(
+        memory_format=memory_format)
+    expected = F.relu(expected + residual)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(w)
+    got = {}
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            got[n] = tsc.sparse_conv2d_packed(
+                x, row_ptr, col_idx, values, list(w.shape), b, [1, 1], [padding, padding],
+                [0, 0], [1, 1], 1, "direct", residual=residual, relu=True)
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(got[2], expected, rtol=1e-4, atol=1e-3)
+    check_format(got[2], expected)
+    assert torch.equal(got[1], got[2])
