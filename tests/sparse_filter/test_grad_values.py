@@ -520,7 +520,9 @@ def test_no_strided_one_by_one_weight_gradient_of_onednn(stride, capfd):
     log = capfd.readouterr().out
     weight_gradients = [line for line in log.splitlines() if "backward_weights" in line]
     assert weight_gradients, "oneDNN's weight gradient did not run (its verbose log is empty)"
-    assert all("sh1" in line and "sw1" in line for line in weight_gradients), weight_gradients
+    # The problem descriptor's strides: "sh<stride>dh...", "sw<stride>dw...".
+    assert all("sh1dh" in line and "sw1dw" in line for line in weight_gradients), \
+        weight_gradients
     expected = _autograd_without_onednn(x, w, stride, (0, 0), 1, grad_out)[1]
     torch.testing.assert_close(
         tsc.unpack_sparse_filter(row_ptr, col_idx, grad_values, [8, 6, 1, 1]), expected,

@@ -333,16 +333,19 @@ def test_one_by_one_gradients_on_rows_of_odd_width(cin, cout):
 
 
 @pytest.mark.parametrize("memory_format", FORMATS, ids=FORMAT_IDS)
-@pytest.mark.parametrize("cout,kernel", [(61, 1), (21, 3)])
+@pytest.mark.parametrize("cout,kernel", [(61, 1), (21, 3), (450, 1)])
 def test_input_beyond_l2_runs_a_threads_tasks_together(cout, kernel, memory_format):
-    """A block of 8 samples whose lanes layout outgrows any core's L2 (over 16 MiB: 10240
-    channels of 7x7 float32): a thread runs its consecutive tasks of output channels together,
-    chunk by chunk (direct_lanes.cpp, tasks_at_once). Output channels that do not divide into
-    the tasks, bias, the residual and ReLU epilogue; against F.conv2d, and the same bits at 1 and 2 threads
-    (each output channel's chunks are added in the same order however the tasks group)."""
+    """A block of 8 samples whose lanes layout outgrows any core's L2 (over 16 MiB: 11264
+    channels of 7x7 float32, 17 MiB without padding): a thread runs its consecutive tasks of
+    output channels together, chunk by chunk (direct_lanes.cpp, tasks_at_once). Output
+    channels that do not divide into the tasks (with AVX-512's one tile a plane: 21 at 2
+    threads leaves a task none), 450 so that partial sums split a tile's channels into tasks
+    on AVX2 too; bias, the residual and ReLU epilogue; against F.conv2d, and the same bits
+    at 1 and 2 threads (each output channel's chunks are added in the same order however the
+    tasks group)."""
     gen = torch.Generator().manual_seed(cout)
-    x = torch.randn(8, 10240, 7, 7, generator=gen).contiguous(memory_format=memory_format)
-    w = random_weight((cout, 10240, kernel, kernel), 0.02, torch.float32, gen)
+    x = torch.randn(8, 11264, 7, 7, generator=gen).contiguous(memory_format=memory_format)
+    w = random_weight((cout, 11264, kernel, kernel), 0.02, torch.float32, gen)
     b = torch.randn(cout, generator=gen)
     padding = kernel // 2
     expected = F.conv2d(x, w, b, 1, padding)

@@ -455,9 +455,12 @@ at::Tensor grad_input_by_phase(const at::Tensor& grad_output, const at::Tensor& 
   return grad_input;
 }
 
-// Output rows (or columns) [first, first + count) of a 1x1 convolution whose input pixel,
+// The output rows (or columns) [first, first + count) of a 1x1 convolution whose input row,
 // row * stride - pad, lies inside the input's `in` rows: the others read padding only.
-std::array<int64_t, 2> rows_inside(int64_t out, int64_t in, int64_t stride, int64_t pad) {
+struct OutputRange {
+  int64_t first, count;
+};
+OutputRange outputs_inside(int64_t out, int64_t in, int64_t stride, int64_t pad) {
   const int64_t first = ceil_div(pad, stride);
   const int64_t last = std::min(out - 1, (in - 1 + pad) / stride);
   return {first, std::max<int64_t>(0, last - first + 1)};
@@ -481,16 +484,17 @@ at::Tensor grad_values_on_picked_pixels(const at::Tensor& grad_output, const at:
                                         const at::Tensor& row_ptr, const at::Tensor& col_idx,
                                         const at::Tensor& values, at::IntArrayRef weight_size,
                                         const SparseFilterGeometry& g) {
-  const std::array<int64_t, 2> rows = rows_inside(g.out_h, g.in_h, g.stride_h, g.pad_h);
-  const std::array<int64_t, 2> cols = rows_inside(g.out_w, g.in_w, g.stride_w, g.pad_w);
-  if (rows[1] == 0 || cols[1] == 0) return at::zeros_like(values);
+  const OutputRange rows = outputs_inside(g.out_h, g.in_h, g.stride_h, g.pad_h);
+  const OutputRange cols = outputs_inside(g.out_w, g.in_w, g.stride_w, g.pad_w);
+  if (rows.count == 0 || cols.count == 0) return at::zeros_like(values);
   const at::Tensor picked =
-      input.slice(2, rows[0] * g.stride_h - g.pad_h, g.in_h, g.stride_h)
-          .narrow(2, 0, rows[1])
-          .slice(3, cols[0] * g.stride_w - g.pad_w, g.in_w, g.stride_w)
-          .narrow(3, 0, cols[1])
+      input.slice(2, rows.first * g.stride_h - g.pad_h, g.in_h, g.stride_h)
+          .narrow(2, 0, rows.count)
+          .slice(3, cols.first * g.stride_w - g.pad_w, g.in_w, g.stride_w)
+          .narrow(3, 0, cols.count)
           .contiguous(input.suggest_memory_format());
-  const at::Tensor read = grad_output.narrow(2, rows[0], rows[1]).narrow(3, cols[0], cols[1]);
+  const at::Tensor read =
+      grad_output.narrow(2, rows.first, rows.count).narrow(3, cols.first, cols.count);
   return std::get<1>(sparse_filter_conv2d_backward_cpu(
       read, picked, row_ptr, col_idx, values, weight_size, {1, 1}, {0, 0}, {1, 1}, g.groups,
       {false, true, false}));
