@@ -315,10 +315,10 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
       AlignedBuffer<scalar_t> partials(std::min(group_tasks, oc_splits) * oc_per_task *
                                        tile_elements);
       std::vector<scalar_t> rounded;  // float16/bfloat16 output rows before rounding
-      for (int64_t group_begin = begin; group_begin < end;) {
+      int64_t group_end = begin;
+      for (int64_t group_begin = begin; group_begin < end; group_begin = group_end) {
         const int64_t t = group_begin / oc_splits;
-        const int64_t group_end =
-            std::min({end, (t + 1) * oc_splits, group_begin + group_tasks});
+        group_end = std::min({end, (t + 1) * oc_splits, group_begin + group_tasks});
         const int64_t block = t / (row_tiles * col_tiles);
         // The rows dealt out evenly (14 -> 3, 4, 3, 4, not 4, 4, 4, 2), so that tasks of one
         // thread do as much as the other's.
@@ -341,68 +341,64 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
                          partials.data() + (oc - group_oc0) * tile_elements, rows, cols);
           }
         }
-        for (int64_t task = group_begin; task < group_end; ++task) {
-          const int64_t oc0 = task % oc_splits * oc_per_task;
-          const int64_t oc1 = std::min(g.out_channels, oc0 + oc_per_task);
-          const scalar_t* partial_data = partials.data() + (oc0 - group_oc0) * tile_elements;
-          const int64_t n0 = (first_block + block) * L;
-          const int64_t samples = std::min(L, g.batch - n0);
-          const int64_t sample_stride = g.out_channels * out_plane;
-          if (channels_last) {
-            if constexpr (std::is_same_v<io_t, scalar_t>) {
-              // Each pixel's output channels of the task, transposed with the samples.
-              for (int64_t r = 0; r < rows; ++r) {
-                for (int64_t col = 0; col < cols; ++col) {
-                  const int64_t pixel = (oh0 + r) * plane.w + ow0 + col;
-                  io_t* dst = out + (n0 * out_plane + pixel) * g.out_channels + oc0;
-                  kernels.deinterleave(partial_data + (r * cols + col) * L, tile_elements,
-                                       oc1 - oc0, samples, dst, sample_stride, stores_at(dst));
-                }
+        // The group's output channels back to the output, as one task's: their partial sums
+        // are consecutive.
+        const int64_t n0 = (first_block + block) * L;
+        const int64_t samples = std::min(L, g.batch - n0);
+        const int64_t sample_stride = g.out_channels * out_plane;
+        if (channels_last) {
+          if constexpr (std::is_same_v<io_t, scalar_t>) {
+            // Each pixel's output channels of the group, transposed with the samples.
+            for (int64_t r = 0; r < rows; ++r) {
+              for (int64_t col = 0; col < cols; ++col) {
+                const int64_t pixel = (oh0 + r) * plane.w + ow0 + col;
+                io_t* dst = out + (n0 * out_plane + pixel) * g.out_channels + group_oc0;
+                kernels.deinterleave(partials.data() + (r * cols + col) * L, tile_elements,
+                                     group_oc1 - group_oc0, samples, dst, sample_stride,
+                                     stores_at(dst));
               }
             }
-            continue;
           }
-          // Back to (N, C_out, H_out, W_out): each tile row to its samples' output rows.
-          // A tile of whole rows is one run in each output plane.
-          const bool whole_rows = cols == plane.w;
-          const int64_t run = whole_rows ? rows * cols : cols;
-          const int64_t runs = whole_rows ? 1 : rows;
-          auto destination = [&](int64_t oc, int64_t r) {
-            return out + (n0 * g.out_channels + oc) * out_plane + (oh0 + r) * plane.w + ow0;
-          };
-          for (int64_t oc = oc0; oc < oc1; ++oc) {
-            if (oc + kPrefetchChannels < oc1) {
-              for (int64_t r = 0; r < runs; ++r) {
-                for (int64_t s = 0; s < samples; ++s) {
-                  io_t* ahead = destination(oc + kPrefetchChannels, r) + s * sample_stride;
-                  prefetch_for_writing(ahead, run * int64_t(sizeof(io_t)));
-                  if (res != nullptr) {
-                    prefetch_for_writing(res + (ahead - out), run * int64_t(sizeof(io_t)));
-                  }
+          continue;
+        }
+        // Back to (N, C_out, H_out, W_out): each tile row to its samples' output rows.
+        // A tile of whole rows is one run in each output plane.
+        const bool whole_rows = cols == plane.w;
+        const int64_t run = whole_rows ? rows * cols : cols;
+        const int64_t runs = whole_rows ? 1 : rows;
+        auto destination = [&](int64_t oc, int64_t r) {
+          return out + (n0 * g.out_channels + oc) * out_plane + (oh0 + r) * plane.w + ow0;
+        };
+        for (int64_t oc = group_oc0; oc < group_oc1; ++oc) {
+          if (oc + kPrefetchChannels < group_oc1) {
+            for (int64_t r = 0; r < runs; ++r) {
+              for (int64_t s = 0; s < samples; ++s) {
+                io_t* ahead = destination(oc + kPrefetchChannels, r) + s * sample_stride;
+                prefetch_for_writing(ahead, run * int64_t(sizeof(io_t)));
+                if (res != nullptr) {
+                  prefetch_for_writing(res + (ahead - out), run * int64_t(sizeof(io_t)));
                 }
               }
             }
-            for (int64_t r = 0; r < runs; ++r) {
-              const scalar_t* src =
-                  partial_data + (oc - oc0) * tile_elements + r * cols * L;
-              io_t* dst = destination(oc, r);
-              if constexpr (std::is_same_v<io_t, scalar_t>) {
-                kernels.deinterleave(src, L, run, samples, dst, sample_stride, stores_at(dst));
-              } else {
-                // Rounded first, then the epilogue on the rounded values (as the separate ops).
-                rounded.resize(samples * run);
-                kernels.deinterleave(src, L, run, samples, rounded.data(), run, {});
-                for (int64_t s = 0; s < samples; ++s) {
-                  io_t* sums = dst + s * sample_stride;
-                  std::copy(rounded.data() + s * run, rounded.data() + (s + 1) * run, sums);
-                  apply_epilogue_run(sums, res ? res + (sums - out) : nullptr, run,
-                                     epilogue.relu);
-                }
+          }
+          for (int64_t r = 0; r < runs; ++r) {
+            const scalar_t* src = partials.data() + (oc - group_oc0) * tile_elements + r * cols * L;
+            io_t* dst = destination(oc, r);
+            if constexpr (std::is_same_v<io_t, scalar_t>) {
+              kernels.deinterleave(src, L, run, samples, dst, sample_stride, stores_at(dst));
+            } else {
+              // Rounded first, then the epilogue on the rounded values (as the separate ops).
+              rounded.resize(samples * run);
+              kernels.deinterleave(src, L, run, samples, rounded.data(), run, {});
+              for (int64_t s = 0; s < samples; ++s) {
+                io_t* sums = dst + s * sample_stride;
+                std::copy(rounded.data() + s * run, rounded.data() + (s + 1) * run, sums);
+                apply_epilogue_run(sums, res ? res + (sums - out) : nullptr, run,
+                                   epilogue.relu);
               }
             }
           }
         }
-        group_begin = group_end;
       }
     });
   }
