@@ -185,8 +185,8 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   const int64_t chunk_channels =
       chunk_channels_for(g, col_idx.size(0), chunk_bytes() / channel_bytes);
   const SortedTaps<scalar_t> taps = sort_taps<scalar_t>(
-      row_ptr, col_idx, values.to(compute_dtype), g, chunk_channels, L);
-  const std::vector<int64_t> offsets = taps.tap_offsets(row_ptr.data_ptr<int64_t>());
+      row_ptr, col_idx, values.to(compute_dtype), g, chunk_channels, L, /*with_offsets=*/true);
+  const int64_t* offsets = taps.offsets.get();
 
   const int64_t channel_block = g.channel_block();
   const int64_t block_elements = g.in_channels * channel_block * L;
@@ -336,7 +336,7 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
           for (int64_t oc = group_oc0; oc < group_oc1; ++oc) {
             const int64_t k0 = taps.bounds(oc)[j], k1 = taps.bounds(oc)[j + 1];
             if (j > 0 && k0 == k1) continue;
-            kernels.tile(base, plane.stride, offsets.data() + k0, taps.values + k0, k1 - k0,
+            kernels.tile(base, plane.stride, offsets + k0, taps.values + k0, k1 - k0,
                          /*accumulate=*/j > 0, b ? b[oc] : scalar_t(0),
                          partials.data() + (oc - group_oc0) * tile_elements, rows, cols);
           }

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <memory>
 #include <numeric>
 #include <vector>
 
@@ -33,25 +34,22 @@ struct SortedTaps {
   const int64_t* bounds(int64_t oc) const { return chunk_ptr.data() + oc * (chunks + 1); }
   int64_t group_offset(int64_t oc) const { return oc / out_channels_per_group * group_block; }
 
-  // Per tap, group_offset + column_offset[cols[k]] in one array: for kernels with so much
-  // work per tap (the lanes layout: a tile of 8-sample vectors) that this pass costs less
-  // than the second lookup in their inner loop (8 % of 256@14 at batch 8, 2 threads).
-  std::vector<int64_t> tap_offsets(const int64_t* row_ptr) const {
-    const int64_t out_channels = static_cast<int64_t>(chunk_ptr.size()) / (chunks + 1);
-    std::vector<int64_t> offsets(row_ptr[out_channels]);
-    at::parallel_for(0, out_channels, 64, [&](int64_t oc_begin, int64_t oc_end) {
-      for (int64_t oc = oc_begin; oc < oc_end; ++oc) {
-        const int64_t base = group_offset(oc);
-        for (int64_t k = row_ptr[oc]; k < row_ptr[oc + 1]; ++k) {
-          offsets[k] = base + column_offset[cols[k]];
-        }
-      }
-    });
-    return offsets;
-  }
+  // Where sort_taps was asked for them, per tap group_offset + column_offset[cols[k]] in one
+  // array: for kernels with so much work per tap (the lanes layout: a tile of 8-sample
+  // vectors) that this costs less than the second lookup in their inner loop (8 % of 256@14
+  // at batch 8, 2 threads). Written in the pass that finds the chunk bounds.
+  std::unique_ptr<int64_t[]> offsets;
 
   // What cols and values point to: the packed arrays, or sorted copies of them.
   at::Tensor cols_tensor, values_tensor;
+};
+
+// Where find_chunk_bounds also writes each tap's offset in the layout (SortedTaps::offsets):
+// out[k] = (oc / out_channels_per_group) * group_block + column_offset[cols[k]].
+struct TapOffsetsOut {
+  int64_t* out;
+  const int64_t* column_offset;
+  int64_t group_block, out_channels_per_group;
 };
 
 // Input channels per chunk: as many as fit L1 (l1_channels), but at least enough for an
@@ -91,10 +89,12 @@ inline std::vector<int32_t> chunk_of_columns(const SparseFilterGeometry& g,
 // as the bound of the chunk after its own (the last tap of a chunk wins), and a running
 // maximum then fills the bounds of chunks without taps. A loop that advanced to each chunk's
 // first tap mispredicted at every chunk; with a sortedness check of its own that plan cost
-// 20 % of a batch-1 512@7 call at 90 %.
+// 20 % of a batch-1 512@7 call at 90 %. Where `offsets` is given, each tap's offset is
+// written in the same walk (a pass and a parallel region of its own, and the zeroing of its
+// std::vector, took 4-6 % of the lanes forward's time on 512@7 at 95 %, batch 8, 2 threads).
 inline bool find_chunk_bounds(const int64_t* row_ptr, const int64_t* cols, int64_t out_channels,
                               const std::vector<int32_t>& chunk_of, int64_t chunks,
-                              int64_t* bounds_out) {
+                              int64_t* bounds_out, const TapOffsetsOut* offsets = nullptr) {
   std::atomic<bool> in_order{true};
   at::parallel_for(0, out_channels, 64, [&](int64_t oc_begin, int64_t oc_end) {
     bool ordered = true;
@@ -103,6 +103,12 @@ inline bool find_chunk_bounds(const int64_t* row_ptr, const int64_t* cols, int64
       std::fill(bounds, bounds + chunks + 1, row_ptr[oc]);
       int64_t previous = 0;
       const int64_t end = row_ptr[oc + 1];
+      if (offsets != nullptr) {
+        const int64_t base = oc / offsets->out_channels_per_group * offsets->group_block;
+        for (int64_t k = row_ptr[oc]; k < end; ++k) {
+          offsets->out[k] = base + offsets->column_offset[cols[k]];
+        }
+      }
       for (int64_t k = row_ptr[oc]; k < end; ++k) {
         const int64_t column = cols[k];
         ordered &= column >= previous;
@@ -118,12 +124,14 @@ inline bool find_chunk_bounds(const int64_t* row_ptr, const int64_t* cols, int64
 }
 
 // `values` of the dtype computed in (scalar_t); chunks of `chunk_channels` input channels;
-// offsets in elements of a layout that interleaves `interleave` samples per position.
-// row_ptr and col_idx must have passed check_csr_contents.
+// offsets in elements of a layout that interleaves `interleave` samples per position, and
+// per tap (SortedTaps::offsets) where `with_offsets`. row_ptr and col_idx must have passed
+// check_csr_contents.
 template <typename scalar_t>
 SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_idx,
                                const at::Tensor& values, const SparseFilterGeometry& g,
-                               int64_t chunk_channels, int64_t interleave) {
+                               int64_t chunk_channels, int64_t interleave,
+                               bool with_offsets = false) {
   const int64_t* rp = row_ptr.data_ptr<int64_t>();
   SortedTaps<scalar_t> sorted;
   sorted.chunks = ceil_div(g.in_channels_per_group(), chunk_channels);
@@ -134,9 +142,13 @@ SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_
 
   sorted.chunk_ptr.resize(g.out_channels * (sorted.chunks + 1));
   const std::vector<int32_t> chunk_of = chunk_of_columns(g, chunk_channels);
+  // Not zeroed: the walk writes every tap's.
+  if (with_offsets) sorted.offsets.reset(new int64_t[col_idx.size(0)]);
+  const TapOffsetsOut offsets_out{sorted.offsets.get(), sorted.column_offset.data(),
+                                  sorted.group_block, sorted.out_channels_per_group};
   auto find_bounds = [&](const int64_t* cols) {
     return find_chunk_bounds(rp, cols, g.out_channels, chunk_of, sorted.chunks,
-                             sorted.chunk_ptr.data());
+                             sorted.chunk_ptr.data(), with_offsets ? &offsets_out : nullptr);
   };
 
   sorted.cols_tensor = col_idx;
