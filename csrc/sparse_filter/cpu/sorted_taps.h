@@ -18,6 +18,12 @@
 
 namespace torch_sparse_conv {
 
+// Where output channel oc's group of input channels starts in a layout: each group of
+// out_channels_per_group output channels reads its own group_block elements.
+inline int64_t group_start(int64_t oc, int64_t out_channels_per_group, int64_t group_block) {
+  return oc / out_channels_per_group * group_block;
+}
+
 // Tap k of output channel oc (k in [row_ptr[oc], row_ptr[oc + 1])) reads the layout at
 // group_offset(oc) + column_offset[cols[k]] with weight values[k]; each channel's taps are
 // sorted by column, and bounds(oc)[j] is its first tap of input-channel chunk j.
@@ -32,20 +38,22 @@ struct SortedTaps {
   int64_t out_channels_per_group = 1;
 
   const int64_t* bounds(int64_t oc) const { return chunk_ptr.data() + oc * (chunks + 1); }
-  int64_t group_offset(int64_t oc) const { return oc / out_channels_per_group * group_block; }
+  int64_t group_offset(int64_t oc) const {
+    return group_start(oc, out_channels_per_group, group_block);
+  }
 
   // Where sort_taps was asked for them, per tap group_offset + column_offset[cols[k]] in one
   // array: for kernels with so much work per tap (the lanes layout: a tile of 8-sample
   // vectors) that this costs less than the second lookup in their inner loop (8 % of 256@14
-  // at batch 8, 2 threads). Written in the pass that finds the chunk bounds.
-  std::unique_ptr<int64_t[]> offsets;
+  // at batch 8, 2 threads). Written by find_chunk_bounds.
+  std::unique_ptr<int64_t[]> tap_offsets;
 
   // What cols and values point to: the packed arrays, or sorted copies of them.
   at::Tensor cols_tensor, values_tensor;
 };
 
-// Where find_chunk_bounds also writes each tap's offset in the layout (SortedTaps::offsets):
-// out[k] = (oc / out_channels_per_group) * group_block + column_offset[cols[k]].
+// Where find_chunk_bounds also writes each tap's offset in the layout (SortedTaps::tap_offsets):
+// out[k] = group_start(oc, out_channels_per_group, group_block) + column_offset[cols[k]].
 struct TapOffsetsOut {
   int64_t* out;
   const int64_t* column_offset;
@@ -89,9 +97,10 @@ inline std::vector<int32_t> chunk_of_columns(const SparseFilterGeometry& g,
 // as the bound of the chunk after its own (the last tap of a chunk wins), and a running
 // maximum then fills the bounds of chunks without taps. A loop that advanced to each chunk's
 // first tap mispredicted at every chunk; with a sortedness check of its own that plan cost
-// 20 % of a batch-1 512@7 call at 90 %. Where `offsets` is given, each tap's offset is
-// written in the same walk (a pass and a parallel region of its own, and the zeroing of its
-// std::vector, took 4-6 % of the lanes forward's time on 512@7 at 95 %, batch 8, 2 threads).
+// 20 % of a batch-1 512@7 call at 90 %. Where `offsets` is given, each output channel's
+// taps' offsets are written in the same parallel task, before its bounds (a parallel pass of
+// their own into a zeroed std::vector cost the lanes forward on 512@7, batch 8, 2 threads,
+// about 5 % of its time: 0.947x / 0.953x without at 90 % / 95 %).
 inline bool find_chunk_bounds(const int64_t* row_ptr, const int64_t* cols, int64_t out_channels,
                               const std::vector<int32_t>& chunk_of, int64_t chunks,
                               int64_t* bounds_out, const TapOffsetsOut* offsets = nullptr) {
@@ -104,7 +113,8 @@ inline bool find_chunk_bounds(const int64_t* row_ptr, const int64_t* cols, int64
       int64_t previous = 0;
       const int64_t end = row_ptr[oc + 1];
       if (offsets != nullptr) {
-        const int64_t base = oc / offsets->out_channels_per_group * offsets->group_block;
+        const int64_t base =
+            group_start(oc, offsets->out_channels_per_group, offsets->group_block);
         for (int64_t k = row_ptr[oc]; k < end; ++k) {
           offsets->out[k] = base + offsets->column_offset[cols[k]];
         }
@@ -125,7 +135,7 @@ inline bool find_chunk_bounds(const int64_t* row_ptr, const int64_t* cols, int64
 
 // `values` of the dtype computed in (scalar_t); chunks of `chunk_channels` input channels;
 // offsets in elements of a layout that interleaves `interleave` samples per position, and
-// per tap (SortedTaps::offsets) where `with_offsets`. row_ptr and col_idx must have passed
+// per tap (SortedTaps::tap_offsets) where `with_offsets`. row_ptr and col_idx must have passed
 // check_csr_contents.
 template <typename scalar_t>
 SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_idx,
@@ -142,9 +152,10 @@ SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_
 
   sorted.chunk_ptr.resize(g.out_channels * (sorted.chunks + 1));
   const std::vector<int32_t> chunk_of = chunk_of_columns(g, chunk_channels);
-  // Not zeroed: the walk writes every tap's.
-  if (with_offsets) sorted.offsets.reset(new int64_t[col_idx.size(0)]);
-  const TapOffsetsOut offsets_out{sorted.offsets.get(), sorted.column_offset.data(),
+  // Not zeroed: each walk writes every tap's offset (check_csr_contents: the row pointers
+  // cover all of col_idx); where the columns are sorted first, the second walk's are kept.
+  if (with_offsets) sorted.tap_offsets.reset(new int64_t[col_idx.size(0)]);
+  const TapOffsetsOut offsets_out{sorted.tap_offsets.get(), sorted.column_offset.data(),
                                   sorted.group_block, sorted.out_channels_per_group};
   auto find_bounds = [&](const int64_t* cols) {
     return find_chunk_bounds(rp, cols, g.out_channels, chunk_of, sorted.chunks,
