@@ -1,8 +1,12 @@
 // Autograd for sparse_filter_conv2d, in C++ so that LibTorch and TorchScript-from-C++
 // callers get gradients too. The backward is its own operator
 // (_sparse_filter_conv2d_backward) with its own device kernels and fake kernel.
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
+
+#include <initializer_list>
+#include <tuple>
 
 #include "csrc/common/autograd_kernel.h"
 #include "csrc/sparse_filter/ops.h"
@@ -12,6 +16,23 @@ namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
+
+// Whether a call below autograd with these tensors reaches the CPU kernels themselves: no
+// fake or functional tensors, no tensor subclass or dispatch mode (their Python keys), no
+// other device. Only such a call keeps the input's layout for the backward: the other
+// callers (torch.compile's tracing among them) see the plain operator. BackendSelect and
+// ADInplaceOrView, always in a thread's included keys, pass these operators through.
+bool reaches_the_cpu_kernels(std::initializer_list<at::Tensor> tensors) {
+  const c10::impl::LocalDispatchKeySet local = c10::impl::tls_local_dispatch_key_set();
+  c10::DispatchKeySet keys = local.included_;
+  for (const at::Tensor& t : tensors) {
+    if (t.defined()) keys = keys | t.key_set();
+  }
+  keys = (keys - local.excluded_)
+             .remove(c10::DispatchKey::BackendSelect)
+             .remove(c10::DispatchKey::ADInplaceOrView);
+  return keys.highestPriorityTypeId() == c10::DispatchKey::CPU;
+}
 
 class SparseFilterConv2dFunction
     : public torch::autograd::Function<SparseFilterConv2dFunction> {
@@ -25,11 +46,24 @@ class SparseFilterConv2dFunction
                             c10::string_view method, const c10::optional<at::Tensor>& residual,
                             bool relu) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    at::Tensor output = ops::sparse_filter_conv2d(input, row_ptr, col_idx, values, weight_size,
-                                                  bias, stride, padding, dilation, groups,
-                                                  method, residual, relu);
+    // Where the values need a gradient, the CPU forward keeps the input's lanes layout for
+    // the backward's values' gradient where that reads it (a second copy of the input until
+    // the backward, which then need not lay it out again).
+    at::Tensor output, input_layout;
+    if (ctx->needs_input_grad(3) &&
+        reaches_the_cpu_kernels({input, row_ptr, col_idx, values, bias.value_or(at::Tensor()),
+                                 residual.value_or(at::Tensor())})) {
+      std::tie(output, input_layout) = ops::sparse_filter_conv2d_keeping_input_layout(
+          input, row_ptr, col_idx, values, weight_size, bias, stride, padding, dilation, groups,
+          method, residual, relu);
+    } else {
+      output = ops::sparse_filter_conv2d(input, row_ptr, col_idx, values, weight_size, bias,
+                                         stride, padding, dilation, groups, method, residual,
+                                         relu);
+    }
     // After a ReLU the output says where the gradient passes (as torch.relu's backward).
-    ctx->save_for_backward({input, row_ptr, col_idx, values, relu ? output : at::Tensor()});
+    ctx->save_for_backward(
+        {input, row_ptr, col_idx, values, relu ? output : at::Tensor(), input_layout});
     ctx->saved_data["weight_size"] = weight_size.vec();
     ctx->saved_data["stride"] = stride.vec();
     ctx->saved_data["padding"] = padding.vec();
@@ -57,7 +91,8 @@ class SparseFilterConv2dFunction
           grad, saved[0], saved[1], saved[2], saved[3],
           ctx->saved_data["weight_size"].toIntVector(), ctx->saved_data["stride"].toIntVector(),
           ctx->saved_data["padding"].toIntVector(), ctx->saved_data["dilation"].toIntVector(),
-          ctx->saved_data["groups"].toInt(), mask);
+          ctx->saved_data["groups"].toInt(), mask,
+          saved[5].defined() ? c10::optional<at::Tensor>(saved[5]) : c10::nullopt);
     }
     // One entry per argument, in schema order.
     variable_list grads(13);

@@ -29,12 +29,25 @@ constexpr const char* kSparseFilterConv2d =
     "int[4] weight_size, Tensor? bias, int[2] stride, int[2] padding, int[2] dilation, "
     "int groups, str method, Tensor? residual=None, bool relu=False) -> Tensor";
 
+// sparse_filter_conv2d that also returns the input as its CPU kernel laid it out, where the
+// values' gradient of this call would read that layout (csrc/sparse_filter/cpu/backward.h);
+// else input_layout is undefined (None). The autograd kernel calls it in place of
+// sparse_filter_conv2d on plain CPU tensors whose values need a gradient, and saves the
+// layout for the backward. A CPU kernel only, and no fake kernel: never traced.
+constexpr const char* kSparseFilterConv2dKeepingInputLayout =
+    "_sparse_filter_conv2d_keeping_input_layout(Tensor input, Tensor row_ptr, Tensor col_idx, "
+    "Tensor values, int[4] weight_size, Tensor? bias, int[2] stride, int[2] padding, "
+    "int[2] dilation, int groups, str method, Tensor? residual=None, bool relu=False) "
+    "-> (Tensor output, Tensor input_layout)";
+
 // Gradients of sparse_filter_conv2d: input, the kept values only, bias. output_mask says
-// which of the three are wanted; the others come back empty.
+// which of the three are wanted; the others come back empty. input_layout: the one that
+// _sparse_filter_conv2d_keeping_input_layout returned for this input, read by the values'
+// gradient instead of laying the input out again (CPU only; None to lay it out).
 constexpr const char* kSparseFilterConv2dBackward =
     "_sparse_filter_conv2d_backward(Tensor grad_output, Tensor input, Tensor row_ptr, "
     "Tensor col_idx, Tensor values, int[4] weight_size, int[2] stride, int[2] padding, "
-    "int[2] dilation, int groups, bool[3] output_mask) "
+    "int[2] dilation, int groups, bool[3] output_mask, Tensor? input_layout=None) "
     "-> (Tensor grad_input, Tensor grad_values, Tensor grad_bias)";
 
 }  // namespace schema
@@ -52,11 +65,18 @@ at::Tensor sparse_filter_conv2d(const at::Tensor& input, const at::Tensor& row_p
                                 const c10::optional<at::Tensor>& residual = c10::nullopt,
                                 bool relu = false);
 
+std::tuple<at::Tensor, at::Tensor> sparse_filter_conv2d_keeping_input_layout(
+    const at::Tensor& input, const at::Tensor& row_ptr, const at::Tensor& col_idx,
+    const at::Tensor& values, at::IntArrayRef weight_size, const c10::optional<at::Tensor>& bias,
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+    c10::string_view method, const c10::optional<at::Tensor>& residual, bool relu);
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& row_ptr,
     const at::Tensor& col_idx, const at::Tensor& values, at::IntArrayRef weight_size,
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-    std::array<bool, 3> output_mask);
+    std::array<bool, 3> output_mask,
+    const c10::optional<at::Tensor>& input_layout = c10::nullopt);
 
 }  // namespace ops
 }  // namespace torch_sparse_conv

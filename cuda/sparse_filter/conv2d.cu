@@ -86,7 +86,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cud
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& row_ptr,
     const at::Tensor& col_idx, const at::Tensor& values, at::IntArrayRef weight_size,
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-    std::array<bool, 3> output_mask) {
+    std::array<bool, 3> output_mask, const c10::optional<at::Tensor>& input_layout) {
+  // Only the CPU forward keeps a layout (_sparse_filter_conv2d_keeping_input_layout).
+  TORCH_CHECK(!input_layout.has_value() || !input_layout->defined(),
+              "_sparse_filter_conv2d_backward: input_layout is a CPU layout; a CUDA call takes "
+              "none");
   const c10::cuda::CUDAGuard guard(input.device());
   const SparseFilterGeometry g = check_sparse_filter_backward_args(
       grad_output, input, row_ptr, col_idx, values, weight_size, stride, padding, dilation,

@@ -47,10 +47,18 @@ def _sparse_filter_conv2d_fake(input, row_ptr, col_idx, values, weight_size, bia
                        memory_format=suggest_memory_format(input))
 
 
+@torch.library.register_fake("torch_sparse_conv::_sparse_filter_conv2d_keeping_input_layout")
+def _sparse_filter_conv2d_keeping_input_layout_fake(*args, **kwargs):
+    # Its layout's size depends on which CPU kernel runs; the autograd kernel calls it on real
+    # CPU tensors only, and traced code calls sparse_filter_conv2d instead.
+    raise RuntimeError("_sparse_filter_conv2d_keeping_input_layout is called by the CPU "
+                       "autograd kernel on real tensors only; trace sparse_filter_conv2d")
+
+
 @torch.library.register_fake("torch_sparse_conv::_sparse_filter_conv2d_backward")
 def _sparse_filter_conv2d_backward_fake(grad_output, input, row_ptr, col_idx, values,
                                         weight_size, stride, padding, dilation, groups,
-                                        output_mask):
+                                        output_mask, input_layout=None):
     check_one_device("_sparse_filter_conv2d_backward", ("input", input),
                      grad_output=grad_output, row_ptr=row_ptr, col_idx=col_idx, values=values)
     grad_input = torch.empty_like(input, memory_format=torch.contiguous_format) \

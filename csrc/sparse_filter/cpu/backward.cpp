@@ -27,6 +27,7 @@
 #include "csrc/sparse_filter/method.h"
 #include "csrc/sparse_filter/polyphase.h"
 #include "csrc/sparse_filter/pattern.h"
+#include "csrc/sparse_filter/cpu/backward.h"
 #include "csrc/sparse_filter/cpu/direct.h"
 #include "csrc/sparse_filter/cpu/forward.h"
 #include "csrc/sparse_filter/cpu/lanes_layout.h"
@@ -148,13 +149,14 @@ inline int64_t band_count(int64_t wide) {
 // to grad_values the sums over the whole blocks of the batch; the caller takes the samples
 // after them one at a time (a block of one sample in eight lanes cost 4x dense's time at
 // batch 1). grad_output is read from `shared` where the input's gradient left it so laid
-// out (wide_lanes_in), else laid out here.
+// out (wide_lanes_in), else laid out here; the input from `forward_layout` where the forward
+// kept its layout (all the batch's blocks, block_elements apart), else laid out here.
 template <typename scalar_t>
 void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& input,
                            const at::Tensor& row_ptr, const at::Tensor& col_idx,
                            const FilterTaps& taps,
                            const SparseFilterGeometry& g, const WideLanes<scalar_t>& shared,
-                           at::Tensor& grad_values) {
+                           const scalar_t* forward_layout, at::Tensor& grad_values) {
   constexpr int64_t L = lanes<scalar_t>();
   // Half of L2: measured at 2 threads, batch 8, against one chunk of all channels, the
   // values' gradient took 1.01-1.14x less time on the four 3x3 layers at 90 % and 95 %
@@ -164,9 +166,10 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
   const LaneKernels<scalar_t>& kernels = *lane_kernels<scalar_t>();
   const auto& simd = sparse_filter_simd<scalar_t>();
   const bool lay_out_go = shared.first == nullptr;
-  const at::Tensor x = nchw_contiguous(input);
+  const bool lay_out_x = forward_layout == nullptr;
+  const at::Tensor x = lay_out_x ? nchw_contiguous(input) : at::Tensor();
   const at::Tensor go = lay_out_go ? nchw_contiguous(grad_output) : at::Tensor();
-  const scalar_t* xp = x.data_ptr<scalar_t>();
+  const scalar_t* xp = lay_out_x ? x.data_ptr<scalar_t>() : nullptr;
   const scalar_t* gp = lay_out_go ? go.data_ptr<scalar_t>() : nullptr;
   const int64_t* rp = row_ptr.data_ptr<int64_t>();
   scalar_t* gv = grad_values.data_ptr<scalar_t>();
@@ -176,8 +179,10 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
   // The layouts write every position: the input's with its padding, grad_output's with
   // zeros in its wide columns (a zeroed buffer cost a pass over all of it: the fill was 2 %
   // of a 64@56 training step at 95 %).
-  at::Tensor x_lanes = at::empty({g.in_channels * channel_block * L}, x.options());
-  scalar_t* xl = x_lanes.data_ptr<scalar_t>();
+  const int64_t block_elements = g.in_channels * channel_block * L;
+  at::Tensor x_lanes = at::empty({lay_out_x ? block_elements : int64_t(0)}, input.options());
+  scalar_t* own_xl = x_lanes.data_ptr<scalar_t>();
+  const scalar_t* xl = own_xl;  // this block's input layout
   // Up to the last row's out_w pixels (the wide run): a tap never reads past its plane.
   const int64_t wide = g.wide_len();
   // The input channels in chunks whose band of input (with the taps' reach into it) fits
@@ -217,11 +222,11 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
   // else by output channels. (A thread computes the bands it laid out under OpenMP's fixed
   // split of a parallel_for among its threads; that affects speed only.)
   const int64_t nnz = grad_values.size(0);
-  const bool by_bands = bands > 1 && bands * nnz <= g.in_channels * channel_block * L;
+  const bool by_bands = bands > 1 && bands * nnz <= block_elements;
   // grad_output's lanes layout of a whole block, where it is not shared and the split is by
   // output channels (by bands, each band lays out its own rows).
   at::Tensor go_lanes = at::empty(
-      {lay_out_go && !by_bands ? g.out_channels * run * L : int64_t(0)}, x.options());
+      {lay_out_go && !by_bands ? g.out_channels * run * L : int64_t(0)}, input.options());
   scalar_t* gl = go_lanes.data_ptr<scalar_t>();
   std::vector<scalar_t> band_sums(by_bands ? bands * nnz : 0);
   // The rows of band b in a plane of `rows` rows: from its first position's row to the next
@@ -236,10 +241,11 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
   for (int64_t n0 = 0; n0 + L <= g.batch; n0 += L) {
     const int64_t block = n0 / L;
     const WideLanes<scalar_t>& go_planes = lay_out_go ? own : shared;
+    if (!lay_out_x) xl = forward_layout + block * block_elements;
     auto lay_out_input = [&](int64_t c, int64_t first_row, int64_t last_row,
                              std::vector<scalar_t>& row_pixels) {
       lay_out_lanes_channel(xp + (n0 * g.in_channels + c) * in_plane, g.in_channels * in_plane,
-                            g, kernels, row_pixels.data(), xl + c * channel_block * L,
+                            g, kernels, row_pixels.data(), own_xl + c * channel_block * L,
                             first_row, last_row);
     };
     // Rows [first_row, last_row) of grad_output's channel oc, row r at
@@ -268,14 +274,16 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
       }
     };
     if (by_bands) {
-      at::parallel_for(0, bands, 1, [&](int64_t begin, int64_t end) {
-        std::vector<scalar_t> row_pixels(g.in_w * L);
-        const int64_t first_row = band_rows(begin, g.phase_h)[0];
-        const int64_t last_row = band_rows(end - 1, g.phase_h)[1];
-        for (int64_t c = 0; c < g.in_channels; ++c) {
-          lay_out_input(c, first_row, last_row, row_pixels);
-        }
-      });
+      if (lay_out_x) {
+        at::parallel_for(0, bands, 1, [&](int64_t begin, int64_t end) {
+          std::vector<scalar_t> row_pixels(g.in_w * L);
+          const int64_t first_row = band_rows(begin, g.phase_h)[0];
+          const int64_t last_row = band_rows(end - 1, g.phase_h)[1];
+          for (int64_t c = 0; c < g.in_channels; ++c) {
+            lay_out_input(c, first_row, last_row, row_pixels);
+          }
+        });
+      }
       at::parallel_for(0, bands, 1, [&](int64_t begin, int64_t end) {
         AlignedBuffer<scalar_t> rows;
         for (int64_t b = begin; b < end; ++b) {
@@ -310,14 +318,16 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
       });
       continue;
     }
-    const int64_t items = g.in_channels + (lay_out_go ? g.out_channels : 0);
+    // The input's channels (where not given), then grad_output's (where not shared).
+    const int64_t x_items = lay_out_x ? g.in_channels : 0;
+    const int64_t items = x_items + (lay_out_go ? g.out_channels : 0);
     at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
       std::vector<scalar_t> row_pixels(g.in_w * L);
       for (int64_t item = begin; item < end; ++item) {
-        if (item < g.in_channels) {
+        if (item < x_items) {
           lay_out_input(item, 0, g.phase_h, row_pixels);
         } else {
-          const int64_t oc = item - g.in_channels;
+          const int64_t oc = item - x_items;
           lay_out_grad_output(oc, 0, g.out_h, gl + oc * run * L, 0);
         }
       }
@@ -369,6 +379,26 @@ bool grad_values_lanes_apply(const SparseFilterGeometry& g, at::ScalarType dtype
   const bool planes_in_place =
       g.stride_h == 1 && g.stride_w == 1 && direct_pointwise_applies(g, dtype);
   return has_kernels && g.batch >= block && reads_every_phase(g) && !planes_in_place;
+}
+
+// The forward's lanes layout of the input (_sparse_filter_conv2d_keeping_input_layout), where
+// the caller passed one: checked to have the size and type of one, as the autograd kernel
+// passes it; nullptr where none was passed.
+template <typename scalar_t>
+const scalar_t* forward_layout_of(const c10::optional<at::Tensor>& input_layout,
+                                  const at::Tensor& input, const SparseFilterGeometry& g) {
+  if (!input_layout.has_value() || !input_layout->defined()) return nullptr;
+  const at::Tensor& layout = *input_layout;
+  constexpr int64_t L = lanes<scalar_t>();
+  const int64_t numel = ceil_div(g.batch, L) * g.in_channels * g.channel_block() * L;
+  TORCH_CHECK(layout.layout() == at::kStrided && layout.device() == input.device() &&
+                  layout.scalar_type() == input.scalar_type() && layout.dim() == 1 &&
+                  layout.numel() == numel && layout.is_contiguous(),
+              "_sparse_filter_conv2d_backward: input_layout must be the layout that "
+              "_sparse_filter_conv2d_keeping_input_layout returned for this input: a contiguous "
+              "1-D ", input.scalar_type(), " tensor of ", numel, " elements on ", input.device(),
+              ", got ", layout.scalar_type(), " ", layout.sizes(), " on ", layout.device());
+  return layout.data_ptr<scalar_t>();
 }
 
 // A dense weight gradient read at the kept taps (duplicates of a tap each get its gradient).
@@ -470,7 +500,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& row_ptr,
     const at::Tensor& col_idx, const at::Tensor& values, at::IntArrayRef weight_size,
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-    std::array<bool, 3> output_mask);
+    std::array<bool, 3> output_mask, const c10::optional<at::Tensor>& input_layout);
 
 // The values' gradient of a strided 1x1 convolution: the stride-1 one of the pixels it reads
 // (every stride-th row and column, as the forward picks them, direct.cpp) against
@@ -497,14 +527,14 @@ at::Tensor grad_values_on_picked_pixels(const at::Tensor& grad_output, const at:
       grad_output.narrow(2, rows.first, rows.count).narrow(3, cols.first, cols.count);
   return std::get<1>(sparse_filter_conv2d_backward_cpu(
       read, picked, row_ptr, col_idx, values, weight_size, {1, 1}, {0, 0}, {1, 1}, g.groups,
-      {false, true, false}));
+      {false, true, false}, c10::nullopt));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& row_ptr,
     const at::Tensor& col_idx, const at::Tensor& values, at::IntArrayRef weight_size,
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-    std::array<bool, 3> output_mask) {
+    std::array<bool, 3> output_mask, const c10::optional<at::Tensor>& input_layout) {
   const SparseFilterGeometry g = check_sparse_filter_backward_args(
       grad_output, input, row_ptr, col_idx, values, weight_size, stride, padding, dilation,
       groups);
@@ -594,6 +624,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
       if (!empty && blocked > 0) {
         grad_values_lanes_cpu<scalar_t>(grad_output, input, rp, ci, taps, g,
                                         wide_lanes_in<scalar_t>(grad_output_lanes, g),
+                                        forward_layout_of<scalar_t>(input_layout, input, g),
                                         grad_values);
       }
       if (!empty && blocked < g.batch) {
@@ -609,6 +640,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
 }
 
 }  // namespace
+
+bool values_gradient_reads_lanes_layout(const SparseFilterGeometry& g, at::ScalarType dtype,
+                                        int64_t nnz) {
+  // As sparse_filter_conv2d_backward_cpu picks the values' kernel (float16 and bfloat16 run
+  // it on float32 copies; 1x1 strided layers, which read one phase, have their own).
+  return (dtype == at::kFloat || dtype == at::kDouble) && grad_values_lanes_apply(g, dtype) &&
+         grad_values_sparse_pays(g, nnz, /*lanes=*/true);
+}
+
 }  // namespace torch_sparse_conv
 
 TORCH_LIBRARY_IMPL(torch_sparse_conv, CPU, m) {

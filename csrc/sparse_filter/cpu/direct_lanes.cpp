@@ -416,6 +416,15 @@ bool direct_lanes_channels_last(const at::Tensor& input, const SparseFilterGeome
          input.is_contiguous(at::MemoryFormat::ChannelsLast) && direct_lanes_pay(g, dtype);
 }
 
+bool direct_lanes_keep_the_layers_geometry(const SparseFilterGeometry& g, at::ScalarType dtype) {
+  const bool is_double = dtype == at::kDouble;
+  const int64_t pixels_per_vector =
+      is_double ? (lane_kernels<double>() ? lane_kernels<double>()->pixels_per_vector : 0)
+                : (lane_kernels<float>() ? lane_kernels<float>()->pixels_per_vector : 0);
+  return pixels_per_vector > 0 &&
+         lanes_geometry(g, /*layout_shared=*/false, pixels_per_vector).phase_w == g.phase_w;
+}
+
 bool direct_lanes_pay(const SparseFilterGeometry& g, at::ScalarType dtype) {
   const bool is_double = dtype == at::kDouble;
   if (is_double ? !lane_kernels<double>() : !lane_kernels<float>()) return false;

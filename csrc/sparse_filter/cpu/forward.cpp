@@ -11,6 +11,7 @@
 #include "csrc/common/reduced_precision.h"
 #include "csrc/common/memory_format.h"
 #include "csrc/sparse_filter/method.h"
+#include "csrc/sparse_filter/cpu/backward.h"
 #include "csrc/sparse_filter/cpu/direct.h"
 #include "csrc/sparse_filter/cpu/forward.h"
 #include "csrc/sparse_filter/geometry.h"
@@ -176,11 +177,35 @@ at::Tensor sparse_filter_conv2d_cpu_keeping_layout(
                      dilation, groups, method_name, c10::nullopt, false, lanes_layout);
 }
 
+// _sparse_filter_conv2d_keeping_input_layout: the forward, and the input's lanes layout where
+// the values' gradient will read it and keeping it costs the forward nothing (the layout's
+// geometry is the layer's). Elsewhere, or where the forward took another path than the lanes
+// (a batch that does not fill them, 'unfold', 'dense', a layout in waves), the layout is
+// undefined and the backward lays the input out itself.
+std::tuple<at::Tensor, at::Tensor> sparse_filter_conv2d_keeping_input_layout_cpu(
+    const at::Tensor& input, const at::Tensor& row_ptr, const at::Tensor& col_idx,
+    const at::Tensor& values, at::IntArrayRef weight_size, const c10::optional<at::Tensor>& bias,
+    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+    c10::string_view method_name, const c10::optional<at::Tensor>& residual, bool relu) {
+  const SparseFilterGeometry g =
+      check_sparse_filter_conv2d_args(input, row_ptr, col_idx, values, weight_size, bias, stride,
+                                      padding, dilation, groups);
+  const bool keep = values_gradient_reads_lanes_layout(g, input.scalar_type(), col_idx.size(0)) &&
+                    direct_lanes_keep_the_layers_geometry(g, input.scalar_type());
+  at::Tensor layout;
+  at::Tensor output =
+      forward_cpu(input, row_ptr, col_idx, values, weight_size, bias, stride, padding, dilation,
+                  groups, method_name, residual, relu, keep ? &layout : nullptr);
+  return {output, layout};
+}
+
 }  // namespace torch_sparse_conv
 
 TORCH_LIBRARY_IMPL(torch_sparse_conv, CPU, m) {
   using namespace torch_sparse_conv;  // NOLINT: the kernels and their wrapper
   m.impl("sparse_filter_conv2d", &sparse_filter_conv2d_cpu);  // float16/bfloat16 inside
+  m.impl("_sparse_filter_conv2d_keeping_input_layout",
+         &sparse_filter_conv2d_keeping_input_layout_cpu);
 }
 
 // A sparse `input` (or residual) would otherwise meet the dispatcher's "could not run with
