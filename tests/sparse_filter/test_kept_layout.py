@@ -63,6 +63,42 @@ def test_kept_layout_gives_the_same_output_and_gradients(dtype, batch, channels_
     torch.testing.assert_close(got, grad_w * (w != 0), **tolerance)
 
 
+# (in, out, size, kernel, stride, padding, kept): layers whose lanes forward would otherwise
+# pad its phase planes one column wider (strided, 1x1 on an odd plane): kept with up to twice
+# as many output channels as input channels, not above.
+UNALIGNED_CASES = [
+    (12, 16, 15, 3, 2, 1, True),
+    (16, 8, 14, 3, 2, 1, True),
+    (32, 16, 7, 1, 1, 0, True),
+    (8, 32, 7, 1, 1, 0, False),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", UNALIGNED_CASES,
+                         ids=[f"case{i}" for i in range(len(UNALIGNED_CASES))])
+def test_layers_that_would_align_their_layout(dtype, case):
+    """The forward with the layout kept (the layer's own geometry) gives the bits of the
+    forward without (one column wider), and the backward reading it those of one laying the
+    input out itself."""
+    cin, cout, size, kernel, stride, padding, kept = case
+    torch.manual_seed(1)
+    w = random_weight((cout, cin, kernel, kernel), 0.1, dtype)
+    x = torch.randn(8, cin, size, size, dtype=dtype)
+    packed = tsc.pack_sparse_filter(w)
+    geometry = (list(w.shape), [stride] * 2, [padding] * 2, [1, 1], 1)
+    output, layout = KEEPING(x, *packed, *geometry[:1], None, *geometry[1:], "auto")
+    # Without AVX-512 a vector holds one pixel: the layout is the layer's and always kept.
+    if kept or torch.backends.cpu.get_cpu_capability() == "AVX512":
+        assert (layout is not None) == kept
+    assert torch.equal(output, OPS.sparse_filter_conv2d(x, *packed, *geometry[:1], None,
+                                                        *geometry[1:], "auto"))
+    grad_out = torch.randn_like(output)
+    laid_out_here = BACKWARD(grad_out, x, *packed, *geometry, [True, True, False])
+    read = BACKWARD(grad_out, x, *packed, *geometry, [True, True, False], layout)
+    assert torch.equal(read[0], laid_out_here[0]) and torch.equal(read[1], laid_out_here[1])
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_autograd_reads_the_layout_the_forward_kept(dtype):
     """The values' gradient is that of the input the forward read, even where the caller
