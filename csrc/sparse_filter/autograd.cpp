@@ -47,10 +47,13 @@ class SparseFilterConv2dFunction
                             bool relu) {
     at::AutoDispatchBelowADInplaceOrView guard;
     // Where the values need a gradient, the CPU forward keeps the input's lanes layout for
-    // the backward's values' gradient where that reads it (a second copy of the input until
-    // the backward, which then need not lay it out again).
+    // the backward's values' gradient where that reads it (a padded copy of the input until
+    // the backward, which then need not lay it out again). Decided by requires_grad, fixed
+    // when the graph is built, not by needs_input_grad: during a backward that answers for
+    // the gradients that backward asks for, and a checkpointed forward recomputed there must
+    // save what the first run saved.
     at::Tensor output, input_layout;
-    if (ctx->needs_input_grad(3) &&
+    if (values.requires_grad() &&
         reaches_the_cpu_kernels({input, row_ptr, col_idx, values, bias.value_or(at::Tensor()),
                                  residual.value_or(at::Tensor())})) {
       std::tie(output, input_layout) = ops::sparse_filter_conv2d_keeping_input_layout(

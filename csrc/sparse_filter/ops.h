@@ -33,7 +33,8 @@ constexpr const char* kSparseFilterConv2d =
 // values' gradient of this call would read that layout (csrc/sparse_filter/cpu/backward.h);
 // else input_layout is undefined (None). The autograd kernel calls it in place of
 // sparse_filter_conv2d on plain CPU tensors whose values need a gradient, and saves the
-// layout for the backward. A CPU kernel only, and no fake kernel: never traced.
+// layout for the backward. A CPU kernel only; its fake kernel raises (the layout's size
+// depends on the CPU kernel that runs): traced code calls sparse_filter_conv2d.
 constexpr const char* kSparseFilterConv2dKeepingInputLayout =
     "_sparse_filter_conv2d_keeping_input_layout(Tensor input, Tensor row_ptr, Tensor col_idx, "
     "Tensor values, int[4] weight_size, Tensor? bias, int[2] stride, int[2] padding, "

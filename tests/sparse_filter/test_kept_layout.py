@@ -3,10 +3,14 @@
 kernel calls it on plain CPU tensors whose values need a gradient and passes the layout to
 _sparse_filter_conv2d_backward, which reads it instead of laying the input out again. The
 results are those of the plain operators, bit for bit."""
+import os
+import platform
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.checkpoint import checkpoint
 
 import torch_sparse_conv as tsc
 
@@ -16,6 +20,23 @@ OPS = torch.ops.torch_sparse_conv
 KEEPING = OPS._sparse_filter_conv2d_keeping_input_layout
 BACKWARD = OPS._sparse_filter_conv2d_backward
 LANES = {torch.float32: 8, torch.float64: 4}
+
+# The lanes kernels, which lay the input out, exist on x86-64 with AVX2 or AVX-512 (GCC
+# builds, as setup.py's), unless TSC_CPU_ISA turns them off.
+needs_lanes = pytest.mark.skipif(
+    platform.machine() not in ("x86_64", "AMD64")
+    or torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512")
+    or os.environ.get("TSC_CPU_ISA", "") not in ("", "avx2", "avx512"),
+    reason="needs the lanes kernels (x86-64 with AVX2)")
+
+
+def _in_whole_blocks_changed(x):
+    """x with the samples of its whole lane blocks changed: the values' gradient reads those
+    from the layout, the samples after them (one at a time) from x."""
+    blocked = x.shape[0] // LANES[x.dtype] * LANES[x.dtype]
+    changed = x.clone()
+    changed[:blocked] *= -3.0
+    return changed
 
 
 def _layer(batch, channels, size, dtype, density=0.1, seed=0, channels_last=False):
@@ -31,6 +52,7 @@ def _args(x, w, packed):
     return (x, *packed, list(w.shape), None, [1, 1], [1, 1], [1, 1], 1, "auto")
 
 
+@needs_lanes
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("batch", [8, 15, 16])
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -51,7 +73,9 @@ def test_kept_layout_gives_the_same_output_and_gradients(dtype, batch, channels_
     grad_out = torch.randn_like(output)
     geometry = (list(w.shape), [1, 1], [1, 1], [1, 1], 1)
     laid_out_here = BACKWARD(grad_out, x, *packed, *geometry, [True, True, False])
-    read = BACKWARD(grad_out, x, *packed, *geometry, [True, True, False], layout)
+    # The layout, not the input's whole blocks, is what the values' gradient reads.
+    read = BACKWARD(grad_out, _in_whole_blocks_changed(x), *packed, *geometry,
+                    [True, True, False], layout)
     assert torch.equal(read[0], laid_out_here[0]) and torch.equal(read[1], laid_out_here[1])
     # And against autograd of F.conv2d on the masked weight, at the kept taps (the backward
     # operator's grad_out is the convolution's, past any epilogue).
@@ -74,6 +98,7 @@ UNALIGNED_CASES = [
 ]
 
 
+@needs_lanes
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("case", UNALIGNED_CASES,
                          ids=[f"case{i}" for i in range(len(UNALIGNED_CASES))])
@@ -95,28 +120,60 @@ def test_layers_that_would_align_their_layout(dtype, case):
                                                         *geometry[1:], "auto"))
     grad_out = torch.randn_like(output)
     laid_out_here = BACKWARD(grad_out, x, *packed, *geometry, [True, True, False])
-    read = BACKWARD(grad_out, x, *packed, *geometry, [True, True, False], layout)
+    changed = _in_whole_blocks_changed(x) if kept else x
+    read = BACKWARD(grad_out, changed, *packed, *geometry, [True, True, False], layout)
     assert torch.equal(read[0], laid_out_here[0]) and torch.equal(read[1], laid_out_here[1])
 
 
+@needs_lanes
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_autograd_reads_the_layout_the_forward_kept(dtype):
-    """The values' gradient is that of the input the forward read, even where the caller
-    overwrote the input's storage (through .data, which autograd does not see) before the
-    backward: the layout, not the input, is what the backward reads. The input's gradient
-    does not depend on the input."""
-    x, w, packed = _layer(8, 16, 10, dtype)
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("epilogue", [False, True])
+def test_autograd_passes_the_kept_layout_to_the_backward(dtype, channels_last, epilogue):
+    """A probe, not a promise to callers: overwriting the input's storage through .data
+    (which autograd does not see) between the forward and the backward leaves the values'
+    gradient that of the input the forward read, because the backward reads the layout the
+    forward kept (batch 8: whole blocks only). The input's gradient does not read the input."""
+    x, w, packed = _layer(8, 16, 10, dtype, channels_last=channels_last)
     row_ptr, col_idx, values = packed
-    grad_out = torch.randn(8, 16, 10, 10, dtype=dtype)
-    geometry = (list(w.shape), [1, 1], [1, 1], [1, 1], 1)
-    expected = BACKWARD(grad_out, x, *packed, *geometry, [True, True, False])
+    residual = torch.randn(8, 16, 10, 10, dtype=dtype) if epilogue else None
     leaf_x, leaf_v = x.clone().requires_grad_(), values.clone().requires_grad_()
-    out = OPS.sparse_filter_conv2d(leaf_x, row_ptr, col_idx, leaf_v, *geometry[:1], None,
-                                   [1, 1], [1, 1], [1, 1], 1, "auto")
+    out = OPS.sparse_filter_conv2d(leaf_x, row_ptr, col_idx, leaf_v, list(w.shape), None,
+                                   [1, 1], [1, 1], [1, 1], 1, "auto", residual, epilogue)
+    grad_out = torch.randn_like(out)
+    # The convolution's gradient past the epilogue, as the autograd kernel computes it.
+    grad_conv = grad_out * (out > 0) if epilogue else grad_out
+    expected = BACKWARD(grad_conv, x, *packed, list(w.shape), [1, 1], [1, 1], [1, 1], 1,
+                        [True, True, False])
     leaf_x.data.mul_(-3.0)
     out.backward(grad_out)
     assert torch.equal(leaf_v.grad, expected[1])
     assert torch.equal(leaf_x.grad, expected[0])
+
+
+@needs_lanes
+def test_a_checkpointed_layer_recomputes_what_it_saved():
+    """Non-reentrant checkpointing reruns the forward inside the backward and requires it to
+    save as many tensors as the first run: the layout is kept by whether the values require
+    a gradient, not by which gradients this backward asks for (here the input's only)."""
+    x, w, packed = _layer(8, 16, 10, torch.float32)
+    row_ptr, col_idx, values = packed
+    leaf_x, leaf_v = x.clone().requires_grad_(), values.clone().requires_grad_()
+
+    def layer(inp, vals):
+        return OPS.sparse_filter_conv2d(inp, row_ptr, col_idx, vals, list(w.shape), None,
+                                        [1, 1], [1, 1], [1, 1], 1, "auto")
+
+    out = checkpoint(layer, leaf_x, leaf_v, use_reentrant=False)
+    (grad_x,) = torch.autograd.grad(out.sum(), leaf_x)
+    expected = BACKWARD(torch.ones_like(out), x, *packed, list(w.shape), [1, 1], [1, 1],
+                        [1, 1], 1, [True, False, False])[0]
+    assert torch.equal(grad_x, expected)
+    out = checkpoint(layer, leaf_x, leaf_v, use_reentrant=False)
+    out.sum().backward()
+    assert torch.equal(leaf_v.grad, BACKWARD(torch.ones_like(out), x, *packed, list(w.shape),
+                                             [1, 1], [1, 1], [1, 1], 1,
+                                             [False, True, False])[1])
 
 
 @pytest.mark.parametrize("case", ["batch_below_a_block", "float16", "strided_1x1", "dense",
@@ -128,13 +185,13 @@ def test_no_layout_where_the_values_gradient_would_not_read_it(case):
     another method."""
     dtype = torch.float16 if case == "float16" else torch.float32
     batch = 2 if case == "batch_below_a_block" else 8
-    density = 0.8 if case == "dense" else 0.1
+    density = 0.8 if case == "dense" else 0.1  # the forward in the lanes, oneDNN's gradient
     x, w, packed = _layer(batch, 16, 8, dtype, density=density)
     stride, padding = ([2, 2], [0, 0]) if case == "strided_1x1" else ([1, 1], [1, 1])
     if case == "strided_1x1":
         w = random_weight((16, 16, 1, 1), 0.1, dtype)
         packed = tsc.pack_sparse_filter(w)
-    method = "unfold" if case == "unfold" else "auto"
+    method = {"unfold": "unfold", "dense": "direct"}.get(case, "auto")
     output, layout = KEEPING(x, *packed, list(w.shape), None, stride, padding, [1, 1], 1,
                              method)
     assert layout is None

@@ -393,7 +393,7 @@ const scalar_t* forward_layout_of(const c10::optional<at::Tensor>& input_layout,
   const int64_t numel = ceil_div(g.batch, L) * g.in_channels * g.channel_block() * L;
   TORCH_CHECK(layout.layout() == at::kStrided && layout.device() == input.device() &&
                   layout.scalar_type() == input.scalar_type() && layout.dim() == 1 &&
-                  layout.numel() == numel && layout.is_contiguous(),
+                  layout.numel() == numel && layout.is_contiguous() && !layout.is_neg(),
               "_sparse_filter_conv2d_backward: input_layout must be the layout that "
               "_sparse_filter_conv2d_keeping_input_layout returned for this input: a contiguous "
               "1-D ", input.scalar_type(), " tensor of ", numel, " elements on ", input.device(),
@@ -557,6 +557,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
                           transposed_padding(g)[0] >= 0 && transposed_padding(g)[1] >= 0 &&
                           g.in_h > 0 && g.in_w > 0;
   const bool strided_input = output_mask[0] && !empty && !transposed;
+  // (values_gradient_reads_lanes_layout, below, repeats this choice for the forward.)
   const bool lanes_values = output_mask[1] && grad_values_lanes_apply(g, input.scalar_type());
   const bool dense_values =
       output_mask[1] && !empty && !grad_values_sparse_pays(g, ci.size(0), lanes_values);
@@ -643,8 +644,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
 
 bool values_gradient_reads_lanes_layout(const SparseFilterGeometry& g, at::ScalarType dtype,
                                         int64_t nnz) {
-  // As sparse_filter_conv2d_backward_cpu picks the values' kernel (float16 and bfloat16 run
-  // it on float32 copies; 1x1 strided layers, which read one phase, have their own).
+  // As sparse_filter_conv2d_backward_cpu picks the values' kernel (its lanes_values and
+  // dense_values: change both together; float16 and bfloat16 run it on float32 copies; 1x1
+  // strided layers, which read one phase, have their own).
   return (dtype == at::kFloat || dtype == at::kDouble) && grad_values_lanes_apply(g, dtype) &&
          grad_values_sparse_pays(g, nnz, /*lanes=*/true);
 }

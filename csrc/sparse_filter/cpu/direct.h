@@ -42,7 +42,8 @@ bool direct_lanes_pay(const SparseFilterGeometry& g, at::ScalarType dtype);
 // Whether the lanes forward lays the input out in the layer's own geometry, so that keeping
 // the layout for another reader costs it nothing (else it pads the phase planes one column
 // wider for aligned loads, and keeping the layout forgoes that).
-bool direct_lanes_keep_the_layers_geometry(const SparseFilterGeometry& g, at::ScalarType dtype);
+bool direct_lanes_layout_has_layer_geometry(const SparseFilterGeometry& g,
+                                            at::ScalarType dtype);
 // Where the lanes forward reads a channels-last input as it is and writes its output
 // channels-last: float32/float64 inputs contiguous in that format, where the lanes pay.
 bool direct_lanes_channels_last(const at::Tensor& input, const SparseFilterGeometry& g);

@@ -416,7 +416,8 @@ bool direct_lanes_channels_last(const at::Tensor& input, const SparseFilterGeome
          input.is_contiguous(at::MemoryFormat::ChannelsLast) && direct_lanes_pay(g, dtype);
 }
 
-bool direct_lanes_keep_the_layers_geometry(const SparseFilterGeometry& g, at::ScalarType dtype) {
+bool direct_lanes_layout_has_layer_geometry(const SparseFilterGeometry& g,
+                                            at::ScalarType dtype) {
   const bool is_double = dtype == at::kDouble;
   const int64_t pixels_per_vector =
       is_double ? (lane_kernels<double>() ? lane_kernels<double>()->pixels_per_vector : 0)

@@ -179,9 +179,9 @@ at::Tensor sparse_filter_conv2d_cpu_keeping_layout(
 
 // _sparse_filter_conv2d_keeping_input_layout: the forward, and the input's lanes layout where
 // the values' gradient will read it. Where the lanes forward would pad its phase planes one
-// column wider for aligned loads (1x1 and strided layers, direct.h), keeping the layout
-// forgoes that, which pays where the forward reads each input element for few output
-// channels. A step through autograd, batch 8, 2 threads, Intel Xeon VM, 15 alternated rounds,
+// column wider for aligned loads (1x1 and strided layers whose phase_w is odd, on AVX-512:
+// direct_lanes.cpp, lanes_geometry), keeping the layout forgoes that, which pays where the
+// forward reads each input element for few output channels. A step through autograd, batch 8, 2 threads, Intel Xeon VM, 15 alternated rounds,
 // keeping against not: 3x3 stride 2 128->128 @56 0.85-0.86x the time at 90 / 95 %, 256->256
 // @28 0.87-0.89x, 64->128 @56 0.90x, 128->256 @28 0.89-0.92x, 512->512 @14 and 256->512 @14
 // 0.98-1.01x; 1x1 2048->512 @7 0.83-0.92x but 512->2048 @7 1.04x; so kept there only up to
@@ -199,7 +199,7 @@ std::tuple<at::Tensor, at::Tensor> sparse_filter_conv2d_keeping_input_layout_cpu
                                       padding, dilation, groups);
   const bool keep =
       values_gradient_reads_lanes_layout(g, input.scalar_type(), col_idx.size(0)) &&
-      (direct_lanes_keep_the_layers_geometry(g, input.scalar_type()) ||
+      (direct_lanes_layout_has_layer_geometry(g, input.scalar_type()) ||
        g.out_channels <= 2 * g.in_channels);
   at::Tensor layout;
   at::Tensor output =
