@@ -181,14 +181,15 @@ at::Tensor sparse_filter_conv2d_cpu_keeping_layout(
 // the values' gradient will read it. Where the lanes forward would pad its phase planes one
 // column wider for aligned loads (1x1 and strided layers whose phase_w is odd, on AVX-512:
 // direct_lanes.cpp, lanes_geometry), keeping the layout forgoes that, which pays where the
-// forward reads each input element for few output channels. A step through autograd, batch 8, 2 threads, Intel Xeon VM, 15 alternated rounds,
-// keeping against not: 3x3 stride 2 128->128 @56 0.85-0.86x the time at 90 / 95 %, 256->256
-// @28 0.87-0.89x, 64->128 @56 0.90x, 128->256 @28 0.89-0.92x, 512->512 @14 and 256->512 @14
-// 0.98-1.01x; 1x1 2048->512 @7 0.83-0.92x but 512->2048 @7 1.04x; so kept there only up to
-// twice as many output channels as input channels (the 7x7 stride-2 stem, 3->64, gained
-// 0.95-0.98x and is left out by that rule). Elsewhere, or where the forward took another
-// path than the lanes (a batch that does not fill them, 'unfold', 'dense', a layout in
-// waves), the layout is undefined and the backward lays the input out itself.
+// forward reads each input element for few output channels. A step through autograd, batch
+// 8, 2 threads, Intel Xeon VM, 15 alternated rounds, keeping against not: 3x3 stride 2
+// 128->128 @56 0.85-0.86x the time at 90 / 95 %, 256->256 @28 0.87-0.89x, 64->128 @56 0.90x,
+// 128->256 @28 0.89-0.92x, 512->512 @14 and 256->512 @14 0.98-1.01x; 1x1 2048->512 @7
+// 0.83-0.92x but 512->2048 @7 1.04x; so kept there only up to twice as many output channels
+// as input channels (the 7x7 stride-2 stem, 3->64, gained 0.95-0.98x and is left out by that
+// rule). Elsewhere, or where the forward took another path than the lanes (a batch that does
+// not fill them, 'unfold', 'dense', a layout in waves), the layout is undefined and the
+// backward lays the input out itself.
 std::tuple<at::Tensor, at::Tensor> sparse_filter_conv2d_keeping_input_layout_cpu(
     const at::Tensor& input, const at::Tensor& row_ptr, const at::Tensor& col_idx,
     const at::Tensor& values, at::IntArrayRef weight_size, const c10::optional<at::Tensor>& bias,
