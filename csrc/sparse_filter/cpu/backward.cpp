@@ -466,7 +466,7 @@ at::Tensor grad_input_by_phase(const at::Tensor& grad_output, const at::Tensor& 
       plane.zero_();
       continue;
     }
-    const at::Tensor part = sparse_filter_conv2d_cpu_keeping_layout(
+    const at::Tensor part = sparse_filter_conv2d_cpu_sharing_layout(
         grad_output, f.row_ptr, f.col_idx, f.values, f.weight_size, c10::nullopt, {1, 1},
         phase_padding(g), {1, 1}, g.groups, "auto",
         convolutions > 1 ? &grad_output_lanes : nullptr);
@@ -597,7 +597,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
       // ('auto' picks among them as for any layer of this shape and density).
       const TransposedFilter t = transposed_filter(rp, ci, val, g);
       // NCHW whatever grad_output's format, as the fake kernel says (_fake.py).
-      grad_input = nchw_contiguous(sparse_filter_conv2d_cpu_keeping_layout(
+      grad_input = nchw_contiguous(sparse_filter_conv2d_cpu_sharing_layout(
           grad_output, t.row_ptr, t.col_idx, t.values, t.weight_size, c10::nullopt, {1, 1},
           transposed_padding(g), {g.dilation_h, g.dilation_w}, g.groups, "auto",
           lanes_values ? &grad_output_lanes : nullptr));

@@ -168,7 +168,7 @@ at::Tensor sparse_filter_conv2d_cpu(const at::Tensor& input, const at::Tensor& r
                      dilation, groups, method_name, residual, relu, /*lanes_layout=*/nullptr);
 }
 
-at::Tensor sparse_filter_conv2d_cpu_keeping_layout(
+at::Tensor sparse_filter_conv2d_cpu_sharing_layout(
     const at::Tensor& input, const at::Tensor& row_ptr, const at::Tensor& col_idx,
     const at::Tensor& values, at::IntArrayRef weight_size, const c10::optional<at::Tensor>& bias,
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
