@@ -38,20 +38,20 @@
 namespace torch_sparse_conv {
 namespace {
 
-// gv[k] += dot(plane, base + offsets[k] * scale, len) for the taps k in [first, last) of one
-// output channel, kRuns at a time: each load of the plane serves them all (dot_runs), and a
-// tap's sum has the same bits however the taps are cut into runs.
+// gv[k] += dot(plane, base + offsets[k] * scale) over the segments, for the taps k in
+// [first, last) of one output channel, kRuns at a time: each load of the plane serves them
+// all (dot_runs), and a tap's sum has the same bits however the taps are cut into runs.
 template <typename scalar_t>
 void add_tap_dots(const SparseFilterSimd<scalar_t>& simd, const scalar_t* plane,
                   const scalar_t* base, const int64_t* offsets, int64_t scale, int64_t first,
-                  int64_t last, int64_t len, scalar_t* gv) {
+                  int64_t last, const std::vector<DotSegment>& segments, scalar_t* gv) {
   constexpr int64_t kRuns = 8;
   const scalar_t* runs[kRuns];
   scalar_t sums[kRuns];
   for (int64_t k = first; k < last; k += kRuns) {
     const int64_t count = std::min(kRuns, last - k);
     for (int64_t t = 0; t < count; ++t) runs[t] = base + offsets[k + t] * scale;
-    simd.dot_runs(plane, runs, count, len, sums);
+    simd.dot_runs(plane, runs, count, segments.data(), int64_t(segments.size()), sums);
     for (int64_t t = 0; t < count; ++t) gv[k + t] += sums[t];
   }
 }
@@ -75,6 +75,8 @@ void grad_values_cpu(const at::Tensor& grad_wide, const at::Tensor& polyphase,
   const int64_t sample_block = g.in_channels * g.channel_block();
   const int64_t nnz = grad_values.size(0);
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, len * g.batch));
+  // One run of the whole plane: rows of one sample's plane are too short to go apart.
+  const std::vector<DotSegment> whole{{0, len}};
   at::parallel_for(0, nnz, grain, [&](int64_t begin, int64_t end) {
     for (int64_t n = 0; n < g.batch; ++n) {
       for (int64_t k = begin; k < end;) {
@@ -82,7 +84,7 @@ void grad_values_cpu(const at::Tensor& grad_wide, const at::Tensor& polyphase,
         int64_t last = k + 1;
         while (last < end && taps.out_channel[last] == oc) ++last;
         add_tap_dots(simd, go + (n * g.out_channels + oc) * wide_plane, in + n * sample_block,
-                     taps.input_offset.get(), 1, k, last, len, gv);
+                     taps.input_offset.get(), 1, k, last, whole, gv);
         k = last;
       }
     }
@@ -236,6 +238,21 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
     const int64_t last = b + 1 == bands ? rows : band_start(b + 1) / g.phase_w;
     return std::array<int64_t, 2>{first, std::max(first, std::min(last, rows))};
   };
+  // Each band's output pixels as dot_runs' segments, one a row, relative to the band's
+  // start: not grad_output's zeros past out_w (a 7x7 plane's run of 61 positions holds 12).
+  // Measured against one run a band, batch 8, 2 threads, Intel Xeon VM: the values'
+  // gradient of 512@7 at 90 % 0.955x the time, a training step of it 0.976-0.988x, the
+  // other 3x3 layers 0.98-1.0x (the runs stream from L2: fewer multiply-adds on the same
+  // cache lines save little).
+  std::vector<std::vector<DotSegment>> segments(bands);
+  for (int64_t b = 0; b < bands; ++b) {
+    const int64_t q0 = band_start(b), q1 = band_start(b + 1);
+    for (int64_t row = q0 / g.phase_w; row * g.phase_w < q1; ++row) {
+      const int64_t first = std::max(q0, row * g.phase_w);
+      const int64_t last = std::min(q1, row * g.phase_w + g.out_w);
+      if (first < last) segments[b].push_back({(first - q0) * L, (last - first) * L});
+    }
+  }
   // This block's own layout: one block at a time, so every block's planes are the same.
   const WideLanes<scalar_t> own{gl, run * L, /*block_stride=*/0};
   for (int64_t n0 = 0; n0 + L <= g.batch; n0 += L) {
@@ -263,13 +280,13 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
     // position q0 of channel oc at band_go(oc).
     auto add_band = [&](int64_t b, int64_t begin, int64_t end, scalar_t* sums,
                         auto&& band_go) {
-      const int64_t q0 = band_start(b), len = (band_start(b + 1) - q0) * L;
+      const int64_t q0 = band_start(b);
       for (int64_t j = 0; j < chunks; ++j) {
         for (int64_t oc = begin; oc < end; ++oc) {
           const int64_t* bounds = chunk_ptr.data() + oc * (chunks + 1);
           if (bounds[j] == bounds[j + 1]) continue;
-          add_tap_dots(simd, band_go(oc), xl + q0 * L,
-                       taps.input_offset.get(), L, bounds[j], bounds[j + 1], len, sums);
+          add_tap_dots(simd, band_go(oc), xl + q0 * L, taps.input_offset.get(), L, bounds[j],
+                       bounds[j + 1], segments[b], sums);
         }
       }
     };

@@ -225,16 +225,18 @@ TSC_INLINE scalar_t sum_lanes(typename Vec<scalar_t, BYTES>::type v) {
   }
 }
 
-// dot(a + p, b + p, len - p) for what the two-vector loop left: whole vectors of BYTES,
-// then of BYTES / 2, down to 16 bytes, then element by element. The lanes layouts' runs are
-// whole blocks of samples (32 bytes of float32), which a scalar loop took 8 steps a tap for.
+// dot(a + p, b + p, len - p) for what the vector loop left, fewer elements than a vector
+// of BYTES: vectors of BYTES / 2, down to 16 bytes, then element by element.
 template <typename scalar_t, int BYTES>
 TSC_INLINE scalar_t dot_rest(const scalar_t* a, const scalar_t* b, int64_t p, int64_t len) {
-  if constexpr (BYTES >= 16) {
-    using V = Vec<scalar_t, BYTES>;
-    typename V::type acc = V::broadcast(0);
-    for (; p + V::lanes <= len; p += V::lanes) acc += V::load(a + p) * V::load(b + p);
-    return sum_lanes<scalar_t, BYTES>(acc) + dot_rest<scalar_t, BYTES / 2>(a, b, p, len);
+  if constexpr (BYTES >= 32) {
+    using H = Vec<scalar_t, BYTES / 2>;
+    scalar_t sum = 0;
+    if (p + H::lanes <= len) {
+      sum = sum_lanes<scalar_t, BYTES / 2>(H::load(a + p) * H::load(b + p));
+      p += H::lanes;
+    }
+    return sum + dot_rest<scalar_t, BYTES / 2>(a, b, p, len);
   } else {
     scalar_t sum = 0;
     for (; p < len; ++p) sum += a[p] * b[p];
@@ -242,26 +244,43 @@ TSC_INLINE scalar_t dot_rest(const scalar_t* a, const scalar_t* b, int64_t p, in
   }
 }
 
-// out[t] = sum_p a[p] * b[t][p] for t < kRuns: two accumulators a run over pairs of vectors,
-// their sum's lanes, then dot_rest. Every run's sum takes the same operations in the same
-// order whatever kRuns is (so the same bits); a's vectors are loaded once for all runs.
+// out[t] = sum over the segments of sum_p a[p] * b[t][p], for t < kRuns: two accumulators a
+// run over pairs of vectors, a segment's odd vector into the first (a 7x7 plane's rows are
+// 7 vectors), what is left of a segment after its whole vectors in a scalar sum; then the
+// accumulators' lanes. Every run's sum takes the same operations in the same order whatever
+// kRuns is (so the same bits); a's vectors are loaded once for all runs.
 template <typename scalar_t, int BYTES, int kRuns>
-TSC_INLINE void dot_runs_impl(const scalar_t* a, const scalar_t* const* b, int64_t len,
-                              scalar_t* out) {
+TSC_INLINE void dot_runs_impl(const scalar_t* a, const scalar_t* const* b,
+                              const DotSegment* segments, int64_t segment_count, scalar_t* out) {
   using V = Vec<scalar_t, BYTES>;
+  constexpr int VL = V::lanes;
   typename V::type acc0[kRuns], acc1[kRuns];
-  for (int t = 0; t < kRuns; ++t) acc0[t] = acc1[t] = V::broadcast(0);
-  int64_t p = 0;
-  for (; p + 2 * V::lanes <= len; p += 2 * V::lanes) {
-    const typename V::type a0 = V::load(a + p), a1 = V::load(a + p + V::lanes);
-    for (int t = 0; t < kRuns; ++t) {
-      acc0[t] += a0 * V::load(b[t] + p);
-      acc1[t] += a1 * V::load(b[t] + p + V::lanes);
+  scalar_t rest[kRuns];
+  for (int t = 0; t < kRuns; ++t) {
+    acc0[t] = acc1[t] = V::broadcast(0);
+    rest[t] = 0;
+  }
+  for (int64_t s = 0; s < segment_count; ++s) {
+    int64_t p = segments[s].first;
+    const int64_t end = p + segments[s].length;
+    for (; p + 2 * VL <= end; p += 2 * VL) {
+      const typename V::type a0 = V::load(a + p), a1 = V::load(a + p + VL);
+      for (int t = 0; t < kRuns; ++t) {
+        acc0[t] += a0 * V::load(b[t] + p);
+        acc1[t] += a1 * V::load(b[t] + p + VL);
+      }
+    }
+    if (p + VL <= end) {
+      const typename V::type a0 = V::load(a + p);
+      for (int t = 0; t < kRuns; ++t) acc0[t] += a0 * V::load(b[t] + p);
+      p += VL;
+    }
+    if (p < end) {
+      for (int t = 0; t < kRuns; ++t) rest[t] += dot_rest<scalar_t, BYTES>(a, b[t], p, end);
     }
   }
   for (int t = 0; t < kRuns; ++t) {
-    out[t] = sum_lanes<scalar_t, BYTES>(acc0[t] + acc1[t]) +
-             dot_rest<scalar_t, BYTES>(a, b[t], p, len);
+    out[t] = sum_lanes<scalar_t, BYTES>(acc0[t] + acc1[t]) + rest[t];
   }
 }
 
@@ -269,12 +288,12 @@ TSC_INLINE void dot_runs_impl(const scalar_t* a, const scalar_t* const* b, int64
 // and a's two vectors fit the registers), then the 1 .. kMax - 1 left.
 template <typename scalar_t, int BYTES, int kMax>
 TSC_INLINE void dot_runs_any(const scalar_t* a, const scalar_t* const* b, int64_t runs,
-                             int64_t len, scalar_t* out) {
+                             const DotSegment* segments, int64_t segment_count, scalar_t* out) {
   for (; runs >= kMax; runs -= kMax, b += kMax, out += kMax) {
-    dot_runs_impl<scalar_t, BYTES, kMax>(a, b, len, out);
+    dot_runs_impl<scalar_t, BYTES, kMax>(a, b, segments, segment_count, out);
   }
   if constexpr (kMax > 1) {
-    if (runs > 0) dot_runs_any<scalar_t, BYTES, kMax - 1>(a, b, runs, len, out);
+    if (runs > 0) dot_runs_any<scalar_t, BYTES, kMax - 1>(a, b, runs, segments, segment_count, out);
   }
 }
 
@@ -299,8 +318,8 @@ TSC_INLINE void dot_runs_any(const scalar_t* a, const scalar_t* const* b, int64_
   }                                                                                            \
   template <typename scalar_t>                                                                 \
   TARGET void dot_runs_##NAME(const scalar_t* a, const scalar_t* const* b, int64_t runs,       \
-                              int64_t len, scalar_t* out) {                                    \
-    dot_runs_any<scalar_t, BYTES, DOT_RUNS>(a, b, runs, len, out);                             \
+                              const DotSegment* sg, int64_t sn, scalar_t* out) {               \
+    dot_runs_any<scalar_t, BYTES, DOT_RUNS>(a, b, runs, sg, sn, out);                          \
   }
 
 // (dot_runs keeps 32-byte vectors on every AVX-512 processor: 64-byte ones measured 1.02-1.04x

@@ -19,6 +19,11 @@ struct PrefetchRows {
   int64_t rows = 0, stride = 0;
 };
 
+// Positions [first, first + length) of dot_runs' runs, in elements.
+struct DotSegment {
+  int64_t first, length;
+};
+
 template <typename scalar_t>
 struct SparseFilterSimd {
   // out[p] = (accumulate ? out[p] : init)
@@ -55,11 +60,13 @@ struct SparseFilterSimd {
                           StoreEpilogue<scalar_t> epilogue);
   // Positions per vector and per tile (8 vectors) of pointwise_tiles.
   int64_t pointwise_vector, pointwise_tile;
-  // out[t] = sum_p a[p] * b[t][p] for t < runs, p < len: each vector of a loaded once for a
-  // few runs at a time (the values' gradient: a grad_output band against the taps of one
-  // output channel). A run's sum has the same bits whichever runs it is computed with.
-  void (*dot_runs)(const scalar_t* a, const scalar_t* const* b, int64_t runs, int64_t len,
-                   scalar_t* out);
+  // out[t] = sum_s sum_p a[p] * b[t][p] for t < runs, over the positions p of each segment s
+  // (DotSegment), in order: each vector of a loaded once for a few runs at a time (the values'
+  // gradient: a grad_output band against the taps of one output channel; the segments leave
+  // out the zeros of its padding columns). A run's sum has the same bits whichever runs it
+  // is computed with.
+  void (*dot_runs)(const scalar_t* a, const scalar_t* const* b, int64_t runs,
+                   const DotSegment* segments, int64_t segment_count, scalar_t* out);
   const char* isa;  // "avx512", "avx2" or "baseline"
 };
 
