@@ -1,6 +1,9 @@
 """The one-sample 'direct' kernel computes in 64-byte vectors on Intel processors with AVX-512
 and in 32-byte ones on others (csrc/sparse_filter/cpu/simd.cpp): both widths give F.conv2d's
 result and the same bits, so a model's outputs do not depend on the width its processor got.
+The lanes values' gradient on rows of an even number of positions (dot_runs_wide) sums in
+64-byte vectors there too: both widths match autograd, in bits of their own (a dot product's
+lanes are added in another order).
 
 The width is picked once per process, so each runs in a subprocess with TSC_CONV_VECTOR_BYTES
 set; only the AVX-512 build of the kernel has the choice.
@@ -59,3 +62,38 @@ def test_unknown_width_warns_and_falls_back():
     assert result.returncode == 0, result.stderr[-3000:]
     assert int(result.stdout.split()[-1]) in (16, 32, 64)
     assert "TSC_CONV_VECTOR_BYTES must be 32 or 64" in result.stderr
+
+
+GRAD_SCRIPT = r"""
+import torch, torch.nn.functional as F, torch_sparse_conv as tsc
+from torch_sparse_conv._library import conv_block_vector_bytes
+torch.manual_seed(0)
+for dtype in (torch.float32, torch.float64):
+    # Whole lane blocks; rows of an even phase_w, with an even and an odd number of output
+    # pixels (the last half vector), and an odd phase_w (the 32-byte kernel at either width).
+    for (n, c, h, w, o, kh, kw, p) in [(8, 12, 14, 14, 10, 3, 3, 1), (8, 6, 18, 22, 7, 3, 2, 0),
+                                       (8, 9, 7, 7, 11, 3, 3, 1), (4, 5, 28, 28, 6, 3, 3, 1)]:
+        x = torch.randn(n, c, h, w, dtype=dtype, requires_grad=True)
+        wt = torch.randn(o, c, kh, kw, dtype=dtype) * (torch.rand(o, c, kh, kw) < 0.3)
+        go = torch.randn(F.conv2d(x, wt, padding=(1, p)).shape, dtype=dtype)
+        rp, ci, v = tsc.pack_sparse_filter(wt)
+        v.requires_grad_()
+        out = torch.ops.torch_sparse_conv.sparse_filter_conv2d(
+            x, rp, ci, v, list(wt.shape), None, [1, 1], [1, p], [1, 1], 1, "direct", None, False)
+        got = torch.autograd.grad(out, v, go)[0]
+        leaf = wt.clone().requires_grad_()
+        expected = torch.autograd.grad(F.conv2d(x, leaf, padding=(1, p)), leaf, go)[0]
+        tol = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else {}
+        torch.testing.assert_close(tsc.unpack_sparse_filter(rp, ci, got, list(wt.shape)),
+                                   expected * (wt != 0), **tol)
+print(conv_block_vector_bytes())
+print("ok")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bytes_", ["32", "64"])
+def test_values_gradient_matches_autograd_at_both_widths(bytes_):
+    result = run_python("-c", GRAD_SCRIPT, TSC_CONV_VECTOR_BYTES=bytes_)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[-1] == "ok"

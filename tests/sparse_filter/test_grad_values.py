@@ -348,10 +348,13 @@ def test_channels_last_forward_layout_serves_the_values_gradient(dtype, batch):
 # the sums are split by bands: 'same' layers (grad_output read from the input gradient's lanes
 # layout), a stride-2 layer and one not 'same' (grad_output laid out here, band by band: each
 # band's rows, the row it shares with the next band included), a 7x7 stride-2 stem of two
-# blocks whose bands start mid-row, whole blocks with and without samples after them.
+# blocks whose bands start mid-row, whole blocks with and without samples after them, and
+# rows of an even phase_w (64-byte vectors on Intel, simd.cpp dot_runs_wide) with an odd
+# number of output pixels (each row's last half vector).
 # (batch, in, out, size, kernel, stride, padding, dilation)
 BANDED_CASES = [
     (8, 12, 10, (24, 26), (3, 3), (1, 1), (1, 1), (1, 1)),
+    (8, 6, 7, (18, 22), (3, 2), (1, 1), (1, 0), (1, 1)),
     (16, 6, 9, (33, 31), (3, 3), (1, 1), (2, 2), (2, 2)),
     (19, 5, 7, (40, 36), (3, 3), (2, 2), (1, 1), (1, 1)),
     (8, 7, 5, (30, 29), (3, 2), (1, 1), (0, 1), (1, 1)),

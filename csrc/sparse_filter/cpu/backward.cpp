@@ -41,17 +41,18 @@ namespace {
 // gv[k] += dot(plane, base + offsets[k] * scale) over the segments, for the taps k in
 // [first, last) of one output channel, kRuns at a time: each load of the plane serves them
 // all (dot_runs), and a tap's sum has the same bits however the taps are cut into runs.
-template <typename scalar_t>
-void add_tap_dots(const SparseFilterSimd<scalar_t>& simd, const scalar_t* plane,
-                  const scalar_t* base, const int64_t* offsets, int64_t scale, int64_t first,
-                  int64_t last, const std::vector<DotSegment>& segments, scalar_t* gv) {
-  constexpr int64_t kRuns = 8;
+template <typename scalar_t, typename DotRuns>
+void add_tap_dots(DotRuns dot_runs, const scalar_t* plane, const scalar_t* base,
+                  const int64_t* offsets, int64_t scale, int64_t first, int64_t last,
+                  const std::vector<DotSegment>& segments, scalar_t* gv) {
+  // A multiple of what each dot_runs kernel takes at a time (8 or 12, simd.cpp).
+  constexpr int64_t kRuns = 24;
   const scalar_t* runs[kRuns];
   scalar_t sums[kRuns];
   for (int64_t k = first; k < last; k += kRuns) {
     const int64_t count = std::min(kRuns, last - k);
     for (int64_t t = 0; t < count; ++t) runs[t] = base + offsets[k + t] * scale;
-    simd.dot_runs(plane, runs, count, segments.data(), int64_t(segments.size()), sums);
+    dot_runs(plane, runs, count, segments.data(), int64_t(segments.size()), sums);
     for (int64_t t = 0; t < count; ++t) gv[k + t] += sums[t];
   }
 }
@@ -83,8 +84,8 @@ void grad_values_cpu(const at::Tensor& grad_wide, const at::Tensor& polyphase,
         const int64_t oc = taps.out_channel[k];
         int64_t last = k + 1;
         while (last < end && taps.out_channel[last] == oc) ++last;
-        add_tap_dots(simd, go + (n * g.out_channels + oc) * wide_plane, in + n * sample_block,
-                     taps.input_offset.get(), 1, k, last, whole, gv);
+        add_tap_dots(simd.dot_runs, go + (n * g.out_channels + oc) * wide_plane,
+                     in + n * sample_block, taps.input_offset.get(), 1, k, last, whole, gv);
         k = last;
       }
     }
@@ -253,6 +254,11 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
       if (first < last) segments[b].push_back({(first - q0) * L, (last - first) * L});
     }
   }
+  // The input's rows start on 64-byte boundaries where phase_w is even (a position is 32
+  // bytes): there the taps at even column offsets load whole cache lines with 64-byte
+  // vectors (dot_runs_wide); with odd rows, every other row's loads would cross lines (512@7:
+  // 1.07-1.09x the time of 32-byte vectors).
+  const auto dot_runs = g.phase_w % 2 == 0 ? simd.dot_runs_wide : simd.dot_runs;
   // This block's own layout: one block at a time, so every block's planes are the same.
   const WideLanes<scalar_t> own{gl, run * L, /*block_stride=*/0};
   for (int64_t n0 = 0; n0 + L <= g.batch; n0 += L) {
@@ -285,8 +291,8 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
         for (int64_t oc = begin; oc < end; ++oc) {
           const int64_t* bounds = chunk_ptr.data() + oc * (chunks + 1);
           if (bounds[j] == bounds[j + 1]) continue;
-          add_tap_dots(simd, band_go(oc), xl + q0 * L, taps.input_offset.get(), L, bounds[j],
-                       bounds[j + 1], segments[b], sums);
+          add_tap_dots(dot_runs, band_go(oc), xl + q0 * L, taps.input_offset.get(), L,
+                       bounds[j], bounds[j + 1], segments[b], sums);
         }
       }
     };

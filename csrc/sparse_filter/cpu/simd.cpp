@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #include "csrc/common/arithmetic.h"
 #include "csrc/common/cpu_isa.h"
@@ -244,10 +245,27 @@ TSC_INLINE scalar_t dot_rest(const scalar_t* a, const scalar_t* b, int64_t p, in
   }
 }
 
+// A vector of BYTES whose low half is p[0 .. lanes / 2) and high half zero: one load of half
+// the width (VEX and EVEX loads clear the register's upper part), nothing read past it. (A
+// memcpy into a zeroed vector went through the stack: a wide load of two narrower stores,
+// which stalls on store forwarding, 2.5x the time of a 7x7 layer's values' gradient.)
+template <typename scalar_t, int BYTES, size_t... I>
+TSC_INLINE typename Vec<scalar_t, BYTES>::type load_low_half(const scalar_t* p,
+                                                             std::index_sequence<I...>) {
+  using H = Vec<scalar_t, BYTES / 2>;
+  const typename H::type low = H::load(p), zero{};
+  return __builtin_shufflevector(low, zero, I...);
+}
+template <typename scalar_t, int BYTES>
+TSC_INLINE typename Vec<scalar_t, BYTES>::type load_low_half(const scalar_t* p) {
+  return load_low_half<scalar_t, BYTES>(p, std::make_index_sequence<Vec<scalar_t, BYTES>::lanes>());
+}
+
 // out[t] = sum over the segments of sum_p a[p] * b[t][p], for t < kRuns: two accumulators a
-// run over pairs of vectors, a segment's odd vector into the first (a 7x7 plane's rows are
-// 7 vectors), what is left of a segment after its whole vectors in a scalar sum; then the
-// accumulators' lanes. Every run's sum takes the same operations in the same order whatever
+// run over pairs of vectors, a segment's odd vector and then its odd half vector into the
+// first (a 7x7 plane's rows of 8-sample pixels are 7 32-byte vectors, or 3.5 64-byte ones),
+// what is left after them (less than half a vector: only one-sample runs) in a scalar sum;
+// then the accumulators' lanes. Every run's sum takes the same operations in the same order whatever
 // kRuns is (so the same bits); a's vectors are loaded once for all runs.
 template <typename scalar_t, int BYTES, int kRuns>
 TSC_INLINE void dot_runs_impl(const scalar_t* a, const scalar_t* const* b,
@@ -275,8 +293,13 @@ TSC_INLINE void dot_runs_impl(const scalar_t* a, const scalar_t* const* b,
       for (int t = 0; t < kRuns; ++t) acc0[t] += a0 * V::load(b[t] + p);
       p += VL;
     }
+    if (p + VL / 2 <= end) {
+      const typename V::type a0 = load_low_half<scalar_t, BYTES>(a + p);
+      for (int t = 0; t < kRuns; ++t) acc0[t] += a0 * load_low_half<scalar_t, BYTES>(b[t] + p);
+      p += VL / 2;
+    }
     if (p < end) {
-      for (int t = 0; t < kRuns; ++t) rest[t] += dot_rest<scalar_t, BYTES>(a, b[t], p, end);
+      for (int t = 0; t < kRuns; ++t) rest[t] += dot_rest<scalar_t, BYTES / 2>(a, b[t], p, end);
     }
   }
   for (int t = 0; t < kRuns; ++t) {
@@ -322,9 +345,21 @@ TSC_INLINE void dot_runs_any(const scalar_t* a, const scalar_t* const* b, int64_
     dot_runs_any<scalar_t, BYTES, DOT_RUNS>(a, b, runs, sg, sn, out);                          \
   }
 
-// (dot_runs keeps 32-byte vectors on every AVX-512 processor: 64-byte ones measured 1.02-1.04x
-// slower on the Intel Xeon VM, its runs streaming from L2.)
 TSC_DEFINE_ISA(avx512, TSC_TARGET_AVX512, kZen4ConvBytes, kZen4ConvUnroll, 64, 8)
+
+// dot_runs_wide where conv_block's vectors are 64 bytes (Intel): 64-byte vectors, 12 runs at
+// a time (24 accumulators). Against 32-byte vectors 8 at a time, the lanes values' gradient
+// at batch 8, 2 threads, Intel Xeon VM, 15 interleaved rounds: 64@56, 128@28 and 256@14 at
+// 90 % and 95 % 0.86-0.98x the time, a training step of them 0.96-1.05x (25 rounds; within
+// this VM's noise); 512@7 (rows of 7 pixels, 288 bytes apart, so that every other row's
+// loads cross cache lines) 1.07-1.09x, which is why the caller picks it only for aligned
+// rows. 8 at a time 1-5 % slower than 12. (Zen 4 keeps 32-byte vectors: not measured there.)
+template <typename scalar_t>
+TSC_TARGET_AVX512 void dot_runs_avx512_wide(const scalar_t* a, const scalar_t* const* b,
+                                            int64_t runs, const DotSegment* segments,
+                                            int64_t segment_count, scalar_t* out) {
+  dot_runs_any<scalar_t, kIntelConvBytes, 12>(a, b, runs, segments, segment_count, out);
+}
 
 template <typename scalar_t>
 TSC_TARGET_AVX512 void conv_block_avx512_wide(const scalar_t* s, const int64_t* c,
@@ -351,6 +386,9 @@ SparseFilterSimd<scalar_t> pick_simd() {
           8 * isa_variant<int64_t>(64, 32, 16) / int64_t(sizeof(scalar_t)),
           isa_variant(&dot_runs_avx512<scalar_t>, &dot_runs_avx2<scalar_t>,
                       &dot_runs_baseline<scalar_t>),
+          isa_variant(avx512_bytes == kIntelConvBytes ? &dot_runs_avx512_wide<scalar_t>
+                                                      : &dot_runs_avx512<scalar_t>,
+                      &dot_runs_avx2<scalar_t>, &dot_runs_baseline<scalar_t>),
           cpu_isa_name(cpu_isa())};
 }
 

@@ -67,6 +67,12 @@ struct SparseFilterSimd {
   // is computed with.
   void (*dot_runs)(const scalar_t* a, const scalar_t* const* b, int64_t runs,
                    const DotSegment* segments, int64_t segment_count, scalar_t* out);
+  // dot_runs with the widest vectors where those measured faster (64 bytes where conv_block's
+  // are: Intel), else dot_runs itself: for runs whose rows start on 64-byte boundaries (a
+  // 64-byte load at an odd 32-byte offset crosses a cache line). Its sums have bits of their
+  // own, the same whichever runs it is computed with.
+  void (*dot_runs_wide)(const scalar_t* a, const scalar_t* const* b, int64_t runs,
+                        const DotSegment* segments, int64_t segment_count, scalar_t* out);
   const char* isa;  // "avx512", "avx2" or "baseline"
 };
 
