@@ -235,6 +235,7 @@ TransposedFilter transposed_filter(const at::Tensor& row_ptr, const at::Tensor& 
       });
   TransposedFilter t = regrouped_filter(*pattern, values);
   t.weight_size = {g.in_channels, g.out_channels_per_group(), g.kernel_h, g.kernel_w};
+  t.pattern = pattern;
   return t;
 }
 

@@ -61,10 +61,14 @@ SparseFilterGeometry check_sparse_filter_backward_args(
 // the input channels, (C_in, C_out/groups, kH, kW), by a counting sort of the taps: O(nnz +
 // C_in), each row in order of output channel. Taps of one (output, input) channel pair keep
 // their values; duplicates stay duplicates.
+struct RegroupedPattern;  // pattern_cache.h
+
 struct TransposedFilter {
   at::Tensor row_ptr, col_idx, values;
   std::vector<int64_t> weight_size;
   int64_t phase = 0;  // phase_filters: the phase it is for
+  // transposed_filter: the kept pattern row_ptr and col_idx are, and the plans kept with it.
+  std::shared_ptr<const RegroupedPattern> pattern;
 };
 TransposedFilter transposed_filter(const at::Tensor& row_ptr, const at::Tensor& col_idx,
                                    const at::Tensor& values, const SparseFilterGeometry& g);

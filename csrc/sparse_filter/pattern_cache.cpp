@@ -123,14 +123,59 @@ class PatternCache {
   const size_t limit_ = megabytes_from_env("TSC_PATTERN_CACHE_MB", 256);
 };
 
+thread_local const RegroupedPattern* innermost_trusted = nullptr;
+
+// Room for a pattern's plans: two (the input gradient's convolution and the values'
+// gradient), each a tap offset per tap and up to 64 chunk bounds per row.
+int64_t plan_room(const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                  const RegroupedPattern& p) {
+  const int64_t rows = row_ptr.numel() + p.row_ptr.numel();
+  return 2 * col_idx.nbytes() + rows * 65 * int64_t(sizeof(int64_t));
+}
+
 }  // namespace
+
+std::shared_ptr<const void> DerivedPlans::find(const std::vector<int64_t>& key) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (const auto& [k, plan] : plans_) {
+    if (k == key) return plan;
+  }
+  return nullptr;
+}
+
+void DerivedPlans::keep(const std::vector<int64_t>& key, std::shared_ptr<const void> plan,
+                        int64_t bytes) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (const auto& kept : plans_) {
+    if (kept.first == key) return;  // another thread's, the same
+  }
+  if (used_ + bytes > room_) return;
+  used_ += bytes;
+  plans_.emplace_back(key, std::move(plan));
+}
+
+TrustedPatternScope::TrustedPatternScope(const RegroupedPattern* pattern)
+    : previous_(innermost_trusted) {
+  innermost_trusted = pattern;
+}
+
+TrustedPatternScope::~TrustedPatternScope() { innermost_trusted = previous_; }
+
+const RegroupedPattern* trusted_pattern(const at::Tensor& row_ptr, const at::Tensor& col_idx) {
+  const RegroupedPattern* p = innermost_trusted;
+  return p != nullptr && row_ptr.is_same(p->row_ptr) && col_idx.is_same(p->col_idx) ? p
+                                                                                     : nullptr;
+}
 
 std::shared_ptr<const RegroupedPattern> regrouped_pattern(
     const RegroupKey& key, const at::Tensor& row_ptr, const at::Tensor& col_idx,
     const std::function<RegroupedPattern(const at::Tensor&, const at::Tensor&)>& build) {
   PatternCache& cache = PatternCache::instance();
   if (cache.limit() == 0) {
-    return std::make_shared<const RegroupedPattern>(build(row_ptr, col_idx));
+    // Kept nowhere: no room for plans.
+    RegroupedPattern p = build(row_ptr, col_idx);
+    p.plans = std::make_shared<const DerivedPlans>(0);
+    return std::make_shared<const RegroupedPattern>(std::move(p));
   }
   if (auto kept = cache.find(key, row_ptr, col_idx)) return kept;
   // Built from copies, the ones the entry keeps: what it is found by is what it was built
@@ -139,10 +184,13 @@ std::shared_ptr<const RegroupedPattern> regrouped_pattern(
   entry->key = key;
   entry->row_ptr = row_ptr.clone();
   entry->col_idx = col_idx.clone();
-  entry->pattern = std::make_shared<const RegroupedPattern>(build(entry->row_ptr, entry->col_idx));
+  RegroupedPattern built = build(entry->row_ptr, entry->col_idx);
+  const int64_t room = plan_room(row_ptr, col_idx, built);
+  built.plans = std::make_shared<const DerivedPlans>(room);
+  entry->pattern = std::make_shared<const RegroupedPattern>(std::move(built));
   const RegroupedPattern& p = *entry->pattern;
   entry->bytes = entry->row_ptr.nbytes() + entry->col_idx.nbytes() + p.row_ptr.nbytes() +
-                 p.col_idx.nbytes() + p.source.nbytes();
+                 p.col_idx.nbytes() + p.source.nbytes() + size_t(room);
   std::shared_ptr<const RegroupedPattern> pattern = entry->pattern;
   if (entry->bytes <= cache.limit()) {
     try {

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import torch_sparse_conv as tsc
 
-from testing import random_weight, run_script
+from testing import random_weight, run_python, run_script
 
 BACKWARD = torch.ops.torch_sparse_conv._sparse_filter_conv2d_backward
 
@@ -41,14 +41,23 @@ def _weight_with_taps(shape, taps, seed):
     return torch.randn(shape, dtype=torch.float64, generator=gen) * keep.view(shape)
 
 
-def _setup(stride, seed=0, density=0.1):
+def _expected_grad_values(x, row_ptr, col_idx, values, shape, stride, grad_out):
+    """autograd's weight gradient at the kept taps, as a dense tensor (zeros elsewhere)."""
+    weight = _dense(row_ptr, col_idx, values, shape).requires_grad_()
+    (grad,) = torch.autograd.grad(F.conv2d(x, weight, None, stride, 1), weight, grad_out)
+    return grad * (_dense(row_ptr, col_idx, torch.ones_like(values), shape) != 0)
+
+
+def _setup(stride, seed=0, density=0.1, batch=3):
     """A layer whose backward takes the transposed (stride 1) or per-phase (stride 2) path,
     which keeps a pattern (at higher densities stride 2 goes to oneDNN: see
-    test_kept_and_rebuilt_patterns_give_the_same_bits, which checks a pattern is kept)."""
+    test_kept_and_rebuilt_patterns_give_the_same_bits, which checks a pattern is kept).
+    Batch 3 takes the one-sample kernels; 8 fills float64's lanes (blocks of 4), whose values'
+    gradient keeps its plan with the pattern."""
     gen = torch.Generator().manual_seed(seed)
     shape = (24, 16, 3, 3)
     weight = random_weight(shape, density, torch.float64, gen)
-    x = torch.randn(3, 16, 11, 11, dtype=torch.float64, generator=gen)
+    x = torch.randn(batch, 16, 11, 11, dtype=torch.float64, generator=gen)
     out = F.conv2d(x, weight, None, stride, 1)
     grad_out = torch.randn(out.shape, dtype=torch.float64, generator=gen)
     return shape, weight, x, grad_out
@@ -63,14 +72,26 @@ def _keep(x, row_ptr, col_idx, values, shape, stride, grad_out):
     return _grads(x, row_ptr, col_idx, values, shape, stride, grad_out)
 
 
+@pytest.mark.parametrize("batch", [3, 8])
 @pytest.mark.parametrize("stride", [(1, 1), (2, 2)])
-def test_pattern_written_in_place_is_not_served_stale(stride):
+def test_pattern_written_in_place_is_not_served_stale(stride, batch):
     """The same row_ptr and col_idx tensors, rewritten through .data between two calls: a
-    cache keyed on identity or version would serve the first pattern's transpose."""
-    shape, weight, x, grad_out = _setup(stride)
+    cache keyed on identity or version would serve the first pattern's transpose, or the
+    plans kept with it (the tap offsets and chunk bounds of both gradients' kernels)."""
+    shape, weight, x, grad_out = _setup(stride, batch=batch)
     row_ptr, col_idx, values = tsc.pack_sparse_filter(weight)
-    first, _ = _keep(x, row_ptr, col_idx, values, shape, stride, grad_out)
-    torch.testing.assert_close(first, _expected_grad_input(x, weight, stride, grad_out))
+
+    def check(grads):
+        torch.testing.assert_close(
+            grads[0], _expected_grad_input(x, _dense(row_ptr, col_idx, values, shape), stride,
+                                           grad_out))
+        torch.testing.assert_close(
+            _dense(row_ptr, col_idx, grads[1], shape),
+            _expected_grad_values(x, row_ptr, col_idx, values, shape, stride, grad_out))
+
+    kept = _keep(x, row_ptr, col_idx, values, shape, stride, grad_out)
+    check(kept)
+    first = kept[0]
 
     # Move every tap to another column of its row (same counts, same nnz, still sorted):
     # only col_idx changes. Then shift taps between two rows: row_ptr changes too.
@@ -79,9 +100,9 @@ def test_pattern_written_in_place_is_not_served_stale(stride):
     for oc in range(shape[0]):
         lo, hi = int(row_ptr[oc]), int(row_ptr[oc + 1])
         col_idx.data[lo:hi] = torch.arange(columns - (hi - lo), columns)
-    second, _ = _grads(x, row_ptr, col_idx, values, shape, stride, grad_out)
-    torch.testing.assert_close(
-        second, _expected_grad_input(x, _dense(row_ptr, col_idx, values, shape), stride, grad_out))
+    grads = _grads(x, row_ptr, col_idx, values, shape, stride, grad_out)
+    check(grads)
+    second = grads[0]
     assert not torch.equal(first, second)
 
     moved = int(row_ptr[1]) - 1  # row 0 gives its last tap to row 1
@@ -90,9 +111,7 @@ def test_pattern_written_in_place_is_not_served_stale(stride):
     lo, hi = int(row_ptr[1]), int(row_ptr[2])
     col_idx.data[lo:hi] = torch.arange(hi - lo)
     assert (row_ptr._version, col_idx._version) == versions
-    third, _ = _grads(x, row_ptr, col_idx, values, shape, stride, grad_out)
-    torch.testing.assert_close(
-        third, _expected_grad_input(x, _dense(row_ptr, col_idx, values, shape), stride, grad_out))
+    check(_grads(x, row_ptr, col_idx, values, shape, stride, grad_out))
 
 
 @pytest.mark.parametrize("stride", [(1, 1), (2, 2)])
@@ -141,6 +160,53 @@ def test_kept_and_rebuilt_patterns_give_the_same_bits(stride):
         torch.set_num_threads(threads)
     for a, b in zip(built, _grads(x, row_ptr, col_idx, values, shape, stride, grad_out)):
         assert torch.equal(a, b)
+
+
+PLANS_SCRIPT = r"""
+import hashlib, torch, torch_sparse_conv as tsc
+gen = torch.Generator().manual_seed(5)
+digest = hashlib.sha256()
+# float32 and float64 blocks of lanes (8 and 4 samples, with samples after them), a plane of
+# several bands (28x30), groups, one-sample batches (3).
+for dtype, batch, groups, size in [(torch.float32, 8, 1, (14, 14)), (torch.float32, 9, 1, (28, 30)),
+                                   (torch.float64, 8, 2, (12, 13)), (torch.float64, 3, 1, (11, 11))]:
+    w = torch.randn(32, 24 // groups, 3, 3, dtype=dtype, generator=gen)
+    w = w * (torch.rand(w.shape, generator=gen) < 0.1)
+    x = torch.randn(batch, 24, *size, dtype=dtype, generator=gen)
+    go = torch.randn(batch, 32, *size, dtype=dtype, generator=gen)
+    rp, ci, v = tsc.pack_sparse_filter(w)
+    # The same pattern on a plane of another size between (plans of another geometry, kept
+    # with the same pattern), each called three times: builds, then finds.
+    other = (size[0] - 3, size[1] + 2)
+    for h, wd in (size, other, size):
+        xs, gos = x[..., :h, :min(wd, size[1])], go[..., :h, :min(wd, size[1])]
+        if wd > size[1]:
+            xs = torch.cat([xs, xs[..., :wd - size[1]]], dim=3)
+            gos = torch.cat([gos, gos[..., :wd - size[1]]], dim=3)
+        xs, gos = xs.contiguous(), gos.contiguous()
+        for call in range(3):
+            gi, gv, _ = torch.ops.torch_sparse_conv._sparse_filter_conv2d_backward(
+                gos, xs, rp, ci, v, list(w.shape), [1, 1], [1, 1], [1, 1], groups,
+                [True, True, False])
+            if call == 0:
+                first = (gi, gv)
+            assert torch.equal(gi, first[0]) and torch.equal(gv, first[1])
+        digest.update(gi.numpy().tobytes())
+        digest.update(gv.numpy().tobytes())
+print(digest.hexdigest())
+"""
+
+
+def test_plans_kept_with_the_pattern_give_the_same_bits():
+    """The plans kept with a pattern (the input gradient's tap offsets and chunk bounds, the
+    values' gradient's) hold what the kernels would build afresh: the same bits on the calls
+    that build them, on those that find them, and with no pattern (so no plan) kept at all."""
+    digests = []
+    for limit in ("256", "0"):
+        result = run_python("-c", PLANS_SCRIPT, TSC_PATTERN_CACHE_MB=limit)
+        assert result.returncode == 0, result.stderr[-3000:]
+        digests.append(result.stdout.split()[-1])
+    assert digests[0] == digests[1]
 
 
 def test_no_pattern_kept_when_the_limit_is_zero():

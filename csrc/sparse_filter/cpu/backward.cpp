@@ -27,6 +27,7 @@
 #include "csrc/sparse_filter/method.h"
 #include "csrc/sparse_filter/polyphase.h"
 #include "csrc/sparse_filter/pattern.h"
+#include "csrc/sparse_filter/pattern_cache.h"
 #include "csrc/sparse_filter/cpu/backward.h"
 #include "csrc/sparse_filter/cpu/direct.h"
 #include "csrc/sparse_filter/cpu/forward.h"
@@ -138,6 +139,44 @@ inline int64_t band_count(int64_t wide) {
   return bands <= 1 ? 1 : ceil_div(bands, 4) * 4;
 }
 
+// What the lanes values' gradient derives from the pattern and the geometry, not from the
+// values: each output channel's first tap in each chunk of chunk_channels input channels (its
+// row as it is where there is one chunk or its columns are not sorted: a hand-made CSR), and
+// each tap's offset in a sample's layout (make_filter_taps' input_offset), from one walk.
+struct ValuesGradientPlan {
+  int64_t chunks = 1;
+  std::vector<int64_t> chunk_ptr;     // out_channels x (chunks + 1)
+  std::vector<int64_t> input_offset;  // per tap
+  int64_t bytes() const {
+    return int64_t((chunk_ptr.size() + input_offset.size()) * sizeof(int64_t));
+  }
+};
+
+ValuesGradientPlan values_gradient_plan(const int64_t* rp, const at::Tensor& col_idx,
+                                        const SparseFilterGeometry& g,
+                                        const std::vector<int64_t>& column_offset,
+                                        int64_t chunk_channels) {
+  ValuesGradientPlan plan;
+  plan.chunks = ceil_div(g.in_channels_per_group(), chunk_channels);
+  plan.chunk_ptr.resize(g.out_channels * (plan.chunks + 1));
+  plan.input_offset.resize(col_idx.size(0));
+  const TapOffsetsOut offsets{plan.input_offset.data(), column_offset.data(),
+                              g.in_channels_per_group() * g.channel_block(),
+                              g.out_channels_per_group()};
+  const bool sorted = find_chunk_bounds(rp, col_idx.data_ptr<int64_t>(), g.out_channels,
+                                        chunk_of_columns(g, chunk_channels), plan.chunks,
+                                        plan.chunk_ptr.data(), &offsets);
+  if (plan.chunks == 1 || !sorted) {
+    plan.chunks = 1;
+    plan.chunk_ptr.resize(g.out_channels * 2);
+    for (int64_t oc = 0; oc < g.out_channels; ++oc) {
+      plan.chunk_ptr[2 * oc] = rp[oc];
+      plan.chunk_ptr[2 * oc + 1] = rp[oc + 1];
+    }
+  }
+  return plan;
+}
+
 // grad_values with a block of lanes<scalar_t>() samples in the vector lanes: the block's
 // input in the forward's lanes layout (lanes_layout.h: [channel][polyphase position][lane],
 // zeros in the padding) and grad_output as [channel][out row][phase_w][lane] (zeros past
@@ -157,9 +196,9 @@ inline int64_t band_count(int64_t wide) {
 template <typename scalar_t>
 void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& input,
                            const at::Tensor& row_ptr, const at::Tensor& col_idx,
-                           const FilterTaps& taps,
-                           const SparseFilterGeometry& g, const WideLanes<scalar_t>& shared,
-                           const scalar_t* forward_layout, at::Tensor& grad_values) {
+                           const RegroupedPattern* kept, const SparseFilterGeometry& g,
+                           const WideLanes<scalar_t>& shared, const scalar_t* forward_layout,
+                           at::Tensor& grad_values) {
   constexpr int64_t L = lanes<scalar_t>();
   // Half of L2: measured at 2 threads, batch 8, against one chunk of all channels, the
   // values' gradient took 1.01-1.14x less time on the four 3x3 layers at 90 % and 95 %
@@ -199,18 +238,26 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
   const int64_t chunk_channels = std::clamp<int64_t>(
       kChunkBytes / std::max<int64_t>(1, g.groups * channel_band * L * int64_t(sizeof(scalar_t))),
       1, std::max<int64_t>(1, g.in_channels_per_group()));
-  int64_t chunks = ceil_div(g.in_channels_per_group(), chunk_channels);
-  std::vector<int64_t> chunk_ptr(g.out_channels * (chunks + 1));
-  if (chunks == 1 ||
-      !find_chunk_bounds(rp, col_idx.data_ptr<int64_t>(), g.out_channels,
-                         chunk_of_columns(g, chunk_channels), chunks, chunk_ptr.data())) {
-    chunks = 1;
-    chunk_ptr.resize(g.out_channels * 2);
-    for (int64_t oc = 0; oc < g.out_channels; ++oc) {
-      chunk_ptr[2 * oc] = rp[oc];
-      chunk_ptr[2 * oc + 1] = rp[oc + 1];
-    }
+  const std::vector<int64_t> column_offset = g.column_offsets();
+  std::shared_ptr<const ValuesGradientPlan> plan;
+  auto build_plan = [&] {
+    return std::make_shared<const ValuesGradientPlan>(
+        values_gradient_plan(rp, col_idx, g, column_offset, chunk_channels));
+  };
+  if (kept != nullptr) {
+    // Everything the plan depends on besides the pattern.
+    std::vector<int64_t> key = {/*plan type*/ 1, chunk_channels, g.out_channels,
+                                g.out_channels_per_group(),
+                                g.in_channels_per_group() * g.channel_block(),
+                                g.kernel_h * g.kernel_w};
+    key.insert(key.end(), column_offset.begin(), column_offset.end());
+    plan = kept->plans->get<ValuesGradientPlan>(key, build_plan);
+  } else {
+    plan = build_plan();
   }
+  const int64_t chunks = plan->chunks;
+  const int64_t* chunk_ptr = plan->chunk_ptr.data();
+  const int64_t* input_offset = plan->input_offset.data();
   // The bands: as even as whole vector pairs allow (each starts an even number of positions
   // from the plane's start), their number fixed by the layer alone, so that each tap's sum
   // is added band by band in the same order however the work is split.
@@ -289,10 +336,10 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
       const int64_t q0 = band_start(b);
       for (int64_t j = 0; j < chunks; ++j) {
         for (int64_t oc = begin; oc < end; ++oc) {
-          const int64_t* bounds = chunk_ptr.data() + oc * (chunks + 1);
+          const int64_t* bounds = chunk_ptr + oc * (chunks + 1);
           if (bounds[j] == bounds[j + 1]) continue;
-          add_tap_dots(dot_runs, band_go(oc), xl + q0 * L, taps.input_offset.get(), L,
-                       bounds[j], bounds[j + 1], segments[b], sums);
+          add_tap_dots(dot_runs, band_go(oc), xl + q0 * L, input_offset, L, bounds[j],
+                       bounds[j + 1], segments[b], sums);
         }
       }
     };
@@ -593,13 +640,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
   // grad_output in wide layout (all of it where the lanes take no sample).
   const bool sparse_values = output_mask[1] && !dense_values;
   const bool polyphase_kernels = sparse_values && !lanes_values;
-  // Whole blocks of samples in the lanes, the samples after them one at a time by the
-  // per-sample kernel (grad_values_cpu), which also walks the taps' output channels.
+  // Whole blocks of samples in the lanes (which build their own plan of the taps), the
+  // samples after them one at a time by the per-sample kernel (grad_values_cpu), which walks
+  // the taps' output channels.
   const int64_t block = input.scalar_type() == at::kDouble ? lanes<double>() : lanes<float>();
   const int64_t blocked = lanes_values ? g.batch / block * block : 0;
-  const FilterTaps taps =
-      sparse_values ? make_filter_taps(rp, ci, g, /*with_out_channel=*/blocked < g.batch)
-                    : FilterTaps();
+  const FilterTaps taps = sparse_values && blocked < g.batch
+                              ? make_filter_taps(rp, ci, g, /*with_out_channel=*/true)
+                              : FilterTaps();
+  // The transposed pattern that the input's gradient finds by this call's row_ptr and col_idx,
+  // where it runs: the values' gradient keeps its plan with it.
+  std::shared_ptr<const RegroupedPattern> kept_pattern;
   at::Tensor grad_wide = empty || !polyphase_kernels ? at::Tensor() : to_wide(grad_output, g);
   // The input's gradient leaves grad_output's lanes layout here where the values' lanes
   // kernel can read it (wide_lanes_in).
@@ -619,6 +670,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
       // The convolution of grad_output with the transposed filter, on the forward's kernels
       // ('auto' picks among them as for any layer of this shape and density).
       const TransposedFilter t = transposed_filter(rp, ci, val, g);
+      kept_pattern = t.pattern;
+      const TrustedPatternScope trusted(t.pattern.get());
       // NCHW whatever grad_output's format, as the fake kernel says (_fake.py).
       grad_input = nchw_contiguous(sparse_filter_conv2d_cpu_sharing_layout(
           grad_output, t.row_ptr, t.col_idx, t.values, t.weight_size, c10::nullopt, {1, 1},
@@ -646,7 +699,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
     } else if (output_mask[1]) {
       grad_values = at::zeros_like(val);
       if (!empty && blocked > 0) {
-        grad_values_lanes_cpu<scalar_t>(grad_output, input, rp, ci, taps, g,
+        grad_values_lanes_cpu<scalar_t>(grad_output, input, rp, ci, kept_pattern.get(), g,
                                         wide_lanes_in<scalar_t>(grad_output_lanes, g),
                                         forward_layout_of<scalar_t>(input_layout, input, g),
                                         grad_values);

@@ -186,7 +186,7 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
       chunk_channels_for(g, col_idx.size(0), chunk_bytes() / channel_bytes);
   const SortedTaps<scalar_t> taps = sort_taps<scalar_t>(
       row_ptr, col_idx, values.to(compute_dtype), g, chunk_channels, L, /*with_offsets=*/true);
-  const int64_t* offsets = taps.tap_offsets.get();
+  const int64_t* offsets = taps.tap_offsets();
 
   const int64_t channel_block = g.channel_block();
   const int64_t block_elements = g.in_channels * channel_block * L;

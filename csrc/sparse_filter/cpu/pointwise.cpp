@@ -187,7 +187,7 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
           }
         }
         simd.pointwise_tiles(x + p0, offsets.data(), taps.values,
-                             taps.chunk_ptr.data() + oc0 * (taps.chunks + 1) + j,
+                             taps.chunk_ptr() + oc0 * (taps.chunks + 1) + j,
                              taps.chunks + 1, oc1 - oc0, /*accumulate=*/j > 0,
                              b ? b + oc0 : nullptr, y, plane, valid, tails.data(), rows, after,
                              j + 1 == taps.chunks ? last_stores : StoreEpilogue<scalar_t>{});

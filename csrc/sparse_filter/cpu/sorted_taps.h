@@ -15,6 +15,7 @@
 
 #include "csrc/common/arithmetic.h"
 #include "csrc/sparse_filter/geometry.h"
+#include "csrc/sparse_filter/pattern_cache.h"
 
 namespace torch_sparse_conv {
 
@@ -24,6 +25,20 @@ inline int64_t group_start(int64_t oc, int64_t out_channels_per_group, int64_t g
   return oc / out_channels_per_group * group_block;
 }
 
+// What sort_taps derives from the pattern and the layout's geometry, not from the values:
+// kept with a regrouped pattern between calls (pattern_cache.h, DerivedPlans).
+struct TapPlan {
+  std::vector<int64_t> chunk_ptr;  // out_channels x (chunks + 1)
+  // Where sort_taps was asked for them, per tap group_offset + column_offset[cols[k]] in one
+  // array: for kernels with so much work per tap (the lanes layout: a tile of 8-sample
+  // vectors) that this costs less than the second lookup in their inner loop (8 % of 256@14
+  // at batch 8, 2 threads). Written by find_chunk_bounds; else empty.
+  std::vector<int64_t> tap_offsets;
+  int64_t bytes() const {
+    return int64_t((chunk_ptr.size() + tap_offsets.size()) * sizeof(int64_t));
+  }
+};
+
 // Tap k of output channel oc (k in [row_ptr[oc], row_ptr[oc + 1])) reads the layout at
 // group_offset(oc) + column_offset[cols[k]] with weight values[k]; each channel's taps are
 // sorted by column, and bounds(oc)[j] is its first tap of input-channel chunk j.
@@ -32,21 +47,20 @@ struct SortedTaps {
   const int64_t* cols = nullptr;
   const scalar_t* values = nullptr;
   std::vector<int64_t> column_offset;  // per filter column, in elements of the layout
-  std::vector<int64_t> chunk_ptr;      // out_channels x (chunks + 1)
+  std::shared_ptr<const TapPlan> plan;
   int64_t chunks = 1;
   int64_t group_block = 0;             // elements of one group's input channels
   int64_t out_channels_per_group = 1;
 
-  const int64_t* bounds(int64_t oc) const { return chunk_ptr.data() + oc * (chunks + 1); }
+  const int64_t* chunk_ptr() const { return plan->chunk_ptr.data(); }
+  const int64_t* bounds(int64_t oc) const { return chunk_ptr() + oc * (chunks + 1); }
   int64_t group_offset(int64_t oc) const {
     return group_start(oc, out_channels_per_group, group_block);
   }
-
-  // Where sort_taps was asked for them, per tap group_offset + column_offset[cols[k]] in one
-  // array: for kernels with so much work per tap (the lanes layout: a tile of 8-sample
-  // vectors) that this costs less than the second lookup in their inner loop (8 % of 256@14
-  // at batch 8, 2 threads). Written by find_chunk_bounds.
-  std::unique_ptr<int64_t[]> tap_offsets;
+  // The taps' offsets (TapPlan::tap_offsets), or null where sort_taps was not asked for them.
+  const int64_t* tap_offsets() const {
+    return plan->tap_offsets.empty() ? nullptr : plan->tap_offsets.data();
+  }
 
   // What cols and values point to: the packed arrays, or sorted copies of them.
   at::Tensor cols_tensor, values_tensor;
@@ -135,8 +149,10 @@ inline bool find_chunk_bounds(const int64_t* row_ptr, const int64_t* cols, int64
 
 // `values` of the dtype computed in (scalar_t); chunks of `chunk_channels` input channels;
 // offsets in elements of a layout that interleaves `interleave` samples per position, and
-// per tap (SortedTaps::tap_offsets) where `with_offsets`. row_ptr and col_idx must have passed
-// check_csr_contents.
+// per tap (TapPlan::tap_offsets) where `with_offsets`. row_ptr and col_idx must have passed
+// check_csr_contents. Where they are a kept regrouped pattern's (trusted_pattern: the
+// backward's convolution of the transposed filter) and its columns are sorted, the plan is
+// kept with it and found again by the geometry it was built for.
 template <typename scalar_t>
 SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_idx,
                                const at::Tensor& values, const SparseFilterGeometry& g,
@@ -149,22 +165,42 @@ SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_
   sorted.out_channels_per_group = g.out_channels_per_group();
   sorted.column_offset = g.column_offsets();
   for (int64_t& offset : sorted.column_offset) offset *= interleave;
-
-  sorted.chunk_ptr.resize(g.out_channels * (sorted.chunks + 1));
-  const std::vector<int32_t> chunk_of = chunk_of_columns(g, chunk_channels);
-  // Not zeroed: each walk writes every tap's offset (check_csr_contents: the row pointers
-  // cover all of col_idx); where the columns are sorted first, the second walk's are kept.
-  if (with_offsets) sorted.tap_offsets.reset(new int64_t[col_idx.size(0)]);
-  const TapOffsetsOut offsets_out{sorted.tap_offsets.get(), sorted.column_offset.data(),
-                                  sorted.group_block, sorted.out_channels_per_group};
-  auto find_bounds = [&](const int64_t* cols) {
-    return find_chunk_bounds(rp, cols, g.out_channels, chunk_of, sorted.chunks,
-                             sorted.chunk_ptr.data(), with_offsets ? &offsets_out : nullptr);
-  };
-
   sorted.cols_tensor = col_idx;
   sorted.values_tensor = values;
-  if (!find_bounds(col_idx.data_ptr<int64_t>())) {
+
+  const std::vector<int32_t> chunk_of = chunk_of_columns(g, chunk_channels);
+  // Not zeroed: each walk writes every tap's offset (check_csr_contents: the row pointers
+  // cover all of col_idx).
+  auto walk = [&](const int64_t* cols, TapPlan& plan) {
+    plan.chunk_ptr.resize(g.out_channels * (sorted.chunks + 1));
+    if (with_offsets) plan.tap_offsets.resize(col_idx.size(0));
+    const TapOffsetsOut offsets_out{plan.tap_offsets.data(), sorted.column_offset.data(),
+                                    sorted.group_block, sorted.out_channels_per_group};
+    return find_chunk_bounds(rp, cols, g.out_channels, chunk_of, sorted.chunks,
+                             plan.chunk_ptr.data(), with_offsets ? &offsets_out : nullptr);
+  };
+  if (const RegroupedPattern* kept = trusted_pattern(row_ptr, col_idx)) {
+    // Everything the walk reads besides the pattern (its geometry, each column's offset).
+    std::vector<int64_t> key = {/*plan type*/ 0,     sorted.chunks,   sorted.group_block,
+                                sorted.out_channels_per_group,       g.out_channels,
+                                chunk_channels,      g.kernel_h * g.kernel_w,
+                                with_offsets ? 1 : 0};
+    key.insert(key.end(), sorted.column_offset.begin(), sorted.column_offset.end());
+    bool in_order = true;
+    sorted.plan = kept->plans->get<TapPlan>(key, [&] {
+      auto plan = std::make_shared<TapPlan>();
+      in_order = walk(col_idx.data_ptr<int64_t>(), *plan);
+      // A plan of unsorted columns is not kept (none is: regroup_pattern sorts them).
+      return in_order ? std::shared_ptr<const TapPlan>(plan) : nullptr;
+    });
+    if (sorted.plan != nullptr) {
+      sorted.cols = col_idx.data_ptr<int64_t>();
+      sorted.values = values.data_ptr<scalar_t>();
+      return sorted;
+    }
+  }
+  auto plan = std::make_shared<TapPlan>();
+  if (!walk(col_idx.data_ptr<int64_t>(), *plan)) {
     const int64_t* ci = col_idx.data_ptr<int64_t>();
     std::vector<int64_t> order(col_idx.size(0));
     std::iota(order.begin(), order.end(), 0);
@@ -175,8 +211,9 @@ SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_
     const at::Tensor index = at::tensor(order, col_idx.options());
     sorted.cols_tensor = col_idx.index_select(0, index);
     sorted.values_tensor = values.index_select(0, index);
-    find_bounds(sorted.cols_tensor.template data_ptr<int64_t>());
+    walk(sorted.cols_tensor.template data_ptr<int64_t>(), *plan);
   }
+  sorted.plan = std::move(plan);
   sorted.cols = sorted.cols_tensor.template data_ptr<int64_t>();
   sorted.values = sorted.values_tensor.template data_ptr<scalar_t>();
   return sorted;
