@@ -232,7 +232,8 @@ TransposedFilter transposed_filter(const at::Tensor& row_ptr, const at::Tensor& 
       [&](const at::Tensor& rp, const at::Tensor& ci) {
         return regroup_pattern(rp, ci, g, std::vector<int64_t>(g.taps_per_filter(), 0),
                                flipped_of, 1, kernel);
-      });
+      },
+      /*with_plans=*/true);
   TransposedFilter t = regrouped_filter(*pattern, values);
   t.weight_size = {g.in_channels, g.out_channels_per_group(), g.kernel_h, g.kernel_w};
   t.pattern = pattern;
@@ -279,7 +280,8 @@ std::vector<TransposedFilter> phase_filters(const at::Tensor& row_ptr, const at:
       regroup_key(kPhases, g), row_ptr, col_idx,
       [&](const at::Tensor& rp, const at::Tensor& ci) {
         return regroup_pattern(rp, ci, g, phase_of, column_of, phases, rows * cols);
-      });
+      },
+      /*with_plans=*/false);  // its filters are narrowed views: never trusted, no plans
   const TransposedFilter all = regrouped_filter(*pattern, values);
   const int64_t* start = all.row_ptr.data_ptr<int64_t>();
   std::vector<TransposedFilter> filters(phases);

@@ -3,7 +3,8 @@
 //
 // Nothing here is remembered between calls but the regrouped patterns of the transposed and
 // per-phase filters (pattern_cache.h), found by the call's row_ptr and col_idx compared bit
-// for bit with the copies they were built from; their values are gathered afresh. A write
+// for bit with the copies they were built from, and the plans kept with them; their values
+// are gathered afresh. A write
 // through `.data`, numpy or another view changes a tensor without bumping its version
 // counter, so a cache keyed on tensor identity and version can serve a stale weight or skip
 // the index check that keeps the kernels in bounds. Each pass is O(nnz) (the dense weight
@@ -21,6 +22,8 @@
 #include "csrc/sparse_filter/geometry.h"
 
 namespace torch_sparse_conv {
+
+struct RegroupedPattern;  // pattern_cache.h
 
 // Per group, the sorted filter columns that at least one of its output channels keeps.
 // row_ptr and col_idx must have passed check_csr_contents.
@@ -61,13 +64,12 @@ SparseFilterGeometry check_sparse_filter_backward_args(
 // the input channels, (C_in, C_out/groups, kH, kW), by a counting sort of the taps: O(nnz +
 // C_in), each row in order of output channel. Taps of one (output, input) channel pair keep
 // their values; duplicates stay duplicates.
-struct RegroupedPattern;  // pattern_cache.h
-
 struct TransposedFilter {
   at::Tensor row_ptr, col_idx, values;
   std::vector<int64_t> weight_size;
   int64_t phase = 0;  // phase_filters: the phase it is for
-  // transposed_filter: the kept pattern row_ptr and col_idx are, and the plans kept with it.
+  // transposed_filter: the kept pattern row_ptr and col_idx are, and the plans kept with it
+  // (null from phase_filters).
   std::shared_ptr<const RegroupedPattern> pattern;
 };
 TransposedFilter transposed_filter(const at::Tensor& row_ptr, const at::Tensor& col_idx,

@@ -126,11 +126,13 @@ class PatternCache {
 thread_local const RegroupedPattern* innermost_trusted = nullptr;
 
 // Room for a pattern's plans: two (the input gradient's convolution and the values'
-// gradient), each a tap offset per tap and up to 64 chunk bounds per row.
+// gradient), each a tap offset per tap and up to 32 chunk bounds per row, and their keys
+// (about one element per filter column; 4 KiB each is 512 input channels of a 3x3 kernel).
+// A plan that needs more is built for its call only.
 int64_t plan_room(const at::Tensor& row_ptr, const at::Tensor& col_idx,
                   const RegroupedPattern& p) {
   const int64_t rows = row_ptr.numel() + p.row_ptr.numel();
-  return 2 * col_idx.nbytes() + rows * 65 * int64_t(sizeof(int64_t));
+  return 2 * col_idx.nbytes() + rows * 33 * int64_t(sizeof(int64_t)) + 2 * 4096;
 }
 
 }  // namespace
@@ -150,8 +152,12 @@ void DerivedPlans::keep(const std::vector<int64_t>& key, std::shared_ptr<const v
     if (kept.first == key) return;  // another thread's, the same
   }
   if (used_ + bytes > room_) return;
+  try {
+    plans_.emplace_back(key, std::move(plan));
+  } catch (const std::bad_alloc&) {
+    return;  // not kept: this call has its plan all the same
+  }
   used_ += bytes;
-  plans_.emplace_back(key, std::move(plan));
 }
 
 TrustedPatternScope::TrustedPatternScope(const RegroupedPattern* pattern)
@@ -169,11 +175,14 @@ const RegroupedPattern* trusted_pattern(const at::Tensor& row_ptr, const at::Ten
 
 std::shared_ptr<const RegroupedPattern> regrouped_pattern(
     const RegroupKey& key, const at::Tensor& row_ptr, const at::Tensor& col_idx,
-    const std::function<RegroupedPattern(const at::Tensor&, const at::Tensor&)>& build) {
+    const std::function<RegroupedPattern(const at::Tensor&, const at::Tensor&)>& build,
+    bool with_plans) {
   PatternCache& cache = PatternCache::instance();
   if (cache.limit() == 0) {
-    // Kept nowhere: no room for plans.
+    // Kept nowhere: no room for plans, which would be built from the caller's tensors.
     RegroupedPattern p = build(row_ptr, col_idx);
+    p.built_from_row_ptr = row_ptr;
+    p.built_from_col_idx = col_idx;
     p.plans = std::make_shared<const DerivedPlans>(0);
     return std::make_shared<const RegroupedPattern>(std::move(p));
   }
@@ -185,7 +194,9 @@ std::shared_ptr<const RegroupedPattern> regrouped_pattern(
   entry->row_ptr = row_ptr.clone();
   entry->col_idx = col_idx.clone();
   RegroupedPattern built = build(entry->row_ptr, entry->col_idx);
-  const int64_t room = plan_room(row_ptr, col_idx, built);
+  built.built_from_row_ptr = entry->row_ptr;
+  built.built_from_col_idx = entry->col_idx;
+  const int64_t room = with_plans ? plan_room(row_ptr, col_idx, built) : 0;
   built.plans = std::make_shared<const DerivedPlans>(room);
   entry->pattern = std::make_shared<const RegroupedPattern>(std::move(built));
   const RegroupedPattern& p = *entry->pattern;

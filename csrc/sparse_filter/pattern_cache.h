@@ -33,17 +33,25 @@ namespace torch_sparse_conv {
 // VM): a step of 512x7x7 at 90 / 95 % 0.90x / 0.93x the time, the other 3x3 layers of
 // ResNet-50 0.98-1.0x. Within the room the entry reserved for them (counted in the cache's
 // megabytes); a plan that does not fit is built for its call only. Thread-safe.
+// The kinds of plan kept, each key's first element.
+enum class PlanType : int64_t {
+  kSortedTaps = 0,      // sorted_taps.h, TapPlan: the input gradient's convolution
+  kValuesGradient = 1,  // cpu/backward.cpp, ValuesGradientPlan
+};
+
 class DerivedPlans {
  public:
   explicit DerivedPlans(int64_t room) : room_(room) {}
 
-  // The plan kept under `key` (whose first element names the plan's type), else build()'s,
-  // kept where Plan::bytes() fits the room left (and not where build() returns null).
+  // The plan kept under `key` (whose first element is the plan's PlanType), else build()'s,
+  // kept where it and its key fit the room left (and not where build() returns null).
   template <class Plan, class Build>
   std::shared_ptr<const Plan> get(const std::vector<int64_t>& key, Build&& build) const {
     if (auto kept = find(key)) return std::static_pointer_cast<const Plan>(kept);
     std::shared_ptr<const Plan> plan = build();  // null: none to keep
-    if (plan != nullptr) keep(key, plan, plan->bytes());
+    if (plan != nullptr) {
+      keep(key, plan, plan->bytes() + int64_t(key.size() * sizeof(int64_t)));
+    }
     return plan;
   }
 
@@ -62,7 +70,10 @@ class DerivedPlans {
 struct RegroupedPattern {
   at::Tensor row_ptr, col_idx;  // int64, rows + 1 and nnz
   at::Tensor source;            // int64, nnz: the forward's tap whose value each tap takes
-  // Plans of this pattern and of the one it was built from (regrouped_pattern sets it).
+  // Set by regrouped_pattern: the row_ptr and col_idx it was built from (the entry's copies,
+  // which no one writes: plans of that pattern are built from these, never from a caller's
+  // tensors, which another thread may be writing), and the plans of both patterns.
+  at::Tensor built_from_row_ptr, built_from_col_idx;
   std::shared_ptr<const DerivedPlans> plans;
 };
 
@@ -97,9 +108,11 @@ using RegroupKey = std::array<int64_t, 10>;
 // (default 256, read once; 0 keeps none; at most 256 entries; entries that are no longer
 // found make room, see PatternCache::keep). row_ptr and col_idx contiguous int64 on the CPU.
 // Thread-safe; kept patterns are never written.
+// `with_plans`: whether the entry reserves room for plans (DerivedPlans).
 std::shared_ptr<const RegroupedPattern> regrouped_pattern(
     const RegroupKey& key, const at::Tensor& row_ptr, const at::Tensor& col_idx,
-    const std::function<RegroupedPattern(const at::Tensor&, const at::Tensor&)>& build);
+    const std::function<RegroupedPattern(const at::Tensor&, const at::Tensor&)>& build,
+    bool with_plans);
 
 // Frees every kept pattern (torch_sparse_conv.empty_pattern_cache()); returns the bytes
 // they held (patterns that calls in progress still use are freed when those calls end).

@@ -71,10 +71,11 @@ torch.manual_seed(0)
 for dtype in (torch.float32, torch.float64):
     # Whole lane blocks; rows of an even phase_w, with an even and an odd number of output
     # pixels (the last half vector), and an odd phase_w (the 32-byte kernel at either width).
-    for (n, c, h, w, o, kh, kw, p) in [(8, 12, 14, 14, 10, 3, 3, 1), (8, 6, 18, 22, 7, 3, 2, 0),
-                                       (8, 9, 7, 7, 11, 3, 3, 1), (4, 5, 28, 28, 6, 3, 3, 1)]:
+    # (10 % kept: above the sparse kernels' density limit the gradient is oneDNN's.)
+    for (n, c, h, w, o, kh, kw, p) in [(8, 24, 14, 14, 20, 3, 3, 1), (8, 12, 18, 22, 14, 3, 2, 0),
+                                       (8, 18, 7, 7, 22, 3, 3, 1), (9, 10, 28, 28, 12, 3, 3, 1)]:
         x = torch.randn(n, c, h, w, dtype=dtype, requires_grad=True)
-        wt = torch.randn(o, c, kh, kw, dtype=dtype) * (torch.rand(o, c, kh, kw) < 0.3)
+        wt = torch.randn(o, c, kh, kw, dtype=dtype) * (torch.rand(o, c, kh, kw) < 0.1)
         go = torch.randn(F.conv2d(x, wt, padding=(1, p)).shape, dtype=dtype)
         rp, ci, v = tsc.pack_sparse_filter(wt)
         v.requires_grad_()
@@ -96,4 +97,8 @@ print("ok")
 def test_values_gradient_matches_autograd_at_both_widths(bytes_):
     result = run_python("-c", GRAD_SCRIPT, TSC_CONV_VECTOR_BYTES=bytes_)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split()[-1] == "ok"
+    width, ok = result.stdout.split()[-2:]
+    assert ok == "ok"
+    if bytes_ == "64" and int(width) != 64:
+        pytest.skip(f"no AVX-512 kernels here (they compute in {width}-byte vectors)")
+    assert width == bytes_

@@ -156,8 +156,8 @@ def test_lanes_kernel_visits_input_channels_in_chunks(case, shuffled):
 
 
 def test_per_sample_sums_do_not_depend_on_how_taps_fall_into_tasks():
-    """One sample at a time the taps of one output channel are summed up to eight at a time
-    (dot_runs), in runs cut where a task ends: at 2 threads the tasks split the taps where 1
+    """One sample at a time the taps of one output channel are summed a few at a time
+    (dot_runs: up to 24 runs a call, 8 or 12 at once), in runs cut where a task ends: at 2 threads the tasks split the taps where 1
     thread does not, so a tap's sum must have the same bits in runs of any length. A plane of
     40x41 (runs of about 1,700 elements: whole vectors, half vectors and single elements
     after them) cuts the taps into tasks of a few each."""

@@ -209,6 +209,37 @@ def test_plans_kept_with_the_pattern_give_the_same_bits():
     assert digests[0] == digests[1]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_unsorted_hand_made_csr_keeps_no_plan_and_gets_both_gradients_right(dtype):
+    """A CSR whose rows list their columns out of order (valid, not what pack_sparse_filter
+    emits): its transposed pattern's rows are unsorted too, so the input gradient's tap plan
+    is not kept (sorted per call), and the values' gradient takes each row whole. Batch 8
+    fills the lanes; called three times (built, then found), both gradients right and the
+    same bits each time."""
+    gen = torch.Generator().manual_seed(21)
+    shape = (20, 12, 3, 3)
+    weight = random_weight(shape, 0.15, dtype, gen)
+    x = torch.randn(8, 12, 10, 9, dtype=dtype, generator=gen)
+    grad_out = torch.randn(8, 20, 10, 9, dtype=dtype, generator=gen)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(weight)
+    order = []
+    for oc in range(shape[0]):
+        lo, hi = int(row_ptr[oc]), int(row_ptr[oc + 1])
+        order += list(range(lo, hi))[::-1]  # each row's columns reversed
+    col_idx, values = col_idx[order].contiguous(), values[order].contiguous()
+    assert any(int(row_ptr[oc + 1]) - int(row_ptr[oc]) > 1 for oc in range(shape[0]))
+    tsc.empty_pattern_cache()
+    results = [_grads(x, row_ptr, col_idx, values, shape, (1, 1), grad_out) for _ in range(3)]
+    for grads in results[1:]:
+        assert torch.equal(grads[0], results[0][0]) and torch.equal(grads[1], results[0][1])
+    tolerance = dict(rtol=1e-4, atol=1e-3) if dtype == torch.float32 else {}
+    torch.testing.assert_close(results[0][0], _expected_grad_input(x, weight, (1, 1), grad_out),
+                               **tolerance)
+    torch.testing.assert_close(
+        _dense(row_ptr, col_idx, results[0][1], shape),
+        _expected_grad_values(x, row_ptr, col_idx, values, shape, (1, 1), grad_out), **tolerance)
+
+
 def test_no_pattern_kept_when_the_limit_is_zero():
     run_script(
         "import torch, torch_sparse_conv as tsc, torch.nn.functional as F\n"
@@ -269,9 +300,9 @@ def test_empty_pattern_is_kept_and_found(stride):
 
 
 def test_byte_limit_bounds_what_is_kept():
-    """TSC_PATTERN_CACHE_MB=1: six layers of about 180 KB of pattern each, called in turn
-    three times, keep at most 1 MiB and get their gradients right; a layer whose pattern
-    alone exceeds the limit is not kept."""
+    """TSC_PATTERN_CACHE_MB=1: six layers of about 180 KB of pattern each (about 320 KB with
+    the room each reserves for its plans), called in turn three times, keep at most 1 MiB and
+    get their gradients right; a layer whose pattern alone exceeds the limit is not kept."""
     run_script(
         "import torch, torch_sparse_conv as tsc, torch.nn.functional as F\n"
         "torch.manual_seed(0)\n"

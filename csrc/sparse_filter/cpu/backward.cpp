@@ -40,8 +40,9 @@ namespace torch_sparse_conv {
 namespace {
 
 // gv[k] += dot(plane, base + offsets[k] * scale) over the segments, for the taps k in
-// [first, last) of one output channel, kRuns at a time: each load of the plane serves them
-// all (dot_runs), and a tap's sum has the same bits however the taps are cut into runs.
+// [first, last) of one output channel, up to kRuns a call: each load of the plane serves the
+// 8 or 12 runs dot_runs takes at a time, and a tap's sum has the same bits however the taps
+// are cut into runs.
 template <typename scalar_t, typename DotRuns>
 void add_tap_dots(DotRuns dot_runs, const scalar_t* plane, const scalar_t* base,
                   const int64_t* offsets, int64_t scale, int64_t first, int64_t last,
@@ -145,22 +146,23 @@ inline int64_t band_count(int64_t wide) {
 // each tap's offset in a sample's layout (make_filter_taps' input_offset), from one walk.
 struct ValuesGradientPlan {
   int64_t chunks = 1;
-  std::vector<int64_t> chunk_ptr;     // out_channels x (chunks + 1)
-  std::vector<int64_t> input_offset;  // per tap
+  std::vector<int64_t> chunk_ptr;    // out_channels x (chunks + 1)
+  UninitializedInt64s input_offset;  // per tap
   int64_t bytes() const {
-    return int64_t((chunk_ptr.size() + input_offset.size()) * sizeof(int64_t));
+    return int64_t((chunk_ptr.size() + input_offset.size) * sizeof(int64_t));
   }
 };
 
-ValuesGradientPlan values_gradient_plan(const int64_t* rp, const at::Tensor& col_idx,
+ValuesGradientPlan values_gradient_plan(const at::Tensor& row_ptr, const at::Tensor& col_idx,
                                         const SparseFilterGeometry& g,
                                         const std::vector<int64_t>& column_offset,
                                         int64_t chunk_channels) {
+  const int64_t* rp = row_ptr.data_ptr<int64_t>();
   ValuesGradientPlan plan;
   plan.chunks = ceil_div(g.in_channels_per_group(), chunk_channels);
   plan.chunk_ptr.resize(g.out_channels * (plan.chunks + 1));
-  plan.input_offset.resize(col_idx.size(0));
-  const TapOffsetsOut offsets{plan.input_offset.data(), column_offset.data(),
+  plan.input_offset.allocate(col_idx.size(0));  // the walk writes every tap's
+  const TapOffsetsOut offsets{plan.input_offset.data.get(), column_offset.data(),
                               g.in_channels_per_group() * g.channel_block(),
                               g.out_channels_per_group()};
   const bool sorted = find_chunk_bounds(rp, col_idx.data_ptr<int64_t>(), g.out_channels,
@@ -179,11 +181,11 @@ ValuesGradientPlan values_gradient_plan(const int64_t* rp, const at::Tensor& col
 
 // grad_values with a block of lanes<scalar_t>() samples in the vector lanes: the block's
 // input in the forward's lanes layout (lanes_layout.h: [channel][polyphase position][lane],
-// zeros in the padding) and grad_output as [channel][out row][phase_w][lane] (zeros past
-// out_w), so a tap's sum over the block is one dot product of contiguous runs of
-// rows x phase_w x lanes elements, 8x longer than one sample's (a 7x7 plane's runs were 61
-// elements: 1.9 million dots at 512x7x7, batch 8), at any stride: a tap is a shift in one
-// phase plane. The rows go in bands of at most kBandPixels positions and the input channels
+// zeros in the padding) and grad_output as [channel][out row][phase_w][lane] (what lies past
+// out_w in a row is not read), so a tap's sum over the block is one dot product over the
+// output rows, each a run of out_w x lanes elements, 8x longer than one sample's (a 7x7
+// plane's runs were 61 elements: 1.9 million dots at 512x7x7, batch 8), at any stride: a
+// tap is a shift in one phase plane. The rows go in bands of at most kBandPixels positions and the input channels
 // in chunks, so a chunk's band of input stays in L2 while every output channel of the task
 // reads it (a band of all channels is 1.3 MB at 512x7x7). Parallel over bands (each band's
 // sums apart, then added in band order) or over output channels: each tap's sum is its own,
@@ -213,14 +215,13 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
   const at::Tensor go = lay_out_go ? nchw_contiguous(grad_output) : at::Tensor();
   const scalar_t* xp = lay_out_x ? x.data_ptr<scalar_t>() : nullptr;
   const scalar_t* gp = lay_out_go ? go.data_ptr<scalar_t>() : nullptr;
-  const int64_t* rp = row_ptr.data_ptr<int64_t>();
   scalar_t* gv = grad_values.data_ptr<scalar_t>();
   const int64_t channel_block = g.channel_block();
   const int64_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w;
   const int64_t run = g.out_h * g.phase_w;  // positions of a wide output plane
-  // The layouts write every position: the input's with its padding, grad_output's with
-  // zeros in its wide columns (a zeroed buffer cost a pass over all of it: the fill was 2 %
-  // of a 64@56 training step at 95 %).
+  // Not zeroed (a zeroed buffer cost a pass over all of it: the fill was 2 % of a 64@56
+  // training step at 95 %): the input's layout writes every position, its padding included;
+  // grad_output's its rows' out_w positions, all that the segments below read.
   const int64_t block_elements = g.in_channels * channel_block * L;
   at::Tensor x_lanes = at::empty({lay_out_x ? block_elements : int64_t(0)}, input.options());
   scalar_t* own_xl = x_lanes.data_ptr<scalar_t>();
@@ -240,24 +241,27 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
       1, std::max<int64_t>(1, g.in_channels_per_group()));
   const std::vector<int64_t> column_offset = g.column_offsets();
   std::shared_ptr<const ValuesGradientPlan> plan;
-  auto build_plan = [&] {
-    return std::make_shared<const ValuesGradientPlan>(
-        values_gradient_plan(rp, col_idx, g, column_offset, chunk_channels));
-  };
   if (kept != nullptr) {
-    // Everything the plan depends on besides the pattern.
-    std::vector<int64_t> key = {/*plan type*/ 1, chunk_channels, g.out_channels,
-                                g.out_channels_per_group(),
+    // Everything the plan depends on besides the pattern: the chunks, the groups, the
+    // layout. Built from the entry's own copies of the pattern, which equalled row_ptr and
+    // col_idx when this call found it (another thread may write those since).
+    std::vector<int64_t> key = {int64_t(PlanType::kValuesGradient), chunk_channels,
+                                g.out_channels,  g.out_channels_per_group(),
                                 g.in_channels_per_group() * g.channel_block(),
                                 g.kernel_h * g.kernel_w};
-    key.insert(key.end(), column_offset.begin(), column_offset.end());
-    plan = kept->plans->get<ValuesGradientPlan>(key, build_plan);
+    append_layout_key(key, g, column_offset, 1);
+    plan = kept->plans->get<ValuesGradientPlan>(key, [&] {
+      return std::make_shared<const ValuesGradientPlan>(values_gradient_plan(
+          kept->built_from_row_ptr, kept->built_from_col_idx, g, column_offset,
+          chunk_channels));
+    });
   } else {
-    plan = build_plan();
+    plan = std::make_shared<const ValuesGradientPlan>(
+        values_gradient_plan(row_ptr, col_idx, g, column_offset, chunk_channels));
   }
   const int64_t chunks = plan->chunks;
   const int64_t* chunk_ptr = plan->chunk_ptr.data();
-  const int64_t* input_offset = plan->input_offset.data();
+  const int64_t* input_offset = plan->input_offset.data.get();
   // The bands: as even as whole vector pairs allow (each starts an even number of positions
   // from the plane's start), their number fixed by the layer alone, so that each tap's sum
   // is added band by band in the same order however the work is split.
@@ -326,7 +330,6 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
         scalar_t* row = dst + (r - dst_row) * g.phase_w * L;
         kernels.interleave(gp + (n0 * g.out_channels + oc) * out_plane + r * g.out_w,
                            g.out_channels * out_plane, L, g.out_w, row, L);
-        std::fill(row + g.out_w * L, row + std::max(g.out_w, g.phase_w) * L, scalar_t(0));
       }
     };
     // Adds the dots of band b of output channels [begin, end) to sums, grad_output's

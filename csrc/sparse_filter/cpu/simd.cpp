@@ -249,6 +249,8 @@ TSC_INLINE scalar_t dot_rest(const scalar_t* a, const scalar_t* b, int64_t p, in
 // the width (VEX and EVEX loads clear the register's upper part), nothing read past it. (A
 // memcpy into a zeroed vector went through the stack: a wide load of two narrower stores,
 // which stalls on store forwarding, 2.5x the time of a 7x7 layer's values' gradient.)
+// (GCC 12 and Clang have __builtin_shufflevector; older GCCs get the memcpy: right, slower.)
+#if defined(__clang__) || __GNUC__ >= 12
 template <typename scalar_t, int BYTES, size_t... I>
 TSC_INLINE typename Vec<scalar_t, BYTES>::type load_low_half(const scalar_t* p,
                                                              std::index_sequence<I...>) {
@@ -258,8 +260,17 @@ TSC_INLINE typename Vec<scalar_t, BYTES>::type load_low_half(const scalar_t* p,
 }
 template <typename scalar_t, int BYTES>
 TSC_INLINE typename Vec<scalar_t, BYTES>::type load_low_half(const scalar_t* p) {
-  return load_low_half<scalar_t, BYTES>(p, std::make_index_sequence<Vec<scalar_t, BYTES>::lanes>());
+  return load_low_half<scalar_t, BYTES>(
+      p, std::make_index_sequence<Vec<scalar_t, BYTES>::lanes>());
 }
+#else
+template <typename scalar_t, int BYTES>
+TSC_INLINE typename Vec<scalar_t, BYTES>::type load_low_half(const scalar_t* p) {
+  typename Vec<scalar_t, BYTES>::type v{};
+  std::memcpy(&v, p, BYTES / 2);
+  return v;
+}
+#endif
 
 // out[t] = sum over the segments of sum_p a[p] * b[t][p], for t < kRuns: two accumulators a
 // run over pairs of vectors, a segment's odd vector and then its odd half vector into the

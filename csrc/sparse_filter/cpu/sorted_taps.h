@@ -25,6 +25,17 @@ inline int64_t group_start(int64_t oc, int64_t out_channels_per_group, int64_t g
   return oc / out_channels_per_group * group_block;
 }
 
+// int64s left uninitialised for a walk that writes every one (a zeroed std::vector cost a
+// pass of its own: about 5 % of the lanes forward on 512@7, batch 8, 2 threads).
+struct UninitializedInt64s {
+  std::unique_ptr<int64_t[]> data;
+  int64_t size = 0;
+  void allocate(int64_t n) {
+    data.reset(new int64_t[n]);
+    size = n;
+  }
+};
+
 // What sort_taps derives from the pattern and the layout's geometry, not from the values:
 // kept with a regrouped pattern between calls (pattern_cache.h, DerivedPlans).
 struct TapPlan {
@@ -32,12 +43,22 @@ struct TapPlan {
   // Where sort_taps was asked for them, per tap group_offset + column_offset[cols[k]] in one
   // array: for kernels with so much work per tap (the lanes layout: a tile of 8-sample
   // vectors) that this costs less than the second lookup in their inner loop (8 % of 256@14
-  // at batch 8, 2 threads). Written by find_chunk_bounds; else empty.
-  std::vector<int64_t> tap_offsets;
+  // at batch 8, 2 threads). Written by find_chunk_bounds; else none.
+  UninitializedInt64s tap_offsets;
   int64_t bytes() const {
-    return int64_t((chunk_ptr.size() + tap_offsets.size()) * sizeof(int64_t));
+    return int64_t((chunk_ptr.size() + tap_offsets.size) * sizeof(int64_t));
   }
 };
+
+// The part of a plan's key that says which layout its offsets are in: each column's offset
+// follows from the first channel's (its kernel taps) and the channel block.
+inline void append_layout_key(std::vector<int64_t>& key, const SparseFilterGeometry& g,
+                              const std::vector<int64_t>& column_offset, int64_t interleave) {
+  key.push_back(g.taps_per_filter());
+  key.push_back(g.channel_block() * interleave);
+  const int64_t kernel = std::min(g.kernel_h * g.kernel_w, g.taps_per_filter());
+  key.insert(key.end(), column_offset.begin(), column_offset.begin() + kernel);
+}
 
 // Tap k of output channel oc (k in [row_ptr[oc], row_ptr[oc + 1])) reads the layout at
 // group_offset(oc) + column_offset[cols[k]] with weight values[k]; each channel's taps are
@@ -58,15 +79,13 @@ struct SortedTaps {
     return group_start(oc, out_channels_per_group, group_block);
   }
   // The taps' offsets (TapPlan::tap_offsets), or null where sort_taps was not asked for them.
-  const int64_t* tap_offsets() const {
-    return plan->tap_offsets.empty() ? nullptr : plan->tap_offsets.data();
-  }
+  const int64_t* tap_offsets() const { return plan->tap_offsets.data.get(); }
 
   // What cols and values point to: the packed arrays, or sorted copies of them.
   at::Tensor cols_tensor, values_tensor;
 };
 
-// Where find_chunk_bounds also writes each tap's offset in the layout (SortedTaps::tap_offsets):
+// Where find_chunk_bounds also writes each tap's offset in the layout (TapPlan::tap_offsets):
 // out[k] = group_start(oc, out_channels_per_group, group_block) + column_offset[cols[k]].
 struct TapOffsetsOut {
   int64_t* out;
@@ -169,29 +188,30 @@ SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_
   sorted.values_tensor = values;
 
   const std::vector<int32_t> chunk_of = chunk_of_columns(g, chunk_channels);
-  // Not zeroed: each walk writes every tap's offset (check_csr_contents: the row pointers
-  // cover all of col_idx).
+  // The offsets not zeroed: each walk writes every tap's (check_csr_contents: the row
+  // pointers cover all of col_idx); where the columns are sorted first, the second walk's
+  // are kept.
   auto walk = [&](const int64_t* cols, TapPlan& plan) {
     plan.chunk_ptr.resize(g.out_channels * (sorted.chunks + 1));
-    if (with_offsets) plan.tap_offsets.resize(col_idx.size(0));
-    const TapOffsetsOut offsets_out{plan.tap_offsets.data(), sorted.column_offset.data(),
+    if (with_offsets && plan.tap_offsets.size == 0) plan.tap_offsets.allocate(col_idx.size(0));
+    const TapOffsetsOut offsets_out{plan.tap_offsets.data.get(), sorted.column_offset.data(),
                                     sorted.group_block, sorted.out_channels_per_group};
     return find_chunk_bounds(rp, cols, g.out_channels, chunk_of, sorted.chunks,
                              plan.chunk_ptr.data(), with_offsets ? &offsets_out : nullptr);
   };
   if (const RegroupedPattern* kept = trusted_pattern(row_ptr, col_idx)) {
-    // Everything the walk reads besides the pattern (its geometry, each column's offset).
-    std::vector<int64_t> key = {/*plan type*/ 0,     sorted.chunks,   sorted.group_block,
-                                sorted.out_channels_per_group,       g.out_channels,
-                                chunk_channels,      g.kernel_h * g.kernel_w,
-                                with_offsets ? 1 : 0};
-    key.insert(key.end(), sorted.column_offset.begin(), sorted.column_offset.end());
-    bool in_order = true;
+    // Everything the walk reads besides the pattern: the chunks, the groups, the layout.
+    std::vector<int64_t> key = {int64_t(PlanType::kSortedTaps), chunk_channels,
+                                sorted.chunks,  sorted.group_block,
+                                sorted.out_channels_per_group,   g.out_channels,
+                                g.kernel_h * g.kernel_w,         with_offsets ? 1 : 0};
+    append_layout_key(key, g, sorted.column_offset, interleave);
     sorted.plan = kept->plans->get<TapPlan>(key, [&] {
       auto plan = std::make_shared<TapPlan>();
-      in_order = walk(col_idx.data_ptr<int64_t>(), *plan);
-      // A plan of unsorted columns is not kept (none is: regroup_pattern sorts them).
-      return in_order ? std::shared_ptr<const TapPlan>(plan) : nullptr;
+      // Not kept where the columns are not sorted (regroup_pattern keeps each forward row's
+      // order, so a hand-made CSR's unsorted rows give unsorted rows): sorted below.
+      return walk(col_idx.data_ptr<int64_t>(), *plan) ? std::shared_ptr<const TapPlan>(plan)
+                                                      : nullptr;
     });
     if (sorted.plan != nullptr) {
       sorted.cols = col_idx.data_ptr<int64_t>();
