@@ -25,6 +25,12 @@
 
 namespace torch_sparse_conv {
 
+// The kinds of plan kept (DerivedPlans), each key's first element.
+enum class PlanType : int64_t {
+  kSortedTaps = 0,      // sorted_taps.h, TapPlan: the input gradient's convolution
+  kValuesGradient = 1,  // cpu/backward.cpp, ValuesGradientPlan
+};
+
 // Plans that kernels derive from a kept pattern and a layer's geometry, not from its values
 // (chunk bounds and tap offsets: sorted_taps.h, and the values' gradient's in
 // cpu/backward.cpp), kept with the pattern, so that a step that finds the pattern builds
@@ -33,12 +39,6 @@ namespace torch_sparse_conv {
 // VM): a step of 512x7x7 at 90 / 95 % 0.90x / 0.93x the time, the other 3x3 layers of
 // ResNet-50 0.98-1.0x. Within the room the entry reserved for them (counted in the cache's
 // megabytes); a plan that does not fit is built for its call only. Thread-safe.
-// The kinds of plan kept, each key's first element.
-enum class PlanType : int64_t {
-  kSortedTaps = 0,      // sorted_taps.h, TapPlan: the input gradient's convolution
-  kValuesGradient = 1,  // cpu/backward.cpp, ValuesGradientPlan
-};
-
 class DerivedPlans {
  public:
   explicit DerivedPlans(int64_t room) : room_(room) {}
@@ -103,12 +103,11 @@ using RegroupKey = std::array<int64_t, 10>;
 
 // The regrouped pattern of (row_ptr, col_idx) under `key`: a kept one whose copies of
 // row_ptr and col_idx equal these bit for bit, else `build(copy of row_ptr, copy of
-// col_idx)` with room for its plans, kept for later calls where it fits in
-// TSC_PATTERN_CACHE_MB megabytes in all
+// col_idx)`, kept for later calls where it fits in TSC_PATTERN_CACHE_MB megabytes in all
 // (default 256, read once; 0 keeps none; at most 256 entries; entries that are no longer
-// found make room, see PatternCache::keep). row_ptr and col_idx contiguous int64 on the CPU.
-// Thread-safe; kept patterns are never written.
-// `with_plans`: whether the entry reserves room for plans (DerivedPlans).
+// found make room, see PatternCache::keep), with room reserved for its plans where
+// `with_plans` (DerivedPlans). row_ptr and col_idx contiguous int64 on the CPU. Thread-safe;
+// kept patterns are never written.
 std::shared_ptr<const RegroupedPattern> regrouped_pattern(
     const RegroupKey& key, const at::Tensor& row_ptr, const at::Tensor& col_idx,
     const std::function<RegroupedPattern(const at::Tensor&, const at::Tensor&)>& build,
