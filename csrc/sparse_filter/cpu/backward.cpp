@@ -185,9 +185,9 @@ ValuesGradientPlan values_gradient_plan(const at::Tensor& row_ptr, const at::Ten
 // out_w in a row is not read), so a tap's sum over the block is one dot product over the
 // output rows, each a run of out_w x lanes elements, 8x longer than one sample's (a 7x7
 // plane's runs were 61 elements: 1.9 million dots at 512x7x7, batch 8), at any stride: a
-// tap is a shift in one phase plane. The rows go in bands of at most kBandPixels positions and the input channels
-// in chunks, so a chunk's band of input stays in L2 while every output channel of the task
-// reads it (a band of all channels is 1.3 MB at 512x7x7). Parallel over bands (each band's
+// tap is a shift in one phase plane. The rows go in bands of at most kBandPixels positions
+// and the input channels in chunks, so a chunk's band of input stays in L2 while every
+// output channel of the task reads it (a band of all channels is 1.3 MB at 512x7x7). Parallel over bands (each band's
 // sums apart, then added in band order) or over output channels: each tap's sum is its own,
 // added band by band and block by block in a fixed order, whatever the split. Adds
 // to grad_values the sums over the whole blocks of the batch; the caller takes the samples
