@@ -179,21 +179,20 @@ ValuesGradientPlan values_gradient_plan(const at::Tensor& row_ptr, const at::Ten
   return plan;
 }
 
-// grad_values with a block of lanes<scalar_t>() samples in the vector lanes: the block's
-// input in the forward's lanes layout (lanes_layout.h: [channel][polyphase position][lane],
-// zeros in the padding) and grad_output as [channel][out row][phase_w][lane] (what lies past
-// out_w in a row is not read), so a tap's sum over the block is one dot product over the
-// output rows, each a run of out_w x lanes elements, 8x longer than one sample's (a 7x7
-// plane's runs were 61 elements: 1.9 million dots at 512x7x7, batch 8), at any stride: a
-// tap is a shift in one phase plane. The rows go in bands of at most kBandPixels positions
-// and the input channels in chunks, so a chunk's band of input stays in L2 while every
-// output channel of the task reads it (a band of all channels is 1.3 MB at 512x7x7). Parallel over bands (each band's
-// sums apart, then added in band order) or over output channels: each tap's sum is its own,
-// added band by band and block by block in a fixed order, whatever the split. Adds
-// to grad_values the sums over the whole blocks of the batch; the caller takes the samples
-// after them one at a time (a block of one sample in eight lanes cost 4x dense's time at
-// batch 1). grad_output is read from `shared` where the input's gradient left it so laid
-// out (wide_lanes_in), else laid out here; the input from `forward_layout` where the forward
+// grad_values with a block of lanes<scalar_t>() samples in the vector lanes: the block's input in
+// the forward's lanes layout (lanes_layout.h: [channel][polyphase position][lane], zeros in the
+// padding) and grad_output as [channel][out row][phase_w][lane] (what lies past out_w in a row is
+// not read), so a tap's sum over the block is one dot product over the output rows, each a run of
+// out_w x lanes elements, 8x longer than one sample's (a 7x7 plane's runs were 61 elements: 1.9
+// million dots at 512x7x7, batch 8), at any stride: a tap is a shift in one phase plane. The rows
+// go in bands of at most kBandPixels positions and the input channels in chunks, so a chunk's band
+// of input stays in L2 while every output channel of the task reads it (a band of all channels is
+// 1.3 MB at 512x7x7). Parallel over bands (each band's sums apart, then added in band order) or
+// over output channels: each tap's sum is its own, added band by band and block by block in a fixed
+// order, whatever the split. Adds to grad_values the sums over the whole blocks of the batch; the
+// caller takes the samples after them one at a time (a block of one sample in eight lanes cost 4x
+// dense's time at batch 1). grad_output is read from `shared` where the input's gradient left it so
+// laid out (wide_lanes_in), else laid out here; the input from `forward_layout` where the forward
 // kept its layout (all the batch's blocks, block_elements apart), else laid out here.
 template <typename scalar_t>
 void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& input,

@@ -272,12 +272,12 @@ TSC_INLINE typename Vec<scalar_t, BYTES>::type load_low_half(const scalar_t* p) 
 }
 #endif
 
-// out[t] = sum over the segments of sum_p a[p] * b[t][p], for t < kRuns: two accumulators a
-// run over pairs of vectors, a segment's odd vector and then its odd half vector into the
-// first (a 7x7 plane's rows of 8-sample pixels are 7 32-byte vectors, or 3.5 64-byte ones),
-// what is left after them (less than half a vector: only one-sample runs) in a scalar sum;
-// then the accumulators' lanes. Every run's sum takes the same operations in the same order whatever
-// kRuns is (so the same bits); a's vectors are loaded once for all runs.
+// out[t] = sum over the segments of sum_p a[p] * b[t][p], for t < kRuns: two accumulators a run
+// over pairs of vectors, a segment's odd vector and then its odd half vector into the first (a 7x7
+// plane's rows of 8-sample pixels are 7 32-byte vectors, or 3.5 64-byte ones), what is left after
+// them (less than half a vector: only one-sample runs) in a scalar sum; then the accumulators'
+// lanes. Every run's sum takes the same operations in the same order whatever kRuns is (so the same
+// bits); a's vectors are loaded once for all runs.
 template <typename scalar_t, int BYTES, int kRuns>
 TSC_INLINE void dot_runs_impl(const scalar_t* a, const scalar_t* const* b,
                               const DotSegment* segments, int64_t segment_count, scalar_t* out) {
