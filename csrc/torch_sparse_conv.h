@@ -83,10 +83,11 @@ at::Tensor toeplitz_conv2d(const at::Tensor& images, const at::Tensor& kernel,
 // costs a page fault per 4 KiB. This frees that memory now; returns the bytes released.
 int64_t release_cached_outputs();
 
-// The CPU backward of a sparse filter keeps the transposed pattern of the input's gradient
-// between calls (found by row_ptr and col_idx, compared bit for bit on every call; up to
-// TSC_PATTERN_CACHE_MB megabytes, default 256, read at the first backward, 0 for none). This
-// frees them now; returns the bytes they held.
+// The CPU kernels of a sparse filter keep its pattern once checked, with their plans, and
+// the backward the transposed pattern of the input's gradient, between calls (found by
+// row_ptr and col_idx, compared bit for bit on every call; up to TSC_PATTERN_CACHE_MB
+// megabytes, default 256, read at the first call, 0 for none). This frees them now; returns
+// the bytes they held.
 int64_t release_cached_patterns();
 
 // ---------------------------------------------------------------- build facts

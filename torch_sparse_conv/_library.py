@@ -83,15 +83,18 @@ def empty_output_cache() -> int:
 
 
 def empty_pattern_cache() -> int:
-    """Frees the transposed filter patterns the CPU backward of a sparse filter keeps.
+    """Frees the filter patterns the CPU kernels of a sparse filter keep.
 
-    The input's gradient convolves with the filter transposed; regrouping the taps took about
-    5 % of a training step on 512x7x7, so the regrouped pattern is kept between calls, found by
-    the layer's ``row_ptr`` and ``col_idx`` compared bit for bit on every call (the values are
-    gathered afresh each call). At most ``TSC_PATTERN_CACHE_MB`` megabytes are kept (default
-    256, read at the first backward; set it to 0 before then to keep none); where a model's
-    patterns exceed it, those kept stay until no call has found them for a while. Returns the
-    number of bytes released (patterns in use by a running call are freed when it ends)."""
+    The forward keeps each layer's pattern once checked, with the plans its kernels derive
+    from it (chunk bounds and tap offsets: a walk over the taps that cost up to a sixth of a
+    forward of 512x7x7 at batch 1); the backward keeps the transposed pattern its input
+    gradient convolves with (regrouping the taps took about 5 % of a training step on
+    512x7x7). Each is found by the layer's ``row_ptr`` and ``col_idx`` compared bit for bit on
+    every call (the values are read afresh each call), so a pattern written in place is never
+    served stale. At most ``TSC_PATTERN_CACHE_MB`` megabytes are kept (default 256, read at
+    the first call; set it to 0 before then to keep none); where a model's patterns exceed
+    it, those kept stay until no call has found them for a while. Returns the number of bytes
+    released (patterns in use by a running call are freed when it ends)."""
     from . import _C
 
     return int(_C._release_cached_patterns())

@@ -213,9 +213,28 @@ RegroupKey regroup_key(int64_t kind, const SparseFilterGeometry& g) {
   return {kind,         g.in_channels, g.out_channels, g.groups,     g.kernel_h,
           g.kernel_w,   g.stride_h,    g.stride_w,     g.dilation_h, g.dilation_w};
 }
-constexpr int64_t kTransposed = 0, kPhases = 1;
+constexpr int64_t kTransposed = 0, kPhases = 1, kChecked = 2;
 
 }  // namespace
+
+std::shared_ptr<const RegroupedPattern> checked_pattern(const at::Tensor& row_ptr,
+                                                        const at::Tensor& col_idx,
+                                                        const SparseFilterGeometry& g) {
+  // What the check depends on: the rows (output channels) and the columns' bound (the
+  // channels per group and the kernel); not the stride, padding or dilation.
+  const RegroupKey key = {kChecked, g.in_channels, g.out_channels, g.groups, g.kernel_h,
+                          g.kernel_w, 0, 0, 0, 0};
+  return regrouped_pattern(
+      key, row_ptr, col_idx,
+      [&](const at::Tensor& rp, const at::Tensor& ci) {
+        check_csr_contents(rp, ci, g.taps_per_filter());
+        RegroupedPattern same;
+        same.row_ptr = rp;
+        same.col_idx = ci;
+        return same;
+      },
+      /*with_plans=*/true);
+}
 
 TransposedFilter transposed_filter(const at::Tensor& row_ptr, const at::Tensor& col_idx,
                                    const at::Tensor& values, const SparseFilterGeometry& g) {

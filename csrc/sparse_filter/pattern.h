@@ -1,10 +1,10 @@
 // What the sparse-filter kernels derive from a packed filter's pattern, computed on every
 // call from the tensors as they are now.
 //
-// Nothing here is remembered between calls but the regrouped patterns of the transposed and
-// per-phase filters (pattern_cache.h), found by the call's row_ptr and col_idx compared bit
-// for bit with the copies they were built from, and the plans kept with them; their values
-// are gathered afresh. A write
+// Nothing here is remembered between calls but the checked pattern itself and the regrouped
+// patterns of the transposed and per-phase filters (pattern_cache.h), found by the call's
+// row_ptr and col_idx compared bit for bit with the copies they were built from, and the
+// plans kept with them; their values are gathered afresh. A write
 // through `.data`, numpy or another view changes a tensor without bumping its version
 // counter, so a cache keyed on tensor identity and version can serve a stale weight or skip
 // the index check that keeps the kernels in bounds. Each pass is O(nnz) (the dense weight
@@ -57,6 +57,17 @@ SparseFilterGeometry check_sparse_filter_backward_args(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& row_ptr,
     const at::Tensor& col_idx, const at::Tensor& values, at::IntArrayRef weight_size,
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups);
+
+// The pattern (row_ptr, col_idx) itself, checked by check_csr_contents once and kept by
+// content (pattern_cache.h): a later call whose row_ptr and col_idx equal it bit for bit finds
+// it by that comparison alone, and the plans kept with it (sorted_taps.h) spare the
+// forward's kernels their walk over the taps. Its row_ptr and col_idx are the entry's own
+// copies, which no one writes: the kernels read those (inside a TrustedPatternScope), not
+// the caller's. Entries depend on the filter's channels, groups and kernel size only.
+// Where the cache keeps nothing (TSC_PATTERN_CACHE_MB=0) the caller's tensors, checked.
+std::shared_ptr<const RegroupedPattern> checked_pattern(const at::Tensor& row_ptr,
+                                                        const at::Tensor& col_idx,
+                                                        const SparseFilterGeometry& g);
 
 // The filter of the gradient of the input: for stride 1, the input's gradient is the
 // convolution of grad_output with every tap moved to (input channel, output channel) and

@@ -1,4 +1,6 @@
-// The transposed patterns of the input's gradient, kept between calls and found by content.
+// The patterns the sparse-filter CPU kernels keep between calls, found by content: the
+// forward's own, checked (checked_pattern, pattern.h), and the transposed patterns of the
+// input's gradient.
 //
 // Training runs the backward on one pattern for thousands of steps, and regrouping its taps
 // into the transposed filter (pattern.h) took 5 % of a step of 512x7x7 at 90 %, batch 8, 2
@@ -33,11 +35,13 @@ enum class PlanType : int64_t {
 
 // Plans that kernels derive from a kept pattern and a layer's geometry, not from its values
 // (chunk bounds and tap offsets: sorted_taps.h, and the values' gradient's in
-// cpu/backward.cpp), kept with the pattern, so that a step that finds the pattern builds
+// cpu/backward.cpp), kept with the pattern, so that a call that finds the pattern builds
 // none of them again: their walks over the taps were 6 % of a training step of 512x7x7 at
 // 95 %, batch 8, 2 threads (perf). Kept against rebuilt (15 alternated rounds, Intel Xeon
-// VM): a step of 512x7x7 at 90 / 95 % 0.90x / 0.93x the time, the other 3x3 layers of
-// ResNet-50 0.98-1.0x. Within the room the entry reserved for them (counted in the cache's
+// VM): the backward's, a step of 512x7x7 at 90 / 95 % 0.90x / 0.93x the time, the other 3x3
+// layers of ResNet-50 0.98-1.0x; the forward's (its pattern compared instead of checked and
+// walked, 11 rounds), 512x7x7 at batch 1 0.83x / 0.85x, 256x14x14 0.94x, batch 8 512x7x7
+// 0.91x at 90 %, the others 0.96-1.0x. Within the room the entry reserved for them (counted in the cache's
 // megabytes); a plan that does not fit is built for its call only. Thread-safe.
 class DerivedPlans {
  public:
@@ -66,7 +70,9 @@ class DerivedPlans {
   mutable std::vector<std::pair<std::vector<int64_t>, std::shared_ptr<const void>>> plans_;
 };
 
-// A pattern's taps regrouped into another CSR (pattern.cpp, regroup_pattern).
+// A pattern's taps regrouped into another CSR (pattern.cpp, regroup_pattern), or the pattern
+// itself, checked (checked_pattern: row_ptr and col_idx are the entry's copies, source
+// undefined).
 struct RegroupedPattern {
   at::Tensor row_ptr, col_idx;  // int64, rows + 1 and nnz
   at::Tensor source;            // int64, nnz: the forward's tap whose value each tap takes
@@ -78,10 +84,11 @@ struct RegroupedPattern {
 };
 
 // For the calls this thread makes while it lives, `pattern`'s row_ptr and col_idx are known
-// to be a regrouped pattern's: built from a checked CSR and never written. The backward
-// convolves with the transposed filter inside one; trusted_pattern finds it by tensor
-// identity (those tensors never leave the extension), so that the forward kernels neither
-// check that CSR again nor rebuild its plans.
+// to be a kept pattern's: checked (or built from a checked CSR) and never written. The
+// forward runs its kernels inside one on its checked pattern, and the backward convolves
+// with the transposed filter inside one; trusted_pattern finds it by tensor identity (those
+// tensors never leave the extension), so that the forward kernels neither check that CSR
+// again nor rebuild its plans.
 class TrustedPatternScope {
  public:
   explicit TrustedPatternScope(const RegroupedPattern* pattern);
@@ -106,8 +113,9 @@ using RegroupKey = std::array<int64_t, 10>;
 // col_idx)`, kept for later calls where it fits in TSC_PATTERN_CACHE_MB megabytes in all
 // (default 256, read once; 0 keeps none; at most 256 entries; entries that are no longer
 // found make room, see PatternCache::keep), with room reserved for its plans where
-// `with_plans` (DerivedPlans). row_ptr and col_idx contiguous int64 on the CPU. Thread-safe;
-// kept patterns are never written.
+// `with_plans` (DerivedPlans). Where it could not be kept (no room), `build(row_ptr,
+// col_idx)` for this call, without copies or room for plans. row_ptr and col_idx contiguous
+// int64 on the CPU. Thread-safe; kept patterns are never written.
 std::shared_ptr<const RegroupedPattern> regrouped_pattern(
     const RegroupKey& key, const at::Tensor& row_ptr, const at::Tensor& col_idx,
     const std::function<RegroupedPattern(const at::Tensor&, const at::Tensor&)>& build,

@@ -5,6 +5,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -117,8 +119,17 @@ at::Tensor forward_cpu(const at::Tensor& input, const at::Tensor& row_ptr,
   };
   SparseFilterMethod method = parse_sparse_filter_method(method_name);
   at::Tensor rp = row_ptr.contiguous(), ci = col_idx.contiguous(), val = values.contiguous();
-  // (Not a kept regrouped pattern's: built from a checked CSR, never written.)
-  if (trusted_pattern(rp, ci) == nullptr) check_csr_contents(rp, ci, g.taps_per_filter());
+  // The caller's pattern checked, or found equal to one checked before: the kernels read the
+  // kept copies and their plans (a kept regrouped pattern is trusted already: built from a
+  // checked CSR, never written).
+  std::shared_ptr<const RegroupedPattern> checked;
+  std::optional<TrustedPatternScope> trusted;
+  if (trusted_pattern(rp, ci) == nullptr) {
+    checked = checked_pattern(rp, ci, g);
+    rp = checked->row_ptr;
+    ci = checked->col_idx;
+    trusted.emplace(checked.get());
+  }
   if (g.taps_per_filter() == 0) {
     return finished(in_memory_format_of(input, output_without_taps(input, bias, g)));
   }
@@ -129,7 +140,7 @@ at::Tensor forward_cpu(const at::Tensor& input, const at::Tensor& row_ptr,
     // 'direct' reads and writes float16/bfloat16 itself; the others run their float32 code on
     // widened arguments (the epilogue after, on the output rounded, as the unfused ops).
     return finished(computed_in_float32<&sparse_filter_conv2d_cpu>()(
-        input, row_ptr, col_idx, values, weight_size, bias, stride, padding, dilation, groups,
+        input, rp, ci, values, weight_size, bias, stride, padding, dilation, groups,
         method == SparseFilterMethod::Dense ? "dense" : "unfold", c10::nullopt, false));
   }
 

@@ -1,7 +1,8 @@
 // The kept taps of a packed filter as the CPU 'direct' kernels read them: in place, from the
-// packed arrays. Per call the plan costs a look at each output channel's columns (are they
-// sorted?) and a walk along each output channel's columns, not a copy per tap: at batch 1
-// on small planes (512@7) a per-tap copy cost as much as the convolution.
+// packed arrays. The plan costs a walk along each output channel's columns (are they sorted?
+// where does each chunk start?), not a copy per tap: at batch 1 on small planes (512@7) a
+// per-tap copy cost as much as the convolution. It is kept with the pattern where the
+// pattern is kept (pattern_cache.h), and built per call where it is not.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -37,7 +38,7 @@ struct UninitializedInt64s {
 };
 
 // What sort_taps derives from the pattern and the layout's geometry, not from the values:
-// kept with a regrouped pattern between calls (pattern_cache.h, DerivedPlans).
+// kept with the pattern between calls where it is kept (pattern_cache.h, DerivedPlans).
 struct TapPlan {
   std::vector<int64_t> chunk_ptr;  // out_channels x (chunks + 1)
   // Where sort_taps was asked for them, per tap group_offset + column_offset[cols[k]] in one
@@ -169,9 +170,9 @@ inline bool find_chunk_bounds(const int64_t* row_ptr, const int64_t* cols, int64
 // `values` of the dtype computed in (scalar_t); chunks of `chunk_channels` input channels;
 // offsets in elements of a layout that interleaves `interleave` samples per position, and
 // per tap (TapPlan::tap_offsets) where `with_offsets`. row_ptr and col_idx must have passed
-// check_csr_contents. Where they are a kept regrouped pattern's (trusted_pattern: the
-// backward's convolution of the transposed filter) and its columns are sorted, the plan is
-// kept with it and found again by the geometry it was built for.
+// check_csr_contents. Where they are a kept pattern's (trusted_pattern: the forward's checked
+// pattern, or the transposed filter's of the backward's convolution) and its columns are
+// sorted, the plan is kept with it and found again by the geometry it was built for.
 template <typename scalar_t>
 SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_idx,
                                const at::Tensor& values, const SparseFilterGeometry& g,

@@ -1,0 +1,194 @@
+"""The forward's own pattern, kept between calls (checked_pattern, csrc/sparse_filter/pattern.h):
+checked once, then found by row_ptr and col_idx compared bit for bit, with the plans of the
+CPU 'direct' kernels (chunk bounds, tap offsets) kept beside it. A pattern rewritten in place
+(same tensors, same version counter) is checked and planned afresh, never served stale, and an
+invalid one is rejected even after a valid one was kept."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import torch_sparse_conv as tsc
+
+from testing import random_weight, run_python, run_script
+
+CONV = torch.ops.torch_sparse_conv.sparse_filter_conv2d
+
+# (batch, kernel): batch 1 and 3 take the one-sample kernel, 8 the lanes (float64 blocks of
+# 4 samples, float32 of 8); a 1x1 kernel on a 12x12 plane the pointwise one.
+KERNEL_PATHS = [(1, 3), (3, 3), (8, 3), (8, 1), (1, 1)]
+
+
+def _layer(batch, kernel, dtype=torch.float64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    shape = (24, 16, kernel, kernel)
+    weight = random_weight(shape, 0.2, dtype, gen)
+    x = torch.randn(batch, 16, 12, 12, dtype=dtype, generator=gen)
+    return shape, weight, x
+
+
+def _forward(x, row_ptr, col_idx, values, shape):
+    pad = shape[2] // 2
+    return CONV(x, row_ptr, col_idx, values, list(shape), None, [1, 1], [pad, pad], [1, 1], 1,
+                "direct")
+
+
+def _expected(x, row_ptr, col_idx, values, shape):
+    weight = tsc.unpack_sparse_filter(row_ptr, col_idx, values, list(shape))
+    return F.conv2d(x, weight, None, 1, shape[2] // 2)
+
+
+@pytest.mark.parametrize("batch,kernel", KERNEL_PATHS)
+def test_forward_keeps_its_pattern_and_finds_it(batch, kernel):
+    shape, weight, x = _layer(batch, kernel)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(weight)
+    tsc.empty_pattern_cache()
+    first = _forward(x, row_ptr, col_idx, values, shape)
+    assert tsc.empty_pattern_cache() > 0, "the forward kept no pattern"
+    _forward(x, row_ptr, col_idx, values, shape)  # keeps it again
+    for _ in range(2):  # finds it (and its plans)
+        assert torch.equal(_forward(x, row_ptr, col_idx, values, shape), first)
+    torch.testing.assert_close(first, _expected(x, row_ptr, col_idx, values, shape))
+
+
+@pytest.mark.parametrize("batch,kernel", KERNEL_PATHS)
+def test_forward_pattern_written_in_place_is_not_served_stale(batch, kernel):
+    """The same row_ptr and col_idx tensors rewritten through .data between calls: first
+    every tap moved to other columns of its row (col_idx only), then a tap moved from one row
+    to the next (row_ptr too). A cache keyed on identity or version would serve the first
+    pattern's chunk bounds and tap offsets."""
+    shape, weight, x = _layer(batch, kernel)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(weight)
+    versions = (row_ptr._version, col_idx._version)
+    outputs = []
+    for _ in range(2):  # keeps it, then finds it
+        outputs.append(_forward(x, row_ptr, col_idx, values, shape))
+    torch.testing.assert_close(outputs[-1], _expected(x, row_ptr, col_idx, values, shape))
+
+    columns = shape[1] * shape[2] * shape[3]
+    for oc in range(shape[0]):
+        lo, hi = int(row_ptr[oc]), int(row_ptr[oc + 1])
+        col_idx.data[lo:hi] = torch.arange(columns - (hi - lo), columns)
+    moved = _forward(x, row_ptr, col_idx, values, shape)
+    torch.testing.assert_close(moved, _expected(x, row_ptr, col_idx, values, shape))
+    assert not torch.equal(moved, outputs[-1])
+
+    taken = int(row_ptr[1]) - 1  # row 0 gives its last tap to row 1
+    assert taken >= int(row_ptr[0])
+    row_ptr.data[1] = taken
+    lo, hi = int(row_ptr[1]), int(row_ptr[2])
+    col_idx.data[lo:hi] = torch.arange(hi - lo)
+    assert (row_ptr._version, col_idx._version) == versions
+    torch.testing.assert_close(_forward(x, row_ptr, col_idx, values, shape),
+                               _expected(x, row_ptr, col_idx, values, shape))
+
+
+@pytest.mark.parametrize("batch,kernel", [(1, 3), (8, 3)])
+def test_pattern_made_invalid_in_place_is_rejected_after_a_kept_one(batch, kernel):
+    """A valid pattern is kept; then a column index, or a row pointer, is written out of range
+    through .data: the next call must not find the kept entry, and its check names the
+    argument (an out-of-bounds read otherwise)."""
+    shape, weight, x = _layer(batch, kernel)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(weight)
+    for _ in range(2):
+        _forward(x, row_ptr, col_idx, values, shape)
+    columns = shape[1] * shape[2] * shape[3]
+    saved = int(col_idx[5])
+    col_idx.data[5] = columns + 1000
+    with pytest.raises(RuntimeError, match=r"col_idx\[5\] = "):
+        _forward(x, row_ptr, col_idx, values, shape)
+    col_idx.data[5] = saved
+    _forward(x, row_ptr, col_idx, values, shape)  # valid again: found
+    row_ptr.data[3] = int(row_ptr[4]) + 1  # no longer non-decreasing
+    with pytest.raises(RuntimeError, match="row_ptr"):
+        _forward(x, row_ptr, col_idx, values, shape)
+
+
+def test_values_are_read_afresh_by_a_kept_pattern():
+    shape, weight, x = _layer(8, 3)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(weight)
+    for _ in range(2):
+        _forward(x, row_ptr, col_idx, values, shape)
+    values.data.mul_(-3.0)
+    torch.testing.assert_close(_forward(x, row_ptr, col_idx, values, shape),
+                               _expected(x, row_ptr, col_idx, values, shape))
+
+
+def test_layers_of_one_shape_and_size_get_their_own_patterns():
+    """Two patterns of equal shape and nnz, called in turn: each finds its own entry."""
+    shape, _, x = _layer(8, 3)
+    layers = []
+    for seed in (1, 2):
+        gen = torch.Generator().manual_seed(seed)
+        keep = torch.zeros(shape).flatten()
+        keep[torch.randperm(keep.numel(), generator=gen)[:400]] = 1
+        weight = torch.randn(shape, dtype=torch.float64, generator=gen) * keep.view(shape)
+        layers.append(tsc.pack_sparse_filter(weight))
+    assert layers[0][1].numel() == layers[1][1].numel() == 400
+    for _ in range(3):
+        for row_ptr, col_idx, values in layers:
+            torch.testing.assert_close(_forward(x, row_ptr, col_idx, values, shape),
+                                       _expected(x, row_ptr, col_idx, values, shape))
+
+
+FORWARD_SCRIPT = r"""
+import hashlib, torch, torch_sparse_conv as tsc
+gen = torch.Generator().manual_seed(7)
+digest = hashlib.sha256()
+# One-sample (1, 3), lanes (8, 9: a block and samples after it), pointwise (1x1), groups;
+# float32 and float64; each pattern called three times (builds, then finds), and once more on
+# a plane of another size (plans of another geometry kept with the same pattern).
+for dtype, batch, kernel, groups in [(torch.float32, 1, 3, 1), (torch.float32, 8, 3, 1),
+                                     (torch.float32, 9, 3, 2), (torch.float64, 3, 3, 1),
+                                     (torch.float64, 8, 1, 1), (torch.float32, 1, 1, 2)]:
+    w = torch.randn(32, 24 // groups, kernel, kernel, dtype=dtype, generator=gen)
+    w = w * (torch.rand(w.shape, generator=gen) < 0.1)
+    rp, ci, v = tsc.pack_sparse_filter(w)
+    for size in [(14, 14), (9, 17), (14, 14)]:
+        x = torch.randn(batch, 24, *size, dtype=dtype, generator=gen)
+        for call in range(3):
+            y = torch.ops.torch_sparse_conv.sparse_filter_conv2d(
+                x, rp, ci, v, list(w.shape), None, [1, 1], [kernel // 2] * 2, [1, 1], groups,
+                'direct')
+            if call == 0:
+                first = y
+            assert torch.equal(y, first)
+        digest.update(y.numpy().tobytes())
+print(digest.hexdigest())
+"""
+
+
+def test_kept_and_rebuilt_forward_plans_give_the_same_bits():
+    """The plans kept with the forward's pattern hold what the kernels would build afresh:
+    the same bits with the cache on (built, then found) and off (TSC_PATTERN_CACHE_MB=0:
+    nothing kept, every plan built per call)."""
+    digests = []
+    for limit in ("256", "0"):
+        result = run_python("-c", FORWARD_SCRIPT, TSC_PATTERN_CACHE_MB=limit)
+        assert result.returncode == 0, result.stderr[-3000:]
+        digests.append(result.stdout.split()[-1])
+    assert digests[0] == digests[1]
+
+
+def test_pattern_too_large_to_keep_is_checked_and_used_for_its_call():
+    """TSC_PATTERN_CACHE_MB=1: a layer whose pattern and plans' room exceed the limit keeps
+    nothing (no copies made for nothing), and its forward is right; a small one is kept."""
+    run_script(
+        "import torch, torch_sparse_conv as tsc, torch.nn.functional as F\n"
+        "torch.manual_seed(0)\n"
+        "def forward(w, x):\n"
+        "    rp, ci, v = tsc.pack_sparse_filter(w)\n"
+        "    y = torch.ops.torch_sparse_conv.sparse_filter_conv2d(x, rp, ci, v, list(w.shape),"
+        " None, [1, 1], [1, 1], [1, 1], 1, 'direct')\n"
+        "    torch.testing.assert_close(y, F.conv2d(x, w, None, 1, 1))\n"
+        "x = torch.randn(1, 64, 6, 6, dtype=torch.float64)\n"
+        "big = torch.randn(256, 64, 3, 3, dtype=torch.float64)"
+        " * (torch.rand(256, 64, 3, 3) < 0.5)\n"
+        "for _ in range(2):\n"
+        "    forward(big, x)\n"
+        "assert tsc.empty_pattern_cache() == 0\n"
+        "small = torch.randn(16, 64, 3, 3, dtype=torch.float64)"
+        " * (torch.rand(16, 64, 3, 3) < 0.2)\n"
+        "forward(small, x)\n"
+        "assert tsc.empty_pattern_cache() > 0\n"
+        "print('ok')\n",
+        TSC_PATTERN_CACHE_MB="1")
