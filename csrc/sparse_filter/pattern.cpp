@@ -318,7 +318,7 @@ std::vector<TransposedFilter> phase_filters(const at::Tensor& row_ptr, const at:
 }
 
 FilterTaps make_filter_taps(const at::Tensor& row_ptr, const at::Tensor& col_idx,
-                            const SparseFilterGeometry& g, bool with_out_channel) {
+                            const SparseFilterGeometry& g) {
   auto rp = row_ptr.contiguous();
   auto ci = col_idx.contiguous();
   const int64_t* r = rp.data_ptr<int64_t>();
@@ -327,7 +327,7 @@ FilterTaps make_filter_taps(const at::Tensor& row_ptr, const at::Tensor& col_idx
   const int64_t group_block = g.in_channels_per_group() * g.channel_block();
   const std::vector<int64_t> column_offset = g.column_offsets();
   FilterTaps taps;
-  if (with_out_channel) taps.out_channel.reset(new int64_t[nnz]);
+  taps.out_channel.reset(new int64_t[nnz]);
   taps.input_offset.reset(new int64_t[nnz]);
   int64_t* out_channel = taps.out_channel.get();
   int64_t* input_offset = taps.input_offset.get();
@@ -339,7 +339,7 @@ FilterTaps make_filter_taps(const at::Tensor& row_ptr, const at::Tensor& col_idx
       for (int64_t k = r[oc]; k < r[oc + 1]; ++k) {
         input_offset[k] = group_offset + column_offset[c[k]];
       }
-      if (out_channel != nullptr) std::fill(out_channel + r[oc], out_channel + r[oc + 1], oc);
+      std::fill(out_channel + r[oc], out_channel + r[oc + 1], oc);
     }
   });
   return taps;

@@ -101,14 +101,14 @@ std::vector<TransposedFilter> phase_filters(const at::Tensor& row_ptr, const at:
 // alpha_max per dimension: the padding of phase_filters' convolutions.
 std::array<int64_t, 2> phase_padding(const SparseFilterGeometry& g);
 
-// Per-nonzero facts the values' gradient needs: the offset of each nonzero's tap inside the
-// polyphase layout of the whole sample (group and channel included) and, where asked for,
-// its output channel. (Arrays left uninitialised until filled, not written twice.)
+// Per-nonzero facts the per-sample values' gradient needs: the offset of each nonzero's tap
+// inside the polyphase layout of the whole sample (group and channel included) and its
+// output channel. (Arrays left uninitialised until filled, not written twice.)
 struct FilterTaps {
-  std::unique_ptr<int64_t[]> out_channel;   // nnz, or null
+  std::unique_ptr<int64_t[]> out_channel;   // nnz
   std::unique_ptr<int64_t[]> input_offset;  // nnz
 };
 FilterTaps make_filter_taps(const at::Tensor& row_ptr, const at::Tensor& col_idx,
-                            const SparseFilterGeometry& g, bool with_out_channel);
+                            const SparseFilterGeometry& g);
 
 }  // namespace torch_sparse_conv

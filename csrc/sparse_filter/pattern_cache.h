@@ -29,8 +29,8 @@ namespace torch_sparse_conv {
 
 // The kinds of plan kept (DerivedPlans), each key's first element.
 enum class PlanType : int64_t {
-  kSortedTaps = 0,      // sorted_taps.h, TapPlan: the input gradient's convolution
-  kValuesGradient = 1,  // cpu/backward.cpp, ValuesGradientPlan
+  kSortedTaps = 0,      // sorted_taps.h, sort_taps: the forward kernels
+  kValuesGradient = 1,  // cpu/backward.cpp, values_gradient_plan
 };
 
 // Plans that kernels derive from a kept pattern and a layer's geometry, not from its values

@@ -141,33 +141,18 @@ inline int64_t band_count(int64_t wide) {
 }
 
 // What the lanes values' gradient derives from the pattern and the geometry, not from the
-// values: each output channel's first tap in each chunk of chunk_channels input channels (its
-// row as it is where there is one chunk or its columns are not sorted: a hand-made CSR), and
-// each tap's offset in a sample's layout (make_filter_taps' input_offset), from one walk.
-struct ValuesGradientPlan {
-  int64_t chunks = 1;
-  std::vector<int64_t> chunk_ptr;    // out_channels x (chunks + 1)
-  UninitializedInt64s input_offset;  // per tap
-  int64_t bytes() const {
-    return int64_t((chunk_ptr.size() + input_offset.size) * sizeof(int64_t));
-  }
-};
-
-ValuesGradientPlan values_gradient_plan(const at::Tensor& row_ptr, const at::Tensor& col_idx,
-                                        const SparseFilterGeometry& g,
-                                        const std::vector<int64_t>& column_offset,
-                                        int64_t chunk_channels) {
+// values (a TapPlan, sorted_taps.h): each output channel's first tap in each chunk of
+// chunk_channels input channels (its row as it is where there is one chunk or its columns are
+// not sorted: a hand-made CSR), and each tap's offset in a sample's layout, from one walk.
+TapPlan values_gradient_plan(const at::Tensor& row_ptr, const at::Tensor& col_idx,
+                             const SparseFilterGeometry& g,
+                             const std::vector<int64_t>& column_offset, int64_t chunk_channels) {
   const int64_t* rp = row_ptr.data_ptr<int64_t>();
-  ValuesGradientPlan plan;
-  plan.chunks = ceil_div(g.in_channels_per_group(), chunk_channels);
-  plan.chunk_ptr.resize(g.out_channels * (plan.chunks + 1));
-  plan.input_offset.allocate(col_idx.size(0));  // the walk writes every tap's
-  const TapOffsetsOut offsets{plan.input_offset.data.get(), column_offset.data(),
-                              g.in_channels_per_group() * g.channel_block(),
-                              g.out_channels_per_group()};
-  const bool sorted = find_chunk_bounds(rp, col_idx.data_ptr<int64_t>(), g.out_channels,
-                                        chunk_of_columns(g, chunk_channels), plan.chunks,
-                                        plan.chunk_ptr.data(), &offsets);
+  const TapLayout layout{column_offset.data(), g.in_channels_per_group() * g.channel_block(),
+                         g.out_channels_per_group()};
+  bool sorted = false;
+  TapPlan plan = plan_taps(rp, col_idx.data_ptr<int64_t>(), col_idx.size(0), g, chunk_channels,
+                           &layout, sorted);
   if (plan.chunks == 1 || !sorted) {
     plan.chunks = 1;
     plan.chunk_ptr.resize(g.out_channels * 2);
@@ -239,7 +224,7 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
       kChunkBytes / std::max<int64_t>(1, g.groups * channel_band * L * int64_t(sizeof(scalar_t))),
       1, std::max<int64_t>(1, g.in_channels_per_group()));
   const std::vector<int64_t> column_offset = g.column_offsets();
-  std::shared_ptr<const ValuesGradientPlan> plan;
+  std::shared_ptr<const TapPlan> plan;
   if (kept != nullptr) {
     // Everything the plan depends on besides the pattern: the chunks, the groups, the
     // layout. Built from the entry's own copies of the pattern, which equalled row_ptr and
@@ -249,18 +234,18 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
                                 g.in_channels_per_group() * g.channel_block(),
                                 g.kernel_h * g.kernel_w};
     append_layout_key(key, g, column_offset, 1);
-    plan = kept->plans->get<ValuesGradientPlan>(key, [&] {
-      return std::make_shared<const ValuesGradientPlan>(values_gradient_plan(
+    plan = kept->plans->get<TapPlan>(key, [&] {
+      return std::make_shared<const TapPlan>(values_gradient_plan(
           kept->built_from_row_ptr, kept->built_from_col_idx, g, column_offset,
           chunk_channels));
     });
   } else {
-    plan = std::make_shared<const ValuesGradientPlan>(
+    plan = std::make_shared<const TapPlan>(
         values_gradient_plan(row_ptr, col_idx, g, column_offset, chunk_channels));
   }
   const int64_t chunks = plan->chunks;
   const int64_t* chunk_ptr = plan->chunk_ptr.data();
-  const int64_t* input_offset = plan->input_offset.data.get();
+  const int64_t* input_offset = plan->tap_offsets.data.get();
   // The bands: as even as whole vector pairs allow (each starts an even number of positions
   // from the plane's start), their number fixed by the layer alone, so that each tap's sum
   // is added band by band in the same order however the work is split.
@@ -648,7 +633,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sparse_filter_conv2d_backward_cpu
   const int64_t block = input.scalar_type() == at::kDouble ? lanes<double>() : lanes<float>();
   const int64_t blocked = lanes_values ? g.batch / block * block : 0;
   const FilterTaps taps = sparse_values && blocked < g.batch
-                              ? make_filter_taps(rp, ci, g, /*with_out_channel=*/true)
+                              ? make_filter_taps(rp, ci, g)
                               : FilterTaps();
   // The transposed pattern that the input's gradient finds by this call's row_ptr and col_idx,
   // where it runs: the values' gradient keeps its plan with it.

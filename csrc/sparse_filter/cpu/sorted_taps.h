@@ -40,6 +40,7 @@ struct UninitializedInt64s {
 // What sort_taps derives from the pattern and the layout's geometry, not from the values:
 // kept with the pattern between calls where it is kept (pattern_cache.h, DerivedPlans).
 struct TapPlan {
+  int64_t chunks = 1;
   std::vector<int64_t> chunk_ptr;  // out_channels x (chunks + 1)
   // Where sort_taps was asked for them, per tap group_offset + column_offset[cols[k]] in one
   // array: for kernels with so much work per tap (the lanes layout: a tile of 8-sample
@@ -86,10 +87,10 @@ struct SortedTaps {
   at::Tensor cols_tensor, values_tensor;
 };
 
-// Where find_chunk_bounds also writes each tap's offset in the layout (TapPlan::tap_offsets):
-// out[k] = group_start(oc, out_channels_per_group, group_block) + column_offset[cols[k]].
-struct TapOffsetsOut {
-  int64_t* out;
+// The layout whose offsets find_chunk_bounds writes for each tap (TapPlan::tap_offsets):
+// tap k of output channel oc is at group_start(oc, out_channels_per_group, group_block) +
+// column_offset[cols[k]].
+struct TapLayout {
   const int64_t* column_offset;
   int64_t group_block, out_channels_per_group;
 };
@@ -137,7 +138,8 @@ inline std::vector<int32_t> chunk_of_columns(const SparseFilterGeometry& g,
 // about 5 % of its time: 0.947x / 0.953x without at 90 % / 95 %).
 inline bool find_chunk_bounds(const int64_t* row_ptr, const int64_t* cols, int64_t out_channels,
                               const std::vector<int32_t>& chunk_of, int64_t chunks,
-                              int64_t* bounds_out, const TapOffsetsOut* offsets = nullptr) {
+                              int64_t* bounds_out, const TapLayout* layout = nullptr,
+                              int64_t* offsets_out = nullptr) {
   std::atomic<bool> in_order{true};
   at::parallel_for(0, out_channels, 64, [&](int64_t oc_begin, int64_t oc_end) {
     bool ordered = true;
@@ -146,11 +148,10 @@ inline bool find_chunk_bounds(const int64_t* row_ptr, const int64_t* cols, int64
       std::fill(bounds, bounds + chunks + 1, row_ptr[oc]);
       int64_t previous = 0;
       const int64_t end = row_ptr[oc + 1];
-      if (offsets != nullptr) {
-        const int64_t base =
-            group_start(oc, offsets->out_channels_per_group, offsets->group_block);
+      if (layout != nullptr) {
+        const int64_t base = group_start(oc, layout->out_channels_per_group, layout->group_block);
         for (int64_t k = row_ptr[oc]; k < end; ++k) {
-          offsets->out[k] = base + offsets->column_offset[cols[k]];
+          offsets_out[k] = base + layout->column_offset[cols[k]];
         }
       }
       for (int64_t k = row_ptr[oc]; k < end; ++k) {
@@ -165,6 +166,24 @@ inline bool find_chunk_bounds(const int64_t* row_ptr, const int64_t* cols, int64
     if (!ordered) in_order = false;
   });
   return in_order.load();
+}
+
+// The TapPlan of the nnz taps in `cols` (row_ptr's rows) for chunks of chunk_channels input
+// channels, and each tap's offset in `layout` where it is given, from one walk
+// (find_chunk_bounds); `sorted` says whether every output channel's columns are sorted
+// (where they are not, the bounds mean nothing). The offsets are not zeroed first: the walk
+// writes every tap's (check_csr_contents: the row pointers cover all of cols).
+inline TapPlan plan_taps(const int64_t* row_ptr, const int64_t* cols, int64_t nnz,
+                         const SparseFilterGeometry& g, int64_t chunk_channels,
+                         const TapLayout* layout, bool& sorted) {
+  TapPlan plan;
+  plan.chunks = ceil_div(g.in_channels_per_group(), chunk_channels);
+  plan.chunk_ptr.resize(g.out_channels * (plan.chunks + 1));
+  if (layout != nullptr) plan.tap_offsets.allocate(nnz);
+  sorted = find_chunk_bounds(row_ptr, cols, g.out_channels, chunk_of_columns(g, chunk_channels),
+                             plan.chunks, plan.chunk_ptr.data(), layout,
+                             plan.tap_offsets.data.get());
+  return plan;
 }
 
 // `values` of the dtype computed in (scalar_t); chunks of `chunk_channels` input channels;
@@ -188,17 +207,11 @@ SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_
   sorted.cols_tensor = col_idx;
   sorted.values_tensor = values;
 
-  const std::vector<int32_t> chunk_of = chunk_of_columns(g, chunk_channels);
-  // The offsets not zeroed: each walk writes every tap's (check_csr_contents: the row
-  // pointers cover all of col_idx); where the columns are sorted first, the second walk's
-  // are kept.
-  auto walk = [&](const int64_t* cols, TapPlan& plan) {
-    plan.chunk_ptr.resize(g.out_channels * (sorted.chunks + 1));
-    if (with_offsets && plan.tap_offsets.size == 0) plan.tap_offsets.allocate(col_idx.size(0));
-    const TapOffsetsOut offsets_out{plan.tap_offsets.data.get(), sorted.column_offset.data(),
-                                    sorted.group_block, sorted.out_channels_per_group};
-    return find_chunk_bounds(rp, cols, g.out_channels, chunk_of, sorted.chunks,
-                             plan.chunk_ptr.data(), with_offsets ? &offsets_out : nullptr);
+  const TapLayout layout{sorted.column_offset.data(), sorted.group_block,
+                         sorted.out_channels_per_group};
+  auto walk = [&](const int64_t* cols, bool& in_order) {
+    return std::make_shared<TapPlan>(plan_taps(rp, cols, col_idx.size(0), g, chunk_channels,
+                                               with_offsets ? &layout : nullptr, in_order));
   };
   if (const RegroupedPattern* kept = trusted_pattern(row_ptr, col_idx)) {
     // Everything the walk reads besides the pattern: the chunks, the groups, the layout.
@@ -208,11 +221,11 @@ SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_
                                 g.kernel_h * g.kernel_w,         with_offsets ? 1 : 0};
     append_layout_key(key, g, sorted.column_offset, interleave);
     sorted.plan = kept->plans->get<TapPlan>(key, [&] {
-      auto plan = std::make_shared<TapPlan>();
-      // Not kept where the columns are not sorted (regroup_pattern keeps each forward row's
-      // order, so a hand-made CSR's unsorted rows give unsorted rows): sorted below.
-      return walk(col_idx.data_ptr<int64_t>(), *plan) ? std::shared_ptr<const TapPlan>(plan)
-                                                      : nullptr;
+      // Not kept where the columns are not sorted (a hand-made CSR; regroup_pattern keeps
+      // each forward row's order, so its unsorted rows give unsorted rows): sorted below.
+      bool in_order = false;
+      std::shared_ptr<const TapPlan> plan = walk(col_idx.data_ptr<int64_t>(), in_order);
+      return in_order ? plan : nullptr;
     });
     if (sorted.plan != nullptr) {
       sorted.cols = col_idx.data_ptr<int64_t>();
@@ -220,8 +233,9 @@ SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_
       return sorted;
     }
   }
-  auto plan = std::make_shared<TapPlan>();
-  if (!walk(col_idx.data_ptr<int64_t>(), *plan)) {
+  bool in_order = false;
+  std::shared_ptr<const TapPlan> plan = walk(col_idx.data_ptr<int64_t>(), in_order);
+  if (!in_order) {
     const int64_t* ci = col_idx.data_ptr<int64_t>();
     std::vector<int64_t> order(col_idx.size(0));
     std::iota(order.begin(), order.end(), 0);
@@ -232,7 +246,7 @@ SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_
     const at::Tensor index = at::tensor(order, col_idx.options());
     sorted.cols_tensor = col_idx.index_select(0, index);
     sorted.values_tensor = values.index_select(0, index);
-    walk(sorted.cols_tensor.template data_ptr<int64_t>(), *plan);
+    plan = walk(sorted.cols_tensor.template data_ptr<int64_t>(), in_order);
   }
   sorted.plan = std::move(plan);
   sorted.cols = sorted.cols_tensor.template data_ptr<int64_t>();
