@@ -233,7 +233,7 @@ std::shared_ptr<const RegroupedPattern> checked_pattern(const at::Tensor& row_pt
         same.col_idx = ci;
         return same;
       },
-      /*with_plans=*/true);
+      PlanRoom::kForward);
 }
 
 TransposedFilter transposed_filter(const at::Tensor& row_ptr, const at::Tensor& col_idx,
@@ -252,7 +252,7 @@ TransposedFilter transposed_filter(const at::Tensor& row_ptr, const at::Tensor& 
         return regroup_pattern(rp, ci, g, std::vector<int64_t>(g.taps_per_filter(), 0),
                                flipped_of, 1, kernel);
       },
-      /*with_plans=*/true);
+      PlanRoom::kBackward);
   TransposedFilter t = regrouped_filter(*pattern, values);
   t.weight_size = {g.in_channels, g.out_channels_per_group(), g.kernel_h, g.kernel_w};
   t.pattern = pattern;
@@ -300,7 +300,7 @@ std::vector<TransposedFilter> phase_filters(const at::Tensor& row_ptr, const at:
       [&](const at::Tensor& rp, const at::Tensor& ci) {
         return regroup_pattern(rp, ci, g, phase_of, column_of, phases, rows * cols);
       },
-      /*with_plans=*/false);  // its filters are narrowed views: never trusted, no plans
+      PlanRoom::kNone);  // its filters are narrowed views, trusted for one call only
   const TransposedFilter all = regrouped_filter(*pattern, values);
   const int64_t* start = all.row_ptr.data_ptr<int64_t>();
   std::vector<TransposedFilter> filters(phases);

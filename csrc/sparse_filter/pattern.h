@@ -64,7 +64,7 @@ SparseFilterGeometry check_sparse_filter_backward_args(
 // forward's kernels their walk over the taps. Its row_ptr and col_idx are the entry's own
 // copies, which no one writes: the kernels read those (inside a TrustedPatternScope), not
 // the caller's. Entries depend on the filter's channels, groups and kernel size only.
-// Where the cache keeps nothing (TSC_PATTERN_CACHE_MB=0) the caller's tensors, checked.
+// Where nothing is kept (TSC_PATTERN_CACHE_MB=0, or no room) the caller's tensors, checked.
 std::shared_ptr<const RegroupedPattern> checked_pattern(const at::Tensor& row_ptr,
                                                         const at::Tensor& col_idx,
                                                         const SparseFilterGeometry& g);

@@ -14,9 +14,10 @@
 namespace torch_sparse_conv {
 namespace {
 
-// At most this many entries (a whole ResNet-50 has 53 convolutions), so the scan for a key
-// stays short whatever the byte limit.
-constexpr size_t kMaxEntries = 256;
+// At most this many entries, so the scan for a key stays short whatever the byte limit. A
+// layer trained keeps two (its checked pattern and its transposed one; a strided layer's
+// per-phase pattern too): a ResNet-152 has 155 convolutions.
+constexpr size_t kMaxEntries = 1024;
 
 // memcmp of n int64s; empty arrays (whose data() may be null, which memcmp must not be given)
 // are equal. Large arrays in parallel: every forward of a kept pattern compares its col_idx
@@ -83,8 +84,8 @@ class PatternCache {
 
   // Keeps `entry` if it fits. To make room it drops only entries that no lookup has found for
   // twice the longest gap seen between two finds of one entry (training finds each layer's
-  // once per step), and at least 2 * kMaxEntries lookups, so that a first pass over a model
-  // of up to kMaxEntries layers evicts nothing it will find on the next. When a model's
+  // once or twice per step), and at least 2 * kMaxEntries lookups, so that a first pass over
+  // a model of up to kMaxEntries entries evicts nothing it will find on the next. When a model's
   // patterns exceed the limit, the ones kept stay found, instead of each new one evicting the
   // next layer's in turn and none ever being found; patterns no longer used (a pruning step
   // changed them) age out.
@@ -150,14 +151,24 @@ class PatternCache {
 
 thread_local const RegroupedPattern* innermost_trusted = nullptr;
 
-// Room for a pattern's plans: two (the input gradient's convolution and the values'
-// gradient), each a tap offset per tap and up to 32 chunk bounds per row, and their keys
-// (about one element per filter column; 4 KiB each is 512 input channels of a 3x3 kernel).
-// A plan that needs more is built for its call only.
-int64_t plan_room(const at::Tensor& row_ptr, const at::Tensor& col_idx,
+// Room for a pattern's plans (PlanRoom), each up to 32 chunk bounds per row and a key of
+// about one element per filter column (4 KiB: 512 input channels of a 3x3 kernel), a tap
+// offset per tap where it has them. A plan that needs more is built for its call only.
+int64_t plan_room(PlanRoom plans, const at::Tensor& row_ptr, const at::Tensor& col_idx,
                   const at::Tensor& built_row_ptr) {
-  const int64_t rows = row_ptr.numel() + built_row_ptr.numel();
-  return 2 * col_idx.nbytes() + rows * 33 * int64_t(sizeof(int64_t)) + 2 * 4096;
+  constexpr int64_t kKey = 4096;
+  auto bounds = [](const at::Tensor& rows) {
+    return rows.numel() * 33 * int64_t(sizeof(int64_t));
+  };
+  switch (plans) {
+    case PlanRoom::kNone:
+      return 0;
+    case PlanRoom::kForward:
+      return col_idx.nbytes() + 2 * (bounds(row_ptr) + kKey);
+    case PlanRoom::kBackward:
+      return 2 * col_idx.nbytes() + bounds(row_ptr) + bounds(built_row_ptr) + 2 * kKey;
+  }
+  return 0;
 }
 
 // A pattern kept nowhere, built from the caller's tensors for one call; no room for plans
@@ -213,7 +224,7 @@ const RegroupedPattern* trusted_pattern(const at::Tensor& row_ptr, const at::Ten
 std::shared_ptr<const RegroupedPattern> regrouped_pattern(
     const RegroupKey& key, const at::Tensor& row_ptr, const at::Tensor& col_idx,
     const std::function<RegroupedPattern(const at::Tensor&, const at::Tensor&)>& build,
-    bool with_plans) {
+    PlanRoom plans) {
   PatternCache& cache = PatternCache::instance();
   if (cache.limit() == 0) return built_for_this_call(row_ptr, col_idx, build);
   if (auto kept = cache.find(key, row_ptr, col_idx)) return kept;
@@ -222,7 +233,7 @@ std::shared_ptr<const RegroupedPattern> regrouped_pattern(
   // forward whose pattern is not kept then costs what it did before patterns were kept
   // (the check and the walks), not a copy more.
   const size_t least = row_ptr.nbytes() + col_idx.nbytes() +
-                       (with_plans ? size_t(plan_room(row_ptr, col_idx, row_ptr)) : 0);
+                       size_t(plan_room(plans, row_ptr, col_idx, row_ptr));
   if (!cache.may_keep(least)) return built_for_this_call(row_ptr, col_idx, build);
   // Built from copies, the ones the entry keeps: what it is found by is what it was built
   // from, even if another thread wrote the caller's tensors meanwhile.
@@ -233,7 +244,7 @@ std::shared_ptr<const RegroupedPattern> regrouped_pattern(
   RegroupedPattern built = build(entry->row_ptr, entry->col_idx);
   built.built_from_row_ptr = entry->row_ptr;
   built.built_from_col_idx = entry->col_idx;
-  const int64_t room = with_plans ? plan_room(row_ptr, col_idx, built.row_ptr) : 0;
+  const int64_t room = plan_room(plans, row_ptr, col_idx, built.row_ptr);
   built.plans = std::make_shared<const DerivedPlans>(room);
   entry->pattern = std::make_shared<const RegroupedPattern>(std::move(built));
   const RegroupedPattern& p = *entry->pattern;

@@ -1,6 +1,6 @@
 // The patterns the sparse-filter CPU kernels keep between calls, found by content: the
-// forward's own, checked (checked_pattern, pattern.h), and the transposed patterns of the
-// input's gradient.
+// forward's own, checked (checked_pattern, pattern.h), and the transposed and per-phase
+// patterns of the input's gradient.
 //
 // Training runs the backward on one pattern for thousands of steps, and regrouping its taps
 // into the transposed filter (pattern.h) took 5 % of a step of 512x7x7 at 90 %, batch 8, 2
@@ -10,9 +10,9 @@
 // afresh on every call. An entry is served only when the call's row_ptr and col_idx equal
 // the copies it keeps, bit for bit, compared on every call: a write through `.data`, numpy
 // or another view, which leaves the version counter unchanged, finds no entry and builds a
-// new one. Nothing is keyed on tensor identity or version, except the kept patterns' own
-// tensors, which never leave the extension (TrustedPatternScope). Plans derived from an
-// entry's pattern (DerivedPlans) live and die with it.
+// new one. Nothing is found by tensor identity or version from one call to the next; within
+// a call, a TrustedPatternScope names by identity the pattern that call checked or built
+// itself. Plans derived from an entry's pattern (DerivedPlans) live and die with it.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -41,8 +41,9 @@ enum class PlanType : int64_t {
 // VM): the backward's, a step of 512x7x7 at 90 / 95 % 0.90x / 0.93x the time, the other 3x3
 // layers of ResNet-50 0.98-1.0x; the forward's (its pattern compared instead of checked and
 // walked, 11 rounds), 512x7x7 at batch 1 0.83x / 0.85x, 256x14x14 0.94x, batch 8 512x7x7
-// 0.91x at 90 %, the others 0.96-1.0x. Within the room the entry reserved for them (counted in the cache's
-// megabytes); a plan that does not fit is built for its call only. Thread-safe.
+// 0.91x at 90 %, the others 0.96-1.0x. Within the room the entry reserved for them
+// (PlanRoom, counted in the cache's megabytes); a plan that does not fit is built for its
+// call only. Thread-safe.
 class DerivedPlans {
  public:
   explicit DerivedPlans(int64_t room) : room_(room) {}
@@ -84,11 +85,12 @@ struct RegroupedPattern {
 };
 
 // For the calls this thread makes while it lives, `pattern`'s row_ptr and col_idx are known
-// to be a kept pattern's: checked (or built from a checked CSR) and never written. The
-// forward runs its kernels inside one on its checked pattern, and the backward convolves
-// with the transposed filter inside one; trusted_pattern finds it by tensor identity (those
-// tensors never leave the extension), so that the forward kernels neither check that CSR
-// again nor rebuild its plans.
+// to be valid: checked in this call, or built from a CSR checked in this call, and not
+// written until it ends. The forward runs its kernels inside one on its checked pattern (a
+// kept entry's copies, or the caller's tensors where nothing is kept), the backward its
+// convolutions with the transposed and per-phase filters; trusted_pattern finds it by tensor
+// identity, so that the forward kernels neither check that CSR again nor rebuild the plans
+// kept with it.
 class TrustedPatternScope {
  public:
   explicit TrustedPatternScope(const RegroupedPattern* pattern);
@@ -104,6 +106,13 @@ class TrustedPatternScope {
 // are its very tensors, else null.
 const RegroupedPattern* trusted_pattern(const at::Tensor& row_ptr, const at::Tensor& col_idx);
 
+// The room an entry reserves for the plans kept with it (DerivedPlans), counted in the
+// cache's megabytes: none (the per-phase patterns, whose filters are never trusted), a
+// forward's (checked_pattern: the lanes kernel's plan with tap offsets, the one-sample or
+// pointwise kernel's without), or the backward's (the transposed pattern: its convolution's
+// plan and the values' gradient's, both with tap offsets).
+enum class PlanRoom { kNone, kForward, kBackward };
+
 // Everything besides row_ptr and col_idx that a regrouping depends on: which regrouping,
 // and the geometry's channels, groups, kernel, stride and dilation.
 using RegroupKey = std::array<int64_t, 10>;
@@ -112,14 +121,14 @@ using RegroupKey = std::array<int64_t, 10>;
 // row_ptr and col_idx equal these bit for bit, else `build(copy of row_ptr, copy of
 // col_idx)`, kept for later calls where it fits in TSC_PATTERN_CACHE_MB megabytes in all
 // (default 256, read once; 0 keeps none; at most 256 entries; entries that are no longer
-// found make room, see PatternCache::keep), with room reserved for its plans where
-// `with_plans` (DerivedPlans). Where it could not be kept (no room), `build(row_ptr,
-// col_idx)` for this call, without copies or room for plans. row_ptr and col_idx contiguous
+// found make room, see PatternCache::keep), with room reserved for its plans (`plans`).
+// Where it could not be kept (no room), `build(row_ptr, col_idx)` for this call, without
+// copies or room for plans. row_ptr and col_idx contiguous
 // int64 on the CPU. Thread-safe; kept patterns are never written.
 std::shared_ptr<const RegroupedPattern> regrouped_pattern(
     const RegroupKey& key, const at::Tensor& row_ptr, const at::Tensor& col_idx,
     const std::function<RegroupedPattern(const at::Tensor&, const at::Tensor&)>& build,
-    bool with_plans);
+    PlanRoom plans);
 
 // Frees every kept pattern (torch_sparse_conv.empty_pattern_cache()); returns the bytes
 // they held (patterns that calls in progress still use are freed when those calls end).

@@ -18,23 +18,27 @@ CONV = torch.ops.torch_sparse_conv.sparse_filter_conv2d
 KERNEL_PATHS = [(1, 3), (3, 3), (8, 3), (8, 1), (1, 1)]
 
 
-def _layer(batch, kernel, dtype=torch.float64, seed=0):
+def _layer(batch, kernel, dtype=torch.float64, seed=0, groups=1):
     gen = torch.Generator().manual_seed(seed)
-    shape = (24, 16, kernel, kernel)
+    shape = (24, 16 // groups, kernel, kernel)
     weight = random_weight(shape, 0.2, dtype, gen)
     x = torch.randn(batch, 16, 12, 12, dtype=dtype, generator=gen)
     return shape, weight, x
 
 
-def _forward(x, row_ptr, col_idx, values, shape):
+def _groups(x, shape):
+    return x.shape[1] // shape[1]
+
+
+def _forward(x, row_ptr, col_idx, values, shape, method="direct"):
     pad = shape[2] // 2
-    return CONV(x, row_ptr, col_idx, values, list(shape), None, [1, 1], [pad, pad], [1, 1], 1,
-                "direct")
+    return CONV(x, row_ptr, col_idx, values, list(shape), None, [1, 1], [pad, pad], [1, 1],
+                _groups(x, shape), method)
 
 
 def _expected(x, row_ptr, col_idx, values, shape):
     weight = tsc.unpack_sparse_filter(row_ptr, col_idx, values, list(shape))
-    return F.conv2d(x, weight, None, 1, shape[2] // 2)
+    return F.conv2d(x, weight, None, 1, shape[2] // 2, 1, _groups(x, shape))
 
 
 @pytest.mark.parametrize("batch,kernel", KERNEL_PATHS)
@@ -50,13 +54,14 @@ def test_forward_keeps_its_pattern_and_finds_it(batch, kernel):
     torch.testing.assert_close(first, _expected(x, row_ptr, col_idx, values, shape))
 
 
+@pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("batch,kernel", KERNEL_PATHS)
-def test_forward_pattern_written_in_place_is_not_served_stale(batch, kernel):
+def test_forward_pattern_written_in_place_is_not_served_stale(batch, kernel, groups):
     """The same row_ptr and col_idx tensors rewritten through .data between calls: first
     every tap moved to other columns of its row (col_idx only), then a tap moved from one row
     to the next (row_ptr too). A cache keyed on identity or version would serve the first
     pattern's chunk bounds and tap offsets."""
-    shape, weight, x = _layer(batch, kernel)
+    shape, weight, x = _layer(batch, kernel, groups=groups)
     row_ptr, col_idx, values = tsc.pack_sparse_filter(weight)
     versions = (row_ptr._version, col_idx._version)
     outputs = []
@@ -72,10 +77,11 @@ def test_forward_pattern_written_in_place_is_not_served_stale(batch, kernel):
     torch.testing.assert_close(moved, _expected(x, row_ptr, col_idx, values, shape))
     assert not torch.equal(moved, outputs[-1])
 
-    taken = int(row_ptr[1]) - 1  # row 0 gives its last tap to row 1
-    assert taken >= int(row_ptr[0])
-    row_ptr.data[1] = taken
-    lo, hi = int(row_ptr[1]), int(row_ptr[2])
+    # The first row with taps gives its last one to the next row.
+    oc = next(r for r in range(shape[0] - 1) if int(row_ptr[r + 1]) > int(row_ptr[r]))
+    row_ptr.data[oc + 1] -= 1
+    lo, hi = int(row_ptr[oc + 1]), int(row_ptr[oc + 2])
+    assert hi - lo <= columns
     col_idx.data[lo:hi] = torch.arange(hi - lo)
     assert (row_ptr._version, col_idx._version) == versions
     torch.testing.assert_close(_forward(x, row_ptr, col_idx, values, shape),
@@ -101,6 +107,46 @@ def test_pattern_made_invalid_in_place_is_rejected_after_a_kept_one(batch, kerne
     row_ptr.data[3] = int(row_ptr[4]) + 1  # no longer non-decreasing
     with pytest.raises(RuntimeError, match="row_ptr"):
         _forward(x, row_ptr, col_idx, values, shape)
+
+
+@pytest.mark.parametrize("method", ["dense", "unfold", "auto"])
+def test_reduced_precision_pattern_written_in_place_is_not_served_stale(method):
+    """bfloat16 through the methods that compute on float32 copies (a nested call of the
+    operator on the kept pattern's tensors): a pattern rewritten in place after it was kept
+    gives the new pattern's convolution."""
+    shape, weight, x = _layer(8, 3)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(weight)
+    x, values = x.bfloat16(), values.bfloat16()
+
+    def expected():
+        return _expected(x.double(), row_ptr, col_idx, values.double(), shape)
+
+    for _ in range(2):
+        got = _forward(x, row_ptr, col_idx, values, shape, method)
+    torch.testing.assert_close(got.double(), expected(), rtol=2e-2, atol=5e-2)
+    columns = shape[1] * shape[2] * shape[3]
+    for oc in range(shape[0]):
+        lo, hi = int(row_ptr[oc]), int(row_ptr[oc + 1])
+        col_idx.data[lo:hi] = torch.arange(columns - (hi - lo), columns)
+    got = _forward(x, row_ptr, col_idx, values, shape, method)
+    torch.testing.assert_close(got.double(), expected(), rtol=2e-2, atol=5e-2)
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_unsorted_hand_made_csr_through_the_forward(batch):
+    """Rows listing their columns out of order (valid; pack_sparse_filter never emits them):
+    the kept pattern keeps no plan (its taps are sorted per call), and every call gives the
+    same bits, right."""
+    shape, weight, x = _layer(batch, 3, seed=4)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(weight)
+    order = []
+    for oc in range(shape[0]):
+        order += list(range(int(row_ptr[oc]), int(row_ptr[oc + 1])))[::-1]
+    col_idx, values = col_idx[order].contiguous(), values[order].contiguous()
+    outputs = [_forward(x, row_ptr, col_idx, values, shape) for _ in range(3)]
+    for out in outputs[1:]:
+        assert torch.equal(out, outputs[0])
+    torch.testing.assert_close(outputs[0], _expected(x, row_ptr, col_idx, values, shape))
 
 
 def test_values_are_read_afresh_by_a_kept_pattern():
@@ -171,7 +217,7 @@ def test_kept_and_rebuilt_forward_plans_give_the_same_bits():
 
 def test_pattern_too_large_to_keep_is_checked_and_used_for_its_call():
     """TSC_PATTERN_CACHE_MB=1: a layer whose pattern and plans' room exceed the limit keeps
-    nothing (no copies made for nothing), and its forward is right; a small one is kept."""
+    nothing, and its forward is right on every call; a small one is kept."""
     run_script(
         "import torch, torch_sparse_conv as tsc, torch.nn.functional as F\n"
         "torch.manual_seed(0)\n"

@@ -300,9 +300,10 @@ def test_empty_pattern_is_kept_and_found(stride):
 
 
 def test_byte_limit_bounds_what_is_kept():
-    """TSC_PATTERN_CACHE_MB=1: six layers of about 180 KB of pattern each (about 320 KB with
-    the room each reserves for its plans), called in turn three times, keep at most 1 MiB and
-    get their gradients right; a layer whose pattern alone exceeds the limit is not kept."""
+    """TSC_PATTERN_CACHE_MB=1: six layers of about 560 KB of patterns each (the forward's
+    checked pattern and the backward's transposed one, with the room each reserves for its
+    plans), called in turn three times, keep at most 1 MiB and get their gradients right; a
+    layer whose pattern alone exceeds the limit is not kept."""
     run_script(
         "import torch, torch_sparse_conv as tsc, torch.nn.functional as F\n"
         "torch.manual_seed(0)\n"

@@ -523,6 +523,13 @@ at::Tensor grad_input_by_phase(const at::Tensor& grad_output, const at::Tensor& 
       plane.zero_();
       continue;
     }
+    // The phase's filter, cut from a pattern regrouped from the checked CSR, is trusted for
+    // this convolution (no check, no entry of its own); its plans are built for the call.
+    RegroupedPattern phase_pattern;
+    phase_pattern.row_ptr = f.row_ptr;
+    phase_pattern.col_idx = f.col_idx;
+    phase_pattern.plans = std::make_shared<const DerivedPlans>(0);
+    const TrustedPatternScope trusted(&phase_pattern);
     const at::Tensor part = sparse_filter_conv2d_cpu_sharing_layout(
         grad_output, f.row_ptr, f.col_idx, f.values, f.weight_size, c10::nullopt, {1, 1},
         phase_padding(g), {1, 1}, g.groups, "auto",

@@ -120,8 +120,8 @@ at::Tensor forward_cpu(const at::Tensor& input, const at::Tensor& row_ptr,
   SparseFilterMethod method = parse_sparse_filter_method(method_name);
   at::Tensor rp = row_ptr.contiguous(), ci = col_idx.contiguous(), val = values.contiguous();
   // The caller's pattern checked, or found equal to one checked before: the kernels read the
-  // kept copies and their plans (a kept regrouped pattern is trusted already: built from a
-  // checked CSR, never written).
+  // kept copies and their plans (or, where nothing is kept, the caller's tensors, checked
+  // just now). A pattern the backward built for its convolution is trusted already.
   std::shared_ptr<const RegroupedPattern> checked;
   std::optional<TrustedPatternScope> trusted;
   if (trusted_pattern(rp, ci) == nullptr) {

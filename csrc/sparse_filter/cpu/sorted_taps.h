@@ -42,8 +42,8 @@ struct UninitializedInt64s {
 struct TapPlan {
   int64_t chunks = 1;
   std::vector<int64_t> chunk_ptr;  // out_channels x (chunks + 1)
-  // Where sort_taps was asked for them, per tap group_offset + column_offset[cols[k]] in one
-  // array: for kernels with so much work per tap (the lanes layout: a tile of 8-sample
+  // Where asked for (plan_taps' layout), per tap group_offset + column_offset[cols[k]] in
+  // one array: for kernels with so much work per tap (the lanes layout: a tile of 8-sample
   // vectors) that this costs less than the second lookup in their inner loop (8 % of 256@14
   // at batch 8, 2 threads). Written by find_chunk_bounds; else none.
   UninitializedInt64s tap_offsets;
@@ -213,6 +213,10 @@ SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_
     return std::make_shared<TapPlan>(plan_taps(rp, cols, col_idx.size(0), g, chunk_channels,
                                                with_offsets ? &layout : nullptr, in_order));
   };
+  // The walk over the pattern as it is: kept with a trusted pattern where its columns are
+  // sorted, else the sorting below starts from it.
+  std::shared_ptr<const TapPlan> plan;
+  bool in_order = false;
   if (const RegroupedPattern* kept = trusted_pattern(row_ptr, col_idx)) {
     // Everything the walk reads besides the pattern: the chunks, the groups, the layout.
     std::vector<int64_t> key = {int64_t(PlanType::kSortedTaps), chunk_channels,
@@ -223,8 +227,7 @@ SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_
     sorted.plan = kept->plans->get<TapPlan>(key, [&] {
       // Not kept where the columns are not sorted (a hand-made CSR; regroup_pattern keeps
       // each forward row's order, so its unsorted rows give unsorted rows): sorted below.
-      bool in_order = false;
-      std::shared_ptr<const TapPlan> plan = walk(col_idx.data_ptr<int64_t>(), in_order);
+      plan = walk(col_idx.data_ptr<int64_t>(), in_order);
       return in_order ? plan : nullptr;
     });
     if (sorted.plan != nullptr) {
@@ -233,8 +236,7 @@ SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_
       return sorted;
     }
   }
-  bool in_order = false;
-  std::shared_ptr<const TapPlan> plan = walk(col_idx.data_ptr<int64_t>(), in_order);
+  if (plan == nullptr) plan = walk(col_idx.data_ptr<int64_t>(), in_order);
   if (!in_order) {
     const int64_t* ci = col_idx.data_ptr<int64_t>();
     std::vector<int64_t> order(col_idx.size(0));
