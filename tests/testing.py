@@ -48,6 +48,18 @@ def run_script(script, timeout=300, **env):
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
 
 
+def assert_same_digest_with_and_without_pattern_cache(script):
+    """Runs `script` (which prints a digest of its results last) with the pattern cache at
+    its default size and with TSC_PATTERN_CACHE_MB=0 (nothing kept), and checks both printed
+    the same digest: what is kept between calls gives the bits built afresh."""
+    digests = []
+    for limit in ("256", "0"):
+        result = run_python("-c", script, TSC_PATTERN_CACHE_MB=limit)
+        assert result.returncode == 0, result.stderr[-3000:]
+        digests.append(result.stdout.split()[-1])
+    assert digests[0] == digests[1]
+
+
 # ------------------------------------------------------------------------- sparse filters
 
 def random_weight(shape, density, dtype, generator=None):

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import torch_sparse_conv as tsc
 
-from testing import random_weight, run_python, run_script
+from testing import assert_same_digest_with_and_without_pattern_cache, random_weight, run_script
 
 CONV = torch.ops.torch_sparse_conv.sparse_filter_conv2d
 
@@ -207,12 +207,7 @@ def test_kept_and_rebuilt_forward_plans_give_the_same_bits():
     """The plans kept with the forward's pattern hold what the kernels would build afresh:
     the same bits with the cache on (built, then found) and off (TSC_PATTERN_CACHE_MB=0:
     nothing kept, every plan built per call)."""
-    digests = []
-    for limit in ("256", "0"):
-        result = run_python("-c", FORWARD_SCRIPT, TSC_PATTERN_CACHE_MB=limit)
-        assert result.returncode == 0, result.stderr[-3000:]
-        digests.append(result.stdout.split()[-1])
-    assert digests[0] == digests[1]
+    assert_same_digest_with_and_without_pattern_cache(FORWARD_SCRIPT)
 
 
 def test_pattern_too_large_to_keep_is_checked_and_used_for_its_call():

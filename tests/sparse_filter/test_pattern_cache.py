@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import torch_sparse_conv as tsc
 
-from testing import random_weight, run_python, run_script
+from testing import assert_same_digest_with_and_without_pattern_cache, random_weight, run_script
 
 BACKWARD = torch.ops.torch_sparse_conv._sparse_filter_conv2d_backward
 
@@ -201,12 +201,7 @@ def test_plans_kept_with_the_pattern_give_the_same_bits():
     """The plans kept with a pattern (the input gradient's tap offsets and chunk bounds, the
     values' gradient's) hold what the kernels would build afresh: the same bits on the calls
     that build them, on those that find them, and with no pattern (so no plan) kept at all."""
-    digests = []
-    for limit in ("256", "0"):
-        result = run_python("-c", PLANS_SCRIPT, TSC_PATTERN_CACHE_MB=limit)
-        assert result.returncode == 0, result.stderr[-3000:]
-        digests.append(result.stdout.split()[-1])
-    assert digests[0] == digests[1]
+    assert_same_digest_with_and_without_pattern_cache(PLANS_SCRIPT)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
