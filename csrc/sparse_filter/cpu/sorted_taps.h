@@ -71,7 +71,7 @@ struct SortedTaps {
   const scalar_t* values = nullptr;
   std::vector<int64_t> column_offset;  // per filter column, in elements of the layout
   std::shared_ptr<const TapPlan> plan;
-  int64_t chunks = 1;
+  int64_t chunks = 1;                  // plan->chunks
   int64_t group_block = 0;             // elements of one group's input channels
   int64_t out_channels_per_group = 1;
 
@@ -199,7 +199,6 @@ SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_
                                bool with_offsets = false) {
   const int64_t* rp = row_ptr.data_ptr<int64_t>();
   SortedTaps<scalar_t> sorted;
-  sorted.chunks = ceil_div(g.in_channels_per_group(), chunk_channels);
   sorted.group_block = g.in_channels_per_group() * g.channel_block() * interleave;
   sorted.out_channels_per_group = g.out_channels_per_group();
   sorted.column_offset = g.column_offsets();
@@ -220,9 +219,9 @@ SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_
   if (const RegroupedPattern* kept = trusted_pattern(row_ptr, col_idx)) {
     // Everything the walk reads besides the pattern: the chunks, the groups, the layout.
     std::vector<int64_t> key = {int64_t(PlanType::kSortedTaps), chunk_channels,
-                                sorted.chunks,  sorted.group_block,
-                                sorted.out_channels_per_group,   g.out_channels,
-                                g.kernel_h * g.kernel_w,         with_offsets ? 1 : 0};
+                                sorted.group_block,              sorted.out_channels_per_group,
+                                g.out_channels,                  g.kernel_h * g.kernel_w,
+                                with_offsets ? 1 : 0};
     append_layout_key(key, g, sorted.column_offset, interleave);
     sorted.plan = kept->plans->get<TapPlan>(key, [&] {
       // Not kept where the columns are not sorted (a hand-made CSR; regroup_pattern keeps
@@ -231,6 +230,7 @@ SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_
       return in_order ? plan : nullptr;
     });
     if (sorted.plan != nullptr) {
+      sorted.chunks = sorted.plan->chunks;
       sorted.cols = col_idx.data_ptr<int64_t>();
       sorted.values = values.data_ptr<scalar_t>();
       return sorted;
@@ -251,6 +251,7 @@ SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_
     plan = walk(sorted.cols_tensor.template data_ptr<int64_t>(), in_order);
   }
   sorted.plan = std::move(plan);
+  sorted.chunks = sorted.plan->chunks;
   sorted.cols = sorted.cols_tensor.template data_ptr<int64_t>();
   sorted.values = sorted.values_tensor.template data_ptr<scalar_t>();
   return sorted;
