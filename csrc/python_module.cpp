@@ -1,7 +1,8 @@
 // Makes the shared library importable as torch_sparse_conv._C. Importing it runs the
 // TORCH_LIBRARY registrations, and every operator is then reached through
 // torch.ops.torch_sparse_conv. The Python functions here are compat's CPU entry point,
-// toeplitz_conv2d's eager call on a CSR tensor, and the release of cached output memory.
+// toeplitz_conv2d's eager call on a CSR tensor, the release of cached output memory and kept
+// patterns, and the pattern cache's counters (for tests).
 #include <ATen/PythonTorchFunctionTLS.h>
 #include <pybind11/numpy.h>
 #include <torch/csrc/Exceptions.h>
@@ -17,6 +18,7 @@
 #include "csrc/common/output_buffer_cache.h"
 #include "csrc/sparse_filter/cpu/simd.h"
 #include "csrc/sparse_filter/method.h"
+#include "csrc/sparse_filter/pattern_cache.h"
 #include "csrc/toeplitz/cpu/direct.h"
 #include "csrc/toeplitz/geometry.h"
 #include "csrc/torch_sparse_conv.h"
@@ -192,8 +194,21 @@ PYBIND11_MODULE(_C, m) {
   m.def("_release_cached_outputs", &torch_sparse_conv::release_cached_outputs,
         "Frees the cached memory of freed Toeplitz outputs; returns the bytes released.");
   m.def("_release_cached_patterns", &torch_sparse_conv::release_cached_patterns,
-        "Frees the transposed sparse-filter patterns the CPU backward keeps; returns the "
-        "bytes released.");
+        "Frees the sparse-filter patterns the CPU kernels keep (the forward's checked ones, "
+        "the backward's transposed and per-phase ones); returns the bytes released.");
+  m.def("_pattern_cache_counters",
+        [] {
+          const torch_sparse_conv::PatternCacheCounters c =
+              torch_sparse_conv::pattern_cache_counters();
+          py::dict counters;
+          counters["patterns_found"] = c.patterns_found;
+          counters["patterns_built"] = c.patterns_built;
+          counters["plans_found"] = c.plans_found;
+          counters["plans_built"] = c.plans_built;
+          return counters;
+        },
+        "How often since the process started a sparse-filter pattern was found kept or "
+        "built, and a plan kept with one was found or built (pattern_cache.h): for tests.");
   m.def("_cpu_auto_rule", [] { return std::string(torch_sparse_conv::cpu_auto_rule().name); },
         "The name of the constants the CPU 'auto' rule of sparse_filter_conv2d uses on this "
         "processor ('zen4' or 'intel-xeon').");

@@ -9,6 +9,7 @@ there for pytest, the fuzzers' scripts for themselves).
   images), ``csr_of`` / ``csr_from_scipy`` / ``csr_to`` (CSR batches from numpy, scipy, or on
   another device), ``csr_arrays`` (a CSR batch's three arrays, as ``forward_csr`` takes them);
 * references: ``scipy_reference`` (``scipy.signal.convolve2d`` image by image);
+* the pattern cache: ``pattern_cache_counts`` (what a call found kept or built);
 * TorchScript: ``saved_and_loaded`` (a scripted or traced module after ``torch.jit.save`` and
   ``torch.jit.load``);
 * ``load_example``: a module of examples/python (the demo's CNN).
@@ -58,6 +59,18 @@ def assert_same_digest_with_and_without_pattern_cache(script):
         assert result.returncode == 0, result.stderr[-3000:]
         digests.append(result.stdout.split()[-1])
     assert digests[0] == digests[1]
+
+
+def pattern_cache_counts(call):
+    """What ``call()`` did to the CPU pattern cache (csrc/sparse_filter/pattern_cache.h): how
+    many patterns it found kept or built, and how many plans kept with them it found or built,
+    as a dict of the counters' increments (``patterns_found``, ``patterns_built``,
+    ``plans_found``, ``plans_built``)."""
+    from torch_sparse_conv import _C
+    before = _C._pattern_cache_counters()
+    call()
+    after = _C._pattern_cache_counters()
+    return {name: after[name] - before[name] for name in before}
 
 
 # ------------------------------------------------------------------------- sparse filters

@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <list>
 #include <mutex>
@@ -151,6 +152,9 @@ class PatternCache {
 
 thread_local const RegroupedPattern* innermost_trusted = nullptr;
 
+// pattern_cache_counters(): relaxed atomics, read by tests between calls.
+std::atomic<int64_t> patterns_found{0}, patterns_built{0}, plans_found{0}, plans_built{0};
+
 // Room for a pattern's plans (PlanRoom), each up to 32 chunk bounds per row and a key of
 // about one element per filter column (4 KiB: 512 input channels of a 3x3 kernel), a tap
 // offset per tap where it has them. A plan that needs more is built for its call only.
@@ -176,6 +180,7 @@ int64_t plan_room(PlanRoom plans, const at::Tensor& row_ptr, const at::Tensor& c
 std::shared_ptr<const RegroupedPattern> built_for_this_call(
     const at::Tensor& row_ptr, const at::Tensor& col_idx,
     const std::function<RegroupedPattern(const at::Tensor&, const at::Tensor&)>& build) {
+  patterns_built.fetch_add(1, std::memory_order_relaxed);
   RegroupedPattern p = build(row_ptr, col_idx);
   p.built_from_row_ptr = row_ptr;
   p.built_from_col_idx = col_idx;
@@ -188,13 +193,17 @@ std::shared_ptr<const RegroupedPattern> built_for_this_call(
 std::shared_ptr<const void> DerivedPlans::find(const std::vector<int64_t>& key) const {
   std::lock_guard<std::mutex> lock(mutex_);
   for (const auto& [k, plan] : plans_) {
-    if (k == key) return plan;
+    if (k == key) {
+      plans_found.fetch_add(1, std::memory_order_relaxed);
+      return plan;
+    }
   }
   return nullptr;
 }
 
 void DerivedPlans::keep(const std::vector<int64_t>& key, std::shared_ptr<const void> plan,
                         int64_t bytes) const {
+  plans_built.fetch_add(1, std::memory_order_relaxed);
   std::lock_guard<std::mutex> lock(mutex_);
   for (const auto& kept : plans_) {
     if (kept.first == key) return;  // another thread's, the same
@@ -227,7 +236,10 @@ std::shared_ptr<const RegroupedPattern> regrouped_pattern(
     PlanRoom plans) {
   PatternCache& cache = PatternCache::instance();
   if (cache.limit() == 0) return built_for_this_call(row_ptr, col_idx, build);
-  if (auto kept = cache.find(key, row_ptr, col_idx)) return kept;
+  if (auto kept = cache.find(key, row_ptr, col_idx)) {
+    patterns_found.fetch_add(1, std::memory_order_relaxed);
+    return kept;
+  }
   // About what the entry will hold: the copies and the plans' room. Where that cannot be
   // kept (a model whose patterns outgrow the limit), no copies are made for nothing: a
   // forward whose pattern is not kept then costs what it did before patterns were kept
@@ -237,6 +249,7 @@ std::shared_ptr<const RegroupedPattern> regrouped_pattern(
   if (!cache.may_keep(least)) return built_for_this_call(row_ptr, col_idx, build);
   // Built from copies, the ones the entry keeps: what it is found by is what it was built
   // from, even if another thread wrote the caller's tensors meanwhile.
+  patterns_built.fetch_add(1, std::memory_order_relaxed);
   auto entry = std::make_shared<Entry>();
   entry->key = key;
   entry->row_ptr = row_ptr.clone();
@@ -264,6 +277,12 @@ std::shared_ptr<const RegroupedPattern> regrouped_pattern(
     }
   }
   return pattern;
+}
+
+PatternCacheCounters pattern_cache_counters() {
+  return {patterns_found.load(std::memory_order_relaxed),
+          patterns_built.load(std::memory_order_relaxed),
+          plans_found.load(std::memory_order_relaxed), plans_built.load(std::memory_order_relaxed)};
 }
 
 int64_t release_cached_patterns() { return PatternCache::instance().release_all(); }

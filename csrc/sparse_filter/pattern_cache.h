@@ -130,6 +130,15 @@ std::shared_ptr<const RegroupedPattern> regrouped_pattern(
     const std::function<RegroupedPattern(const at::Tensor&, const at::Tensor&)>& build,
     PlanRoom plans);
 
+// How often, since the process started, a pattern was found kept or had to be built (kept or
+// for its call only), and a plan was found with its pattern or built. Tests read them
+// (torch_sparse_conv._C._pattern_cache_counters) to see that kept patterns and plans are
+// served, and that a pattern written in place is not.
+struct PatternCacheCounters {
+  int64_t patterns_found, patterns_built, plans_found, plans_built;
+};
+PatternCacheCounters pattern_cache_counters();
+
 // Frees every kept pattern (torch_sparse_conv.empty_pattern_cache()); returns the bytes
 // they held (patterns that calls in progress still use are freed when those calls end).
 int64_t release_cached_patterns();

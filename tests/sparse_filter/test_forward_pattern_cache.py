@@ -2,14 +2,18 @@
 checked once, then found by row_ptr and col_idx compared bit for bit, with the plans of the
 CPU 'direct' kernels (chunk bounds, tap offsets) kept beside it. A pattern rewritten in place
 (same tensors, same version counter) is checked and planned afresh, never served stale, and an
-invalid one is rejected even after a valid one was kept."""
+invalid one is rejected even after a valid one was kept. What a call found or built is counted
+(testing.pattern_cache_counts), so these tests also fail if nothing were ever served."""
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 import torch_sparse_conv as tsc
 
-from testing import assert_same_digest_with_and_without_pattern_cache, random_weight, run_script
+from testing import (assert_same_digest_with_and_without_pattern_cache, pattern_cache_counts,
+                     random_weight, run_script)
 
 CONV = torch.ops.torch_sparse_conv.sparse_filter_conv2d
 
@@ -30,15 +34,15 @@ def _groups(x, shape):
     return x.shape[1] // shape[1]
 
 
-def _forward(x, row_ptr, col_idx, values, shape, method="direct"):
+def _forward(x, row_ptr, col_idx, values, shape, method="direct", stride=1):
     pad = shape[2] // 2
-    return CONV(x, row_ptr, col_idx, values, list(shape), None, [1, 1], [pad, pad], [1, 1],
-                _groups(x, shape), method)
+    return CONV(x, row_ptr, col_idx, values, list(shape), None, [stride, stride], [pad, pad],
+                [1, 1], _groups(x, shape), method)
 
 
-def _expected(x, row_ptr, col_idx, values, shape):
+def _expected(x, row_ptr, col_idx, values, shape, stride=1):
     weight = tsc.unpack_sparse_filter(row_ptr, col_idx, values, list(shape))
-    return F.conv2d(x, weight, None, 1, shape[2] // 2, 1, _groups(x, shape))
+    return F.conv2d(x, weight, None, stride, shape[2] // 2, 1, _groups(x, shape))
 
 
 @pytest.mark.parametrize("batch,kernel", KERNEL_PATHS)
@@ -54,27 +58,69 @@ def test_forward_keeps_its_pattern_and_finds_it(batch, kernel):
     torch.testing.assert_close(first, _expected(x, row_ptr, col_idx, values, shape))
 
 
-@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("batch,kernel", KERNEL_PATHS)
-def test_forward_pattern_written_in_place_is_not_served_stale(batch, kernel, groups):
+def test_forward_finds_its_kept_pattern_and_plans(batch, kernel, dtype):
+    """Counted, not inferred from the bits (which a cache that never served anything would
+    give too): the first call builds the pattern and its kernel's plan, later calls find both
+    and build neither. A channels-last input finds the pattern too; where it takes another
+    kernel (the lanes' channels-last tiles instead of the pointwise NCHW one) that kernel's plan
+    is built once, then found."""
+    shape, weight, x = _layer(batch, kernel, dtype)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(weight)
+    tsc.empty_pattern_cache()
+    first = pattern_cache_counts(lambda: _forward(x, row_ptr, col_idx, values, shape))
+    assert first == {"patterns_found": 0, "patterns_built": 1, "plans_found": 0,
+                     "plans_built": 1}
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        xm = x.contiguous(memory_format=memory_format)
+        for call in range(2):
+            counts = pattern_cache_counts(lambda: _forward(xm, row_ptr, col_idx, values, shape))
+            assert counts["patterns_found"] == 1 and counts["patterns_built"] == 0, counts
+            if call == 1 or memory_format == torch.contiguous_format:
+                assert counts["plans_built"] == 0 and counts["plans_found"] >= 1, counts
+
+
+# Besides KERNEL_PATHS at stride 1 in NCHW: channels-last input (the lanes' channels-last
+# tiles, the one-sample kernel on a converted copy) and stride 2 (the strided 1x1 picks its
+# pixels, the 3x3 reads a polyphase layout).
+STALE_CASES = ([(batch, kernel, 1, False) for batch, kernel in KERNEL_PATHS]
+               + [(8, 3, 1, True), (1, 3, 1, True), (8, 1, 2, False), (1, 1, 2, False),
+                  (8, 3, 2, False), (8, 1, 2, True)])
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("batch,kernel,stride,channels_last", STALE_CASES)
+def test_forward_pattern_written_in_place_is_not_served_stale(batch, kernel, stride,
+                                                              channels_last, groups):
     """The same row_ptr and col_idx tensors rewritten through .data between calls: first
     every tap moved to other columns of its row (col_idx only), then a tap moved from one row
     to the next (row_ptr too). A cache keyed on identity or version would serve the first
     pattern's chunk bounds and tap offsets."""
     shape, weight, x = _layer(batch, kernel, groups=groups)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    forward = functools.partial(_forward, stride=stride)
+    expected = functools.partial(_expected, stride=stride)
     row_ptr, col_idx, values = tsc.pack_sparse_filter(weight)
     versions = (row_ptr._version, col_idx._version)
+    tsc.empty_pattern_cache()  # (an earlier test may have kept the rewritten pattern)
     outputs = []
     for _ in range(2):  # keeps it, then finds it
-        outputs.append(_forward(x, row_ptr, col_idx, values, shape))
-    torch.testing.assert_close(outputs[-1], _expected(x, row_ptr, col_idx, values, shape))
+        outputs.append(forward(x, row_ptr, col_idx, values, shape))
+    torch.testing.assert_close(outputs[-1], expected(x, row_ptr, col_idx, values, shape))
 
     columns = shape[1] * shape[2] * shape[3]
     for oc in range(shape[0]):
         lo, hi = int(row_ptr[oc]), int(row_ptr[oc + 1])
         col_idx.data[lo:hi] = torch.arange(columns - (hi - lo), columns)
-    moved = _forward(x, row_ptr, col_idx, values, shape)
-    torch.testing.assert_close(moved, _expected(x, row_ptr, col_idx, values, shape))
+    results = []
+    counts = pattern_cache_counts(
+        lambda: results.append(forward(x, row_ptr, col_idx, values, shape)))
+    assert counts["patterns_found"] == 0 and counts["patterns_built"] == 1, counts
+    assert counts["plans_found"] == 0 and counts["plans_built"] >= 1, counts
+    moved = results[0]
+    torch.testing.assert_close(moved, expected(x, row_ptr, col_idx, values, shape))
     assert not torch.equal(moved, outputs[-1])
 
     # The first row with taps gives its last one to the next row.
@@ -84,8 +130,8 @@ def test_forward_pattern_written_in_place_is_not_served_stale(batch, kernel, gro
     assert hi - lo <= columns
     col_idx.data[lo:hi] = torch.arange(hi - lo)
     assert (row_ptr._version, col_idx._version) == versions
-    torch.testing.assert_close(_forward(x, row_ptr, col_idx, values, shape),
-                               _expected(x, row_ptr, col_idx, values, shape))
+    torch.testing.assert_close(forward(x, row_ptr, col_idx, values, shape),
+                               expected(x, row_ptr, col_idx, values, shape))
 
 
 @pytest.mark.parametrize("batch,kernel", [(1, 3), (8, 3)])
@@ -231,5 +277,44 @@ def test_pattern_too_large_to_keep_is_checked_and_used_for_its_call():
         " * (torch.rand(16, 64, 3, 3) < 0.2)\n"
         "forward(small, x)\n"
         "assert tsc.empty_pattern_cache() > 0\n"
+        "print('ok')\n",
+        TSC_PATTERN_CACHE_MB="1")
+
+
+def test_room_is_made_only_by_dropping_patterns_no_longer_found():
+    """TSC_PATTERN_CACHE_MB=1 holds one of two layers' patterns (about 0.7 MB each with their
+    plans' room). While the first is found call after call, the second is built for each of
+    its calls and not kept (evicting a pattern in use would make both miss every time); once
+    the first has gone unfound for more than 2 x 1024 lookups (here: calls of a third, small
+    layer), the second's next call drops it and is kept, and the first is built again."""
+    run_script(
+        "import torch, torch_sparse_conv as tsc, torch.nn.functional as F\n"
+        "from torch_sparse_conv import _C\n"
+        "torch.manual_seed(0)\n"
+        "x = torch.randn(1, 64, 4, 4, dtype=torch.float64)\n"
+        "def layer(out_channels, density):\n"
+        "    w = torch.randn(out_channels, 64, 3, 3, dtype=torch.float64)"
+        " * (torch.rand(out_channels, 64, 3, 3) < density)\n"
+        "    rp, ci, v = tsc.pack_sparse_filter(w)\n"
+        "    def forward():\n"
+        "        y = torch.ops.torch_sparse_conv.sparse_filter_conv2d(x, rp, ci, v,"
+        " list(w.shape), None, [1, 1], [1, 1], [1, 1], 1, 'direct')\n"
+        "        torch.testing.assert_close(y, F.conv2d(x, w, None, 1, 1))\n"
+        "    return forward\n"
+        "def counts(call):\n"
+        "    before = _C._pattern_cache_counters()\n"
+        "    call()\n"
+        "    after = _C._pattern_cache_counters()\n"
+        "    return after['patterns_found'] - before['patterns_found']\n"
+        "first, second, small = layer(256, 0.24), layer(256, 0.24), layer(4, 0.2)\n"
+        "assert [counts(first) for _ in range(3)] == [0, 1, 1]\n"
+        "assert [counts(second) for _ in range(3)] == [0, 0, 0]\n"
+        "for _ in range(3):\n"
+        "    first()\n"
+        "    assert counts(second) == 0\n"
+        "for _ in range(2100):\n"
+        "    small()\n"
+        "assert [counts(second) for _ in range(3)] == [0, 1, 1]\n"
+        "assert counts(first) == 0\n"
         "print('ok')\n",
         TSC_PATTERN_CACHE_MB="1")

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 import torch_sparse_conv as tsc
 
-from testing import assert_same_digest_with_and_without_pattern_cache, random_weight, run_script
+from testing import (assert_same_digest_with_and_without_pattern_cache, pattern_cache_counts,
+                     random_weight, run_script)
 
 BACKWARD = torch.ops.torch_sparse_conv._sparse_filter_conv2d_backward
 
@@ -74,6 +75,30 @@ def _keep(x, row_ptr, col_idx, values, shape, stride, grad_out):
 
 @pytest.mark.parametrize("batch", [3, 8])
 @pytest.mark.parametrize("stride", [(1, 1), (2, 2)])
+def test_backward_finds_its_kept_pattern_and_plans(stride, batch):
+    """Counted: the first backward builds the regrouped pattern (and at stride 1 the plans of
+    its kernels: the input gradient's convolution, and at batch 8 the lanes values'
+    gradient); later ones find the pattern and build no other. (A strided layer's per-phase
+    convolutions build their plans for their call: their filters keep no room for them.)"""
+    shape, weight, x, grad_out = _setup(stride, batch=batch)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(weight)
+    tsc.empty_pattern_cache()
+
+    def call():
+        return _grads(x, row_ptr, col_idx, values, shape, stride, grad_out)
+    first = pattern_cache_counts(call)
+    assert first["patterns_found"] == 0 and first["patterns_built"] == 1, first
+    for _ in range(2):
+        later = pattern_cache_counts(call)
+        assert later["patterns_found"] == 1 and later["patterns_built"] == 0, later
+        if stride == (1, 1):
+            assert first["plans_built"] == (2 if batch == 8 else 1), first
+            assert later["plans_built"] == 0, later
+            assert later["plans_found"] == first["plans_built"], later
+
+
+@pytest.mark.parametrize("batch", [3, 8])
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2)])
 def test_pattern_written_in_place_is_not_served_stale(stride, batch):
     """The same row_ptr and col_idx tensors, rewritten through .data between two calls: a
     cache keyed on identity or version would serve the first pattern's transpose, or the
@@ -100,7 +125,11 @@ def test_pattern_written_in_place_is_not_served_stale(stride, batch):
     for oc in range(shape[0]):
         lo, hi = int(row_ptr[oc]), int(row_ptr[oc + 1])
         col_idx.data[lo:hi] = torch.arange(columns - (hi - lo), columns)
-    grads = _grads(x, row_ptr, col_idx, values, shape, stride, grad_out)
+    results = []
+    counts = pattern_cache_counts(
+        lambda: results.append(_grads(x, row_ptr, col_idx, values, shape, stride, grad_out)))
+    assert counts["patterns_found"] == 0 and counts["patterns_built"] == 1, counts
+    grads = results[0]
     check(grads)
     second = grads[0]
     assert not torch.equal(first, second)
