@@ -37,40 +37,46 @@ inline PhaseColumns phase_columns(const SparseFilterGeometry& g, int64_t b) {
 }
 
 // One channel of the polyphase layout: a contiguous (H, W) plane into its channel_block()
-// elements at dst, zeros where the padding is. Row copies, no allocation; a
-// float16/bfloat16 plane is widened on the way (dst_t float).
+// elements at dst, zeros where the padding is; only phase rows [first_row, last_row) of each
+// phase plane (all by default). Row copies, no allocation; a float16/bfloat16 plane is
+// widened on the way (dst_t float).
 template <typename src_t, typename dst_t>
-void fill_polyphase_channel(const src_t* plane, const SparseFilterGeometry& g, dst_t* dst) {
+void fill_polyphase_channel(const src_t* plane, const SparseFilterGeometry& g, dst_t* dst,
+                            int64_t first_row = 0, int64_t last_row = -1) {
+  if (last_row < 0) last_row = g.phase_h;
   for (int64_t a = 0; a < g.stride_h; ++a) {
     for (int64_t b = 0; b < g.stride_w; ++b) {
-      for (int64_t i = 0; i < g.phase_h; ++i, dst += g.phase_w) {
+      dst_t* phase_plane = dst + (a * g.stride_w + b) * g.phase_h * g.phase_w;
+      for (int64_t i = first_row; i < last_row; ++i) {
+        dst_t* out = phase_plane + i * g.phase_w;
         const int64_t row = i * g.stride_h + a - g.pad_h;
         if (row < 0 || row >= g.in_h) {
-          std::fill(dst, dst + g.phase_w, dst_t(0));
+          std::fill(out, out + g.phase_w, dst_t(0));
           continue;
         }
         const src_t* src = plane + row * g.in_w;
         const auto [first, last] = phase_columns(g, b);
-        std::fill(dst, dst + first, dst_t(0));
+        std::fill(out, out + first, dst_t(0));
         if (g.stride_w == 1) {
           if (last > first) {
-            std::copy(src + first + b - g.pad_w, src + last + b - g.pad_w, dst + first);
+            std::copy(src + first + b - g.pad_w, src + last + b - g.pad_w, out + first);
           }
         } else {
-          for (int64_t j = first; j < last; ++j) dst[j] = src[j * g.stride_w + b - g.pad_w];
+          for (int64_t j = first; j < last; ++j) out[j] = src[j * g.stride_w + b - g.pad_w];
         }
-        std::fill(dst + last, dst + g.phase_w, dst_t(0));
+        std::fill(out + last, out + g.phase_w, dst_t(0));
       }
     }
   }
 }
 
 // fill_polyphase_channel for every channel of a contiguous (C, H, W) sample
-// (C * channel_block() elements at dst).
+// (C * channel_block() elements at dst), phase rows [first_row, last_row) of each.
 template <typename src_t, typename dst_t>
-void fill_polyphase_sample(const src_t* sample, const SparseFilterGeometry& g, dst_t* dst) {
+void fill_polyphase_sample(const src_t* sample, const SparseFilterGeometry& g, dst_t* dst,
+                           int64_t first_row = 0, int64_t last_row = -1) {
   for (int64_t c = 0; c < g.in_channels; ++c, dst += g.channel_block()) {
-    fill_polyphase_channel(sample + c * g.in_h * g.in_w, g, dst);
+    fill_polyphase_channel(sample + c * g.in_h * g.in_w, g, dst, first_row, last_row);
   }
 }
 
