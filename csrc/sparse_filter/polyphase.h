@@ -44,6 +44,20 @@ template <typename src_t, typename dst_t>
 void fill_polyphase_channel(const src_t* plane, const SparseFilterGeometry& g, dst_t* dst,
                             int64_t first_row = 0, int64_t last_row = -1) {
   if (last_row < 0) last_row = g.phase_h;
+  if (g.stride_h == 1 && g.stride_w == 1 && g.pad_w == 0 && g.phase_w == g.in_w) {
+    // Phase row i is input row i - pad_h as it is: the rows inside the input in one copy,
+    // zeros above and below. Row by row, a 7x7 plane's 28-byte copies were a fifth of a 1x1
+    // layer's time at batch 1: one copy took 2048->512 @7 0.71x / 0.65x the time at 90 / 95 %
+    // (batch 1, 2 threads, 11 alternated rounds, Intel Xeon VM), 512->2048 @7 0.91x / 0.87x,
+    // 1024->2048 @7 0.93x / 0.89x; a fused ResNet-50 at batch 1 0.99x / 0.98x.
+    const int64_t inside_first = std::clamp(g.pad_h, first_row, last_row);
+    const int64_t inside_last = std::clamp(g.pad_h + g.in_h, inside_first, last_row);
+    std::fill(dst + first_row * g.phase_w, dst + inside_first * g.phase_w, dst_t(0));
+    std::copy(plane + (inside_first - g.pad_h) * g.in_w, plane + (inside_last - g.pad_h) * g.in_w,
+              dst + inside_first * g.phase_w);
+    std::fill(dst + inside_last * g.phase_w, dst + last_row * g.phase_w, dst_t(0));
+    return;
+  }
   for (int64_t a = 0; a < g.stride_h; ++a) {
     for (int64_t b = 0; b < g.stride_w; ++b) {
       dst_t* phase_plane = dst + (a * g.stride_w + b) * g.phase_h * g.phase_w;

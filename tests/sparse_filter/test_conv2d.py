@@ -534,3 +534,20 @@ def test_cuda_opcheck_and_invalid_indices():
                                                          [1, 1], 1, "unfold")
     with pytest.raises(RuntimeError, match="'spmm' supports float32 and float64"):
         tsc.sparse_conv2d(x.detach().half(), w.half(), method="spmm")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("kernel,padding,batch,size", [
+    ((3, 1), (1, 0), 1, (9, 7)), ((3, 1), (2, 0), 3, (5, 11)), ((1, 1), (2, 0), 1, (7, 7)),
+    ((5, 1), (0, 0), 1, (12, 6)), ((1, 1), (0, 0), 2, (7, 7)), ((3, 1), (1, 0), 2, (300, 3))])
+def test_rows_copied_whole_where_the_layout_is_the_input(kernel, padding, batch, size, dtype):
+    """Stride 1 without column padding: the one-sample layout's rows are the input's, copied
+    in one run per channel (polyphase.h), with zero rows for the row padding, also where each
+    thread lays out only the rows its blocks read (300 rows: several blocks)."""
+    gen = torch.Generator().manual_seed(seed_of(dict(k=kernel, p=padding, b=batch, s=size)))
+    weight = random_weight((6, 5, *kernel), 0.5, torch.float64, gen)
+    x = torch.randn(batch, 5, *size, dtype=torch.float64, generator=gen)
+    expected = F.conv2d(x, weight, None, 1, padding)
+    out = tsc.sparse_conv2d(x.to(dtype), weight.to(dtype), padding=padding, method="direct")
+    tol = dict(rtol=2e-2, atol=5e-2) if dtype == torch.bfloat16 else tolerances(dtype)
+    torch.testing.assert_close(out.double(), expected, **tol)
