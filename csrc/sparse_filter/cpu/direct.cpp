@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <array>
 #include <numeric>
+#include <type_traits>
 #include <vector>
 
 #include "csrc/common/aligned_buffer.h"
@@ -68,11 +69,14 @@ void fill_sample_group(const io_t* input, int64_t first, int64_t interleave,
 
 // Copies positions [begin, begin + count) of one output channel's interleaved wide run into
 // the output planes of the group's samples, dropping padding columns and absent samples, and
-// applies the epilogue there (residual: nullptr or laid out as the output).
+// applies the epilogue there (residual: nullptr or laid out as the output). A single
+// sample's float32/float64 rows go through store_run (the copy and the epilogue in one
+// vector pass); float16/bfloat16 ones are rounded first, then finished.
 template <typename scalar_t, typename io_t>
 void scatter_block(const scalar_t* wide, int64_t begin, int64_t count, int64_t first,
                    int64_t interleave, int64_t oc, const SparseFilterGeometry& g,
-                   io_t* output, const io_t* residual, bool relu) {
+                   io_t* output, const io_t* residual, bool relu,
+                   const SparseFilterSimd<scalar_t>& simd) {
   const int64_t plane = g.out_h * g.out_w;
   if (interleave == 1) {
     const int64_t at = (first * g.out_channels + oc) * plane;
@@ -82,8 +86,14 @@ void scatter_block(const scalar_t* wide, int64_t begin, int64_t count, int64_t f
       const int64_t valid_end = std::min(row_end, oh * g.phase_w + g.out_w);
       if (q < valid_end) {
         const int64_t to = at + oh * g.out_w + ow;
-        std::copy(wide + (q - begin), wide + (valid_end - begin), output + to);
-        apply_epilogue_run(output + to, residual ? residual + to : nullptr, valid_end - q, relu);
+        if constexpr (std::is_same_v<io_t, scalar_t>) {
+          simd.store_run(wide + (q - begin), valid_end - q, output + to,
+                         {residual ? residual + to : nullptr, relu});
+        } else {
+          std::copy(wide + (q - begin), wide + (valid_end - begin), output + to);
+          apply_epilogue_run(output + to, residual ? residual + to : nullptr, valid_end - q,
+                             relu);
+        }
       }
       q = row_end;
     }
@@ -236,7 +246,7 @@ void direct_forward(const at::Tensor& input, const at::Tensor& row_ptr,
       }
       for (int64_t oc = oc0; oc < oc1; ++oc) {
         scatter_block(partial.data() + (oc - oc0) * block_stride, p0, count,
-                      group * interleave, interleave, oc, g, out, res, epilogue.relu);
+                      group * interleave, interleave, oc, g, out, res, epilogue.relu, simd);
       }
     }
   });

@@ -331,6 +331,21 @@ TSC_INLINE void dot_runs_any(const scalar_t* a, const scalar_t* const* b, int64_
   }
 }
 
+template <typename scalar_t, int BYTES>
+TSC_INLINE void store_run_impl(const scalar_t* src, int64_t n, scalar_t* dst,
+                               StoreEpilogue<scalar_t> epilogue) {
+  using V = Vec<scalar_t, BYTES>;
+  const scalar_t* residual = epilogue.residual;
+  int64_t i = 0;
+  for (; i + V::lanes <= n; i += V::lanes) {
+    V::store(dst + i, finished_vector<V>(V::load(src + i), residual ? residual + i : nullptr,
+                                         epilogue.relu));
+  }
+  for (; i < n; ++i) {
+    dst[i] = finished_scalar(src[i], residual ? residual + i : nullptr, epilogue.relu);
+  }
+}
+
 // One set of entry points per instruction set: native vector width, and UNROLL accumulators
 // (of 16 or 32 registers) leaving room for the broadcast weight and addresses; dot_runs
 // takes DOT_RUNS runs at a time (two accumulators each).
@@ -354,6 +369,11 @@ TSC_INLINE void dot_runs_any(const scalar_t* a, const scalar_t* const* b, int64_
   TARGET void dot_runs_##NAME(const scalar_t* a, const scalar_t* const* b, int64_t runs,       \
                               const DotSegment* sg, int64_t sn, scalar_t* out) {               \
     dot_runs_any<scalar_t, BYTES, DOT_RUNS>(a, b, runs, sg, sn, out);                          \
+  }                                                                                            \
+  template <typename scalar_t>                                                                 \
+  TARGET void store_run_##NAME(const scalar_t* src, int64_t n, scalar_t* dst,                  \
+                               StoreEpilogue<scalar_t> e) {                                    \
+    store_run_impl<scalar_t, PW_BYTES>(src, n, dst, e);                                        \
   }
 
 TSC_DEFINE_ISA(avx512, TSC_TARGET_AVX512, kZen4ConvBytes, kZen4ConvUnroll, 64, 8)
@@ -400,6 +420,8 @@ SparseFilterSimd<scalar_t> pick_simd() {
           isa_variant(avx512_bytes == kIntelConvBytes ? &dot_runs_avx512_wide<scalar_t>
                                                       : &dot_runs_avx512<scalar_t>,
                       &dot_runs_avx2<scalar_t>, &dot_runs_baseline<scalar_t>),
+          isa_variant(&store_run_avx512<scalar_t>, &store_run_avx2<scalar_t>,
+                      &store_run_baseline<scalar_t>),
           cpu_isa_name(cpu_isa())};
 }
 
