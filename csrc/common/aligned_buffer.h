@@ -27,7 +27,8 @@ class AlignedBuffer {
   AlignedBuffer& operator=(const AlignedBuffer&) = delete;
 
   // At least `size` elements from data(), zeros where the memory is new: growing drops the
-  // old contents (every user writes before it reads).
+  // old contents (every user writes what it reads, or, where a vector overhangs a run, drops
+  // the lanes that read stale elements).
   void resize(int64_t size) {
     if (size <= capacity_) return;
     const std::size_t bytes = (static_cast<std::size_t>(size) * sizeof(T) +

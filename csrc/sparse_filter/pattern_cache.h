@@ -120,7 +120,7 @@ using RegroupKey = std::array<int64_t, 10>;
 // The regrouped pattern of (row_ptr, col_idx) under `key`: a kept one whose copies of
 // row_ptr and col_idx equal these bit for bit, else `build(copy of row_ptr, copy of
 // col_idx)`, kept for later calls where it fits in TSC_PATTERN_CACHE_MB megabytes in all
-// (default 256, read once; 0 keeps none; at most 256 entries; entries that are no longer
+// (default 256, read once; 0 keeps none; at most 1024 entries; entries that are no longer
 // found make room, see PatternCache::keep), with room reserved for its plans (`plans`).
 // Where it could not be kept (no room), `build(row_ptr, col_idx)` for this call, without
 // copies or room for plans. row_ptr and col_idx contiguous
@@ -130,8 +130,10 @@ std::shared_ptr<const RegroupedPattern> regrouped_pattern(
     const std::function<RegroupedPattern(const at::Tensor&, const at::Tensor&)>& build,
     PlanRoom plans);
 
-// How often, since the process started, a pattern was found kept or had to be built (kept or
-// for its call only), and a plan was found with its pattern or built. Tests read them
+// How often, since the process started, regrouped_pattern found a kept pattern or built one
+// (kept or for its call only), and a pattern's DerivedPlans found a plan or built one (kept
+// where it had room, else for the call; plans of calls without a pattern to keep them with,
+// such as an unsorted hand-made CSR's, are not counted). Tests read them
 // (torch_sparse_conv._C._pattern_cache_counters) to see that kept patterns and plans are
 // served, and that a pattern written in place is not.
 struct PatternCacheCounters {

@@ -53,8 +53,10 @@ void fill_polyphase_channel(const src_t* plane, const SparseFilterGeometry& g, d
     const int64_t inside_first = std::clamp(g.pad_h, first_row, last_row);
     const int64_t inside_last = std::clamp(g.pad_h + g.in_h, inside_first, last_row);
     std::fill(dst + first_row * g.phase_w, dst + inside_first * g.phase_w, dst_t(0));
-    std::copy(plane + (inside_first - g.pad_h) * g.in_w, plane + (inside_last - g.pad_h) * g.in_w,
-              dst + inside_first * g.phase_w);
+    if (inside_last > inside_first) {  // (else the source pointers would leave the plane)
+      std::copy(plane + (inside_first - g.pad_h) * g.in_w,
+                plane + (inside_last - g.pad_h) * g.in_w, dst + inside_first * g.phase_w);
+    }
     std::fill(dst + inside_last * g.phase_w, dst + last_row * g.phase_w, dst_t(0));
     return;
   }

@@ -537,17 +537,32 @@ def test_cuda_opcheck_and_invalid_indices():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-@pytest.mark.parametrize("kernel,padding,batch,size", [
-    ((3, 1), (1, 0), 1, (9, 7)), ((3, 1), (2, 0), 3, (5, 11)), ((1, 1), (2, 0), 1, (7, 7)),
-    ((5, 1), (0, 0), 1, (12, 6)), ((1, 1), (0, 0), 2, (7, 7)), ((3, 1), (1, 0), 2, (300, 3))])
-def test_rows_copied_whole_where_the_layout_is_the_input(kernel, padding, batch, size, dtype):
-    """Stride 1 without column padding: the one-sample layout's rows are the input's, copied
-    in one run per channel (polyphase.h), with zero rows for the row padding, also where each
-    thread lays out only the rows its blocks read (300 rows: several blocks)."""
-    gen = torch.Generator().manual_seed(seed_of(dict(k=kernel, p=padding, b=batch, s=size)))
-    weight = random_weight((6, 5, *kernel), 0.5, torch.float64, gen)
-    x = torch.randn(batch, 5, *size, dtype=torch.float64, generator=gen)
-    expected = F.conv2d(x, weight, None, 1, padding)
-    out = tsc.sparse_conv2d(x.to(dtype), weight.to(dtype), padding=padding, method="direct")
+@pytest.mark.parametrize("kernel,padding,size", [
+    ((3, 1), (1, 0), (9, 7)), ((3, 1), (2, 0), (5, 11)), ((1, 1), (2, 0), (7, 7)),
+    ((5, 1), (0, 0), (12, 6)), ((3, 1), (1, 0), (300, 3)), ((1, 1), (2, 0), (200, 16)),
+    ((1, 1), (40, 0), (200, 16)), ((3, 3), (1, 1), (120, 9))])
+def test_one_sample_layout_rows_on_any_thread_count(kernel, padding, size, dtype):
+    """Batch 1 in the one-sample layout: each thread lays out only the rows its blocks read
+    (direct.cpp), rows that are the input's own (stride 1, no column padding) in one copy per
+    channel with zero rows for the row padding (polyphase.h), a thread's rows all padding
+    where the padding is larger than its blocks. On 1, 2 and 3 threads, each call after one on
+    another input (so a row left out would hold that input's values): the same bits, and
+    F.conv2d's values."""
+    gen = torch.Generator().manual_seed(seed_of(dict(k=kernel, p=padding, s=size)))
+    weight = random_weight((6, 5, *kernel), 0.5, torch.float64, gen).to(dtype)
+    x, other = (torch.randn(1, 5, *size, dtype=torch.float64, generator=gen).to(dtype)
+                for _ in range(2))
+    expected = F.conv2d(x.double(), weight.double(), None, 1, padding)
+    threads = torch.get_num_threads()
+    outputs = []
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            tsc.sparse_conv2d(other, weight, padding=padding, method="direct")
+            outputs.append(tsc.sparse_conv2d(x, weight, padding=padding, method="direct"))
+    finally:
+        torch.set_num_threads(threads)
     tol = dict(rtol=2e-2, atol=5e-2) if dtype == torch.bfloat16 else tolerances(dtype)
-    torch.testing.assert_close(out.double(), expected, **tol)
+    torch.testing.assert_close(outputs[0].double(), expected, **tol)
+    for out in outputs[1:]:
+        assert torch.equal(out, outputs[0])

@@ -130,8 +130,11 @@ def test_forward_pattern_written_in_place_is_not_served_stale(batch, kernel, str
     assert hi - lo <= columns
     col_idx.data[lo:hi] = torch.arange(hi - lo)
     assert (row_ptr._version, col_idx._version) == versions
-    torch.testing.assert_close(forward(x, row_ptr, col_idx, values, shape),
-                               expected(x, row_ptr, col_idx, values, shape))
+    results = []
+    counts = pattern_cache_counts(
+        lambda: results.append(forward(x, row_ptr, col_idx, values, shape)))
+    assert counts["patterns_found"] == 0 and counts["patterns_built"] == 1, counts
+    torch.testing.assert_close(results[0], expected(x, row_ptr, col_idx, values, shape))
 
 
 @pytest.mark.parametrize("batch,kernel", [(1, 3), (8, 3)])
@@ -285,8 +288,9 @@ def test_room_is_made_only_by_dropping_patterns_no_longer_found():
     """TSC_PATTERN_CACHE_MB=1 holds one of two layers' patterns (about 0.7 MB each with their
     plans' room). While the first is found call after call, the second is built for each of
     its calls and not kept (evicting a pattern in use would make both miss every time); once
-    the first has gone unfound for more than 2 x 1024 lookups (here: calls of a third, small
-    layer), the second's next call drops it and is kept, and the first is built again."""
+    the first has gone unfound for more than 2 x 1024 lookups (twice the cache's 1024 entries,
+    kMaxEntries in pattern_cache.cpp; here: calls of a third, small layer), the second's next
+    call drops it and is kept, and the first is built again."""
     run_script(
         "import torch, torch_sparse_conv as tsc, torch.nn.functional as F\n"
         "from torch_sparse_conv import _C\n"

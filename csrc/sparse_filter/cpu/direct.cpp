@@ -32,6 +32,7 @@
 #include "csrc/common/output_buffer_cache.h"
 #include "csrc/sparse_filter/cpu/simd.h"
 #include "csrc/sparse_filter/cpu/sorted_taps.h"
+#include "csrc/sparse_filter/pattern.h"
 #include "csrc/sparse_filter/polyphase.h"
 
 namespace torch_sparse_conv {
@@ -171,9 +172,11 @@ void direct_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   const int64_t block_stride = ceil_div(block, lanes) * lanes;
   const int64_t group_elements = g.in_channels * g.channel_block() * interleave;
 
+  // The kernel's reach in a phase plane past a position: rows and columns (phase_padding).
+  const std::array<int64_t, 2> shift = phase_padding(g);
   // Input channels per chunk: the rows a block reads from one channel span the block plus
   // the kernel's reach, in each of the stride_h * stride_w phase planes.
-  const int64_t reach = ((g.kernel_h - 1) * g.dilation_h / g.stride_h + 1) * g.phase_w;
+  const int64_t reach = (shift[0] + 1) * g.phase_w;
   const int64_t channel_bytes = g.stride_h * g.stride_w * sizeof(scalar_t) *
                                 std::min(g.phase_h * g.phase_w * interleave,
                                          block + reach * interleave);
@@ -195,8 +198,7 @@ void direct_forward(const at::Tensor& input, const at::Tensor& row_ptr,
 
   // The phase rows that blocks [first, last] of a one-sample group read: their positions,
   // the kernel's reach past them, and the last vector's overhang.
-  const int64_t reach_positions = (g.kernel_h - 1) * g.dilation_h / g.stride_h * g.phase_w +
-                                  (g.kernel_w - 1) * g.dilation_w / g.stride_w;
+  const int64_t reach_positions = shift[0] * g.phase_w + shift[1];
   auto rows_read = [&](int64_t first, int64_t last) {
     const int64_t end = std::min(len, (last + 1) * block) + reach_positions + lanes;
     return std::array<int64_t, 2>{first * block / g.phase_w,
@@ -217,8 +219,9 @@ void direct_forward(const at::Tensor& input, const at::Tensor& row_ptr,
       const int64_t oc1 = std::min(g.out_channels, oc0 + oc_per_task);
       const int64_t count = std::min(block, len - p0);
       if (group != laid_out_group) {
-        // Only the rows this thread's tasks of the group read: each thread laid out the
-        // whole sample, both threads the same rows (9 % of the CPU time of a ResNet-50
+        // Only the rows this thread's tasks of the group read (the rows past them in its
+        // buffer, stale, reach only lanes past the run, which scatter_block drops). Each
+        // thread used to lay out the whole sample, both threads the same rows (9 % of the CPU time of a ResNet-50
         // forward at batch 1, 2 threads). Measured at batch 1, 2 threads, 15 alternated
         // rounds, Intel Xeon VM: 64@56 at 90 / 95 % 0.92x / 0.88x the time, 128@28 0.94x /
         // 0.90x; 256@14 and 512@7 (one block: every thread reads every row) unchanged; the
