@@ -221,11 +221,11 @@ void direct_forward(const at::Tensor& input, const at::Tensor& row_ptr,
       if (group != laid_out_group) {
         // Only the rows this thread's tasks of the group read (the rows past them in its
         // buffer, stale, reach only lanes past the run, which scatter_block drops). Each
-        // thread used to lay out the whole sample, both threads the same rows (9 % of the CPU time of a ResNet-50
-        // forward at batch 1, 2 threads). Measured at batch 1, 2 threads, 15 alternated
-        // rounds, Intel Xeon VM: 64@56 at 90 / 95 % 0.92x / 0.88x the time, 128@28 0.94x /
-        // 0.90x; 256@14 and 512@7 (one block: every thread reads every row) unchanged; the
-        // whole ResNet-50 0.99x / 1.00x.
+        // thread used to lay out the whole sample, both threads the same rows (9 % of the
+        // CPU time of a ResNet-50 forward at batch 1, 2 threads). Measured at batch 1, 2
+        // threads, 15 alternated rounds, Intel Xeon VM: 64@56 at 90 / 95 % 0.92x / 0.88x
+        // the time, 128@28 0.94x / 0.90x; 256@14 and 512@7 (one block: every thread reads
+        // every row) unchanged; the whole ResNet-50 0.99x / 1.00x.
         const int64_t first_task = std::max(begin, group * group_tasks);
         const int64_t last_task = std::min(end, (group + 1) * group_tasks) - 1;
         const std::array<int64_t, 2> rows =
