@@ -2,7 +2,7 @@
 // TORCH_LIBRARY registrations, and every operator is then reached through
 // torch.ops.torch_sparse_conv. The Python functions here are compat's CPU entry point,
 // toeplitz_conv2d's eager call on a CSR tensor, the release of cached output memory and kept
-// patterns, and the pattern cache's counters (for tests).
+// patterns, and for tests the pattern cache's counters and a trace of parallel_tasks.
 #include <ATen/PythonTorchFunctionTLS.h>
 #include <pybind11/numpy.h>
 #include <torch/csrc/Exceptions.h>
@@ -10,10 +10,14 @@
 #include <torch/csrc/jit/frontend/tracer.h>
 #include <torch/extension.h>
 
+#include <atomic>
+#include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "csrc/common/balanced_parallel.h"
 #include "csrc/common/dtypes.h"
 #include "csrc/common/output_buffer_cache.h"
 #include "csrc/sparse_filter/cpu/simd.h"
@@ -209,6 +213,29 @@ PYBIND11_MODULE(_C, m) {
         },
         "How often since the process started a sparse-filter pattern was found kept or "
         "built, and a plan kept with one was found or built (pattern_cache.h): for tests.");
+  m.def("_parallel_tasks_trace",
+        [](int64_t tasks, int64_t slow_thread, int64_t slow_us) {
+          TORCH_CHECK(tasks >= 0, "_parallel_tasks_trace: tasks must be >= 0");
+          std::vector<std::atomic<int64_t>> runs(tasks);
+          for (auto& r : runs) r.store(0);
+          std::vector<int64_t> thread(tasks, -1);
+          {
+            py::gil_scoped_release no_gil;
+            torch_sparse_conv::parallel_tasks(tasks, [&](int64_t t) {
+              runs[t].fetch_add(1);
+              thread[t] = at::get_thread_num();
+              if (thread[t] == slow_thread) {
+                std::this_thread::sleep_for(std::chrono::microseconds(slow_us));
+              }
+            });
+          }
+          std::vector<int64_t> counts(tasks);
+          for (int64_t t = 0; t < tasks; ++t) counts[t] = runs[t].load();
+          return py::make_tuple(counts, thread);
+        },
+        "Runs parallel_tasks (csrc/common/balanced_parallel.h) over `tasks` tasks, each task "
+        "on thread `slow_thread` sleeping slow_us microseconds; returns how often each task "
+        "ran and on which thread (for tests).");
   m.def("_cpu_auto_rule", [] { return std::string(torch_sparse_conv::cpu_auto_rule().name); },
         "The name of the constants the CPU 'auto' rule of sparse_filter_conv2d uses on this "
         "processor ('zen4' or 'intel-xeon').");

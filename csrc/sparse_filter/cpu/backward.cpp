@@ -20,6 +20,7 @@
 
 #include "csrc/common/aligned_buffer.h"
 #include "csrc/common/arithmetic.h"
+#include "csrc/common/balanced_parallel.h"
 #include "csrc/common/memory_format.h"
 #include "csrc/common/output_buffer_cache.h"
 #include "csrc/common/reduced_precision.h"
@@ -257,8 +258,9 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
   // forward does for grad_output's layout (split by output channels, each thread read all
   // the rows the other wrote: with both split so, a training step of 128x28x28 or 64x56x56
   // at 95 %, batch 8, took 1.1-1.3x the time when the VM places its two vCPUs far apart);
-  // else by output channels. (A thread computes the bands it laid out under OpenMP's fixed
-  // split of a parallel_for among its threads; that affects speed only.)
+  // else by output channels. (A thread starts on the bands it laid out: OpenMP's fixed split
+  // of a parallel_for among its threads, which parallel_tasks starts from; a thread that
+  // finishes first takes the other's last band. That affects speed only.)
   const int64_t nnz = grad_values.size(0);
   const bool by_bands = bands > 1 && bands * nnz <= block_elements;
   // grad_output's lanes layout of a whole block, where it is not shared and the split is by
@@ -341,31 +343,32 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
           }
         });
       }
-      at::parallel_for(0, bands, 1, [&](int64_t begin, int64_t end) {
-        AlignedBuffer<scalar_t> rows;
-        for (int64_t b = begin; b < end; ++b) {
-          scalar_t* sums = band_sums.data() + b * nnz;
-          std::fill_n(sums, nnz, scalar_t(0));
-          const int64_t q0 = band_start(b);
-          if (!lay_out_go) {
-            add_band(b, 0, g.out_channels, sums,
-                     [&](int64_t oc) { return shared.plane(block, oc) + q0 * L; });
-            continue;
-          }
-          // grad_output's rows of the band, every channel's, laid out just before they are
-          // read, while they are in L2.
-          const int64_t first = q0 / g.phase_w;
-          const int64_t last = std::min(g.out_h, ceil_div(band_start(b + 1), g.phase_w));
-          const int64_t channel = (last - first) * g.phase_w * L;
-          rows.resize(g.out_channels * channel);
-          for (int64_t oc = 0; oc < g.out_channels; ++oc) {
-            lay_out_grad_output(oc, first, last, rows.data() + oc * channel, first);
-          }
-          add_band(b, 0, g.out_channels, sums, [&](int64_t oc) {
-            return rows.data() + oc * channel + (q0 - first * g.phase_w) * L;
-          });
+      // Each thread's scratch: grad_output's rows of a band.
+      std::vector<AlignedBuffer<scalar_t>> rows_of(at::get_num_threads());
+      auto band_task = [&](int64_t b) {
+        AlignedBuffer<scalar_t>& rows = rows_of[at::get_thread_num()];
+        scalar_t* sums = band_sums.data() + b * nnz;
+        std::fill_n(sums, nnz, scalar_t(0));
+        const int64_t q0 = band_start(b);
+        if (!lay_out_go) {
+          add_band(b, 0, g.out_channels, sums,
+                   [&](int64_t oc) { return shared.plane(block, oc) + q0 * L; });
+          return;
         }
-      });
+        // grad_output's rows of the band, every channel's, laid out just before they are
+        // read, while they are in L2.
+        const int64_t first = q0 / g.phase_w;
+        const int64_t last = std::min(g.out_h, ceil_div(band_start(b + 1), g.phase_w));
+        const int64_t channel = (last - first) * g.phase_w * L;
+        rows.resize(g.out_channels * channel);
+        for (int64_t oc = 0; oc < g.out_channels; ++oc) {
+          lay_out_grad_output(oc, first, last, rows.data() + oc * channel, first);
+        }
+        add_band(b, 0, g.out_channels, sums, [&](int64_t oc) {
+          return rows.data() + oc * channel + (q0 - first * g.phase_w) * L;
+        });
+      };
+      parallel_tasks(bands, band_task);
       // Band by band, as the split by output channels adds them.
       at::parallel_for(0, nnz, 4096, [&](int64_t begin, int64_t end) {
         for (int64_t b = 0; b < bands; ++b) {
@@ -389,12 +392,18 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
         }
       }
     });
-    at::parallel_for(0, g.out_channels, 1, [&](int64_t begin, int64_t end) {
+    auto add_channels = [&](int64_t begin, int64_t end) {
       for (int64_t b = 0; b < bands; ++b) {
         add_band(b, begin, end, gv, [&](int64_t oc) {
           return go_planes.plane(block, oc) + band_start(b) * L;
         });
       }
+    };
+    // Ranges of a few output channels (about 8 a thread), so that a thread that finishes
+    // early takes some of the other's (balanced_parallel.h).
+    const int64_t per_task = std::max<int64_t>(1, g.out_channels / (8 * at::get_num_threads()));
+    parallel_tasks(ceil_div(g.out_channels, per_task), [&](int64_t task) {
+      add_channels(task * per_task, std::min(g.out_channels, (task + 1) * per_task));
     });
   }
 }

@@ -19,11 +19,13 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <numeric>
 #include <type_traits>
 #include <vector>
 
 #include "csrc/common/aligned_buffer.h"
 #include "csrc/common/arithmetic.h"
+#include "csrc/common/balanced_parallel.h"
 #include "csrc/common/cpu_isa.h"
 #include "csrc/common/memory_format.h"
 #include "csrc/common/output_buffer_cache.h"
@@ -238,7 +240,8 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
         // 64x56x56 at 95 %, batch 8, took 1.2-1.6x the time when the VM places its two vCPUs
         // far apart (BENCHMARKS.md, "The two speeds measured, and layouts each thread writes for
         // itself"). This relies on OpenMP's fixed split of a parallel_for among its threads,
-        // and holds about where the threads do not divide the tiles (speed only).
+        // which the tile tasks start from (parallel_tasks), and holds about where the threads
+        // do not divide the tiles or one thread takes the other's last tasks (speed only).
         at::parallel_for(0, wave_blocks * row_tiles, 1, [&](int64_t begin, int64_t end) {
           std::vector<scalar_t> row_pixels(g.in_w * L);
           // A thread's consecutive row tiles of one block as one band of rows, laid out
@@ -310,97 +313,108 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
     const int64_t group_tasks = tasks_at_once(
         block_elements * int64_t(sizeof(scalar_t)),
         oc_per_task * tile_elements * int64_t(sizeof(scalar_t)));
-    at::parallel_for(0, tiles * oc_splits, 1, [&](int64_t begin, int64_t end) {
-      // Each task of a group its own oc_per_task output channels' partial sums.
-      AlignedBuffer<scalar_t> partials(std::min(group_tasks, oc_splits) * oc_per_task *
-                                       tile_elements);
-      std::vector<scalar_t> rounded;  // float16/bfloat16 output rows before rounding
-      int64_t group_end = begin;
-      for (int64_t group_begin = begin; group_begin < end; group_begin = group_end) {
-        const int64_t t = group_begin / oc_splits;
-        group_end = std::min({end, (t + 1) * oc_splits, group_begin + group_tasks});
-        const int64_t block = t / (row_tiles * col_tiles);
-        // The rows dealt out evenly (14 -> 3, 4, 3, 4, not 4, 4, 4, 2), so that tasks of one
-        // thread do as much as the other's.
-        const int64_t row_tile = t / col_tiles % row_tiles;
-        const int64_t oh0 = row_tile * plane.h / row_tiles;
-        const int64_t ow0 = t % col_tiles * tile.pixel_cols();
-        const int rows = static_cast<int>((row_tile + 1) * plane.h / row_tiles - oh0);
-        const int cols = static_cast<int>(std::min(tile.pixel_cols(), plane.w - ow0));
-        const scalar_t* base = x + block * block_elements + (oh0 * plane.stride + ow0) * L;
-        // The group's output channels, consecutive (tasks past the last channel have none).
-        const int64_t group_oc0 = group_begin % oc_splits * oc_per_task;
-        const int64_t group_oc1 =
-            std::min(g.out_channels, group_oc0 + (group_end - group_begin) * oc_per_task);
-        for (int64_t j = 0; j < taps.chunks; ++j) {
-          for (int64_t oc = group_oc0; oc < group_oc1; ++oc) {
-            const int64_t k0 = taps.bounds(oc)[j], k1 = taps.bounds(oc)[j + 1];
-            if (j > 0 && k0 == k1) continue;
-            kernels.tile(base, plane.stride, offsets + k0, taps.values + k0, k1 - k0,
-                         /*accumulate=*/j > 0, b ? b[oc] : scalar_t(0),
-                         partials.data() + (oc - group_oc0) * tile_elements, rows, cols);
-          }
-        }
-        // The group's output channels back to the output, as one task's: their partial sums
-        // are consecutive.
-        const int64_t n0 = (first_block + block) * L;
-        const int64_t samples = std::min(L, g.batch - n0);
-        const int64_t sample_stride = g.out_channels * out_plane;
-        if (channels_last) {
-          if constexpr (std::is_same_v<io_t, scalar_t>) {
-            // Each pixel's output channels of the group, transposed with the samples.
-            for (int64_t r = 0; r < rows; ++r) {
-              for (int64_t col = 0; col < cols; ++col) {
-                const int64_t pixel = (oh0 + r) * plane.w + ow0 + col;
-                io_t* dst = out + (n0 * out_plane + pixel) * g.out_channels + group_oc0;
-                kernels.deinterleave(partials.data() + (r * cols + col) * L, tile_elements,
-                                     group_oc1 - group_oc0, samples, dst, sample_stride,
-                                     stores_at(dst));
-              }
-            }
-          }
-          continue;
-        }
-        // Back to (N, C_out, H_out, W_out): each tile row to its samples' output rows.
-        // A tile of whole rows is one run in each output plane.
-        const bool whole_rows = cols == plane.w;
-        const int64_t run = whole_rows ? rows * cols : cols;
-        const int64_t runs = whole_rows ? 1 : rows;
-        auto destination = [&](int64_t oc, int64_t r) {
-          return out + (n0 * g.out_channels + oc) * out_plane + (oh0 + r) * plane.w + ow0;
-        };
+    // A tile's tasks in groups of at most group_tasks, of even sizes, the units the threads
+    // share out (balanced_parallel.h); as many groups a thread where the tasks allow (8 tasks
+    // of a tile in groups of at most 5 are 2 groups of 4, in groups of 3 are 4 of 2 where 2
+    // threads share one tile).
+    const int64_t threads = at::get_num_threads();
+    const int64_t threads_step = threads / std::gcd(tiles, threads);
+    const int64_t groups_per_tile = std::min(
+        oc_splits, ceil_div(ceil_div(oc_splits, group_tasks), threads_step) * threads_step);
+    // Each thread's scratch: each task of a group its own oc_per_task output channels'
+    // partial sums; float16/bfloat16 output rows before rounding.
+    std::vector<AlignedBuffer<scalar_t>> partials_of(at::get_num_threads());
+    std::vector<std::vector<scalar_t>> rounded_of(at::get_num_threads());
+    auto run_group = [&](int64_t unit) {
+      const int64_t t = unit / groups_per_tile;
+      const int64_t in_tile = unit % groups_per_tile;
+      const int64_t group_begin = t * oc_splits + in_tile * oc_splits / groups_per_tile;
+      const int64_t group_end = t * oc_splits + (in_tile + 1) * oc_splits / groups_per_tile;
+      AlignedBuffer<scalar_t>& partials = partials_of[at::get_thread_num()];
+      partials.resize(std::min(group_tasks, oc_splits) * oc_per_task * tile_elements);
+      std::vector<scalar_t>& rounded = rounded_of[at::get_thread_num()];
+      const int64_t block = t / (row_tiles * col_tiles);
+      // The rows dealt out evenly (14 -> 3, 4, 3, 4, not 4, 4, 4, 2), so that tasks of one
+      // thread do as much as the other's.
+      const int64_t row_tile = t / col_tiles % row_tiles;
+      const int64_t oh0 = row_tile * plane.h / row_tiles;
+      const int64_t ow0 = t % col_tiles * tile.pixel_cols();
+      const int rows = static_cast<int>((row_tile + 1) * plane.h / row_tiles - oh0);
+      const int cols = static_cast<int>(std::min(tile.pixel_cols(), plane.w - ow0));
+      const scalar_t* base = x + block * block_elements + (oh0 * plane.stride + ow0) * L;
+      // The group's output channels, consecutive (tasks past the last channel have none).
+      const int64_t group_oc0 = group_begin % oc_splits * oc_per_task;
+      const int64_t group_oc1 =
+          std::min(g.out_channels, group_oc0 + (group_end - group_begin) * oc_per_task);
+      for (int64_t j = 0; j < taps.chunks; ++j) {
         for (int64_t oc = group_oc0; oc < group_oc1; ++oc) {
-          if (oc + kPrefetchChannels < group_oc1) {
-            for (int64_t r = 0; r < runs; ++r) {
-              for (int64_t s = 0; s < samples; ++s) {
-                io_t* ahead = destination(oc + kPrefetchChannels, r) + s * sample_stride;
-                prefetch_for_writing(ahead, run * int64_t(sizeof(io_t)));
-                if (res != nullptr) {
-                  prefetch_for_writing(res + (ahead - out), run * int64_t(sizeof(io_t)));
-                }
+          const int64_t k0 = taps.bounds(oc)[j], k1 = taps.bounds(oc)[j + 1];
+          if (j > 0 && k0 == k1) continue;
+          kernels.tile(base, plane.stride, offsets + k0, taps.values + k0, k1 - k0,
+                       /*accumulate=*/j > 0, b ? b[oc] : scalar_t(0),
+                       partials.data() + (oc - group_oc0) * tile_elements, rows, cols);
+        }
+      }
+      // The group's output channels back to the output, as one task's: their partial sums
+      // are consecutive.
+      const int64_t n0 = (first_block + block) * L;
+      const int64_t samples = std::min(L, g.batch - n0);
+      const int64_t sample_stride = g.out_channels * out_plane;
+      if (channels_last) {
+        if constexpr (std::is_same_v<io_t, scalar_t>) {
+          // Each pixel's output channels of the group, transposed with the samples.
+          for (int64_t r = 0; r < rows; ++r) {
+            for (int64_t col = 0; col < cols; ++col) {
+              const int64_t pixel = (oh0 + r) * plane.w + ow0 + col;
+              io_t* dst = out + (n0 * out_plane + pixel) * g.out_channels + group_oc0;
+              kernels.deinterleave(partials.data() + (r * cols + col) * L, tile_elements,
+                                   group_oc1 - group_oc0, samples, dst, sample_stride,
+                                   stores_at(dst));
+            }
+          }
+        }
+        return;
+      }
+      // Back to (N, C_out, H_out, W_out): each tile row to its samples' output rows.
+      // A tile of whole rows is one run in each output plane.
+      const bool whole_rows = cols == plane.w;
+      const int64_t run = whole_rows ? rows * cols : cols;
+      const int64_t runs = whole_rows ? 1 : rows;
+      auto destination = [&](int64_t oc, int64_t r) {
+        return out + (n0 * g.out_channels + oc) * out_plane + (oh0 + r) * plane.w + ow0;
+      };
+      for (int64_t oc = group_oc0; oc < group_oc1; ++oc) {
+        if (oc + kPrefetchChannels < group_oc1) {
+          for (int64_t r = 0; r < runs; ++r) {
+            for (int64_t s = 0; s < samples; ++s) {
+              io_t* ahead = destination(oc + kPrefetchChannels, r) + s * sample_stride;
+              prefetch_for_writing(ahead, run * int64_t(sizeof(io_t)));
+              if (res != nullptr) {
+                prefetch_for_writing(res + (ahead - out), run * int64_t(sizeof(io_t)));
               }
             }
           }
-          for (int64_t r = 0; r < runs; ++r) {
-            const scalar_t* src = partials.data() + (oc - group_oc0) * tile_elements + r * cols * L;
-            io_t* dst = destination(oc, r);
-            if constexpr (std::is_same_v<io_t, scalar_t>) {
-              kernels.deinterleave(src, L, run, samples, dst, sample_stride, stores_at(dst));
-            } else {
-              // Rounded first, then the epilogue on the rounded values (as the separate ops).
-              rounded.resize(samples * run);
-              kernels.deinterleave(src, L, run, samples, rounded.data(), run, {});
-              for (int64_t s = 0; s < samples; ++s) {
-                io_t* sums = dst + s * sample_stride;
-                std::copy(rounded.data() + s * run, rounded.data() + (s + 1) * run, sums);
-                apply_epilogue_run(sums, res ? res + (sums - out) : nullptr, run,
-                                   epilogue.relu);
-              }
+        }
+        for (int64_t r = 0; r < runs; ++r) {
+          const scalar_t* src = partials.data() + (oc - group_oc0) * tile_elements + r * cols * L;
+          io_t* dst = destination(oc, r);
+          if constexpr (std::is_same_v<io_t, scalar_t>) {
+            kernels.deinterleave(src, L, run, samples, dst, sample_stride, stores_at(dst));
+          } else {
+            // Rounded first, then the epilogue on the rounded values (as the separate ops).
+            rounded.resize(samples * run);
+            kernels.deinterleave(src, L, run, samples, rounded.data(), run, {});
+            for (int64_t s = 0; s < samples; ++s) {
+              io_t* sums = dst + s * sample_stride;
+              std::copy(rounded.data() + s * run, rounded.data() + (s + 1) * run, sums);
+              apply_epilogue_run(sums, res ? res + (sums - out) : nullptr, run,
+                                 epilogue.relu);
             }
           }
         }
       }
-    });
+    };
+    parallel_tasks(tiles * groups_per_tile, run_group);
   }
   if (lanes_layout != nullptr && wave == blocks && std::is_same_v<io_t, scalar_t>) {
     *lanes_layout = laid_out;
