@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "csrc/common/arithmetic.h"
+#include "csrc/common/balanced_parallel.h"
 #include "csrc/common/memory_format.h"
 #include "csrc/sparse_filter/cpu/direct.h"
 #include "csrc/sparse_filter/cpu/simd.h"
@@ -138,70 +139,78 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
                                                 std::max<int64_t>(1, g.out_channels));
   const int64_t oc_per_task = ceil_div(g.out_channels, oc_splits);
 
-  at::parallel_for(0, items * oc_splits, 1, [&](int64_t begin, int64_t end) {
-    // The copy of the last sample where planes are not whole vectors (and were not copied
-    // to whole vectors), and the last vectors of a block's output channels.
+  // Each thread's scratch: the copy of the last sample where planes are not whole vectors
+  // (and were not copied to whole vectors), and the last vectors of a block's output channels.
+  struct Scratch {
     std::vector<scalar_t> padded_in, tails;
     int64_t padded_sample = -1;
-    for (int64_t task = begin; task < end; ++task) {
-      // Channel ranges outermost: each thread's contiguous range of tasks then spans the
-      // positions evenly.
-      const int64_t item = task % items;
-      const int64_t oc0 = task / items * oc_per_task;
-      const int64_t oc1 = std::min(g.out_channels, oc0 + oc_per_task);
-      if (oc0 >= oc1) continue;  // the last splits may be empty
-      const int64_t n = item / blocks;
-      const int64_t p0 = item % blocks * block;
-      const int64_t count = std::min(block, run - p0);
-      const scalar_t* x = in + n * sample_in;
-      if (!whole_vectors && !aligned_copy && n == g.batch - 1) {
-        // The last vector of a plane reads into the next plane; past the last sample's last
-        // plane that would be past the tensor, so the last sample is read from a copy with
-        // a vector of zeros after it.
-        if (padded_sample != n) {
-          padded_in.resize(sample_in + lanes);
-          std::copy(x, x + sample_in, padded_in.data());
-          std::fill(padded_in.data() + sample_in, padded_in.data() + sample_in + lanes, scalar_t(0));
-          padded_sample = n;
-        }
-        x = padded_in.data();
+  };
+  std::vector<Scratch> scratch_of(at::get_num_threads());
+  const int64_t tasks = items * oc_splits;
+  auto run_task = [&](int64_t task) {
+    Scratch& scratch = scratch_of[at::get_thread_num()];
+    std::vector<scalar_t>& padded_in = scratch.padded_in;
+    std::vector<scalar_t>& tails = scratch.tails;
+    int64_t& padded_sample = scratch.padded_sample;
+    // Channel ranges outermost: each thread's contiguous range of tasks then spans the
+    // positions evenly.
+    const int64_t item = task % items;
+    const int64_t oc0 = task / items * oc_per_task;
+    const int64_t oc1 = std::min(g.out_channels, oc0 + oc_per_task);
+    if (oc0 >= oc1) return;  // the last splits may be empty
+    const int64_t n = item / blocks;
+    const int64_t p0 = item % blocks * block;
+    const int64_t count = std::min(block, run - p0);
+    const scalar_t* x = in + n * sample_in;
+    if (!whole_vectors && !aligned_copy && n == g.batch - 1) {
+      // The last vector of a plane reads into the next plane; past the last sample's last
+      // plane that would be past the tensor, so the last sample is read from a copy with
+      // a vector of zeros after it.
+      if (padded_sample != n) {
+        padded_in.resize(sample_in + lanes);
+        std::copy(x, x + sample_in, padded_in.data());
+        std::fill(padded_in.data() + sample_in, padded_in.data() + sample_in + lanes, scalar_t(0));
+        padded_sample = n;
       }
-      scalar_t* y = out + (n * g.out_channels + oc0) * plane + p0;
-      const int64_t valid = std::min(count, plane - p0);
-      const int64_t vector = simd.pointwise_vector;
-      tails.resize((oc1 - oc0) * vector);
-      // The epilogue as the last chunk stores the block's full vectors; the tails below.
-      const StoreEpilogue<scalar_t> last_stores{res ? res + (y - out) : nullptr,
-                                                epilogue.relu};
-      for (int64_t j = 0; j < taps.chunks; ++j) {
-        // The rows chunk j reads and those read next: chunk j + 1's here, or chunk 0's of the
-        // next task of this thread (its sample as the tensor holds it).
-        PrefetchRows<scalar_t> rows, after;
-        if (prefetch) {
-          rows = chunk_rows(x + p0, j);
-          if (j + 1 < taps.chunks) {
-            after = chunk_rows(x + p0, j + 1);
-          } else if (task + 1 < end && (task + 1) % items != 0) {
-            const int64_t next = (task + 1) % items;
-            after = chunk_rows(in + next / blocks * sample_in + next % blocks * block, 0);
-          }
-        }
-        simd.pointwise_tiles(x + p0, offsets.data(), taps.values,
-                             taps.chunk_ptr() + oc0 * (taps.chunks + 1) + j,
-                             taps.chunks + 1, oc1 - oc0, /*accumulate=*/j > 0,
-                             b ? b + oc0 : nullptr, y, plane, valid, tails.data(), rows, after,
-                             j + 1 == taps.chunks ? last_stores : StoreEpilogue<scalar_t>{});
-      }
-      const int64_t tail = valid % vector;
-      if (tail == 0) continue;
-      for (int64_t oc = oc0; oc < oc1; ++oc) {
-        const scalar_t* from = tails.data() + (oc - oc0) * vector;
-        scalar_t* sums = y + (oc - oc0) * plane + (valid - tail);
-        std::copy(from, from + tail, sums);
-        apply_epilogue_run(sums, res ? res + (sums - out) : nullptr, tail, epilogue.relu);
-      }
+      x = padded_in.data();
     }
-  });
+    scalar_t* y = out + (n * g.out_channels + oc0) * plane + p0;
+    const int64_t valid = std::min(count, plane - p0);
+    const int64_t vector = simd.pointwise_vector;
+    tails.resize((oc1 - oc0) * vector);
+    // The epilogue as the last chunk stores the block's full vectors; the tails below.
+    const StoreEpilogue<scalar_t> last_stores{res ? res + (y - out) : nullptr,
+                                              epilogue.relu};
+    for (int64_t j = 0; j < taps.chunks; ++j) {
+      // The rows chunk j reads and those read next: chunk j + 1's here, or chunk 0's of the
+      // next task (its sample as the tensor holds it), this thread's next unless the other
+      // has taken it.
+      PrefetchRows<scalar_t> rows, after;
+      if (prefetch) {
+        rows = chunk_rows(x + p0, j);
+        if (j + 1 < taps.chunks) {
+          after = chunk_rows(x + p0, j + 1);
+        } else if (task + 1 < tasks && (task + 1) % items != 0) {
+          const int64_t next = (task + 1) % items;
+          after = chunk_rows(in + next / blocks * sample_in + next % blocks * block, 0);
+        }
+      }
+      simd.pointwise_tiles(x + p0, offsets.data(), taps.values,
+                           taps.chunk_ptr() + oc0 * (taps.chunks + 1) + j,
+                           taps.chunks + 1, oc1 - oc0, /*accumulate=*/j > 0,
+                           b ? b + oc0 : nullptr, y, plane, valid, tails.data(), rows, after,
+                           j + 1 == taps.chunks ? last_stores : StoreEpilogue<scalar_t>{});
+    }
+    const int64_t tail = valid % vector;
+    if (tail == 0) return;
+    for (int64_t oc = oc0; oc < oc1; ++oc) {
+      const scalar_t* from = tails.data() + (oc - oc0) * vector;
+      scalar_t* sums = y + (oc - oc0) * plane + (valid - tail);
+      std::copy(from, from + tail, sums);
+      apply_epilogue_run(sums, res ? res + (sums - out) : nullptr, tail, epilogue.relu);
+    }
+  };
+  parallel_tasks(tasks, run_task);
 }
 
 }  // namespace
