@@ -28,6 +28,7 @@
 
 #include "csrc/common/aligned_buffer.h"
 #include "csrc/common/arithmetic.h"
+#include "csrc/common/balanced_parallel.h"
 #include "csrc/common/memory_format.h"
 #include "csrc/common/output_buffer_cache.h"
 #include "csrc/sparse_filter/cpu/simd.h"
@@ -205,54 +206,71 @@ void direct_forward(const at::Tensor& input, const at::Tensor& row_ptr,
                                   std::min(g.phase_h, ceil_div(end, g.phase_w))};
   };
   const int64_t group_tasks = blocks * oc_splits;
-  at::parallel_for(0, sample_groups * group_tasks, 1, [&](int64_t begin, int64_t end) {
-    AlignedBuffer<scalar_t> partial(oc_per_task * block_stride);
-    std::vector<scalar_t> scratch;
+  // Each thread's scratch: its tasks' partial sums, a sample's planes, and which rows of which
+  // group it has laid out in its own layout buffer (below) during this call.
+  struct Scratch {
+    AlignedBuffer<scalar_t> partial;
+    std::vector<scalar_t> planes;
+    int64_t group = -1, first_row = 0, last_row = 0;
+  };
+  std::vector<Scratch> scratch_of(at::get_num_threads());
+  auto run_task = [&](int64_t task) {
+    Scratch& own = scratch_of[at::get_thread_num()];
+    AlignedBuffer<scalar_t>& partial = own.partial;
+    partial.resize(oc_per_task * block_stride);
     // Vector loads overhang the last run by up to one vector: slack after the group.
     thread_local AlignedBuffer<scalar_t> laid_out;
     laid_out.resize(group_elements + lanes);
-    int64_t laid_out_group = -1;
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t group = task / group_tasks;
-      const int64_t p0 = (task / oc_splits % blocks) * block;
-      const int64_t oc0 = task % oc_splits * oc_per_task;
-      const int64_t oc1 = std::min(g.out_channels, oc0 + oc_per_task);
-      const int64_t count = std::min(block, len - p0);
-      if (group != laid_out_group) {
-        // Only the rows this thread's tasks of the group read (the rows past them in its
-        // buffer, stale, reach only lanes past the run, which scatter_block drops). Each
-        // thread used to lay out the whole sample, both threads the same rows (9 % of the
-        // CPU time of a ResNet-50 forward at batch 1, 2 threads). Measured at batch 1, 2
-        // threads, 15 alternated rounds, Intel Xeon VM: 64@56 at 90 / 95 % 0.92x / 0.88x
-        // the time, 128@28 0.94x / 0.90x; 256@14 and 512@7 (one block: every thread reads
-        // every row) unchanged; the whole ResNet-50 0.99x / 1.00x.
-        const int64_t first_task = std::max(begin, group * group_tasks);
-        const int64_t last_task = std::min(end, (group + 1) * group_tasks) - 1;
-        const std::array<int64_t, 2> rows =
-            interleave == 1 ? rows_read(first_task / oc_splits % blocks,
-                                        last_task / oc_splits % blocks)
-                            : std::array<int64_t, 2>{0, g.phase_h};
-        fill_sample_group(in, group * interleave, interleave, g, scratch, laid_out.data(),
-                          rows[0], rows[1]);
-        laid_out_group = group;
-      }
-      const scalar_t* run = laid_out.data() + p0;
-      for (int64_t j = 0; j < taps.chunks; ++j) {
-        for (int64_t oc = oc0; oc < oc1; ++oc) {
-          const int64_t k0 = taps.bounds(oc)[j], k1 = taps.bounds(oc)[j + 1];
-          if (j > 0 && k0 == k1) continue;
-          simd.conv_block(run + taps.group_offset(oc), taps.cols + k0,
-                          taps.column_offset.data(), taps.values + k0, k1 - k0,
-                          /*accumulate=*/j > 0, b ? b[oc] : scalar_t(0),
-                          partial.data() + (oc - oc0) * block_stride, count);
-        }
-      }
+    const int64_t group = task / group_tasks;
+    const int64_t block_index = task / oc_splits % blocks;
+    const int64_t p0 = block_index * block;
+    const int64_t oc0 = task % oc_splits * oc_per_task;
+    const int64_t oc1 = std::min(g.out_channels, oc0 + oc_per_task);
+    const int64_t count = std::min(block, len - p0);
+    // Only the rows the thread's tasks of the group read, laid out as its tasks come (the
+    // rows past them in its buffer, stale, reach only lanes past the run, which scatter_block
+    // drops): a thread's consecutive blocks extend the rows it has, a block it takes from the
+    // back of the other's share (parallel_tasks) starts afresh, so that the rows between are
+    // not laid out. Each thread used to lay out the whole sample, both threads the same rows
+    // (9 % of the CPU time of a ResNet-50 forward at batch 1, 2 threads). Measured at batch
+    // 1, 2 threads, 15 alternated rounds, Intel Xeon VM: 64@56 at 90 / 95 % 0.92x / 0.88x the
+    // time, 128@28 0.94x / 0.90x; 256@14 and 512@7 (one block: every thread reads every row)
+    // unchanged; the whole ResNet-50 0.99x / 1.00x.
+    const std::array<int64_t, 2> rows = interleave == 1
+                                            ? rows_read(block_index, block_index)
+                                            : std::array<int64_t, 2>{0, g.phase_h};
+    auto lay_out = [&](int64_t first_row, int64_t last_row) {
+      fill_sample_group(in, group * interleave, interleave, g, own.planes, laid_out.data(),
+                        first_row, last_row);
+    };
+    if (group != own.group || rows[1] < own.first_row || rows[0] > own.last_row) {
+      lay_out(rows[0], rows[1]);
+      own.group = group;
+      own.first_row = rows[0];
+      own.last_row = rows[1];
+    } else {
+      if (rows[0] < own.first_row) lay_out(rows[0], own.first_row);
+      if (rows[1] > own.last_row) lay_out(own.last_row, rows[1]);
+      own.first_row = std::min(own.first_row, rows[0]);
+      own.last_row = std::max(own.last_row, rows[1]);
+    }
+    const scalar_t* run = laid_out.data() + p0;
+    for (int64_t j = 0; j < taps.chunks; ++j) {
       for (int64_t oc = oc0; oc < oc1; ++oc) {
-        scatter_block(partial.data() + (oc - oc0) * block_stride, p0, count,
-                      group * interleave, interleave, oc, g, out, res, epilogue.relu, simd);
+        const int64_t k0 = taps.bounds(oc)[j], k1 = taps.bounds(oc)[j + 1];
+        if (j > 0 && k0 == k1) continue;
+        simd.conv_block(run + taps.group_offset(oc), taps.cols + k0,
+                        taps.column_offset.data(), taps.values + k0, k1 - k0,
+                        /*accumulate=*/j > 0, b ? b[oc] : scalar_t(0),
+                        partial.data() + (oc - oc0) * block_stride, count);
       }
     }
-  });
+    for (int64_t oc = oc0; oc < oc1; ++oc) {
+      scatter_block(partial.data() + (oc - oc0) * block_stride, p0, count,
+                    group * interleave, interleave, oc, g, out, res, epilogue.relu, simd);
+    }
+  };
+  parallel_tasks(sample_groups * group_tasks, run_task);
 }
 
 }  // namespace
