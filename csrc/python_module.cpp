@@ -218,20 +218,20 @@ PYBIND11_MODULE(_C, m) {
           TORCH_CHECK(tasks >= 0, "_parallel_tasks_trace: tasks must be >= 0");
           std::vector<std::atomic<int64_t>> runs(tasks);
           for (auto& r : runs) r.store(0);
-          std::vector<int64_t> thread(tasks, -1);
+          std::vector<int64_t> ran_on(tasks, -1);
           {
             py::gil_scoped_release no_gil;
             torch_sparse_conv::parallel_tasks(tasks, [&](int64_t t) {
               runs[t].fetch_add(1);
-              thread[t] = at::get_thread_num();
-              if (thread[t] == slow_thread) {
+              ran_on[t] = at::get_thread_num();
+              if (ran_on[t] == slow_thread) {
                 std::this_thread::sleep_for(std::chrono::microseconds(slow_us));
               }
             });
           }
           std::vector<int64_t> counts(tasks);
           for (int64_t t = 0; t < tasks; ++t) counts[t] = runs[t].load();
-          return py::make_tuple(counts, thread);
+          return py::make_tuple(counts, ran_on);
         },
         "Runs parallel_tasks (csrc/common/balanced_parallel.h) over `tasks` tasks, each task "
         "on thread `slow_thread` sleeping slow_us microseconds; returns how often each task "

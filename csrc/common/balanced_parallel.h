@@ -14,7 +14,9 @@
 #pragma once
 
 #include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <limits>
@@ -68,7 +70,7 @@ void parallel_tasks(int64_t tasks, const Task& task) {
   }
   const int64_t per_share = ceil_div(tasks, threads);
   const int64_t shares = ceil_div(tasks, per_share);
-  std::unique_ptr<balanced_detail::Share[]> share(new balanced_detail::Share[shares]);
+  auto share = std::make_unique<balanced_detail::Share[]>(shares);
   for (int64_t s = 0; s < shares; ++s) {
     share[s].set(uint32_t(s * per_share), uint32_t(std::min(tasks, (s + 1) * per_share)));
   }
@@ -90,5 +92,27 @@ void parallel_tasks(int64_t tasks, const Task& task) {
     }
   });
 }
+
+// One T for each thread of at::parallel_for's team (or parallel_tasks'), each on cache lines of
+// its own: the scratch a task takes from the thread that runs it, whichever that is.
+template <typename T>
+class PerThread {
+ public:
+  PerThread() : threads_(at::get_num_threads()), slots_(std::make_unique<Slot[]>(threads_)) {}
+  // This thread's T (at::get_thread_num(): 0 outside a parallel region and where a
+  // parallel_for runs inline).
+  T& mine() {
+    const int64_t thread = at::get_thread_num();
+    TORCH_INTERNAL_ASSERT(thread >= 0 && thread < threads_);
+    return slots_[thread].value;
+  }
+
+ private:
+  struct alignas(64) Slot {
+    T value;
+  };
+  int64_t threads_;
+  std::unique_ptr<Slot[]> slots_;
+};
 
 }  // namespace torch_sparse_conv

@@ -344,9 +344,9 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
         });
       }
       // Each thread's scratch: grad_output's rows of a band.
-      std::vector<AlignedBuffer<scalar_t>> rows_of(at::get_num_threads());
+      PerThread<AlignedBuffer<scalar_t>> rows_of;
       auto band_task = [&](int64_t b) {
-        AlignedBuffer<scalar_t>& rows = rows_of[at::get_thread_num()];
+        AlignedBuffer<scalar_t>& rows = rows_of.mine();
         scalar_t* sums = band_sums.data() + b * nnz;
         std::fill_n(sums, nnz, scalar_t(0));
         const int64_t q0 = band_start(b);

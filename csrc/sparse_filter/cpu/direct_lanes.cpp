@@ -50,8 +50,8 @@ inline int64_t chunk_bytes() { return l1_data_cache_bytes() * 3 / 4; }
 // other 3x3 layers 0.99-1.01x; batch 32 0.95-1.01x; a training step 0.96-1.01x. 64 KiB gained
 // no more.
 constexpr int64_t kMaxPartialBytes = 128 * 1024;
-// How many of a thread's consecutive tasks of one tile run together: one where a block's
-// input fits a core's L2; else as many as keep their partial sums within kMaxGroupPartialBytes.
+// At most how many consecutive tasks of one tile run together: one where a block's input fits
+// a core's L2; else as many as keep their partial sums within kMaxGroupPartialBytes.
 // Split by output channels, every task reads the whole input: 2048->512 @7 (a 3.2 MB block,
 // 8 tasks of 64 output channels) streamed it from L3 once a task. Batch 8, 90 %, 2 threads,
 // Intel Xeon VM (2 MiB L2), two alternated rounds: 2048->512 @7 1.76-1.82 -> 1.56-1.60 ms;
@@ -297,17 +297,18 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
       });
     }
 
+    const int64_t threads = at::get_num_threads();
     // Split output channels too when the tiles are too few for the threads, or when a task's
     // partial sums would outgrow kMaxPartialBytes.
     const int64_t tiles = wave_blocks * row_tiles * col_tiles;
     const int64_t partial_bytes = g.out_channels * tile_elements * int64_t(sizeof(scalar_t));
     const int64_t oc_splits = std::clamp<int64_t>(
-        std::max(4 * at::get_num_threads() / tiles, ceil_div(partial_bytes, kMaxPartialBytes)), 1,
+        std::max(4 * threads / tiles, ceil_div(partial_bytes, kMaxPartialBytes)), 1,
         std::max<int64_t>(1, g.out_channels));
     const int64_t oc_per_task = ceil_div(g.out_channels, oc_splits);
-    // Where a block's input outgrows a core's L2, a thread runs its consecutive tasks of one
-    // tile together (each chunk of input channels against all their output channels), so
-    // that it streams the input from L3 once, not once a task (tasks_at_once). (The block's
+    // Where a block's input outgrows a core's L2, consecutive tasks of one tile run together
+    // (each chunk of input channels against all their output channels), so that the thread
+    // streams the input from L3 once, not once a task (tasks_at_once). (The block's
     // input, not a tile's rows of it: 128@28's two tasks a tile are grouped too, 1.67-1.70 ->
     // 1.63 ms at batch 8, 90 %.)
     const int64_t group_tasks = tasks_at_once(
@@ -317,22 +318,21 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
     // share out (balanced_parallel.h); as many groups a thread where the tasks allow (8 tasks
     // of a tile in groups of at most 5 are 2 groups of 4, in groups of 3 are 4 of 2 where 2
     // threads share one tile).
-    const int64_t threads = at::get_num_threads();
     const int64_t threads_step = threads / std::gcd(tiles, threads);
     const int64_t groups_per_tile = std::min(
         oc_splits, ceil_div(ceil_div(oc_splits, group_tasks), threads_step) * threads_step);
     // Each thread's scratch: each task of a group its own oc_per_task output channels'
     // partial sums; float16/bfloat16 output rows before rounding.
-    std::vector<AlignedBuffer<scalar_t>> partials_of(at::get_num_threads());
-    std::vector<std::vector<scalar_t>> rounded_of(at::get_num_threads());
+    PerThread<AlignedBuffer<scalar_t>> partials_of;
+    PerThread<std::vector<scalar_t>> rounded_of;
     auto run_group = [&](int64_t unit) {
       const int64_t t = unit / groups_per_tile;
       const int64_t in_tile = unit % groups_per_tile;
       const int64_t group_begin = t * oc_splits + in_tile * oc_splits / groups_per_tile;
       const int64_t group_end = t * oc_splits + (in_tile + 1) * oc_splits / groups_per_tile;
-      AlignedBuffer<scalar_t>& partials = partials_of[at::get_thread_num()];
+      AlignedBuffer<scalar_t>& partials = partials_of.mine();
       partials.resize(std::min(group_tasks, oc_splits) * oc_per_task * tile_elements);
-      std::vector<scalar_t>& rounded = rounded_of[at::get_thread_num()];
+      std::vector<scalar_t>& rounded = rounded_of.mine();
       const int64_t block = t / (row_tiles * col_tiles);
       // The rows dealt out evenly (14 -> 3, 4, 3, 4, not 4, 4, 4, 2), so that tasks of one
       // thread do as much as the other's.

@@ -145,10 +145,10 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
     std::vector<scalar_t> padded_in, tails;
     int64_t padded_sample = -1;
   };
-  std::vector<Scratch> scratch_of(at::get_num_threads());
+  PerThread<Scratch> scratch_of;
   const int64_t tasks = items * oc_splits;
   auto run_task = [&](int64_t task) {
-    Scratch& scratch = scratch_of[at::get_thread_num()];
+    Scratch& scratch = scratch_of.mine();
     std::vector<scalar_t>& padded_in = scratch.padded_in;
     std::vector<scalar_t>& tails = scratch.tails;
     int64_t& padded_sample = scratch.padded_sample;
