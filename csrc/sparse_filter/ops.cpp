@@ -11,6 +11,7 @@ TORCH_LIBRARY_FRAGMENT(torch_sparse_conv, m) {
   m.def(kSparseFilterConv2d);
   m.def(kSparseFilterConv2dKeepingInputLayout);
   m.def(kSparseFilterConv2dBackward);
+  m.def(kMaxPool2dNchw);
 }
 
 namespace torch_sparse_conv::ops {

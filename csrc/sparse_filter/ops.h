@@ -51,6 +51,14 @@ constexpr const char* kSparseFilterConv2dBackward =
     "int[2] dilation, int groups, bool[3] output_mask, Tensor? input_layout=None) "
     "-> (Tensor grad_input, Tensor grad_values, Tensor grad_bias)";
 
+// nn.MaxPool2d's output (without indices) of an NCHW float32/float64 CPU tensor, computed
+// in one pass over it (csrc/sparse_filter/cpu/max_pool.cpp): what ChannelsLastMaxPool2d
+// (torch_sparse_conv/sparse_filter/pooling.py) calls in inference. No autograd: inputs that
+// need a gradient take nn.MaxPool2d's path there.
+constexpr const char* kMaxPool2dNchw =
+    "_max_pool2d_nchw(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, "
+    "int[2] dilation, bool ceil_mode) -> Tensor";
+
 }  // namespace schema
 
 namespace ops {

@@ -1,5 +1,6 @@
-"""ChannelsLastMaxPool2d and sparsify(pool_channels_last=True): max pooling of large NCHW CPU
-tensors through channels-last in inference, bit for bit nn.MaxPool2d's."""
+"""ChannelsLastMaxPool2d and sparsify(pool_channels_last=True): max pooling of NCHW CPU tensors
+in inference by the library's one-pass kernel (float32/float64, rows of 16 output columns or
+more) or through channels-last (other large inputs), bit for bit nn.MaxPool2d's."""
 import copy
 import io
 import types
@@ -10,9 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import torch_sparse_conv as tsc
+from testing import run_script
 from torch_sparse_conv.sparse_filter import ChannelsLastMaxPool2d, pool_channels_last
 from torch_sparse_conv.sparse_filter import pooling
-from torch_sparse_conv.sparse_filter.pooling import pools_through_channels_last
+from torch_sparse_conv.sparse_filter.pooling import pools_in_one_pass, pools_through_channels_last
 
 POOLS = [
     dict(kernel_size=3, stride=2, padding=1),  # ResNet's stem pool
@@ -46,9 +48,22 @@ def assert_same_bits(a, b):
                        b.contiguous().view(BITS[b.dtype])[numbers])
 
 
+ONE_PASS_DTYPES = (torch.float32, torch.float64)
+
+
+def pool_args(args):
+    """nn.MaxPool2d's keyword arguments as _max_pool2d_nchw's positional ones."""
+    def two(v):
+        return [v, v] if isinstance(v, int) else list(v)
+    kernel = two(args["kernel_size"])
+    return (kernel, two(args.get("stride", kernel)), two(args.get("padding", 0)),
+            two(args.get("dilation", 1)), args.get("ceil_mode", False))
+
+
 @pytest.fixture
 def layouts_pooled(monkeypatch):
-    """The memory format of every tensor pooling.py hands F.max_pool2d, in call order."""
+    """The memory format of every tensor pooling.py hands F.max_pool2d, in call order (the
+    one-pass kernel calls none)."""
     seen = []
 
     def max_pool2d(input, *args, **kwargs):
@@ -62,13 +77,96 @@ def layouts_pooled(monkeypatch):
 
 @pytest.mark.parametrize("args", POOLS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
-def test_same_bits_as_max_pool_through_channels_last(args, dtype, layouts_pooled):
+def test_same_bits_as_max_pool_on_the_fast_paths(args, dtype, layouts_pooled):
     x = tied_input(dtype)
     assert pools_through_channels_last(x)
+    assert pools_in_one_pass(x, *pool_args(args)) == (dtype in ONE_PASS_DTYPES)
     out = ChannelsLastMaxPool2d(**args)(x)
-    assert layouts_pooled == ["channels_last"]  # the fast path was taken
+    # float32/float64: the one-pass kernel; float16/bfloat16 through channels-last
+    assert layouts_pooled == ([] if dtype in ONE_PASS_DTYPES else ["channels_last"])
     assert out.is_contiguous()  # the input's NCHW format
     assert_same_bits(out, nn.MaxPool2d(**args)(x))
+
+
+ONE_PASS_POOLS = POOLS + [
+    dict(kernel_size=2, stride=3),  # windows that skip columns
+    dict(kernel_size=(1, 4), stride=(3, 2), padding=(0, 2), ceil_mode=True),
+    dict(kernel_size=5, stride=2, padding=2, ceil_mode=True),
+    dict(kernel_size=3, stride=3, ceil_mode=True),  # a last window past the input
+    dict(kernel_size=(2, 3), stride=(1, 4), padding=(1, 1), dilation=(3, 2)),
+    dict(kernel_size=1),
+]
+
+
+@pytest.mark.parametrize("args", ONE_PASS_POOLS)
+@pytest.mark.parametrize("dtype", ONE_PASS_DTYPES)
+@pytest.mark.parametrize("shape", [(2, 16, 65, 67), (1, 3, 5, 4), (3, 2, 9, 1), (1, 1, 1, 40)])
+def test_one_pass_kernel_same_bits_as_max_pool(args, dtype, shape):
+    """The operator itself on any geometry (rows narrower than a vector, a column or a row
+    alone, planes fewer than the threads): nn.MaxPool2d's bits, ties, NaN, -inf and -0.0
+    included; a strided input read as its values."""
+    x = tied_input(dtype, shape) if shape[1] > 5 else torch.randn(
+        shape, dtype=dtype, generator=torch.Generator().manual_seed(2))
+    op = torch.ops.torch_sparse_conv._max_pool2d_nchw
+    try:
+        expected = nn.MaxPool2d(**args)(x)
+    except RuntimeError:  # an empty output or too much padding for this shape
+        with pytest.raises(RuntimeError, match="_max_pool2d_nchw"):
+            op(x, *pool_args(args))
+        return
+    assert_same_bits(op(x, *pool_args(args)), expected)
+    wide = torch.cat([x, x], dim=3)[..., ::2]
+    assert_same_bits(op(wide, *pool_args(args)), nn.MaxPool2d(**args)(wide))
+
+
+ISA_SCRIPT = r"""
+import torch
+from torch import nn
+import torch_sparse_conv
+op = torch.ops.torch_sparse_conv._max_pool2d_nchw
+gen = torch.Generator().manual_seed(0)
+for dtype in (torch.float32, torch.float64):
+    for (k, s, p, d, ceil) in [(3, 2, 1, 1, False), (2, 2, 0, 1, True), (3, 1, 1, 2, False),
+                               (4, 3, 2, 1, True)]:
+        x = torch.randint(0, 3, (2, 5, 37, 41), generator=gen).to(dtype)
+        x[0, 0, 0, :3] = float("nan")
+        x[1, 1, :4, :4] = -0.0
+        out = op(x, [k, k], [s, s], [p, p], [d, d], ceil)
+        expected = nn.MaxPool2d(k, s, p, d, ceil_mode=ceil)(x)
+        bits = torch.int32 if dtype == torch.float32 else torch.int64
+        assert torch.equal(out.isnan(), expected.isnan())
+        assert torch.equal(out.view(bits)[~out.isnan()], expected.view(bits)[~out.isnan()])
+print("ok")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("isa", ["avx2", "baseline"])
+def test_one_pass_kernel_on_every_instruction_set(isa):
+    """The narrower compilations of the kernel (this process runs the machine's widest)."""
+    run_script(ISA_SCRIPT, TSC_CPU_ISA=isa)
+
+
+def test_one_pass_kernel_checks_its_arguments():
+    op = torch.ops.torch_sparse_conv._max_pool2d_nchw
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.raises(RuntimeError, match="input must be 4-D"):
+        op(x[0], [2, 2], [2, 2], [0, 0], [1, 1], False)
+    with pytest.raises(RuntimeError, match="float32 or float64"):
+        op(x.half(), [2, 2], [2, 2], [0, 0], [1, 1], False)
+    with pytest.raises(RuntimeError, match="stride must be at least 1"):
+        op(x, [2, 2], [0, 2], [0, 0], [1, 1], False)
+    with pytest.raises(RuntimeError, match="padding must be at most half"):
+        op(x, [2, 2], [2, 2], [2, 0], [1, 1], False)
+    with pytest.raises(RuntimeError, match="would be empty"):
+        op(x, [9, 2], [1, 1], [0, 0], [1, 1], False)
+    with pytest.raises(RuntimeError, match="kernel_size must have 2 values"):
+        op(x, [2], [2, 2], [0, 0], [1, 1], False)
+    assert op(torch.randn(0, 3, 8, 8), [2, 2], [2, 2], [0, 0], [1, 1], False).shape == (0, 3, 4, 4)
+    # (opcheck compares outputs with assert_close, which fails on NaN: no NaN here)
+    finite = torch.randn(2, 4, 33, 35, generator=torch.Generator().manual_seed(3))
+    torch.library.opcheck(op, (finite, [3, 3], [2, 2], [1, 1], [1, 1], True))
+    torch.library.opcheck(op, (finite.double(), [2, 3], [1, 2], [0, 1], [2, 1], False))
 
 
 @pytest.mark.parametrize("args", POOLS[:2])
@@ -86,8 +184,8 @@ def test_inputs_that_require_grad_take_the_plain_path(args, layouts_pooled):
     expected.backward(grad)
     assert_same_bits(a.grad, b.grad)
     with torch.no_grad():
-        ChannelsLastMaxPool2d(**args)(a)
-    assert layouts_pooled[-1] == "channels_last"
+        assert_same_bits(ChannelsLastMaxPool2d(**args)(a), expected)
+    assert layouts_pooled == ["nchw"]  # without autograd: the one-pass kernel
     assert torch.autograd.gradcheck(ChannelsLastMaxPool2d(**args),
                                     (torch.randn(1, 8, 9, 9, dtype=torch.float64,
                                                  requires_grad=True),))
@@ -103,20 +201,38 @@ def test_takes_max_pool_arguments_in_their_order():
         ChannelsLastMaxPool2d(2, return_indices=True)
 
 
-def test_inputs_outside_the_rule_take_the_plain_path(layouts_pooled):
+def test_inputs_outside_the_rules_take_the_plain_path(layouts_pooled):
     pool = ChannelsLastMaxPool2d(2)
-    few_channels = torch.randn(64, 3, 32, 32)  # the copies cost more than the pool
+    args = ([2, 2], [2, 2], [0, 0], [1, 1], False)
+    # Too small or too few channels for the copies through channels-last to pay; float32
+    # rows of 16 output columns: the one-pass kernel pools them (no F.max_pool2d call).
+    few_channels = torch.randn(64, 3, 32, 32)
     small = torch.randn(2, 32, 32, 32)  # 65,536 elements
+    for x in (few_channels, small):
+        assert not pools_through_channels_last(x) and pools_in_one_pass(x, *args)
+        assert_same_bits(pool(x), nn.MaxPool2d(2)(x))
+    assert layouts_pooled == []
+    # Rows of 15 output columns, or float16: the plain NCHW pool.
+    narrow = torch.randn(2, 32, 30, 30)
+    half = torch.randn(2, 32, 32, 32).half()
+    # Already channels-last, unbatched, not contiguous: neither fast path.
     last = tied_input().contiguous(memory_format=torch.channels_last)
     unbatched = torch.randn(16, 128, 128)
     strided = torch.randn(2, 16, 130, 134)[:, :, ::2, ::2]
-    for x in (few_channels, small, last, unbatched, strided):
+    for x in (narrow, half, last, unbatched, strided):
         assert not pools_through_channels_last(x)
+        assert x.dim() != 4 or not pools_in_one_pass(x, *args)
         out = pool(x)
         assert_same_bits(out, nn.MaxPool2d(2)(x))
         assert out.is_contiguous(memory_format=torch.channels_last) == (x is last)
     # the channels-last input was pooled as it came; no other went through channels-last
     assert layouts_pooled == ["nchw", "nchw", "channels_last", "nchw", "nchw"]
+    # A large input pooled to rows of 8 columns goes through channels-last (the one-pass
+    # kernel lost there).
+    wide_planes = torch.randn(1, 512, 16, 16)
+    assert pools_through_channels_last(wide_planes) and not pools_in_one_pass(wide_planes, *args)
+    assert_same_bits(pool(wide_planes), nn.MaxPool2d(2)(wide_planes))
+    assert layouts_pooled[-1] == "channels_last"
 
 
 def test_from_max_pool_and_pool_channels_last():

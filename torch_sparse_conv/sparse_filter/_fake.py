@@ -66,3 +66,14 @@ def _sparse_filter_conv2d_backward_fake(grad_output, input, row_ptr, col_idx, va
     grad_values = torch.empty_like(values) if output_mask[1] else None
     grad_bias = grad_output.new_empty((weight_size[0],)) if output_mask[2] else None
     return grad_input, grad_values, grad_bias
+
+
+@torch.library.register_fake("torch_sparse_conv::_max_pool2d_nchw")
+def _max_pool2d_nchw_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
+    from .pooling import _pooled_size
+    torch._check(input.dim() == 4, lambda: "_max_pool2d_nchw: input must be 4-D (N, C, H, W)")
+    torch._check(input.dtype in (torch.float32, torch.float64),
+                 lambda: f"_max_pool2d_nchw: input must be float32 or float64, got {input.dtype}")
+    size = [_pooled_size(input.shape[2 + d], kernel_size[d], stride[d], padding[d], dilation[d],
+                         ceil_mode) for d in range(2)]
+    return input.new_empty((input.shape[0], input.shape[1], size[0], size[1]))

@@ -1,29 +1,39 @@
-"""Max pooling of large NCHW CPU tensors through channels-last, in place of ``nn.MaxPool2d``.
+"""Max pooling of NCHW CPU tensors in inference, fast, in place of ``nn.MaxPool2d``.
 
 torch's CPU max pool is slow on NCHW tensors and fast on channels-last ones (one vector of
 channels a step): ResNet-50's stem pool, (8, 64, 112, 112) at 3x3 stride 2, took 25 ms NCHW
 against 1.8 ms channels-last (2 threads, AMD EPYC Zen 4; 15 % of a sparsified ResNet-50's
-batch-8 forward). Converting the input to channels-last, pooling and converting the output
-back took 6.2-6.5 ms: 3.9-8x faster than the NCHW pool on every ResNet-sized tensor
-measured and 1.9-2.9x from 131,072 elements, but 0.66-1.2x at 32,768-65,536 elements and
-0.5x on tiny ones, where the two copies cost more than the pool. Hence the rule in
-:func:`pools_through_channels_last`.
+batch-8 forward). Two ways around it, each where it was measured to pay:
 
-Exact: a maximum rounds nothing, and both kernels scan a window in the same order, so the
-values are the same bits, NaN where a window holds one (a bfloat16 NaN's sign and payload may
-differ; tests/sparse_filter/test_pooling.py checks ties, NaN, -inf and -0.0). The output
-keeps the input's NCHW format, so the layers after it see what they saw before. An input
-autograd records takes ``nn.MaxPool2d``'s path: through channels-last, autograd would keep
-the channels-last copy for the backward (one more activation-sized tensor) and hand the layer
-before a channels-last gradient; the speed-up is for inference.
+* float32 and float64 inputs pooled to rows of at least :data:`MIN_ONE_PASS_COLUMNS` output
+  columns go to this library's one-pass NCHW kernel
+  (``torch.ops.torch_sparse_conv._max_pool2d_nchw``, csrc/sparse_filter/cpu/max_pool.cpp),
+  vectorised along each row's output columns: no layout copy (rule:
+  :func:`pools_in_one_pass`).
+* Other large inputs (float16, bfloat16, narrower rows: 7x7 planes pooled to 3x3 have
+  columns too few for its vectors, but many channels) go through channels-last: the input
+  converted, pooled, the output converted back. On the stem pool that took 6.2-6.5 ms:
+  3.9-8x faster than the NCHW pool on every ResNet-sized tensor measured and 1.9-2.9x from
+  131,072 elements, but 0.66-1.2x at 32,768-65,536 elements and 0.5x on tiny ones, where the
+  two copies cost more than the pool (rule: :func:`pools_through_channels_last`).
+
+Exact: a maximum rounds nothing, and every kernel takes a window's values in the same order
+with the same rule, so the values are the same bits, NaN where a window holds one (a bfloat16
+NaN's sign and payload may differ; tests/sparse_filter/test_pooling.py checks ties, NaN, -inf
+and -0.0). The output keeps the input's NCHW format, so the layers after it see what they saw
+before. An input autograd records takes ``nn.MaxPool2d``'s path (the one-pass kernel has no
+backward; through channels-last, autograd would keep the channels-last copy for the backward
+and hand the layer before a channels-last gradient): the speed-up is for inference.
 
 ``sparsify(model, pool_channels_last=True)`` swaps a model's ``nn.MaxPool2d`` layers for
 :class:`ChannelsLastMaxPool2d` (an option, off by default: ``sparsify`` otherwise only touches
-convolutions); :func:`pool_channels_last` does it alone.
+convolutions); :func:`pool_channels_last` does it alone. (The names date from when
+channels-last was the only fast path.)
 """
 from typing import List
 
 import torch
+from torch._jit_internal import BroadcastingList2
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -33,6 +43,45 @@ from torch import Tensor, nn
 # (1x512x16x16, 8x64x16x16, 1x8x128x128, 1x32x64x64), 3.9-8.1x from 8x512x7x7 up.
 MIN_CHANNELS = 8
 MIN_ELEMENTS = 1 << 17
+
+
+# From this many output columns on, a float32/float64 NCHW input is pooled by this library's
+# one-pass kernel (torch.ops.torch_sparse_conv._max_pool2d_nchw), which is vectorised along
+# a row's output columns: 2 threads, Intel Xeon VM, against the copies through channels-last,
+# ResNet-50's stem pool (3x3/2, 112x112 -> 56x56) 0.39 against 0.82 ms at batch 1 and 1.7
+# against 7.0 ms at batch 8, 2x2 and 3x3/2 pools of 32x32 planes 1.4-3.7x faster; on narrower
+# rows it lost (8 columns: 1x512x16x16 0.75x; 7x7 planes pooled to 3x3 0.1x).
+MIN_ONE_PASS_COLUMNS = 16
+
+
+def _two(value: BroadcastingList2[int]) -> List[int]:
+    """A pooling argument (an int or a pair) as a list of two."""
+    if isinstance(value, int):
+        return [value, value]
+    return [value[0], value[1]]
+
+
+def _pooled_size(size: int, kernel: int, stride: int, padding: int, dilation: int,
+                 ceil_mode: bool) -> int:
+    """The output size of a max pool along one dimension, as torch computes it."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)
+    out = span // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def pools_in_one_pass(input: Tensor, kernel_size: List[int], stride: List[int],
+                      padding: List[int], dilation: List[int], ceil_mode: bool,
+                      min_columns: int = MIN_ONE_PASS_COLUMNS) -> bool:
+    """Whether :class:`ChannelsLastMaxPool2d` pools ``input`` with this library's one-pass
+    NCHW kernel: a float32 or float64 input that :func:`pools_through_channels_last` would
+    accept (at any size: the kernel copies nothing), pooled to rows of at least
+    ``min_columns`` output columns."""
+    return (input.dtype in (torch.float32, torch.float64)
+            and pools_through_channels_last(input, min_channels=1, min_elements=0)
+            and _pooled_size(input.size(3), kernel_size[1], stride[1], padding[1],
+                             dilation[1], ceil_mode) >= min_columns)
 
 
 def pools_through_channels_last(input: Tensor, min_channels: int = MIN_CHANNELS,
@@ -50,10 +99,12 @@ def pools_through_channels_last(input: Tensor, min_channels: int = MIN_CHANNELS,
 
 
 class ChannelsLastMaxPool2d(nn.MaxPool2d):
-    """``nn.MaxPool2d`` (without ``return_indices``) that pools large NCHW CPU inputs in
-    channels-last and returns the result NCHW: the same values, 2-8x faster on ResNet-sized
-    activations. Other inputs (CUDA, channels-last, small, requiring grad) take
-    ``nn.MaxPool2d``'s path unchanged. Takes ``nn.MaxPool2d``'s arguments, in its order;
+    """``nn.MaxPool2d`` (without ``return_indices``) that pools NCHW CPU inputs in inference
+    by the library's one-pass kernel (float32/float64, rows of at least
+    :data:`MIN_ONE_PASS_COLUMNS` output columns) or, if large, through channels-last, and
+    returns the result NCHW: the same values, 2-8x faster on ResNet-sized activations. Other
+    inputs (CUDA, channels-last, small, requiring grad) take ``nn.MaxPool2d``'s path
+    unchanged. Takes ``nn.MaxPool2d``'s arguments, in its order;
     ``return_indices=True`` is refused. Build one from an existing layer with
     :meth:`from_max_pool` and back with :meth:`to_max_pool`; its ``state_dict`` is
     ``nn.MaxPool2d``'s (empty)."""
@@ -85,6 +136,14 @@ class ChannelsLastMaxPool2d(nn.MaxPool2d):
                             ceil_mode=self.ceil_mode).train(self.training)
 
     def forward(self, input: Tensor) -> Tensor:
+        kernel_size = _two(self.kernel_size)
+        # nn.MaxPool2d's stride defaults to the kernel size (stored so by its constructor).
+        stride = _two(self.stride)
+        padding = _two(self.padding)
+        dilation = _two(self.dilation)
+        if pools_in_one_pass(input, kernel_size, stride, padding, dilation, self.ceil_mode):
+            return torch.ops.torch_sparse_conv._max_pool2d_nchw(
+                input, kernel_size, stride, padding, dilation, self.ceil_mode)
         through_channels_last = pools_through_channels_last(input)
         pooled = F.max_pool2d(
             input.contiguous(memory_format=torch.channels_last) if through_channels_last
