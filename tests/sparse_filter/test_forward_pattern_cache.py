@@ -45,6 +45,32 @@ def _expected(x, row_ptr, col_idx, values, shape, stride=1):
     return F.conv2d(x, weight, None, stride, shape[2] // 2, 1, _groups(x, shape))
 
 
+@pytest.mark.parametrize("in_channels,high", [(16, 1 << 16), (16, -(1 << 16)),
+                                              (4000, 1 << 32), (4000, -(1 << 32))])
+def test_a_column_changed_only_in_its_high_bits_is_not_served_stale(in_channels, high):
+    """The kept pattern is compared with the caller's col_idx through a narrow copy (int16
+    where the columns fit, here 16 x 9; int32 for 4000 x 9): a column that equals the copy
+    once truncated (c + 2^16, c - 2^16 against int16; c +- 2^32 against int32) is out of
+    range, and must be rejected as such, not served the pattern kept before."""
+    gen = torch.Generator().manual_seed(5)
+    shape = (6, in_channels, 3, 3)
+    weight = random_weight(shape, 0.01 if in_channels > 16 else 0.2, torch.float64, gen)
+    x = torch.randn(1, in_channels, 5, 5, dtype=torch.float64, generator=gen)
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(weight)
+    tsc.empty_pattern_cache()
+    for _ in range(2):  # kept, then found
+        expected = _forward(x, row_ptr, col_idx, values, shape)
+    found = pattern_cache_counts(lambda: _forward(x, row_ptr, col_idx, values, shape))
+    assert found["patterns_found"] >= 1, found
+    torch.testing.assert_close(expected, _expected(x, row_ptr, col_idx, values, shape))
+    last = col_idx.numel() - 1
+    col_idx.data[last] += high
+    with pytest.raises(RuntimeError, match="col_idx"):
+        _forward(x, row_ptr, col_idx, values, shape)
+    col_idx.data[last] -= high
+    assert torch.equal(_forward(x, row_ptr, col_idx, values, shape), expected)
+
+
 @pytest.mark.parametrize("batch,kernel", KERNEL_PATHS)
 def test_forward_keeps_its_pattern_and_finds_it(batch, kernel):
     shape, weight, x = _layer(batch, kernel)
