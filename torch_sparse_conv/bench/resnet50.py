@@ -19,8 +19,9 @@ logit; a whole network sums rounding differences over 53 layers):
                  before it (torch_sparse_conv.sparse_filter.fold_batchnorm), in dense torch
   ours:auto+fold-bn  ``sparsify(copy, fold_batchnorm=True)``: the same folding, then sparse
   ours:auto+fold-bn+pool  ``sparsify(copy, fold_batchnorm=True, pool_channels_last=True)``:
-                 also the stem's max pool through channels-last (ChannelsLastMaxPool2d, the
-                 same bits; torch's NCHW pool is 4x slower on that tensor)
+                 also the stem's max pool by ChannelsLastMaxPool2d (the library's one-pass
+                 NCHW kernel there, the same bits; torch's NCHW pool is 9-18x slower on that
+                 tensor)
   ours:auto+fold-bn+pool+fuse  the same with ``fuse_epilogues=True``: each block's residual
                  add and ReLUs applied by the convolutions as they store their outputs
                  (sparse_filter/fuse.py; the same bits, checked against the unfused model)

@@ -9,8 +9,9 @@
   before it (``sparsify(..., fold_batchnorm=True)``).
 * :mod:`.fuse`: :func:`fuse_epilogues`, the residual add and ReLU after a SparseConv2d
   applied in its call (``sparsify(..., fuse_epilogues=True)``).
-* :mod:`.pooling`: :class:`ChannelsLastMaxPool2d`, ``nn.MaxPool2d`` through channels-last
-  for large NCHW CPU tensors (``sparsify(..., pool_channels_last=True)``).
+* :mod:`.pooling`: :class:`ChannelsLastMaxPool2d`, ``nn.MaxPool2d`` for NCHW CPU tensors in
+  inference by a one-pass kernel or through channels-last
+  (``sparsify(..., pool_channels_last=True)``).
 * ``_fake``: the operators' fake (meta) kernels, registered by ``_library.load()``.
 """
 from .functional import (

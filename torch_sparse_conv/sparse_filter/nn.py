@@ -345,8 +345,9 @@ def sparsify(model: nn.Module, min_sparsity: float = DEFAULT_MIN_SPARSITY,
 
     ``pool_channels_last=True`` also replaces every plain ``nn.MaxPool2d`` (not subclasses,
     not those returning indices) by a
-    :class:`~torch_sparse_conv.sparse_filter.pooling.ChannelsLastMaxPool2d`, which pools large
-    NCHW CPU activations through channels-last in inference: the same bits, 2-8x faster than
+    :class:`~torch_sparse_conv.sparse_filter.pooling.ChannelsLastMaxPool2d`, which pools NCHW
+    CPU activations in inference by a one-pass kernel (float32/float64) or, if large, through
+    channels-last: the same bits, 2-8x faster than
     torch's NCHW pool (ResNet-50's stem pool was 15 % of its sparsified batch-8 forward); the
     report's ``pooled`` lists them. :func:`densify` turns them back.
 
