@@ -24,8 +24,7 @@ namespace {
 constexpr size_t kMaxEntries = 1024;
 
 // memcmp of n int64s; empty arrays (whose data() may be null, which memcmp must not be given)
-// are equal. Large arrays in parallel: every forward of a kept pattern compares its col_idx
-// (1.9 MB for 512x7x7 at 90 %), where it used to check and walk it.
+// are equal. Large arrays in parallel: row_ptr, and col_idx where its values need int64.
 bool same_values(const int64_t* a, const int64_t* b, size_t n) {
   constexpr int64_t kGrain = int64_t(1) << 16;
   if (n == 0) return true;
@@ -83,9 +82,9 @@ bool same_as_narrow(const int64_t* a, const narrow_t* b, int64_t n) {
       [](bool x, bool y) { return x && y; });
 }
 
-// col_idx's values in the narrowest of int16, int32 and int64 that holds every one of them
-// exactly (so that a caller's value equals the copy's, widened, only where it equals the
-// original).
+// col_idx's values in int16 or int32, the narrowest that holds every one of them exactly (so
+// that a caller's value equals the copy's, widened, only where it equals the original);
+// undefined where neither does (the entry's int64 copy is compared then).
 template <typename narrow_t>
 bool holds_all(int64_t low, int64_t high) {
   return low >= std::numeric_limits<narrow_t>::min() && high <= std::numeric_limits<narrow_t>::max();
@@ -94,30 +93,27 @@ at::Tensor narrow_copy(const at::Tensor& col_idx) {
   if (col_idx.numel() == 0) return col_idx.to(at::kShort);
   const auto [low_t, high_t] = at::aminmax(col_idx);
   const int64_t low = low_t.item<int64_t>(), high = high_t.item<int64_t>();
-  const at::ScalarType type = holds_all<int16_t>(low, high)   ? at::kShort
-                              : holds_all<int32_t>(low, high) ? at::kInt
-                                                              : at::kLong;
-  return col_idx.to(type);
+  if (holds_all<int16_t>(low, high)) return col_idx.to(at::kShort);
+  if (holds_all<int32_t>(low, high)) return col_idx.to(at::kInt);
+  return at::Tensor();
 }
 
-bool same_as(const at::Tensor& caller, const at::Tensor& narrow) {
+// Whether the caller's col_idx equals the entry's: through its narrow copy where it has one.
+bool same_as(const at::Tensor& caller, const at::Tensor& copy, const at::Tensor& narrow) {
   const int64_t* a = caller.data_ptr<int64_t>();
   const int64_t n = caller.numel();
   if (n == 0) return true;
-  switch (narrow.scalar_type()) {
-    case at::kShort:
-      return same_as_narrow(a, narrow.data_ptr<int16_t>(), n);
-    case at::kInt:
-      return same_as_narrow(a, narrow.data_ptr<int32_t>(), n);
-    default:
-      return same_values(narrow.data_ptr<int64_t>(), a, n);
+  if (!narrow.defined()) return same_values(copy.data_ptr<int64_t>(), a, n);
+  if (narrow.scalar_type() == at::kShort) {
+    return same_as_narrow(a, narrow.data_ptr<int16_t>(), n);
   }
+  return same_as_narrow(a, narrow.data_ptr<int32_t>(), n);
 }
 
 struct Entry {
   RegroupKey key;
   at::Tensor row_ptr, col_idx;  // copies of what the pattern was built from
-  at::Tensor col_idx_narrow;    // col_idx again, narrow_copy's, for the comparison
+  at::Tensor col_idx_narrow;    // col_idx again, narrow_copy's, for the comparison (or none)
   std::shared_ptr<const RegroupedPattern> pattern;
   size_t bytes = 0;
 
@@ -125,7 +121,7 @@ struct Entry {
     return key == k && row_ptr.numel() == rp.numel() && col_idx.numel() == ci.numel() &&
            // row_ptr first: two patterns of one shape and size differ there within a few rows.
            same_values(row_ptr.data_ptr<int64_t>(), rp.data_ptr<int64_t>(), rp.numel()) &&
-           same_as(ci, col_idx_narrow);
+           same_as(ci, col_idx, col_idx_narrow);
   }
 };
 
@@ -326,6 +322,7 @@ std::shared_ptr<const RegroupedPattern> regrouped_pattern(
   // forward whose pattern is not kept then costs what it did before patterns were kept
   // (the check and the walks), not a copy more.
   const size_t least = row_ptr.nbytes() + col_idx.nbytes() +
+                       size_t(col_idx.numel()) * sizeof(int16_t) +  // the narrow copy, if int16
                        size_t(plan_room(plans, row_ptr, col_idx, row_ptr));
   if (!cache.may_keep(least)) return built_for_this_call(row_ptr, col_idx, build);
   // Built from copies, the ones the entry keeps: what it is found by is what it was built
@@ -349,7 +346,8 @@ std::shared_ptr<const RegroupedPattern> regrouped_pattern(
                                                                                   : t.nbytes();
   };
   entry->bytes = entry->row_ptr.nbytes() + entry->col_idx.nbytes() +
-                 entry->col_idx_narrow.nbytes() + own_bytes(p.row_ptr) +
+                 (entry->col_idx_narrow.defined() ? entry->col_idx_narrow.nbytes() : 0) +
+                 own_bytes(p.row_ptr) +
                  own_bytes(p.col_idx) + own_bytes(p.source) + size_t(room);
   std::shared_ptr<const RegroupedPattern> pattern = entry->pattern;
   if (entry->bytes <= cache.limit()) {

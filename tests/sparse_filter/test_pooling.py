@@ -38,6 +38,30 @@ def tied_input(dtype=torch.float32, shape=(2, 16, 65, 67)):
     return x
 
 
+def small_tied_input(dtype, shape, seed=2):
+    """tied_input's ingredients on any shape: ties, -0.0 beside 0.0, -inf, and NaNs with
+    distinct payloads (float32/float64), so that which NaN a window keeps is seen."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(-1, 2, shape, generator=gen).to(dtype)
+    flat = x.view(-1)
+    x.view(-1)[(torch.rand(flat.shape, generator=gen) < 0.15)] = -0.0
+    x.view(-1)[(torch.rand(flat.shape, generator=gen) < 0.05)] = float("-inf")
+    nans = (torch.rand(flat.shape, generator=gen) < 0.08).nonzero().flatten()
+    if dtype in (torch.float32, torch.float64):
+        bits = flat.view(BITS[dtype])
+        quiet = 0x7FC00000 if dtype == torch.float32 else 0x7FF8000000000000
+        for i, at in enumerate(nans.tolist()):
+            bits[at] = quiet | (i + 1)  # NaN, payload i + 1
+    else:
+        flat[nans] = float("nan")
+    return x
+
+
+def assert_same_nan_bits(a, b):
+    """float32/float64: the NaNs too bit for bit (the same NaN of each window kept)."""
+    assert torch.equal(a.contiguous().view(BITS[a.dtype]), b.contiguous().view(BITS[b.dtype]))
+
+
 def assert_same_bits(a, b):
     """Bit for bit (-0.0 is not 0.0), NaN where the other has NaN (a bfloat16 NaN's sign and
     payload may differ between torch's two pooling kernels)."""
@@ -103,10 +127,9 @@ ONE_PASS_POOLS = POOLS + [
 @pytest.mark.parametrize("shape", [(2, 16, 65, 67), (1, 3, 5, 4), (3, 2, 9, 1), (1, 1, 1, 40)])
 def test_one_pass_kernel_same_bits_as_max_pool(args, dtype, shape):
     """The operator itself on any geometry (rows narrower than a vector, a column or a row
-    alone, planes fewer than the threads): nn.MaxPool2d's bits, ties, NaN, -inf and -0.0
-    included; a strided input read as its values."""
-    x = tied_input(dtype, shape) if shape[1] > 5 else torch.randn(
-        shape, dtype=dtype, generator=torch.Generator().manual_seed(2))
+    alone, planes fewer than the threads): nn.MaxPool2d's bits, ties, -inf, -0.0 and NaN
+    included, down to which NaN each window keeps; a strided input read as its values."""
+    x = small_tied_input(dtype, shape)
     op = torch.ops.torch_sparse_conv._max_pool2d_nchw
     try:
         expected = nn.MaxPool2d(**args)(x)
@@ -114,9 +137,9 @@ def test_one_pass_kernel_same_bits_as_max_pool(args, dtype, shape):
         with pytest.raises(RuntimeError, match="_max_pool2d_nchw"):
             op(x, *pool_args(args))
         return
-    assert_same_bits(op(x, *pool_args(args)), expected)
+    assert_same_nan_bits(op(x, *pool_args(args)), expected)
     wide = torch.cat([x, x], dim=3)[..., ::2]
-    assert_same_bits(op(wide, *pool_args(args)), nn.MaxPool2d(**args)(wide))
+    assert_same_nan_bits(op(wide, *pool_args(args)), nn.MaxPool2d(**args)(wide))
 
 
 ISA_SCRIPT = r"""
@@ -158,6 +181,11 @@ def test_one_pass_kernel_checks_its_arguments():
         op(x, [2, 2], [0, 2], [0, 0], [1, 1], False)
     with pytest.raises(RuntimeError, match="padding must be at most half"):
         op(x, [2, 2], [2, 2], [2, 0], [1, 1], False)
+    # within half the effective kernel (2 x 3 - 2 = 4) but not half the kernel: torch refuses
+    with pytest.raises(RuntimeError, match="padding must be at most half"):
+        op(x, [2, 2], [1, 1], [2, 0], [3, 1], False)
+    with pytest.raises(RuntimeError, match="non-zero channels, height and width"):
+        op(torch.randn(1, 4, 0, 40), [2, 2], [1, 1], [1, 1], [1, 1], False)
     with pytest.raises(RuntimeError, match="would be empty"):
         op(x, [9, 2], [1, 1], [0, 0], [1, 1], False)
     with pytest.raises(RuntimeError, match="kernel_size must have 2 values"):
@@ -227,6 +255,25 @@ def test_inputs_outside_the_rules_take_the_plain_path(layouts_pooled):
         assert out.is_contiguous(memory_format=torch.channels_last) == (x is last)
     # the channels-last input was pooled as it came; no other went through channels-last
     assert layouts_pooled == ["nchw", "nchw", "channels_last", "nchw", "nchw"]
+    # Arguments torch refuses, or empty dimensions: torch's pool and its error, not the
+    # one-pass kernel's.
+    x = torch.randn(1, 8, 64, 64)
+    for refused in (dict(kernel_size=2, dilation=3, padding=2), dict(kernel_size=3, stride=0)):
+        assert not pools_in_one_pass(x, *pool_args(refused))
+        with pytest.raises(RuntimeError) as ours:
+            ChannelsLastMaxPool2d(**refused)(x)
+        with pytest.raises(RuntimeError) as torchs:
+            nn.MaxPool2d(**refused)(x)
+        assert str(ours.value) == str(torchs.value)
+    empty_rows = torch.randn(1, 4, 0, 40)
+    assert not pools_in_one_pass(empty_rows, [2, 2], [1, 1], [1, 1], [1, 1], False)
+    # One-element sequences stand for both dimensions, an empty stride for the kernel, as
+    # torch reads them.
+    assert layouts_pooled[-2:] == ["nchw", "nchw"]  # the refused ones, to torch's pool
+    for short in (dict(kernel_size=(3,), stride=(2,), padding=(1,)), dict(kernel_size=2,
+                                                                       stride=())):
+        assert_same_bits(ChannelsLastMaxPool2d(**short)(x), nn.MaxPool2d(**short)(x))
+    assert len(layouts_pooled) == 7  # these two pooled in one pass, not by torch
     # A large input pooled to rows of 8 columns goes through channels-last (the one-pass
     # kernel lost there).
     wide_planes = torch.randn(1, 512, 16, 16)

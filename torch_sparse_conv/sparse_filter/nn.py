@@ -347,7 +347,7 @@ def sparsify(model: nn.Module, min_sparsity: float = DEFAULT_MIN_SPARSITY,
     not those returning indices) by a
     :class:`~torch_sparse_conv.sparse_filter.pooling.ChannelsLastMaxPool2d`, which pools NCHW
     CPU activations in inference by a one-pass kernel (float32/float64) or, if large, through
-    channels-last: the same bits, 2-8x faster than
+    channels-last: the same bits, 2-18x faster than
     torch's NCHW pool (ResNet-50's stem pool was 15 % of its sparsified batch-8 forward); the
     report's ``pooled`` lists them. :func:`densify` turns them back.
 

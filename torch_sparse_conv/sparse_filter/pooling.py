@@ -25,6 +25,10 @@ before. An input autograd records takes ``nn.MaxPool2d``'s path (the one-pass ke
 backward; through channels-last, autograd would keep the channels-last copy for the backward
 and hand the layer before a channels-last gradient): the speed-up is for inference.
 
+A model scripted or exported with a :class:`ChannelsLastMaxPool2d` calls this library's
+operator where it pools in one pass: loading it needs ``import torch_sparse_conv`` (as for
+its ``SparseConv2d`` layers), or :func:`densify` first for a plain-torch artifact.
+
 ``sparsify(model, pool_channels_last=True)`` swaps a model's ``nn.MaxPool2d`` layers for
 :class:`ChannelsLastMaxPool2d` (an option, off by default: ``sparsify`` otherwise only touches
 convolutions); :func:`pool_channels_last` does it alone. (The names date from when
@@ -55,10 +59,13 @@ MIN_ONE_PASS_COLUMNS = 16
 
 
 def _two(value: BroadcastingList2[int]) -> List[int]:
-    """A pooling argument (an int or a pair) as a list of two."""
+    """A pooling argument as torch reads it: an int or a one-element sequence for both
+    dimensions, else the sequence as it is (the one-pass rule takes only two values)."""
     if isinstance(value, int):
         return [value, value]
-    return [value[0], value[1]]
+    if len(value) == 1:
+        return [value[0], value[0]]
+    return [v for v in value]
 
 
 def _pooled_size(size: int, kernel: int, stride: int, padding: int, dilation: int,
@@ -76,12 +83,27 @@ def pools_in_one_pass(input: Tensor, kernel_size: List[int], stride: List[int],
                       min_columns: int = MIN_ONE_PASS_COLUMNS) -> bool:
     """Whether :class:`ChannelsLastMaxPool2d` pools ``input`` with this library's one-pass
     NCHW kernel: a float32 or float64 input that :func:`pools_through_channels_last` would
-    accept (at any size: the kernel copies nothing), pooled to rows of at least
-    ``min_columns`` output columns."""
-    return (input.dtype in (torch.float32, torch.float64)
+    accept (at any size: the kernel copies nothing) with no empty channel, row or column
+    dimension, arguments that ``nn.MaxPool2d`` accepts (two values each; any other goes to
+    torch's pool, which raises its own error), pooled to rows of at least ``min_columns``
+    output columns."""
+    if not (input.dtype in (torch.float32, torch.float64)
             and pools_through_channels_last(input, min_channels=1, min_elements=0)
-            and _pooled_size(input.size(3), kernel_size[1], stride[1], padding[1],
-                             dilation[1], ceil_mode) >= min_columns)
+            and input.size(1) > 0 and input.size(2) > 0 and input.size(3) > 0):
+        return False
+    if len(kernel_size) != 2 or len(stride) != 2 or len(padding) != 2 or len(dilation) != 2:
+        return False
+    for d in range(2):
+        if kernel_size[d] < 1 or stride[d] < 1 or dilation[d] < 1 or padding[d] < 0:
+            return False
+        if (padding[d] > kernel_size[d] // 2
+                or padding[d] > ((kernel_size[d] - 1) * dilation[d] + 1) // 2):
+            return False
+    height = _pooled_size(input.size(2), kernel_size[0], stride[0], padding[0], dilation[0],
+                          ceil_mode)
+    width = _pooled_size(input.size(3), kernel_size[1], stride[1], padding[1], dilation[1],
+                         ceil_mode)
+    return height > 0 and width >= min_columns
 
 
 def pools_through_channels_last(input: Tensor, min_channels: int = MIN_CHANNELS,
@@ -102,7 +124,8 @@ class ChannelsLastMaxPool2d(nn.MaxPool2d):
     """``nn.MaxPool2d`` (without ``return_indices``) that pools NCHW CPU inputs in inference
     by the library's one-pass kernel (float32/float64, rows of at least
     :data:`MIN_ONE_PASS_COLUMNS` output columns) or, if large, through channels-last, and
-    returns the result NCHW: the same values, 2-8x faster on ResNet-sized activations. Other
+    returns the result NCHW: the same values, 2-18x faster than torch's NCHW pool on
+    ResNet-sized activations. Other
     inputs (CUDA, channels-last, small, requiring grad) take ``nn.MaxPool2d``'s path
     unchanged. Takes ``nn.MaxPool2d``'s arguments, in its order;
     ``return_indices=True`` is refused. Build one from an existing layer with
@@ -137,8 +160,11 @@ class ChannelsLastMaxPool2d(nn.MaxPool2d):
 
     def forward(self, input: Tensor) -> Tensor:
         kernel_size = _two(self.kernel_size)
-        # nn.MaxPool2d's stride defaults to the kernel size (stored so by its constructor).
+        # nn.MaxPool2d's stride defaults to the kernel size (stored so by its constructor; an
+        # empty one means the same to torch's pool).
         stride = _two(self.stride)
+        if len(stride) == 0:
+            stride = kernel_size
         padding = _two(self.padding)
         dilation = _two(self.dilation)
         if pools_in_one_pass(input, kernel_size, stride, padding, dilation, self.ceil_mode):

@@ -71,13 +71,14 @@ TSC_INLINE void pool_plane_impl(const scalar_t* in, scalar_t* out, const PoolGeo
       // i in [first, last) fall inside the row (the others keep their -inf).
       const int64_t offset = phase - p.pw;
       const int64_t first = offset >= 0 ? 0 : ceil_div(-offset, p.sw);
-      const int64_t last = std::min(phase_len, offset >= p.in_w ? 0 : ceil_div(p.in_w - offset, p.sw));
+      const int64_t last =
+          std::min(phase_len, offset >= p.in_w ? 0 : ceil_div(p.in_w - offset, p.sw));
       scalar_t* __restrict__ dst = phases + phase * phase_len;
-      const scalar_t* __restrict__ src = row + offset;
+      const scalar_t* __restrict__ src = row;
       if (SW == 0) {
-        for (int64_t i = first; i < last; ++i) dst[i] = src[i * p.sw];
+        for (int64_t i = first; i < last; ++i) dst[i] = src[i * p.sw + offset];
       } else {
-        for (int64_t i = first; i < last; ++i) dst[i] = src[i * SW];
+        for (int64_t i = first; i < last; ++i) dst[i] = src[i * SW + offset];
       }
     }
     scalar_t* m = rows_max + ih * p.out_w;
@@ -146,12 +147,17 @@ at::Tensor max_pool2d_nchw_cpu(const at::Tensor& input, at::IntArrayRef kernel_s
   check_pair(stride, "stride", 1);
   check_pair(padding, "padding", 0);
   check_pair(dilation, "dilation", 1);
+  // torch's two limits (pool2d_shape_check): half the kernel, and half its reach.
   for (int d = 0; d < 2; ++d) {
-    TORCH_CHECK(padding[d] <= ((kernel_size[d] - 1) * dilation[d] + 1) / 2,
-                "_max_pool2d_nchw: padding must be at most half of the effective kernel size, "
-                "got padding ", padding, ", kernel_size ", kernel_size, ", dilation ",
-                dilation);
+    TORCH_CHECK(padding[d] <= kernel_size[d] / 2 &&
+                    padding[d] <= ((kernel_size[d] - 1) * dilation[d] + 1) / 2,
+                "_max_pool2d_nchw: padding must be at most half of the kernel size and of "
+                "the effective kernel size, got padding ", padding, ", kernel_size ",
+                kernel_size, ", dilation ", dilation);
   }
+  TORCH_CHECK(input.size(1) > 0 && input.size(2) > 0 && input.size(3) > 0,
+              "_max_pool2d_nchw: input must have non-zero channels, height and width (the "
+              "batch may be empty), got ", input.sizes());
   PoolGeometry p{kernel_size[0], kernel_size[1], stride[0],   stride[1],
                  padding[0],     padding[1],     dilation[0], dilation[1],
                  input.size(2),  input.size(3),  0,           0};
