@@ -5,6 +5,7 @@ import torch
 from torch._prims_common import suggest_memory_format
 
 from .._arguments import check_one_device
+from .pooling import _pooled_size, pool_arguments_accepted
 
 
 def _out_size(size, kernel, stride, padding, dilation):
@@ -70,15 +71,11 @@ def _sparse_filter_conv2d_backward_fake(grad_output, input, row_ptr, col_idx, va
 
 @torch.library.register_fake("torch_sparse_conv::_max_pool2d_nchw")
 def _max_pool2d_nchw_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
-    from .pooling import _pooled_size
     torch._check(input.dim() == 4, lambda: "_max_pool2d_nchw: input must be 4-D (N, C, H, W)")
     torch._check(input.dtype in (torch.float32, torch.float64),
                  lambda: f"_max_pool2d_nchw: input must be float32 or float64, got {input.dtype}")
-    for d in range(2):
-        torch._check(stride[d] >= 1 and kernel_size[d] >= 1 and dilation[d] >= 1
-                     and 0 <= padding[d] <= kernel_size[d] // 2
-                     and padding[d] <= ((kernel_size[d] - 1) * dilation[d] + 1) // 2,
-                     lambda: "_max_pool2d_nchw: invalid kernel_size, stride, padding or dilation")
+    torch._check(pool_arguments_accepted(kernel_size, stride, padding, dilation),
+                 lambda: "_max_pool2d_nchw: invalid kernel_size, stride, padding or dilation")
     size = [_pooled_size(input.shape[2 + d], kernel_size[d], stride[d], padding[d], dilation[d],
                          ceil_mode) for d in range(2)]
     return input.new_empty((input.shape[0], input.shape[1], size[0], size[1]))

@@ -78,6 +78,22 @@ def _pooled_size(size: int, kernel: int, stride: int, padding: int, dilation: in
     return out
 
 
+def pool_arguments_accepted(kernel_size: List[int], stride: List[int], padding: List[int],
+                            dilation: List[int]) -> bool:
+    """Whether torch's max pool accepts these arguments (two values each; padding at most
+    half the kernel and half its reach): the one rule of the one-pass kernel's callers, its
+    fake kernel included (the C++ kernel checks the same)."""
+    if len(kernel_size) != 2 or len(stride) != 2 or len(padding) != 2 or len(dilation) != 2:
+        return False
+    for d in range(2):
+        if kernel_size[d] < 1 or stride[d] < 1 or dilation[d] < 1 or padding[d] < 0:
+            return False
+        if (padding[d] > kernel_size[d] // 2
+                or padding[d] > ((kernel_size[d] - 1) * dilation[d] + 1) // 2):
+            return False
+    return True
+
+
 def pools_in_one_pass(input: Tensor, kernel_size: List[int], stride: List[int],
                       padding: List[int], dilation: List[int], ceil_mode: bool,
                       min_columns: int = MIN_ONE_PASS_COLUMNS) -> bool:
@@ -91,14 +107,8 @@ def pools_in_one_pass(input: Tensor, kernel_size: List[int], stride: List[int],
             and pools_through_channels_last(input, min_channels=1, min_elements=0)
             and input.size(1) > 0 and input.size(2) > 0 and input.size(3) > 0):
         return False
-    if len(kernel_size) != 2 or len(stride) != 2 or len(padding) != 2 or len(dilation) != 2:
+    if not pool_arguments_accepted(kernel_size, stride, padding, dilation):
         return False
-    for d in range(2):
-        if kernel_size[d] < 1 or stride[d] < 1 or dilation[d] < 1 or padding[d] < 0:
-            return False
-        if (padding[d] > kernel_size[d] // 2
-                or padding[d] > ((kernel_size[d] - 1) * dilation[d] + 1) // 2):
-            return False
     height = _pooled_size(input.size(2), kernel_size[0], stride[0], padding[0], dilation[0],
                           ceil_mode)
     width = _pooled_size(input.size(3), kernel_size[1], stride[1], padding[1], dilation[1],
@@ -125,9 +135,8 @@ class ChannelsLastMaxPool2d(nn.MaxPool2d):
     by the library's one-pass kernel (float32/float64, rows of at least
     :data:`MIN_ONE_PASS_COLUMNS` output columns) or, if large, through channels-last, and
     returns the result NCHW: the same values, 2-18x faster than torch's NCHW pool on
-    ResNet-sized activations. Other
-    inputs (CUDA, channels-last, small, requiring grad) take ``nn.MaxPool2d``'s path
-    unchanged. Takes ``nn.MaxPool2d``'s arguments, in its order;
+    ResNet-sized activations. Other inputs (CUDA, channels-last, small, requiring grad) take
+    ``nn.MaxPool2d``'s path unchanged. Takes ``nn.MaxPool2d``'s arguments, in its order;
     ``return_indices=True`` is refused. Build one from an existing layer with
     :meth:`from_max_pool` and back with :meth:`to_max_pool`; its ``state_dict`` is
     ``nn.MaxPool2d``'s (empty)."""
