@@ -45,15 +45,19 @@ struct SparseFilterGeometry {
   // tap_offset of every filter column (index col < taps_per_filter()): kernels look offsets
   // up per nonzero instead of dividing per nonzero. Built channel by channel from the first
   // channel's kernel_h * kernel_w offsets (three divisions a column cost 3 % of a batch-1
-  // 512@7 call).
+  // 512@7 call), each from those offsets held apart, not from the channel before in memory:
+  // reading back a vector stored a few elements earlier (9 for a 3x3 kernel) stalled on the
+  // store buffer, 2-3 ns a column, 1 % of a 512x7x7 training step at 95 %.
   std::vector<int64_t> column_offsets() const {
-    const int64_t taps_per_channel = kernel_h * kernel_w;
+    const int64_t taps_per_channel = std::min(kernel_h * kernel_w, taps_per_filter());
+    std::vector<int64_t> first(taps_per_channel);
+    for (int64_t t = 0; t < taps_per_channel; ++t) first[t] = tap_offset(t);
     std::vector<int64_t> offsets(taps_per_filter());
-    for (int64_t t = 0; t < std::min(taps_per_channel, taps_per_filter()); ++t) {
-      offsets[t] = tap_offset(t);
-    }
-    for (int64_t col = taps_per_channel; col < taps_per_filter(); ++col) {
-      offsets[col] = offsets[col - taps_per_channel] + channel_block();
+    const int64_t channels = taps_per_channel == 0 ? 0 : taps_per_filter() / taps_per_channel;
+    for (int64_t c = 0; c < channels; ++c) {
+      int64_t* channel = offsets.data() + c * taps_per_channel;
+      const int64_t start = c * channel_block();
+      for (int64_t t = 0; t < taps_per_channel; ++t) channel[t] = first[t] + start;
     }
     return offsets;
   }
