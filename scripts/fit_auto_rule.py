@@ -47,13 +47,13 @@ POINTWISE_TILE = 128  # float32 positions a 1x1 tile (simd.cpp: 8 vectors of 64 
 NEAR_CROSSOVER = (0.6, 1.6)  # cells whose direct/dense ratio lies here weigh 3x in the fit
 
 # method.h's two sets (AutoRule), to compare against: fitted on the AMD EPYC Zen 4 VM
-# (2026-12-04) and on the Intel Xeon VM (2026-12-05).
+# (2026-12-07; first 2026-12-04) and on the Intel Xeon VM (2026-12-05).
 RULES = {
-    "zen4": dict(models={"lanes": {2048: (0.86, 0.22), 512: (0.85, 0.17), 128: (0.59, 0.13), 0: (0.42, 0.12)},
-                         "one-sample": {2048: (0.46, 0.16), 512: (0.41, 0.20), 128: (0.35, 0.05),
-                                        0: (0.46, 0.30)},
-                         "pointwise": {512: (0.95, 0.17), 0: (0.51, 0.23)}},
-                 stride={"lanes": (0.35, 0.975), "one-sample": (0.0, 0.925)}, dense=(0.66, 14.5, 0.6)),
+    "zen4": dict(models={"lanes": {2048: (0.91, 0.20), 512: (0.85, 0.16), 128: (0.79, 0.20), 0: (0.49, 0.26)},
+                         "one-sample": {2048: (0.59, 0.17), 512: (0.52, 0.19), 128: (0.44, 0.08),
+                                        0: (0.49, 0.21)},
+                         "pointwise": {512: (0.98, 0.15), 0: (0.60, 0.16)}},
+                 stride={"lanes": (0.0, 0.675), "one-sample": (0.0, 0.925)}, dense=(1.07, 9.5, 0.6)),
     "intel-xeon": dict(models={"lanes": {2048: (0.60, 0.21), 512: (0.58, 0.15), 128: (0.40, 0.14), 0: (0.42, 0.28)},
                                "one-sample": {2048: (0.43, 0.23), 512: (0.38, 0.19), 128: (0.35, 0.16),
                                               0: (0.35, 0.28)},
