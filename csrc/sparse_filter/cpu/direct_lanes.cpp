@@ -51,17 +51,20 @@ inline int64_t chunk_bytes() { return l1_data_cache_bytes() * 3 / 4; }
 // no more.
 constexpr int64_t kMaxPartialBytes = 128 * 1024;
 // At most how many consecutive tasks of one tile run together: one where a block's input fits
-// a core's L2; else as many as keep their partial sums within kMaxGroupPartialBytes.
+// a core's L2; else as many as keep their partial sums within a quarter of L2 (the rest holds
+// the chunk of input streaming through and the taps).
 // Split by output channels, every task reads the whole input: 2048->512 @7 (a 3.2 MB block,
 // 8 tasks of 64 output channels) streamed it from L3 once a task. Batch 8, 90 %, 2 threads,
-// Intel Xeon VM (2 MiB L2), two alternated rounds: 2048->512 @7 1.76-1.82 -> 1.56-1.60 ms;
-// partial sums of up to 256 KiB 1.60-1.68, 1 MiB 1.53-1.57 but 512->2048 @7 (whose 0.9 MB
-// input fits L2) 1.29-1.32 -> 1.38-1.40. 3x3 512@7 and 256@14 and 1x1 1024->256 @14 within
-// noise grouped.
-constexpr int64_t kMaxGroupPartialBytes = 512 * 1024;
+// Intel Xeon VM (2 MiB L2: 512 KiB of partial sums), two alternated rounds: 2048->512 @7
+// 1.76-1.82 -> 1.56-1.60 ms; partial sums of up to 256 KiB 1.60-1.68, 1 MiB 1.53-1.57 but
+// 512->2048 @7 (whose 0.9 MB input fits L2) 1.29-1.32 -> 1.38-1.40. On Zen 4 (1 MiB L2)
+// 512 KiB of partial sums left L2 for L3 at every chunk, which both cores then shared: at 2
+// threads (batch 8, 7 alternated rounds) 256 KiB took 0.87-0.91x the time of 512 on 256@14
+// at 90 / 95 %, 0.83-0.88x on 512@7, 0.93-0.95x on the stride-2 3x3 layers at 28 and 14;
+// the 1x1 layers at 7 and 14 0.96-1.05x, 1 thread unchanged.
 inline int64_t tasks_at_once(int64_t block_bytes, int64_t task_partial_bytes) {
   if (block_bytes <= l2_cache_bytes()) return 1;
-  return std::max<int64_t>(1, kMaxGroupPartialBytes / std::max<int64_t>(1, task_partial_bytes));
+  return std::max<int64_t>(1, l2_cache_bytes() / 4 / std::max<int64_t>(1, task_partial_bytes));
 }
 // Sample blocks laid out at a time: at least one, else as many as fit this many bytes.
 constexpr int64_t kLayoutBytes = int64_t(64) << 20;
