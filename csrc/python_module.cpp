@@ -239,6 +239,37 @@ PYBIND11_MODULE(_C, m) {
   m.def("_cpu_auto_rule", [] { return std::string(torch_sparse_conv::cpu_auto_rule().name); },
         "The name of the constants the CPU 'auto' rule of sparse_filter_conv2d uses on this "
         "processor ('zen4' or 'intel-xeon').");
+  m.def(
+      "_auto_rules",
+      [] {
+        // Each rule in scripts/fit_auto_rule.py's form: run -> (efficiency, overhead) per
+        // layout; per layout (overhead per extra stride phase, efficiency factor); dense's
+        // (rebuild, per density, outputs power).
+        auto models = [](const auto& table) {
+          py::dict runs;
+          for (const torch_sparse_conv::DirectCostModel& m : table) {
+            runs[py::int_(m.min_run)] = py::make_tuple(m.efficiency, m.overhead);
+          }
+          return runs;
+        };
+        py::dict rules;
+        for (const torch_sparse_conv::AutoRule* r : torch_sparse_conv::kAutoRules) {
+          py::dict rule, by_layout, stride;
+          by_layout["lanes"] = models(r->lanes);
+          by_layout["one-sample"] = models(r->one_sample);
+          by_layout["pointwise"] = models(r->pointwise);
+          stride["lanes"] = py::make_tuple(r->lanes_stride_overhead, r->lanes_stride_efficiency);
+          stride["one-sample"] = py::make_tuple(0.0, r->one_sample_stride_efficiency);
+          rule["models"] = by_layout;
+          rule["stride"] = stride;
+          rule["dense"] = py::make_tuple(r->dense_rebuild, r->dense_rebuild_per_density,
+                                         r->dense_rebuild_outputs_power);
+          rules[py::str(r->name)] = rule;
+        }
+        return rules;
+      },
+      "Every CPU 'auto' rule's constants (csrc/sparse_filter/method.h), by name, in the form "
+      "scripts/fit_auto_rule.py fits and scores them.");
   m.def("_conv_block_vector_bytes",
         [] { return torch_sparse_conv::sparse_filter_simd<float>().conv_block_bytes; },
         "The bytes of the vectors the CPU sparse-filter 'direct' kernel of one-sample runs "

@@ -10,8 +10,8 @@ method.h's: `direct` costs density / efficiency + overhead of oneDNN's time per 
 (1x1 in place, the batch in the vector lanes, one sample at a time) and output-run class; a
 stride scales the lanes layout's overhead by 1 + k (phases - 1) and each layout's efficiency
 by a factor; our `dense` costs 1 + R (1 + D density) / (N H_out W_out)^P. The script prints
-the fitted constants in method.h's terms, then how often picking by the old and the new
-constants lands more than 5 % above the better of `direct` and `dense` on the sweeps. It
+the fitted constants in method.h's terms, then how often picking by the old (method.h's
+rules, read from the built extension: `_C._auto_rules()`) and the new constants lands more than 5 % above the better of `direct` and `dense` on the sweeps. It
 does not edit method.h: copy the constants in, rebuild, run the sweep again to check `auto`.
 
 The backward's limits (kGradValues...MaxDensity) were measured by timing
@@ -46,20 +46,12 @@ LANES = 8             # float32 samples a vector block (lanes<float>() on AVX-51
 POINTWISE_TILE = 128  # float32 positions a 1x1 tile (simd.cpp: 8 vectors of 64 bytes)
 NEAR_CROSSOVER = (0.6, 1.6)  # cells whose direct/dense ratio lies here weigh 3x in the fit
 
-# method.h's two sets (AutoRule), to compare against: fitted on the AMD EPYC Zen 4 VM
-# (2026-12-07; first 2026-12-04) and on the Intel Xeon VM (2026-12-05).
-RULES = {
-    "zen4": dict(models={"lanes": {2048: (0.91, 0.20), 512: (0.85, 0.16), 128: (0.79, 0.20), 0: (0.49, 0.26)},
-                         "one-sample": {2048: (0.59, 0.17), 512: (0.52, 0.19), 128: (0.44, 0.08),
-                                        0: (0.49, 0.21)},
-                         "pointwise": {512: (0.98, 0.15), 0: (0.60, 0.16)}},
-                 stride={"lanes": (0.0, 0.675), "one-sample": (0.0, 0.925)}, dense=(1.07, 9.5, 0.6)),
-    "intel-xeon": dict(models={"lanes": {2048: (0.60, 0.21), 512: (0.58, 0.15), 128: (0.40, 0.14), 0: (0.42, 0.28)},
-                               "one-sample": {2048: (0.43, 0.23), 512: (0.38, 0.19), 128: (0.35, 0.16),
-                                              0: (0.35, 0.28)},
-                               "pointwise": {512: (0.91, 0.13), 0: (0.43, 0.19)}},
-                       stride={"lanes": (0.05, 0.925), "one-sample": (0.0, 0.850)}, dense=(1.84, 4.5, 0.6)),
-}
+
+def compiled_rules() -> dict:
+    """method.h's rules (AutoRule, by name), as the built extension holds them, to compare a
+    refit against."""
+    from torch_sparse_conv import _C
+    return _C._auto_rules()
 
 
 def sweep(rounds: int, seed: int = 0) -> list:
@@ -211,7 +203,7 @@ def report(constants: dict, rows: list) -> None:
         print(f"  stride, {kind}: overhead x (1 + {per_phase:.2f} (phases - 1)), efficiency x {eff:.3f}")
     scale, per_density, power = constants["dense"]
     print(f"  dense: 1 + {scale:.2f} (1 + {per_density:.1f} density) / outputs^{power}")
-    for name, c in [(f"method.h's {n} rule", r) for n, r in RULES.items()] + [("refitted", constants)]:
+    for name, c in [(f"method.h's {n} rule", r) for n, r in compiled_rules().items()] + [("refitted", constants)]:
         picks = regret(c, rows)
         worst = max(picks, key=lambda p: p[0])
         print(f"{name}: {sum(p[0] > 1.05 for p in picks)} of {len(picks)} cells more than 5 % "

@@ -25,7 +25,7 @@ const AutoRule& cpu_auto_rule() {
   static const AutoRule& rule = []() -> const AutoRule& {
     const char* name = std::getenv("TSC_AUTO_RULE");
     if (name != nullptr && *name != '\0') {
-      for (const AutoRule* r : {&kZen4AutoRule, &kIntelXeonAutoRule}) {
+      for (const AutoRule* r : kAutoRules) {
         if (std::strcmp(name, r->name) == 0) return *r;
       }
       TORCH_WARN("TSC_AUTO_RULE must be 'zen4' or 'intel-xeon', got '", name,

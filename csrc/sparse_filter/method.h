@@ -80,6 +80,10 @@ constexpr AutoRule kIntelXeonAutoRule = {
     0.05, 0.925, 0.850,
     1.84, 4.5, 0.6};
 
+// Every rule, by name: TSC_AUTO_RULE's choices, and what scripts/fit_auto_rule.py scores a
+// refit against (torch_sparse_conv._C._auto_rules()).
+inline constexpr const AutoRule* kAutoRules[] = {&kZen4AutoRule, &kIntelXeonAutoRule};
+
 // The rule for this process's processor (CPUID's vendor), read once; TSC_AUTO_RULE=zen4 or
 // intel-xeon picks one by name (tests, comparisons).
 const AutoRule& cpu_auto_rule();

@@ -63,3 +63,21 @@ def test_classes_follow_method_cpp(rule):
     assert cell(3, 28, 1, 1) == dict(kind="one-sample", run=512, outputs=28 * 28, phases=0)
     assert cell(3, 14, 2, 8) == dict(kind="lanes", run=0, outputs=8 * 7 * 7, phases=3)
     assert cell(3, 28, 1, 6)["kind"] == "one-sample"  # a quarter of the lanes would be empty
+
+
+def test_scores_the_rules_the_extension_was_built_with(rule):
+    """The script reads method.h's rules from the extension (no copy of its own to keep in
+    step): every rule, in the fit's form, each layout's runs those the cells are classed by,
+    and this processor's rule among them."""
+    from torch_sparse_conv import _C
+    rules = rule.compiled_rules()
+    assert set(rules) == {"zen4", "intel-xeon"} and _C._cpu_auto_rule() in rules
+    rows = _cells(rule, KNOWN)
+    for constants in rules.values():
+        assert set(constants) == set(KNOWN)
+        for kind, runs in constants["models"].items():
+            assert sorted(runs, reverse=True) == rule.RUN_CLASSES[kind]
+            assert all(0 < eff <= 2 and 0 <= overhead < 1 for eff, overhead in runs.values())
+        assert set(constants["stride"]) == set(KNOWN["stride"]) and len(constants["dense"]) == 3
+        assert len(rule.regret(constants, rows)) == len(rows)
+    assert rules["zen4"]["models"]["lanes"][2048] != rules["intel-xeon"]["models"]["lanes"][2048]
