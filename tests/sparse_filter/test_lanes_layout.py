@@ -263,10 +263,11 @@ def test_one_by_one_planes_are_tiled_as_one_row(size, stride, padding, dtype, me
     (8, (31, 9), (1, 1), (3, 1)),     # rows of tiles that do not divide the plane
 ])
 def test_layout_by_rows_at_any_thread_count(dtype, batch, size, stride, dilation):
-    """An NCHW input of whole blocks is laid out by the rows of each thread's tiles
-    (direct_lanes.cpp, by_rows): at 1, 2 and 3 threads a thread's rows begin and end at
-    different tiles, and at 3 its range crosses from one block into the next. Every count
-    gives F.conv2d's result with the same bits."""
+    """An NCHW input of whole blocks is laid out by the rows of each thread's tiles, into a
+    window of its own that moves down a block tile by tile (direct_lanes.cpp, RowWindow): at
+    1, 2 and 3 threads a thread's rows begin and end at different tiles, and at 3 its range
+    crosses from one block into the next. Every count gives F.conv2d's result with the same
+    bits."""
     gen = torch.Generator().manual_seed(batch + size[0])
     L = 8 if dtype == torch.float32 else 4
     assert batch % L == 0

@@ -306,7 +306,7 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
                              std::vector<scalar_t>& row_pixels) {
       lay_out_lanes_channel(xp + (n0 * g.in_channels + c) * in_plane, g.in_channels * in_plane,
                             g, kernels, row_pixels.data(), own_xl + c * channel_block * L,
-                            first_row, last_row);
+                            first_row, last_row, whole_phase_planes(g));
     };
     // Rows [first_row, last_row) of grad_output's channel oc, row r at
     // dst + (r - dst_row) * phase_w * L.

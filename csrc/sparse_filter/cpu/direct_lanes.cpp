@@ -18,6 +18,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cstdint>
 #include <numeric>
 #include <type_traits>
@@ -143,6 +144,48 @@ SparseFilterGeometry lanes_geometry(const SparseFilterGeometry& g, bool layout_s
   return aligned;
 }
 
+// A thread's window on the lanes layout of one sample block: phase rows [first, last) of
+// every input channel's phase planes, each plane held.count rows (one row tile's rows and the
+// kernel's reach below them), laid out just before the thread computes that tile, so that
+// the tile reads its input from L2. (The whole block laid out first went out to L3 and came
+// back, each core's trips slowing the other's: measurements where the forward decides.)
+// Consecutive row tiles of a block overlap by the kernel's reach: rows held already move up,
+// not laid out again, so a thread's rows are laid out once where it takes its tiles in order.
+template <typename scalar_t>
+struct RowWindow {
+  AlignedBuffer<scalar_t> data;
+  int64_t block = -1, first = 0, last = 0;
+};
+
+// Makes `window` hold phase rows [first, last) of `block` from its row 0, planes of
+// held_rows rows (planes: input channels x phases, row_elements apart a row);
+// lay_out(window, from, to, held) writes rows [from, to) of every plane. Returns the
+// window's first element.
+template <typename scalar_t, typename LayOut>
+scalar_t* hold_rows(RowWindow<scalar_t>& window, int64_t block, int64_t first, int64_t last,
+                    int64_t held_rows, int64_t planes, int64_t row_elements,
+                    const LayOut& lay_out) {
+  const int64_t plane_elements = held_rows * row_elements;
+  window.data.resize(planes * plane_elements);
+  int64_t from = first;
+  if (window.block == block && window.first <= first && first < window.last) {
+    const int64_t kept = std::min(window.last, last) - first;
+    if (first > window.first) {
+      for (int64_t p = 0; p < planes; ++p) {
+        scalar_t* plane = window.data.data() + p * plane_elements;
+        std::memmove(plane, plane + (first - window.first) * row_elements,
+                     kept * row_elements * sizeof(scalar_t));
+      }
+    }
+    from = first + kept;
+  }
+  if (from < last) lay_out(window.data.data(), from, last, PhaseRowsHeld{first, held_rows});
+  window.block = block;
+  window.first = first;
+  window.last = last;
+  return window.data.data();
+}
+
 template <typename io_t>
 void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
                           const at::Tensor& col_idx, const at::Tensor& values,
@@ -189,14 +232,31 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
       g.stride_h * g.stride_w * rows_read * cols_read * L * int64_t(sizeof(scalar_t));
   const int64_t chunk_channels =
       chunk_channels_for(g, col_idx.size(0), chunk_bytes() / channel_bytes);
+  // NCHW full blocks of a plane of several row tiles are laid out by rows: into each thread's
+  // window (RowWindow) where no caller keeps the layout, else into the whole layout (below).
+  // The layout of a single row tile is read whole by every task anyway. Windows against the
+  // whole layout, Zen 4 VM, batch 8, 90 %, 7 alternated rounds of two builds: at 2 threads
+  // 64@56 0.99x the time, 128@28 1.01x, 256@14 0.96x (0.92x at 95 %), stride 2 128@56 0.84x,
+  // 256@28 0.94x, 512@14 1.01x; at 1 thread 0.85-1.02x, at batch 32 0.85-0.93x.
+  const bool by_rows = !channels_last && std::is_same_v<io_t, scalar_t> &&
+                       g.batch % L == 0 && row_tiles > 1 && plane.h == g.out_h;
+  const bool windowed = by_rows && lanes_layout == nullptr;
+  // The geometry of what the tiles read: a window's phase planes hold a row tile's rows and
+  // the kernel's reach.
+  SparseFilterGeometry read_g = g;
+  if (windowed) {
+    read_g.phase_h = std::min(g.phase_h, ceil_div(plane.h, row_tiles) +
+                                             (g.kernel_h - 1) * g.dilation_h / g.stride_h);
+  }
   const SortedTaps<scalar_t> taps = sort_taps<scalar_t>(
-      row_ptr, col_idx, values.to(compute_dtype), g, chunk_channels, L, /*with_offsets=*/true);
+      row_ptr, col_idx, values.to(compute_dtype), read_g, chunk_channels, L,
+      /*with_offsets=*/true);
   const int64_t* offsets = taps.tap_offsets();
 
   const int64_t channel_block = g.channel_block();
   const int64_t block_elements = g.in_channels * channel_block * L;
   const int64_t blocks = ceil_div(g.batch, L);
-  const int64_t wave = std::clamp<int64_t>(
+  const int64_t wave = windowed ? blocks : std::clamp<int64_t>(
       kLayoutBytes / std::max<int64_t>(1, block_elements * int64_t(sizeof(scalar_t))), 1, blocks);
   // A layout an earlier call left of this same input (direct.h): read, not laid out again.
   const bool given = std::is_same_v<io_t, scalar_t> && lanes_layout != nullptr &&
@@ -204,20 +264,17 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
                      lanes_layout->scalar_type() == compute_dtype &&
                      lanes_layout->numel() == blocks * block_elements;
   const at::Tensor laid_out =
-      given ? *lanes_layout : empty_output(wave * block_elements, compute_dtype);
+      given ? *lanes_layout
+            : empty_output(windowed ? 0 : wave * block_elements, compute_dtype);
   scalar_t* x = laid_out.data_ptr<scalar_t>();
   const int64_t in_plane = g.in_h * g.in_w;
   const int64_t out_plane = g.out_h * g.out_w;
   const int64_t tile_elements = tile.rows * tile.pixel_cols() * L;
-  // NCHW full blocks of a plane of several row tiles are laid out by rows (below); the
-  // layout of a single row tile is read whole by every task anyway.
-  const bool by_rows = !channels_last && std::is_same_v<io_t, scalar_t> &&
-                       g.batch % L == 0 && row_tiles > 1 && plane.h == g.out_h;
 
   for (int64_t first_block = 0; first_block < blocks; first_block += wave) {
     const int64_t wave_blocks = std::min(wave, blocks - first_block);
-    if (given) {
-      // laid out already
+    if (given || windowed) {
+      // laid out already, or by each task (run_group)
     } else if (channels_last) {
       if constexpr (std::is_same_v<io_t, scalar_t>) {  // (else never channels-last)
         // Lay out the wave: each (block, padded phase row) from its samples' rows.
@@ -262,7 +319,7 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
               lay_out_lanes_channel(in + (n0 * g.in_channels + c) * in_plane,
                                     g.in_channels * in_plane, g, kernels, row_pixels.data(),
                                     x + block * block_elements + c * channel_block * L,
-                                    first_row, last_row);
+                                    first_row, last_row, whole_phase_planes(g));
             }
             item = stop;
           }
@@ -281,7 +338,7 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
               row_pixels.resize(g.in_w * L);
               lay_out_lanes_channel(in + (n0 * g.in_channels + c) * in_plane,
                                     g.in_channels * in_plane, g, kernels, row_pixels.data(),
-                                    dst, 0, g.phase_h);
+                                    dst, 0, g.phase_h, whole_phase_planes(g));
               continue;
             }
           }
@@ -327,6 +384,7 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
     // Each thread's scratch: each task of a group its own oc_per_task output channels'
     // partial sums; float16/bfloat16 output rows before rounding.
     PerThread<AlignedBuffer<scalar_t>> partials_of;
+    PerThread<RowWindow<scalar_t>> windows_of;
     PerThread<std::vector<scalar_t>> rounded_of;
     auto run_group = [&](int64_t unit) {
       const int64_t t = unit / groups_per_tile;
@@ -344,7 +402,29 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
       const int64_t ow0 = t % col_tiles * tile.pixel_cols();
       const int rows = static_cast<int>((row_tile + 1) * plane.h / row_tiles - oh0);
       const int cols = static_cast<int>(std::min(tile.pixel_cols(), plane.w - ow0));
-      const scalar_t* base = x + block * block_elements + (oh0 * plane.stride + ow0) * L;
+      const scalar_t* base =
+          windowed ? nullptr : x + block * block_elements + (oh0 * plane.stride + ow0) * L;
+      if constexpr (std::is_same_v<io_t, scalar_t>) {  // (else never windowed)
+        if (windowed) {
+          const int64_t n0 = (first_block + block) * L;
+          std::vector<scalar_t>& row_pixels = rounded;
+          row_pixels.resize(g.in_w * L);
+          const int64_t held_channel = read_g.channel_block() * L;
+          const scalar_t* window = hold_rows(
+              windows_of.mine(), first_block + block, oh0,
+              std::min(g.phase_h, oh0 + rows + (g.kernel_h - 1) * g.dilation_h / g.stride_h),
+              read_g.phase_h, g.in_channels * g.stride_h * g.stride_w, g.phase_w * L,
+              [&](scalar_t* held_layout, int64_t from, int64_t to, PhaseRowsHeld held) {
+                for (int64_t c = 0; c < g.in_channels; ++c) {
+                  lay_out_lanes_channel(in + (n0 * g.in_channels + c) * in_plane,
+                                        g.in_channels * in_plane, g, kernels,
+                                        row_pixels.data(), held_layout + c * held_channel,
+                                        from, to, held);
+                }
+              });
+          base = window + ow0 * L;
+        }
+      }
       // The group's output channels, consecutive (tasks past the last channel have none).
       const int64_t group_oc0 = group_begin % oc_splits * oc_per_task;
       const int64_t group_oc1 =

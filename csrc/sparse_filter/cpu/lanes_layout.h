@@ -15,28 +15,37 @@
 
 namespace torch_sparse_conv {
 
-// One channel of a full sample block in the lanes layout (channel_block() * lanes elements
-// at dst): each input row transposed once from the samples' rows (plane: the first sample's
-// channel; sample_stride: elements between samples), zeros in the padding. With stride_w 1
-// the row is transposed straight into its phase row; with a larger stride into `row_pixels`
-// (in_w * lanes elements), whose pixels are then dealt out to the stride_w phase planes.
-// (Splitting each sample's channel into its phase planes first, then transposing, took a
-// quarter of a stride-2 layer's time.) Only phase rows [first_row, last_row) of each phase
-// plane are written: the lanes forward lays out each tile's rows in the thread that
-// computes the tile (direct_lanes.cpp).
+// The phase rows a layout's phase planes hold: rows [first, first + count) of each, row
+// `first` at the plane's start. Whole planes: {0, g.phase_h}; the lanes forward's window of
+// the rows one tile reads (direct_lanes.cpp): fewer.
+struct PhaseRowsHeld {
+  int64_t first, count;
+};
+
+inline PhaseRowsHeld whole_phase_planes(const SparseFilterGeometry& g) { return {0, g.phase_h}; }
+
+// One channel of a full sample block in the lanes layout (stride_h * stride_w phase planes of
+// held.count * phase_w * lanes elements at dst): each input row transposed once from the
+// samples' rows (plane: the first sample's channel; sample_stride: elements between samples),
+// zeros in the padding. With stride_w 1 the row is transposed straight into its phase row;
+// with a larger stride into `row_pixels` (in_w * lanes elements), whose pixels are then dealt
+// out to the stride_w phase planes. (Splitting each sample's channel into its phase planes
+// first, then transposing, took a quarter of a stride-2 layer's time.) Only phase rows
+// [first_row, last_row) of each phase plane are written, each of them among those held.
 template <typename scalar_t>
 void lay_out_lanes_channel(const scalar_t* plane, int64_t sample_stride,
                            const SparseFilterGeometry& g, const LaneKernels<scalar_t>& kernels,
                            scalar_t* row_pixels, scalar_t* dst, int64_t first_row,
-                           int64_t last_row) {
+                           int64_t last_row, PhaseRowsHeld held) {
   constexpr int64_t L = lanes<scalar_t>();
   const int64_t row_elements = g.phase_w * L;
-  const int64_t plane_elements = g.phase_h * row_elements;
+  const int64_t plane_elements = held.count * row_elements;
   for (int64_t a = 0; a < g.stride_h; ++a) {
     for (int64_t i = first_row; i < last_row; ++i) {
       const int64_t row = i * g.stride_h + a - g.pad_h;
       // Phase row i of the planes (a, b) for b < stride_w.
-      scalar_t* phase_row = dst + a * g.stride_w * plane_elements + i * row_elements;
+      scalar_t* phase_row =
+          dst + a * g.stride_w * plane_elements + (i - held.first) * row_elements;
       if (row < 0 || row >= g.in_h) {
         for (int64_t b = 0; b < g.stride_w; ++b) {
           std::fill_n(phase_row + b * plane_elements, row_elements, scalar_t(0));
