@@ -11,7 +11,9 @@
 //   stays in L1 while every output channel of the task reads it; the chunks' partial sums
 //   wait in a per-task buffer (L2).
 // * The layout is written by 8x8 (float64: 4x4) in-register transposes, and the output read
-//   back by the same, straight into the (N, C_out, H_out, W_out) result. A channels-last
+//   back by the same, straight into the (N, C_out, H_out, W_out) result. For inference on
+//   NCHW blocks each thread lays out only the rows of the tile it computes next, into a
+//   window of its own that stays in L2 (RowWindow). A channels-last
 //   input is read as it is (a pixel's channels transposed with the block's samples) and its
 //   output written channels-last the same way: no conversion of either.
 #include <ATen/OpMathType.h>
@@ -226,7 +228,9 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   const int64_t col_tiles = ceil_div(plane.w, tile.pixel_cols());
   // What a tile reads of one input channel: in each phase plane, its rows and columns plus
   // the kernel's reach.
-  const int64_t rows_read = tile.rows + (g.kernel_h - 1) * g.dilation_h / g.stride_h;
+  // Phase rows below a tile's last that its kernel reads.
+  const int64_t row_reach = (g.kernel_h - 1) * g.dilation_h / g.stride_h;
+  const int64_t rows_read = tile.rows + row_reach;
   const int64_t cols_read = tile.pixel_cols() + (g.kernel_w - 1) * g.dilation_w / g.stride_w;
   const int64_t channel_bytes =
       g.stride_h * g.stride_w * rows_read * cols_read * L * int64_t(sizeof(scalar_t));
@@ -245,8 +249,7 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   // the kernel's reach.
   SparseFilterGeometry read_g = g;
   if (windowed) {
-    read_g.phase_h = std::min(g.phase_h, ceil_div(plane.h, row_tiles) +
-                                             (g.kernel_h - 1) * g.dilation_h / g.stride_h);
+    read_g.phase_h = std::min(g.phase_h, ceil_div(plane.h, row_tiles) + row_reach);
   }
   const SortedTaps<scalar_t> taps = sort_taps<scalar_t>(
       row_ptr, col_idx, values.to(compute_dtype), read_g, chunk_channels, L,
@@ -412,7 +415,7 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
           const int64_t held_channel = read_g.channel_block() * L;
           const scalar_t* window = hold_rows(
               windows_of.mine(), first_block + block, oh0,
-              std::min(g.phase_h, oh0 + rows + (g.kernel_h - 1) * g.dilation_h / g.stride_h),
+              std::min(g.phase_h, oh0 + rows + row_reach),
               read_g.phase_h, g.in_channels * g.stride_h * g.stride_w, g.phase_w * L,
               [&](scalar_t* held_layout, int64_t from, int64_t to, PhaseRowsHeld held) {
                 for (int64_t c = 0; c < g.in_channels; ++c) {
