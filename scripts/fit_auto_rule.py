@@ -12,7 +12,8 @@ stride scales the lanes layout's overhead by 1 + k (phases - 1) and each layout'
 by a factor; our `dense` costs 1 + R (1 + D density) / (N H_out W_out)^P. The script prints
 the fitted constants in method.h's terms, then how often picking by the old (method.h's
 rules, read from the built extension: `_C._auto_rules()`) and the new constants lands more
-than 5 % above the better of `direct` and `dense` on the sweeps. It does not edit method.h: copy the constants in, rebuild, run the sweep again to check `auto`.
+than 5 % above the better of `direct` and `dense` on the sweeps. It does not edit method.h:
+copy the constants in, rebuild, run the sweep again to check `auto`.
 
 The backward's limits (kGradValues...MaxDensity) were measured by timing
 _sparse_filter_conv2d_backward on a build with every limit set to 1.0 against
