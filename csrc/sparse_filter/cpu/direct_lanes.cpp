@@ -385,10 +385,12 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
     const int64_t groups_per_tile = std::min(
         oc_splits, ceil_div(ceil_div(oc_splits, group_tasks), threads_step) * threads_step);
     // Each thread's scratch: each task of a group its own oc_per_task output channels'
-    // partial sums; float16/bfloat16 output rows before rounding.
+    // partial sums; its window of the input (where windowed); a run of rows, either
+    // float16/bfloat16 output rows before rounding or, where windowed (float32/float64 only),
+    // an input row's pixels on their way to the phase planes.
     PerThread<AlignedBuffer<scalar_t>> partials_of;
     PerThread<RowWindow<scalar_t>> windows_of;
-    PerThread<std::vector<scalar_t>> rounded_of;
+    PerThread<std::vector<scalar_t>> rows_of;
     auto run_group = [&](int64_t unit) {
       const int64_t t = unit / groups_per_tile;
       const int64_t in_tile = unit % groups_per_tile;
@@ -396,7 +398,7 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
       const int64_t group_end = t * oc_splits + (in_tile + 1) * oc_splits / groups_per_tile;
       AlignedBuffer<scalar_t>& partials = partials_of.mine();
       partials.resize(std::min(group_tasks, oc_splits) * oc_per_task * tile_elements);
-      std::vector<scalar_t>& rounded = rounded_of.mine();
+      std::vector<scalar_t>& rows_scratch = rows_of.mine();
       const int64_t block = t / (row_tiles * col_tiles);
       // The rows dealt out evenly (14 -> 3, 4, 3, 4, not 4, 4, 4, 2), so that tasks of one
       // thread do as much as the other's.
@@ -410,7 +412,7 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
       if constexpr (std::is_same_v<io_t, scalar_t>) {  // (else never windowed)
         if (windowed) {
           const int64_t n0 = (first_block + block) * L;
-          std::vector<scalar_t>& row_pixels = rounded;
+          std::vector<scalar_t>& row_pixels = rows_scratch;
           row_pixels.resize(g.in_w * L);
           const int64_t held_channel = read_g.channel_block() * L;
           const scalar_t* window = hold_rows(
@@ -488,6 +490,7 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
             kernels.deinterleave(src, L, run, samples, dst, sample_stride, stores_at(dst));
           } else {
             // Rounded first, then the epilogue on the rounded values (as the separate ops).
+            std::vector<scalar_t>& rounded = rows_scratch;
             rounded.resize(samples * run);
             kernels.deinterleave(src, L, run, samples, rounded.data(), run, {});
             for (int64_t s = 0; s < samples; ++s) {
