@@ -184,7 +184,9 @@ void direct_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   const int64_t chunk_channels =
       chunk_channels_for(g, col_idx.size(0), kL1Bytes / channel_bytes);
   const SortedTaps<scalar_t> taps = sort_taps<scalar_t>(
-      row_ptr, col_idx, values.to(compute_dtype), g, chunk_channels, interleave);
+      row_ptr, col_idx, values.to(compute_dtype), g, chunk_channels, interleave,
+      /*with_offsets=*/true);
+  const int64_t* offsets = taps.tap_offsets();
 
   // Split output channels too when (sample group, block) pairs are too few for the threads:
   // about 4 tasks a thread where there are channels enough, so that no thread waits long for
@@ -263,8 +265,7 @@ void direct_forward(const at::Tensor& input, const at::Tensor& row_ptr,
       for (int64_t oc = oc0; oc < oc1; ++oc) {
         const int64_t k0 = taps.bounds(oc)[j], k1 = taps.bounds(oc)[j + 1];
         if (j > 0 && k0 == k1) continue;
-        simd.conv_block(run + taps.group_offset(oc), taps.cols + k0,
-                        taps.column_offset.data(), taps.values + k0, k1 - k0,
+        simd.conv_block(run, offsets + k0, taps.values + k0, k1 - k0,
                         /*accumulate=*/j > 0, b ? b[oc] : scalar_t(0),
                         partial.data() + (oc - oc0) * block_stride, count);
       }

@@ -45,16 +45,16 @@ int avx512_conv_block_bytes() {
 // U consecutive vectors of out: accumulators in registers, every nonzero streamed through.
 // They start from out's current values (accumulate) or from init.
 template <typename scalar_t, int BYTES, int U>
-TSC_INLINE void conv_vectors(const scalar_t* sample, const int64_t* cols,
-                             const int64_t* column_offset, const scalar_t* values, int64_t nnz,
-                             bool accumulate, scalar_t init, scalar_t* out) {
+TSC_INLINE void conv_vectors(const scalar_t* sample, const int64_t* offsets,
+                             const scalar_t* values, int64_t nnz, bool accumulate,
+                             scalar_t init, scalar_t* out) {
   using V = Vec<scalar_t, BYTES>;
   typename V::type acc[U];
   for (int u = 0; u < U; ++u) {
     acc[u] = accumulate ? V::load(out + u * V::lanes) : V::broadcast(init);
   }
   for (int64_t k = 0; k < nnz; ++k) {
-    const scalar_t* src = sample + column_offset[cols[k]];
+    const scalar_t* src = sample + offsets[k];
     const typename V::type v = V::broadcast(values[k]);
     for (int u = 0; u < U; ++u) acc[u] += v * V::load(src + u * V::lanes);
   }
@@ -64,17 +64,16 @@ TSC_INLINE void conv_vectors(const scalar_t* sample, const int64_t* cols,
 // count positions (rounded up to whole vectors), in groups of UNROLL vectors (the last
 // group smaller, each group an independent set of accumulator chains).
 template <typename scalar_t, int BYTES, int UNROLL>
-TSC_INLINE void conv_block_impl(const scalar_t* sample, const int64_t* cols,
-                                const int64_t* column_offset, const scalar_t* values,
-                                int64_t nnz, bool accumulate, scalar_t init, scalar_t* out,
-                                int64_t count) {
+TSC_INLINE void conv_block_impl(const scalar_t* sample, const int64_t* offsets,
+                                const scalar_t* values, int64_t nnz, bool accumulate,
+                                scalar_t init, scalar_t* out, int64_t count) {
   constexpr int64_t lanes = Vec<scalar_t, BYTES>::lanes;
   const int64_t nvec = ceil_div(count, lanes);
   int64_t v = 0;
   static_assert(UNROLL <= 16, "the tail's switch below covers 1 to 15 vectors");
   for (; v + UNROLL <= nvec; v += UNROLL) {
-    conv_vectors<scalar_t, BYTES, UNROLL>(sample + v * lanes, cols, column_offset, values, nnz,
-                                          accumulate, init, out + v * lanes);
+    conv_vectors<scalar_t, BYTES, UNROLL>(sample + v * lanes, offsets, values, nnz, accumulate,
+                                          init, out + v * lanes);
   }
   const scalar_t* s = sample + v * lanes;
   scalar_t* o = out + v * lanes;
@@ -82,7 +81,7 @@ TSC_INLINE void conv_block_impl(const scalar_t* sample, const int64_t* cols,
 #define TSC_TAIL(N) \
   case N:                                                                          \
     if constexpr (N < UNROLL) {  /* only tails shorter than a group are compiled */ \
-      conv_vectors<scalar_t, BYTES, N>(s, cols, column_offset, values, nnz, accumulate, init, o); \
+      conv_vectors<scalar_t, BYTES, N>(s, offsets, values, nnz, accumulate, init, o); \
     }                                                                              \
     break;
     TSC_TAIL(1) TSC_TAIL(2) TSC_TAIL(3) TSC_TAIL(4) TSC_TAIL(5) TSC_TAIL(6) TSC_TAIL(7)
@@ -351,10 +350,9 @@ TSC_INLINE void store_run_impl(const scalar_t* src, int64_t n, scalar_t* dst,
 // takes DOT_RUNS runs at a time (two accumulators each).
 #define TSC_DEFINE_ISA(NAME, TARGET, BYTES, UNROLL, PW_BYTES, DOT_RUNS)                     \
   template <typename scalar_t>                                                                 \
-  TARGET void conv_block_##NAME(const scalar_t* s, const int64_t* c, const int64_t* o,        \
-                                const scalar_t* v, int64_t n, bool acc, scalar_t i,            \
-                                scalar_t* out, int64_t cnt) {                                  \
-    conv_block_impl<scalar_t, BYTES, UNROLL>(s, c, o, v, n, acc, i, out, cnt);                 \
+  TARGET void conv_block_##NAME(const scalar_t* s, const int64_t* o, const scalar_t* v,       \
+                                int64_t n, bool acc, scalar_t i, scalar_t* out, int64_t cnt) { \
+    conv_block_impl<scalar_t, BYTES, UNROLL>(s, o, v, n, acc, i, out, cnt);                    \
   }                                                                                            \
   template <typename scalar_t>                                                                 \
   TARGET void pointwise_tiles_##NAME(const scalar_t* x, const int64_t* o, const scalar_t* v,  \
@@ -393,11 +391,10 @@ TSC_TARGET_AVX512 void dot_runs_avx512_wide(const scalar_t* a, const scalar_t* c
 }
 
 template <typename scalar_t>
-TSC_TARGET_AVX512 void conv_block_avx512_wide(const scalar_t* s, const int64_t* c,
-                                              const int64_t* o, const scalar_t* v, int64_t n,
-                                              bool acc, scalar_t i, scalar_t* out,
-                                              int64_t cnt) {
-  conv_block_impl<scalar_t, kIntelConvBytes, kIntelConvUnroll>(s, c, o, v, n, acc, i, out, cnt);
+TSC_TARGET_AVX512 void conv_block_avx512_wide(const scalar_t* s, const int64_t* o,
+                                              const scalar_t* v, int64_t n, bool acc,
+                                              scalar_t i, scalar_t* out, int64_t cnt) {
+  conv_block_impl<scalar_t, kIntelConvBytes, kIntelConvUnroll>(s, o, v, n, acc, i, out, cnt);
 }
 TSC_DEFINE_ISA(avx2, TSC_TARGET_AVX2, 32, 12, 32, 4)
 TSC_DEFINE_ISA(baseline, , 16, 12, 16, 4)
