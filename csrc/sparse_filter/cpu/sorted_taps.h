@@ -43,9 +43,10 @@ struct TapPlan {
   int64_t chunks = 1;
   std::vector<int64_t> chunk_ptr;  // out_channels x (chunks + 1)
   // Where asked for (plan_taps' layout), per tap group_offset + column_offset[cols[k]] in
-  // one array: for kernels with so much work per tap (the lanes layout: a tile of 8-sample
-  // vectors) that this costs less than the second lookup in their inner loop (8 % of 256@14
-  // at batch 8, 2 threads). Written by find_chunk_bounds; else none.
+  // one array, which every 'direct' kernel reads instead of looking each column up in its
+  // inner loop: the lanes tile (8 % of 256@14 at batch 8, 2 threads), the one-sample
+  // conv_block (0.67-0.93x the time at batch 1, simd.h) and the 1x1 kernels. Written by
+  // find_chunk_bounds; else none.
   UninitializedInt64s tap_offsets;
   int64_t bytes() const {
     return int64_t((chunk_ptr.size() + tap_offsets.size) * sizeof(int64_t));
