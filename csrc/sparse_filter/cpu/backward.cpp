@@ -153,7 +153,7 @@ TapPlan values_gradient_plan(const at::Tensor& row_ptr, const at::Tensor& col_id
                          g.out_channels_per_group()};
   bool sorted = false;
   TapPlan plan = plan_taps(rp, col_idx.data_ptr<int64_t>(), col_idx.size(0), g, chunk_channels,
-                           &layout, sorted);
+                           layout, sorted);
   if (plan.chunks == 1 || !sorted) {
     plan.chunks = 1;
     plan.chunk_ptr.resize(g.out_channels * 2);

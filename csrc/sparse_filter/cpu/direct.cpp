@@ -184,8 +184,7 @@ void direct_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   const int64_t chunk_channels =
       chunk_channels_for(g, col_idx.size(0), kL1Bytes / channel_bytes);
   const SortedTaps<scalar_t> taps = sort_taps<scalar_t>(
-      row_ptr, col_idx, values.to(compute_dtype), g, chunk_channels, interleave,
-      /*with_offsets=*/true);
+      row_ptr, col_idx, values.to(compute_dtype), g, chunk_channels, interleave);
   const int64_t* offsets = taps.tap_offsets();
 
   // Split output channels too when (sample group, block) pairs are too few for the threads:

@@ -252,8 +252,7 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
     read_g.phase_h = std::min(g.phase_h, ceil_div(plane.h, row_tiles) + row_reach);
   }
   const SortedTaps<scalar_t> taps = sort_taps<scalar_t>(
-      row_ptr, col_idx, values.to(compute_dtype), read_g, chunk_channels, L,
-      /*with_offsets=*/true);
+      row_ptr, col_idx, values.to(compute_dtype), read_g, chunk_channels, L);
   const int64_t* offsets = taps.tap_offsets();
 
   const int64_t channel_block = g.channel_block();

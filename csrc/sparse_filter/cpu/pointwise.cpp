@@ -120,7 +120,7 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   planes.phase_h = 1;
   planes.phase_w = in_plane;
   const SortedTaps<scalar_t> taps = sort_taps<scalar_t>(
-      row_ptr, col_idx, values, planes, chunk_channels, /*interleave=*/1, /*with_offsets=*/true);
+      row_ptr, col_idx, values, planes, chunk_channels, /*interleave=*/1);
   const int64_t* offsets = taps.tap_offsets();
 
   const int64_t sample_in = g.in_channels * in_plane;

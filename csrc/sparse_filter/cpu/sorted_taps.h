@@ -42,11 +42,10 @@ struct UninitializedInt64s {
 struct TapPlan {
   int64_t chunks = 1;
   std::vector<int64_t> chunk_ptr;  // out_channels x (chunks + 1)
-  // Where asked for (plan_taps' layout), per tap group_offset + column_offset[cols[k]] in
-  // one array, which every 'direct' kernel reads instead of looking each column up in its
-  // inner loop: the lanes tile (8 % of 256@14 at batch 8, 2 threads), the one-sample
-  // conv_block (0.67-0.93x the time at batch 1, simd.h) and the 1x1 kernels. Written by
-  // find_chunk_bounds; else none.
+  // Per tap its group's start + column_offset[cols[k]] (TapLayout) in one array, which every
+  // 'direct' kernel reads instead of looking each column up in its inner loop: the lanes
+  // tile (8 % of 256@14 at batch 8, 2 threads), the one-sample conv_block (0.67-0.93x the
+  // time at batch 1, simd.h) and the 1x1 kernels. Written by find_chunk_bounds.
   UninitializedInt64s tap_offsets;
   int64_t bytes() const {
     return int64_t((chunk_ptr.size() + tap_offsets.size) * sizeof(int64_t));
@@ -64,28 +63,21 @@ inline void append_layout_key(std::vector<int64_t>& key, const SparseFilterGeome
 }
 
 // Tap k of output channel oc (k in [row_ptr[oc], row_ptr[oc + 1])) reads the layout at
-// group_offset(oc) + column_offset[cols[k]] with weight values[k]; each channel's taps are
-// sorted by column, and bounds(oc)[j] is its first tap of input-channel chunk j.
+// tap_offsets()[k] with weight values[k]; each channel's taps are sorted by column, and
+// bounds(oc)[j] is its first tap of input-channel chunk j.
 template <typename scalar_t>
 struct SortedTaps {
-  const int64_t* cols = nullptr;
   const scalar_t* values = nullptr;
-  std::vector<int64_t> column_offset;  // per filter column, in elements of the layout
   std::shared_ptr<const TapPlan> plan;
-  int64_t chunks = 1;                  // plan->chunks
-  int64_t group_block = 0;             // elements of one group's input channels
-  int64_t out_channels_per_group = 1;
+  int64_t chunks = 1;  // plan->chunks
 
   const int64_t* chunk_ptr() const { return plan->chunk_ptr.data(); }
   const int64_t* bounds(int64_t oc) const { return chunk_ptr() + oc * (chunks + 1); }
-  int64_t group_offset(int64_t oc) const {
-    return group_start(oc, out_channels_per_group, group_block);
-  }
-  // The taps' offsets (TapPlan::tap_offsets), or null where sort_taps was not asked for them.
+  // The taps' offsets (TapPlan::tap_offsets).
   const int64_t* tap_offsets() const { return plan->tap_offsets.data.get(); }
 
-  // What cols and values point to: the packed arrays, or sorted copies of them.
-  at::Tensor cols_tensor, values_tensor;
+  // What values points to: the packed values, or a copy in the sorted columns' order.
+  at::Tensor values_tensor;
 };
 
 // The layout whose offsets find_chunk_bounds writes for each tap (TapPlan::tap_offsets):
@@ -133,14 +125,14 @@ inline std::vector<int32_t> chunk_of_columns(const SparseFilterGeometry& g,
 // as the bound of the chunk after its own (the last tap of a chunk wins), and a running
 // maximum then fills the bounds of chunks without taps. A loop that advanced to each chunk's
 // first tap mispredicted at every chunk; with a sortedness check of its own that plan cost
-// 20 % of a batch-1 512@7 call at 90 %. Where `offsets` is given, each output channel's
-// taps' offsets are written in the same parallel task, before its bounds (a parallel pass of
+// 20 % of a batch-1 512@7 call at 90 %. Each output channel's taps' offsets in `layout` are
+// written to offsets_out in the same parallel task, before its bounds (a parallel pass of
 // their own into a zeroed std::vector cost the lanes forward on 512@7, batch 8, 2 threads,
 // about 5 % of its time: 0.947x / 0.953x without at 90 % / 95 %).
 inline bool find_chunk_bounds(const int64_t* row_ptr, const int64_t* cols, int64_t out_channels,
                               const std::vector<int32_t>& chunk_of, int64_t chunks,
-                              int64_t* bounds_out, const TapLayout* layout = nullptr,
-                              int64_t* offsets_out = nullptr) {
+                              int64_t* bounds_out, const TapLayout& layout,
+                              int64_t* offsets_out) {
   std::atomic<bool> in_order{true};
   at::parallel_for(0, out_channels, 64, [&](int64_t oc_begin, int64_t oc_end) {
     bool ordered = true;
@@ -149,11 +141,9 @@ inline bool find_chunk_bounds(const int64_t* row_ptr, const int64_t* cols, int64
       std::fill(bounds, bounds + chunks + 1, row_ptr[oc]);
       int64_t previous = 0;
       const int64_t end = row_ptr[oc + 1];
-      if (layout != nullptr) {
-        const int64_t base = group_start(oc, layout->out_channels_per_group, layout->group_block);
-        for (int64_t k = row_ptr[oc]; k < end; ++k) {
-          offsets_out[k] = base + layout->column_offset[cols[k]];
-        }
+      const int64_t base = group_start(oc, layout.out_channels_per_group, layout.group_block);
+      for (int64_t k = row_ptr[oc]; k < end; ++k) {
+        offsets_out[k] = base + layout.column_offset[cols[k]];
       }
       for (int64_t k = row_ptr[oc]; k < end; ++k) {
         const int64_t column = cols[k];
@@ -170,17 +160,17 @@ inline bool find_chunk_bounds(const int64_t* row_ptr, const int64_t* cols, int64
 }
 
 // The TapPlan of the nnz taps in `cols` (row_ptr's rows) for chunks of chunk_channels input
-// channels, and each tap's offset in `layout` where it is given, from one walk
+// channels, and each tap's offset in `layout`, from one walk
 // (find_chunk_bounds); `sorted` says whether every output channel's columns are sorted
 // (where they are not, the bounds mean nothing). The offsets are not zeroed first: the walk
 // writes every tap's (check_csr_contents: the row pointers cover all of cols).
 inline TapPlan plan_taps(const int64_t* row_ptr, const int64_t* cols, int64_t nnz,
                          const SparseFilterGeometry& g, int64_t chunk_channels,
-                         const TapLayout* layout, bool& sorted) {
+                         const TapLayout& layout, bool& sorted) {
   TapPlan plan;
   plan.chunks = ceil_div(g.in_channels_per_group(), chunk_channels);
   plan.chunk_ptr.resize(g.out_channels * (plan.chunks + 1));
-  if (layout != nullptr) plan.tap_offsets.allocate(nnz);
+  plan.tap_offsets.allocate(nnz);
   sorted = find_chunk_bounds(row_ptr, cols, g.out_channels, chunk_of_columns(g, chunk_channels),
                              plan.chunks, plan.chunk_ptr.data(), layout,
                              plan.tap_offsets.data.get());
@@ -188,30 +178,28 @@ inline TapPlan plan_taps(const int64_t* row_ptr, const int64_t* cols, int64_t nn
 }
 
 // `values` of the dtype computed in (scalar_t); chunks of `chunk_channels` input channels;
-// offsets in elements of a layout that interleaves `interleave` samples per position, and
-// per tap (TapPlan::tap_offsets) where `with_offsets`. row_ptr and col_idx must have passed
+// each tap's offset (TapPlan::tap_offsets) in elements of a layout that interleaves
+// `interleave` samples per position. row_ptr and col_idx must have passed
 // check_csr_contents. Where they are a kept pattern's (trusted_pattern: the forward's checked
 // pattern, or the transposed filter's of the backward's convolution) and its columns are
 // sorted, the plan is kept with it and found again by the geometry it was built for.
 template <typename scalar_t>
 SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_idx,
                                const at::Tensor& values, const SparseFilterGeometry& g,
-                               int64_t chunk_channels, int64_t interleave,
-                               bool with_offsets = false) {
+                               int64_t chunk_channels, int64_t interleave) {
   const int64_t* rp = row_ptr.data_ptr<int64_t>();
   SortedTaps<scalar_t> sorted;
-  sorted.group_block = g.in_channels_per_group() * g.channel_block() * interleave;
-  sorted.out_channels_per_group = g.out_channels_per_group();
-  sorted.column_offset = g.column_offsets();
-  for (int64_t& offset : sorted.column_offset) offset *= interleave;
-  sorted.cols_tensor = col_idx;
   sorted.values_tensor = values;
-
-  const TapLayout layout{sorted.column_offset.data(), sorted.group_block,
-                         sorted.out_channels_per_group};
+  // Each filter column's offset in elements of the layout; a group's input channels span
+  // group_block elements.
+  std::vector<int64_t> column_offset = g.column_offsets();
+  for (int64_t& offset : column_offset) offset *= interleave;
+  const TapLayout layout{column_offset.data(),
+                         g.in_channels_per_group() * g.channel_block() * interleave,
+                         g.out_channels_per_group()};
   auto walk = [&](const int64_t* cols, bool& in_order) {
-    return std::make_shared<TapPlan>(plan_taps(rp, cols, col_idx.size(0), g, chunk_channels,
-                                               with_offsets ? &layout : nullptr, in_order));
+    return std::make_shared<TapPlan>(
+        plan_taps(rp, cols, col_idx.size(0), g, chunk_channels, layout, in_order));
   };
   // The walk over the pattern as it is: kept with a trusted pattern where its columns are
   // sorted, else the sorting below starts from it.
@@ -220,10 +208,9 @@ SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_
   if (const RegroupedPattern* kept = trusted_pattern(row_ptr, col_idx)) {
     // Everything the walk reads besides the pattern: the chunks, the groups, the layout.
     std::vector<int64_t> key = {int64_t(PlanType::kSortedTaps), chunk_channels,
-                                sorted.group_block,              sorted.out_channels_per_group,
-                                g.out_channels,                  g.kernel_h * g.kernel_w,
-                                with_offsets ? 1 : 0};
-    append_layout_key(key, g, sorted.column_offset, interleave);
+                                layout.group_block,              layout.out_channels_per_group,
+                                g.out_channels,                  g.kernel_h * g.kernel_w};
+    append_layout_key(key, g, column_offset, interleave);
     sorted.plan = kept->plans->get<TapPlan>(key, [&] {
       // Not kept where the columns are not sorted (a hand-made CSR; regroup_pattern keeps
       // each forward row's order, so its unsorted rows give unsorted rows): sorted below.
@@ -232,7 +219,6 @@ SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_
     });
     if (sorted.plan != nullptr) {
       sorted.chunks = sorted.plan->chunks;
-      sorted.cols = col_idx.data_ptr<int64_t>();
       sorted.values = values.data_ptr<scalar_t>();
       return sorted;
     }
@@ -247,13 +233,12 @@ SortedTaps<scalar_t> sort_taps(const at::Tensor& row_ptr, const at::Tensor& col_
                        [&](int64_t x, int64_t y) { return ci[x] < ci[y]; });
     }
     const at::Tensor index = at::tensor(order, col_idx.options());
-    sorted.cols_tensor = col_idx.index_select(0, index);
+    const at::Tensor sorted_cols = col_idx.index_select(0, index);
     sorted.values_tensor = values.index_select(0, index);
-    plan = walk(sorted.cols_tensor.template data_ptr<int64_t>(), in_order);
+    plan = walk(sorted_cols.data_ptr<int64_t>(), in_order);
   }
   sorted.plan = std::move(plan);
   sorted.chunks = sorted.plan->chunks;
-  sorted.cols = sorted.cols_tensor.template data_ptr<int64_t>();
   sorted.values = sorted.values_tensor.template data_ptr<scalar_t>();
   return sorted;
 }
