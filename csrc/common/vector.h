@@ -24,6 +24,21 @@ struct Vec {
     return v;
   }
   static TSC_INLINE void store(scalar_t* p, type v) { std::memcpy(p, &v, sizeof(v)); }
+  // A store that bypasses the caches (non-temporal); p aligned to BYTES. The stores are
+  // weakly ordered: the caller fences (sfence) before others may read them.
+  static TSC_INLINE void stream(scalar_t* p, type v) {
+#ifdef TSC_X86_ISAS
+    // In assembly: the intrinsics would need this (not target-marked) function to carry the
+    // instruction set of the kernels it is inlined into.
+    if constexpr (BYTES == 16) {
+      asm volatile("movntps %1, %0" : "=m"(*reinterpret_cast<type*>(p)) : "x"(v));
+    } else {
+      asm volatile("vmovntps %1, %0" : "=m"(*reinterpret_cast<type*>(p)) : "v"(v));
+    }
+#else
+    store(p, v);
+#endif
+  }
   // One vbroadcastss/sd. A loop filling the lanes compiled to a chain of 7 vinsertps per
   // weight, which saturated the shuffle port: 1x1 256->64 @56 ran at 33 GFLOP/s in the loop.
   static TSC_INLINE type broadcast(scalar_t s) { return type{} + s; }

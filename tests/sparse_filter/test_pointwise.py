@@ -8,7 +8,8 @@ whole vectors (aligned loads). It is taken for planes of at least one tile (128 
 float64 positions); smaller planes take the other layouts, checked here beside it. Both
 kinds of plane, both sides of the copy's rule, several input-channel chunks, groups, empty
 and full patterns, channels-last input, an input read in place from inside a larger buffer,
-and strides (which sample the input first) are checked.
+strides (which sample the input first) and large outputs written by non-temporal stores are
+checked.
 """
 import random
 import zlib
@@ -112,6 +113,28 @@ def test_large_inputs_prefetched_a_tile_ahead(shape, dtype):
     bias = torch.randn(24, dtype=dtype, generator=gen)
     got = tsc.sparse_conv2d(x, weight, bias, method="direct")
     torch.testing.assert_close(got, F.conv2d(x, weight, bias), **tolerance(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_large_outputs_streamed_past_the_caches(groups, dtype):
+    """Outputs of a quarter of L3 and more (pointwise.cpp: 8 MiB on a 32 MiB L3; these are
+    32-64 MiB) computed in one chunk of input channels are written by non-temporal stores:
+    the values, bias, residual and ReLU as with ordinary stores, and odd positions of a plane
+    (not whole vectors: never streamed) beside them."""
+    gen = torch.Generator().manual_seed(groups)
+    for size in [(64, 64), (63, 65)]:
+        x = torch.randn(4, 32, *size, dtype=dtype, generator=gen)
+        conv = torch.nn.Conv2d(32, 512, 1, groups=groups).to(dtype)
+        with torch.no_grad():
+            conv.weight.copy_(random_weight(conv.weight.shape, 0.1, dtype, gen))
+        layer = tsc.SparseConv2d.from_dense(conv, method="direct")
+        residual = torch.randn(4, 512, *size, dtype=dtype, generator=gen)
+        with torch.no_grad():
+            expected = conv(x)
+            torch.testing.assert_close(layer(x), expected, **tolerance(dtype))
+            torch.testing.assert_close(layer(x, residual, True),
+                                       torch.relu(expected + residual), **tolerance(dtype))
 
 
 # Taps per input channel of the 1x1 kernel's rule (pointwise.cpp, kAlignedReuse): from it on,

@@ -114,7 +114,7 @@ TSC_INLINE void pointwise_tile(const scalar_t* x, const int64_t* offsets, const 
   const scalar_t* residual = epilogue.residual;
   for (int64_t i = 0; i < channels;
        ++i, out += out_stride, tail += V::lanes, residual += residual ? out_stride : 0) {
-    if (!accumulate && i + kRowsAhead < channels) {
+    if (!accumulate && !epilogue.stream && i + kRowsAhead < channels) {
       const auto row = reinterpret_cast<uintptr_t>(out + kRowsAhead * out_stride);
       for (int l = 0; l < Full * V::lanes; l += kLineLanes) {
         __builtin_prefetch(reinterpret_cast<const void*>(row + l * sizeof(scalar_t)), 1, 3);
@@ -155,7 +155,15 @@ TSC_INLINE void pointwise_tile(const scalar_t* x, const int64_t* offsets, const 
                                     epilogue.relu);
       }
     }
-    for (int u = 0; u < U; ++u) V::store(Partial && u == Full ? tail : out + u * V::lanes, acc[u]);
+    for (int u = 0; u < U; ++u) {
+      if (Partial && u == Full) {
+        V::store(tail, acc[u]);
+      } else if (epilogue.stream) {
+        V::stream(out + u * V::lanes, acc[u]);
+      } else {
+        V::store(out + u * V::lanes, acc[u]);
+      }
+    }
   }
 }
 

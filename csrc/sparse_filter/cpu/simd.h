@@ -53,7 +53,9 @@ struct SparseFilterSimd {
   // the rows the next tile reads: `rows` (the chunk's input rows, at x) moved on by one tile,
   // or `after` (what the caller computes next) during the last tile. The epilogue is
   // applied to the vectors stored in out (not to the tail's), its residual prefetched a few
-  // channels ahead: the caller passes it with the last chunk only.
+  // channels ahead: the caller passes it with the last chunk only. With epilogue.stream those
+  // vectors are stored non-temporally (out aligned to 64 bytes, out_stride whole vectors).
+
   void (*pointwise_tiles)(const scalar_t* x, const int64_t* offsets, const scalar_t* values,
                           const int64_t* tap_bounds, int64_t bounds_stride, int64_t channels,
                           bool accumulate, const scalar_t* init, scalar_t* out,

@@ -5,12 +5,23 @@
 
 namespace torch_sparse_conv {
 
-// residual: laid out as the output the sums go to (null: none).
+// residual: laid out as the output the sums go to (null: none). stream: the stores bypass
+// the caches (non-temporal, where the kernel supports it and the destination is aligned to
+// its vectors), for outputs too large to stay in cache until they are read.
 template <typename scalar_t>
 struct StoreEpilogue {
   const scalar_t* residual = nullptr;
   bool relu = false;
+  bool stream = false;
 };
+
+// Orders the non-temporal stores a thread made (StoreEpilogue::stream) before its later
+// stores, so that whoever is told the work is done sees them.
+inline void fence_streamed_stores() {
+#if defined(__x86_64__)
+  asm volatile("sfence" ::: "memory");
+#endif
+}
 
 // One vector of sums (a csrc/common/vector.h Vec) with the epilogue applied, its residual
 // read at `residual` (null: none). Not max(x, 0): NaN and -0.0 stay, as in torch.relu.
