@@ -31,9 +31,10 @@ struct SparseFilterSimd {
   // registers across all nonzeros. Rounding up reads and writes at most 64 bytes past
   // count: callers size `out` in multiples of vector_lanes() and leave vector_lanes()
   // elements of slack after the last valid input. Each tap's offset is read from one array
-  // (TapPlan::tap_offsets), not looked up through its column: with 101 input channels a
-  // chunk (512@7 at batch 1), the lookup table and the column indices crowded the chunk's
-  // input out of L1 (a stand-alone loop of that shape, Zen 4: 61 against 39 GFLOP/s).
+  // (TapPlan::tap_offsets), not looked up through its column: two dependent loads a tap,
+  // and with 101 input channels a chunk (512@7 at batch 1) the lookup table and column
+  // indices beside the chunk's 32 KiB of input (a stand-alone loop of that shape, Zen 4: 61
+  // against 39 GFLOP/s; with 50 channels a chunk the lookup cost little).
   void (*conv_block)(const scalar_t* sample, const int64_t* offsets, const scalar_t* values,
                      int64_t nnz, bool accumulate, scalar_t init, scalar_t* out,
                      int64_t count);
@@ -55,7 +56,6 @@ struct SparseFilterSimd {
   // applied to the vectors stored in out (not to the tail's), its residual prefetched a few
   // channels ahead: the caller passes it with the last chunk only. With epilogue.stream those
   // vectors are stored non-temporally (out aligned to 64 bytes, out_stride whole vectors).
-
   void (*pointwise_tiles)(const scalar_t* x, const int64_t* offsets, const scalar_t* values,
                           const int64_t* tap_bounds, int64_t bounds_stride, int64_t channels,
                           bool accumulate, const scalar_t* init, scalar_t* out,
