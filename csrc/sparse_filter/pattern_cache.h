@@ -108,8 +108,8 @@ const RegroupedPattern* trusted_pattern(const at::Tensor& row_ptr, const at::Ten
 
 // The room an entry reserves for the plans kept with it (DerivedPlans), counted in the
 // cache's megabytes: none (the per-phase patterns, whose filters are never trusted), a
-// forward's (checked_pattern: the lanes kernel's plan with tap offsets, the one-sample or
-// pointwise kernel's without), or the backward's (the transposed pattern: its convolution's
+// forward's (checked_pattern: two plans of its kernels, tap offsets included, for a layer
+// called at two batch sizes), or the backward's (the transposed pattern: its convolution's
 // plan and the values' gradient's, both with tap offsets).
 enum class PlanRoom { kNone, kForward, kBackward };
 

@@ -311,7 +311,7 @@ def test_pattern_too_large_to_keep_is_checked_and_used_for_its_call():
 
 
 def test_room_is_made_only_by_dropping_patterns_no_longer_found():
-    """TSC_PATTERN_CACHE_MB=1 holds one of two layers' patterns (about 0.7 MB each with their
+    """TSC_PATTERN_CACHE_MB=1 holds one of two layers' patterns (about 0.75 MB each with their
     plans' room). While the first is found call after call, the second is built for each of
     its calls and not kept (evicting a pattern in use would make both miss every time); once
     the first has gone unfound for more than 2 x 1024 lookups (twice the cache's 1024 entries,
@@ -336,7 +336,7 @@ def test_room_is_made_only_by_dropping_patterns_no_longer_found():
         "    call()\n"
         "    after = _C._pattern_cache_counters()\n"
         "    return after['patterns_found'] - before['patterns_found']\n"
-        "first, second, small = layer(256, 0.24), layer(256, 0.24), layer(4, 0.2)\n"
+        "first, second, small = layer(256, 0.12), layer(256, 0.12), layer(4, 0.2)\n"
         "assert [counts(first) for _ in range(3)] == [0, 1, 1]\n"
         "assert [counts(second) for _ in range(3)] == [0, 0, 0]\n"
         "for _ in range(3):\n"
@@ -348,3 +348,32 @@ def test_room_is_made_only_by_dropping_patterns_no_longer_found():
         "assert counts(first) == 0\n"
         "print('ok')\n",
         TSC_PATTERN_CACHE_MB="1")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_layer_called_at_two_batch_sizes_keeps_both_plans(dtype):
+    """Batch 1 and batch 8 lay the input out in two geometries (the one-sample layout or
+    strips of the sample, and blocks of samples in the lanes), so the forward plans its taps
+    twice. Both plans are kept with the pattern: alternating the two batch sizes finds both,
+    call after call, and builds neither again. (A layer of 100k taps: the room the entry
+    reserves for its plans is mostly their tap offsets, 8 bytes a tap each.)"""
+    gen = torch.Generator().manual_seed(3)
+    shape = (160, 160, 3, 3)
+    weight = random_weight(shape, 0.5, dtype, gen)
+    x8 = torch.randn(8, 160, 6, 6, dtype=dtype, generator=gen)
+    x1 = x8[:1].clone()
+    row_ptr, col_idx, values = tsc.pack_sparse_filter(weight)
+    tsc.empty_pattern_cache()
+    for x in (x1, x8):  # each batch size's plan built once
+        counts = pattern_cache_counts(lambda: _forward(x, row_ptr, col_idx, values, shape))
+        assert counts["plans_built"] == 1, counts
+    for _ in range(3):
+        for x in (x1, x8):
+            result = []
+            counts = pattern_cache_counts(
+                lambda: result.append(_forward(x, row_ptr, col_idx, values, shape)))
+            assert counts["plans_built"] == 0 and counts["plans_found"] == 1, counts
+            # (float32 sums of 720 taps: rounding differs from oneDNN's by ~1e-4)
+            tolerance = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else {}
+            torch.testing.assert_close(result[0], _expected(x, row_ptr, col_idx, values, shape),
+                                       **tolerance)
