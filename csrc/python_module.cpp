@@ -20,6 +20,8 @@
 #include "csrc/common/balanced_parallel.h"
 #include "csrc/common/dtypes.h"
 #include "csrc/common/output_buffer_cache.h"
+#include "csrc/sparse_filter/checks.h"
+#include "csrc/sparse_filter/cpu/direct.h"
 #include "csrc/sparse_filter/cpu/simd.h"
 #include "csrc/sparse_filter/method.h"
 #include "csrc/sparse_filter/pattern_cache.h"
@@ -274,6 +276,20 @@ PYBIND11_MODULE(_C, m) {
         [] { return torch_sparse_conv::sparse_filter_simd<float>().conv_block_bytes; },
         "The bytes of the vectors the CPU sparse-filter 'direct' kernel of one-sample runs "
         "computes in (64 or 32 with AVX-512, by processor or TSC_CONV_VECTOR_BYTES).");
+  m.def("_direct_strip_rows",
+        [](const at::Tensor& input, const at::Tensor& row_ptr, const at::Tensor& col_idx,
+           const at::Tensor& values, std::vector<int64_t> weight_size,
+           std::vector<int64_t> stride, std::vector<int64_t> padding,
+           std::vector<int64_t> dilation, int64_t groups) {
+          const torch_sparse_conv::SparseFilterGeometry g =
+              torch_sparse_conv::check_sparse_filter_conv2d_args(
+                  input.dim() == 3 ? input.unsqueeze(0) : input, row_ptr, col_idx, values,
+                  weight_size, c10::nullopt, stride, padding, dilation, groups);
+          return torch_sparse_conv::direct_lanes_strip_rows(g, input.scalar_type());
+        },
+        "The output rows a strip where the CPU 'direct' forward takes a single sample into the "
+        "vector lanes as horizontal strips, else 0 (csrc/sparse_filter/cpu/direct_lanes.cpp): "
+        "for tests.");
   m.def("_toeplitz_conv2d_scipy_numpy", &toeplitz_conv2d_scipy_numpy,
         "compat.Toeplitz_convolution2d's CPU kernel on numpy arrays: (indptr, indices, data) "
         "of scipy's CSR batch, a C-order 2-D kernel array of data's dtype, H, W, mode -> the "

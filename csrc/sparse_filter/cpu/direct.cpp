@@ -311,7 +311,8 @@ at::Tensor sparse_filter_direct_forward_cpu(const at::Tensor& input, const at::T
   if (!channels_last && direct_pointwise_applies(g, input.scalar_type())) {
     sparse_filter_direct_pointwise_forward_cpu(input, row_ptr, col_idx, values, bias, g,
                                                epilogue, output);
-  } else if (channels_last || direct_lanes_pay(g, input.scalar_type())) {
+  } else if (channels_last || direct_lanes_pay(g, input.scalar_type()) ||
+             (lanes_layout == nullptr && direct_lanes_strip_rows(g, input.scalar_type()) > 0)) {
     sparse_filter_direct_lanes_forward_cpu(input, row_ptr, col_idx, values, bias, g, epilogue,
                                            output, lanes_layout);
   } else {

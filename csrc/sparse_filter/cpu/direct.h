@@ -22,7 +22,8 @@ at::Tensor sparse_filter_direct_forward_cpu(const at::Tensor& input, const at::T
 
 // The same with the batch in the vector lanes (direct_lanes.cpp); only where
 // direct_lanes_pay(g, dtype of the input): the instruction set has the kernels and the
-// batch fills the lanes. Where lanes_layout is given, the input is float32 or float64 and
+// batch fills the lanes; or, without lanes_layout, where direct_lanes_strip_rows > 0: a
+// single sample's rows in the lanes as strips. Where lanes_layout is given, the input is float32 or float64 and
 // the whole batch was laid out at once, *lanes_layout is set to that layout (lanes_layout.h):
 // ceil(N / lanes) sample blocks of C_in * channel_block() * lanes elements, zeros in the
 // padding and in the lanes past the batch. (The CPU backward reads grad_output from it.)
@@ -39,6 +40,9 @@ void sparse_filter_direct_lanes_forward_cpu(const at::Tensor& input, const at::T
                                             const Epilogue& epilogue, at::Tensor& output,
                                             at::Tensor* lanes_layout = nullptr);
 bool direct_lanes_pay(const SparseFilterGeometry& g, at::ScalarType dtype);
+// Where a single sample goes to the lanes as horizontal strips (one a lane) instead of the
+// one-sample layout: the output rows a strip; 0 where it does not.
+int64_t direct_lanes_strip_rows(const SparseFilterGeometry& g, at::ScalarType dtype);
 // Whether the lanes forward lays the input out in the layer's own geometry, so that keeping
 // the layout for another reader costs it nothing (else it pads the phase planes one column
 // wider for aligned loads, and keeping the layout forgoes that).

@@ -1,7 +1,8 @@
 // The 'direct' method on CPU with the batch in the vector lanes: blocks of lanes<scalar_t>()
 // samples (8 float32, 4 float64) laid out as x[channel][polyphase position][sample], so
 // that each tap at each output pixel is one aligned vector load and one multiply-add for
-// the whole block. Used when the batch fills most of the lanes (direct.cpp decides).
+// the whole block. Used when the batch fills most of the lanes, or for strips of one sample
+// (direct.cpp decides).
 //
 // Layout of the work:
 // * The output plane is cut into tiles of R rows x T vectors (R * T accumulators, up to 28
@@ -13,9 +14,11 @@
 // * The layout is written by 8x8 (float64: 4x4) in-register transposes, and the output read
 //   back by the same, straight into the (N, C_out, H_out, W_out) result. For inference on
 //   NCHW blocks each thread lays out only the rows of the tile it computes next, into a
-//   window of its own that stays in L2 (RowWindow). A channels-last
-//   input is read as it is (a pixel's channels transposed with the block's samples) and its
-//   output written channels-last the same way: no conversion of either.
+//   window of its own that stays in L2 (RowWindow). A channels-last input is read as it is
+//   (a pixel's channels transposed with the block's samples) and its output written
+//   channels-last the same way: no conversion of either.
+// * A single sample (batch 1) of a strided layer or a large plane takes the lanes too, as
+//   horizontal strips of its rows, one a lane (strips_geometry).
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
@@ -146,6 +149,37 @@ SparseFilterGeometry lanes_geometry(const SparseFilterGeometry& g, bool layout_s
   return aligned;
 }
 
+// A single sample in the lanes as strips (direct_lanes_strip_rows): its output rows cut into
+// lanes<scalar_t>() horizontal strips of `rows` rows, strip s in lane s. Each lane is then a
+// sample of this geometry: `rows` output rows, and phase planes of those rows and the
+// kernel's reach below them. in_h and pad_h stay the sample's: the layout finds each lane's
+// input rows from them (lay_out_lanes_channel's lane_rows).
+SparseFilterGeometry strips_geometry(const SparseFilterGeometry& g, int64_t rows, int64_t lanes) {
+  SparseFilterGeometry strips = g;
+  strips.batch = lanes;
+  strips.out_h = rows;
+  strips.phase_h = rows + (g.kernel_h - 1) * g.dilation_h / g.stride_h;
+  return strips;
+}
+
+// Where a single sample takes the lanes as strips (direct_lanes_strip_rows): at least two
+// rows a strip, and a strided layer or an output plane of at least kMinStripsPlane pixels.
+// Each tap is then one aligned vector load for 8 output rows at once, where the one-sample
+// layout's loads start at any column, half of them across a cache line (and a strided
+// layer's one-sample runs are padded more). Measured at batch 1, float32, 90 %, Zen 4 VM, 2
+// threads, against the one-sample layout: inside the fused ResNet-50 (per-layer medians, 4
+// alternated processes each way) the stride-2 128@56 0.85-0.88x the time, 256@28
+// 0.90-0.92x, the 7x7 stem (3 channels, 224 -> 112) 0.96x, the whole model 0.98-1.03x
+// (noise); alone (one process, alternated, 5-9 rounds) 128@56 0.79-0.89x, 256@28
+// 0.86-0.89x (0.82-1.0x at 95 %), 64@112 0.82x (0.96x at 95 %), 32@224 0.72x (0.76x). Not
+// taken: stride-1 layers of smaller planes, faster alone but not in the model: 128x28x28
+// alone 0.92-0.99x (0.87x at 95 %), in the model 1.00-1.02x; 256x14x14 alone 0.92-0.96x, in
+// the model 1.30-1.34x (its strips' layout, 2 rows and 2 of reach each, is twice the
+// one-sample one; with the caches flushed between calls alone 1.2x too); 64x56x56
+// 0.93-0.96x but 1.08-1.34x at 95 %. Strips of one row (7x7 outputs: a row of four vectors,
+// too few accumulators): 512x7x7 0.96x, the stride-2 512@14 1.35x.
+constexpr int64_t kMinStripsPlane = 84 * 84;  // between the 56x56 and 112x112 measured
+
 // A thread's window on the lanes layout of one sample block: phase rows [first, last) of
 // every input channel's phase planes, each plane held.count rows (one row tile's rows and the
 // kernel's reach below them), laid out just before the thread computes that tile, so that
@@ -198,11 +232,15 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   constexpr at::ScalarType compute_dtype = c10::CppTypeToScalarType<scalar_t>::value;
   constexpr int64_t L = lanes<scalar_t>();
   const LaneKernels<scalar_t>& kernels = *lane_kernels<scalar_t>();
-  const SparseFilterGeometry g =
-      lanes_geometry(layer, lanes_layout != nullptr, kernels.pixels_per_vector);
+  // A single sample's strips in the lanes (direct_lanes_strip_rows): output rows a lane.
+  const int64_t strip_rows =
+      lanes_layout == nullptr ? direct_lanes_strip_rows(layer, input.scalar_type()) : 0;
+  const SparseFilterGeometry g = lanes_geometry(
+      strip_rows > 0 ? strips_geometry(layer, strip_rows, L) : layer, lanes_layout != nullptr,
+      kernels.pixels_per_vector);
   // float16/bfloat16 are widened from NCHW planes (fill_polyphase_channel).
   const bool channels_last =
-      std::is_same_v<io_t, scalar_t> && direct_lanes_channels_last(input, g);
+      std::is_same_v<io_t, scalar_t> && direct_lanes_channels_last(input, layer);
   const at::Tensor input_c = channels_last ? input : nchw_contiguous(input);
   const io_t* in = input_c.data_ptr<io_t>();
   at::Tensor bias_c = bias.has_value() && bias->defined()
@@ -242,9 +280,10 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   // whole layout, Zen 4 VM, batch 8, 90 %, 7 alternated rounds of two builds: at 2 threads
   // 64@56 0.99x the time, 128@28 1.01x, 256@14 0.96x (0.92x at 95 %), stride 2 128@56 0.84x,
   // 256@28 0.94x, 512@14 1.01x; at 1 thread 0.85-1.02x, at batch 32 0.85-0.93x.
-  const bool by_rows = !channels_last && std::is_same_v<io_t, scalar_t> &&
+  const bool by_rows = !channels_last && std::is_same_v<io_t, scalar_t> && strip_rows == 0 &&
                        g.batch % L == 0 && row_tiles > 1 && plane.h == g.out_h;
-  const bool windowed = by_rows && lanes_layout == nullptr;
+  // Strips always in windows (the whole-block layouts below lay samples out, not strips).
+  const bool windowed = strip_rows > 0 || (by_rows && lanes_layout == nullptr);
   // The geometry of what the tiles read: a window's phase planes hold a row tile's rows and
   // the kernel's reach.
   SparseFilterGeometry read_g = g;
@@ -270,7 +309,11 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
             : empty_output(windowed ? 0 : wave * block_elements, compute_dtype);
   scalar_t* x = laid_out.data_ptr<scalar_t>();
   const int64_t in_plane = g.in_h * g.in_w;
-  const int64_t out_plane = g.out_h * g.out_w;
+  // Input rows and elements between one lane's and the next: samples', or strips' (a strip's
+  // rows lane_rows below the last's).
+  const int64_t lane_rows = strip_rows * g.stride_h;
+  const int64_t lane_stride = strip_rows > 0 ? lane_rows * g.in_w : g.in_channels * in_plane;
+  const int64_t out_plane = layer.out_h * layer.out_w;  // the output's (not a strip's)
   const int64_t tile_elements = tile.rows * tile.pixel_cols() * L;
 
   for (int64_t first_block = 0; first_block < blocks; first_block += wave) {
@@ -421,9 +464,9 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
               [&](scalar_t* held_layout, int64_t from, int64_t to, PhaseRowsHeld held) {
                 for (int64_t c = 0; c < g.in_channels; ++c) {
                   lay_out_lanes_channel(in + (n0 * g.in_channels + c) * in_plane,
-                                        g.in_channels * in_plane, g, kernels,
-                                        row_pixels.data(), held_layout + c * held_channel,
-                                        from, to, held);
+                                        lane_stride, g, kernels, row_pixels.data(),
+                                        held_layout + c * held_channel, from, to, held,
+                                        lane_rows);
                 }
               });
           base = window + ow0 * L;
@@ -446,7 +489,9 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
       // are consecutive.
       const int64_t n0 = (first_block + block) * L;
       const int64_t samples = std::min(L, g.batch - n0);
-      const int64_t sample_stride = g.out_channels * out_plane;
+      // Strips: lane s writes the output rows strip_rows * s below lane 0's.
+      const int64_t sample_stride =
+          strip_rows > 0 ? strip_rows * g.out_w : g.out_channels * out_plane;
       if (channels_last) {
         if constexpr (std::is_same_v<io_t, scalar_t>) {
           // Each pixel's output channels of the group, transposed with the samples.
@@ -463,8 +508,15 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
         return;
       }
       // Back to (N, C_out, H_out, W_out): each tile row to its samples' output rows.
+      // The lanes written of tile row r: the samples, or the strips whose row is inside the
+      // output (the last strips' rows may reach past it).
+      auto lanes_of_row = [&](int64_t r) {
+        return strip_rows > 0
+                   ? std::min(L, ceil_div(layer.out_h - (oh0 + r), strip_rows))
+                   : samples;
+      };
       // A tile of whole rows is one run in each output plane.
-      const bool whole_rows = cols == plane.w;
+      const bool whole_rows = cols == plane.w && lanes_of_row(0) == lanes_of_row(rows - 1);
       const int64_t run = whole_rows ? rows * cols : cols;
       const int64_t runs = whole_rows ? 1 : rows;
       auto destination = [&](int64_t oc, int64_t r) {
@@ -473,7 +525,7 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
       for (int64_t oc = group_oc0; oc < group_oc1; ++oc) {
         if (oc + kPrefetchChannels < group_oc1) {
           for (int64_t r = 0; r < runs; ++r) {
-            for (int64_t s = 0; s < samples; ++s) {
+            for (int64_t s = 0; s < lanes_of_row(r); ++s) {
               io_t* ahead = destination(oc + kPrefetchChannels, r) + s * sample_stride;
               prefetch_for_writing(ahead, run * int64_t(sizeof(io_t)));
               if (res != nullptr) {
@@ -486,9 +538,11 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
           const scalar_t* src = partials.data() + (oc - group_oc0) * tile_elements + r * cols * L;
           io_t* dst = destination(oc, r);
           if constexpr (std::is_same_v<io_t, scalar_t>) {
-            kernels.deinterleave(src, L, run, samples, dst, sample_stride, stores_at(dst));
+            kernels.deinterleave(src, L, run, lanes_of_row(r), dst, sample_stride,
+                                 stores_at(dst));
           } else {
             // Rounded first, then the epilogue on the rounded values (as the separate ops).
+            // (Never strips: those are float32/float64 only.)
             std::vector<scalar_t>& rounded = rows_scratch;
             rounded.resize(samples * run);
             kernels.deinterleave(src, L, run, samples, rounded.data(), run, {});
@@ -538,6 +592,18 @@ bool direct_lanes_pay(const SparseFilterGeometry& g, at::ScalarType dtype) {
   // empty) 1.2-2x slower on 64@56.
   const int64_t L = is_double ? lanes<double>() : lanes<float>();
   return g.batch >= L && 8 * ceil_div(g.batch, L) * L <= 9 * g.batch;
+}
+
+int64_t direct_lanes_strip_rows(const SparseFilterGeometry& g, at::ScalarType dtype) {
+  const bool is_double = dtype == at::kDouble;
+  if (g.batch != 1 || (dtype != at::kFloat && !is_double)) return 0;
+  if (is_double ? !lane_kernels<double>() : !lane_kernels<float>()) return 0;
+  const int64_t L = is_double ? lanes<double>() : lanes<float>();
+  const int64_t rows = ceil_div(g.out_h, L);
+  // Rows computed past the output's last at most an eighth of those computed.
+  if (rows < 2 || 8 * g.out_h < 7 * L * rows) return 0;
+  const bool strided = g.stride_h > 1 || g.stride_w > 1;
+  return strided || g.out_h * g.out_w >= kMinStripsPlane ? rows : 0;
 }
 
 void sparse_filter_direct_lanes_forward_cpu(const at::Tensor& input, const at::Tensor& row_ptr,

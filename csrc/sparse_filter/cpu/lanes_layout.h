@@ -8,7 +8,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
+#include "csrc/common/arithmetic.h"
 #include "csrc/sparse_filter/cpu/lanes_simd.h"
 #include "csrc/sparse_filter/geometry.h"
 #include "csrc/sparse_filter/polyphase.h"
@@ -32,38 +34,62 @@ inline PhaseRowsHeld whole_phase_planes(const SparseFilterGeometry& g) { return 
 // out to the stride_w phase planes. (Splitting each sample's channel into its phase planes
 // first, then transposing, took a quarter of a stride-2 layer's time.) Only phase rows
 // [first_row, last_row) of each phase plane are written, each of them among those held.
+//
+// lane_rows: 0 where the lanes are samples. Else the lanes are horizontal strips of one
+// sample (LaneStrips, direct_lanes.cpp): lane s reads the input rows lane_rows * s below lane
+// 0's (sample_stride = lane_rows * in_w), each lane zeros where its own row is padding.
 template <typename scalar_t>
 void lay_out_lanes_channel(const scalar_t* plane, int64_t sample_stride,
                            const SparseFilterGeometry& g, const LaneKernels<scalar_t>& kernels,
                            scalar_t* row_pixels, scalar_t* dst, int64_t first_row,
-                           int64_t last_row, PhaseRowsHeld held) {
+                           int64_t last_row, PhaseRowsHeld held, int64_t lane_rows = 0) {
   constexpr int64_t L = lanes<scalar_t>();
   const int64_t row_elements = g.phase_w * L;
   const int64_t plane_elements = held.count * row_elements;
+  // A strips' row where some lanes are padding: the lanes' input rows gathered, zeros for
+  // those, so that one interleave writes them all.
+  std::vector<scalar_t> gathered;
   for (int64_t a = 0; a < g.stride_h; ++a) {
     for (int64_t i = first_row; i < last_row; ++i) {
-      const int64_t row = i * g.stride_h + a - g.pad_h;
+      const int64_t row = i * g.stride_h + a - g.pad_h;  // lane 0's input row
       // Phase row i of the planes (a, b) for b < stride_w.
       scalar_t* phase_row =
           dst + a * g.stride_w * plane_elements + (i - held.first) * row_elements;
-      if (row < 0 || row >= g.in_h) {
+      // The lanes [inside_first, inside_last) whose row is inside the input.
+      int64_t inside_first = 0, inside_last = L;
+      if (lane_rows == 0) {
+        if (row < 0 || row >= g.in_h) inside_last = 0;
+      } else {
+        inside_first = std::min(L, row >= 0 ? 0 : ceil_div(-row, lane_rows));
+        inside_last = std::min(L, row >= g.in_h ? 0 : ceil_div(g.in_h - row, lane_rows));
+      }
+      if (inside_first >= inside_last) {
         for (int64_t b = 0; b < g.stride_w; ++b) {
           std::fill_n(phase_row + b * plane_elements, row_elements, scalar_t(0));
         }
         continue;
       }
       const scalar_t* src = plane + row * g.in_w;
+      int64_t src_stride = sample_stride, samples = inside_last;  // lanes past: zeros
+      if (inside_first > 0) {
+        gathered.assign(L * g.in_w, scalar_t(0));
+        for (int64_t s = inside_first; s < inside_last; ++s) {
+          std::copy_n(src + s * sample_stride, g.in_w, gathered.data() + s * g.in_w);
+        }
+        src = gathered.data();
+        src_stride = g.in_w;
+      }
       if (g.stride_w == 1) {
         const auto [first, last] = phase_columns(g, 0);
         std::fill(phase_row, phase_row + first * L, scalar_t(0));
         if (last > first) {
-          kernels.interleave(src + (first - g.pad_w), sample_stride, L, last - first,
+          kernels.interleave(src + (first - g.pad_w), src_stride, samples, last - first,
                              phase_row + first * L, L);
         }
         std::fill(phase_row + last * L, phase_row + row_elements, scalar_t(0));
         continue;
       }
-      kernels.interleave(src, sample_stride, L, g.in_w, row_pixels, L);
+      kernels.interleave(src, src_stride, samples, g.in_w, row_pixels, L);
       for (int64_t b = 0; b < g.stride_w; ++b) {
         scalar_t* out = phase_row + b * plane_elements;
         const auto [first, last] = phase_columns(g, b);
