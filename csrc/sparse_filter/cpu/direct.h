@@ -23,11 +23,11 @@ at::Tensor sparse_filter_direct_forward_cpu(const at::Tensor& input, const at::T
 // The same with the batch in the vector lanes (direct_lanes.cpp); only where
 // direct_lanes_pay(g, dtype of the input): the instruction set has the kernels and the
 // batch fills the lanes; or, without lanes_layout, where direct_lanes_strip_rows > 0: a
-// single sample's rows in the lanes as strips. Where lanes_layout is given, the input is float32 or float64 and
-// the whole batch was laid out at once, *lanes_layout is set to that layout (lanes_layout.h):
-// ceil(N / lanes) sample blocks of C_in * channel_block() * lanes elements, zeros in the
-// padding and in the lanes past the batch. (The CPU backward reads grad_output from it.)
-// Where *lanes_layout is already such a layout, of the same dtype and size, it is read as
+// single sample's rows in the lanes as strips. Where lanes_layout is given, the input is
+// float32 or float64 and the whole batch was laid out at once, *lanes_layout is set to that
+// layout (lanes_layout.h): ceil(N / lanes) sample blocks of C_in * channel_block() * lanes
+// elements, zeros in the padding and in the lanes past the batch. (The CPU backward reads
+// grad_output from it.) Where *lanes_layout is already such a layout, of the same dtype and size, it is read as
 // this input's instead of laying the input out again: the caller promises that an earlier
 // call laid it out from this same input with the same padding and dilation-free stride-1
 // geometry (the input gradient's phase convolutions of one grad_output, backward.cpp).

@@ -36,8 +36,9 @@ inline PhaseRowsHeld whole_phase_planes(const SparseFilterGeometry& g) { return 
 // [first_row, last_row) of each phase plane are written, each of them among those held.
 //
 // lane_rows: 0 where the lanes are samples. Else the lanes are horizontal strips of one
-// sample (LaneStrips, direct_lanes.cpp): lane s reads the input rows lane_rows * s below lane
-// 0's (sample_stride = lane_rows * in_w), each lane zeros where its own row is padding.
+// sample (direct_lanes_strip_rows, direct_lanes.cpp): lane s reads the input rows lane_rows *
+// s below lane 0's (sample_stride = lane_rows * in_w), each lane zeros where its own row is
+// padding.
 template <typename scalar_t>
 void lay_out_lanes_channel(const scalar_t* plane, int64_t sample_stride,
                            const SparseFilterGeometry& g, const LaneKernels<scalar_t>& kernels,
@@ -69,15 +70,18 @@ void lay_out_lanes_channel(const scalar_t* plane, int64_t sample_stride,
         }
         continue;
       }
-      const scalar_t* src = plane + row * g.in_w;
-      int64_t src_stride = sample_stride, samples = inside_last;  // lanes past: zeros
-      if (inside_first > 0) {
+      const scalar_t* src = gathered.data();
+      int64_t src_stride = g.in_w, samples = inside_last;  // lanes past: zeros
+      if (inside_first == 0) {
+        src = plane + row * g.in_w;
+        src_stride = sample_stride;
+      } else {  // (strips only: lane s's row is row + s * lane_rows)
         gathered.assign(L * g.in_w, scalar_t(0));
         for (int64_t s = inside_first; s < inside_last; ++s) {
-          std::copy_n(src + s * sample_stride, g.in_w, gathered.data() + s * g.in_w);
+          std::copy_n(plane + (row + s * lane_rows) * g.in_w, g.in_w,
+                      gathered.data() + s * g.in_w);
         }
         src = gathered.data();
-        src_stride = g.in_w;
       }
       if (g.stride_w == 1) {
         const auto [first, last] = phase_columns(g, 0);
