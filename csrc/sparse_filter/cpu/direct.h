@@ -27,10 +27,11 @@ at::Tensor sparse_filter_direct_forward_cpu(const at::Tensor& input, const at::T
 // float32 or float64 and the whole batch was laid out at once, *lanes_layout is set to that
 // layout (lanes_layout.h): ceil(N / lanes) sample blocks of C_in * channel_block() * lanes
 // elements, zeros in the padding and in the lanes past the batch. (The CPU backward reads
-// grad_output from it.) Where *lanes_layout is already such a layout, of the same dtype and size, it is read as
-// this input's instead of laying the input out again: the caller promises that an earlier
-// call laid it out from this same input with the same padding and dilation-free stride-1
-// geometry (the input gradient's phase convolutions of one grad_output, backward.cpp).
+// grad_output from it.) Where *lanes_layout is already such a layout, of the same dtype
+// and size, it is read as this input's instead of laying the input out again: the caller
+// promises that an earlier call laid it out from this same input with the same padding and
+// dilation-free stride-1 geometry (the input gradient's phase convolutions of one
+// grad_output, backward.cpp).
 // output: preallocated, channels-last where direct_lanes_channels_last(input, g), else
 // NCHW-contiguous.
 void sparse_filter_direct_lanes_forward_cpu(const at::Tensor& input, const at::Tensor& row_ptr,
