@@ -146,6 +146,27 @@ def test_large_plane_and_many_channels():
                                    rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("cin, cout, kernel, kwargs, size", [
+    (2048, 24, 1, {}, 7),                          # one chunk in float32, not float64
+    (512, 16, 3, dict(padding=1), 7),              # a 3x3 kernel's halo columns
+    (512, 12, 3, dict(padding=1, stride=2), 14),   # strided: four phase planes a channel
+    (256, 8, 3, dict(padding=1, groups=2), 7),     # each group's channels one chunk
+    (8192, 8, 1, {}, 7),                           # more than half of L2: chunks again
+])
+def test_one_sample_short_runs(cin, cout, kernel, kwargs, size, dtype):
+    """A single sample of a 7x7 plane reads all its input channels as one chunk where they
+    fit half of L2 (direct.cpp, one_chunk_pays), in L1-sized chunks where they do not."""
+    torch.manual_seed(cin + cout)
+    groups = kwargs.get("groups", 1)
+    x = torch.randn(1, cin, size, size, dtype=dtype)
+    w = random_weight((cout, cin // groups, kernel, kernel), 0.1, dtype)
+    bias = torch.randn(cout, dtype=dtype)
+    expected = F.conv2d(x, w, bias, **kwargs)
+    got = tsc.sparse_conv2d(x, w, bias, method="direct", **kwargs)
+    torch.testing.assert_close(got, expected, **tolerances(dtype))
+
+
 # -------------------------------------------------------------------------------- gradients
 
 @pytest.mark.parametrize("method", CPU_METHODS)

@@ -29,6 +29,7 @@
 #include "csrc/common/aligned_buffer.h"
 #include "csrc/common/arithmetic.h"
 #include "csrc/common/balanced_parallel.h"
+#include "csrc/common/cpu_isa.h"
 #include "csrc/common/memory_format.h"
 #include "csrc/common/output_buffer_cache.h"
 #include "csrc/sparse_filter/cpu/simd.h"
@@ -44,6 +45,23 @@ constexpr int64_t kBlockPositions = 512;
 // took 1.0-1.13x the time of 32 KiB ones at batch 1 (3x3 layers at 90 % and 95 %, 2 threads).
 constexpr int64_t kL1Bytes = 32 * 1024;
 constexpr int64_t kMinRunForOneSample = 128;  // shorter wide runs interleave samples
+
+// Whether a task whose runs are `block` positions reads all its input channels as one chunk
+// (input_bytes: what it reads of them) rather than in L1-sized chunks: where the runs are
+// short (a single 7x7 plane: 49 positions, 63 with a 3x3 kernel's halo columns) and the
+// input fits half of L2. A chunk's tap of a short run is a few vector loads, so what each
+// chunk adds (reloading the partial sums, and a walk over every output channel's row of taps
+// in short runs, which the caches do not see coming when the taps come from memory)
+// outweighs reading the input from L2. Measured at batch 1, 90 %, 2 threads, Zen 4 VM,
+// inside the fused ResNet-50 (per-layer medians, two alternated processes each way):
+// 2048->512 @7 0.62-0.63x the time, the strided 1024->2048 shortcut (on its picked 7x7
+// pixels) 0.66x, 512->2048 @7 0.87-0.90x, 512x7x7 3x3 0.95-1.01x, stride-2 512@14 0.92x;
+// alone, with the caches flushed between calls, 2048->512 @7 0.69x, warm 0.92x. Not on
+// longer runs: one chunk took 1.02-1.24x the time on the 14x14 to 56x56 layers.
+constexpr int64_t kMaxShortRun = 64;
+inline bool one_chunk_pays(int64_t block, int64_t input_bytes) {
+  return block <= kMaxShortRun && input_bytes <= l2_cache_bytes() / 2;
+}
 
 // Lays out samples [first, first + interleave) (those < batch; zeros for the rest)
 // interleaved: element e of sample s goes to dst[e * interleave + s]. A single sample
@@ -182,7 +200,9 @@ void direct_forward(const at::Tensor& input, const at::Tensor& row_ptr,
                                 std::min(g.phase_h * g.phase_w * interleave,
                                          block + reach * interleave);
   const int64_t chunk_channels =
-      chunk_channels_for(g, col_idx.size(0), kL1Bytes / channel_bytes);
+      one_chunk_pays(block, channel_bytes * g.in_channels_per_group())
+          ? g.in_channels_per_group()
+          : chunk_channels_for(g, col_idx.size(0), kL1Bytes / channel_bytes);
   const SortedTaps<scalar_t> taps = sort_taps<scalar_t>(
       row_ptr, col_idx, values.to(compute_dtype), g, chunk_channels, interleave);
   const int64_t* offsets = taps.tap_offsets();
