@@ -6,10 +6,10 @@ plane is whole vectors (H*W a multiple of 16 float32 / 8 float64 positions) or w
 input element is read by fewer than 24 taps; else from a copy with each plane zero-padded to
 whole vectors (aligned loads). It is taken for planes of at least one tile (128 float32 / 64
 float64 positions); smaller planes take the other layouts, checked here beside it. Both
-kinds of plane, both sides of the copy's rule, several input-channel chunks, groups, empty
-and full patterns, channels-last input, an input read in place from inside a larger buffer,
-strides (which sample the input first) and large outputs written by non-temporal stores are
-checked.
+kinds of plane, both sides of the copy's rule, one input-channel chunk or several (large,
+prefetched inputs), groups, empty and full patterns, channels-last input, an input read in
+place from inside a larger buffer, strides (which sample the input first) and large outputs
+written by non-temporal stores are checked.
 """
 import random
 import zlib
@@ -149,7 +149,7 @@ ALIGNED_REUSE = 24
     (1, 40, 120, 0.5),    # 60 taps a channel: copied
     (1, 40, 120, 0.1),    # 12: in place
     (2, 24, 100, 0.6),    # 30 a channel, per group: copied
-    (1, 300, 64, 0.5),    # 32, several chunks of input channels: copied
+    (1, 300, 64, 0.5),    # 32, 300 input channels (one chunk: not prefetched): copied
 ])
 def test_input_copied_to_whole_vectors_where_each_is_read_often(groups, cin, cout, density,
                                                                  size, batch, dtype):

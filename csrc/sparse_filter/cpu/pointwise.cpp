@@ -10,11 +10,12 @@
 // Layout of the work: a task computes one block of positions of one sample for a range of
 // output channels, the partial sums accumulated in the output itself. Inside it the inner
 // loop (simd.h's pointwise_tiles) takes tiles of 8 full-width vectors, every output channel
-// of a tile before the next tile, the input channels visited in chunks (sorted_taps.h) whose
-// rows of one tile fit L1; a tap costs one index load, one broadcast and 8 loads and
-// multiply-adds. Input and output are read and written in place. Large inputs (batch 8 at
-// 56x56) come from memory in 64-256 row streams at once, more than the hardware follows:
-// while a tile computes, its output channels prefetch the next tile's rows into L2.
+// of a tile before the next tile, all input channels at once; a tap costs one index load,
+// one broadcast and 8 loads and multiply-adds. Input and output are read and written in
+// place. Large inputs (batch 8 at 28x28 and 56x56) come from memory in 64-256 row streams at
+// once, more than the hardware follows: their input channels are visited in chunks
+// (sorted_taps.h) whose rows of one tile fit L1, and while a tile computes, its output
+// channels prefetch the next chunk's or tile's rows into L2.
 //
 // Where a plane is not whole vectors (14x14; H*W not a multiple of 16 float32 / 8 float64)
 // its last vector reads on into the next plane, lanes whose sums are dropped: each output
@@ -108,9 +109,24 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   const int64_t in_plane = aligned_copy ? run : plane;
   const scalar_t* in = input_c.data_ptr<scalar_t>();
 
-  const int64_t chunk_channels = chunk_channels_for(
-      g, col_idx.size(0),
-      kChunkBytes / (std::min(block, simd.pointwise_tile) * int64_t(sizeof(scalar_t))));
+  // Large inputs come from memory and are prefetched a chunk ahead (below); chunks whose rows
+  // fit L1 keep those prefetched rows few. Every other input is read as one chunk of all its
+  // channels: each further chunk reloads and stores the partial sums in the output, and
+  // walks every output channel's taps in short runs, which cost more than reading a tile's
+  // rows from L2. Measured inside the fused ResNet-50 (90 %, 2 threads, Zen 4 VM, one
+  // process alternating both rules forward by forward, per-layer medians): at batch 1 (no
+  // layer prefetched) the 1x1 layers at 14x14 0.76-0.85x the time, at 28x28 0.81-0.91x, at
+  // 56x56 0.82-1.04x, the model 0.95x; at batch 8 the layers not prefetched 0.65-0.94x. The
+  // prefetched ones gained less or lost: 256->64 @56 0.93-0.97x, 256->128 @56 0.88x, but
+  // 512->128 @28 1.09-1.14x, 512->256 @28 1.04-1.05x (and 1.02-1.09x with 256 channels a
+  // chunk).
+  const bool prefetch = g.groups == 1 &&
+                        input.numel() * int64_t(sizeof(scalar_t)) >= kPrefetchInputBytes;
+  const int64_t chunk_channels =
+      prefetch ? chunk_channels_for(g, col_idx.size(0),
+                                    kChunkBytes / (std::min(block, simd.pointwise_tile) *
+                                                   int64_t(sizeof(scalar_t))))
+               : g.in_channels_per_group();
   // Tap k reads input channel first_channel(oc) + cols[k] (a 1x1 filter's column is its
   // channel), at that channel's plane, in_plane positions apart: the offsets of a geometry
   // whose channel block is one such plane, kept with the pattern's plan (sorted_taps.h).
@@ -125,10 +141,8 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   const int64_t* offsets = taps.tap_offsets();
 
   const int64_t sample_in = g.in_channels * in_plane;
-  // Input chunk j's rows, from the position of a sample that `at` points to. Only with one
-  // group: then every output channel's chunk j is the same input channels.
-  const bool prefetch = g.groups == 1 &&
-                        input.numel() * int64_t(sizeof(scalar_t)) >= kPrefetchInputBytes;
+  // Input chunk j's rows, from the position of a sample that `at` points to. (Prefetched
+  // only with one group: then every output channel's chunk j is the same input channels.)
   auto chunk_rows = [&](const scalar_t* at, int64_t j) {
     const int64_t first = j * chunk_channels;
     return PrefetchRows<scalar_t>{at + first * in_plane,
