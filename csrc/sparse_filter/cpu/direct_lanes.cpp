@@ -595,23 +595,29 @@ bool direct_lanes_layout_has_layer_geometry(const SparseFilterGeometry& g,
          lanes_geometry(g, /*layout_shared=*/false, pixels_per_vector).phase_w == g.phase_w;
 }
 
+namespace {
+// The lanes of the kernels that compute `dtype` (float64's, else float32's: float16 and
+// bfloat16 are computed in float32), or 0 where the instruction set has none.
+int64_t lanes_of_kernels(at::ScalarType dtype) {
+  if (dtype == at::kDouble) return lane_kernels<double>() ? lanes<double>() : 0;
+  return lane_kernels<float>() ? lanes<float>() : 0;
+}
+}  // namespace
+
 bool direct_lanes_pay(const SparseFilterGeometry& g, at::ScalarType dtype) {
-  const bool is_double = dtype == at::kDouble;
-  if (is_double ? !lane_kernels<double>() : !lane_kernels<float>()) return false;
   // A partly filled block costs as much as a full one: take the lanes layout only where
   // the empty lanes are at most 1/8 of the computed ones. Measured at 1 thread, 90 %
   // sparsity, batch 8 (BENCHMARKS.md): 1.5x faster than the one-sample layout on 512@7,
   // 1.1x on 128@28, equal on 256@14 and 64@56; at batch 4 and 6 (half and a quarter
   // empty) 1.2-2x slower on 64@56.
-  const int64_t L = is_double ? lanes<double>() : lanes<float>();
-  return g.batch >= L && 8 * ceil_div(g.batch, L) * L <= 9 * g.batch;
+  const int64_t L = lanes_of_kernels(dtype);
+  return L > 0 && g.batch >= L && 8 * ceil_div(g.batch, L) * L <= 9 * g.batch;
 }
 
 int64_t direct_lanes_strip_rows(const SparseFilterGeometry& g, at::ScalarType dtype) {
-  const bool is_double = dtype == at::kDouble;
-  if (g.batch != 1 || (dtype != at::kFloat && !is_double)) return 0;
-  if (is_double ? !lane_kernels<double>() : !lane_kernels<float>()) return 0;
-  const int64_t L = is_double ? lanes<double>() : lanes<float>();
+  if (g.batch != 1 || (dtype != at::kFloat && dtype != at::kDouble)) return 0;
+  const int64_t L = lanes_of_kernels(dtype);
+  if (L == 0) return 0;
   const int64_t rows = ceil_div(g.out_h, L);
   // Rows computed past the output's last at most an eighth of those computed.
   if (rows < 2 || 8 * g.out_h < 7 * L * rows) return 0;
