@@ -220,3 +220,30 @@ def test_strided_1x1_matches_conv2d(stride, size, dtype):
         got = tsc.sparse_conv2d(xm, w, b, stride, method="direct")
         torch.testing.assert_close(got, F.conv2d(xm, w, b, stride), **tolerance(dtype))
         assert got.is_contiguous(memory_format=memory_format)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("layout", ["contiguous", "cropped", "channels_last"])
+@pytest.mark.parametrize("stride,size", [((2, 2), (28, 30)), ((2, 2), (9, 7)), ((3, 2), (10, 11)),
+                                         ((1, 3), (4, 17))])
+def test_strided_1x1_picks_pixels_exactly(stride, size, dtype, layout):
+    """The pixels a strided 1x1 layer reads are copied out bit for bit whatever the element's
+    size (2 and 8 bytes here, 4 above) and the input's layout (a cropped view of a larger
+    tensor and channels-last take ATen's copy, contiguous NCHW the extension's own loop). Each
+    output channel keeps one tap of weight 1, so its output is one input channel's picked
+    pixels exactly."""
+    gen = torch.Generator().manual_seed(size[0] * 100 + size[1] + 7 * stride[0] + stride[1])
+    batch, cin, cout = 3, 10, 7
+    big = torch.randn(batch, cin, size[0] + 3, size[1] + 5, generator=gen).to(dtype)
+    x = big[:, :, 2:2 + size[0], 1:1 + size[1]]
+    if layout == "contiguous":
+        x = x.contiguous()
+    elif layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    source = torch.randint(0, cin, (cout,), generator=gen)
+    w = torch.zeros(cout, cin, 1, 1, dtype=dtype)
+    w[torch.arange(cout), source] = 1
+    got = tsc.sparse_conv2d(x, w, None, stride, method="direct")
+    expected = x[:, source, ::stride[0], ::stride[1]]
+    assert got.shape == expected.shape
+    assert torch.equal(got, expected)

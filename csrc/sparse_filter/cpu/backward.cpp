@@ -34,6 +34,7 @@
 #include "csrc/sparse_filter/cpu/forward.h"
 #include "csrc/sparse_filter/cpu/lanes_layout.h"
 #include "csrc/sparse_filter/cpu/lanes_simd.h"
+#include "csrc/sparse_filter/cpu/pick_pixels.h"
 #include "csrc/sparse_filter/cpu/simd.h"
 #include "csrc/sparse_filter/cpu/sorted_taps.h"
 
@@ -591,11 +592,8 @@ at::Tensor grad_values_on_picked_pixels(const at::Tensor& grad_output, const at:
   const OutputRange cols = outputs_inside(g.out_w, g.in_w, g.stride_w, g.pad_w);
   if (rows.count == 0 || cols.count == 0) return at::zeros_like(values);
   const at::Tensor picked =
-      input.slice(2, rows.first * g.stride_h - g.pad_h, g.in_h, g.stride_h)
-          .narrow(2, 0, rows.count)
-          .slice(3, cols.first * g.stride_w - g.pad_w, g.in_w, g.stride_w)
-          .narrow(3, 0, cols.count)
-          .contiguous(input.suggest_memory_format());
+      pick_pixels(input, rows.first * g.stride_h - g.pad_h, rows.count, g.stride_h,
+                  cols.first * g.stride_w - g.pad_w, cols.count, g.stride_w);
   const at::Tensor read =
       grad_output.narrow(2, rows.first, rows.count).narrow(3, cols.first, cols.count);
   return std::get<1>(sparse_filter_conv2d_backward_cpu(

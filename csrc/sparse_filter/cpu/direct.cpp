@@ -32,6 +32,7 @@
 #include "csrc/common/cpu_isa.h"
 #include "csrc/common/memory_format.h"
 #include "csrc/common/output_buffer_cache.h"
+#include "csrc/sparse_filter/cpu/pick_pixels.h"
 #include "csrc/sparse_filter/cpu/simd.h"
 #include "csrc/sparse_filter/cpu/sorted_taps.h"
 #include "csrc/sparse_filter/pattern.h"
@@ -310,10 +311,8 @@ at::Tensor sparse_filter_direct_forward_cpu(const at::Tensor& input, const at::T
     // A strided 1x1 convolution without padding reads every stride-th pixel (ResNet-50's
     // downsampling shortcuts): on those pixels, copied out, it is a stride-1 one. (The
     // layouts would otherwise lay out every phase plane of which it reads one.)
-    // (Picked in the input's own memory format: a channels-last gather copies whole pixels.)
-    const at::Tensor picked = input.slice(2, 0, g.in_h, g.stride_h)
-                                  .slice(3, 0, g.in_w, g.stride_w)
-                                  .contiguous(input.suggest_memory_format());
+    const at::Tensor picked =
+        pick_pixels(input, 0, g.out_h, g.stride_h, 0, g.out_w, g.stride_w);
     SparseFilterGeometry unit = g;
     unit.in_h = unit.phase_h = g.out_h;
     unit.in_w = unit.phase_w = g.out_w;
