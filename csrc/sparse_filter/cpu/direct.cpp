@@ -91,8 +91,9 @@ void fill_sample_group(const io_t* input, int64_t first, int64_t interleave,
 // Copies positions [begin, begin + count) of one output channel's interleaved wide run into
 // the output planes of the group's samples, dropping padding columns and absent samples, and
 // applies the epilogue there (residual: nullptr or laid out as the output). A single
-// sample's float32/float64 rows go through store_run (the copy and the epilogue in one
-// vector pass); float16/bfloat16 ones are rounded first, then finished.
+// sample's float32/float64 rows go through store_rows (the copy and the epilogue in one
+// vector pass, the whole rows between the block's ends in one call); float16/bfloat16 ones
+// are rounded first, then finished.
 template <typename scalar_t, typename io_t>
 void scatter_block(const scalar_t* wide, int64_t begin, int64_t count, int64_t first,
                    int64_t interleave, int64_t oc, const SparseFilterGeometry& g,
@@ -103,20 +104,27 @@ void scatter_block(const scalar_t* wide, int64_t begin, int64_t count, int64_t f
     const int64_t at = (first * g.out_channels + oc) * plane;
     for (int64_t q = begin, end = begin + count; q < end;) {
       const int64_t oh = q / g.phase_w, ow = q % g.phase_w;
-      const int64_t row_end = std::min(end, (oh + 1) * g.phase_w);
-      const int64_t valid_end = std::min(row_end, oh * g.phase_w + g.out_w);
-      if (q < valid_end) {
+      // From a row's start, every whole row before `end` at once; else the rest of this row.
+      const int64_t whole_rows = ow == 0 ? (end - q) / g.phase_w : 0;
+      const int64_t rows = std::max<int64_t>(whole_rows, 1);
+      const int64_t next = whole_rows > 0 ? q + rows * g.phase_w
+                                          : std::min(end, (oh + 1) * g.phase_w);
+      const int64_t n = std::min(next, oh * g.phase_w + g.out_w) - q;  // the valid columns
+      if (n > 0) {
         const int64_t to = at + oh * g.out_w + ow;
         if constexpr (std::is_same_v<io_t, scalar_t>) {
-          simd.store_run(wide + (q - begin), valid_end - q, output + to,
-                         {residual ? residual + to : nullptr, relu});
+          simd.store_rows(wide + (q - begin), g.phase_w, output + to, g.out_w, rows, n,
+                          {residual ? residual + to : nullptr, relu});
         } else {
-          std::copy(wide + (q - begin), wide + (valid_end - begin), output + to);
-          apply_epilogue_run(output + to, residual ? residual + to : nullptr, valid_end - q,
-                             relu);
+          for (int64_t r = 0; r < rows; ++r) {
+            const scalar_t* src = wide + (q - begin) + r * g.phase_w;
+            io_t* dst = output + to + r * g.out_w;
+            std::copy(src, src + n, dst);
+            apply_epilogue_run(dst, residual ? residual + to + r * g.out_w : nullptr, n, relu);
+          }
         }
       }
-      q = row_end;
+      q = next;
     }
     return;
   }

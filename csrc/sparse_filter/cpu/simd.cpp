@@ -338,7 +338,7 @@ TSC_INLINE void dot_runs_any(const scalar_t* a, const scalar_t* const* b, int64_
   }
 }
 
-// Elements [i, n) of store_run: whole vectors of BYTES, then at most one of each narrower
+// Elements [i, n) of a row of store_rows: whole vectors of BYTES, then at most one of each narrower
 // width down to 16 bytes, then single elements. A 28-pixel row (128@28) is 16 + 8 + 4
 // floats, not 16 and 12 single stores (those took 13 % of a batch-1 forward at 2 threads).
 template <typename scalar_t, int BYTES>
@@ -360,9 +360,14 @@ TSC_INLINE void store_run_from(const scalar_t* src, int64_t i, int64_t n, scalar
 }
 
 template <typename scalar_t, int BYTES>
-TSC_INLINE void store_run_impl(const scalar_t* src, int64_t n, scalar_t* dst,
-                               StoreEpilogue<scalar_t> epilogue) {
-  store_run_from<scalar_t, BYTES>(src, 0, n, dst, epilogue);
+TSC_INLINE void store_rows_impl(const scalar_t* src, int64_t src_stride, scalar_t* dst,
+                                int64_t dst_stride, int64_t rows, int64_t n,
+                                StoreEpilogue<scalar_t> epilogue) {
+  for (int64_t r = 0; r < rows; ++r) {
+    store_run_from<scalar_t, BYTES>(src + r * src_stride, 0, n, dst + r * dst_stride,
+                                    epilogue);
+    if (epilogue.residual) epilogue.residual += dst_stride;
+  }
 }
 
 // One set of entry points per instruction set: native vector width, and UNROLL accumulators
@@ -389,9 +394,9 @@ TSC_INLINE void store_run_impl(const scalar_t* src, int64_t n, scalar_t* dst,
     dot_runs_any<scalar_t, BYTES, DOT_RUNS>(a, b, runs, sg, sn, out);                          \
   }                                                                                            \
   template <typename scalar_t>                                                                 \
-  TARGET void store_run_##NAME(const scalar_t* src, int64_t n, scalar_t* dst,                  \
-                               StoreEpilogue<scalar_t> e) {                                    \
-    store_run_impl<scalar_t, PW_BYTES>(src, n, dst, e);                                        \
+  TARGET void store_rows_##NAME(const scalar_t* src, int64_t ss, scalar_t* dst, int64_t ds,    \
+                                int64_t rows, int64_t n, StoreEpilogue<scalar_t> e) {          \
+    store_rows_impl<scalar_t, PW_BYTES>(src, ss, dst, ds, rows, n, e);                         \
   }
 
 TSC_DEFINE_ISA(avx512, TSC_TARGET_AVX512, kZen4ConvBytes, kZen4ConvUnroll, 64, 8)
@@ -437,8 +442,8 @@ SparseFilterSimd<scalar_t> pick_simd() {
           isa_variant(avx512_bytes == kIntelConvBytes ? &dot_runs_avx512_wide<scalar_t>
                                                       : &dot_runs_avx512<scalar_t>,
                       &dot_runs_avx2<scalar_t>, &dot_runs_baseline<scalar_t>),
-          isa_variant(&store_run_avx512<scalar_t>, &store_run_avx2<scalar_t>,
-                      &store_run_baseline<scalar_t>),
+          isa_variant(&store_rows_avx512<scalar_t>, &store_rows_avx2<scalar_t>,
+                      &store_rows_baseline<scalar_t>),
           cpu_isa_name(cpu_isa())};
 }
 
