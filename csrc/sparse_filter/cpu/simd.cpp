@@ -338,9 +338,10 @@ TSC_INLINE void dot_runs_any(const scalar_t* a, const scalar_t* const* b, int64_
   }
 }
 
-// Elements [i, n) of a row of store_rows: whole vectors of BYTES, then at most one of each narrower
-// width down to 16 bytes, then single elements. A 28-pixel row (128@28) is 16 + 8 + 4
-// floats, not 16 and 12 single stores (those took 13 % of a batch-1 forward at 2 threads).
+// Elements [i, n) of one of store_rows' rows: whole vectors of BYTES, then at most one of
+// each narrower width down to 16 bytes, then single elements. A 28-pixel row (128@28) is 16 +
+// 8 + 4 floats, not 16 and 12 single stores (those took 13 % of a batch-1 forward at 2
+// threads).
 template <typename scalar_t, int BYTES>
 TSC_INLINE void store_run_from(const scalar_t* src, int64_t i, int64_t n, scalar_t* dst,
                                StoreEpilogue<scalar_t> epilogue) {
