@@ -265,7 +265,8 @@ void direct_forward(const at::Tensor& input, const at::Tensor& row_ptr,
     // rows past them in its buffer, stale, reach only lanes past the run, which scatter_block
     // drops): a block whose rows meet the ones the thread has (its own consecutive blocks)
     // extends them, one whose rows do not (taken from the back of the other's share,
-    // parallel_tasks) starts a new range, so that the rows between are not laid out. Each thread used to lay out the whole sample, both threads the same rows
+    // parallel_tasks) starts a new range, so that the rows between are not laid out. Each
+    // thread used to lay out the whole sample, both threads the same rows
     // (9 % of the CPU time of a ResNet-50 forward at batch 1, 2 threads). Measured at batch
     // 1, 2 threads, 15 alternated rounds, Intel Xeon VM: 64@56 at 90 / 95 % 0.92x / 0.88x the
     // time, 128@28 0.94x / 0.90x; 256@14 and 512@7 (one block: every thread reads every row)

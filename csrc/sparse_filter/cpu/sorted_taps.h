@@ -101,7 +101,8 @@ inline int64_t chunk_channels_for(const SparseFilterGeometry& g, int64_t nnz,
       double(nnz) / double(std::max<int64_t>(1, g.out_channels * g.in_channels_per_group()));
   const double for_taps = kMinTapsPerChunk / std::max(taps_per_channel, 1e-9);
   return std::max<int64_t>(
-      {1, l1_channels, static_cast<int64_t>(std::min(for_taps, double(g.in_channels_per_group())))});
+      {1, l1_channels,
+       static_cast<int64_t>(std::min(for_taps, double(g.in_channels_per_group())))});
 }
 
 // Each filter column's chunk of chunk_channels input channels (of its group), looked up by
