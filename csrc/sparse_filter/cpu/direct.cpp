@@ -92,8 +92,8 @@ void fill_sample_group(const io_t* input, int64_t first, int64_t interleave,
 // the output planes of the group's samples, dropping padding columns and absent samples, and
 // applies the epilogue there (residual: nullptr or laid out as the output). A single
 // sample's float32/float64 rows go through store_rows (the copy and the epilogue in one
-// vector pass, the whole rows between the block's ends in one call, the whole block where
-// rows have no padding columns); float16/bfloat16 ones are rounded first, then finished.
+// vector pass, the whole rows between the block's ends in one call); float16/bfloat16 ones
+// are rounded first, then finished.
 template <typename scalar_t, typename io_t>
 void scatter_block(const scalar_t* wide, int64_t begin, int64_t count, int64_t first,
                    int64_t interleave, int64_t oc, const SparseFilterGeometry& g,
@@ -105,15 +105,11 @@ void scatter_block(const scalar_t* wide, int64_t begin, int64_t count, int64_t f
     for (int64_t q = begin, end = begin + count; q < end;) {
       const int64_t oh = q / g.phase_w, ow = q % g.phase_w;
       // From a row's start, every whole row before `end` at once; else the rest of this row.
-      // Rows without padding columns (a 1x1 kernel without padding) are one run.
-      const bool one_run = g.phase_w == g.out_w;
-      const int64_t whole_rows = ow == 0 && !one_run ? (end - q) / g.phase_w : 0;
+      const int64_t whole_rows = ow == 0 ? (end - q) / g.phase_w : 0;
       const int64_t rows = std::max<int64_t>(whole_rows, 1);
-      const int64_t next = one_run          ? end
-                           : whole_rows > 0 ? q + rows * g.phase_w
-                                            : std::min(end, (oh + 1) * g.phase_w);
-      const int64_t n = one_run ? end - q   // the valid columns
-                                : std::min(next, oh * g.phase_w + g.out_w) - q;
+      const int64_t next = whole_rows > 0 ? q + rows * g.phase_w
+                                          : std::min(end, (oh + 1) * g.phase_w);
+      const int64_t n = std::min(next, oh * g.phase_w + g.out_w) - q;  // the valid columns
       if (n > 0) {
         const int64_t to = at + oh * g.out_w + ow;
         if constexpr (std::is_same_v<io_t, scalar_t>) {

@@ -364,6 +364,13 @@ template <typename scalar_t, int BYTES>
 TSC_INLINE void store_rows_impl(const scalar_t* src, int64_t src_stride, scalar_t* dst,
                                 int64_t dst_stride, int64_t rows, int64_t n,
                                 StoreEpilogue<scalar_t> epilogue) {
+  // Rows contiguous on both sides (a 1x1 kernel without padding has no padding columns) are
+  // one run: 7-pixel rows stored a row at a time (4 + 2 + 1 elements) took 12 % of a batch-1
+  // 512->2048 @7 forward at 90 % (2 threads, Zen 4), one run 5 %.
+  if (src_stride == n && dst_stride == n) {
+    n *= rows;
+    rows = 1;
+  }
   for (int64_t r = 0; r < rows; ++r) {
     store_run_from<scalar_t, BYTES>(src + r * src_stride, 0, n, dst + r * dst_stride,
                                     epilogue);

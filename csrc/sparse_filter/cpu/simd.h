@@ -82,7 +82,8 @@ struct SparseFilterSimd {
   // r < rows, i < n: the one-sample kernel's rows of sums into the output in one pass (a
   // copy, then the epilogue in 16-byte vectors of the generic build, took 3 % of a fused
   // ResNet-50 forward at batch 1), a block's whole rows in one call (a call a row took 16 %
-  // of a batch-1 128x28x28 3x3 forward at 90 %, 2 threads, Zen 4, in calls and stalls).
+  // of a batch-1 128x28x28 3x3 forward at 90 %, 2 threads, Zen 4, in calls and stalls);
+  // rows contiguous on both sides as one run.
   void (*store_rows)(const scalar_t* src, int64_t src_stride, scalar_t* dst,
                      int64_t dst_stride, int64_t rows, int64_t n,
                      StoreEpilogue<scalar_t> epilogue);
