@@ -303,11 +303,10 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
     const int64_t block = n0 / L;
     const WideLanes<scalar_t>& go_planes = lay_out_go ? own : shared;
     if (!lay_out_x) xl = forward_layout + block * block_elements;
-    auto lay_out_input = [&](int64_t c, int64_t first_row, int64_t last_row,
-                             std::vector<scalar_t>& row_pixels) {
+    auto lay_out_input = [&](int64_t c, int64_t first_row, int64_t last_row) {
       lay_out_lanes_channel(xp + (n0 * g.in_channels + c) * in_plane, g.in_channels * in_plane,
-                            g, kernels, row_pixels.data(), own_xl + c * channel_block * L,
-                            first_row, last_row, whole_phase_planes(g));
+                            g, kernels, own_xl + c * channel_block * L, first_row, last_row,
+                            whole_phase_planes(g));
     };
     // Rows [first_row, last_row) of grad_output's channel oc, row r at
     // dst + (r - dst_row) * phase_w * L.
@@ -336,11 +335,10 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
     if (by_bands) {
       if (lay_out_x) {
         at::parallel_for(0, bands, 1, [&](int64_t begin, int64_t end) {
-          std::vector<scalar_t> row_pixels(g.in_w * L);
           const int64_t first_row = band_rows(begin, g.phase_h)[0];
           const int64_t last_row = band_rows(end - 1, g.phase_h)[1];
           for (int64_t c = 0; c < g.in_channels; ++c) {
-            lay_out_input(c, first_row, last_row, row_pixels);
+            lay_out_input(c, first_row, last_row);
           }
         });
       }
@@ -383,10 +381,9 @@ void grad_values_lanes_cpu(const at::Tensor& grad_output, const at::Tensor& inpu
     const int64_t x_items = lay_out_x ? g.in_channels : 0;
     const int64_t items = x_items + (lay_out_go ? g.out_channels : 0);
     at::parallel_for(0, items, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> row_pixels(g.in_w * L);
       for (int64_t item = begin; item < end; ++item) {
         if (item < x_items) {
-          lay_out_input(item, 0, g.phase_h, row_pixels);
+          lay_out_input(item, 0, g.phase_h);
         } else {
           const int64_t oc = item - x_items;
           lay_out_grad_output(oc, 0, g.out_h, gl + oc * run * L, 0);

@@ -361,7 +361,6 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
         // which the tile tasks start from (parallel_tasks), and holds about where the threads
         // do not divide the tiles or one thread takes the other's last tasks (speed only).
         at::parallel_for(0, wave_blocks * row_tiles, 1, [&](int64_t begin, int64_t end) {
-          std::vector<scalar_t> row_pixels(g.in_w * L);
           // A thread's consecutive row tiles of one block as one band of rows, laid out
           // channel by channel: long runs of each sample's rows (tile by tile, runs of a
           // few hundred bytes from 8 x 64 planes cost 1.04-1.11x a layer's time at 1 thread).
@@ -375,7 +374,7 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
             const int64_t n0 = (first_block + block) * L;
             for (int64_t c = 0; c < g.in_channels; ++c) {
               lay_out_lanes_channel(in + (n0 * g.in_channels + c) * in_plane,
-                                    g.in_channels * in_plane, g, kernels, row_pixels.data(),
+                                    g.in_channels * in_plane, g, kernels,
                                     x + block * block_elements + c * channel_block * L,
                                     first_row, last_row, whole_phase_planes(g));
             }
@@ -386,17 +385,16 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
     } else {
       // Lay out the wave: each (block, channel) from its samples' planes.
       at::parallel_for(0, wave_blocks * g.in_channels, 1, [&](int64_t begin, int64_t end) {
-        std::vector<scalar_t> planes, row_pixels;
+        std::vector<scalar_t> planes;
         for (int64_t item = begin; item < end; ++item) {
           const int64_t block = item / g.in_channels, c = item % g.in_channels;
           scalar_t* dst = x + block * block_elements + c * channel_block * L;
           const int64_t n0 = (first_block + block) * L;
           if constexpr (std::is_same_v<io_t, scalar_t>) {
             if (n0 + L <= g.batch) {
-              row_pixels.resize(g.in_w * L);
               lay_out_lanes_channel(in + (n0 * g.in_channels + c) * in_plane,
-                                    g.in_channels * in_plane, g, kernels, row_pixels.data(),
-                                    dst, 0, g.phase_h, whole_phase_planes(g));
+                                    g.in_channels * in_plane, g, kernels, dst, 0, g.phase_h,
+                                    whole_phase_planes(g));
               continue;
             }
           }
@@ -440,12 +438,11 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
     const int64_t groups_per_tile = std::min(
         oc_splits, ceil_div(ceil_div(oc_splits, group_tasks), threads_step) * threads_step);
     // Each thread's scratch: each task of a group its own oc_per_task output channels'
-    // partial sums; its window of the input (where windowed); a run of rows, either
-    // float16/bfloat16 output rows before rounding or, where windowed (float32/float64 only),
-    // an input row's pixels on their way to the phase planes.
+    // partial sums; its window of the input (where windowed); float16/bfloat16 output rows
+    // before rounding.
     PerThread<AlignedBuffer<scalar_t>> partials_of;
     PerThread<RowWindow<scalar_t>> windows_of;
-    PerThread<std::vector<scalar_t>> rows_of;
+    PerThread<std::vector<scalar_t>> rounded_of;
     auto run_group = [&](int64_t unit) {
       const int64_t t = unit / groups_per_tile;
       const int64_t in_tile = unit % groups_per_tile;
@@ -453,7 +450,6 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
       const int64_t group_end = t * oc_splits + (in_tile + 1) * oc_splits / groups_per_tile;
       AlignedBuffer<scalar_t>& partials = partials_of.mine();
       partials.resize(std::min(group_tasks, oc_splits) * oc_per_task * tile_elements);
-      std::vector<scalar_t>& rows_scratch = rows_of.mine();
       const int64_t block = t / (row_tiles * col_tiles);
       // The rows dealt out evenly (14 -> 3, 4, 3, 4, not 4, 4, 4, 2), so that tasks of one
       // thread do as much as the other's.
@@ -467,8 +463,6 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
       if constexpr (std::is_same_v<io_t, scalar_t>) {  // (else never windowed)
         if (windowed) {
           const int64_t n0 = (first_block + block) * L;
-          std::vector<scalar_t>& row_pixels = rows_scratch;
-          row_pixels.resize(g.in_w * L);
           const int64_t held_channel = read_g.channel_block() * L;
           const scalar_t* window = hold_rows(
               windows_of.mine(), first_block + block, oh0,
@@ -477,7 +471,7 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
               [&](scalar_t* held_layout, int64_t from, int64_t to, PhaseRowsHeld held) {
                 for (int64_t c = 0; c < g.in_channels; ++c) {
                   lay_out_lanes_channel(in + (n0 * g.in_channels + c) * in_plane,
-                                        lane_stride, g, kernels, row_pixels.data(),
+                                        lane_stride, g, kernels,
                                         held_layout + c * held_channel, from, to, held,
                                         lane_rows);
                 }
@@ -556,7 +550,7 @@ void direct_lanes_forward(const at::Tensor& input, const at::Tensor& row_ptr,
           } else {
             // Rounded first, then the epilogue on the rounded values (as the separate ops).
             // (Never strips: those are float32/float64 only.)
-            std::vector<scalar_t>& rounded = rows_scratch;
+            std::vector<scalar_t>& rounded = rounded_of.mine();
             rounded.resize(samples * run);
             kernels.deinterleave(src, L, run, samples, rounded.data(), run, {});
             for (int64_t s = 0; s < samples; ++s) {

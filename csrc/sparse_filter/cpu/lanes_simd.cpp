@@ -101,6 +101,34 @@ TSC_INLINE void interleave_impl(const scalar_t* src, int64_t src_stride, int64_t
   }
 }
 
+// interleave with the pixels dealt out to `phases` phase planes: pixel q, at q + offset = j *
+// phases + b, to dst + b * plane_elements + j * lanes. (A strided layer's layout: one pass
+// instead of a transposed row and then a copy a pixel.)
+template <typename scalar_t>
+TSC_INLINE void interleave_phases_impl(const scalar_t* src, int64_t src_stride, int64_t samples,
+                                       int64_t len, scalar_t* dst, int64_t plane_elements,
+                                       int64_t phases, int64_t offset) {
+  using V = Vec<scalar_t>;
+  constexpr int L = V::lanes;
+  const bool blocked = for_each_block<L>(len, [&](int64_t q) __attribute__((always_inline)) {
+    typename V::type v[L];
+    for (int s = 0; s < L; ++s) {
+      v[s] = s < samples ? V::load(src + s * src_stride + q) : V::broadcast(scalar_t(0));
+    }
+    transpose(v);
+    int64_t b = (q + offset) % phases, j = (q + offset) / phases;
+    for (int i = 0; i < L; ++i) {
+      V::store(dst + b * plane_elements + j * L, v[i]);
+      if (++b == phases) b = 0, ++j;
+    }
+  });
+  if (blocked) return;
+  for (int64_t q = 0; q < len; ++q) {
+    scalar_t* pixel = dst + (q + offset) % phases * plane_elements + (q + offset) / phases * L;
+    for (int s = 0; s < L; ++s) pixel[s] = s < samples ? src[s * src_stride + q] : scalar_t(0);
+  }
+}
+
 // Finish: whether the epilogue does anything (a separate instantiation, so that the plain
 // deinterleave stays as it was: a test per store cost the lanes forward up to 6 % on 64@56).
 template <typename scalar_t, bool Finish>
@@ -151,6 +179,12 @@ using std::integer_sequence;
     TARGET static void interleave(const scalar_t* src, int64_t ss, int64_t samples,         \
                                   int64_t len, scalar_t* dst, int64_t ds) {                 \
       interleave_impl(src, ss, samples, len, dst, ds);                                      \
+    }                                                                                       \
+    template <typename scalar_t>                                                            \
+    TARGET static void interleave_phases(const scalar_t* src, int64_t ss, int64_t samples,  \
+                                         int64_t len, scalar_t* dst, int64_t pe,            \
+                                         int64_t phases, int64_t offset) {                  \
+      interleave_phases_impl(src, ss, samples, len, dst, pe, phases, offset);               \
     }                                                                                       \
     template <typename scalar_t>                                                            \
     TARGET static void deinterleave(const scalar_t* src, int64_t ss, int64_t len,           \
@@ -212,7 +246,7 @@ void tile_dispatch(const scalar_t* x, int64_t row_stride, const int64_t* offsets
 template <typename Isa, typename scalar_t>
 LaneKernels<scalar_t> kernels_for() {
   return {&tile_dispatch<Isa, scalar_t>, &Isa::template interleave<scalar_t>,
-          &Isa::template deinterleave<scalar_t>, Isa::max_tile, kMaxRows,
+          &Isa::template interleave_phases<scalar_t>, &Isa::template deinterleave<scalar_t>, Isa::max_tile, kMaxRows,
           Isa::vector_bytes / 32};
 }
 
