@@ -246,8 +246,8 @@ void tile_dispatch(const scalar_t* x, int64_t row_stride, const int64_t* offsets
 template <typename Isa, typename scalar_t>
 LaneKernels<scalar_t> kernels_for() {
   return {&tile_dispatch<Isa, scalar_t>, &Isa::template interleave<scalar_t>,
-          &Isa::template interleave_phases<scalar_t>, &Isa::template deinterleave<scalar_t>, Isa::max_tile, kMaxRows,
-          Isa::vector_bytes / 32};
+          &Isa::template interleave_phases<scalar_t>, &Isa::template deinterleave<scalar_t>,
+          Isa::max_tile, kMaxRows, Isa::vector_bytes / 32};
 }
 
 }  // namespace
