@@ -49,6 +49,7 @@ CASES = [
     (2, 160, 24, 14, 1, 1, 0, False),  # several chunks of input channels before the epilogue
     (4, 16, 200, 14, 1, 1, 0, False),  # 30 taps a channel: the input copied to whole vectors
     (8, 32, 16, 14, 1, 2, 0, False),
+    (16, 24, 20, 33, 1, 2, 0, False),  # a strided 1x1 whose tasks pick their own pixels
     (1, 8, 12, 11, 3, 1, 1, False),
     (1, 8, 12, 40, 3, 1, 1, False),  # rows of whole vectors and a tail (store_run)
     (3, 8, 12, 20, 3, 2, 1, False),

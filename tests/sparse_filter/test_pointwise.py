@@ -222,6 +222,33 @@ def test_strided_1x1_matches_conv2d(stride, size, dtype):
         assert got.is_contiguous(memory_format=memory_format)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch", [1, 16])
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("stride,size", [((2, 2), (28, 30)), ((2, 2), (33, 35)), ((3, 2), (40, 31)),
+                                         ((2, 3), (25, 50))])
+def test_strided_1x1_picked_block_by_block_matches_conv2d(stride, size, groups, batch, dtype):
+    """A strided 1x1 layer whose output planes the in-place 1x1 kernels take (a tile of
+    positions or more) on a contiguous NCHW input: at batch 16 each task is one block of
+    positions and copies that block's pixels of every input channel itself, at batch 1 (a
+    block split among several tasks) the pixels are copied out first. Planes not whole
+    vectors, a block ending mid-row (17x18), groups and bias; one-tap filters of weight 1
+    give the picked pixels bit for bit."""
+    gen = torch.Generator().manual_seed(size[0] * 100 + size[1] + 7 * stride[0] + groups)
+    cin, cout = 12, 10
+    x = torch.randn(batch, cin, *size, dtype=dtype, generator=gen)
+    w = random_weight((cout, cin // groups, 1, 1), 0.4, dtype, gen)
+    b = torch.randn(cout, dtype=dtype, generator=gen)
+    got = tsc.sparse_conv2d(x, w, b, stride, groups=groups, method="direct")
+    torch.testing.assert_close(got, F.conv2d(x, w, b, stride, groups=groups), **tolerance(dtype))
+    source = torch.randint(0, cin // groups, (cout,), generator=gen)
+    ones = torch.zeros(cout, cin // groups, 1, 1, dtype=dtype)
+    ones[torch.arange(cout), source] = 1
+    picked = tsc.sparse_conv2d(x, ones, None, stride, groups=groups, method="direct")
+    first_channel = torch.arange(cout) // (cout // groups) * (cin // groups)
+    assert torch.equal(picked, x[:, first_channel + source, ::stride[0], ::stride[1]])
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
 @pytest.mark.parametrize("layout", ["contiguous", "cropped", "channels_last"])
 @pytest.mark.parametrize("stride,size", [((2, 2), (28, 30)), ((2, 2), (9, 7)), ((3, 2), (10, 11)),

@@ -319,7 +319,15 @@ at::Tensor sparse_filter_direct_forward_cpu(const at::Tensor& input, const at::T
       (g.stride_h != 1 || g.stride_w != 1)) {
     // A strided 1x1 convolution without padding reads every stride-th pixel (ResNet-50's
     // downsampling shortcuts): on those pixels, copied out, it is a stride-1 one. (The
-    // layouts would otherwise lay out every phase plane of which it reads one.)
+    // layouts would otherwise lay out every phase plane of which it reads one.) The in-place
+    // 1x1 kernels copy them block by block themselves (pointwise.cpp).
+    if (input.is_contiguous() && direct_pointwise_applies(g, input.scalar_type())) {
+      at::Tensor output = empty_activation({g.batch, g.out_channels, g.out_h, g.out_w},
+                                           input.options(), at::MemoryFormat::Contiguous);
+      sparse_filter_direct_pointwise_forward_cpu(input, row_ptr, col_idx, values, bias, g,
+                                                 epilogue, output);
+      return output;
+    }
     const at::Tensor picked =
         pick_pixels(input, 0, g.out_h, g.stride_h, 0, g.out_w, g.stride_w);
     SparseFilterGeometry unit = g;

@@ -53,10 +53,10 @@ bool direct_lanes_layout_has_layer_geometry(const SparseFilterGeometry& g,
 // channels-last: float32/float64 inputs contiguous in that format, where the lanes pay.
 bool direct_lanes_channels_last(const at::Tensor& input, const SparseFilterGeometry& g);
 
-// The same for 1x1 convolutions without padding or stride, in float32 or float64: read and
-// written in place, with no layout at all (pointwise.cpp); where
-// direct_pointwise_applies(g, dtype of the input). (sparse_filter_direct_forward_cpu copies a
-// strided one's pixels out first.)
+// The same for 1x1 convolutions without padding, in float32 or float64: read and written in
+// place, with no layout at all (pointwise.cpp); where direct_pointwise_applies(g, dtype of
+// the input). A strided one reads the pixels it samples through copies (pick_pixels.h):
+// sparse_filter_direct_forward_cpu passes it on only with a contiguous NCHW input.
 void sparse_filter_direct_pointwise_forward_cpu(const at::Tensor& input,
                                                 const at::Tensor& row_ptr,
                                                 const at::Tensor& col_idx,

@@ -8,17 +8,6 @@
 namespace torch_sparse_conv {
 namespace {
 
-// Copies every `stride`-th element of `count` from src (a compile-time stride lets the
-// compiler vectorise the loads with shuffles).
-template <typename T, int64_t kStride>
-void pick_row(const T* __restrict src, T* __restrict dst, int64_t count, int64_t stride) {
-  if constexpr (kStride > 0) {
-    for (int64_t j = 0; j < count; ++j) dst[j] = src[j * kStride];
-  } else {
-    for (int64_t j = 0; j < count; ++j) dst[j] = src[j * stride];
-  }
-}
-
 // Output rows (one per plane and picked row) split among the threads; each element moved as
 // an unsigned integer of its size (a copy, whatever the dtype).
 template <typename T>

@@ -1,5 +1,5 @@
-// The 'direct' method for 1x1 convolutions without padding (a stride samples the input
-// first), read and written in place. There the polyphase layout (geometry.h) is the
+// The 'direct' method for 1x1 convolutions without padding, read and written in place (a
+// strided one's sampled pixels through copies, below). There the polyphase layout (geometry.h) is the
 // (N, C, H, W) input itself (channel c of a sample at c * H * W) and the wide run is the
 // output plane, so the one-sample kernel's
 // input copy and output scatter move data for nothing, and the batch-in-lanes layout's
@@ -26,16 +26,26 @@
 // to whole vectors (aligned_planes); else the last sample, whose last plane would read past
 // the tensor, is read from a copy. (The output stays in place: computed in padded planes
 // and copied out, 256->1024 @14 took 1.2x the time of the padded input alone.)
+//
+// A strided layer (ResNet-50's downsampling shortcuts) reads every stride-th pixel: where
+// each block of positions is one task (batch 8), the task copies its block's pixels of every
+// input channel into a buffer of its own, in L2, and reads them there; else (a block split
+// among tasks) they are copied out of the input first. Copied out first, they went out to
+// memory and came back: batch 8, 90 %, 2 threads, Zen 4 VM, 9 alternated rounds in one
+// process, 256->512 @56->28 0.94x the time in tasks, 512->1024 @28->14 0.92x. The copies
+// wait for memory either way (a third of the 256->512 shortcut's time).
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <vector>
 
+#include "csrc/common/aligned_buffer.h"
 #include "csrc/common/arithmetic.h"
 #include "csrc/common/balanced_parallel.h"
 #include "csrc/common/cpu_isa.h"
 #include "csrc/common/memory_format.h"
 #include "csrc/sparse_filter/cpu/direct.h"
+#include "csrc/sparse_filter/cpu/pick_pixels.h"
 #include "csrc/sparse_filter/cpu/simd.h"
 #include "csrc/sparse_filter/cpu/sorted_taps.h"
 
@@ -94,19 +104,28 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   const at::Tensor residual = epilogue.residual_in(at::MemoryFormat::Contiguous);
   const scalar_t* res = residual.defined() ? residual.data_ptr<scalar_t>() : nullptr;
 
-  TORCH_INTERNAL_ASSERT(g.out_h == g.in_h && g.out_w == g.in_w && g.phase_h == g.in_h &&
-                        g.phase_w == g.in_w);
-  const int64_t plane = g.in_h * g.in_w;  // also out_h * out_w
+  const bool strided = g.stride_h != 1 || g.stride_w != 1;
+  TORCH_INTERNAL_ASSERT(strided || (g.out_h == g.in_h && g.out_w == g.in_w));
+  const int64_t plane = g.out_h * g.out_w;
   // Positions are computed in whole vectors: `run` a plane.
   const bool whole_vectors = plane % lanes == 0;
   const int64_t run = ceil_div(plane, lanes) * lanes;
   const int64_t block = std::min(run, kBlockPositions);  // a multiple of lanes
   const int64_t blocks = ceil_div(run, block);
-  // The input's planes, in_plane elements apart: in place, or copied to whole vectors.
-  const bool aligned_copy =
-      !whole_vectors && col_idx.size(0) >= kAlignedReuse * g.in_channels;
+  const int64_t items = g.batch * blocks;
+  const int64_t oc_splits = std::clamp<int64_t>(4 * at::get_num_threads() / items, 1,
+                                                std::max<int64_t>(1, g.out_channels));
+  // A strided layer's pixels: copied by each task (one a block), else out of the input first.
+  const bool pick_in_tasks = strided && oc_splits == 1;
+  if (strided && !pick_in_tasks) {
+    input_c = pick_pixels(input_c, 0, g.out_h, g.stride_h, 0, g.out_w, g.stride_w);
+  }
+  // The input's planes, in_plane elements apart: in place, or copied to whole vectors, or
+  // each task's block of picked pixels.
+  const bool aligned_copy = !pick_in_tasks && !whole_vectors &&
+                            col_idx.size(0) >= kAlignedReuse * g.in_channels;
   if (aligned_copy) input_c = aligned_planes<scalar_t>(input_c, plane, run);
-  const int64_t in_plane = aligned_copy ? run : plane;
+  const int64_t in_plane = pick_in_tasks ? block : aligned_copy ? run : plane;
   const scalar_t* in = input_c.data_ptr<scalar_t>();
 
   // Large inputs come from memory and are prefetched a chunk ahead (below); chunks whose rows
@@ -120,8 +139,9 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   // prefetched ones gained less or lost: 256->64 @56 0.93-0.97x, 256->128 @56 0.88x, but
   // 512->128 @28 1.09-1.14x, 512->256 @28 1.04-1.05x (and 1.02-1.09x with 256 channels a
   // chunk).
-  const bool prefetch = g.groups == 1 &&
-                        input.numel() * int64_t(sizeof(scalar_t)) >= kPrefetchInputBytes;
+  const bool prefetch = g.groups == 1 && !pick_in_tasks &&
+                        g.batch * g.in_channels * plane * int64_t(sizeof(scalar_t)) >=
+                            kPrefetchInputBytes;
   const int64_t chunk_channels =
       prefetch ? chunk_channels_for(g, col_idx.size(0),
                                     kChunkBytes / (std::min(block, simd.pointwise_tile) *
@@ -134,13 +154,14 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
   // written): at batch 1, where every tap serves one 7x7 to 56x56 plane, that pass and its
   // memory traffic were ~2 % of a ResNet-50 forward.
   SparseFilterGeometry planes = g;
+  planes.stride_h = planes.stride_w = 1;
   planes.phase_h = 1;
   planes.phase_w = in_plane;
   const SortedTaps<scalar_t> taps = sort_taps<scalar_t>(
       row_ptr, col_idx, values, planes, chunk_channels, /*interleave=*/1);
   const int64_t* offsets = taps.tap_offsets();
 
-  const int64_t sample_in = g.in_channels * in_plane;
+  const int64_t sample_in = g.in_channels * (pick_in_tasks ? g.in_h * g.in_w : in_plane);
   // Input chunk j's rows, from the position of a sample that `at` points to. (Prefetched
   // only with one group: then every output channel's chunk j is the same input channels.)
   auto chunk_rows = [&](const scalar_t* at, int64_t j) {
@@ -148,9 +169,6 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
     return PrefetchRows<scalar_t>{at + first * in_plane,
                                   std::min(chunk_channels, g.in_channels - first), in_plane};
   };
-  const int64_t items = g.batch * blocks;
-  const int64_t oc_splits = std::clamp<int64_t>(4 * at::get_num_threads() / items, 1,
-                                                std::max<int64_t>(1, g.out_channels));
   const int64_t oc_per_task = ceil_div(g.out_channels, oc_splits);
 
   // The final sums written past the caches (non-temporal stores) where the output is large
@@ -167,10 +185,12 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
                       plane % simd.pointwise_vector == 0 &&
                       reinterpret_cast<uintptr_t>(out) % 64 == 0;
   // Each thread's scratch: the copy of the last sample where planes are not whole vectors
-  // (and were not copied to whole vectors), and the last vectors of a block's output channels.
+  // (and were not copied to whole vectors), the last vectors of a block's output channels,
+  // and a block's picked pixels.
   struct Scratch {
     std::vector<scalar_t> padded_in, tails;
     int64_t padded_sample = -1;
+    AlignedBuffer<scalar_t> picked;
   };
   PerThread<Scratch> scratch_of;
   const int64_t tasks = items * oc_splits;
@@ -189,7 +209,20 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
     const int64_t p0 = item % blocks * block;
     const int64_t count = std::min(block, run - p0);
     const scalar_t* x = in + n * sample_in;
-    if (!whole_vectors && !aligned_copy && n == g.batch - 1) {
+    const int64_t valid = std::min(count, plane - p0);
+    const scalar_t* block_in = nullptr;  // the block's first position in input channel 0
+    if (pick_in_tasks) {
+      // Channel c's pixels of the block at c * block, zeros after the valid ones.
+      AlignedBuffer<scalar_t>& picked = scratch.picked;
+      picked.resize(g.in_channels * block);
+      for (int64_t c = 0; c < g.in_channels; ++c) {
+        scalar_t* dst = picked.data() + c * block;
+        pick_positions(x + c * g.in_h * g.in_w, g.in_w, g.stride_h, g.stride_w, g.out_w, p0,
+                       valid, dst);
+        std::fill(dst + valid, dst + count, scalar_t(0));
+      }
+      block_in = picked.data();
+    } else if (!whole_vectors && !aligned_copy && n == g.batch - 1) {
       // The last vector of a plane reads into the next plane; past the last sample's last
       // plane that would be past the tensor, so the last sample is read from a copy with
       // a vector of zeros after it.
@@ -201,8 +234,8 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
       }
       x = padded_in.data();
     }
+    if (!pick_in_tasks) block_in = x + p0;
     scalar_t* y = out + (n * g.out_channels + oc0) * plane + p0;
-    const int64_t valid = std::min(count, plane - p0);
     const int64_t vector = simd.pointwise_vector;
     tails.resize((oc1 - oc0) * vector);
     // The epilogue as the last chunk stores the block's full vectors; the tails below.
@@ -214,15 +247,15 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
       // has taken it.
       PrefetchRows<scalar_t> rows, after;
       if (prefetch) {
-        rows = chunk_rows(x + p0, j);
+        rows = chunk_rows(block_in, j);
         if (j + 1 < taps.chunks) {
-          after = chunk_rows(x + p0, j + 1);
+          after = chunk_rows(block_in, j + 1);
         } else if (task + 1 < tasks && (task + 1) % items != 0) {
           const int64_t next = (task + 1) % items;
           after = chunk_rows(in + next / blocks * sample_in + next % blocks * block, 0);
         }
       }
-      simd.pointwise_tiles(x + p0, offsets, taps.values,
+      simd.pointwise_tiles(block_in, offsets, taps.values,
                            taps.chunk_ptr() + oc0 * (taps.chunks + 1) + j,
                            taps.chunks + 1, oc1 - oc0, /*accumulate=*/j > 0,
                            b ? b + oc0 : nullptr, y, plane, valid, tails.data(), rows, after,
@@ -266,7 +299,6 @@ void sparse_filter_direct_pointwise_forward_cpu(const at::Tensor& input,
                                                 const c10::optional<at::Tensor>& bias,
                                                 const SparseFilterGeometry& g,
                                                 const Epilogue& epilogue, at::Tensor& output) {
-  TORCH_INTERNAL_ASSERT(g.stride_h == 1 && g.stride_w == 1);  // direct.cpp took the stride out
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "sparse_filter_direct_pointwise_forward_cpu",
                              [&] {
     pointwise_forward<scalar_t>(input, row_ptr, col_idx, values, bias, g, epilogue, output);
