@@ -1,11 +1,10 @@
 // The 'direct' method for 1x1 convolutions without padding, read and written in place (a
-// strided one's sampled pixels through copies, below). There the polyphase layout (geometry.h) is the
-// (N, C, H, W) input itself (channel c of a sample at c * H * W) and the wide run is the
-// output plane, so the one-sample kernel's
-// input copy and output scatter move data for nothing, and the batch-in-lanes layout's
-// transposes cost more than the multiply-adds: a 1x1 layer reuses each input element only
-// C_out x density times (6.4 for 256->64 at 90 %), and 64->256 @56 transposed 26 MB of
-// output at batch 8.
+// strided one's sampled pixels through copies, below). There the polyphase layout
+// (geometry.h) is the (N, C, H, W) input itself (channel c of a sample at c * H * W) and the
+// wide run is the output plane, so the one-sample kernel's input copy and output scatter
+// move data for nothing, and the batch-in-lanes layout's transposes cost more than the
+// multiply-adds: a 1x1 layer reuses each input element only C_out x density times (6.4 for
+// 256->64 at 90 %), and 64->256 @56 transposed 26 MB of output at batch 8.
 //
 // Layout of the work: a task computes one block of positions of one sample for a range of
 // output channels, the partial sums accumulated in the output itself. Inside it the inner
