@@ -50,9 +50,10 @@ void lay_out_lanes_channel(const scalar_t* plane, int64_t sample_stride,
   // Without stride or padding the input rows a channel's phase rows read are contiguous:
   // one interleave for all of them, straight into the layout where it is as wide as the
   // input, else (rows shorter than a transpose block: a 1x1 layer's 7-pixel rows, padded by
-  // a column, lanes_geometry) through a packed copy. Row by row, those short rows went
-  // element by element: 12 % of a batch-8 2048->512 @7 forward at 90 % (2 threads, Zen 4),
-  // 4 % now, plus 4 % for the copies; the layer in the fused ResNet-50 0.94x the time.
+  // a column, lanes_geometry) each row's pixels dealt out to their layout row. Row by row,
+  // those short rows went element by element: 12 % of a batch-8 2048->512 @7 forward at 90 %
+  // (2 threads, Zen 4); through a packed copy and then a copy a row, 34 % of it with the
+  // copies in perf, 8 % now (the layer 0.92-0.97x the time, alternated).
   if (g.stride_h == 1 && g.stride_w == 1 && g.pad_h == 0 && g.pad_w == 0 &&
       lane_rows == 0 && first_row < last_row && last_row <= g.in_h &&
       (g.phase_w == g.in_w || g.in_w < L)) {
@@ -63,13 +64,9 @@ void lay_out_lanes_channel(const scalar_t* plane, int64_t sample_stride,
                          phase_rows, L);
       return;
     }
-    thread_local std::vector<scalar_t> packed;
-    packed.resize(rows * g.in_w * L);
-    kernels.interleave(plane + first_row * g.in_w, sample_stride, L, rows * g.in_w,
-                       packed.data(), L);
+    kernels.interleave_phases(plane + first_row * g.in_w, sample_stride, L, rows * g.in_w,
+                              phase_rows, g.in_w, L, row_elements, 0);
     for (int64_t r = 0; r < rows; ++r) {
-      std::memcpy(phase_rows + r * row_elements, packed.data() + r * g.in_w * L,
-                  g.in_w * L * sizeof(scalar_t));
       std::fill(phase_rows + r * row_elements + g.in_w * L, phase_rows + (r + 1) * row_elements,
                 scalar_t(0));
     }
@@ -134,8 +131,8 @@ void lay_out_lanes_channel(const scalar_t* plane, int64_t sample_stride,
       // The input columns inside the phase rows (those past them no tap reads).
       const int64_t columns = std::min(g.in_w, g.phase_w * g.stride_w - g.pad_w);
       if (columns > 0) {
-        kernels.interleave_phases(src, src_stride, samples, columns, phase_row, plane_elements,
-                                  g.stride_w, g.pad_w);
+        kernels.interleave_phases(src, src_stride, samples, columns, phase_row, g.stride_w,
+                                  plane_elements, L, g.pad_w);
       }
     }
   }

@@ -101,13 +101,13 @@ TSC_INLINE void interleave_impl(const scalar_t* src, int64_t src_stride, int64_t
   }
 }
 
-// interleave with the pixels dealt out to `phases` phase planes: pixel q, at q + offset = j *
-// phases + b, to dst + b * plane_elements + j * lanes. (A strided layer's layout: one pass
-// instead of a transposed row and then a copy a pixel.)
+// interleave with the pixels dealt out in turn to `phases` places: pixel q, at q + offset = j *
+// phases + b, to dst + b * phase_step + j * column_step (LaneKernels::interleave_phases).
 template <typename scalar_t>
 TSC_INLINE void interleave_phases_impl(const scalar_t* src, int64_t src_stride, int64_t samples,
-                                       int64_t len, scalar_t* dst, int64_t plane_elements,
-                                       int64_t phases, int64_t offset) {
+                                       int64_t len, scalar_t* dst, int64_t phases,
+                                       int64_t phase_step, int64_t column_step,
+                                       int64_t offset) {
   using V = Vec<scalar_t>;
   constexpr int L = V::lanes;
   const bool blocked = for_each_block<L>(len, [&](int64_t q) __attribute__((always_inline)) {
@@ -118,13 +118,14 @@ TSC_INLINE void interleave_phases_impl(const scalar_t* src, int64_t src_stride, 
     transpose(v);
     int64_t b = (q + offset) % phases, j = (q + offset) / phases;
     for (int i = 0; i < L; ++i) {
-      V::store(dst + b * plane_elements + j * L, v[i]);
+      V::store(dst + b * phase_step + j * column_step, v[i]);
       if (++b == phases) b = 0, ++j;
     }
   });
   if (blocked) return;
   for (int64_t q = 0; q < len; ++q) {
-    scalar_t* pixel = dst + (q + offset) % phases * plane_elements + (q + offset) / phases * L;
+    scalar_t* pixel =
+        dst + (q + offset) % phases * phase_step + (q + offset) / phases * column_step;
     for (int s = 0; s < L; ++s) pixel[s] = s < samples ? src[s * src_stride + q] : scalar_t(0);
   }
 }
@@ -182,9 +183,9 @@ using std::integer_sequence;
     }                                                                                       \
     template <typename scalar_t>                                                            \
     TARGET static void interleave_phases(const scalar_t* src, int64_t ss, int64_t samples,  \
-                                         int64_t len, scalar_t* dst, int64_t pe,            \
-                                         int64_t phases, int64_t offset) {                  \
-      interleave_phases_impl(src, ss, samples, len, dst, pe, phases, offset);               \
+                                         int64_t len, scalar_t* dst, int64_t phases,        \
+                                         int64_t ps, int64_t cs, int64_t offset) {          \
+      interleave_phases_impl(src, ss, samples, len, dst, phases, ps, cs, offset);           \
     }                                                                                       \
     template <typename scalar_t>                                                            \
     TARGET static void deinterleave(const scalar_t* src, int64_t ss, int64_t len,           \

@@ -35,11 +35,13 @@ struct LaneKernels {
   // pixel's channels go to one pixel of each channel's plane (dst_stride: a plane apart).
   void (*interleave)(const scalar_t* src, int64_t src_stride, int64_t samples, int64_t len,
                      scalar_t* dst, int64_t dst_stride);
-  // interleave's pixels dealt out to `phases` phase planes plane_elements apart: pixel q,
-  // where q + offset = j * phases + b, to the lanes at dst + b * plane_elements + j * lanes.
+  // interleave's pixels dealt out in turn to `phases` places: pixel q, where q + offset = j *
+  // phases + b, to the lanes at dst + b * phase_step + j * column_step. A strided layer's
+  // input row into its phase planes (phase_step a plane, column_step lanes); rows of `phases`
+  // pixels into longer rows (phase_step lanes, column_step a row).
   void (*interleave_phases)(const scalar_t* src, int64_t src_stride, int64_t samples,
-                            int64_t len, scalar_t* dst, int64_t plane_elements, int64_t phases,
-                            int64_t offset);
+                            int64_t len, scalar_t* dst, int64_t phases, int64_t phase_step,
+                            int64_t column_step, int64_t offset);
   // dst[s * dst_stride + q] = src[q * src_stride + s] for q < len, s < samples (<= lanes):
   // the inverse (src_stride lanes for a run of pixels, a plane apart for a pixel's channels),
   // with the epilogue applied (its residual laid out as dst).
