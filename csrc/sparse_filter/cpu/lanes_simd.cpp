@@ -80,6 +80,26 @@ TSC_INLINE bool for_each_block(int64_t len, Block&& block) {
   }
 }
 
+// Pixels q .. q + L - 1 of the samples' runs (src_stride elements apart; zeros for lanes past
+// `samples`), transposed: v[i] holds pixel q + i of every lane.
+template <typename V, typename scalar_t>
+TSC_INLINE void load_transposed(const scalar_t* src, int64_t src_stride, int64_t samples,
+                                int64_t q, typename V::type (&v)[V::lanes]) {
+  for (int s = 0; s < V::lanes; ++s) {
+    v[s] = s < samples ? V::load(src + s * src_stride + q) : V::broadcast(scalar_t(0));
+  }
+  transpose(v);
+}
+
+// Pixel q of the samples' runs into the lanes at dst, one element at a time.
+template <typename scalar_t>
+TSC_INLINE void copy_pixel(const scalar_t* src, int64_t src_stride, int64_t samples, int64_t q,
+                           scalar_t* dst) {
+  for (int64_t s = 0; s < lanes<scalar_t>(); ++s) {
+    dst[s] = s < samples ? src[s * src_stride + q] : scalar_t(0);
+  }
+}
+
 template <typename scalar_t>
 TSC_INLINE void interleave_impl(const scalar_t* src, int64_t src_stride, int64_t samples,
                                 int64_t len, scalar_t* dst, int64_t dst_stride) {
@@ -87,18 +107,11 @@ TSC_INLINE void interleave_impl(const scalar_t* src, int64_t src_stride, int64_t
   constexpr int L = V::lanes;
   const bool blocked = for_each_block<L>(len, [&](int64_t q) __attribute__((always_inline)) {
     typename V::type v[L];
-    for (int s = 0; s < L; ++s) {
-      v[s] = s < samples ? V::load(src + s * src_stride + q) : V::broadcast(scalar_t(0));
-    }
-    transpose(v);
+    load_transposed<V>(src, src_stride, samples, q, v);
     for (int i = 0; i < L; ++i) V::store(dst + (q + i) * dst_stride, v[i]);
   });
   if (blocked) return;
-  for (int64_t q = 0; q < len; ++q) {
-    for (int s = 0; s < L; ++s) {
-      dst[q * dst_stride + s] = s < samples ? src[s * src_stride + q] : scalar_t(0);
-    }
-  }
+  for (int64_t q = 0; q < len; ++q) copy_pixel(src, src_stride, samples, q, dst + q * dst_stride);
 }
 
 // interleave with the pixels dealt out in turn to `phases` places: pixel q, at q + offset = j *
@@ -112,10 +125,7 @@ TSC_INLINE void interleave_phases_impl(const scalar_t* src, int64_t src_stride, 
   constexpr int L = V::lanes;
   const bool blocked = for_each_block<L>(len, [&](int64_t q) __attribute__((always_inline)) {
     typename V::type v[L];
-    for (int s = 0; s < L; ++s) {
-      v[s] = s < samples ? V::load(src + s * src_stride + q) : V::broadcast(scalar_t(0));
-    }
-    transpose(v);
+    load_transposed<V>(src, src_stride, samples, q, v);
     int64_t b = (q + offset) % phases, j = (q + offset) / phases;
     for (int i = 0; i < L; ++i) {
       V::store(dst + b * phase_step + j * column_step, v[i]);
@@ -124,9 +134,8 @@ TSC_INLINE void interleave_phases_impl(const scalar_t* src, int64_t src_stride, 
   });
   if (blocked) return;
   for (int64_t q = 0; q < len; ++q) {
-    scalar_t* pixel =
-        dst + (q + offset) % phases * phase_step + (q + offset) / phases * column_step;
-    for (int s = 0; s < L; ++s) pixel[s] = s < samples ? src[s * src_stride + q] : scalar_t(0);
+    copy_pixel(src, src_stride, samples, q,
+               dst + (q + offset) % phases * phase_step + (q + offset) / phases * column_step);
   }
 }
 
