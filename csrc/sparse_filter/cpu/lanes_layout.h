@@ -119,9 +119,9 @@ void lay_out_lanes_channel(const scalar_t* plane, int64_t sample_stride,
         continue;
       }
       // Each pixel straight to its phase plane (interleave_phases), zeros before and after
-      // each plane's columns. (Transposed into a row first and then copied a pixel at a
-      // time: batch 8, 90 %, 2 threads, Zen 4, 11 alternated rounds, stride-2 128@56 and
-      // 256@28 0.96-0.98x the time of this, 512@14 1.0x; batch 1 (strips) 0.94-0.96x.)
+      // each plane's columns. (Against transposing into a row first and then copying a pixel
+      // at a time: batch 8, 90 %, 2 threads, Zen 4, 11 alternated rounds, stride-2 128@56 and
+      // 256@28 0.96-0.98x the time, 512@14 1.0x; batch 1 (strips) 0.94-0.96x.)
       for (int64_t b = 0; b < g.stride_w; ++b) {
         scalar_t* out = phase_row + b * plane_elements;
         const auto [first, last] = phase_columns(g, b);
