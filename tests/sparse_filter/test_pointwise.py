@@ -249,6 +249,28 @@ def test_strided_1x1_picked_block_by_block_matches_conv2d(stride, size, groups, 
     assert torch.equal(picked, x[:, first_channel + source, ::stride[0], ::stride[1]])
 
 
+@pytest.mark.parametrize("density", [0.0, 1.0])
+def test_strided_1x1_picked_block_by_block_empty_and_all_kept(density):
+    """The tasks' own picks with no tap kept (bias only) and every tap kept."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(16, 7, 29, 33, generator=gen)
+    w = random_weight((9, 7, 1, 1), density, torch.float32, gen)
+    b = torch.randn(9, generator=gen)
+    got = tsc.sparse_conv2d(x, w, b, 2, method="direct")
+    torch.testing.assert_close(got, F.conv2d(x, w, b, 2), **tolerance(torch.float32))
+
+
+def test_strided_1x1_picked_block_by_block_gradients():
+    """gradcheck (float64) of a layer whose forward picks its pixels in its tasks: batch 8,
+    8x8 output planes (a whole tile of float64 positions)."""
+    gen = torch.Generator().manual_seed(6)
+    conv = torch.nn.Conv2d(2, 3, 1, stride=2, dtype=torch.float64)
+    layer = tsc.SparseConv2d.from_dense(conv, mask=torch.rand(3, 2, 1, 1, generator=gen) > 0.3,
+                                        method="direct")
+    x = torch.randn(8, 2, 16, 15, dtype=torch.float64, requires_grad=True, generator=gen)
+    assert torch.autograd.gradcheck(layer, (x,))
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
 @pytest.mark.parametrize("layout", ["contiguous", "cropped", "channels_last"])
 @pytest.mark.parametrize("stride,size", [((2, 2), (28, 30)), ((2, 2), (9, 7)), ((3, 2), (10, 11)),
