@@ -20,12 +20,7 @@ void pick_planes(const T* in, T* out, int64_t planes, int64_t in_h, int64_t in_w
       const int64_t plane = r / rows;
       const int64_t y = first_row + (r % rows) * stride_h;
       const T* src = in + (plane * in_h + y) * in_w + first_col;
-      T* dst = out + r * cols;
-      if (stride_w == 2) {
-        pick_row<T, 2>(src, dst, cols, stride_w);
-      } else {
-        pick_row<T, 0>(src, dst, cols, stride_w);
-      }
+      pick_row(src, out + r * cols, cols, stride_w);
     }
   });
 }

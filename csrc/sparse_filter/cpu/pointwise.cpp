@@ -209,7 +209,7 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
     const int64_t count = std::min(block, run - p0);
     const scalar_t* x = in + n * sample_in;
     const int64_t valid = std::min(count, plane - p0);
-    const scalar_t* block_in = nullptr;  // the block's first position in input channel 0
+    const scalar_t* block_in;  // the block's first position in input channel 0
     if (pick_in_tasks) {
       // Channel c's pixels of the block at c * block, zeros after the valid ones.
       AlignedBuffer<scalar_t>& picked = scratch.picked;
@@ -221,19 +221,22 @@ void pointwise_forward(const at::Tensor& input, const at::Tensor& row_ptr,
         std::fill(dst + valid, dst + count, scalar_t(0));
       }
       block_in = picked.data();
-    } else if (!whole_vectors && !aligned_copy && n == g.batch - 1) {
-      // The last vector of a plane reads into the next plane; past the last sample's last
-      // plane that would be past the tensor, so the last sample is read from a copy with
-      // a vector of zeros after it.
-      if (padded_sample != n) {
-        padded_in.resize(sample_in + lanes);
-        std::copy(x, x + sample_in, padded_in.data());
-        std::fill(padded_in.data() + sample_in, padded_in.data() + sample_in + lanes, scalar_t(0));
-        padded_sample = n;
+    } else {
+      if (!whole_vectors && !aligned_copy && n == g.batch - 1) {
+        // The last vector of a plane reads into the next plane; past the last sample's last
+        // plane that would be past the tensor, so the last sample is read from a copy with
+        // a vector of zeros after it.
+        if (padded_sample != n) {
+          padded_in.resize(sample_in + lanes);
+          std::copy(x, x + sample_in, padded_in.data());
+          std::fill(padded_in.data() + sample_in, padded_in.data() + sample_in + lanes,
+                    scalar_t(0));
+          padded_sample = n;
+        }
+        x = padded_in.data();
       }
-      x = padded_in.data();
+      block_in = x + p0;
     }
-    if (!pick_in_tasks) block_in = x + p0;
     scalar_t* y = out + (n * g.out_channels + oc0) * plane + p0;
     const int64_t vector = simd.pointwise_vector;
     tails.resize((oc1 - oc0) * vector);
